@@ -1,0 +1,78 @@
+package dev.deepserve.gateway.health;
+
+import dev.deepserve.gateway.config.GatewayConfig;
+import io.smallrye.health.api.AsyncHealthCheck;
+import io.smallrye.mutiny.Uni;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.eclipse.microprofile.health.HealthCheckResponse;
+import org.eclipse.microprofile.health.Readiness;
+
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * The gateway is ready only when the services it forwards to are alive: tokenizer, prefill, decode and billing.
+ * It probes their liveness (not readiness) so that one slow model load does not cascade into a gateway restart loop.
+ */
+@Readiness
+@ApplicationScoped
+public class UpstreamsReadiness implements AsyncHealthCheck {
+
+    private final GatewayConfig config;
+    private final HttpClient http;
+
+    UpstreamsReadiness(GatewayConfig config) {
+        this.config = config;
+        this.http = HttpClient.newBuilder().connectTimeout(config.upstreamProbeTimeout()).build();
+    }
+
+    @Override
+    public Uni<HealthCheckResponse> call() {
+        Map<String, URI> upstreams = new LinkedHashMap<>();
+        upstreams.put("tokenizer", config.tokenizerUrl());
+        upstreams.put("prefill", config.prefillUrl());
+        upstreams.put("decode", config.decodeUrl());
+        upstreams.put("billing", config.billingUrl());
+        Map<String, CompletableFuture<String>> probes = new LinkedHashMap<>();
+        upstreams.forEach((name, url) -> probes.put(name, probe(url)));
+        return Uni.createFrom().completionStage(CompletableFuture.allOf(probes.values().toArray(CompletableFuture[]::new))
+                .thenApply(ignored -> {
+                    var builder = HealthCheckResponse.named("upstreams").up();
+                    probes.forEach((name, result) -> {
+                        String status = result.join();
+                        builder.withData(name, status);
+                        if (!status.equals("UP")) {
+                            builder.down();
+                        }
+                    });
+                    return builder.build();
+                }));
+    }
+
+    private CompletableFuture<String> probe(URI base) {
+        HttpRequest request = HttpRequest.newBuilder(base.resolve("/q/health/live"))
+                .timeout(config.upstreamProbeTimeout()).GET().build();
+        return http.sendAsync(request, HttpResponse.BodyHandlers.discarding())
+                .thenApply(response -> response.statusCode() == 200 ? "UP" : "DOWN: " + base + " answered " + response.statusCode())
+                .exceptionally(e -> "DOWN: " + base + " unreachable (" + rootMessage(e) + ")");
+    }
+
+    private static String rootMessage(Throwable e) {
+        Throwable t = e;
+        while (t.getCause() != null) {
+            if (t instanceof java.net.ConnectException) {
+                return "connection refused";
+            }
+            t = t.getCause();
+        }
+        if (t instanceof java.net.ConnectException || t instanceof java.nio.channels.ClosedChannelException) {
+            return "connection refused";
+        }
+        return t.getClass().getSimpleName() + (t.getMessage() == null ? "" : ": " + t.getMessage());
+    }
+}

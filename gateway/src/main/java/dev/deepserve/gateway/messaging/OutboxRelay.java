@@ -1,0 +1,102 @@
+package dev.deepserve.gateway.messaging;
+
+import dev.deepserve.gateway.config.GatewayConfig;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.quarkus.scheduler.Scheduled;
+import io.smallrye.mutiny.Uni;
+import io.smallrye.reactive.messaging.kafka.api.OutgoingKafkaRecordMetadata;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Row;
+import io.vertx.mutiny.sqlclient.SqlConnection;
+import io.vertx.mutiny.sqlclient.Tuple;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.eclipse.microprofile.reactive.messaging.Channel;
+import org.eclipse.microprofile.reactive.messaging.Emitter;
+import org.eclipse.microprofile.reactive.messaging.Message;
+import org.eclipse.microprofile.reactive.messaging.Metadata;
+import org.jboss.logging.Logger;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Publishes unpublished outbox rows to the Kafka {@code usage} topic, keyed by event id, and stamps them once Kafka
+ * has acknowledged. Rows are claimed with {@code FOR UPDATE SKIP LOCKED}, so several gateway replicas can relay
+ * side by side without sending the same row concurrently.
+ */
+@ApplicationScoped
+public class OutboxRelay {
+
+    private static final Logger LOG = Logger.getLogger(OutboxRelay.class);
+
+    private final Pool pool;
+    private final Emitter<String> usage;
+    private final GatewayConfig config;
+    private final Counter published;
+    private final AtomicLong backlog = new AtomicLong();
+
+    OutboxRelay(Pool pool, @Channel("usage") Emitter<String> usage, GatewayConfig config, MeterRegistry registry) {
+        this.pool = pool;
+        this.usage = usage;
+        this.config = config;
+        this.published = Counter.builder("deepserve.outbox.published").description("usage events published to Kafka").register(registry);
+        Gauge.builder("deepserve.outbox.backlog", backlog, AtomicLong::get).description("usage events waiting in the outbox").register(registry);
+    }
+
+    @Scheduled(every = "${deepserve.outbox.interval:200ms}", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    Uni<Void> relay() {
+        return pool.withTransaction(this::publishBatch)
+                .onItem().transformToUni(count -> count == config.outbox().batchSize() ? relay() : Uni.createFrom().voidItem())
+                .onFailure().invoke(e -> LOG.warnf("usage outbox relay pass failed, will retry: %s", e.getMessage()))
+                .onFailure().recoverWithNull()
+                .replaceWithVoid();
+    }
+
+    private Uni<Integer> publishBatch(SqlConnection tx) {
+        return tx.preparedQuery("SELECT event_id, payload::text AS payload FROM gateway.usage_outbox WHERE published_at IS NULL "
+                        + "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED")
+                .execute(Tuple.of(config.outbox().batchSize()))
+                .onItem().transformToUni(rows -> {
+                    List<UUID> ids = new ArrayList<>();
+                    List<CompletableFuture<Void>> acks = new ArrayList<>();
+                    for (Row row : rows) {
+                        UUID id = row.getUUID("event_id");
+                        ids.add(id);
+                        acks.add(send(id, row.getString("payload")));
+                    }
+                    if (ids.isEmpty()) {
+                        backlog.set(0);
+                        return Uni.createFrom().item(0);
+                    }
+                    return Uni.createFrom().completionStage(CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)))
+                            .ifNoItem().after(config.outbox().publishTimeout()).fail()
+                            .onItem().transformToUni(ignored -> tx.preparedQuery(
+                                            "UPDATE gateway.usage_outbox SET published_at = now(), attempts = attempts + 1 WHERE event_id = ANY($1)")
+                                    .execute(Tuple.of(ids.toArray(UUID[]::new))))
+                            .invoke(() -> published.increment(ids.size()))
+                            .onItem().transformToUni(ignored -> tx.query("SELECT count(*) FROM gateway.usage_outbox WHERE published_at IS NULL").execute())
+                            .invoke(count -> backlog.set(count.iterator().next().getLong(0)))
+                            .replaceWith(ids.size());
+                });
+    }
+
+    private CompletableFuture<Void> send(UUID id, String payload) {
+        CompletableFuture<Void> ack = new CompletableFuture<>();
+        Message<String> message = Message.of(payload, Metadata.of(OutgoingKafkaRecordMetadata.<String>builder().withKey(id.toString()).build()))
+                .withAck(() -> {
+                    ack.complete(null);
+                    return CompletableFuture.completedFuture(null);
+                })
+                .withNack(e -> {
+                    ack.completeExceptionally(e);
+                    return CompletableFuture.completedFuture(null);
+                });
+        usage.send(message);
+        return ack;
+    }
+}

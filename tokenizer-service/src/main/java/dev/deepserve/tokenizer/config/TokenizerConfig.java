@@ -1,0 +1,15 @@
+package dev.deepserve.tokenizer.config;
+
+import io.smallrye.config.ConfigMapping;
+import io.smallrye.config.WithDefault;
+
+import java.nio.file.Path;
+
+/** Settings of the tokenizer service; every key can be overridden by its env var (e.g. DEEPSERVE_MODEL_DIR). */
+@ConfigMapping(prefix = "deepserve")
+public interface TokenizerConfig {
+
+    /** Model directory holding tokenizer.json and tokenizer_config.json. */
+    @WithDefault(".deepserve/model")
+    Path modelDir();
+}
