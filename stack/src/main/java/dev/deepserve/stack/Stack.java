@@ -1,0 +1,379 @@
+package dev.deepserve.stack;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.deepserve.embedded.EmbeddedKafkaBroker;
+import dev.deepserve.embedded.EmbeddedPostgresServer;
+import dev.deepserve.model.ModelDirectory;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.common.errors.TopicExistsException;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The local stack: embedded PostgreSQL, an in-process Kafka broker and the five service JVMs, supervised by this
+ * process. Stopping this process (Ctrl-C, SIGTERM, {@code ./deepserve down}) stops everything it started.
+ */
+final class Stack {
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final Duration STOP_GRACE = Duration.ofSeconds(20);
+
+    private final StackSettings settings;
+    private final PrintStream out;
+    private final List<ServiceProcess> services = new ArrayList<>();
+    private final CountDownLatch stopped = new CountDownLatch(1);
+    private EmbeddedPostgresServer postgres;
+    private EmbeddedKafkaBroker kafka;
+
+    Stack(StackSettings settings, PrintStream out) {
+        this.settings = settings;
+        this.out = out;
+    }
+
+    /** Starts everything, prints the connection lines, and blocks until asked to stop. */
+    void runForeground(Duration startTimeout) {
+        prepareHome();
+        Optional<Long> running = runningSupervisor(settings);
+        if (running.isPresent()) {
+            throw new CliException("the stack is already running (pid " + running.get() + "); see ./deepserve status, or stop it with ./deepserve down");
+        }
+        checkJars();
+        checkPortsFree();
+        writePid();
+        Thread hook = new Thread(this::shutdown, "deepserve-stop");
+        Runtime.getRuntime().addShutdownHook(hook);
+        try {
+            start(startTimeout);
+        } catch (RuntimeException e) {
+            shutdown();
+            throw e;
+        }
+        printConnectionLines(out, settings);
+        out.println("stack is up; Ctrl-C stops it (logs: " + settings.logs() + ")");
+        out.flush();
+        watchServices();
+    }
+
+    private void start(Duration startTimeout) {
+        out.println("data: " + settings.home());
+        try {
+            postgres = EmbeddedPostgresServer.start(settings.home().resolve("pg/data"), settings.home().resolve("pg/bin"), settings.pgPort());
+        } catch (IOException | RuntimeException e) {
+            throw new CliException("embedded PostgreSQL did not start: " + oneLine(e));
+        }
+        out.println("postgres: 127.0.0.1:" + postgres.port() + " (embedded, data in " + settings.home().resolve("pg/data") + ")");
+        try {
+            kafka = EmbeddedKafkaBroker.start(settings.home().resolve("kafka"), settings.kafkaPort(), settings.kafkaControllerPort());
+            createTopics(kafka.bootstrapServers());
+        } catch (IOException | RuntimeException e) {
+            throw new CliException("in-process Kafka did not start: " + oneLine(e));
+        }
+        out.println("kafka: " + kafka.bootstrapServers() + " (in-process KRaft, data in " + settings.home().resolve("kafka") + ")");
+
+        ModelBootstrap.ensure(settings, out);
+        String adminKey = Secrets.adminKey(settings.secrets());
+
+        Map<String, String> env = new HashMap<>();
+        env.put("DEEPSERVE_PG_HOST", "127.0.0.1");
+        env.put("DEEPSERVE_PG_PORT", Integer.toString(postgres.port()));
+        env.put("DEEPSERVE_PG_DATABASE", EmbeddedPostgresServer.DATABASE);
+        env.put("DEEPSERVE_PG_USER", EmbeddedPostgresServer.USER);
+        env.put("DEEPSERVE_PG_PASSWORD", EmbeddedPostgresServer.PASSWORD);
+        env.put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
+        env.put("DEEPSERVE_MODEL_DIR", settings.modelDir().toString());
+        env.put("DEEPSERVE_TOKENIZER_URL", settings.url("tokenizer-service"));
+        env.put("DEEPSERVE_PREFILL_URL", settings.url("prefill-service"));
+        env.put("DEEPSERVE_DECODE_URL", settings.url("decode-service"));
+        env.put("DEEPSERVE_BILLING_URL", settings.url("billing"));
+        env.put("DEEPSERVE_ADMIN_KEY", adminKey);
+
+        for (String name : StackSettings.SERVICES) {
+            ServiceProcess service = new ServiceProcess(name, settings.url(name), settings.logs().resolve(name + ".log"));
+            Map<String, String> serviceEnv = new HashMap<>(env);
+            serviceEnv.put("QUARKUS_HTTP_PORT", Integer.toString(settings.servicePorts().get(name)));
+            try {
+                service.start(settings.serviceJar(name), jvmOptions(name), serviceEnv);
+            } catch (IOException e) {
+                throw new CliException("could not start " + name + ": " + oneLine(e));
+            }
+            services.add(service);
+        }
+        awaitReady(startTimeout);
+        writeState();
+    }
+
+    private List<String> jvmOptions(String service) {
+        List<String> options = new ArrayList<>();
+        boolean engine = service.equals("prefill-service") || service.equals("decode-service");
+        options.add(engine ? "-Xmx4g" : "-Xmx512m");
+        options.add("-XX:+UseSerialGC");
+        options.add("--add-modules=jdk.incubator.vector");
+        options.add("--enable-native-access=ALL-UNNAMED");
+        String extra = System.getenv("DEEPSERVE_JAVA_OPTS");
+        if (extra != null && !extra.isBlank()) {
+            options.addAll(List.of(extra.trim().split("\\s+")));
+        }
+        return options;
+    }
+
+    private void awaitReady(Duration timeout) {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        long start = System.nanoTime();
+        Map<String, ServiceProcess.Readiness> last = new LinkedHashMap<>();
+        List<ServiceProcess> pending = new ArrayList<>(services);
+        out.print("starting services");
+        out.flush();
+        while (!pending.isEmpty()) {
+            for (ServiceProcess service : List.copyOf(pending)) {
+                if (!service.alive()) {
+                    out.println();
+                    throw new CliException(service.name + " exited during start; last lines of " + service.log + ":"
+                            + System.lineSeparator() + service.tail(15));
+                }
+                ServiceProcess.Readiness readiness = service.readiness();
+                last.put(service.name, readiness);
+                if (readiness.ready()) {
+                    pending.remove(service);
+                    out.printf("%n  ready: %-18s %5.1fs", service.name, (System.nanoTime() - start) / 1e9);
+                    out.flush();
+                }
+            }
+            if (pending.isEmpty()) {
+                break;
+            }
+            if (System.nanoTime() > deadline) {
+                out.println();
+                StringBuilder why = new StringBuilder("not ready after " + timeout.toSeconds() + "s:");
+                for (ServiceProcess service : pending) {
+                    why.append(System.lineSeparator()).append("  ").append(service.name).append(": ")
+                            .append(HealthSummary.reasons(last.get(service.name))).append(" (log: ").append(service.log).append(')');
+                }
+                throw new CliException(why.toString());
+            }
+            sleep(Duration.ofMillis(500));
+        }
+        out.println();
+    }
+
+    /** Blocks until shutdown; reports a service that dies on its own. */
+    private void watchServices() {
+        try {
+            while (!stopped.await(2, TimeUnit.SECONDS)) {
+                for (ServiceProcess service : services) {
+                    if (!service.alive()) {
+                        out.println("deepserve: " + service.name + " exited unexpectedly; stopping the stack. Last lines of " + service.log + ":");
+                        out.println(service.tail(15));
+                        out.flush();
+                        System.exit(1);
+                    }
+                }
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private synchronized void shutdown() {
+        if (stopped.getCount() == 0) {
+            return;
+        }
+        for (int i = services.size() - 1; i >= 0; i--) {
+            services.get(i).stop(STOP_GRACE);
+        }
+        if (kafka != null) {
+            try {
+                kafka.close();
+            } catch (RuntimeException e) {
+                out.println("deepserve: Kafka did not stop cleanly: " + oneLine(e));
+            }
+        }
+        if (postgres != null) {
+            try {
+                postgres.close();
+            } catch (RuntimeException e) {
+                out.println("deepserve: PostgreSQL did not stop cleanly: " + oneLine(e));
+            }
+        }
+        try {
+            Files.deleteIfExists(settings.stateFile());
+            Files.deleteIfExists(settings.pidFile());
+        } catch (IOException ignored) {
+            // best effort: a stale pid file is detected by liveness on the next start
+        }
+        stopped.countDown();
+    }
+
+    private void createTopics(String bootstrap) {
+        try (Admin admin = Admin.create(Map.of("bootstrap.servers", bootstrap))) {
+            admin.createTopics(List.of(new NewTopic("usage", 4, (short) 1))).all().get(60, TimeUnit.SECONDS);
+        } catch (ExecutionException e) {
+            if (!(e.getCause() instanceof TopicExistsException)) {
+                throw new CliException("could not create the Kafka topic 'usage': " + oneLine(e.getCause()));
+            }
+        } catch (Exception e) {
+            throw new CliException("could not create the Kafka topic 'usage': " + oneLine(e));
+        }
+    }
+
+    private void prepareHome() {
+        try {
+            Files.createDirectories(settings.home());
+            Files.createDirectories(settings.logs());
+            Path probe = settings.home().resolve(".write-test");
+            Files.writeString(probe, "ok");
+            Files.delete(probe);
+        } catch (AccessDeniedException e) {
+            throw new CliException("data directory " + settings.home() + " is not writable (set DEEPSERVE_HOME to a writable directory)");
+        } catch (IOException e) {
+            throw new CliException("data directory " + settings.home() + " is not usable: " + oneLine(e) + " (set DEEPSERVE_HOME)");
+        }
+    }
+
+    private void checkJars() {
+        for (String name : StackSettings.SERVICES) {
+            if (!Files.isRegularFile(settings.serviceJar(name))) {
+                throw new CliException(name + " is not built (" + settings.serviceJar(name) + " missing); run ./mvnw -B install -DskipTests, or just ./deepserve up");
+            }
+        }
+    }
+
+    private void checkPortsFree() {
+        Map<String, Integer> ports = new LinkedHashMap<>();
+        settings.servicePorts().forEach(ports::put);
+        ports.put("postgres (DEEPSERVE_PG_PORT)", settings.pgPort());
+        ports.put("kafka (DEEPSERVE_KAFKA_PORT)", settings.kafkaPort());
+        ports.put("kafka controller (DEEPSERVE_KAFKA_CONTROLLER_PORT)", settings.kafkaControllerPort());
+        ports.forEach((what, port) -> {
+            try (ServerSocket socket = new ServerSocket()) {
+                socket.setReuseAddress(true);
+                socket.bind(new InetSocketAddress("127.0.0.1", port));
+            } catch (IOException e) {
+                String hint = what.contains("(") ? what : what + " (DEEPSERVE_" + envName(what) + "_PORT)";
+                throw new CliException("port " + port + " for " + hint + " is in use; free it or choose another port with that env var");
+            }
+        });
+    }
+
+    private static String envName(String service) {
+        return service.replace("-service", "").toUpperCase();
+    }
+
+    private void writePid() {
+        try {
+            Files.writeString(settings.pidFile(), Long.toString(ProcessHandle.current().pid()));
+        } catch (IOException e) {
+            throw new CliException("cannot write " + settings.pidFile() + ": " + oneLine(e));
+        }
+    }
+
+    private void writeState() {
+        ObjectNode state = JSON.createObjectNode();
+        state.put("pid", ProcessHandle.current().pid());
+        state.put("postgres", "127.0.0.1:" + postgres.port());
+        state.put("kafka", kafka.bootstrapServers());
+        state.put("model_dir", settings.modelDir().toString());
+        ObjectNode svc = state.putObject("services");
+        for (ServiceProcess s : services) {
+            svc.putObject(s.name).put("pid", s.pid()).put("url", s.url).put("log", s.log.toString());
+        }
+        try {
+            Path tmp = settings.stateFile().resolveSibling("stack.json.tmp");
+            Files.writeString(tmp, JSON.writerWithDefaultPrettyPrinter().writeValueAsString(state));
+            Files.move(tmp, settings.stateFile(), java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            throw new CliException("cannot write " + settings.stateFile() + ": " + oneLine(e));
+        }
+    }
+
+    /** The lines DESIGN.md promises, each on its own line. */
+    static void printConnectionLines(PrintStream out, StackSettings settings) {
+        out.println("gateway: " + settings.url("gateway"));
+        out.println("console: " + settings.url("billing") + "/console/");
+        Optional<String> apiKey = Secrets.userKey(settings.secrets());
+        out.println("api-key: " + apiKey.orElse("(none yet: user API keys arrive with the gateway's key store)"));
+        out.println("admin-key: " + Secrets.adminKey(settings.secrets()));
+        out.flush();
+    }
+
+    /** The pid of a live supervisor recorded in the pid file, if any. */
+    static Optional<Long> runningSupervisor(StackSettings settings) {
+        try {
+            long pid = Long.parseLong(Files.readString(settings.pidFile()).trim());
+            return ProcessHandle.of(pid).filter(ProcessHandle::isAlive).map(ProcessHandle::pid);
+        } catch (IOException | NumberFormatException e) {
+            return Optional.empty();
+        }
+    }
+
+    static String oneLine(Throwable e) {
+        Throwable t = e;
+        String message = t.getMessage();
+        while ((message == null || message.isBlank()) && t.getCause() != null) {
+            t = t.getCause();
+            message = t.getMessage();
+        }
+        return (message == null ? t.getClass().getSimpleName() : message).lines().findFirst().orElse("");
+    }
+
+    static void sleep(Duration d) {
+        try {
+            Thread.sleep(d);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new CliException("interrupted");
+        }
+    }
+
+    /** The keys the stack hands out, kept under the data directory with owner-only permissions. */
+    static final class Secrets {
+        private static final SecureRandom RANDOM = new SecureRandom();
+
+        static synchronized String adminKey(Path dir) {
+            Path file = dir.resolve("admin-key");
+            try {
+                if (Files.exists(file)) {
+                    return Files.readString(file).trim();
+                }
+                Files.createDirectories(dir);
+                byte[] bytes = new byte[32];
+                RANDOM.nextBytes(bytes);
+                String key = "dsadm-" + Base64.getUrlEncoder().withoutPadding().encodeToString(bytes);
+                Files.writeString(file, key, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+                Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-------"));
+                return key;
+            } catch (IOException e) {
+                throw new CliException("cannot keep the admin key in " + file + ": " + oneLine(e));
+            }
+        }
+
+        static Optional<String> userKey(Path dir) {
+            try {
+                return Optional.of(Files.readString(dir.resolve("api-key")).trim());
+            } catch (IOException e) {
+                return Optional.empty();
+            }
+        }
+    }
+}
