@@ -3,6 +3,8 @@ package dev.deepserve.stack;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 
+import dev.deepserve.model.cli.ModelCli;
+
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Files;
@@ -48,6 +50,14 @@ public final class Cli {
             }
             case "down" -> down(StackSettings.fromEnvironment(project, env), out);
             case "status" -> status(StackSettings.fromEnvironment(project, env), out);
+            case "model" -> {
+                try {
+                    ModelCli.run(rest, out, System.err, env);
+                } catch (ModelCli.UsageError e) {
+                    throw new CliException(e.getMessage(), 2);
+                }
+                yield 0;
+            }
             default -> throw new CliException("unknown command '" + args[0] + "' (run ./deepserve without arguments for usage)", 2);
         };
     }
