@@ -29,6 +29,10 @@ public interface GatewayConfig {
     Outbox outbox();
 
     interface Outbox {
+        /** How often the relay looks for unpublished usage events. */
+        @WithDefault("200ms")
+        Duration interval();
+
         /** Rows published to Kafka per relay pass. */
         @WithDefault("500")
         int batchSize();

@@ -1,0 +1,170 @@
+package dev.deepserve.stack;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Boots the embedded stack exactly as a user does ({@code ./deepserve up -d}): embedded PostgreSQL, the in-process
+ * Kafka broker and the five service JVMs, on free ports and a fresh data directory. Proves every service is ready,
+ * that PostgreSQL and Kafka carry real traffic between services, and that {@code down} leaves nothing running.
+ */
+class StackIT {
+
+    private static final Path PROJECT = Path.of("..").toAbsolutePath().normalize();
+    private static final Map<String, String> ENV = new HashMap<>();
+    private static final Map<String, Integer> PORTS = new HashMap<>();
+    private static String upOutput;
+
+    @BeforeAll
+    static void up() throws Exception {
+        Path home = Path.of("target", "stack-it-" + System.currentTimeMillis()).toAbsolutePath();
+        ENV.put("DEEPSERVE_HOME", home.toString());
+        for (String name : List.of("GATEWAY", "TOKENIZER", "PREFILL", "DECODE", "BILLING", "PG", "KAFKA", "KAFKA_CONTROLLER")) {
+            int port = freePort();
+            PORTS.put(name, port);
+            ENV.put("DEEPSERVE_" + name + "_PORT", Integer.toString(port));
+        }
+        Result up = deepserve(Duration.ofMinutes(8), "up", "-d");
+        upOutput = up.output;
+        assertEquals(0, up.exit, "./deepserve up -d failed:\n" + up.output);
+    }
+
+    @Test
+    void printsTheConnectionLinesAndEveryServiceIsReady() throws Exception {
+        assertTrue(upOutput.contains("gateway: http://127.0.0.1:" + PORTS.get("GATEWAY")), upOutput);
+        assertTrue(upOutput.contains("console: http://127.0.0.1:" + PORTS.get("BILLING") + "/console/"), upOutput);
+        assertTrue(upOutput.lines().anyMatch(l -> l.startsWith("api-key: ")), upOutput);
+        assertTrue(upOutput.lines().anyMatch(l -> l.matches("admin-key: dsadm-[A-Za-z0-9_-]{43}")), upOutput);
+        HttpClient http = HttpClient.newHttpClient();
+        for (String name : List.of("GATEWAY", "TOKENIZER", "PREFILL", "DECODE", "BILLING")) {
+            HttpResponse<String> ready = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get(name) + "/q/health/ready")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, ready.statusCode(), name + ": " + ready.body());
+            HttpResponse<String> metrics = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get(name) + "/q/metrics")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, metrics.statusCode(), name);
+        }
+        Result status = deepserve(Duration.ofMinutes(1), "status");
+        assertEquals(0, status.exit, status.output);
+    }
+
+    /** A usage event written to the gateway's outbox travels through Kafka to billing's ledger in PostgreSQL. */
+    @Test
+    void usageEventCrossesFromGatewayThroughKafkaIntoTheBillingLedger() throws Exception {
+        UUID id = UUID.randomUUID();
+        String jdbc = "jdbc:postgresql://127.0.0.1:" + PORTS.get("PG") + "/deepserve";
+        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", "deepserve")) {
+            try (PreparedStatement insert = c.prepareStatement("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES (?, ?::jsonb)")) {
+                insert.setObject(1, id);
+                insert.setString(2, """
+                        {"event_id":"%s","request_id":"stack-it","account_id":"acct-it","model":"deepseek-chat",
+                         "prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":3,"completion_tokens":9,
+                         "cost":"0.0000147","currency":"USD","finish_reason":"stop","completed_at":"2026-11-24T06:00:00Z"}
+                        """.formatted(id));
+                insert.executeUpdate();
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            boolean landed = false;
+            while (!landed && System.nanoTime() < deadline) {
+                try (PreparedStatement q = c.prepareStatement("SELECT completion_tokens, cost FROM billing.usage_ledger WHERE event_id = ?")) {
+                    q.setObject(1, id);
+                    try (ResultSet rs = q.executeQuery()) {
+                        if (rs.next()) {
+                            assertEquals(9, rs.getInt(1));
+                            assertEquals(0, new java.math.BigDecimal("0.0000147").compareTo(rs.getBigDecimal(2)));
+                            landed = true;
+                        }
+                    }
+                }
+                Thread.sleep(200);
+            }
+            assertTrue(landed, "the event did not reach billing.usage_ledger within 60s");
+        }
+    }
+
+    /** Records the processes of the running stack, so the teardown can prove down stopped each of them. */
+    @Test
+    void stateFileNamesEveryLiveProcess() throws Exception {
+        JsonNode state = new ObjectMapper().readTree(Path.of(ENV.get("DEEPSERVE_HOME"), "stack.json").toFile());
+        List<Long> pids = new ArrayList<>();
+        state.path("services").forEach(s -> pids.add(s.path("pid").asLong()));
+        assertEquals(5, pids.size());
+        for (long pid : pids) {
+            assertTrue(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false), "service pid " + pid + " is alive while up");
+        }
+        afterDown = pids;
+        afterDown.add(state.path("pid").asLong());
+    }
+
+    static List<Long> afterDown = new ArrayList<>();
+
+    @AfterAll
+    static void nothingIsLeftRunning() throws Exception {
+        Result down = deepserve(Duration.ofMinutes(2), "down");
+        assertEquals(0, down.exit, down.output);
+        for (long pid : afterDown) {
+            assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false), "pid " + pid + " still running after down");
+        }
+        for (int port : PORTS.values()) {
+            try (ServerSocket s = new ServerSocket(port, 1, java.net.InetAddress.getLoopbackAddress())) {
+                assertTrue(s.isBound());
+            } catch (IOException e) {
+                throw new AssertionError("port " + port + " still in use after down", e);
+            }
+        }
+        Result status = deepserve(Duration.ofMinutes(1), "status");
+        assertEquals(3, status.exit, status.output);
+    }
+
+    record Result(int exit, String output) {
+    }
+
+    static Result deepserve(Duration timeout, String... args) throws Exception {
+        List<String> command = new ArrayList<>();
+        command.add(PROJECT.resolve("deepserve").toString());
+        command.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(command).directory(PROJECT.toFile()).redirectErrorStream(true);
+        pb.environment().putAll(ENV);
+        Path out = Files.createTempFile("deepserve-it", ".out");
+        pb.redirectOutput(out.toFile());
+        Process p = pb.start();
+        if (!p.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+            p.destroyForcibly();
+            throw new AssertionError("./deepserve " + String.join(" ", args) + " did not finish in " + timeout + ":\n" + Files.readString(out));
+        }
+        return new Result(p.exitValue(), Files.readString(out));
+    }
+
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0)) {
+            return s.getLocalPort();
+        }
+    }
+}
