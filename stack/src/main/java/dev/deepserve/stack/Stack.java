@@ -44,6 +44,7 @@ final class Stack {
     private final PrintStream out;
     private final List<ServiceProcess> services = new ArrayList<>();
     private final CountDownLatch stopped = new CountDownLatch(1);
+    private volatile boolean stopping;
     private EmbeddedPostgresServer postgres;
     private EmbeddedKafkaBroker kafka;
 
@@ -182,7 +183,7 @@ final class Stack {
         try {
             while (!stopped.await(2, TimeUnit.SECONDS)) {
                 for (ServiceProcess service : services) {
-                    if (!service.alive()) {
+                    if (!service.alive() && !stopping) {
                         out.println("deepserve: " + service.name + " exited unexpectedly; stopping the stack. Last lines of " + service.log + ":");
                         out.println(service.tail(15));
                         out.flush();
@@ -199,6 +200,7 @@ final class Stack {
         if (stopped.getCount() == 0) {
             return;
         }
+        stopping = true;
         for (int i = services.size() - 1; i >= 0; i--) {
             services.get(i).stop(STOP_GRACE);
         }

@@ -30,7 +30,7 @@ public interface GatewayConfig {
 
     interface Outbox {
         /** How often the relay looks for unpublished usage events. */
-        @WithDefault("200ms")
+        @WithDefault("1s")
         Duration interval();
 
         /** Rows published to Kafka per relay pass. */
