@@ -110,7 +110,7 @@ public final class Cli {
         long deadline = System.nanoTime() + startTimeout(env).plusSeconds(120).toNanos();
         while (!Files.exists(settings.stateFile())) {
             if (!supervisor.isAlive()) {
-                throw new CliException("the stack did not start:" + System.lineSeparator() + lastLines(log, 20));
+                throw new CliException("the stack did not start:" + System.lineSeparator() + ServiceProcess.tail(log, 20));
             }
             if (System.nanoTime() > deadline) {
                 supervisor.destroy();
@@ -202,15 +202,6 @@ public final class Cli {
             return Duration.ofSeconds(Long.parseLong(value.trim()));
         } catch (NumberFormatException e) {
             throw new CliException("DEEPSERVE_START_TIMEOUT=" + value + " is not a number of seconds");
-        }
-    }
-
-    private static String lastLines(Path log, int n) {
-        try {
-            List<String> lines = Files.readAllLines(log);
-            return String.join(System.lineSeparator(), lines.subList(Math.max(0, lines.size() - n), lines.size()));
-        } catch (IOException e) {
-            return "(no log at " + log + ")";
         }
     }
 }

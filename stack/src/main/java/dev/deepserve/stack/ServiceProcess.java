@@ -89,11 +89,15 @@ final class ServiceProcess {
 
     /** The last lines of the service's log, to show why it failed. */
     String tail(int lines) {
+        return tail(log, lines);
+    }
+
+    static String tail(Path file, int lines) {
         try {
-            List<String> all = Files.readAllLines(log);
+            List<String> all = Files.readAllLines(file);
             return String.join(System.lineSeparator(), all.subList(Math.max(0, all.size() - lines), all.size()));
         } catch (IOException e) {
-            return "(no log at " + log + ")";
+            return "(no log at " + file + ")";
         }
     }
 
