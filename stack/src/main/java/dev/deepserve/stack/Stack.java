@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.embedded.EmbeddedKafkaBroker;
 import dev.deepserve.embedded.EmbeddedPostgresServer;
-import dev.deepserve.model.ModelDirectory;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.common.errors.TopicExistsException;

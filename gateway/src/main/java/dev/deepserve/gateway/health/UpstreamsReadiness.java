@@ -64,14 +64,11 @@ public class UpstreamsReadiness implements AsyncHealthCheck {
 
     private static String rootMessage(Throwable e) {
         Throwable t = e;
-        while (t.getCause() != null) {
-            if (t instanceof java.net.ConnectException) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c instanceof java.net.ConnectException || c instanceof java.nio.channels.ClosedChannelException) {
                 return "connection refused";
             }
-            t = t.getCause();
-        }
-        if (t instanceof java.net.ConnectException || t instanceof java.nio.channels.ClosedChannelException) {
-            return "connection refused";
+            t = c;
         }
         return t.getClass().getSimpleName() + (t.getMessage() == null ? "" : ": " + t.getMessage());
     }

@@ -1,6 +1,7 @@
 package dev.deepserve.model.tiny;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.weights.Bf16;
 import dev.deepserve.model.weights.DType;
@@ -32,52 +33,45 @@ public final class TinyCheckpoint {
         this.seed = seed;
     }
 
-    /** The named presets: {@code tiny-v3} (FP8, sigmoid group-limited routing, 1 MTP layer) and {@code tiny-v2lite}. */
+    /** tiny-v3: the DeepSeek-V3 shape scaled down (FP8, sigmoid group-limited routing, 1 MTP layer). */
+    private static final String TINY_V3 = """
+            {"model_type": "deepseek_v3", "vocab_size": 129280, "hidden_size": 256,
+             "intermediate_size": 512, "moe_intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "q_lora_rank": 128, "kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32,
+             "n_shared_experts": 1, "n_routed_experts": 16, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2,
+             "topk_method": "noaux_tc", "scoring_func": "sigmoid", "norm_topk_prob": true, "routed_scaling_factor": 2.5,
+             "first_k_dense_replace": 1, "moe_layer_freq": 1, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+             "max_position_embeddings": 163840,
+             "rope_scaling": {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                              "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0},
+             "num_nextn_predict_layers": 1,
+             "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                     "weight_block_size": [128, 128]},
+             "bos_token_id": 0, "eos_token_id": 1}
+            """;
+
+    /** What tiny-v2lite changes in tiny-v3: DeepSeek-V2-Lite's choices (plain q_proj, softmax greedy routing, BF16, no MTP). */
+    private static final String TINY_V2LITE_CHANGES = """
+            {"model_type": "deepseek_v2", "num_hidden_layers": 3, "q_lora_rank": null, "n_shared_experts": 2,
+             "n_group": 1, "topk_group": 1, "topk_method": "greedy", "scoring_func": "softmax", "norm_topk_prob": false,
+             "routed_scaling_factor": 1.0, "num_nextn_predict_layers": 0, "quantization_config": null,
+             "rope_scaling": {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                              "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707}}
+            """;
+
+    /** The named presets: {@code tiny-v3} and {@code tiny-v2lite}. */
     public static ModelConfig preset(String name) {
-        return switch (name) {
-            case "tiny-v3" -> ModelConfig.parse(JSON.valueToTree(java.util.Map.ofEntries(
-                    java.util.Map.entry("model_type", "deepseek_v3"),
-                    java.util.Map.entry("vocab_size", 129280), java.util.Map.entry("hidden_size", 256),
-                    java.util.Map.entry("intermediate_size", 512), java.util.Map.entry("moe_intermediate_size", 128),
-                    java.util.Map.entry("num_hidden_layers", 4), java.util.Map.entry("num_attention_heads", 4),
-                    java.util.Map.entry("q_lora_rank", 128), java.util.Map.entry("kv_lora_rank", 128),
-                    java.util.Map.entry("qk_nope_head_dim", 32), java.util.Map.entry("qk_rope_head_dim", 16),
-                    java.util.Map.entry("v_head_dim", 32), java.util.Map.entry("n_shared_experts", 1),
-                    java.util.Map.entry("n_routed_experts", 16), java.util.Map.entry("num_experts_per_tok", 4),
-                    java.util.Map.entry("n_group", 4), java.util.Map.entry("topk_group", 2),
-                    java.util.Map.entry("topk_method", "noaux_tc"), java.util.Map.entry("scoring_func", "sigmoid"),
-                    java.util.Map.entry("norm_topk_prob", true), java.util.Map.entry("routed_scaling_factor", 2.5),
-                    java.util.Map.entry("first_k_dense_replace", 1), java.util.Map.entry("moe_layer_freq", 1),
-                    java.util.Map.entry("rms_norm_eps", 1e-6), java.util.Map.entry("rope_theta", 10000.0),
-                    java.util.Map.entry("max_position_embeddings", 163840),
-                    java.util.Map.entry("rope_scaling", java.util.Map.of("type", "yarn", "factor", 40.0,
-                            "original_max_position_embeddings", 4096, "beta_fast", 32.0, "beta_slow", 1.0,
-                            "mscale", 1.0, "mscale_all_dim", 1.0)),
-                    java.util.Map.entry("num_nextn_predict_layers", 1),
-                    java.util.Map.entry("quantization_config", java.util.Map.of("quant_method", "fp8", "fmt", "e4m3",
-                            "activation_scheme", "dynamic", "weight_block_size", java.util.List.of(128, 128))),
-                    java.util.Map.entry("bos_token_id", 0), java.util.Map.entry("eos_token_id", 1))));
-            case "tiny-v2lite" -> ModelConfig.parse(JSON.valueToTree(java.util.Map.ofEntries(
-                    java.util.Map.entry("model_type", "deepseek_v2"),
-                    java.util.Map.entry("vocab_size", 129280), java.util.Map.entry("hidden_size", 256),
-                    java.util.Map.entry("intermediate_size", 512), java.util.Map.entry("moe_intermediate_size", 128),
-                    java.util.Map.entry("num_hidden_layers", 3), java.util.Map.entry("num_attention_heads", 4),
-                    java.util.Map.entry("kv_lora_rank", 128),
-                    java.util.Map.entry("qk_nope_head_dim", 32), java.util.Map.entry("qk_rope_head_dim", 16),
-                    java.util.Map.entry("v_head_dim", 32), java.util.Map.entry("n_shared_experts", 2),
-                    java.util.Map.entry("n_routed_experts", 16), java.util.Map.entry("num_experts_per_tok", 4),
-                    java.util.Map.entry("n_group", 1), java.util.Map.entry("topk_group", 1),
-                    java.util.Map.entry("topk_method", "greedy"), java.util.Map.entry("scoring_func", "softmax"),
-                    java.util.Map.entry("norm_topk_prob", false), java.util.Map.entry("routed_scaling_factor", 1.0),
-                    java.util.Map.entry("first_k_dense_replace", 1), java.util.Map.entry("moe_layer_freq", 1),
-                    java.util.Map.entry("rms_norm_eps", 1e-6), java.util.Map.entry("rope_theta", 10000.0),
-                    java.util.Map.entry("max_position_embeddings", 163840),
-                    java.util.Map.entry("rope_scaling", java.util.Map.of("type", "yarn", "factor", 40.0,
-                            "original_max_position_embeddings", 4096, "beta_fast", 32.0, "beta_slow", 1.0,
-                            "mscale", 0.707, "mscale_all_dim", 0.707)),
-                    java.util.Map.entry("bos_token_id", 0), java.util.Map.entry("eos_token_id", 1))));
-            default -> throw new IllegalArgumentException("unknown preset '" + name + "' (expected tiny-v3 or tiny-v2lite)");
-        };
+        try {
+            ObjectNode config = (ObjectNode) JSON.readTree(TINY_V3);
+            switch (name) {
+                case "tiny-v3" -> { }
+                case "tiny-v2lite" -> config.setAll((ObjectNode) JSON.readTree(TINY_V2LITE_CHANGES));
+                default -> throw new IllegalArgumentException("unknown preset '" + name + "' (expected tiny-v3 or tiny-v2lite)");
+            }
+            return ModelConfig.parse(config);
+        } catch (java.io.IOException e) {
+            throw new IllegalStateException("preset " + name + " is not valid JSON", e);
+        }
     }
 
     /**
