@@ -1,10 +1,18 @@
 package dev.deepserve.model.cli;
 
+import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.config.ModelConfigException;
+import dev.deepserve.model.engine.Mtp;
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.engine.ops.TensorOps;
+import dev.deepserve.model.weights.SafetensorsFormatException;
 import dev.deepserve.model.tiny.TinyCheckpoint;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
@@ -33,7 +41,7 @@ public final class ModelCli {
         Map<String, String> opts = options(args, 1, Set.of("--out", "--config", "--seed", "--shards", "--model", "--tokens"), Set.of("--mtp"));
         switch (args[0]) {
             case "generate-tiny" -> generateTiny(opts, out, err, env);
-            case "logits" -> throw new UsageError("model logits: the forward pass is not built yet (model engine issue)");
+            case "logits" -> logits(opts, out, err);
             default -> throw new UsageError("model: unknown subcommand '" + args[0] + "' (expected generate-tiny or logits)");
         }
     }
@@ -59,6 +67,90 @@ public final class ModelCli {
         } catch (IOException e) {
             throw new UsageError("generate-tiny: cannot write " + dir + ": " + e.getMessage());
         }
+    }
+
+    /**
+     * {@code model logits --model DIR --tokens 1,2,3 --out FILE [--mtp]}: one causal prefill over the tokens, writing
+     * little-endian float32 logits {@code [T, vocab]} of the main head, or with {@code --mtp} the first MTP module's
+     * {@code [T-1, vocab]} (row i predicts token i+2 from the main hidden state at i and token i+1).
+     */
+    private static void logits(Map<String, String> opts, PrintStream out, PrintStream err) {
+        Path dir = Path.of(require(opts, "--model", "logits"));
+        Path file = Path.of(require(opts, "--out", "logits"));
+        int[] tokens = tokenList(require(opts, "--tokens", "logits"));
+        boolean mtp = opts.containsKey("--mtp");
+        ModelDirectory md = new ModelDirectory(dir);
+        if (!Files.isRegularFile(md.config())) {
+            throw new UsageError("logits: " + dir + " has no config.json");
+        }
+        md.weightsProblem().ifPresent(p -> {
+            throw new UsageError("logits: " + p);
+        });
+        long t0 = System.nanoTime();
+        TensorOps ops = CpuOps.best();
+        try (Transformer model = Transformer.load(dir, ops)) {
+            var config = model.config();
+            if (mtp && model.mtp() == null) {
+                throw new UsageError("logits --mtp: this checkpoint has no MTP module (num_nextn_predict_layers is 0)");
+            }
+            if (mtp && tokens.length < 2) {
+                throw new UsageError("logits --mtp: needs at least 2 tokens");
+            }
+            for (int t : tokens) {
+                if (t >= config.vocabSize()) {
+                    throw new UsageError("logits: token id " + t + " is outside the vocabulary [0, " + config.vocabSize() + ")");
+                }
+            }
+            long t1 = System.nanoTime();
+            float[] hidden = model.forward(tokens, model.newCache(tokens.length));
+            float[] result;
+            int rows;
+            if (mtp) {
+                rows = tokens.length - 1;
+                Mtp module = model.mtp();
+                int[] next = java.util.Arrays.copyOfRange(tokens, 1, tokens.length);
+                float[] states = module.forward(hidden, java.util.List.of(new Transformer.Step(next, module.newCache(rows))), model);
+                result = module.logits(states, 0, rows, model);
+            } else {
+                rows = tokens.length;
+                result = model.logits(hidden, 0, rows);
+            }
+            long t2 = System.nanoTime();
+            writeFloats(file, result);
+            err.printf("%s: %d tokens on %s (load %d ms, forward %d ms)%n", config.modelType(), tokens.length, ops.describe(),
+                    (t1 - t0) / 1_000_000, (t2 - t1) / 1_000_000);
+            out.println("wrote " + (mtp ? "MTP " : "") + "logits [" + rows + ", " + config.vocabSize() + "] float32 LE to " + file.toAbsolutePath());
+        } catch (ModelConfigException | SafetensorsFormatException e) {
+            throw new UsageError("logits: " + e.getMessage());
+        } catch (IOException e) {
+            throw new UsageError("logits: cannot write " + file + ": " + e.getMessage());
+        }
+    }
+
+    private static int[] tokenList(String csv) {
+        String[] parts = csv.split(",", -1);
+        int[] ids = new int[parts.length];
+        for (int i = 0; i < parts.length; i++) {
+            try {
+                ids[i] = Integer.parseInt(parts[i].trim());
+            } catch (NumberFormatException e) {
+                throw new UsageError("--tokens must be comma-separated token ids, got '" + parts[i].trim() + "'");
+            }
+            if (ids[i] < 0) {
+                throw new UsageError("--tokens: token id " + ids[i] + " is negative");
+            }
+        }
+        return ids;
+    }
+
+    private static void writeFloats(Path file, float[] values) throws IOException {
+        Path parent = file.toAbsolutePath().getParent();
+        if (parent != null) {
+            Files.createDirectories(parent);
+        }
+        ByteBuffer buf = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
+        buf.asFloatBuffer().put(values);
+        Files.write(file, buf.array());
     }
 
     /** The cached tokenizer files; generating without them would give a model directory nothing can tokenize for. */

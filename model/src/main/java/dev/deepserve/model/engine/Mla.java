@@ -1,0 +1,186 @@
+package dev.deepserve.model.engine;
+
+import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.ops.TensorOps;
+import dev.deepserve.model.weights.CheckpointWeights;
+
+/**
+ * Multi-head Latent Attention (DeepSeek-V3 §2.1.1, eqs. 1–11). Keys and values are compressed into a latent
+ * {@code c_kv} of {@code kv_lora_rank} values plus one shared RoPE key {@code k_pe}; only those are cached. Queries
+ * go through their own low-rank path ({@code q_lora_rank}) or, in V2-Lite, a plain {@code q_proj}.
+ *
+ * <p>Two equivalent ways to attend: {@link Form#NAIVE} decompresses every cached latent into per-head keys and values
+ * with {@code kv_b_proj}; {@link Form#ABSORBED} folds {@code W_UK} into the query and {@code W_UV} into the output
+ * (eqs. 9–10 rearranged), so attention runs directly on the cached latents — the form decode uses.
+ */
+public final class Mla {
+
+    /** How to attend; AUTO decompresses for multi-token segments (prefill) and absorbs for single tokens (decode). */
+    public enum Form { NAIVE, ABSORBED, AUTO }
+
+    private final ModelConfig c;
+    private final TensorOps ops;
+    private final Rope rope;
+    private final Linear qProj;
+    private final Linear qA;
+    private final float[] qANorm;
+    private final Linear qB;
+    private final Linear kvA;
+    private final float[] kvANorm;
+    private final Linear kvB;
+    private final Linear oProj;
+    private final int heads;
+    private final int nope;
+    private final int ropeDim;
+    private final int vDim;
+    private final int qkHead;
+    private final int kvLora;
+    private final float eps;
+    private final float scale;
+
+    Mla(CheckpointWeights w, ModelConfig c, String prefix, TensorOps ops, Rope rope) {
+        this.c = c;
+        this.ops = ops;
+        this.rope = rope;
+        this.heads = c.numAttentionHeads();
+        this.nope = c.qkNopeHeadDim();
+        this.ropeDim = c.qkRopeHeadDim();
+        this.vDim = c.vHeadDim();
+        this.qkHead = c.qkHeadDim();
+        this.kvLora = c.kvLoraRank();
+        this.eps = (float) c.rmsNormEps();
+        this.scale = (float) rope.softmaxScale();
+        int hidden = c.hiddenSize();
+        if (c.qLoraRank() == null) {
+            this.qProj = Linear.load(w, c, prefix + "q_proj", heads * qkHead, hidden);
+            this.qA = null;
+            this.qANorm = null;
+            this.qB = null;
+        } else {
+            this.qProj = null;
+            this.qA = Linear.load(w, c, prefix + "q_a_proj", c.qLoraRank(), hidden);
+            this.qANorm = Weights.vector(w, prefix + "q_a_layernorm.weight", c.qLoraRank());
+            this.qB = Linear.load(w, c, prefix + "q_b_proj", heads * qkHead, c.qLoraRank());
+        }
+        this.kvA = Linear.load(w, c, prefix + "kv_a_proj_with_mqa", kvLora + ropeDim, hidden);
+        this.kvANorm = Weights.vector(w, prefix + "kv_a_layernorm.weight", kvLora);
+        this.kvB = Linear.load(w, c, prefix + "kv_b_proj", heads * (nope + vDim), kvLora);
+        this.oProj = Linear.load(w, c, prefix + "o_proj", hidden, heads * vDim);
+    }
+
+    /**
+     * Attention for every segment's new tokens: {@code x} holds the normalized inputs {@code [rows, hidden]}; the
+     * latents of the new tokens are written to each segment's cache at {@code layer}; the result goes to {@code out}.
+     */
+    void forward(float[] x, int rows, Segment[] segments, int layer, Form form, float[] out) {
+        float[] q = queries(x, rows);
+        float[] kv = new float[rows * (kvLora + ropeDim)];
+        ops.matmul(kvA, x, kv, rows);
+        int stride = kvLora + ropeDim;
+        for (Segment s : segments) {
+            float[] cache = s.cache().layer(layer);
+            for (int t = 0; t < s.count(); t++) {
+                int r = s.row() + t;
+                int pos = s.start() + t;
+                int dst = pos * stride;
+                ops.rmsNorm(kv, r * stride, kvANorm, eps, cache, dst, kvLora);
+                System.arraycopy(kv, r * stride + kvLora, cache, dst + kvLora, ropeDim);
+                ops.rope(cache, dst + kvLora, rope.cos(), rope.sin(), pos * rope.pairs(), rope.pairs());
+                for (int h = 0; h < heads; h++) {
+                    ops.rope(q, (r * heads + h) * qkHead + nope, rope.cos(), rope.sin(), pos * rope.pairs(), rope.pairs());
+                }
+            }
+        }
+        float[] attended = new float[rows * heads * vDim];
+        for (Segment s : segments) {
+            Form f = form == Form.AUTO ? (s.count() > 1 ? Form.NAIVE : Form.ABSORBED) : form;
+            if (f == Form.ABSORBED) {
+                absorbed(q, s, layer, attended);
+            } else {
+                naive(q, s, layer, attended);
+            }
+        }
+        ops.matmul(oProj, attended, out, rows);
+    }
+
+    private float[] queries(float[] x, int rows) {
+        float[] q = new float[rows * heads * qkHead];
+        if (qProj != null) {
+            ops.matmul(qProj, x, q, rows);
+            return q;
+        }
+        int rank = c.qLoraRank();
+        float[] qa = new float[rows * rank];
+        ops.matmul(qA, x, qa, rows);
+        for (int r = 0; r < rows; r++) {
+            ops.rmsNorm(qa, r * rank, qANorm, eps, qa, r * rank, rank);
+        }
+        ops.matmul(qB, qa, q, rows);
+        return q;
+    }
+
+    /** Eqs. 9–11 as written: per-head keys {@code [k_nope; k_pe]} and values decompressed from every cached latent. */
+    private void naive(float[] q, Segment s, int layer, float[] attended) {
+        int keys = s.start() + s.count();
+        int stride = kvLora + ropeDim;
+        float[] cache = s.cache().layer(layer);
+        float[] latents = new float[keys * kvLora];
+        for (int k = 0; k < keys; k++) {
+            System.arraycopy(cache, k * stride, latents, k * kvLora, kvLora);
+        }
+        int kvWidth = heads * (nope + vDim);
+        float[] kv = new float[keys * kvWidth];
+        ops.matmul(kvB, latents, kv, keys);
+        ops.parallelFor(s.count() * heads, (long) keys * (qkHead + vDim), i -> {
+            int t = i / heads;
+            int h = i % heads;
+            int r = s.row() + t;
+            int visible = s.start() + t + 1;
+            int qOff = (r * heads + h) * qkHead;
+            float[] scores = new float[visible];
+            for (int k = 0; k < visible; k++) {
+                int kOff = k * kvWidth + h * (nope + vDim);
+                scores[k] = (ops.dot(q, qOff, kv, kOff, nope) + ops.dot(q, qOff + nope, cache, k * stride + kvLora, ropeDim)) * scale;
+            }
+            ops.softmax(scores, 0, visible);
+            int outOff = (r * heads + h) * vDim;
+            for (int k = 0; k < visible; k++) {
+                ops.axpy(scores[k], kv, k * kvWidth + h * (nope + vDim) + nope, attended, outOff, vDim);
+            }
+        });
+    }
+
+    /**
+     * The absorbed form: {@code q_nope·k_nope = q_nope·(W_UK c) = (W_UKᵀ q_nope)·c} and {@code Σ p·(W_UV c) = W_UV (Σ p·c)},
+     * so scores and the weighted sum run over the cached latents and each head touches {@code kv_b_proj} twice per token.
+     */
+    private void absorbed(float[] q, Segment s, int layer, float[] attended) {
+        int stride = kvLora + ropeDim;
+        float[] cache = s.cache().layer(layer);
+        int rowsPerHead = nope + vDim;
+        ops.parallelFor(s.count() * heads, (long) (s.start() + s.count()) * 2 * stride + 2L * rowsPerHead * kvLora, i -> {
+            int t = i / heads;
+            int h = i % heads;
+            int r = s.row() + t;
+            int visible = s.start() + t + 1;
+            int qOff = (r * heads + h) * qkHead;
+            float[] qLatent = new float[kvLora];
+            ops.matvecRowsTransposed(kvB, h * rowsPerHead, nope, q, qOff, qLatent, 0);
+            float[] scores = new float[visible];
+            for (int k = 0; k < visible; k++) {
+                scores[k] = (ops.dot(qLatent, 0, cache, k * stride, kvLora) + ops.dot(q, qOff + nope, cache, k * stride + kvLora, ropeDim)) * scale;
+            }
+            ops.softmax(scores, 0, visible);
+            float[] oLatent = new float[kvLora];
+            for (int k = 0; k < visible; k++) {
+                ops.axpy(scores[k], cache, k * stride, oLatent, 0, kvLora);
+            }
+            ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, oLatent, 0, attended, (r * heads + h) * vDim);
+        });
+    }
+
+    long weightBytes() {
+        long b = kvA.bytes() + kvB.bytes() + oProj.bytes();
+        return b + (qProj != null ? qProj.bytes() : qA.bytes() + qB.bytes());
+    }
+}

@@ -1,0 +1,260 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.weights.Fp8E4M3;
+import dev.deepserve.model.weights.Tensor;
+
+import java.util.concurrent.ForkJoinPool;
+import java.util.concurrent.RecursiveAction;
+import java.util.function.IntConsumer;
+
+/**
+ * The plain-Java backend: multithreaded over weight rows and attention heads, with {@link VectorKernels} when the
+ * Vector API module is present and {@link ScalarKernels} otherwise. It is the reference the CUDA backend is tested
+ * against, so every operation is written to be read.
+ */
+public final class CpuOps implements TensorOps {
+
+    /** Work (multiply-adds) below which splitting across threads costs more than it saves. */
+    private static final long PARALLEL_THRESHOLD = 1 << 16;
+
+    private final Kernels kernels;
+    private final ForkJoinPool pool;
+    private final int threads;
+    private final boolean activationQuant;
+    private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
+
+    private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
+        this.kernels = kernels;
+        this.threads = threads;
+        this.pool = threads > 1 ? new ForkJoinPool(threads) : null;
+        this.activationQuant = activationQuant;
+    }
+
+    /**
+     * @param vector          use the Vector API kernels (must be available: see {@link #vectorAvailable()})
+     * @param threads         worker threads; 1 runs everything on the caller's thread
+     * @param activationQuant quantize activations to FP8 in 1×128 groups before FP8 matmuls, as DeepSeek-V3 §3.3 does
+     *                        in training and serving; off by default, which keeps activations in float32
+     */
+    public static CpuOps create(boolean vector, int threads, boolean activationQuant) {
+        if (vector && !vectorAvailable()) {
+            throw new IllegalStateException("the Vector API kernels need the JVM option --add-modules=jdk.incubator.vector");
+        }
+        return new CpuOps(vector ? new VectorKernels() : new ScalarKernels(), Math.max(1, threads), activationQuant);
+    }
+
+    /** The best CPU backend this JVM can run, on all processors. */
+    public static CpuOps best() {
+        return create(vectorAvailable(), Runtime.getRuntime().availableProcessors(), false);
+    }
+
+    public static boolean vectorAvailable() {
+        if (ModuleLayer.boot().findModule("jdk.incubator.vector").isEmpty()) {
+            return false;
+        }
+        try {
+            return VectorKernels.usable();
+        } catch (LinkageError e) {
+            return false;
+        }
+    }
+
+    @Override
+    public String describe() {
+        return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
+                + (activationQuant ? ", fp8 activations" : "");
+    }
+
+    @Override
+    public void matmul(Linear w, float[] x, float[] y, int batch) {
+        float[] input = activationQuant && w.fp8() ? quantizeActivations(x, batch, w.in(), w.blockCols()) : x;
+        int in = w.in();
+        int out = w.out();
+        Tensor scales = w.scaleInv();
+        int scaleCols = w.scaleColumns();
+        int chunk = 16;
+        int chunks = (out + chunk - 1) / chunk;
+        parallelFor(chunks, (long) chunk * in * batch, ci -> {
+            int r0 = ci * chunk;
+            int r1 = Math.min(out, r0 + chunk);
+            if (batch == 1) {
+                for (int r = r0; r < r1; r++) {
+                    y[r] = kernels.dotRow(w.weight(), (long) r * in, in, scales, (long) (r / w.blockRows()) * scaleCols, w.blockCols(), input, 0);
+                }
+                return;
+            }
+            float[] row = scratch(in);
+            for (int r = r0; r < r1; r++) {
+                kernels.decodeRow(w.weight(), (long) r * in, in, scales, (long) (r / w.blockRows()) * scaleCols, w.blockCols(), row, 0);
+                for (int b = 0; b < batch; b++) {
+                    y[b * out + r] = kernels.dot(row, 0, input, b * in, in);
+                }
+            }
+        });
+    }
+
+    @Override
+    public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
+        int in = w.in();
+        for (int i = 0; i < rows; i++) {
+            int r = rowFrom + i;
+            y[yOff + i] = kernels.dotRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), x, xOff);
+        }
+    }
+
+    @Override
+    public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
+        int in = w.in();
+        java.util.Arrays.fill(y, yOff, yOff + in, 0f);
+        float[] row = scratch(in);
+        for (int i = 0; i < rows; i++) {
+            int r = rowFrom + i;
+            kernels.decodeRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), row, 0);
+            kernels.axpy(x[xOff + i], row, 0, y, yOff, in);
+        }
+    }
+
+    @Override
+    public void embedding(Tensor table, int row, float[] out, int outOff) {
+        int dim = (int) table.shape()[1];
+        kernels.decodeRow(table, (long) row * dim, dim, null, 0, 1, out, outOff);
+    }
+
+    @Override
+    public void rmsNorm(float[] x, int xOff, float[] weight, float eps, float[] out, int outOff, int n) {
+        float inv = (float) (1.0 / Math.sqrt(kernels.sumSquares(x, xOff, n) / n + eps));
+        for (int i = 0; i < n; i++) {
+            out[outOff + i] = x[xOff + i] * inv * weight[i];
+        }
+    }
+
+    @Override
+    public float dot(float[] a, int aOff, float[] b, int bOff, int n) {
+        return kernels.dot(a, aOff, b, bOff, n);
+    }
+
+    @Override
+    public void axpy(float alpha, float[] x, int xOff, float[] y, int yOff, int n) {
+        kernels.axpy(alpha, x, xOff, y, yOff, n);
+    }
+
+    @Override
+    public void softmax(float[] x, int off, int n) {
+        float max = Float.NEGATIVE_INFINITY;
+        for (int i = 0; i < n; i++) {
+            max = Math.max(max, x[off + i]);
+        }
+        float sum = 0;
+        for (int i = 0; i < n; i++) {
+            float e = (float) Math.exp(x[off + i] - max);
+            x[off + i] = e;
+            sum += e;
+        }
+        float inv = 1f / sum;
+        for (int i = 0; i < n; i++) {
+            x[off + i] *= inv;
+        }
+    }
+
+    @Override
+    public void siluMul(float[] gate, float[] up, int n) {
+        for (int i = 0; i < n; i++) {
+            float g = gate[i];
+            gate[i] = g / (1f + (float) Math.exp(-g)) * up[i];
+        }
+    }
+
+    @Override
+    public void rope(float[] x, int off, float[] cos, float[] sin, int tableOff, int pairs) {
+        for (int i = 0; i < pairs; i++) {
+            float a = x[off + 2 * i];
+            float b = x[off + 2 * i + 1];
+            float c = cos[tableOff + i];
+            float s = sin[tableOff + i];
+            x[off + 2 * i] = a * c - b * s;
+            x[off + 2 * i + 1] = a * s + b * c;
+        }
+    }
+
+    @Override
+    public void parallelFor(int n, long costPerItem, IntConsumer body) {
+        if (pool == null || n <= 1 || n * costPerItem < PARALLEL_THRESHOLD) {
+            for (int i = 0; i < n; i++) {
+                body.accept(i);
+            }
+            return;
+        }
+        int grain = Math.max(1, n / (threads * 4));
+        Range task = new Range(0, n, grain, body);
+        if (inPool()) {
+            task.invoke();
+        } else {
+            pool.invoke(task);
+        }
+    }
+
+    private boolean inPool() {
+        return Thread.currentThread() instanceof java.util.concurrent.ForkJoinWorkerThread t && t.getPool() == pool;
+    }
+
+    /**
+     * Each value replaced by its FP8 rounding within its 1×{@code group} tile, scaled by the tile's max magnitude — the
+     * fine-grained activation quantization of DeepSeek-V3 §3.3.1.
+     */
+    static float[] quantizeActivations(float[] x, int batch, int in, int group) {
+        float[] q = new float[batch * in];
+        for (int b = 0; b < batch; b++) {
+            for (int c0 = 0; c0 < in; c0 += group) {
+                int end = Math.min(in, c0 + group);
+                float amax = 0;
+                for (int c = c0; c < end; c++) {
+                    amax = Math.max(amax, Math.abs(x[b * in + c]));
+                }
+                if (amax == 0) {
+                    continue;
+                }
+                float scale = amax / Fp8E4M3.MAX;
+                for (int c = c0; c < end; c++) {
+                    q[b * in + c] = Fp8E4M3.decode(Fp8E4M3.encode(x[b * in + c] / scale)) * scale;
+                }
+            }
+        }
+        return q;
+    }
+
+    private float[] scratch(int n) {
+        float[] s = scratch.get();
+        if (s.length < n) {
+            s = new float[n];
+            scratch.set(s);
+        }
+        return s;
+    }
+
+    private static final class Range extends RecursiveAction {
+        private final int from;
+        private final int to;
+        private final int grain;
+        private final IntConsumer body;
+
+        Range(int from, int to, int grain, IntConsumer body) {
+            this.from = from;
+            this.to = to;
+            this.grain = grain;
+            this.body = body;
+        }
+
+        @Override
+        protected void compute() {
+            if (to - from <= grain) {
+                for (int i = from; i < to; i++) {
+                    body.accept(i);
+                }
+                return;
+            }
+            int mid = (from + to) >>> 1;
+            invokeAll(new Range(from, mid, grain, body), new Range(mid, to, grain, body));
+        }
+    }
+}

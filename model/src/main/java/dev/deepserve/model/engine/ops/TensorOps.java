@@ -1,0 +1,55 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.weights.Tensor;
+
+import java.util.function.IntConsumer;
+
+/**
+ * The narrow seam between the model math and the hardware: everything the forward pass computes goes through these
+ * operations, so a GPU backend replaces this interface and nothing above it. Activations are float arrays in
+ * row-major {@code [tokens, dim]} layout; weights stay as the checkpoint stores them.
+ */
+public interface TensorOps {
+
+    /** Which backend this is, for logs ("cpu-vector, 2 threads"). */
+    String describe();
+
+    /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for {@code b < batch}: x is {@code [batch, in]}, y {@code [batch, out]}. */
+    void matmul(Linear w, float[] x, float[] y, int batch);
+
+    /** Rows {@code [rowFrom, rowFrom + rows)} of W times one vector: {@code y[yOff + i] = Σ_c W[rowFrom + i, c] · x[xOff + c]}. */
+    void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff);
+
+    /**
+     * The transpose of a row band of W times one vector: {@code y[yOff + c] = Σ_i W[rowFrom + i, c] · x[xOff + i]},
+     * c over all {@code in} columns. MLA's weight absorption uses it to carry a query into the latent space.
+     */
+    void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff);
+
+    /** Row {@code row} of an embedding table, as floats. */
+    void embedding(Tensor table, int row, float[] out, int outOff);
+
+    /** {@code out = x / sqrt(mean(x²) + eps) · weight} over n values. */
+    void rmsNorm(float[] x, int xOff, float[] weight, float eps, float[] out, int outOff, int n);
+
+    float dot(float[] a, int aOff, float[] b, int bOff, int n);
+
+    /** {@code y += alpha · x} */
+    void axpy(float alpha, float[] x, int xOff, float[] y, int yOff, int n);
+
+    /** In-place softmax over n values (max-subtracted, float32). */
+    void softmax(float[] x, int off, int n);
+
+    /** {@code gate[i] = silu(gate[i]) · up[i]}: the SwiGLU activation of DeepSeek's MLPs. */
+    void siluMul(float[] gate, float[] up, int n);
+
+    /**
+     * Rotates interleaved pairs {@code (x[2i], x[2i+1])} of a {@code 2·pairs}-wide slice by angles whose cosines and
+     * sines are {@code cos[tableOff + i]}, {@code sin[tableOff + i]} (RoPE as the published checkpoints apply it).
+     */
+    void rope(float[] x, int off, float[] cos, float[] sin, int tableOff, int pairs);
+
+    /** Runs {@code body(i)} for i in [0, n), in parallel when the backend has threads and n·cost pays for it. */
+    void parallelFor(int n, long costPerItem, IntConsumer body);
+}
