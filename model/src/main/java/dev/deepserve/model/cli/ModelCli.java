@@ -5,7 +5,6 @@ import dev.deepserve.model.config.ModelConfigException;
 import dev.deepserve.model.engine.Mtp;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
-import dev.deepserve.model.engine.ops.TensorOps;
 import dev.deepserve.model.weights.SafetensorsFormatException;
 import dev.deepserve.model.tiny.TinyCheckpoint;
 
@@ -38,7 +37,7 @@ public final class ModelCli {
         if (args.length == 0) {
             throw new UsageError("model: missing subcommand (generate-tiny or logits)");
         }
-        Map<String, String> opts = options(args, 1, Set.of("--out", "--config", "--seed", "--shards", "--model", "--tokens"), Set.of("--mtp"));
+        Map<String, String> opts = options(args, 1, Set.of("--out", "--config", "--seed", "--shards", "--model", "--tokens"), Set.of("--mtp", "--fp8-activations"));
         switch (args[0]) {
             case "generate-tiny" -> generateTiny(opts, out, err, env);
             case "logits" -> logits(opts, out, err);
@@ -73,6 +72,7 @@ public final class ModelCli {
      * {@code model logits --model DIR --tokens 1,2,3 --out FILE [--mtp]}: one causal prefill over the tokens, writing
      * little-endian float32 logits {@code [T, vocab]} of the main head, or with {@code --mtp} the first MTP module's
      * {@code [T-1, vocab]} (row i predicts token i+2 from the main hidden state at i and token i+1).
+     * {@code --fp8-activations} quantizes activations to FP8 in 1×128 tiles before FP8 matmuls (DeepSeek-V3 §3.3).
      */
     private static void logits(Map<String, String> opts, PrintStream out, PrintStream err) {
         Path dir = Path.of(require(opts, "--model", "logits"));
@@ -87,8 +87,8 @@ public final class ModelCli {
             throw new UsageError("logits: " + p);
         });
         long t0 = System.nanoTime();
-        TensorOps ops = CpuOps.best();
-        try (Transformer model = Transformer.load(dir, ops)) {
+        try (CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), Runtime.getRuntime().availableProcessors(), opts.containsKey("--fp8-activations"));
+             Transformer model = Transformer.load(dir, ops)) {
             var config = model.config();
             if (mtp && model.mtp() == null) {
                 throw new UsageError("logits --mtp: this checkpoint has no MTP module (num_nextn_predict_layers is 0)");

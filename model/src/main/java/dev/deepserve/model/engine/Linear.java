@@ -6,16 +6,26 @@ import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.SafetensorsFormatException;
 import dev.deepserve.model.weights.Tensor;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
 /**
  * A projection weight {@code [out, in]} as the checkpoint stores it. FP8 weights keep their E4M3 codes and their
  * {@code weight_scale_inv} block scales (one float per {@code blockRows × blockCols} block, DeepSeek-V3 §3.3); the
  * backend dequantizes block by block inside the matmul.
  */
-public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int in, int blockRows, int blockCols) {
+public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int in, int blockRows, int blockCols, boolean nanCodes) {
+
+    /** A weight without NaN codes (BF16/F32, or FP8 already checked). */
+    public Linear(String name, Tensor weight, Tensor scaleInv, int out, int in, int blockRows, int blockCols) {
+        this(name, weight, scaleInv, out, in, blockRows, blockCols, false);
+    }
 
     public boolean fp8() {
         return weight.dtype() == DType.F8_E4M3;
     }
+
+    private static final ValueLayout.OfLong LONG = ValueLayout.JAVA_LONG_UNALIGNED;
 
     /** The scale that multiplies the FP8 code at (row, col). */
     public float scale(int row, int col) {
@@ -47,6 +57,30 @@ public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int i
         if (scale.dtype() != DType.F32) {
             throw new SafetensorsFormatException("tensor " + name + "_scale_inv is " + scale.dtype() + ", expected F32");
         }
-        return new Linear(prefix, weight, scale, out, in, br, bc);
+        return new Linear(prefix, weight, scale, out, in, br, bc, hasNanCodes(weight));
+    }
+
+    /**
+     * Whether any element is an E4M3 NaN (S.1111.111). A trained checkpoint has none; one that does still computes
+     * exactly (NaN propagates) on the slower path that decodes every code by table.
+     */
+    public static boolean hasNanCodes(Tensor fp8) {
+        MemorySegment data = fp8.data();
+        long n = data.byteSize();
+        long i = 0;
+        for (; i + 8 <= n; i += 8) {
+            long v = data.get(LONG, i);
+            // a byte is NaN when its low 7 bits are all ones: (b & 0x7F) + 1 carries into bit 7 exactly then
+            long low = v & 0x7F7F7F7F7F7F7F7FL;
+            if (((low + 0x0101010101010101L) & 0x8080808080808080L) != 0) {
+                return true;
+            }
+        }
+        for (; i < n; i++) {
+            if ((data.get(ValueLayout.JAVA_BYTE, i) & 0x7F) == 0x7F) {
+                return true;
+            }
+        }
+        return false;
     }
 }

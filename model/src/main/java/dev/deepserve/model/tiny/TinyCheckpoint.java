@@ -166,12 +166,28 @@ public final class TinyCheckpoint {
         }
         int sr = (out + q.blockRows() - 1) / q.blockRows();
         int sc = (in + q.blockCols() - 1) / q.blockCols();
-        w.add(weight, DType.F8_E4M3, shape(out, in),
-                buf -> buf.put(Fp8BlockQuantizer.quantize(gaussian(weight, (long) out * in, std, 0f), out, in, q.blockRows(), q.blockCols()).values()));
+        // The weight and its scales come from one quantization, made when the weight is written (the writer keeps
+        // insertion order) and dropped once the scales follow.
+        var once = new Object() {
+            private Fp8BlockQuantizer.Quantized result;
+
+            synchronized Fp8BlockQuantizer.Quantized get() {
+                if (result == null) {
+                    result = Fp8BlockQuantizer.quantize(gaussian(weight, (long) out * in, std, 0f), out, in, q.blockRows(), q.blockCols());
+                }
+                return result;
+            }
+
+            synchronized void release() {
+                result = null;
+            }
+        };
+        w.add(weight, DType.F8_E4M3, shape(out, in), buf -> buf.put(once.get().values()));
         w.add(weight + "_scale_inv", DType.F32, shape(sr, sc), buf -> {
-            for (float s : Fp8BlockQuantizer.quantize(gaussian(weight, (long) out * in, std, 0f), out, in, q.blockRows(), q.blockCols()).scaleInv()) {
+            for (float s : once.get().scaleInv()) {
                 buf.putFloat(s);
             }
+            once.release();
         });
     }
 

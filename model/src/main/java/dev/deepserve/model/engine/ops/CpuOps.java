@@ -1,11 +1,10 @@
 package dev.deepserve.model.engine.ops;
 
 import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Fp8E4M3;
 import dev.deepserve.model.weights.Tensor;
 
-import java.util.concurrent.ForkJoinPool;
-import java.util.concurrent.RecursiveAction;
 import java.util.function.IntConsumer;
 
 /**
@@ -13,21 +12,23 @@ import java.util.function.IntConsumer;
  * Vector API module is present and {@link ScalarKernels} otherwise. It is the reference the CUDA backend is tested
  * against, so every operation is written to be read.
  */
-public final class CpuOps implements TensorOps {
+public final class CpuOps implements TensorOps, AutoCloseable {
 
     /** Work (multiply-adds) below which splitting across threads costs more than it saves. */
     private static final long PARALLEL_THRESHOLD = 1 << 16;
 
     private final Kernels kernels;
-    private final ForkJoinPool pool;
+    private final Kernels scalar = new ScalarKernels();
+    private final WorkerTeam team;
     private final int threads;
     private final boolean activationQuant;
+    private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
 
     private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
         this.kernels = kernels;
         this.threads = threads;
-        this.pool = threads > 1 ? new ForkJoinPool(threads) : null;
+        this.team = threads > 1 ? new WorkerTeam(threads) : null;
         this.activationQuant = activationQuant;
     }
 
@@ -60,6 +61,14 @@ public final class CpuOps implements TensorOps {
         }
     }
 
+    /** Stops the worker threads (they are daemons, so this only matters for long-lived processes that swap backends). */
+    @Override
+    public void close() {
+        if (team != null) {
+            team.close();
+        }
+    }
+
     @Override
     public String describe() {
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
@@ -68,9 +77,11 @@ public final class CpuOps implements TensorOps {
 
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
-        float[] input = activationQuant && w.fp8() ? quantizeActivations(x, batch, w.in(), w.blockCols()) : x;
+        weightBytesRead.add(w.bytes());
+        Kernels kernels = kernelsFor(w);
         int in = w.in();
         int out = w.out();
+        float[] input = inLayout(w, activationQuant && w.fp8() ? quantizeActivations(x, batch, in, w.blockCols()) : x, 0, batch);
         Tensor scales = w.scaleInv();
         int scaleCols = w.scaleColumns();
         int chunk = 16;
@@ -84,41 +95,79 @@ public final class CpuOps implements TensorOps {
                 }
                 return;
             }
-            float[] row = scratch(in);
             for (int r = r0; r < r1; r++) {
-                kernels.decodeRow(w.weight(), (long) r * in, in, scales, (long) (r / w.blockRows()) * scaleCols, w.blockCols(), row, 0);
-                for (int b = 0; b < batch; b++) {
-                    y[b * out + r] = kernels.dot(row, 0, input, b * in, in);
+                long rowStart = (long) r * in;
+                long scaleStart = (long) (r / w.blockRows()) * scaleCols;
+                int b = 0;
+                for (; b + 4 <= batch; b += 4) {
+                    kernels.dotRow4(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in, in, y, b * out + r, out);
+                }
+                for (; b < batch; b++) {
+                    y[b * out + r] = kernels.dotRow(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in);
                 }
             }
         });
     }
 
+    /** The scalar kernels for FP8 weights holding NaN codes (the vector decoder assumes none), else the backend's. */
+    private Kernels kernelsFor(Linear w) {
+        return w.nanCodes() ? scalar : kernels;
+    }
+
+    /** {@code batch} vectors of length {@code w.in()} from {@code x[off..]}, in the kernels' element order for w's rows. */
+    private float[] inLayout(Linear w, float[] x, int off, int batch) {
+        Kernels kernels = kernelsFor(w);
+        int in = w.in();
+        DType dtype = w.weight().dtype();
+        if (kernels.identityLayout(dtype, w.blockCols())) {
+            return off == 0 ? x : java.util.Arrays.copyOfRange(x, off, off + batch * in);
+        }
+        float[] out = new float[batch * in];
+        for (int b = 0; b < batch; b++) {
+            kernels.toLayout(dtype, w.blockCols(), x, off + b * in, in, out, b * in);
+        }
+        return out;
+    }
+
     @Override
     public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
         int in = w.in();
+        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
+        Kernels kernels = kernelsFor(w);
+        float[] input = inLayout(w, x, xOff, 1);
         for (int i = 0; i < rows; i++) {
             int r = rowFrom + i;
-            y[yOff + i] = kernels.dotRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), x, xOff);
+            y[yOff + i] = kernels.dotRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), input, 0);
         }
     }
 
     @Override
     public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
         int in = w.in();
-        java.util.Arrays.fill(y, yOff, yOff + in, 0f);
+        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
+        Kernels kernels = kernelsFor(w);
+        float[] acc = new float[in];
         float[] row = scratch(in);
         for (int i = 0; i < rows; i++) {
             int r = rowFrom + i;
             kernels.decodeRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), row, 0);
-            kernels.axpy(x[xOff + i], row, 0, y, yOff, in);
+            kernels.axpy(x[xOff + i], row, 0, acc, 0, in);
         }
+        kernels.fromLayout(w.weight().dtype(), w.blockCols(), acc, 0, in, y, yOff);
     }
 
     @Override
     public void embedding(Tensor table, int row, float[] out, int outOff) {
         int dim = (int) table.shape()[1];
-        kernels.decodeRow(table, (long) row * dim, dim, null, 0, 1, out, outOff);
+        weightBytesRead.add((long) dim * table.dtype().bytes());
+        float[] decoded = new float[dim];
+        kernels.decodeRow(table, (long) row * dim, dim, null, 0, 1, decoded, 0);
+        kernels.fromLayout(table.dtype(), 1, decoded, 0, dim, out, outOff);
+    }
+
+    /** Weight bytes the operations have read from the checkpoint so far (for bandwidth reports). */
+    public long weightBytesRead() {
+        return weightBytesRead.sum();
     }
 
     @Override
@@ -179,23 +228,13 @@ public final class CpuOps implements TensorOps {
 
     @Override
     public void parallelFor(int n, long costPerItem, IntConsumer body) {
-        if (pool == null || n <= 1 || n * costPerItem < PARALLEL_THRESHOLD) {
+        if (team == null || n <= 1 || n * costPerItem < PARALLEL_THRESHOLD) {
             for (int i = 0; i < n; i++) {
                 body.accept(i);
             }
             return;
         }
-        int grain = Math.max(1, n / (threads * 4));
-        Range task = new Range(0, n, grain, body);
-        if (inPool()) {
-            task.invoke();
-        } else {
-            pool.invoke(task);
-        }
-    }
-
-    private boolean inPool() {
-        return Thread.currentThread() instanceof java.util.concurrent.ForkJoinWorkerThread t && t.getPool() == pool;
+        team.run(n, body);
     }
 
     /**
@@ -232,29 +271,4 @@ public final class CpuOps implements TensorOps {
         return s;
     }
 
-    private static final class Range extends RecursiveAction {
-        private final int from;
-        private final int to;
-        private final int grain;
-        private final IntConsumer body;
-
-        Range(int from, int to, int grain, IntConsumer body) {
-            this.from = from;
-            this.to = to;
-            this.grain = grain;
-            this.body = body;
-        }
-
-        @Override
-        protected void compute() {
-            if (to - from <= grain) {
-                for (int i = from; i < to; i++) {
-                    body.accept(i);
-                }
-                return;
-            }
-            int mid = (from + to) >>> 1;
-            invokeAll(new Range(from, mid, grain, body), new Range(mid, to, grain, body));
-        }
-    }
 }

@@ -1,22 +1,43 @@
 package dev.deepserve.model.engine.ops;
 
+import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 
 /**
  * The innermost loops of the CPU backend, over one weight row or one vector at a time. Two implementations with the
  * same results up to float summation order: {@link ScalarKernels} (plain loops, the readable reference) and
  * {@link VectorKernels} (the Vector API, used when the {@code jdk.incubator.vector} module is present).
+ *
+ * <p>Weight rows are decoded in whatever element order the hardware reads them fastest; vectors that meet a weight
+ * row are first put into the same order with {@link #toLayout} and results that come out in it are restored with
+ * {@link #fromLayout}. For the scalar kernels the layout is the identity.
  */
 interface Kernels {
 
+    /** Copies {@code x[off, off+n)} into the element order the kernels use for rows of this dtype. */
+    void toLayout(DType dtype, int blockCols, float[] x, int off, int n, float[] out, int outOff);
+
+    /** The inverse of {@link #toLayout}. */
+    void fromLayout(DType dtype, int blockCols, float[] x, int off, int n, float[] out, int outOff);
+
+    /** Whether {@link #toLayout} is the identity for this dtype (callers can then skip the copy). */
+    boolean identityLayout(DType dtype, int blockCols);
+
     /**
-     * Σ_c W[row, c] · x[xOff + c] over {@code n} columns starting at element {@code rowStart} of {@code w}. When
-     * {@code scales} is given (FP8), each run of {@code blockCols} columns is summed first and multiplied by its block
-     * scale {@code scales[scaleStart + block]} — the dequantization happens inside the dot product.
+     * Σ_c W[row, c] · x[c] over {@code n} columns starting at element {@code rowStart} of {@code w}, x given in the
+     * layout. When {@code scales} is given (FP8), each run of {@code blockCols} columns is summed first and multiplied
+     * by its block scale {@code scales[scaleStart + block]} — the dequantization happens inside the dot product.
      */
     float dotRow(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff);
 
-    /** Writes W[row, 0..n) dequantized (times its block scales when given) into {@code out[outOff..]}. */
+    /**
+     * {@link #dotRow} for four vectors at once, {@code x[xOff + k·stride]} (k < 4, in the layout), results to
+     * {@code out[outOff + k·outStride]}: each weight element is read and decoded once for all four.
+     */
+    void dotRow4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
+                 float[] out, int outOff, int outStride);
+
+    /** Writes W[row, 0..n) dequantized (times its block scales when given), in the layout, into {@code out[outOff..]}. */
     void decodeRow(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] out, int outOff);
 
     float dot(float[] a, int aOff, float[] b, int bOff, int n);

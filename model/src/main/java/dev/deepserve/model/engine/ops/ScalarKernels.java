@@ -1,9 +1,25 @@
 package dev.deepserve.model.engine.ops;
 
+import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 
 /** Plain loops: the reference the vectorized kernels are tested against, and the path when the Vector API is absent. */
 final class ScalarKernels implements Kernels {
+
+    @Override
+    public void toLayout(DType dtype, int blockCols, float[] x, int off, int n, float[] out, int outOff) {
+        System.arraycopy(x, off, out, outOff, n);
+    }
+
+    @Override
+    public void fromLayout(DType dtype, int blockCols, float[] x, int off, int n, float[] out, int outOff) {
+        System.arraycopy(x, off, out, outOff, n);
+    }
+
+    @Override
+    public boolean identityLayout(DType dtype, int blockCols) {
+        return true;
+    }
 
     @Override
     public float dotRow(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff) {
@@ -24,6 +40,14 @@ final class ScalarKernels implements Kernels {
             total += sum * scales.get(scaleStart + block);
         }
         return total;
+    }
+
+    @Override
+    public void dotRow4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
+                        float[] out, int outOff, int outStride) {
+        for (int k = 0; k < 4; k++) {
+            out[outOff + k * outStride] = dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff + k * stride);
+        }
     }
 
     @Override

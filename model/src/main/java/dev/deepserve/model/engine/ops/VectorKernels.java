@@ -2,34 +2,40 @@ package dev.deepserve.model.engine.ops;
 
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
-import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
-import jdk.incubator.vector.ShortVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
-import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
 
 /**
- * The Vector API kernels. Weights are decoded straight from the memory-mapped checkpoint into float lanes:
- * BF16 by shifting into the top half of a float; FP8 E4M3 by placing its 7 magnitude bits at float bit 20 (so the
- * 4-bit exponent lands in the float exponent's low bits and the 3-bit mantissa on top of the float mantissa) and
- * multiplying by 2^120, which re-biases the exponent from 7 to 127 and turns E4M3 subnormals into the right values
- * too; the one NaN pattern (S.1111.111) is blended in.
+ * The Vector API kernels. Weights are read straight from the memory-mapped checkpoint as int lanes and widened to
+ * floats with shifts and masks only (no lane-type conversions, which the JIT does not always compile to single
+ * instructions):
+ * <ul>
+ * <li>BF16: each int holds elements 2j (low half) and 2j+1 (high half); {@code int << 16} and
+ *     {@code int & 0xFFFF0000} are those two floats. A chunk of 2L elements therefore decodes as
+ *     [even elements, odd elements].</li>
+ * <li>FP8 E4M3: each int holds elements 4j..4j+3, one per byte. For byte k, its 7 magnitude bits placed at float bit
+ *     20 put the 4-bit exponent in the float exponent's low bits and the 3-bit mantissa on top of the float mantissa;
+ *     multiplying by 2^120 re-biases the exponent from 7 to 127 and also makes E4M3 subnormals come out right. The
+ *     sign moves from bit 7 to 31. Tensors holding the NaN pattern S.1111.111 are routed to the scalar kernels by
+ *     {@code CpuOps}, so this path needs no NaN test. A chunk of 4L elements decodes as
+ *     [elements ≡ 0 mod 4, ≡ 1, ≡ 2, ≡ 3].</li>
+ * </ul>
+ * Vectors meeting these rows are put into the same order first ({@link #toLayout}), so the dot products pair the
+ * right elements. A row's tail beyond its last full chunk stays in natural order and is summed with scalar code.
  */
 final class VectorKernels implements Kernels {
 
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-    private static final int L = F.length();
     private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Byte> B = VectorSpecies.of(byte.class, VectorShape.forBitSize(L * 8));
-    private static final VectorSpecies<Short> S = VectorSpecies.of(short.class, VectorShape.forBitSize(L * 16));
+    private static final int L = F.length();
     private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
     private static final float TWO_POW_120 = 0x1p120f;
+    private static final int SIGN_AND_MAGNITUDE = 0x87F00000;
 
     private final ScalarKernels scalar = new ScalarKernels();
 
@@ -37,63 +43,219 @@ final class VectorKernels implements Kernels {
         return I.length() == L && L >= 4;
     }
 
-    private static FloatVector fp8(MemorySegment seg, long byteOff) {
-        IntVector codes = (IntVector) ByteVector.fromMemorySegment(B, seg, byteOff, LE).convertShape(VectorOperators.B2I, I, 0);
-        IntVector magnitude = codes.and(0x7F);
-        IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 20).or(codes.and(0x80).lanewise(VectorOperators.LSHL, 24));
-        FloatVector v = bits.reinterpretAsFloats().mul(TWO_POW_120);
-        VectorMask<Integer> nan = magnitude.eq(0x7F);
-        return nan.anyTrue() ? v.blend(Float.NaN, nan.cast(F)) : v;
-    }
-
-    private static FloatVector bf16(MemorySegment seg, long byteOff) {
-        IntVector wide = (IntVector) ShortVector.fromMemorySegment(S, seg, byteOff, LE).convertShape(VectorOperators.S2I, I, 0);
-        return wide.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-    }
-
-    /** L values of the tensor starting at element {@code elem}, or null when its dtype has no vector path. */
-    private static FloatVector load(Tensor w, long elem) {
-        MemorySegment seg = w.data();
-        return switch (w.dtype()) {
-            case F8_E4M3 -> fp8(seg, elem);
-            case BF16 -> bf16(seg, elem * 2);
-            case F32 -> FloatVector.fromMemorySegment(F, seg, elem * 4, LE);
-            case F16 -> null;
+    /** Elements per decoded chunk for this dtype, or 1 when rows of it are read in natural order. */
+    private static int chunk(DType dtype, int blockCols) {
+        return switch (dtype) {
+            case BF16 -> 2 * L;
+            case F8_E4M3 -> blockCols % (4 * L) == 0 ? 4 * L : 1;
+            case F32, F16 -> 1;
         };
     }
 
     @Override
+    public boolean identityLayout(DType dtype, int blockCols) {
+        return chunk(dtype, blockCols) == 1;
+    }
+
+    @Override
+    public void toLayout(DType dtype, int blockCols, float[] x, int off, int n, float[] out, int outOff) {
+        int c = chunk(dtype, blockCols);
+        int groups = c / L;
+        int full = c == 1 ? 0 : n - n % c;
+        for (int base = 0; base < full; base += c) {
+            for (int k = 0; k < groups; k++) {
+                for (int j = 0; j < L; j++) {
+                    out[outOff + base + k * L + j] = x[off + base + groups * j + k];
+                }
+            }
+        }
+        System.arraycopy(x, off + full, out, outOff + full, n - full);
+    }
+
+    @Override
+    public void fromLayout(DType dtype, int blockCols, float[] x, int off, int n, float[] out, int outOff) {
+        int c = chunk(dtype, blockCols);
+        int groups = c / L;
+        int full = c == 1 ? 0 : n - n % c;
+        for (int base = 0; base < full; base += c) {
+            for (int k = 0; k < groups; k++) {
+                for (int j = 0; j < L; j++) {
+                    out[outOff + base + groups * j + k] = x[off + base + k * L + j];
+                }
+            }
+        }
+        System.arraycopy(x, off + full, out, outOff + full, n - full);
+    }
+
+    /**
+     * One FP8 code per int lane, in the lane's top byte: an arithmetic shift right by 4 copies the sign into bit 27
+     * and moves the 7 magnitude bits to bits 20–26; masking keeps bit 31 (sign) and bits 20–26, and ×2^120
+     * re-biases the exponent. Callers guarantee the tensor has no NaN codes ({@code Linear.nanCodes}).
+     */
+    private static FloatVector fp8Lanes(IntVector topByte) {
+        return topByte.lanewise(VectorOperators.ASHR, 4).and(SIGN_AND_MAGNITUDE).reinterpretAsFloats().mul(TWO_POW_120);
+    }
+
+    @Override
     public float dotRow(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff) {
-        if (w.dtype() == DType.F16) {
-            return scalar.dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff);
-        }
-        if (scales == null) {
-            FloatVector acc = FloatVector.zero(F);
-            int c = 0;
-            for (; c + L <= n; c += L) {
-                acc = load(w, rowStart + c).fma(FloatVector.fromArray(F, x, xOff + c), acc);
+        return switch (w.dtype()) {
+            case F8_E4M3 -> chunk(DType.F8_E4M3, blockCols) == 1
+                    ? scalar.dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff)
+                    : dotFp8(w, rowStart, n, scales, scaleStart, blockCols, x, xOff);
+            case BF16 -> scales == null ? dotBf16(w, rowStart, n, x, xOff) : scalar.dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff);
+            case F32 -> scales == null ? dotF32(w, rowStart, n, x, xOff) : scalar.dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff);
+            case F16 -> scalar.dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff);
+        };
+    }
+
+    @Override
+    public void dotRow4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
+                        float[] out, int outOff, int outStride) {
+        if (w.dtype() == DType.F8_E4M3 && chunk(DType.F8_E4M3, blockCols) != 1) {
+            dot4Fp8(w, rowStart, n, scales, scaleStart, blockCols, x, xOff, stride, out, outOff, outStride);
+        } else if (w.dtype() == DType.BF16 && scales == null) {
+            dot4Bf16(w, rowStart, n, x, xOff, stride, out, outOff, outStride);
+        } else {
+            for (int k = 0; k < 4; k++) {
+                out[outOff + k * outStride] = dotRow(w, rowStart, n, scales, scaleStart, blockCols, x, xOff + k * stride);
             }
-            float sum = acc.reduceLanes(VectorOperators.ADD);
-            for (; c < n; c++) {
-                sum += w.get(rowStart + c) * x[xOff + c];
-            }
-            return sum;
         }
+    }
+
+    private static void dot4Bf16(Tensor w, long rowStart, int n, float[] x, int xOff, int stride, float[] out, int outOff, int outStride) {
+        MemorySegment seg = w.data();
+        int c = 2 * L;
+        int full = n - n % c;
+        FloatVector a0 = FloatVector.zero(F);
+        FloatVector a1 = FloatVector.zero(F);
+        FloatVector a2 = FloatVector.zero(F);
+        FloatVector a3 = FloatVector.zero(F);
+        for (int i = 0; i < full; i += c) {
+            IntVector pair = IntVector.fromMemorySegment(I, seg, rowStart * 2 + 2L * i, LE);
+            FloatVector even = pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+            FloatVector odd = pair.and(0xFFFF0000).reinterpretAsFloats();
+            int xi = xOff + i;
+            a0 = odd.fma(FloatVector.fromArray(F, x, xi + L), even.fma(FloatVector.fromArray(F, x, xi), a0));
+            a1 = odd.fma(FloatVector.fromArray(F, x, xi + stride + L), even.fma(FloatVector.fromArray(F, x, xi + stride), a1));
+            a2 = odd.fma(FloatVector.fromArray(F, x, xi + 2 * stride + L), even.fma(FloatVector.fromArray(F, x, xi + 2 * stride), a2));
+            a3 = odd.fma(FloatVector.fromArray(F, x, xi + 3 * stride + L), even.fma(FloatVector.fromArray(F, x, xi + 3 * stride), a3));
+        }
+        float[] s = {a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD), a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD)};
+        for (int i = full; i < n; i++) {
+            float v = w.get(rowStart + i);
+            for (int k = 0; k < 4; k++) {
+                s[k] += v * x[xOff + k * stride + i];
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            out[outOff + k * outStride] = s[k];
+        }
+    }
+
+    private static void dot4Fp8(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
+                                float[] out, int outOff, int outStride) {
+        MemorySegment seg = w.data();
+        int c = 4 * L;
+        int full = n - n % c;
+        FloatVector t0 = FloatVector.zero(F);
+        FloatVector t1 = FloatVector.zero(F);
+        FloatVector t2 = FloatVector.zero(F);
+        FloatVector t3 = FloatVector.zero(F);
+        float[] tail = new float[4];
+        for (int c0 = 0, block = 0; c0 < n; c0 += blockCols, block++) {
+            int end = Math.min(n, c0 + blockCols);
+            int vectorEnd = Math.min(end, full);
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            FloatVector a2 = FloatVector.zero(F);
+            FloatVector a3 = FloatVector.zero(F);
+            for (int i = c0; i < vectorEnd; i += c) {
+                IntVector quad = IntVector.fromMemorySegment(I, seg, rowStart + i, LE);
+                for (int k = 0; k < 4; k++) {
+                    FloatVector f = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 24 - 8 * k));
+                    int xi = xOff + i + k * L;
+                    a0 = f.fma(FloatVector.fromArray(F, x, xi), a0);
+                    a1 = f.fma(FloatVector.fromArray(F, x, xi + stride), a1);
+                    a2 = f.fma(FloatVector.fromArray(F, x, xi + 2 * stride), a2);
+                    a3 = f.fma(FloatVector.fromArray(F, x, xi + 3 * stride), a3);
+                }
+            }
+            float scale = scales.get(scaleStart + block);
+            FloatVector s = FloatVector.broadcast(F, scale);
+            t0 = a0.fma(s, t0);
+            t1 = a1.fma(s, t1);
+            t2 = a2.fma(s, t2);
+            t3 = a3.fma(s, t3);
+            for (int i = Math.max(c0, vectorEnd); i < end; i++) {
+                float v = w.get(rowStart + i) * scale;
+                for (int k = 0; k < 4; k++) {
+                    tail[k] += v * x[xOff + k * stride + i];
+                }
+            }
+        }
+        out[outOff] = t0.reduceLanes(VectorOperators.ADD) + tail[0];
+        out[outOff + outStride] = t1.reduceLanes(VectorOperators.ADD) + tail[1];
+        out[outOff + 2 * outStride] = t2.reduceLanes(VectorOperators.ADD) + tail[2];
+        out[outOff + 3 * outStride] = t3.reduceLanes(VectorOperators.ADD) + tail[3];
+    }
+
+    private static float dotBf16(Tensor w, long rowStart, int n, float[] x, int xOff) {
+        MemorySegment seg = w.data();
+        int c = 2 * L;
+        int full = n - n % c;
+        long byteOff = rowStart * 2;
+        FloatVector even = FloatVector.zero(F);
+        FloatVector odd = FloatVector.zero(F);
+        for (int i = 0; i < full; i += c) {
+            IntVector pair = IntVector.fromMemorySegment(I, seg, byteOff + 2L * i, LE);
+            even = pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i), even);
+            odd = pair.and(0xFFFF0000).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i + L), odd);
+        }
+        float sum = even.add(odd).reduceLanes(VectorOperators.ADD);
+        for (int i = full; i < n; i++) {
+            sum += w.get(rowStart + i) * x[xOff + i];
+        }
+        return sum;
+    }
+
+    private static float dotF32(Tensor w, long rowStart, int n, float[] x, int xOff) {
+        MemorySegment seg = w.data();
+        FloatVector acc = FloatVector.zero(F);
+        int i = 0;
+        for (; i + L <= n; i += L) {
+            acc = FloatVector.fromMemorySegment(F, seg, (rowStart + i) * 4, LE).fma(FloatVector.fromArray(F, x, xOff + i), acc);
+        }
+        float sum = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            sum += w.get(rowStart + i) * x[xOff + i];
+        }
+        return sum;
+    }
+
+    private static float dotFp8(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff) {
+        MemorySegment seg = w.data();
+        int c = 4 * L;
+        int full = n - n % c;
         FloatVector total = FloatVector.zero(F);
         float tailTotal = 0;
         for (int c0 = 0, block = 0; c0 < n; c0 += blockCols, block++) {
             int end = Math.min(n, c0 + blockCols);
+            int vectorEnd = Math.min(end, full);
             FloatVector acc = FloatVector.zero(F);
-            int c = c0;
-            for (; c + L <= end; c += L) {
-                acc = load(w, rowStart + c).fma(FloatVector.fromArray(F, x, xOff + c), acc);
+            for (int i = c0; i < vectorEnd; i += c) {
+                IntVector quad = IntVector.fromMemorySegment(I, seg, rowStart + i, LE);
+                int xi = xOff + i;
+                acc = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 24)).fma(FloatVector.fromArray(F, x, xi), acc);
+                acc = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 16)).fma(FloatVector.fromArray(F, x, xi + L), acc);
+                acc = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 8)).fma(FloatVector.fromArray(F, x, xi + 2 * L), acc);
+                acc = fp8Lanes(quad).fma(FloatVector.fromArray(F, x, xi + 3 * L), acc);
             }
             float scale = scales.get(scaleStart + block);
             total = acc.fma(FloatVector.broadcast(F, scale), total);
-            if (c < end) {
+            if (vectorEnd < end) {
                 float tail = 0;
-                for (; c < end; c++) {
-                    tail += w.get(rowStart + c) * x[xOff + c];
+                for (int i = Math.max(c0, vectorEnd); i < end; i++) {
+                    tail += w.get(rowStart + i) * x[xOff + i];
                 }
                 tailTotal += tail * scale;
             }
@@ -103,20 +265,56 @@ final class VectorKernels implements Kernels {
 
     @Override
     public void decodeRow(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] out, int outOff) {
-        if (w.dtype() == DType.F16) {
-            scalar.decodeRow(w, rowStart, n, scales, scaleStart, blockCols, out, outOff);
-            return;
-        }
-        int step = scales == null ? n : blockCols;
-        for (int c0 = 0, block = 0; c0 < n; c0 += step, block++) {
-            int end = Math.min(n, c0 + step);
-            float scale = scales == null ? 1f : scales.get(scaleStart + block);
-            int c = c0;
-            for (; c + L <= end; c += L) {
-                load(w, rowStart + c).mul(scale).intoArray(out, outOff + c);
+        switch (w.dtype()) {
+            case F8_E4M3 -> {
+                if (chunk(DType.F8_E4M3, blockCols) == 1) {
+                    scalar.decodeRow(w, rowStart, n, scales, scaleStart, blockCols, out, outOff);
+                } else {
+                    decodeFp8(w, rowStart, n, scales, scaleStart, blockCols, out, outOff);
+                }
             }
-            for (; c < end; c++) {
-                out[outOff + c] = w.get(rowStart + c) * scale;
+            case BF16 -> {
+                if (scales == null) {
+                    decodeBf16(w, rowStart, n, out, outOff);
+                } else {
+                    scalar.decodeRow(w, rowStart, n, scales, scaleStart, blockCols, out, outOff);
+                }
+            }
+            case F32, F16 -> scalar.decodeRow(w, rowStart, n, scales, scaleStart, blockCols, out, outOff);
+        }
+    }
+
+    private static void decodeBf16(Tensor w, long rowStart, int n, float[] out, int outOff) {
+        MemorySegment seg = w.data();
+        int c = 2 * L;
+        int full = n - n % c;
+        for (int i = 0; i < full; i += c) {
+            IntVector pair = IntVector.fromMemorySegment(I, seg, rowStart * 2 + 2L * i, LE);
+            pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(out, outOff + i);
+            pair.and(0xFFFF0000).reinterpretAsFloats().intoArray(out, outOff + i + L);
+        }
+        for (int i = full; i < n; i++) {
+            out[outOff + i] = w.get(rowStart + i);
+        }
+    }
+
+    private static void decodeFp8(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] out, int outOff) {
+        MemorySegment seg = w.data();
+        int c = 4 * L;
+        int full = n - n % c;
+        for (int c0 = 0, block = 0; c0 < n; c0 += blockCols, block++) {
+            int end = Math.min(n, c0 + blockCols);
+            int vectorEnd = Math.min(end, full);
+            float scale = scales.get(scaleStart + block);
+            FloatVector s = FloatVector.broadcast(F, scale);
+            for (int i = c0; i < vectorEnd; i += c) {
+                IntVector quad = IntVector.fromMemorySegment(I, seg, rowStart + i, LE);
+                for (int k = 0; k < 4; k++) {
+                    fp8Lanes(quad.lanewise(VectorOperators.LSHL, 24 - 8 * k)).mul(s).intoArray(out, outOff + i + k * L);
+                }
+            }
+            for (int i = Math.max(c0, vectorEnd); i < end; i++) {
+                out[outOff + i] = w.get(rowStart + i) * scale;
             }
         }
     }
@@ -137,9 +335,10 @@ final class VectorKernels implements Kernels {
 
     @Override
     public void axpy(float alpha, float[] x, int xOff, float[] y, int yOff, int n) {
+        FloatVector a = FloatVector.broadcast(F, alpha);
         int i = 0;
         for (; i + L <= n; i += L) {
-            FloatVector.fromArray(F, x, xOff + i).fma(FloatVector.broadcast(F, alpha), FloatVector.fromArray(F, y, yOff + i)).intoArray(y, yOff + i);
+            FloatVector.fromArray(F, x, xOff + i).fma(a, FloatVector.fromArray(F, y, yOff + i)).intoArray(y, yOff + i);
         }
         for (; i < n; i++) {
             y[yOff + i] += alpha * x[xOff + i];

@@ -1,0 +1,119 @@
+package dev.deepserve.bench;
+
+import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.weights.DType;
+import dev.deepserve.model.weights.Fp8BlockQuantizer;
+import dev.deepserve.model.weights.Tensor;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.Warmup;
+import org.openjdk.jmh.results.RunResult;
+import org.openjdk.jmh.runner.Runner;
+import org.openjdk.jmh.runner.options.CommandLineOptions;
+import org.openjdk.jmh.runner.options.OptionsBuilder;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Collection;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One 2048×2048 matrix-vector product, single-threaded, FP8 with 128×128 block scales and BF16: the Vector API
+ * kernels against the scalar reference kernels. Prints the speedup ratio per dtype after JMH's table.
+ */
+@State(Scope.Benchmark)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MICROSECONDS)
+@Warmup(iterations = 3, time = 1)
+@Measurement(iterations = 5, time = 1)
+@Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
+public class KernelBench {
+
+    static final int N = 2048;
+
+    @Param({"F8_E4M3", "BF16"})
+    public String dtype;
+
+    Linear weight;
+    float[] x = new float[N];
+    float[] y = new float[N];
+    CpuOps vector;
+    CpuOps scalar;
+
+    @Setup
+    public void setup() {
+        SplittableRandom r = new SplittableRandom(1);
+        float[] w = new float[N * N];
+        for (int i = 0; i < w.length; i++) {
+            w[i] = (float) r.nextGaussian() * 0.02f;
+        }
+        for (int i = 0; i < N; i++) {
+            x[i] = (float) r.nextGaussian();
+        }
+        Arena arena = Arena.ofShared();
+        if (dtype.equals("F8_E4M3")) {
+            Fp8BlockQuantizer.Quantized q = Fp8BlockQuantizer.quantize(w, N, N, 128, 128);
+            MemorySegment data = arena.allocate(q.values().length);
+            MemorySegment.copy(q.values(), 0, data, ValueLayout.JAVA_BYTE, 0, q.values().length);
+            MemorySegment scales = arena.allocate(q.scaleInv().length * 4L);
+            MemorySegment.copy(q.scaleInv(), 0, scales, ValueLayout.JAVA_FLOAT_UNALIGNED, 0, q.scaleInv().length);
+            weight = new Linear("w", new Tensor("w", DType.F8_E4M3, new long[] {N, N}, data),
+                    new Tensor("s", DType.F32, new long[] {N / 128, N / 128}, scales), N, N, 128, 128);
+        } else {
+            MemorySegment data = arena.allocate(2L * N * N);
+            for (int i = 0; i < w.length; i++) {
+                data.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2L * i, dev.deepserve.model.weights.Bf16.encode(w[i]));
+            }
+            weight = new Linear("w", new Tensor("w", DType.BF16, new long[] {N, N}, data), null, N, N, 1, 1);
+        }
+        vector = CpuOps.create(true, 1, false);
+        scalar = CpuOps.create(false, 1, false);
+    }
+
+    @Benchmark
+    public float[] vectorKernels() {
+        vector.matmul(weight, x, y, 1);
+        return y;
+    }
+
+    @Benchmark
+    public float[] scalarKernels() {
+        scalar.matmul(weight, x, y, 1);
+        return y;
+    }
+
+    public static void main(String[] args) throws Exception {
+        var cli = new CommandLineOptions(args);
+        Collection<RunResult> results = new Runner(new OptionsBuilder().parent(cli).include(KernelBench.class.getSimpleName()).build()).run();
+        System.out.println();
+        for (String d : new String[] {"F8_E4M3", "BF16"}) {
+            double v = score(results, "vectorKernels", d);
+            double s = score(results, "scalarKernels", d);
+            if (v > 0 && s > 0) {
+                double bytes = (double) N * N * (d.equals("BF16") ? 2 : 1);
+                System.out.printf("%-8s 2048x2048 matvec: vector %.1f us (%.1f GB/s), scalar %.1f us — vector is %.1fx the scalar baseline%n",
+                        d, v, bytes / v / 1e3, s, s / v);
+            }
+        }
+    }
+
+    static double score(Collection<RunResult> results, String method, String dtype) {
+        for (RunResult r : results) {
+            if (r.getParams().getBenchmark().endsWith(method) && dtype.equals(r.getParams().getParam("dtype"))) {
+                return r.getPrimaryResult().getScore();
+            }
+        }
+        return -1;
+    }
+}

@@ -1,0 +1,117 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.weights.Bf16;
+import dev.deepserve.model.weights.DType;
+import dev.deepserve.model.weights.Fp8E4M3;
+import dev.deepserve.model.weights.Tensor;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The vectorized decoders against the FP8/BF16 definitions, element by element, and dot products against the scalar kernels. */
+class KernelsTest {
+
+    static Kernels vector() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        return new VectorKernels();
+    }
+
+    static byte code(int i) {
+        int c = (i * 7 + 3) & 0xFF;
+        return (byte) ((c & 0x7F) == 0x7F ? 0 : c);
+    }
+
+    /**
+     * A row of 2·256 + 37 FP8 codes: every finite bit pattern (both zeros, subnormals, ±448) twice and a tail, with
+     * per-128 block scales. NaN codes never reach the vector decoder: CpuOps routes such tensors to the scalar path.
+     */
+    @Test
+    void fp8RowsDecodeEveryFiniteCodeExactlyIncludingTheTail() {
+        Kernels k = vector();
+        int n = 2 * 256 + 37;
+        Arena arena = Arena.ofAuto();
+        MemorySegment codes = arena.allocate(n);
+        for (int i = 0; i < n; i++) {
+            codes.set(ValueLayout.JAVA_BYTE, i, code(i));
+        }
+        int blocks = (n + 127) / 128;
+        MemorySegment scales = arena.allocate(blocks * 4L);
+        for (int b = 0; b < blocks; b++) {
+            scales.set(ValueLayout.JAVA_FLOAT_UNALIGNED, b * 4L, 0.5f + b);
+        }
+        Tensor w = new Tensor("w", DType.F8_E4M3, new long[] {1, n}, codes);
+        Tensor s = new Tensor("s", DType.F32, new long[] {1, blocks}, scales);
+        float[] laid = new float[n];
+        float[] decoded = new float[n];
+        k.decodeRow(w, 0, n, s, 0, 128, laid, 0);
+        k.fromLayout(DType.F8_E4M3, 128, laid, 0, n, decoded, 0);
+        for (int i = 0; i < n; i++) {
+            float expected = Fp8E4M3.decode(code(i)) * (0.5f + i / 128);
+            assertEquals(expected, decoded[i], 0f, "element " + i + " code " + (code(i) & 0xFF));
+        }
+    }
+
+    @Test
+    void layoutRoundTripsAndDotProductsMatchTheScalarKernels() {
+        Kernels k = vector();
+        Kernels ref = new ScalarKernels();
+        SplittableRandom r = new SplittableRandom(9);
+        for (int n : new int[] {1, 31, 64, 200, 256, 300, 1000}) {
+            float[] x = new float[n];
+            for (int i = 0; i < n; i++) {
+                x[i] = (float) r.nextGaussian();
+            }
+            Arena arena = Arena.ofAuto();
+            MemorySegment bf = arena.allocate(2L * n);
+            MemorySegment f8 = arena.allocate(n);
+            for (int i = 0; i < n; i++) {
+                bf.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2L * i, Bf16.encode((float) r.nextGaussian()));
+                f8.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian() * 100));
+            }
+            int blocks = (n + 127) / 128;
+            MemorySegment sc = arena.allocate(4L * blocks);
+            for (int b = 0; b < blocks; b++) {
+                sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.01f * (b + 1));
+            }
+            Tensor s = new Tensor("s", DType.F32, new long[] {1, blocks}, sc);
+            for (Tensor w : new Tensor[] {new Tensor("b", DType.BF16, new long[] {1, n}, bf), new Tensor("f", DType.F8_E4M3, new long[] {1, n}, f8)}) {
+                Tensor scales = w.dtype() == DType.F8_E4M3 ? s : null;
+                float[] laid = new float[n];
+                float[] back = new float[n];
+                k.toLayout(w.dtype(), 128, x, 0, n, laid, 0);
+                k.fromLayout(w.dtype(), 128, laid, 0, n, back, 0);
+                for (int i = 0; i < n; i++) {
+                    assertEquals(x[i], back[i], 0f);
+                }
+                float expected = ref.dotRow(w, 0, n, scales, 0, 128, x, 0);
+                float actual = k.dotRow(w, 0, n, scales, 0, 128, laid, 0);
+                assertEquals(expected, actual, 1e-4f * Math.max(1, Math.abs(expected)), w.dtype() + " n=" + n);
+                // four vectors at once: x, 2x, -x, x+1 (each in the layout)
+                float[] four = new float[4 * n];
+                float[] natural = new float[4 * n];
+                for (int i = 0; i < n; i++) {
+                    natural[i] = x[i];
+                    natural[n + i] = 2 * x[i];
+                    natural[2 * n + i] = -x[i];
+                    natural[3 * n + i] = x[i] + 1;
+                }
+                for (int q = 0; q < 4; q++) {
+                    k.toLayout(w.dtype(), 128, natural, q * n, n, four, q * n);
+                }
+                float[] out = new float[8];
+                k.dotRow4(w, 0, n, scales, 0, 128, four, 0, n, out, 1, 2);
+                for (int q = 0; q < 4; q++) {
+                    float e = ref.dotRow(w, 0, n, scales, 0, 128, natural, q * n);
+                    assertEquals(e, out[1 + 2 * q], 1e-4f * Math.max(1, Math.abs(e)), w.dtype() + " n=" + n + " vector " + q);
+                }
+            }
+        }
+    }
+}
