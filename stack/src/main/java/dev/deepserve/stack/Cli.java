@@ -58,6 +58,7 @@ public final class Cli {
                 }
                 yield 0;
             }
+            case "tokenize" -> TokenizeCli.run(rest, System.in, out, System.err);
             default -> throw new CliException("unknown command '" + args[0] + "' (run ./deepserve without arguments for usage)", 2);
         };
     }

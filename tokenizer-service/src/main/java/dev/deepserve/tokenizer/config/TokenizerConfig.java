@@ -12,4 +12,12 @@ public interface TokenizerConfig {
     /** Model directory holding tokenizer.json and tokenizer_config.json. */
     @WithDefault(".deepserve/model")
     Path modelDir();
+
+    /** Longest text (in UTF-16 chars) one request may carry, summed over its messages; longer gets 413. */
+    @WithDefault("4000000")
+    int maxTextChars();
+
+    /** Most ids one detokenize request may carry. */
+    @WithDefault("1000000")
+    int maxIds();
 }
