@@ -5,6 +5,7 @@ import dev.deepserve.model.weights.Tensor;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
@@ -50,6 +51,31 @@ final class VectorKernels implements Kernels {
             case F8_E4M3 -> blockCols % (4 * L) == 0 ? 4 * L : 1;
             case F32, F16 -> 1;
         };
+    }
+
+    /** Rotations by L/2, L/4, …, 1 lanes for {@link #sum}. */
+    private static final VectorShuffle<Float>[] ROTATIONS = rotations();
+
+    @SuppressWarnings("unchecked")
+    private static VectorShuffle<Float>[] rotations() {
+        int steps = Integer.numberOfTrailingZeros(L);
+        VectorShuffle<Float>[] r = new VectorShuffle[steps];
+        for (int i = 0, k = L / 2; k >= 1; i++, k /= 2) {
+            r[i] = VectorShuffle.iota(F, k, 1, true);
+        }
+        return r;
+    }
+
+    /**
+     * The lanes added as a fixed tree (rotate by half and add, repeatedly). {@code reduceLanes(ADD)} may add in a
+     * different order when compiled than when interpreted, which would make the same forward pass give different last
+     * bits before and after JIT warm-up; lane-wise adds and rotations are exact in both.
+     */
+    private static float sum(FloatVector v) {
+        for (VectorShuffle<Float> r : ROTATIONS) {
+            v = v.add(v.rearrange(r));
+        }
+        return v.lane(0);
     }
 
     @Override
@@ -140,7 +166,7 @@ final class VectorKernels implements Kernels {
             a2 = odd.fma(FloatVector.fromArray(F, x, xi + 2 * stride + L), even.fma(FloatVector.fromArray(F, x, xi + 2 * stride), a2));
             a3 = odd.fma(FloatVector.fromArray(F, x, xi + 3 * stride + L), even.fma(FloatVector.fromArray(F, x, xi + 3 * stride), a3));
         }
-        float[] s = {a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD), a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD)};
+        float[] s = {sum(a0), sum(a1), sum(a2), sum(a3)};
         for (int i = full; i < n; i++) {
             float v = w.get(rowStart + i);
             for (int k = 0; k < 4; k++) {
@@ -193,10 +219,10 @@ final class VectorKernels implements Kernels {
                 }
             }
         }
-        out[outOff] = t0.reduceLanes(VectorOperators.ADD) + tail[0];
-        out[outOff + outStride] = t1.reduceLanes(VectorOperators.ADD) + tail[1];
-        out[outOff + 2 * outStride] = t2.reduceLanes(VectorOperators.ADD) + tail[2];
-        out[outOff + 3 * outStride] = t3.reduceLanes(VectorOperators.ADD) + tail[3];
+        out[outOff] = sum(t0) + tail[0];
+        out[outOff + outStride] = sum(t1) + tail[1];
+        out[outOff + 2 * outStride] = sum(t2) + tail[2];
+        out[outOff + 3 * outStride] = sum(t3) + tail[3];
     }
 
     private static float dotBf16(Tensor w, long rowStart, int n, float[] x, int xOff) {
@@ -211,7 +237,7 @@ final class VectorKernels implements Kernels {
             even = pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i), even);
             odd = pair.and(0xFFFF0000).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i + L), odd);
         }
-        float sum = even.add(odd).reduceLanes(VectorOperators.ADD);
+        float sum = sum(even.add(odd));
         for (int i = full; i < n; i++) {
             sum += w.get(rowStart + i) * x[xOff + i];
         }
@@ -225,7 +251,7 @@ final class VectorKernels implements Kernels {
         for (; i + L <= n; i += L) {
             acc = FloatVector.fromMemorySegment(F, seg, (rowStart + i) * 4, LE).fma(FloatVector.fromArray(F, x, xOff + i), acc);
         }
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = sum(acc);
         for (; i < n; i++) {
             sum += w.get(rowStart + i) * x[xOff + i];
         }
@@ -260,7 +286,7 @@ final class VectorKernels implements Kernels {
                 tailTotal += tail * scale;
             }
         }
-        return total.reduceLanes(VectorOperators.ADD) + tailTotal;
+        return sum(total) + tailTotal;
     }
 
     @Override
@@ -326,7 +352,7 @@ final class VectorKernels implements Kernels {
         for (; i + L <= n; i += L) {
             acc = FloatVector.fromArray(F, a, aOff + i).fma(FloatVector.fromArray(F, b, bOff + i), acc);
         }
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = sum(acc);
         for (; i < n; i++) {
             sum += a[aOff + i] * b[bOff + i];
         }
