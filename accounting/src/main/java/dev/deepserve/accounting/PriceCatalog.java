@@ -1,0 +1,94 @@
+package dev.deepserve.accounting;
+
+import java.math.BigDecimal;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * The prices in force: for a model at an instant, the rows with the latest {@code effectiveFrom} not after it; a
+ * windowed row covering the instant's UTC time wins over the base row.
+ */
+public final class PriceCatalog {
+
+    private final List<Price> prices;
+
+    public PriceCatalog(List<Price> prices) {
+        this.prices = List.copyOf(prices);
+    }
+
+    public List<Price> all() {
+        return prices;
+    }
+
+    /** Model names with any price in force at this instant, sorted. */
+    public List<String> models(Instant when) {
+        return prices.stream().filter(p -> !p.effectiveFrom().isAfter(when)).map(Price::model).distinct().sorted().toList();
+    }
+
+    private List<Price> current(String model, Instant when) {
+        Optional<Instant> from = prices.stream().filter(p -> p.model().equals(model) && !p.effectiveFrom().isAfter(when))
+                .map(Price::effectiveFrom).max(Comparator.naturalOrder());
+        if (from.isEmpty()) {
+            return List.of();
+        }
+        List<Price> rows = new ArrayList<>();
+        for (Price p : prices) {
+            if (p.model().equals(model) && p.effectiveFrom().equals(from.get())) {
+                rows.add(p);
+            }
+        }
+        return rows;
+    }
+
+    /** The price a request completing at {@code when} pays. */
+    public Optional<Price> at(String model, Instant when) {
+        List<Price> rows = current(model, when);
+        return rows.stream().filter(p -> p.windowed() && p.covers(when)).findFirst()
+                .or(() -> rows.stream().filter(p -> !p.windowed()).findFirst());
+    }
+
+    /**
+     * The highest price of each kind among the rows in force at {@code when} (base and every window): what a
+     * reservation uses, so a request that starts outside a window and ends inside a dearer one is still covered.
+     */
+    public Optional<Price> ceiling(String model, Instant when) {
+        List<Price> rows = current(model, when);
+        if (rows.isEmpty()) {
+            return Optional.empty();
+        }
+        BigDecimal hit = BigDecimal.ZERO;
+        BigDecimal miss = BigDecimal.ZERO;
+        BigDecimal out = BigDecimal.ZERO;
+        for (Price p : rows) {
+            hit = hit.max(p.cacheHitPerMillion());
+            miss = miss.max(p.cacheMissPerMillion());
+            out = out.max(p.outputPerMillion());
+        }
+        Price base = rows.getFirst();
+        return Optional.of(new Price(model, base.currency(), hit.min(miss), miss, out, base.effectiveFrom(), null, null));
+    }
+
+    /**
+     * How many output tokens {@code available} pays for after the prompt (charged as cache misses), at most
+     * {@code maxTokens}; 0 when not even one.
+     */
+    public static int affordableOutputTokens(BigDecimal available, Price ceiling, int promptTokens, int maxTokens) {
+        if (ceiling.cost(0, promptTokens, maxTokens).compareTo(available) <= 0) {
+            return maxTokens;
+        }
+        int lo = 0;
+        int hi = maxTokens;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) >>> 1;
+            if (ceiling.cost(0, promptTokens, mid).compareTo(available) <= 0) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        return lo == 0 && ceiling.cost(0, promptTokens, 0).compareTo(available) > 0 ? 0 : lo;
+    }
+}

@@ -1,0 +1,108 @@
+package dev.deepserve.billing;
+
+import dev.deepserve.embedded.EmbeddedPostgresResource;
+import io.quarkus.test.common.QuarkusTestResource;
+import io.quarkus.test.junit.QuarkusTest;
+import io.quarkus.test.junit.QuarkusTestProfile;
+import io.quarkus.test.junit.TestProfile;
+import io.restassured.http.ContentType;
+import io.restassured.specification.RequestSpecification;
+import io.smallrye.reactive.messaging.memory.InMemoryConnector;
+import jakarta.enterprise.inject.Any;
+import jakarta.inject.Inject;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+
+import static io.restassured.RestAssured.given;
+import static org.awaitility.Awaitility.await;
+import static org.hamcrest.Matchers.equalTo;
+import static org.hamcrest.Matchers.matchesPattern;
+import static org.hamcrest.Matchers.not;
+import static org.hamcrest.Matchers.notNullValue;
+import static org.hamcrest.Matchers.nullValue;
+import static org.hamcrest.Matchers.hasKey;
+
+@QuarkusTest
+@QuarkusTestResource(EmbeddedPostgresResource.class)
+@TestProfile(AdminApiTest.WithAdminKey.class)
+class AdminApiTest {
+
+    static final String ADMIN = "dsadm-test-admin-key";
+
+    public static class WithAdminKey implements QuarkusTestProfile {
+        @Override
+        public Map<String, String> getConfigOverrides() {
+            return Map.of("deepserve.admin-key", ADMIN);
+        }
+    }
+
+    @Inject
+    @Any
+    InMemoryConnector connector;
+
+    static RequestSpecification admin() {
+        return given().header("Authorization", "Bearer " + ADMIN).contentType(ContentType.JSON);
+    }
+
+    static String createAccount() {
+        return admin().body(Map.of("name", "team-" + UUID.randomUUID())).post("/admin/accounts").then().statusCode(201)
+                .body("total_balance", equalTo("0.00000000")).extract().path("id");
+    }
+
+    @Test
+    void adminKeyIsRequiredAndUserKeysAreNotAccepted() {
+        given().get("/admin/accounts").then().statusCode(401).body("error.message", equalTo("missing admin key: send Authorization: Bearer <admin key>"));
+        given().header("Authorization", "Bearer sk-" + "0".repeat(64)).get("/admin/accounts").then().statusCode(401)
+                .body("error.message", equalTo("invalid admin key"));
+    }
+
+    @Test
+    void topUpsAndGrantsAreLedgerEntriesAndKeysAreShownOnce() {
+        String account = createAccount();
+        admin().body(Map.of("amount", "10.00", "note", "card")).post("/admin/accounts/" + account + "/top-ups").then().statusCode(201)
+                .body("account.topped_up_balance", equalTo("10.00000000"));
+        admin().body("{\"amount\": 2.5}").post("/admin/accounts/" + account + "/grants").then().statusCode(201)
+                .body("account.total_balance", equalTo("12.50000000")).body("account.granted_balance", equalTo("2.50000000"));
+        admin().body(Map.of("amount", "-1")).post("/admin/accounts/" + account + "/top-ups").then().statusCode(400)
+                .body("error.message", equalTo("amount must be positive"));
+        admin().body(Map.of("amount", "1")).post("/admin/accounts/acct_nope/top-ups").then().statusCode(404);
+
+        String secret = admin().body(Map.of("name", "ci", "models", List.of("deepseek-chat"), "rpm", 60)).post("/admin/accounts/" + account + "/keys")
+                .then().statusCode(201).body("key", matchesPattern("sk-[0-9a-f]{64}")).body("prefix", matchesPattern("sk-[0-9a-f]{8}…"))
+                .extract().path("key");
+        String keyId = admin().get("/admin/accounts/" + account + "/keys").then().statusCode(200)
+                .body("data[0]", not(hasKey("key"))).body("data[0].models[0]", equalTo("deepseek-chat"))
+                .body("data[0].revoked_at", nullValue()).extract().path("data[0].id");
+        org.junit.jupiter.api.Assertions.assertFalse(admin().get("/admin/accounts/" + account + "/keys").asString().contains(secret.substring(11)));
+        admin().delete("/admin/keys/" + keyId).then().statusCode(200).body("revoked_at", notNullValue());
+    }
+
+    @Test
+    void usageIsChargedToGrantedBalanceFirstThenToppedUpAndReleasesTheReservation() {
+        String account = createAccount();
+        admin().body(Map.of("amount", "0.00001000")).post("/admin/accounts/" + account + "/grants").then().statusCode(201);
+        admin().body(Map.of("amount", "1.00000000")).post("/admin/accounts/" + account + "/top-ups").then().statusCode(201);
+        // the gateway parked the exact cost in `reserved` at settlement
+        io.vertx.mutiny.sqlclient.Pool pool = io.quarkus.arc.Arc.container().instance(io.vertx.mutiny.sqlclient.Pool.class).get();
+        pool.preparedQuery("UPDATE billing.accounts SET reserved = 0.00004 WHERE id = $1").execute(io.vertx.mutiny.sqlclient.Tuple.of(account)).await().indefinitely();
+        UUID id = UUID.randomUUID();
+        String event = UsageConsumerTest.event(id, account, 5, "0.00004");
+        connector.source("usage").send(event);
+        connector.source("usage").send(event);
+        await().atMost(Duration.ofSeconds(20)).untilAsserted(() -> admin().get("/admin/accounts/" + account).then()
+                .body("granted_balance", equalTo("0.00000000"))
+                .body("topped_up_balance", equalTo("0.99997000"))
+                .body("reserved", equalTo("0.00000000")));
+    }
+
+    @Test
+    void badRequestsGetJsonErrors() {
+        admin().body("{oops").post("/admin/accounts").then().statusCode(400).body("error.message", matchesPattern("request body is not valid JSON.*"));
+        admin().body(Map.of()).post("/admin/accounts").then().statusCode(400).body("error.message", equalTo("name is required"));
+        admin().get("/admin/accounts/acct_missing").then().statusCode(404).body("error.message", equalTo("no account acct_missing"));
+    }
+}
