@@ -1,15 +1,48 @@
 package dev.deepserve.decode.config;
 
-import io.smallrye.config.ConfigMapping;
 import io.smallrye.config.WithDefault;
+import io.smallrye.config.ConfigMapping;
 
 import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Optional;
 
 /** Settings of the decode service; every key can be overridden by its env var (e.g. DEEPSERVE_MODEL_DIR). */
 @ConfigMapping(prefix = "deepserve")
 public interface DecodeConfig {
 
-    /** Hugging Face-layout checkpoint directory (config.json + safetensors). */
+    /** Hugging Face-layout checkpoint directory (config.json + safetensors + tokenizer files). */
     @WithDefault(".deepserve/model")
     Path modelDir();
+
+    Engine engine();
+
+    interface Engine {
+        /** Most sequences stepped together. */
+        @WithDefault("16")
+        int maxBatch();
+
+        /** Most tokens (prompt + generated) one sequence may hold. */
+        @WithDefault("8192")
+        int maxContext();
+
+        /** Latent-KV tokens all active sequences may hold together; admission waits when a newcomer would exceed it. */
+        @WithDefault("131072")
+        int kvBudgetTokens();
+
+        /** Most prompt tokens one sequence prefills per step, so a long prompt cannot stall everyone's decode. */
+        @WithDefault("512")
+        int prefillChunk();
+
+        /** Requests waiting for admission beyond this are refused with 503. */
+        @WithDefault("256")
+        int maxQueue();
+
+        /** CPU threads for the tensor backend (default: all processors). */
+        Optional<Integer> threads();
+
+        /** A client whose stream stays unwritable this long is cut off, freeing its place in the batch. */
+        @WithDefault("30s")
+        Duration slowReaderTimeout();
+    }
 }

@@ -1,0 +1,204 @@
+package dev.deepserve.decode.api;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.deepserve.decode.domain.Engine;
+import dev.deepserve.decode.domain.GenerationRequest;
+import dev.deepserve.decode.domain.Sequence;
+import dev.deepserve.decode.domain.TokenSink;
+import dev.deepserve.model.sampling.SampledToken;
+import dev.deepserve.model.sampling.SamplingParams;
+import io.vertx.core.Context;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.ext.web.Router;
+import io.vertx.ext.web.RoutingContext;
+import io.vertx.ext.web.handler.BodyHandler;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+
+/**
+ * The internal generation API the gateway calls (not public):
+ * <ul>
+ * <li>{@code POST /internal/generate}: {@code {request_id, prompt: [ids], max_tokens, temperature, top_p, top_k,
+ *     seed, frequency_penalty, presence_penalty, logprobs, top_logprobs, stop: [strings], stop_token_ids}} →
+ *     {@code application/x-ndjson}, one event per line: {@code {"type":"token","id","text","logprob","top_logprobs"}}
+ *     then exactly one {@code {"type":"done","finish_reason","text","prompt_tokens","cached_tokens","completion_tokens"}}
+ *     or {@code {"type":"error",...}}.</li>
+ * <li>{@code POST /internal/generate/{id}/cancel}: stop at the next step; the open stream still ends with its
+ *     {@code done} event and the exact count, which is what the gateway bills.</li>
+ * </ul>
+ * If the caller's connection drops, the request is cancelled too.
+ */
+@ApplicationScoped
+public class GenerateRoutes {
+
+    private final Engine engine;
+    private final ObjectMapper json;
+
+    GenerateRoutes(Engine engine, ObjectMapper json) {
+        this.engine = engine;
+        this.json = json;
+    }
+
+    void routes(@Observes Router router) {
+        router.post("/internal/generate").handler(BodyHandler.create().setBodyLimit(8 << 20)).handler(this::generate);
+        router.post("/internal/generate/:id/cancel").handler(this::cancel);
+    }
+
+    private void cancel(RoutingContext rc) {
+        boolean found = engine.cancel(rc.pathParam("id"));
+        rc.response().setStatusCode(found ? 202 : 404).putHeader("Content-Type", "application/json")
+                .end(found ? "{\"cancelled\":true}" : error("no running request " + rc.pathParam("id")));
+    }
+
+    private void generate(RoutingContext rc) {
+        GenerationRequest request;
+        try {
+            request = parse(rc.body().asString());
+        } catch (IllegalArgumentException e) {
+            rc.response().setStatusCode(400).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
+            return;
+        }
+        HttpServerResponse response = rc.response();
+        Context context = Vertx.currentContext();
+        Sink sink = new Sink(response, context, request.prompt().length);
+        Sequence sequence;
+        try {
+            sequence = engine.submit(request, sink);
+        } catch (Engine.Refused e) {
+            response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
+            return;
+        }
+        response.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
+        response.closeHandler(v -> sequence.cancel());
+        response.write("");
+    }
+
+    private String error(String message) {
+        ObjectNode n = json.createObjectNode();
+        n.putObject("error").put("message", message).put("type", "invalid_request_error");
+        return n.toString();
+    }
+
+    GenerationRequest parse(String body) {
+        JsonNode n;
+        try {
+            n = json.readTree(body);
+        } catch (Exception e) {
+            throw new IllegalArgumentException("request body is not valid JSON");
+        }
+        if (n == null || !n.isObject()) {
+            throw new IllegalArgumentException("request body must be a JSON object");
+        }
+        String id = n.path("request_id").asText("");
+        if (id.isBlank() || id.length() > 200) {
+            throw new IllegalArgumentException("request_id is required");
+        }
+        JsonNode p = n.get("prompt");
+        if (p == null || !p.isArray() || p.isEmpty()) {
+            throw new IllegalArgumentException("prompt must be a non-empty array of token ids");
+        }
+        int[] prompt = new int[p.size()];
+        for (int i = 0; i < prompt.length; i++) {
+            if (!p.get(i).canConvertToInt()) {
+                throw new IllegalArgumentException("prompt[" + i + "] is not a token id");
+            }
+            prompt[i] = p.get(i).asInt();
+        }
+        int maxTokens = n.path("max_tokens").asInt(-1);
+        if (maxTokens < 1) {
+            throw new IllegalArgumentException("max_tokens must be a positive integer");
+        }
+        Set<Integer> stopIds = new HashSet<>();
+        n.path("stop_token_ids").forEach(v -> stopIds.add(v.asInt()));
+        List<String> stop = new ArrayList<>();
+        n.path("stop").forEach(v -> {
+            if (!v.isTextual() || v.asText().isEmpty()) {
+                throw new IllegalArgumentException("stop must be a list of non-empty strings");
+            }
+            stop.add(v.asText());
+        });
+        SamplingParams sampling = new SamplingParams(n.path("temperature").asDouble(1.0), n.path("top_p").asDouble(1.0), n.path("top_k").asInt(0),
+                n.hasNonNull("seed") ? n.get("seed").asLong() : null, n.path("frequency_penalty").asDouble(0), n.path("presence_penalty").asDouble(0),
+                n.path("logprobs").asBoolean(false), n.path("top_logprobs").asInt(0), stopIds);
+        return new GenerationRequest(id, prompt, maxTokens, sampling, List.copyOf(stop));
+    }
+
+    /** Writes engine events as NDJSON lines on the request's own event-loop context, in order. */
+    private final class Sink implements TokenSink {
+        private final HttpServerResponse response;
+        private final Context context;
+
+        Sink(HttpServerResponse response, Context context, int promptTokens) {
+            this.response = response;
+            this.context = context;
+        }
+
+        private void line(ObjectNode n, boolean last) {
+            String text = n.toString() + "\n";
+            context.runOnContext(v -> {
+                if (response.ended() || response.closed()) {
+                    return;
+                }
+                if (last) {
+                    response.end(text);
+                } else {
+                    response.write(text);
+                }
+            });
+        }
+
+        @Override
+        public void token(int id, String text, SampledToken sampled) {
+            ObjectNode n = json.createObjectNode();
+            n.put("type", "token").put("id", id).put("text", text);
+            if (!sampled.top().isEmpty() || sampled.logprob() != 0f) {
+                n.put("logprob", sampled.logprob());
+                n.put("token", engine.tokenizer().decode(new int[] {id}, false));
+                bytes(n, id);
+                ArrayNode top = n.putArray("top_logprobs");
+                for (SampledToken.Alternative a : sampled.top()) {
+                    ObjectNode t = top.addObject().put("id", a.id()).put("token", engine.tokenizer().decode(new int[] {a.id()}, false)).put("logprob", a.logprob());
+                    bytes(t, a.id());
+                }
+            }
+            line(n, false);
+        }
+
+        private void bytes(ObjectNode n, int id) {
+            ArrayNode b = n.putArray("bytes");
+            for (byte x : engine.tokenizer().decode(new int[] {id}, false).getBytes(StandardCharsets.UTF_8)) {
+                b.add(x & 0xFF);
+            }
+        }
+
+        @Override
+        public void done(String finishReason, String text, int promptTokens, int cachedTokens, int completionTokens) {
+            ObjectNode n = json.createObjectNode();
+            n.put("type", "done").put("finish_reason", finishReason).put("text", text).put("prompt_tokens", promptTokens)
+                    .put("cached_tokens", cachedTokens).put("completion_tokens", completionTokens);
+            line(n, true);
+        }
+
+        @Override
+        public void failed(String message, int promptTokens, int completionTokens) {
+            ObjectNode n = json.createObjectNode();
+            n.put("type", "error").put("message", message).put("prompt_tokens", promptTokens).put("completion_tokens", completionTokens);
+            line(n, true);
+        }
+
+        @Override
+        public boolean writable() {
+            return !response.writeQueueFull();
+        }
+    }
+}

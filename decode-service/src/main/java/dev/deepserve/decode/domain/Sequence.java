@@ -1,0 +1,48 @@
+package dev.deepserve.decode.domain;
+
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.sampling.Sampler;
+import dev.deepserve.tokenizer.StreamDecoder;
+
+/** One request inside the engine: its cache, progress, and output state. Touched only by the engine thread, except {@link #cancel}. */
+public final class Sequence {
+
+    final GenerationRequest request;
+    final TokenSink sink;
+    final Sampler sampler;
+    final StreamDecoder detokenizer;
+    final StopMatcher stop;
+    final long kvReservation;
+    KvCache cache;
+    int prefilled;
+    int generated;
+    int lastToken;
+    long unwritableSince;
+    private volatile boolean cancelled;
+
+    Sequence(GenerationRequest request, TokenSink sink, StreamDecoder detokenizer) {
+        this.request = request;
+        this.sink = sink;
+        this.sampler = new Sampler(request.sampling());
+        this.detokenizer = detokenizer;
+        this.stop = new StopMatcher(request.stop());
+        this.kvReservation = (long) request.prompt().length + request.maxTokens();
+    }
+
+    public String requestId() {
+        return request.requestId();
+    }
+
+    /** Asks the engine to stop this sequence at its next step; the sink then gets {@code done("cancelled", ...)}. */
+    public void cancel() {
+        cancelled = true;
+    }
+
+    boolean cancelled() {
+        return cancelled;
+    }
+
+    boolean prefilling() {
+        return prefilled < request.prompt().length;
+    }
+}

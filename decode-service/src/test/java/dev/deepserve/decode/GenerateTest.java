@@ -1,0 +1,161 @@
+package dev.deepserve.decode;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.deepserve.tokenizer.Tokenizer;
+import io.quarkus.test.common.http.TestHTTPResource;
+import io.quarkus.test.junit.QuarkusTest;
+import io.quarkus.test.junit.TestProfile;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.net.URI;
+import java.net.URL;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.stream.IntStream;
+
+import static io.restassured.RestAssured.given;
+import static org.awaitility.Awaitility.await;
+import static org.hamcrest.Matchers.equalTo;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+@QuarkusTest
+@TestProfile(SmallModel.class)
+class GenerateTest {
+
+    static final ObjectMapper JSON = new ObjectMapper();
+    static final HttpClient HTTP = HttpClient.newHttpClient();
+
+    @TestHTTPResource("/internal/generate")
+    URL generate;
+
+    @BeforeEach
+    void ready() {
+        await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> given().get("/q/health/ready").then().statusCode(200));
+    }
+
+    record Result(List<Integer> ids, String text, JsonNode done) {
+    }
+
+    Result run(String id, int[] prompt, int maxTokens, String extra) throws Exception {
+        String body = "{\"request_id\":\"" + id + "\",\"prompt\":" + java.util.Arrays.toString(prompt) + ",\"max_tokens\":" + maxTokens
+                + ",\"temperature\":0" + extra + "}";
+        HttpResponse<java.io.InputStream> r = HTTP.send(HttpRequest.newBuilder(generate.toURI()).POST(HttpRequest.BodyPublishers.ofString(body))
+                .header("Content-Type", "application/json").build(), HttpResponse.BodyHandlers.ofInputStream());
+        assertEquals(200, r.statusCode());
+        List<Integer> ids = new ArrayList<>();
+        StringBuilder text = new StringBuilder();
+        JsonNode done = null;
+        try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
+            for (String line = in.readLine(); line != null; line = in.readLine()) {
+                JsonNode e = JSON.readTree(line);
+                switch (e.get("type").asText()) {
+                    case "token" -> {
+                        ids.add(e.get("id").asInt());
+                        text.append(e.get("text").asText());
+                    }
+                    case "done" -> {
+                        text.append(e.get("text").asText());
+                        done = e;
+                    }
+                    default -> throw new AssertionError("unexpected event " + line);
+                }
+            }
+        }
+        return new Result(ids, text.toString(), done);
+    }
+
+    static int[] prompt(int seed, int length) {
+        return IntStream.range(0, length).map(i -> 100 + (seed * 7919 + i * 104729) % 120000).toArray();
+    }
+
+    @Test
+    void streamsExactlyMaxTokensWithTextThatDecodesTheIds() throws Exception {
+        Result r = run("one", prompt(1, 20), 12, "");
+        assertEquals("length", r.done().get("finish_reason").asText());
+        assertEquals(12, r.done().get("completion_tokens").asInt());
+        assertEquals(20, r.done().get("prompt_tokens").asInt());
+        assertEquals(12, r.ids().size());
+        Tokenizer t = Tokenizer.load(SmallModel.dir());
+        assertEquals(t.decode(r.ids().stream().mapToInt(Integer::intValue).toArray(), true), r.text());
+    }
+
+    @Test
+    void sequencesBatchedTogetherGiveExactlyWhatTheyGiveAlone() throws Exception {
+        List<Result> alone = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            alone.add(run("alone-" + i, prompt(i, 5 + 3 * i), 10, ""));
+        }
+        List<CompletableFuture<Result>> together = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            int k = i;
+            together.add(CompletableFuture.supplyAsync(() -> {
+                try {
+                    return run("together-" + k, prompt(k, 5 + 3 * k), 10, "");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            }));
+        }
+        for (int i = 0; i < 8; i++) {
+            assertEquals(alone.get(i).ids(), together.get(i).get().ids(), "sequence " + i);
+        }
+    }
+
+    @Test
+    void stopStringsAreCutAndNotSent() throws Exception {
+        Result full = run("full", prompt(3, 9), 30, "");
+        String text = full.text();
+        // pick a stop string from the middle of what greedy decoding produces
+        String stop = text.length() > 6 ? text.substring(text.length() / 2, text.length() / 2 + 2) : null;
+        org.junit.jupiter.api.Assumptions.assumeTrue(stop != null && !stop.isBlank(), "generated text too short for a stop string");
+        Result cut = run("cut", prompt(3, 9), 30, ",\"stop\":[" + JSON.writeValueAsString(stop) + "]");
+        assertEquals("stop", cut.done().get("finish_reason").asText());
+        assertEquals(text.substring(0, text.indexOf(stop)), cut.text());
+    }
+
+    @Test
+    void cancellingEndsTheStreamWithTheExactCount() throws Exception {
+        String body = "{\"request_id\":\"cancel-me\",\"prompt\":[5,6,7],\"max_tokens\":5000,\"temperature\":0}";
+        HttpResponse<java.io.InputStream> r = HTTP.send(HttpRequest.newBuilder(generate.toURI()).POST(HttpRequest.BodyPublishers.ofString(body))
+                .header("Content-Type", "application/json").build(), HttpResponse.BodyHandlers.ofInputStream());
+        int tokens = 0;
+        JsonNode done = null;
+        try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
+            for (String line = in.readLine(); line != null; line = in.readLine()) {
+                JsonNode e = JSON.readTree(line);
+                if (e.get("type").asText().equals("token") && ++tokens == 3) {
+                    given().post("/internal/generate/cancel-me/cancel").then().statusCode(202);
+                }
+                if (e.get("type").asText().equals("done")) {
+                    done = e;
+                }
+            }
+        }
+        assertEquals("cancelled", done.get("finish_reason").asText());
+        assertEquals(tokens, done.get("completion_tokens").asInt(), "the count covers exactly the tokens streamed");
+        assertTrue(tokens < 5000);
+    }
+
+    @Test
+    void badRequestsAreRefusedWithReasons() {
+        given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[],\"max_tokens\":5}").post("/internal/generate")
+                .then().statusCode(400).body("error.message", equalTo("prompt must be a non-empty array of token ids"));
+        given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[999999999],\"max_tokens\":5}").post("/internal/generate")
+                .then().statusCode(400).body("error.message", equalTo("prompt token id 999999999 is outside the vocabulary [0, 129280)"));
+        given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[1],\"max_tokens\":100000}").post("/internal/generate")
+                .then().statusCode(400);
+        given().post("/internal/generate/nope/cancel").then().statusCode(404);
+    }
+}
