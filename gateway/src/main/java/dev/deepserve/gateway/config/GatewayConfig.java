@@ -5,6 +5,7 @@ import io.smallrye.config.WithDefault;
 
 import java.net.URI;
 import java.time.Duration;
+import java.util.List;
 
 /** Settings of the gateway; every key can be overridden by its env var (e.g. DEEPSERVE_TOKENIZER_URL). */
 @ConfigMapping(prefix = "deepserve")
@@ -25,6 +26,37 @@ public interface GatewayConfig {
     /** How long a readiness probe waits for an upstream's liveness endpoint. */
     @WithDefault("2s")
     Duration upstreamProbeTimeout();
+
+    /** Model names the local engine serves (each needs a price in the billing catalog). */
+    @WithDefault("deepseek-chat")
+    List<String> models();
+
+    /** Most prompt tokens a request may have (the served model's context). */
+    @WithDefault("8192")
+    int maxPromptTokens();
+
+    /** max_tokens when the request does not say, and the most it may ask for. */
+    @WithDefault("4096")
+    int defaultMaxTokens();
+
+    @WithDefault("8192")
+    int maxMaxTokens();
+
+    /** Streams one key may have open at once on this replica. */
+    @WithDefault("64")
+    int maxStreamsPerKey();
+
+    /** Interval of ": keep-alive" comments while a streamed request waits for its first token. */
+    @WithDefault("10s")
+    Duration keepAlive();
+
+    /** A reservation older than this belongs to a request that cannot still be running; the sweeper releases it. */
+    @WithDefault("2h")
+    Duration reservationTtl();
+
+    /** Longest a request may run before the gateway cancels it. */
+    @WithDefault("30m")
+    Duration requestTimeout();
 
     Outbox outbox();
 

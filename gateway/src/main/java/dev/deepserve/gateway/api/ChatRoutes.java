@@ -1,0 +1,490 @@
+package dev.deepserve.gateway.api;
+
+import dev.deepserve.accounting.Money;
+import dev.deepserve.accounting.Price;
+import dev.deepserve.accounting.PriceCatalog;
+import dev.deepserve.gateway.config.GatewayConfig;
+import dev.deepserve.gateway.engine.EngineClient;
+import dev.deepserve.gateway.store.ApiKey;
+import dev.deepserve.gateway.store.KeyStore;
+import dev.deepserve.gateway.store.Ledger;
+import dev.deepserve.gateway.store.PriceStore;
+import dev.deepserve.gateway.store.RateLimiter;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.quarkus.scheduler.Scheduled;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import io.vertx.ext.web.Router;
+import io.vertx.ext.web.RoutingContext;
+import io.vertx.ext.web.handler.BodyHandler;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import org.jboss.logging.Logger;
+
+import java.math.BigDecimal;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * DeepSeek's public API: {@code /chat/completions}, {@code /completions}, {@code /models}, {@code /user/balance},
+ * each with and without the {@code /v1} prefix. A completion goes: API key → request checks → chat template and
+ * tokens (tokenizer service) → rate limits → reservation of the most it can cost → generation (decode service,
+ * streamed as SSE or collected) → settlement of the exact cost together with its usage event (outbox) → the
+ * response, whose {@code usage.cost} is exactly what the balance is charged.
+ */
+@ApplicationScoped
+public class ChatRoutes {
+
+    private static final Logger LOG = Logger.getLogger(ChatRoutes.class);
+    private static final String FINGERPRINT = "fp_deepserve_0";
+
+    private final GatewayConfig config;
+    private final KeyStore keys;
+    private final PriceStore prices;
+    private final Ledger ledger;
+    private final RateLimiter limits;
+    private final EngineClient engine;
+    private final Vertx vertx;
+    private final Map<String, AtomicInteger> streamsPerKey = new ConcurrentHashMap<>();
+    private final Counter requests;
+    private final Counter aborted;
+
+    ChatRoutes(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, RateLimiter limits, EngineClient engine, Vertx vertx,
+               MeterRegistry registry) {
+        this.config = config;
+        this.keys = keys;
+        this.prices = prices;
+        this.ledger = ledger;
+        this.limits = limits;
+        this.engine = engine;
+        this.vertx = vertx;
+        this.requests = Counter.builder("deepserve.gateway.completions").description("completion requests accepted").register(registry);
+        this.aborted = Counter.builder("deepserve.gateway.aborted").description("completions whose client went away").register(registry);
+    }
+
+    void routes(@Observes Router router) {
+        BodyHandler body = BodyHandler.create().setBodyLimit(4 << 20);
+        for (String prefix : new String[] {"", "/v1"}) {
+            router.post(prefix + "/chat/completions").handler(body).handler(rc -> completion(rc, true));
+            router.post(prefix + "/completions").handler(body).handler(rc -> completion(rc, false));
+            router.get(prefix + "/models").handler(this::models);
+            router.get(prefix + "/user/balance").handler(this::balance);
+        }
+    }
+
+    // ---- plumbing
+
+    static void fail(RoutingContext rc, Throwable t) {
+        HttpServerResponse r = rc.response();
+        if (r.headWritten()) {
+            if (!r.ended()) {
+                r.end();
+            }
+            return;
+        }
+        OpenAiError e = t instanceof OpenAiError o ? o : null;
+        if (e == null) {
+            LOG.errorf("request failed: %s", t.toString());
+            e = new OpenAiError(500, "server_error", null, "internal_error", "internal error", 0);
+        }
+        r.setStatusCode(e.status).putHeader("Content-Type", "application/json");
+        if (e.retryAfterSeconds > 0) {
+            r.putHeader("Retry-After", String.valueOf(e.retryAfterSeconds));
+        }
+        r.end(e.body().encode());
+    }
+
+    private Uni<ApiKey> authenticate(RoutingContext rc) {
+        String header = rc.request().getHeader("Authorization");
+        if (header == null || !header.regionMatches(true, 0, "Bearer ", 0, 7)) {
+            return Uni.createFrom().failure(OpenAiError.unauthorized("Authentication Fails: send your API key as Authorization: Bearer <key>"));
+        }
+        return keys.find(header.substring(7).trim())
+                .onFailure().transform(e -> OpenAiError.unavailable("key store unavailable"))
+                .map(k -> k.orElseThrow(() -> OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")));
+    }
+
+    private void models(RoutingContext rc) {
+        authenticate(rc).chain(key -> prices.catalog().map(catalog -> {
+            JsonArray data = new JsonArray();
+            for (String m : config.models()) {
+                if (catalog.at(m, Instant.now()).isPresent() && key.allows(m)) {
+                    data.add(new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek"));
+                }
+            }
+            return new JsonObject().put("object", "list").put("data", data);
+        })).subscribe().with(json -> rc.response().putHeader("Content-Type", "application/json").end(json.encode()), t -> fail(rc, t));
+    }
+
+    private void balance(RoutingContext rc) {
+        authenticate(rc).chain(key -> ledger.balance(key.accountId())).subscribe().with(row -> {
+            if (row.isEmpty()) {
+                fail(rc, OpenAiError.unauthorized("Authentication Fails: the account of this key no longer exists"));
+                return;
+            }
+            var r = row.get();
+            BigDecimal granted = r.getBigDecimal("granted_balance");
+            BigDecimal toppedUp = r.getBigDecimal("topped_up_balance");
+            BigDecimal available = granted.add(toppedUp).subtract(r.getBigDecimal("reserved"));
+            JsonObject info = new JsonObject().put("currency", r.getString("currency")).put("total_balance", Money.display(granted.add(toppedUp)))
+                    .put("granted_balance", Money.display(granted)).put("topped_up_balance", Money.display(toppedUp));
+            rc.response().putHeader("Content-Type", "application/json")
+                    .end(new JsonObject().put("is_available", available.signum() > 0).put("balance_infos", new JsonArray().add(info)).encode());
+        }, t -> fail(rc, t));
+    }
+
+    // ---- completions
+
+    /** Everything a completion carries from admission to settlement. */
+    private static final class Call {
+        final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
+        final long created = Instant.now().getEpochSecond();
+        final boolean chat;
+        ApiKey key;
+        ChatRequest request;
+        int promptTokens;
+        int[] promptIds;
+        Ledger.Reservation reservation;
+        final StringBuilder text = new StringBuilder();
+        final JsonArray logprobs = new JsonArray();
+        boolean clientGone;
+        int tokensReceived;
+        boolean finished;
+        boolean sentRole;
+        long keepAliveTimer = -1;
+        long timeoutTimer = -1;
+
+        Call(boolean chat) {
+            this.chat = chat;
+        }
+    }
+
+    private void completion(RoutingContext rc, boolean chat) {
+        Call call = new Call(chat);
+        JsonObject body;
+        try {
+            body = rc.body().asJsonObject();
+            if (body == null) {
+                throw new IllegalArgumentException();
+            }
+        } catch (RuntimeException e) {
+            authenticate(rc).subscribe().with(k -> fail(rc, OpenAiError.invalid(null, "request body must be a JSON object")), t -> fail(rc, t));
+            return;
+        }
+        authenticate(rc)
+                .invoke(key -> {
+                    call.key = key;
+                    call.request = ChatRequest.parse(body, chat, config.defaultMaxTokens(), config.maxMaxTokens());
+                    if (!config.models().contains(call.request.model())) {
+                        throw new OpenAiError(400, "invalid_request_error", "model", "model_not_found", "Model Not Exist: " + call.request.model(), 0);
+                    }
+                    if (!key.allows(call.request.model())) {
+                        throw new OpenAiError(403, "permission_error", "model", "model_not_allowed", "this API key may not use model " + call.request.model(), 0);
+                    }
+                })
+                .chain(key -> engine.tokenize(call.request.tokenizeBody()))
+                .invoke(tokens -> {
+                    JsonArray ids = tokens.getJsonArray("ids");
+                    call.promptIds = new int[ids.size()];
+                    for (int i = 0; i < ids.size(); i++) {
+                        call.promptIds[i] = ids.getInteger(i);
+                    }
+                    call.promptTokens = call.promptIds.length;
+                    if (call.promptTokens == 0) {
+                        throw OpenAiError.invalid("prompt", "the prompt is empty");
+                    }
+                    if (call.promptTokens > config.maxPromptTokens()) {
+                        throw OpenAiError.invalid("messages", "This model's maximum context length is " + config.maxPromptTokens()
+                                + " tokens. However, you requested " + call.promptTokens + " tokens in the messages.");
+                    }
+                })
+                .chain(() -> limits.admit(call.key, call.promptTokens).onFailure().transform(e -> OpenAiError.unavailable("rate limiter unavailable")))
+                .invoke(wait -> {
+                    if (wait > 0) {
+                        throw OpenAiError.rateLimited("Rate limit reached for this API key; retry after " + wait + " s", wait);
+                    }
+                })
+                .chain(() -> prices.catalog())
+                .chain(catalog -> reserve(call, catalog))
+                .subscribe().with(ignored -> run(rc, call), t -> fail(rc, t));
+    }
+
+    private Uni<Void> reserve(Call call, PriceCatalog catalog) {
+        Price ceiling = catalog.ceiling(call.request.model(), Instant.now())
+                .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.request.model() + " in the billing catalog"));
+        int prompt = call.promptTokens;
+        int wanted = call.request.maxTokens();
+        return ledger.reserve(call.id, call.key.accountId(),
+                        available -> PriceCatalog.affordableOutputTokens(available, ceiling, prompt, wanted),
+                        tokens -> ceiling.cost(0, prompt, tokens))
+                .onFailure().transform(e -> OpenAiError.unavailable("balance store unavailable"))
+                .invoke(r -> call.reservation = r.orElseThrow(OpenAiError::insufficientBalance))
+                .replaceWithVoid();
+    }
+
+    private void run(RoutingContext rc, Call call) {
+        requests.increment();
+        AtomicInteger open = streamsPerKey.computeIfAbsent(call.key.id(), k -> new AtomicInteger());
+        if (open.incrementAndGet() > config.maxStreamsPerKey()) {
+            open.decrementAndGet();
+            settle(call, "rejected", 0, 0, null, (usage, t) -> fail(rc, OpenAiError.rateLimited(
+                    "too many concurrent requests for this API key (at most " + config.maxStreamsPerKey() + ")", 1)));
+            return;
+        }
+        HttpServerResponse response = rc.response();
+        ChatRequest req = call.request;
+        if (req.stream()) {
+            response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
+                    .putHeader("X-Request-Id", call.id);
+            writeRoleChunk(response, call);
+            call.keepAliveTimer = vertx.setPeriodic(config.keepAlive().toMillis(), t -> {
+                if (!call.clientGone && !response.ended()) {
+                    response.write(": keep-alive\n\n");
+                }
+            });
+        }
+        response.closeHandler(v -> {
+            if (!call.finished) {
+                call.clientGone = true;
+                aborted.increment();
+                engine.cancel(call.id);
+            }
+        });
+        call.timeoutTimer = vertx.setTimer(config.requestTimeout().toMillis(), t -> engine.cancel(call.id));
+        JsonObject gen = new JsonObject().put("request_id", call.id).put("prompt", new JsonArray(java.util.Arrays.stream(call.promptIds).boxed().toList()))
+                .put("max_tokens", call.reservation.maxTokens()).put("temperature", req.temperature()).put("top_p", req.topP())
+                .put("frequency_penalty", req.frequencyPenalty()).put("presence_penalty", req.presencePenalty())
+                .put("logprobs", req.logprobs()).put("top_logprobs", req.topLogprobs()).put("stop", new JsonArray(req.stop()));
+        if (req.seed() != null) {
+            gen.put("seed", req.seed());
+        }
+        engine.generate(gen, event -> onEvent(rc, call, event, open), t -> {
+            open.decrementAndGet();
+            stopTimers(call);
+            // The stream broke (or never started): charge the tokens that reached us, release the rest, report it.
+            call.finished = true;
+            settle(call, "error", call.tokensReceived, 0, t.getMessage(), (usage, e) -> fail(rc, t));
+        });
+    }
+
+    private void stopTimers(Call call) {
+        if (call.keepAliveTimer >= 0) {
+            vertx.cancelTimer(call.keepAliveTimer);
+            call.keepAliveTimer = -1;
+        }
+        if (call.timeoutTimer >= 0) {
+            vertx.cancelTimer(call.timeoutTimer);
+            call.timeoutTimer = -1;
+        }
+    }
+
+    private void onEvent(RoutingContext rc, Call call, JsonObject event, AtomicInteger open) {
+        HttpServerResponse response = rc.response();
+        switch (event.getString("type")) {
+            case "token" -> {
+                if (call.keepAliveTimer >= 0) {
+                    vertx.cancelTimer(call.keepAliveTimer);
+                    call.keepAliveTimer = -1;
+                }
+                call.tokensReceived++;
+                String text = event.getString("text", "");
+                JsonObject lp = call.request.logprobs() ? logprob(event) : null;
+                call.text.append(text);
+                if (lp != null) {
+                    call.logprobs.add(lp);
+                }
+                if (call.request.stream() && !call.clientGone && (!text.isEmpty() || lp != null)) {
+                    response.write(sse(chunk(call, text, lp, null)));
+                }
+            }
+            case "done", "error" -> {
+                open.decrementAndGet();
+                stopTimers(call);
+                call.finished = true;
+                String rest = event.getString("text", "");
+                call.text.append(rest);
+                String reason = "error".equals(event.getString("type")) ? "error" : event.getString("finish_reason");
+                String clientReason = "cancelled".equals(reason) || "error".equals(reason) ? "stop" : reason;
+                int completion = event.getInteger("completion_tokens", 0);
+                int cached = event.getInteger("cached_tokens", 0);
+                if (call.request.stream() && !call.clientGone && !rest.isEmpty()) {
+                    response.write(sse(chunk(call, rest, null, null)));
+                }
+                settle(call, reason, completion, cached, event.getString("message"), (usage, failure) -> {
+                    if (call.clientGone || response.ended()) {
+                        return;
+                    }
+                    if (call.request.stream()) {
+                        response.write(sse(chunk(call, null, null, clientReason)));
+                        if (call.request.includeUsage()) {
+                            response.write(sse(base(call).put("choices", new JsonArray()).put("usage", usage)));
+                        }
+                        response.end("data: [DONE]\n\n");
+                    } else if ("error".equals(reason)) {
+                        fail(rc, OpenAiError.unavailable("generation failed: " + event.getString("message", "engine error")));
+                    } else {
+                        response.putHeader("Content-Type", "application/json").end(complete(call, clientReason, usage).encode());
+                    }
+                });
+            }
+            default -> LOG.debugf("ignoring engine event %s", event.getString("type"));
+        }
+    }
+
+    private static JsonObject logprob(JsonObject event) {
+        if (!event.containsKey("logprob")) {
+            return null;
+        }
+        JsonArray top = new JsonArray();
+        for (Object o : event.getJsonArray("top_logprobs", new JsonArray())) {
+            JsonObject t = (JsonObject) o;
+            top.add(new JsonObject().put("token", t.getString("token")).put("logprob", t.getDouble("logprob")).put("bytes", t.getJsonArray("bytes")));
+        }
+        return new JsonObject().put("token", event.getString("token")).put("logprob", event.getDouble("logprob"))
+                .put("bytes", event.getJsonArray("bytes")).put("top_logprobs", top);
+    }
+
+    private interface Settled {
+        void then(JsonObject usage, Throwable failure);
+    }
+
+    /**
+     * Charges the exact cost (hit tokens at the hit price, the rest of the prompt at the miss price, every generated
+     * token at the output price, at the completion time's price) and writes the usage event — one transaction.
+     * Retried on failure; the reservation keeps the money safe meanwhile.
+     */
+    private void settle(Call call, String reason, int completion, int cached, String error, Settled then) {
+        Instant completedAt = Instant.now();
+        prices.catalog().subscribe().with(catalog -> {
+            Price price = catalog.at(call.request.model(), completedAt).orElseGet(() -> catalog.ceiling(call.request.model(), completedAt).orElseThrow());
+            // a request refused before generation, or whose generation never produced a token, is not charged
+            int prompt = "rejected".equals(reason) || ("error".equals(reason) && completion == 0) ? 0 : call.promptTokens;
+            int hit = Math.min(cached, prompt);
+            BigDecimal cost = price.cost(hit, prompt - hit, completion);
+            UUID eventId = UUID.randomUUID();
+            JsonObject event = new JsonObject().put("event_id", eventId.toString()).put("request_id", call.id).put("account_id", call.key.accountId())
+                    .put("api_key_id", call.key.id()).put("model", call.request.model()).put("prompt_cache_hit_tokens", hit)
+                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens", completion).put("cost", Money.plain(cost))
+                    .put("currency", price.currency()).put("finish_reason", reason).put("streamed", call.request.stream())
+                    .put("client_disconnected", call.clientGone).put("created", call.created)
+                    .put("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
+            if (error != null) {
+                event.put("error", error);
+            }
+            JsonObject usage = new JsonObject().put("prompt_tokens", prompt).put("completion_tokens", completion).put("total_tokens", prompt + completion)
+                    .put("prompt_tokens_details", new JsonObject().put("cached_tokens", hit)).put("prompt_cache_hit_tokens", hit)
+                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
+                    .put("cost", Money.plain(cost));
+            settleWithRetry(call, cost, eventId, event, 0, () -> {
+                limits.record(call.key, prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
+                then.then(usage, null);
+            });
+        }, t -> {
+            LOG.errorf("request %s: price catalog unavailable at settlement; its reservation stays until the sweeper releases it", call.id);
+            then.then(new JsonObject(), t);
+        });
+    }
+
+    private void settleWithRetry(Call call, BigDecimal cost, UUID eventId, JsonObject event, int attempt, Runnable done) {
+        ledger.settle(call.reservation, cost, eventId, event).subscribe().with(v -> done.run(), t -> {
+            if (attempt >= 6) {
+                LOG.errorf("request %s: settlement failed %d times (%s); usage event kept in this log for replay: %s", call.id, attempt + 1,
+                        t.getMessage(), event.encode());
+                done.run();
+                return;
+            }
+            LOG.warnf("request %s: settlement failed (%s), retrying", call.id, t.getMessage());
+            vertx.setTimer(250L << attempt, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
+        });
+    }
+
+    @Scheduled(every = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    Uni<Void> sweepReservations() {
+        return ledger.sweep(config.reservationTtl())
+                .invoke(n -> {
+                    if (n > 0) {
+                        LOG.warnf("released stale reservations of %d account(s): their requests never settled", n);
+                    }
+                })
+                .onFailure().recoverWithItem(0).replaceWithVoid();
+    }
+
+    // ---- response shapes
+
+    private JsonObject base(Call call) {
+        return new JsonObject().put("id", call.id).put("object", call.chat ? "chat.completion.chunk" : "text_completion")
+                .put("created", call.created).put("model", call.request.model()).put("system_fingerprint", FINGERPRINT);
+    }
+
+    private void writeRoleChunk(HttpServerResponse response, Call call) {
+        if (call.chat && !call.sentRole) {
+            call.sentRole = true;
+            JsonObject delta = new JsonObject().put("role", "assistant").put("content", "");
+            response.write(sse(base(call).put("choices", new JsonArray().add(new JsonObject().put("index", 0).put("delta", delta)
+                    .putNull("logprobs").putNull("finish_reason")))));
+        }
+    }
+
+    private JsonObject chunk(Call call, String text, JsonObject logprob, String finishReason) {
+        JsonObject choice = new JsonObject().put("index", 0);
+        if (call.chat) {
+            JsonObject delta = new JsonObject();
+            if (text != null) {
+                delta.put("content", text);
+            }
+            choice.put("delta", delta);
+            choice.put("logprobs", logprob == null ? null : new JsonObject().put("content", new JsonArray().add(logprob)));
+        } else {
+            choice.put("text", text == null ? "" : text);
+            choice.put("logprobs", logprob == null ? null : legacyLogprobs(new JsonArray().add(logprob)));
+        }
+        choice.put("finish_reason", finishReason);
+        return base(call).put("choices", new JsonArray().add(choice));
+    }
+
+    private JsonObject complete(Call call, String finishReason, JsonObject usage) {
+        JsonObject choice = new JsonObject().put("index", 0);
+        if (call.chat) {
+            choice.put("message", new JsonObject().put("role", "assistant").put("content", call.text.toString()));
+            choice.put("logprobs", call.request.logprobs() ? new JsonObject().put("content", call.logprobs) : null);
+        } else {
+            choice.put("text", call.text.toString());
+            choice.put("logprobs", call.request.logprobs() ? legacyLogprobs(call.logprobs) : null);
+        }
+        choice.put("finish_reason", finishReason);
+        return new JsonObject().put("id", call.id).put("object", call.chat ? "chat.completion" : "text_completion").put("created", call.created)
+                .put("model", call.request.model()).put("choices", new JsonArray().add(choice)).put("usage", usage)
+                .put("system_fingerprint", FINGERPRINT);
+    }
+
+    private static JsonObject legacyLogprobs(JsonArray entries) {
+        JsonArray tokens = new JsonArray();
+        JsonArray values = new JsonArray();
+        JsonArray top = new JsonArray();
+        for (Object o : entries) {
+            JsonObject e = (JsonObject) o;
+            tokens.add(e.getString("token"));
+            values.add(e.getDouble("logprob"));
+            JsonObject alternatives = new JsonObject();
+            for (Object t : e.getJsonArray("top_logprobs")) {
+                alternatives.put(((JsonObject) t).getString("token"), ((JsonObject) t).getDouble("logprob"));
+            }
+            top.add(alternatives);
+        }
+        return new JsonObject().put("tokens", tokens).put("token_logprobs", values).put("top_logprobs", top);
+    }
+
+    private static String sse(JsonObject json) {
+        return "data: " + json.encode() + "\n\n";
+    }
+
+}

@@ -1,0 +1,120 @@
+package dev.deepserve.gateway.engine;
+
+import dev.deepserve.gateway.api.OpenAiError;
+import dev.deepserve.gateway.config.GatewayConfig;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.json.JsonObject;
+import io.vertx.core.parsetools.RecordParser;
+import jakarta.enterprise.context.ApplicationScoped;
+
+import java.net.URI;
+import java.util.function.Consumer;
+
+/**
+ * Calls to the engine services: the tokenizer service (chat template + ids) and the decode service's NDJSON
+ * generation stream. Runs on the caller's Vert.x context, so callbacks arrive on the request's event loop.
+ */
+@ApplicationScoped
+public class EngineClient {
+
+    private final GatewayConfig config;
+    private final HttpClient http;
+
+    EngineClient(GatewayConfig config, Vertx vertx) {
+        this.config = config;
+        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(512).setKeepAlive(true).setConnectTimeout(5000));
+    }
+
+    private static RequestOptions post(URI base, String path) {
+        String prefix = base.getPath() == null || base.getPath().equals("/") ? "" : base.getPath().replaceAll("/+$", "");
+        return new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort()).setURI(prefix + path)
+                .putHeader("Content-Type", "application/json");
+    }
+
+    /** Renders and tokenizes a conversation: {@code {"ids": [...], "count": n, "prompt": "..."}}. */
+    public Uni<JsonObject> tokenize(JsonObject body) {
+        return Uni.createFrom().completionStage(() -> http.request(post(config.tokenizerUrl(), "/tokenize"))
+                .compose(req -> req.send(body.toBuffer()))
+                .compose(resp -> resp.body().map(b -> {
+                    JsonObject json = parse(b);
+                    if (resp.statusCode() == 200) {
+                        return json;
+                    }
+                    String message = json.getJsonObject("error", new JsonObject()).getString("message", "tokenizer service answered " + resp.statusCode());
+                    if (resp.statusCode() == 400 || resp.statusCode() == 422 || resp.statusCode() == 413) {
+                        throw new OpenAiError(resp.statusCode(), "invalid_request_error", "messages", "invalid_request_error", message, 0);
+                    }
+                    throw OpenAiError.unavailable("tokenizer service: " + message);
+                }))
+                .toCompletionStage())
+                .onFailure(e -> !(e instanceof OpenAiError)).transform(e -> OpenAiError.unavailable("tokenizer service unreachable: " + e.getMessage()));
+    }
+
+    private static JsonObject parse(Buffer b) {
+        try {
+            return b.length() == 0 ? new JsonObject() : new JsonObject(b);
+        } catch (RuntimeException e) {
+            return new JsonObject();
+        }
+    }
+
+    /**
+     * Starts a generation; each NDJSON event goes to {@code onEvent} in order. {@code onFailure} hears of a refusal
+     * (as an {@link OpenAiError}) or a broken stream; after a {@code done} or {@code error} event nothing else comes.
+     */
+    public void generate(JsonObject body, Consumer<JsonObject> onEvent, Consumer<Throwable> onFailure) {
+        http.request(post(config.decodeUrl(), "/internal/generate"))
+                .compose(req -> req.send(body.toBuffer()))
+                .onFailure(e -> onFailure.accept(OpenAiError.unavailable("decode service unreachable: " + e.getMessage())))
+                .onSuccess(resp -> {
+                    if (resp.statusCode() != 200) {
+                        resp.body().onComplete(ar -> {
+                            JsonObject json = ar.succeeded() ? parse(ar.result()) : new JsonObject();
+                            String message = json.getJsonObject("error", new JsonObject()).getString("message", "decode service answered " + resp.statusCode());
+                            onFailure.accept(resp.statusCode() == 400
+                                    ? OpenAiError.invalid(null, message)
+                                    : OpenAiError.unavailable(message));
+                        });
+                        return;
+                    }
+                    boolean[] ended = {false};
+                    RecordParser lines = RecordParser.newDelimited("\n", resp);
+                    lines.handler(line -> {
+                        if (line.length() == 0) {
+                            return;
+                        }
+                        JsonObject event = new JsonObject(line);
+                        String type = event.getString("type");
+                        if ("done".equals(type) || "error".equals(type)) {
+                            ended[0] = true;
+                        }
+                        onEvent.accept(event);
+                    });
+                    lines.exceptionHandler(e -> {
+                        if (!ended[0]) {
+                            ended[0] = true;
+                            onFailure.accept(e);
+                        }
+                    });
+                    lines.endHandler(v -> {
+                        if (!ended[0]) {
+                            ended[0] = true;
+                            onFailure.accept(new IllegalStateException("the decode stream ended without a final event"));
+                        }
+                    });
+                });
+    }
+
+    /** Asks the decode service to stop a request; its stream then ends with the exact count. */
+    public void cancel(String requestId) {
+        http.request(post(config.decodeUrl(), "/internal/generate/" + requestId + "/cancel"))
+                .compose(req -> req.send())
+                .onSuccess(resp -> resp.body());
+    }
+}

@@ -1,0 +1,98 @@
+package dev.deepserve.gateway.store;
+
+import dev.deepserve.accounting.Money;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.json.JsonObject;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Row;
+import io.vertx.mutiny.sqlclient.Tuple;
+import jakarta.enterprise.context.ApplicationScoped;
+
+import java.math.BigDecimal;
+import java.util.Optional;
+import java.util.UUID;
+import java.util.function.Function;
+
+/**
+ * The gateway's side of pre-paid billing, all in PostgreSQL so every replica sees the same money:
+ * <ul>
+ * <li>{@link #reserve}: under a row lock on the account, set aside the most the request can cost (capping its output
+ *     tokens to what the balance pays for) — so concurrent requests can never overshoot the balance;</li>
+ * <li>{@link #settle}: in one transaction, release what was not spent (the exact cost stays reserved until billing
+ *     applies the usage event, which moves it from {@code reserved} to spent) and write the usage event to the outbox.</li>
+ * </ul>
+ */
+@ApplicationScoped
+public class Ledger {
+
+    private final Pool pool;
+
+    Ledger(Pool pool) {
+        this.pool = pool;
+    }
+
+    /** A reservation that went through: the amount held and the output tokens it pays for. */
+    public record Reservation(String requestId, String accountId, BigDecimal amount, int maxTokens) {
+    }
+
+    /**
+     * Reserves {@code amountFor(maxTokens)} for the request, or for as many output tokens as the available balance
+     * covers; empty when it covers none ({@code affordable} maps the available balance to that token count).
+     */
+    public Uni<Optional<Reservation>> reserve(String requestId, String accountId, Function<BigDecimal, Integer> affordable,
+                                              Function<Integer, BigDecimal> amountFor) {
+        return pool.withTransaction(tx -> tx.preparedQuery(
+                        "SELECT granted_balance + topped_up_balance - reserved AS available FROM billing.accounts WHERE id = $1 FOR UPDATE")
+                .execute(Tuple.of(accountId))
+                .onItem().transformToUni(rows -> {
+                    if (!rows.iterator().hasNext()) {
+                        return Uni.createFrom().item(Optional.<Reservation>empty());
+                    }
+                    BigDecimal available = rows.iterator().next().getBigDecimal("available");
+                    int tokens = affordable.apply(available);
+                    if (tokens <= 0) {
+                        return Uni.createFrom().item(Optional.<Reservation>empty());
+                    }
+                    BigDecimal amount = amountFor.apply(tokens);
+                    return tx.preparedQuery("UPDATE billing.accounts SET reserved = reserved + $2 WHERE id = $1").execute(Tuple.of(accountId, amount))
+                            .chain(() -> tx.preparedQuery("INSERT INTO gateway.reservations (request_id, account_id, amount) VALUES ($1, $2, $3)")
+                                    .execute(Tuple.of(requestId, accountId, amount)))
+                            .map(ignored -> Optional.of(new Reservation(requestId, accountId, amount, tokens)));
+                }));
+    }
+
+    /**
+     * Settles a request: keeps exactly {@code cost} reserved for billing to apply, releases the rest, drops the
+     * reservation and writes the usage event to the outbox — one transaction, so a crash leaves either all or none.
+     */
+    public Uni<Void> settle(Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
+        BigDecimal release = r.amount().subtract(cost).max(BigDecimal.ZERO);
+        return pool.withTransaction(tx -> tx.preparedQuery("DELETE FROM gateway.reservations WHERE request_id = $1").execute(Tuple.of(r.requestId()))
+                .chain(deleted -> deleted.rowCount() == 0
+                        ? Uni.createFrom().failure(new IllegalStateException("request " + r.requestId() + " was already settled or swept"))
+                        : tx.preparedQuery("UPDATE billing.accounts SET reserved = GREATEST(reserved - $2, 0) WHERE id = $1")
+                                .execute(Tuple.of(r.accountId(), release)))
+                .chain(() -> tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2)")
+                        .execute(Tuple.of(eventId, event)))
+                .replaceWithVoid());
+    }
+
+    /** Balances for {@code /user/balance}: total, granted, topped up, and what is spendable now. */
+    public Uni<Optional<Row>> balance(String accountId) {
+        return pool.preparedQuery("SELECT currency, granted_balance, topped_up_balance, reserved FROM billing.accounts WHERE id = $1")
+                .execute(Tuple.of(accountId)).map(rows -> rows.iterator().hasNext() ? Optional.of(rows.iterator().next()) : Optional.empty());
+    }
+
+    /** Releases reservations whose requests cannot still be running (their gateway died); returns how many. */
+    public Uni<Integer> sweep(java.time.Duration ttl) {
+        return pool.withTransaction(tx -> tx.preparedQuery("""
+                        WITH stale AS (DELETE FROM gateway.reservations WHERE created_at < now() - $1::interval RETURNING account_id, amount),
+                             sums AS (SELECT account_id, sum(amount) AS amount FROM stale GROUP BY account_id)
+                        UPDATE billing.accounts a SET reserved = GREATEST(a.reserved - s.amount, 0) FROM sums s WHERE a.id = s.account_id""")
+                .execute(Tuple.of(ttl.toSeconds() + " seconds")).map(rows -> rows.rowCount()));
+    }
+
+    static String plain(BigDecimal b) {
+        return Money.plain(b);
+    }
+}

@@ -1,0 +1,117 @@
+package dev.deepserve.gateway;
+
+import io.quarkus.test.common.QuarkusTestResourceLifecycleManager;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpServer;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import io.vertx.ext.web.Router;
+import io.vertx.ext.web.handler.BodyHandler;
+
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A scripted stand-in for the tokenizer and decode services, in the test JVM on its own port: tokenization gives one
+ * id per character (plus BOS and the assistant marker), generation streams "w0 ", "w1 ", … at a set pace, obeys
+ * max_tokens and cancel, and remembers exactly how many tokens it produced for each request.
+ */
+public class EngineTwin implements QuarkusTestResourceLifecycleManager {
+
+    /** Tokens generated before the twin's "EOS" (stop); beyond max_tokens it stops with "length". */
+    public static volatile int answerTokens = 5;
+    public static volatile long delayMillis = 0;
+    public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
+    private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
+
+    private Vertx vertx;
+    private HttpServer server;
+
+    @Override
+    public Map<String, String> start() {
+        vertx = Vertx.vertx();
+        Router router = Router.router(vertx);
+        router.route().handler(BodyHandler.create());
+        router.post("/tokenize").handler(rc -> {
+            JsonObject body = rc.body().asJsonObject();
+            JsonArray ids = new JsonArray();
+            if (body.containsKey("text")) {
+                body.getString("text").codePoints().forEach(cp -> ids.add(10 + cp % 1000));
+            } else {
+                ids.add(0);
+                for (Object m : body.getJsonArray("messages")) {
+                    Object content = ((JsonObject) m).getValue("content");
+                    if (!(content instanceof String s)) {
+                        rc.response().setStatusCode(400).end(new JsonObject().put("error", new JsonObject().put("message", "content must be a string")).encode());
+                        return;
+                    }
+                    s.codePoints().forEach(cp -> ids.add(10 + cp % 1000));
+                }
+                ids.add(128804);
+            }
+            rc.response().putHeader("Content-Type", "application/json").end(new JsonObject().put("ids", ids).put("count", ids.size()).encode());
+        });
+        router.post("/internal/generate").handler(rc -> {
+            JsonObject body = rc.body().asJsonObject();
+            String id = body.getString("request_id");
+            int max = body.getInteger("max_tokens");
+            HttpServerResponse r = rc.response().setChunked(true).putHeader("Content-Type", "application/x-ndjson");
+            AtomicInteger count = generated.computeIfAbsent(id, k -> new AtomicInteger());
+            int prompt = body.getJsonArray("prompt").size();
+            r.closeHandler(v -> cancelled.put(id, true));
+            emit(r, id, count, max, prompt);
+        });
+        router.post("/internal/generate/:id/cancel").handler(rc -> {
+            cancelled.put(rc.pathParam("id"), true);
+            rc.response().setStatusCode(202).end("{}");
+        });
+        server = vertx.createHttpServer().requestHandler(router).listen(0).toCompletionStage().toCompletableFuture().join();
+        String url = "http://127.0.0.1:" + server.actualPort();
+        return Map.of("deepserve.tokenizer-url", url, "deepserve.decode-url", url);
+    }
+
+    private void emit(HttpServerResponse r, String id, AtomicInteger count, int max, int prompt) {
+        Runnable next = () -> {
+            if (r.closed()) {
+                return;
+            }
+            if (cancelled.containsKey(id)) {
+                done(r, "cancelled", prompt, count.get());
+                return;
+            }
+            int n = count.getAndIncrement();
+            if (n == answerTokens) {
+                r.write(new JsonObject().put("type", "token").put("id", 1).put("text", "").encode() + "\n");
+                done(r, "stop", prompt, n + 1);
+                return;
+            }
+            r.write(new JsonObject().put("type", "token").put("id", 100 + n).put("text", "w" + n + " ").put("logprob", -0.5)
+                    .put("token", "w" + n + " ").put("bytes", new JsonArray()).put("top_logprobs", new JsonArray()).encode() + "\n");
+            if (n + 1 == max) {
+                done(r, "length", prompt, n + 1);
+                return;
+            }
+            emit(r, id, count, max, prompt);
+        };
+        if (delayMillis > 0) {
+            vertx.setTimer(delayMillis, t -> next.run());
+        } else {
+            vertx.runOnContext(v -> next.run());
+        }
+    }
+
+    private static void done(HttpServerResponse r, String reason, int prompt, int completion) {
+        r.end(new JsonObject().put("type", "done").put("finish_reason", reason).put("text", "").put("prompt_tokens", prompt)
+                .put("cached_tokens", 0).put("completion_tokens", completion).encode() + "\n");
+    }
+
+    @Override
+    public void stop() {
+        if (vertx != null) {
+            vertx.close().toCompletionStage().toCompletableFuture().orTimeout(10, TimeUnit.SECONDS).join();
+        }
+    }
+}

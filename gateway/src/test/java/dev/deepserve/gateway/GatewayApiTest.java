@@ -1,0 +1,249 @@
+package dev.deepserve.gateway;
+
+import dev.deepserve.accounting.ApiKeys;
+import io.quarkus.test.common.QuarkusTestResource;
+import io.quarkus.test.common.http.TestHTTPResource;
+import io.quarkus.test.junit.QuarkusTest;
+import io.restassured.http.ContentType;
+import io.restassured.response.Response;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Row;
+import io.vertx.mutiny.sqlclient.Tuple;
+import jakarta.inject.Inject;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.BufferedReader;
+import java.io.InputStream;
+import java.io.InputStreamReader;
+import java.math.BigDecimal;
+import java.net.URL;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+
+import static io.restassured.RestAssured.given;
+import static org.awaitility.Awaitility.await;
+import static org.hamcrest.Matchers.equalTo;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+@QuarkusTest
+@QuarkusTestResource(BillingSchema.class)
+@QuarkusTestResource(EngineTwin.class)
+class GatewayApiTest {
+
+    @Inject
+    Pool pool;
+
+    @TestHTTPResource("/v1/chat/completions")
+    URL chatUrl;
+
+    static final String HI = "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]";
+
+    @AfterEach
+    void reset() {
+        EngineTwin.answerTokens = 5;
+        EngineTwin.delayMillis = 0;
+    }
+
+    /** A fresh account holding {@code balance} (topped up) and a key for it; returns the secret. */
+    String account(String balance, Integer rpm) {
+        String account = ApiKeys.newId("acct");
+        String secret = ApiKeys.newSecret();
+        pool.preparedQuery("INSERT INTO billing.accounts (id, name, topped_up_balance) VALUES ($1, 'test', $2)")
+                .execute(Tuple.of(account, new BigDecimal(balance))).await().indefinitely();
+        pool.preparedQuery("INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256, rpm) VALUES ($1, $2, 'k', $3, $4, $5)")
+                .execute(Tuple.of(ApiKeys.newId("key"), account, ApiKeys.prefix(secret), ApiKeys.sha256(secret), rpm)).await().indefinitely();
+        return secret;
+    }
+
+    Row accountOf(String secret) {
+        return pool.preparedQuery("SELECT a.* FROM billing.accounts a JOIN billing.api_keys k ON k.account_id = a.id WHERE k.secret_sha256 = $1")
+                .execute(Tuple.of(ApiKeys.sha256(secret))).await().indefinitely().iterator().next();
+    }
+
+    JsonObject event(String requestId) {
+        var rows = pool.preparedQuery("SELECT payload::text FROM gateway.usage_outbox WHERE payload->>'request_id' = $1")
+                .execute(Tuple.of(requestId)).await().indefinitely();
+        return rows.iterator().hasNext() ? new JsonObject(rows.iterator().next().getString(0)) : null;
+    }
+
+    static Response post(String key, String body) {
+        return given().header("Authorization", "Bearer " + key).contentType(ContentType.JSON).body(body).post("/v1/chat/completions");
+    }
+
+    @Test
+    void missingInvalidAndRevokedKeysGet401WithoutEchoingTheKey() {
+        given().contentType(ContentType.JSON).body(HI + "}").post("/chat/completions").then().statusCode(401)
+                .body("error.type", equalTo("authentication_error"));
+        String bogus = "sk-" + "a".repeat(64);
+        String body = post(bogus, HI + "}").then().statusCode(401).extract().asString();
+        assertTrue(!body.contains("aaaa"), "the key must not be echoed: " + body);
+        String key = account("1", null);
+        pool.preparedQuery("UPDATE billing.api_keys SET revoked_at = now() WHERE secret_sha256 = $1").execute(Tuple.of(ApiKeys.sha256(key))).await().indefinitely();
+        post(key, HI + "}").then().statusCode(401).body("error.message", equalTo("Authentication Fails: the API key is invalid or revoked"));
+    }
+
+    @Test
+    void modelsAndBalanceInDeepSeeksShape() {
+        String key = account("110", null);
+        given().header("Authorization", "Bearer " + key).get("/models").then().statusCode(200)
+                .body("object", equalTo("list")).body("data[0].id", equalTo("deepseek-chat")).body("data[0].object", equalTo("model"));
+        given().header("Authorization", "Bearer " + key).get("/user/balance").then().statusCode(200)
+                .body("is_available", equalTo(true)).body("balance_infos[0].currency", equalTo("USD"))
+                .body("balance_infos[0].total_balance", equalTo("110.00")).body("balance_infos[0].granted_balance", equalTo("0.00"))
+                .body("balance_infos[0].topped_up_balance", equalTo("110.00"));
+    }
+
+    @Test
+    void completionChargesExactlyTheUsageItReports() {
+        String key = account("1", null);
+        // prompt: BOS + "Hi" + assistant marker = 4 tokens; answer: 5 words + EOS = 6 tokens
+        // cost = 4 × 0.27/1M + 6 × 1.10/1M = 0.00000108 + 0.0000066 = 0.00000768
+        Response r = post(key, HI + "}");
+        r.then().statusCode(200).body("object", equalTo("chat.completion")).body("model", equalTo("deepseek-chat"))
+                .body("choices[0].message.role", equalTo("assistant")).body("choices[0].message.content", equalTo("w0 w1 w2 w3 w4 "))
+                .body("choices[0].finish_reason", equalTo("stop"))
+                .body("usage.prompt_tokens", equalTo(4)).body("usage.completion_tokens", equalTo(6)).body("usage.total_tokens", equalTo(10))
+                .body("usage.prompt_cache_hit_tokens", equalTo(0)).body("usage.prompt_cache_miss_tokens", equalTo(4))
+                .body("usage.prompt_tokens_details.cached_tokens", equalTo(0)).body("usage.cost", equalTo("0.00000768"));
+        JsonObject event = event(r.path("id"));
+        assertEquals("0.00000768", event.getString("cost"));
+        assertEquals(6, event.getInteger("completion_tokens"));
+        // until billing applies the event, exactly the cost stays reserved
+        assertEquals(0, new BigDecimal("0.00000768").compareTo(accountOf(key).getBigDecimal("reserved")));
+        assertEquals(0L, pool.query("SELECT count(*) FROM gateway.reservations").execute().await().indefinitely().iterator().next().getLong(0));
+    }
+
+    @Test
+    void streamIsByteForByteDeepSeeksSseWithAFinalUsageChunk() throws Exception {
+        String key = account("1", null);
+        EngineTwin.answerTokens = 2;
+        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
+                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                .POST(HttpRequest.BodyPublishers.ofString(HI + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}")).build(),
+                HttpResponse.BodyHandlers.ofString());
+        assertEquals(200, r.statusCode());
+        assertTrue(r.headers().firstValue("content-type").orElse("").startsWith("text/event-stream"));
+        String body = r.body();
+        JsonObject first = new JsonObject(body.substring("data: ".length(), body.indexOf("\n\n")));
+        String head = "{\"id\":\"" + first.getString("id") + "\",\"object\":\"chat.completion.chunk\",\"created\":" + first.getLong("created")
+                + ",\"model\":\"deepseek-chat\",\"system_fingerprint\":\"fp_deepserve_0\",";
+        String expected = "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+                + "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"w0 \"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+                + "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"w1 \"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+                + "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n"
+                + "data: " + head + "\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7,"
+                + "\"prompt_tokens_details\":{\"cached_tokens\":0},\"prompt_cache_hit_tokens\":0,\"prompt_cache_miss_tokens\":4,"
+                + "\"completion_tokens_details\":{\"reasoning_tokens\":0},\"cost\":\"0.00000438\"}}\n\n"
+                + "data: [DONE]\n\n";
+        assertEquals(expected, body);
+    }
+
+    @Test
+    void insufficientBalanceIs402AndASmallBalanceCapsGenerationExactly() {
+        post(account("0.000001", null), HI + "}").then().statusCode(402).body("error.message", equalTo("Insufficient Balance"));
+        // prompt 4 × 0.27 + 3 × 1.10 = 4.38 micro-dollars: exactly three output tokens are affordable
+        EngineTwin.answerTokens = 100;
+        String key = account("0.00000438", null);
+        post(key, HI + ",\"max_tokens\":50}").then().statusCode(200).body("choices[0].finish_reason", equalTo("length"))
+                .body("usage.completion_tokens", equalTo(3)).body("usage.cost", equalTo("0.00000438"));
+        Row a = accountOf(key);
+        assertEquals(0, a.getBigDecimal("topped_up_balance").compareTo(a.getBigDecimal("reserved")), "everything is spent, nothing overdrawn");
+    }
+
+    @Test
+    void twoHundredConcurrentRequestsNeverOvershootTheBalance() throws Exception {
+        EngineTwin.answerTokens = 5;
+        // with max_tokens 6 each request reserves and costs 0.00000768; the balance pays for 20 of them and a bit,
+        // which later requests get as shorter (capped) answers
+        String key = account("0.00016", null);
+        HttpClient http = HttpClient.newBuilder().executor(java.util.concurrent.Executors.newFixedThreadPool(32)).build();
+        List<CompletableFuture<HttpResponse<String>>> calls = new ArrayList<>();
+        for (int i = 0; i < 200; i++) {
+            calls.add(http.sendAsync(HttpRequest.newBuilder(chatUrl.toURI()).header("Authorization", "Bearer " + key)
+                    .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(HI + ",\"max_tokens\":6}")).build(), HttpResponse.BodyHandlers.ofString()));
+        }
+        BigDecimal charged = BigDecimal.ZERO;
+        int ok = 0;
+        for (var c : calls) {
+            HttpResponse<String> r = c.get();
+            assertTrue(r.statusCode() == 200 || r.statusCode() == 402, r.body());
+            if (r.statusCode() == 200) {
+                ok++;
+                charged = charged.add(new BigDecimal(new JsonObject(r.body()).getJsonObject("usage").getString("cost")));
+            }
+        }
+        Row a = accountOf(key);
+        assertTrue(charged.compareTo(new BigDecimal("0.00016")) <= 0, "charged " + charged);
+        assertEquals(0, charged.compareTo(a.getBigDecimal("reserved")), "every answered request is paid for and nothing else");
+        assertTrue(ok >= 20, "the balance pays for 20 full answers, got " + ok);
+    }
+
+    @Test
+    void aClientThatGoesAwayMidStreamPaysExactlyForWhatWasGenerated() throws Exception {
+        String key = account("1", null);
+        EngineTwin.answerTokens = 100_000;
+        EngineTwin.delayMillis = 5;
+        HttpResponse<InputStream> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
+                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                .POST(HttpRequest.BodyPublishers.ofString(HI + ",\"stream\":true,\"max_tokens\":8000}")).build(), HttpResponse.BodyHandlers.ofInputStream());
+        String id;
+        try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
+            id = new JsonObject(in.readLine().substring(6)).getString("id");
+            for (int lines = 0; lines < 20; lines++) {
+                in.readLine();
+            }
+        }
+        await().atMost(Duration.ofSeconds(20)).until(() -> event(id) != null);
+        JsonObject event = event(id);
+        assertEquals("cancelled", event.getString("finish_reason"));
+        assertEquals(true, event.getBoolean("client_disconnected"));
+        assertEquals(EngineTwin.generated.get(id).get(), event.getInteger("completion_tokens"), "billed tokens = generated tokens");
+        assertTrue(event.getInteger("completion_tokens") < 8000);
+    }
+
+    @Test
+    void badRequestsGetDeepSeekShapedErrors() {
+        String key = account("1", null);
+        post(key, HI + ",\"temperature\":3}").then().statusCode(400).body("error.message", equalTo("temperature must be between 0 and 2"))
+                .body("error.param", equalTo("temperature")).body("error.type", equalTo("invalid_request_error"));
+        post(key, HI + ",\"bogus\":1}").then().statusCode(400).body("error.message", equalTo("Unrecognized request argument supplied: bogus"));
+        post(key, HI + ",\"n\":2}").then().statusCode(422);
+        post(key, HI + ",\"max_tokens\":0}").then().statusCode(400).body("error.message", equalTo("Invalid max_tokens value, the valid range of max_tokens is [1, 8192]"));
+        post(key, "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}").then().statusCode(400)
+                .body("error.message", equalTo("Model Not Exist: gpt-4"));
+        post(key, HI + ",\"stream_options\":{\"include_usage\":true}}").then().statusCode(400);
+        post(key, "{not json").then().statusCode(400).body("error.message", equalTo("request body must be a JSON object"));
+        post(key, HI + ",\"response_format\":{\"type\":\"json_object\"}}").then().statusCode(422);
+    }
+
+    @Test
+    void rateLimitsAnswer429WithRetryAfter() {
+        String key = account("1", 2);
+        post(key, HI + "}").then().statusCode(200);
+        post(key, HI + "}").then().statusCode(200);
+        Response third = post(key, HI + "}");
+        third.then().statusCode(429).body("error.type", equalTo("rate_limit_error"));
+        assertTrue(Integer.parseInt(third.header("Retry-After")) >= 1);
+    }
+
+    @Test
+    void legacyCompletionsEndpoint() {
+        String key = account("1", null);
+        given().header("Authorization", "Bearer " + key).contentType(ContentType.JSON).body("{\"model\":\"deepseek-chat\",\"prompt\":\"Hello\"}")
+                .post("/completions").then().statusCode(200).body("object", equalTo("text_completion")).body("choices[0].text", equalTo("w0 w1 w2 w3 w4 "))
+                .body("usage.prompt_tokens", equalTo(5));
+    }
+
+
+}
