@@ -66,6 +66,6 @@ class OutboxRelayTest {
     void readinessNamesTheUpstreamThatIsDown() {
         given().get("/q/health/ready").then().statusCode(503)
                 .body(containsString("upstreams"))
-                .body(containsString("DOWN: http://127.0.0.1:8001 unreachable"));
+                .body(containsString("DOWN: http://127.0.0.1:8002 unreachable"));
     }
 }
