@@ -45,7 +45,7 @@ public final class Cli {
         return switch (args[0]) {
             case "up" -> up(rest, out, StackSettings.fromEnvironment(project, env), env);
             case "supervise" -> {
-                new Stack(StackSettings.fromEnvironment(project, env), out).runForeground(startTimeout(env));
+                new Stack(StackSettings.fromEnvironment(project, env), out).runForeground(startTimeout(env), false);
                 yield 0;
             }
             case "down" -> down(StackSettings.fromEnvironment(project, env), out);
@@ -73,7 +73,7 @@ public final class Cli {
             }
         }
         if (!detach) {
-            new Stack(settings, out).runForeground(startTimeout(env));
+            new Stack(settings, out).runForeground(startTimeout(env), true);
             return 0;
         }
         return upDetached(settings, out, env);
@@ -119,7 +119,7 @@ public final class Cli {
             }
             Stack.sleep(Duration.ofMillis(300));
         }
-        Stack.printConnectionLines(out, settings);
+        Stack.printConnectionLines(out, settings, true);
         return 0;
     }
 

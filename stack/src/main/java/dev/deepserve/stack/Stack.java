@@ -1,5 +1,6 @@
 package dev.deepserve.stack;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.embedded.EmbeddedKafkaBroker;
@@ -11,6 +12,10 @@ import org.apache.kafka.common.errors.TopicExistsException;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
 import java.net.ServerSocket;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.Files;
@@ -52,8 +57,11 @@ final class Stack {
         this.out = out;
     }
 
-    /** Starts everything, prints the connection lines, and blocks until asked to stop. */
-    void runForeground(Duration startTimeout) {
+    /**
+     * Starts everything, prints the connection lines, and blocks until asked to stop. {@code revealKeys} is false
+     * for the background supervisor, whose output is a log file: keys never go into logs.
+     */
+    void runForeground(Duration startTimeout, boolean revealKeys) {
         prepareHome();
         Optional<Long> running = runningSupervisor(settings);
         if (running.isPresent()) {
@@ -70,7 +78,7 @@ final class Stack {
             shutdown();
             throw e;
         }
-        printConnectionLines(out, settings);
+        printConnectionLines(out, settings, revealKeys);
         out.println("stack is up; Ctrl-C stops it (logs: " + settings.logs() + ")");
         out.flush();
         watchServices();
@@ -121,6 +129,7 @@ final class Stack {
             services.add(service);
         }
         awaitReady(startTimeout);
+        Secrets.ensureUserKey(settings, adminKey, out);
         writeState();
     }
 
@@ -308,14 +317,20 @@ final class Stack {
         }
     }
 
-    /** The lines DESIGN.md promises, each on its own line. */
-    static void printConnectionLines(PrintStream out, StackSettings settings) {
+    /** The lines DESIGN.md promises, each on its own line; with {@code reveal} false the keys are shortened. */
+    static void printConnectionLines(PrintStream out, StackSettings settings, boolean reveal) {
         out.println("gateway: " + settings.url("gateway"));
         out.println("console: " + settings.url("billing") + "/console/");
         Optional<String> apiKey = Secrets.userKey(settings.secrets());
-        out.println("api-key: " + apiKey.orElse("(none yet: user API keys arrive with the gateway's key store)"));
-        out.println("admin-key: " + Secrets.adminKey(settings.secrets()));
+        out.println("api-key: " + apiKey.map(k -> reveal ? k : masked(k, settings.secrets().resolve("api-key")))
+                .orElse("(none: the stack could not create one; see the billing log)"));
+        String admin = Secrets.adminKey(settings.secrets());
+        out.println("admin-key: " + (reveal ? admin : masked(admin, settings.secrets().resolve("admin-key"))));
         out.flush();
+    }
+
+    private static String masked(String key, Path file) {
+        return key.substring(0, Math.min(8, key.length())) + "… (in " + file + ")";
     }
 
     /** The pid of a live supervisor recorded in the pid file, if any. */
@@ -367,6 +382,43 @@ final class Stack {
             } catch (IOException e) {
                 throw new CliException("cannot keep the admin key in " + file + ": " + oneLine(e));
             }
+        }
+
+        /**
+         * On the first start: an account "local" with a starter grant and an API key for it, created through billing's
+         * admin API like any other; the secret is kept in secrets/api-key (owner-only) so later starts can print it.
+         */
+        static synchronized void ensureUserKey(StackSettings settings, String adminKey, PrintStream out) {
+            Path file = settings.secrets().resolve("api-key");
+            if (Files.exists(file)) {
+                return;
+            }
+            String billing = settings.url("billing");
+            try {
+                HttpClient http = HttpClient.newHttpClient();
+                JsonNode account = admin(http, billing + "/admin/accounts", adminKey, "{\"name\":\"local\"}");
+                String id = account.get("id").asText();
+                admin(http, billing + "/admin/accounts/" + id + "/grants", adminKey, "{\"amount\":\"10.00\",\"note\":\"local stack starter grant\"}");
+                String secret = admin(http, billing + "/admin/accounts/" + id + "/keys", adminKey, "{\"name\":\"local\"}").get("key").asText();
+                Files.writeString(file, secret, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+                Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-------"));
+                out.println("created account 'local' with a 10.00 USD grant and an API key (kept in " + file + ")");
+            } catch (IOException | RuntimeException e) {
+                out.println("could not create the local API key: " + oneLine(e));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+
+        private static JsonNode admin(HttpClient http, String url, String adminKey, String body)
+                throws IOException, InterruptedException {
+            var response = http.send(HttpRequest.newBuilder(URI.create(url)).header("Authorization", "Bearer " + adminKey)
+                    .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body)).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            if (response.statusCode() / 100 != 2) {
+                throw new IOException(url.replaceFirst("^https?://[^/]+", "") + " answered " + response.statusCode() + ": " + response.body());
+            }
+            return JSON.readTree(response.body());
         }
 
         static Optional<String> userKey(Path dir) {

@@ -60,7 +60,7 @@ class StackIT {
     void printsTheConnectionLinesAndEveryServiceIsReady() throws Exception {
         assertTrue(upOutput.contains("gateway: http://127.0.0.1:" + PORTS.get("GATEWAY")), upOutput);
         assertTrue(upOutput.contains("console: http://127.0.0.1:" + PORTS.get("BILLING") + "/console/"), upOutput);
-        assertTrue(upOutput.lines().anyMatch(l -> l.startsWith("api-key: ")), upOutput);
+        assertTrue(upOutput.lines().anyMatch(l -> l.matches("api-key: sk-[0-9a-f]{64}")), upOutput);
         assertTrue(upOutput.lines().anyMatch(l -> l.matches("admin-key: dsadm-[A-Za-z0-9_-]{43}")), upOutput);
         HttpClient http = HttpClient.newHttpClient();
         for (String name : List.of("GATEWAY", "TOKENIZER", "PREFILL", "DECODE", "BILLING")) {
@@ -106,6 +106,56 @@ class StackIT {
                 Thread.sleep(200);
             }
             assertTrue(landed, "the event did not reach billing.usage_ledger within 60s");
+        }
+    }
+
+    /**
+     * The golden path, as an OpenAI/DeepSeek SDK does it: a streamed chat completion with the printed key, SSE chunks
+     * ending in a usage chunk and [DONE]; the usage event reaches billing through the outbox and Kafka and the
+     * account is charged exactly usage.cost; neither key appears in any log.
+     */
+    @Test
+    void aStreamedCompletionIsChargedExactlyAndNoKeyIsLogged() throws Exception {
+        String key = upOutput.lines().filter(l -> l.startsWith("api-key: ")).findFirst().orElseThrow().substring("api-key: ".length());
+        String admin = upOutput.lines().filter(l -> l.startsWith("admin-key: ")).findFirst().orElseThrow().substring("admin-key: ".length());
+        HttpClient http = HttpClient.newHttpClient();
+        String gateway = "http://127.0.0.1:" + PORTS.get("GATEWAY");
+        HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create(gateway + "/chat/completions"))
+                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                .POST(HttpRequest.BodyPublishers.ofString("""
+                        {"model":"deepseek-chat","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello 👋"}],
+                         "stream":true,"stream_options":{"include_usage":true},"max_tokens":8,"temperature":0}""")).build(),
+                HttpResponse.BodyHandlers.ofString());
+        assertEquals(200, r.statusCode(), r.body());
+        List<String> events = r.body().lines().filter(l -> l.startsWith("data: ")).map(l -> l.substring(6)).toList();
+        assertEquals("[DONE]", events.getLast());
+        JsonNode usage = new ObjectMapper().readTree(events.get(events.size() - 2)).path("usage");
+        assertEquals(8, usage.path("completion_tokens").asInt(), r.body());
+        java.math.BigDecimal cost = new java.math.BigDecimal(usage.path("cost").asText());
+        assertTrue(cost.signum() > 0);
+
+        String jdbc = "jdbc:postgresql://127.0.0.1:" + PORTS.get("PG") + "/deepserve";
+        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", "deepserve")) {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            java.math.BigDecimal spent = null;
+            while (System.nanoTime() < deadline) {
+                try (ResultSet rs = c.createStatement().executeQuery(
+                        "SELECT 10 - granted_balance, reserved FROM billing.accounts WHERE name = 'local'")) {
+                    if (rs.next() && rs.getBigDecimal(2).signum() == 0 && rs.getBigDecimal(1).signum() > 0) {
+                        spent = rs.getBigDecimal(1);
+                        break;
+                    }
+                }
+                Thread.sleep(200);
+            }
+            assertEquals(0, cost.compareTo(spent), "charged " + spent + " for usage.cost " + cost);
+        }
+        try (var logs = Files.list(Path.of(ENV.get("DEEPSERVE_HOME"), "logs"))) {
+            for (Path log : logs.toList()) {
+                String text = Files.readString(log);
+                assertFalse(text.contains(key.substring(3)), "the API key appears in " + log);
+                assertFalse(text.contains(admin.substring(6)), "the admin key appears in " + log);
+            }
         }
     }
 
