@@ -178,6 +178,28 @@ class ForwardTest {
         }
     }
 
+    /** Decode steps batch one token per sequence: each sequence's logits must not change by a bit with its batch mates. */
+    @Test
+    void decodeStepsAreBitwiseBatchInvariant() {
+        try (Transformer m = Transformer.load(v3, CpuOps.best())) {
+            int vocab = m.config().vocabSize();
+            KvCache alone = m.newCache(1);
+            m.forward(new int[] {3, 1, 4}, alone);
+            float[] single = m.logits(m.forward(new int[] {15}, alone), 0, 1);
+            List<Transformer.Step> steps = new java.util.ArrayList<>();
+            KvCache mine = m.newCache(1);
+            m.forward(new int[] {3, 1, 4}, mine);
+            steps.add(new Transformer.Step(new int[] {15}, mine));
+            for (int i = 0; i < 6; i++) {
+                KvCache other = m.newCache(1);
+                m.forward(new int[] {100 + i, 7 * i}, other);
+                steps.add(new Transformer.Step(new int[] {200 + i}, other));
+            }
+            float[] batched = m.logits(m.forward(steps), 0, steps.size());
+            assertClose(new float[][] {single}, new float[][] {java.util.Arrays.copyOfRange(batched, 0, vocab)}, 0);
+        }
+    }
+
     @Test
     void batchedSequencesEqualSeparateOnes() {
         try (Transformer m = Transformer.load(v3, CpuOps.best())) {
