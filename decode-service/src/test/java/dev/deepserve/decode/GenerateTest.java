@@ -149,6 +149,17 @@ class GenerateTest {
     }
 
     @Test
+    void aRepeatedPromptIsServedFromThePrefixCacheInWholeBlocksWithTheSameAnswer() throws Exception {
+        int[] prompt = prompt(42, 140);
+        Result first = run("prefix-1", prompt, 6, "");
+        Result second = run("prefix-2", prompt, 6, "");
+        assertEquals(0, first.done().get("cached_tokens").asInt());
+        assertEquals(128, second.done().get("cached_tokens").asInt(), "two 64-token blocks; the last prompt token is always computed");
+        assertEquals(140, second.done().get("prompt_tokens").asInt());
+        assertEquals(first.ids(), second.ids());
+    }
+
+    @Test
     void badRequestsAreRefusedWithReasons() {
         given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[],\"max_tokens\":5}").post("/internal/generate")
                 .then().statusCode(400).body("error.message", equalTo("prompt must be a non-empty array of token ids"));

@@ -24,6 +24,8 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     /** Tokens generated before the twin's "EOS" (stop); beyond max_tokens it stops with "length". */
     public static volatile int answerTokens = 5;
     public static volatile long delayMillis = 0;
+    /** Prompt tokens the twin reports as served from its prefix cache. */
+    public static volatile int cachedTokens = 0;
     public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
     private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
 
@@ -105,7 +107,7 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
 
     private static void done(HttpServerResponse r, String reason, int prompt, int completion) {
         r.end(new JsonObject().put("type", "done").put("finish_reason", reason).put("text", "").put("prompt_tokens", prompt)
-                .put("cached_tokens", 0).put("completion_tokens", completion).encode() + "\n");
+                .put("cached_tokens", Math.min(cachedTokens, prompt)).put("completion_tokens", completion).encode() + "\n");
     }
 
     @Override

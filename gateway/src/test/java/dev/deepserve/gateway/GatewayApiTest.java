@@ -53,6 +53,7 @@ class GatewayApiTest {
     void reset() {
         EngineTwin.answerTokens = 5;
         EngineTwin.delayMillis = 0;
+        EngineTwin.cachedTokens = 0;
     }
 
     /** A fresh account holding {@code balance} (topped up) and a key for it; returns the secret. */
@@ -225,6 +226,18 @@ class GatewayApiTest {
         post(key, HI + ",\"stream_options\":{\"include_usage\":true}}").then().statusCode(400);
         post(key, "{not json").then().statusCode(400).body("error.message", equalTo("request body must be a JSON object"));
         post(key, HI + ",\"response_format\":{\"type\":\"json_object\"}}").then().statusCode(422);
+    }
+
+    @Test
+    void cacheHitTokensAreBilledAtTheHitPrice() {
+        String key = account("1", null);
+        EngineTwin.cachedTokens = 64;
+        String text = "x".repeat(98); // BOS + 98 + marker = 100 prompt tokens, 64 of them from the cache
+        // 64 × 0.07 + 36 × 0.27 + 6 × 1.10 = 4.48 + 9.72 + 6.6 = 20.8 micro-dollars
+        post(key, "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"" + text + "\"}]}").then().statusCode(200)
+                .body("usage.prompt_tokens", equalTo(100)).body("usage.prompt_cache_hit_tokens", equalTo(64))
+                .body("usage.prompt_cache_miss_tokens", equalTo(36)).body("usage.prompt_tokens_details.cached_tokens", equalTo(64))
+                .body("usage.cost", equalTo("0.00002080"));
     }
 
     @Test

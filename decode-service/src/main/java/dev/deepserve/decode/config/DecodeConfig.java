@@ -41,6 +41,14 @@ public interface DecodeConfig {
         /** CPU threads for the tensor backend (default: all processors). */
         Optional<Integer> threads();
 
+        /** Tokens per prefix-cache block (DeepSeek's context cache works in 64-token units). */
+        @WithDefault("64")
+        int prefixBlockTokens();
+
+        /** Memory the prefix cache may hold, in MiB; 0 turns it off. */
+        @WithDefault("512")
+        int prefixCacheMb();
+
         /** A client whose stream stays unwritable this long is cut off, freeing its place in the batch. */
         @WithDefault("30s")
         Duration slowReaderTimeout();

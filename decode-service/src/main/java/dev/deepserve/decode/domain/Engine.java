@@ -1,6 +1,7 @@
 package dev.deepserve.decode.domain;
 
 import dev.deepserve.decode.config.DecodeConfig;
+import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
@@ -55,6 +56,8 @@ public class Engine {
     private CpuOps ops;
     private Thread loop;
     private int[] unusable = new int[0];
+    private PrefixCache prefixCache;
+    private final Counter cacheHitTokens;
 
     Engine(DecodeConfig config, MeterRegistry registry) {
         this.config = config;
@@ -63,6 +66,9 @@ public class Engine {
         Gauge.builder("deepserve.decode.kv.reserved.tokens", kvReserved, AtomicLong::get).description("latent-KV tokens reserved by active sequences").register(registry);
         this.tokens = Counter.builder("deepserve.decode.tokens").description("tokens generated").register(registry);
         this.stepTimer = Timer.builder("deepserve.decode.step").description("one batched forward step").register(registry);
+        this.cacheHitTokens = Counter.builder("deepserve.prefix.cache.hit.tokens").description("prompt tokens served from the prefix cache").register(registry);
+        Gauge.builder("deepserve.prefix.cache.bytes", this, e -> e.prefixCache == null ? 0 : e.prefixCache.usedBytes())
+                .description("memory held by the prefix cache").register(registry);
     }
 
     void start(@Observes StartupEvent event) {
@@ -161,6 +167,9 @@ public class Engine {
                 }
             }
             unusable = padding.stream().mapToInt(Integer::intValue).toArray();
+            if (config.engine().prefixCacheMb() > 0) {
+                prefixCache = new PrefixCache(config.engine().prefixBlockTokens(), (long) config.engine().prefixCacheMb() << 20);
+            }
             state = State.READY;
             LOG.infof("model %s loaded from %s on %s in %d ms", model.config().modelType(), config.modelDir(), ops.describe(),
                     (System.nanoTime() - t0) / 1_000_000);
@@ -181,7 +190,7 @@ public class Engine {
             } catch (RuntimeException e) {
                 LOG.error("decode step failed; failing the sequences in it", e);
                 for (Sequence s : List.copyOf(active)) {
-                    s.sink.failed("engine error: " + e.getMessage(), s.request.prompt().length, s.generated);
+                    s.sink.failed("engine error: " + e.getMessage(), s.prefilled, s.generated);
                     leave(s);
                 }
             }
@@ -203,7 +212,7 @@ public class Engine {
             if (s.cancelled()) {
                 it.remove();
                 byId.remove(s.requestId());
-                s.sink.done("cancelled", "", s.request.prompt().length, 0, 0);
+                s.sink.done("cancelled", "", 0, 0, 0); // never admitted: nothing computed
                 continue;
             }
             if (kvReserved.get() + s.kvReservation > config.engine().kvBudgetTokens()) {
@@ -212,6 +221,11 @@ public class Engine {
             it.remove();
             kvReserved.addAndGet(s.kvReservation);
             s.cache = model.newCache((int) Math.min(s.kvReservation, 1024));
+            if (prefixCache != null) {
+                s.cachedTokens = prefixCache.load(s.request.prompt(), s.cache);
+                s.prefilled = s.cachedTokens;
+                cacheHitTokens.increment(s.cachedTokens);
+            }
             active.add(s);
         }
         return !active.isEmpty();
@@ -266,6 +280,11 @@ public class Engine {
             Sequence s = stepping.get(i);
             row += steps.get(i).tokens().length;
             if (!s.prefilling()) {
+                if (!s.stored && prefixCache != null) {
+                    // the cache holds exactly the prompt now: keep its blocks for later requests with the same prefix
+                    prefixCache.store(s.request.prompt(), s.cache);
+                }
+                s.stored = true;
                 sampling.add(s);
                 lastRows.add(new int[] {row - 1});
             }
@@ -312,7 +331,8 @@ public class Engine {
 
     private void finish(Sequence s, String reason, String text) {
         leave(s);
-        s.sink.done(reason, text, s.request.prompt().length, 0, s.generated);
+        // prompt tokens actually taken in (all of them unless cancelled mid-prefill), of which cachedTokens from the cache
+        s.sink.done(reason, text, s.prefilled, s.cachedTokens, s.generated);
     }
 
     private void leave(Sequence s) {

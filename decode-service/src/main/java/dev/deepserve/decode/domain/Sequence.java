@@ -15,6 +15,8 @@ public final class Sequence {
     final long kvReservation;
     KvCache cache;
     int prefilled;
+    int cachedTokens;
+    boolean stored;
     int generated;
     int lastToken;
     long unwritableSince;

@@ -236,7 +236,7 @@ public class ChatRoutes {
         AtomicInteger open = streamsPerKey.computeIfAbsent(call.key.id(), k -> new AtomicInteger());
         if (open.incrementAndGet() > config.maxStreamsPerKey()) {
             open.decrementAndGet();
-            settle(call, "rejected", 0, 0, null, (usage, t) -> fail(rc, OpenAiError.rateLimited(
+            settle(call, "rejected", 0, 0, 0, null, (usage, t) -> fail(rc, OpenAiError.rateLimited(
                     "too many concurrent requests for this API key (at most " + config.maxStreamsPerKey() + ")", 1)));
             return;
         }
@@ -272,7 +272,7 @@ public class ChatRoutes {
             stopTimers(call);
             // The stream broke (or never started): charge the tokens that reached us, release the rest, report it.
             call.finished = true;
-            settle(call, "error", call.tokensReceived, 0, t.getMessage(), (usage, e) -> fail(rc, t));
+            settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), (usage, e) -> fail(rc, t));
         });
     }
 
@@ -316,10 +316,12 @@ public class ChatRoutes {
                 String clientReason = "cancelled".equals(reason) || "error".equals(reason) ? "stop" : reason;
                 int completion = event.getInteger("completion_tokens", 0);
                 int cached = event.getInteger("cached_tokens", 0);
+                // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
+                int promptTaken = Math.min(call.promptTokens, event.getInteger("prompt_tokens", call.promptTokens));
                 if (call.request.stream() && !call.clientGone && !rest.isEmpty()) {
                     response.write(sse(chunk(call, rest, null, null)));
                 }
-                settle(call, reason, completion, cached, event.getString("message"), (usage, failure) -> {
+                settle(call, reason, promptTaken, completion, cached, event.getString("message"), (usage, failure) -> {
                     if (call.clientGone || response.ended()) {
                         return;
                     }
@@ -362,12 +364,10 @@ public class ChatRoutes {
      * token at the output price, at the completion time's price) and writes the usage event — one transaction.
      * Retried on failure; the reservation keeps the money safe meanwhile.
      */
-    private void settle(Call call, String reason, int completion, int cached, String error, Settled then) {
+    private void settle(Call call, String reason, int prompt, int completion, int cached, String error, Settled then) {
         Instant completedAt = Instant.now();
         prices.catalog().subscribe().with(catalog -> {
             Price price = catalog.at(call.request.model(), completedAt).orElseGet(() -> catalog.ceiling(call.request.model(), completedAt).orElseThrow());
-            // a request refused before generation, or whose generation never produced a token, is not charged
-            int prompt = "rejected".equals(reason) || ("error".equals(reason) && completion == 0) ? 0 : call.promptTokens;
             int hit = Math.min(cached, prompt);
             BigDecimal cost = price.cost(hit, prompt - hit, completion);
             UUID eventId = UUID.randomUUID();

@@ -1,0 +1,138 @@
+package dev.deepserve.model.engine;
+
+import java.nio.ByteBuffer;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Prompt-prefix cache over MLA's latent KV (DeepSeek's context caching): the KV of each full block of
+ * {@code blockTokens} prompt tokens is kept under a hash chain of the block contents (a block's key covers every token
+ * before it, so equal keys mean equal prefixes), verified token by token on a hit, and evicted least-recently-used
+ * under a byte budget. A hit copies the cached latents into the new sequence's cache, so those tokens are not
+ * computed again — and they are the {@code prompt_cache_hit_tokens} billing charges at the cheaper rate: the count
+ * is exactly the tokens whose KV came from here.
+ */
+public final class PrefixCache {
+
+    private final int blockTokens;
+    private final long budgetBytes;
+    private final LinkedHashMap<String, Block> blocks = new LinkedHashMap<>(256, 0.75f, true);
+    private long usedBytes;
+    private long hits;
+    private long lookups;
+
+    private record Block(int[] tokens, float[][] layers, long bytes) {
+    }
+
+    public PrefixCache(int blockTokens, long budgetBytes) {
+        if (blockTokens < 1) {
+            throw new IllegalArgumentException("blockTokens must be positive");
+        }
+        this.blockTokens = blockTokens;
+        this.budgetBytes = budgetBytes;
+    }
+
+    public int blockTokens() {
+        return blockTokens;
+    }
+
+    /**
+     * Fills an empty {@code cache} with the longest cached prefix of {@code prompt} (whole blocks, always leaving at
+     * least the last prompt token to compute, which produces the first output logits) and returns how many tokens it
+     * covers.
+     */
+    public synchronized int load(int[] prompt, KvCache cache) {
+        if (cache.length() != 0) {
+            throw new IllegalArgumentException("the cache must be empty");
+        }
+        lookups++;
+        int usable = (prompt.length - 1) / blockTokens;
+        String key = "";
+        int served = 0;
+        for (int b = 0; b < usable; b++) {
+            key = chain(key, prompt, b);
+            Block block = blocks.get(key);
+            if (block == null || !Arrays.equals(block.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)) {
+                break;
+            }
+            cache.reserve(blockTokens);
+            int stride = cache.stride();
+            for (int l = 0; l < cache.layers(); l++) {
+                System.arraycopy(block.layers()[l], 0, cache.layer(l), served * stride, blockTokens * stride);
+            }
+            cache.advance(blockTokens);
+            served += blockTokens;
+        }
+        if (served > 0) {
+            hits++;
+        }
+        return served;
+    }
+
+    /** Keeps the KV of every full block of {@code prompt} that {@code cache} holds and the cache does not have yet. */
+    public synchronized void store(int[] prompt, KvCache cache) {
+        int full = Math.min(prompt.length, cache.length()) / blockTokens;
+        String key = "";
+        int stride = cache.stride();
+        for (int b = 0; b < full; b++) {
+            key = chain(key, prompt, b);
+            if (blocks.containsKey(key)) {
+                blocks.get(key);
+                continue;
+            }
+            float[][] layers = new float[cache.layers()][];
+            for (int l = 0; l < layers.length; l++) {
+                layers[l] = Arrays.copyOfRange(cache.layer(l), b * blockTokens * stride, (b + 1) * blockTokens * stride);
+            }
+            long bytes = (long) layers.length * blockTokens * stride * 4 + blockTokens * 4L + 64;
+            if (bytes > budgetBytes) {
+                return;
+            }
+            blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, bytes));
+            usedBytes += bytes;
+            evict();
+        }
+    }
+
+    private void evict() {
+        Iterator<Map.Entry<String, Block>> it = blocks.entrySet().iterator();
+        while (usedBytes > budgetBytes && it.hasNext()) {
+            usedBytes -= it.next().getValue().bytes();
+            it.remove();
+        }
+    }
+
+    /** SHA-256 over the parent key and the block's token ids: the key of block {@code b} names the whole prefix up to it. */
+    private String chain(String parent, int[] prompt, int b) {
+        try {
+            MessageDigest d = MessageDigest.getInstance("SHA-256");
+            d.update(parent.getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+            ByteBuffer buf = ByteBuffer.allocate(blockTokens * 4);
+            for (int i = b * blockTokens; i < (b + 1) * blockTokens; i++) {
+                buf.putInt(prompt[i]);
+            }
+            d.update(buf.array());
+            return HexFormat.of().formatHex(d.digest(), 0, 16);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    public synchronized long usedBytes() {
+        return usedBytes;
+    }
+
+    public synchronized int blocks() {
+        return blocks.size();
+    }
+
+    /** Lookups that served at least one block, and all lookups. */
+    public synchronized long[] hitsAndLookups() {
+        return new long[] {hits, lookups};
+    }
+}

@@ -1,0 +1,72 @@
+package dev.deepserve.model.engine;
+
+import dev.deepserve.model.engine.ops.CpuOps;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.stream.IntStream;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class PrefixCacheTest {
+
+    @TempDir
+    static Path tmp;
+
+    @Test
+    void aSharedPrefixIsServedInWholeBlocksAndGivesTheSameLogits() throws Exception {
+        Path dir = TestCheckpoints.write(tmp.resolve("m"), TestCheckpoints.ODD_V3, 3, 1);
+        try (Transformer m = Transformer.load(dir, CpuOps.best())) {
+            PrefixCache cache = new PrefixCache(4, 1 << 24);
+            int[] first = IntStream.range(0, 11).map(i -> 10 + i).toArray();
+            KvCache a = m.newCache(16);
+            m.forward(first, a);
+            cache.store(first, a);
+            assertEquals(2, cache.blocks(), "11 tokens hold two full blocks of 4");
+
+            // same 9-token prefix, different tail: two blocks (8 tokens) come from the cache
+            int[] second = Arrays.copyOf(first, 13);
+            second[9] = 500;
+            second[10] = 501;
+            second[11] = 502;
+            second[12] = 503;
+            KvCache b = m.newCache(16);
+            int served = cache.load(second, b);
+            assertEquals(8, served);
+            float[] cached = m.logits(m.forward(Arrays.copyOfRange(second, served, second.length), b), 12 - served, 1);
+            float[] full = m.logits(m.forward(second, m.newCache(16)), 12, 1);
+            for (int i = 0; i < full.length; i++) {
+                assertEquals(full[i], cached[i], 1e-4 * Math.max(1, Math.abs(full[i])));
+            }
+
+            // a prompt that differs inside the first block gets nothing
+            int[] third = first.clone();
+            third[2] = 999;
+            assertEquals(0, cache.load(third, m.newCache(16)));
+            // the last token is always computed: a prompt of exactly two blocks gets one
+            assertEquals(4, cache.load(Arrays.copyOf(first, 8), m.newCache(16)));
+        }
+    }
+
+    @Test
+    void leastRecentlyUsedBlocksGoFirstUnderTheBudget() {
+        KvCache kv = new KvCache(1, 2, 2, 64);
+        kv.reserve(12);
+        kv.advance(12);
+        int[] p1 = IntStream.range(0, 12).toArray();
+        int[] p2 = IntStream.range(100, 112).toArray();
+        long blockBytes = 4 * 4 * 4 + 4 * 4 + 64;
+        PrefixCache cache = new PrefixCache(4, 4 * blockBytes);
+        cache.store(p1, kv);
+        cache.store(p2, kv);
+        assertTrue(cache.usedBytes() <= 4 * blockBytes);
+        assertEquals(4, cache.blocks());
+        assertEquals(0, cache.load(Arrays.copyOf(p1, 5), new KvCache(1, 2, 2, 8)), "p1's first blocks were evicted");
+        assertEquals(8, cache.load(Arrays.copyOf(p2, 12), new KvCache(1, 2, 2, 8)));
+        assertArrayEquals(new long[] {1, 2}, cache.hitsAndLookups());
+    }
+}
