@@ -15,7 +15,7 @@ import java.util.Map;
 /** A small DeepSeek-V3-shaped checkpoint with the real vocabulary and tokenizer files, made once per test run. */
 public class SmallModel implements QuarkusTestProfile {
 
-    static synchronized Path dir() {
+    public static synchronized Path dir() {
         Path dir = Path.of("target/small-model");
         if (Files.isRegularFile(dir.resolve("config.json"))) {
             return dir;

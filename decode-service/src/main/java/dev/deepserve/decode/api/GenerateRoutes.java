@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.deepserve.decode.domain.DecodeLoop;
 import dev.deepserve.decode.domain.Engine;
 import dev.deepserve.decode.domain.GenerationRequest;
 import dev.deepserve.decode.domain.Sequence;
@@ -74,7 +75,7 @@ public class GenerateRoutes {
         Sequence sequence;
         try {
             sequence = engine.submit(request, sink);
-        } catch (Engine.Refused e) {
+        } catch (DecodeLoop.Refused e) {
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }

@@ -38,6 +38,10 @@ public interface DecodeConfig {
         @WithDefault("256")
         int maxQueue();
 
+        /** Speculative decoding with the checkpoint's MTP module, when it has one. */
+        @WithDefault("true")
+        boolean mtp();
+
         /** CPU threads for the tensor backend (default: all processors). */
         Optional<Integer> threads();
 

@@ -14,6 +14,9 @@ public final class Sequence {
     final StopMatcher stop;
     final long kvReservation;
     KvCache cache;
+    KvCache mtpCache;
+    int draft = -1;
+    float[] draftProbs;
     int prefilled;
     int cachedTokens;
     boolean stored;

@@ -70,7 +70,7 @@ public final class Mtp {
         }
         float[] x = new float[rows * hidden];
         ops.matmul(ehProj, cat, x, rows);
-        block.forward(x, rows, segments, 0, Mla.Form.AUTO);
+        block.forward(x, rows, segments, 0, model.attentionForm());
         for (Segment s : segments) {
             s.cache().advance(s.count());
         }

@@ -26,7 +26,8 @@ public final class PrefixCache {
     private long hits;
     private long lookups;
 
-    private record Block(int[] tokens, float[][] layers, long bytes) {
+    /** A block's KV: the main layers and, when speculative decoding keeps one, the MTP module's layer. */
+    private record Block(int[] tokens, float[][] layers, float[] mtp, long bytes) {
     }
 
     public PrefixCache(int blockTokens, long budgetBytes) {
@@ -47,7 +48,17 @@ public final class PrefixCache {
      * covers.
      */
     public synchronized int load(int[] prompt, KvCache cache) {
-        if (cache.length() != 0) {
+        return load(prompt, cache, null);
+    }
+
+    /**
+     * As {@link #load(int[], KvCache)}, also filling the MTP module's cache when given (blocks stored without MTP KV
+     * then end the hit). The MTP latent of a block's last position was computed with the token that followed it in
+     * the request that stored it; if the new prompt continues differently only the draft quality of speculative
+     * decoding can suffer, never the output, which the main model verifies.
+     */
+    public synchronized int load(int[] prompt, KvCache cache, KvCache mtp) {
+        if (cache.length() != 0 || mtp != null && mtp.length() != 0) {
             throw new IllegalArgumentException("the cache must be empty");
         }
         lookups++;
@@ -57,8 +68,14 @@ public final class PrefixCache {
         for (int b = 0; b < usable; b++) {
             key = chain(key, prompt, b);
             Block block = blocks.get(key);
-            if (block == null || !Arrays.equals(block.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)) {
+            if (block == null || !Arrays.equals(block.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)
+                    || mtp != null && block.mtp() == null) {
                 break;
+            }
+            if (mtp != null) {
+                mtp.reserve(blockTokens);
+                System.arraycopy(block.mtp(), 0, mtp.layer(0), served * mtp.stride(), blockTokens * mtp.stride());
+                mtp.advance(blockTokens);
             }
             cache.reserve(blockTokens);
             int stride = cache.stride();
@@ -76,7 +93,12 @@ public final class PrefixCache {
 
     /** Keeps the KV of every full block of {@code prompt} that {@code cache} holds and the cache does not have yet. */
     public synchronized void store(int[] prompt, KvCache cache) {
-        int full = Math.min(prompt.length, cache.length()) / blockTokens;
+        store(prompt, cache, null);
+    }
+
+    /** As {@link #store(int[], KvCache)}, keeping the MTP module's KV of each block too when given. */
+    public synchronized void store(int[] prompt, KvCache cache, KvCache mtp) {
+        int full = Math.min(prompt.length, mtp == null ? cache.length() : Math.min(cache.length(), mtp.length())) / blockTokens;
         String key = "";
         int stride = cache.stride();
         for (int b = 0; b < full; b++) {
@@ -89,11 +111,12 @@ public final class PrefixCache {
             for (int l = 0; l < layers.length; l++) {
                 layers[l] = Arrays.copyOfRange(cache.layer(l), b * blockTokens * stride, (b + 1) * blockTokens * stride);
             }
-            long bytes = (long) layers.length * blockTokens * stride * 4 + blockTokens * 4L + 64;
+            float[] mtpLayer = mtp == null ? null : Arrays.copyOfRange(mtp.layer(0), b * blockTokens * mtp.stride(), (b + 1) * blockTokens * mtp.stride());
+            long bytes = ((long) layers.length * blockTokens * stride + (mtpLayer == null ? 0 : mtpLayer.length)) * 4 + blockTokens * 4L + 64;
             if (bytes > budgetBytes) {
                 return;
             }
-            blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, bytes));
+            blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, mtpLayer, bytes));
             usedBytes += bytes;
             evict();
         }

@@ -80,6 +80,10 @@ public final class Transformer implements AutoCloseable {
         this.form = form;
     }
 
+    public Mla.Form attentionForm() {
+        return form;
+    }
+
     public KvCache newCache(int capacity) {
         return new KvCache(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), capacity);
     }

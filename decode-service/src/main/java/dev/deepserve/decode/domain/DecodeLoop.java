@@ -1,0 +1,496 @@
+package dev.deepserve.decode.domain;
+
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.Mla;
+import dev.deepserve.model.engine.Mtp;
+import dev.deepserve.model.engine.PrefixCache;
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.sampling.SampledToken;
+import dev.deepserve.model.sampling.Sampler;
+import dev.deepserve.tokenizer.Tokenizer;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Continuous batching with multi-token-prediction speculation (DeepSeek-V3 §2.2, §5.4.3). Each step runs one forward
+ * over every active sequence — prompt chunks of newcomers, and for decoding sequences their last token plus, with
+ * MTP, the token the MTP module drafted for the position after it. The main model's logits verify the draft: greedy
+ * decoding accepts it exactly when the main model would have produced it (so the output is identical with and
+ * without MTP), sampling uses the speculative-sampling rule (accept with probability min(1, p/q), else draw from the
+ * normalized residual max(0, p − q)), which leaves the output distribution unchanged. A rejected draft's KV is rolled
+ * back. Attention always runs in the absorbed form, so a sequence's numbers do not depend on batch mates, chunking,
+ * the prefix cache or speculation.
+ */
+public final class DecodeLoop {
+
+    public record Settings(int maxBatch, int maxContext, long kvBudgetTokens, int prefillChunk, int maxQueue, boolean mtp,
+                           Duration slowReaderTimeout) {
+    }
+
+    /** What the loop reports for metrics. */
+    public interface Metrics {
+        Metrics NONE = new Metrics() {
+        };
+
+        default void step(int sequences, long nanos) {
+        }
+
+        default void tokens(int n) {
+        }
+
+        default void cacheHit(int tokens) {
+        }
+
+        default void draft(boolean accepted) {
+        }
+    }
+
+    public static final class Refused extends RuntimeException {
+        public final int status;
+
+        public Refused(int status, String message) {
+            super(message);
+            this.status = status;
+        }
+    }
+
+    private final Transformer model;
+    private final Mtp mtp;
+    private final Tokenizer tokenizer;
+    private final PrefixCache prefixCache;
+    private final Settings settings;
+    private final Metrics metrics;
+    private final int vocab;
+    private final int hidden;
+    private final int[] unusable;
+    private final LinkedBlockingQueue<Sequence> queue = new LinkedBlockingQueue<>();
+    private final List<Sequence> active = new ArrayList<>();
+    private final Map<String, Sequence> byId = new ConcurrentHashMap<>();
+    private final AtomicLong kvReserved = new AtomicLong();
+    private volatile int lastBatch;
+    /** Tests only: replaces the MTP draft (given the sequence and the MTP's own draft) to exercise accept and rollback paths. */
+    java.util.function.BiFunction<Sequence, Integer, Integer> draftOverride;
+
+    public DecodeLoop(Transformer model, Tokenizer tokenizer, PrefixCache prefixCache, Settings settings, Metrics metrics) {
+        this.model = model;
+        this.mtp = settings.mtp() ? model.mtp() : null;
+        this.tokenizer = tokenizer;
+        this.prefixCache = prefixCache;
+        this.settings = settings;
+        this.metrics = metrics;
+        this.vocab = model.config().vocabSize();
+        this.hidden = model.config().hiddenSize();
+        model.attentionForm(Mla.Form.ABSORBED);
+        List<Integer> padding = new ArrayList<>();
+        for (int id = 0; id < vocab; id++) {
+            if (tokenizer.token(id) == null) {
+                padding.add(id);
+            }
+        }
+        this.unusable = padding.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    public boolean speculating() {
+        return mtp != null;
+    }
+
+    public Sequence submit(GenerationRequest request, TokenSink sink) {
+        if (request.prompt().length == 0) {
+            throw new Refused(400, "prompt is empty");
+        }
+        for (int id : request.prompt()) {
+            if (id < 0 || id >= vocab) {
+                throw new Refused(400, "prompt token id " + id + " is outside the vocabulary [0, " + vocab + ")");
+            }
+        }
+        long total = (long) request.prompt().length + request.maxTokens();
+        if (total > settings.maxContext()) {
+            throw new Refused(400, "prompt (" + request.prompt().length + " tokens) + max_tokens (" + request.maxTokens()
+                    + ") exceeds the context of " + settings.maxContext() + " tokens");
+        }
+        if (total > settings.kvBudgetTokens()) {
+            throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + settings.kvBudgetTokens());
+        }
+        if (queue.size() >= settings.maxQueue()) {
+            throw new Refused(503, "the decode queue is full (" + settings.maxQueue() + " waiting)");
+        }
+        Sequence s = new Sequence(request, sink, tokenizer.streamDecoder(true));
+        if (byId.putIfAbsent(request.requestId(), s) != null) {
+            throw new Refused(409, "request " + request.requestId() + " is already running");
+        }
+        queue.add(s);
+        return s;
+    }
+
+    public boolean cancel(String requestId) {
+        Sequence s = byId.get(requestId);
+        if (s == null) {
+            return false;
+        }
+        s.cancel();
+        return true;
+    }
+
+    public int queued() {
+        return queue.size();
+    }
+
+    public int inFlight() {
+        return byId.size();
+    }
+
+    public long kvReserved() {
+        return kvReserved.get();
+    }
+
+    public int lastBatch() {
+        return lastBatch;
+    }
+
+    /** Admits what fits and runs one step; waits up to {@code pollMillis} when there is nothing to do. */
+    public void runOnce(long pollMillis) throws InterruptedException {
+        if (admit(pollMillis)) {
+            try {
+                step();
+            } catch (RuntimeException e) {
+                for (Sequence s : List.copyOf(active)) {
+                    s.sink.failed("engine error: " + e.getMessage(), s.prefilled, s.generated);
+                    leave(s);
+                }
+                throw e;
+            }
+        }
+    }
+
+    private boolean admit(long pollMillis) throws InterruptedException {
+        if (active.isEmpty() && queue.isEmpty()) {
+            Sequence s = queue.poll(pollMillis, TimeUnit.MILLISECONDS);
+            if (s == null) {
+                return false;
+            }
+            queue.add(s);
+        }
+        Iterator<Sequence> it = queue.iterator();
+        while (it.hasNext() && active.size() < settings.maxBatch()) {
+            Sequence s = it.next();
+            if (s.cancelled()) {
+                it.remove();
+                byId.remove(s.requestId());
+                s.sink.done("cancelled", "", 0, 0, 0); // never admitted: nothing computed
+                continue;
+            }
+            if (kvReserved.get() + s.kvReservation > settings.kvBudgetTokens()) {
+                break; // first come, first served: later ones wait too
+            }
+            it.remove();
+            kvReserved.addAndGet(s.kvReservation);
+            s.cache = model.newCache((int) Math.min(s.kvReservation + 1, 1024));
+            s.mtpCache = mtp == null ? null : mtp.newCache((int) Math.min(s.kvReservation + 1, 1024));
+            if (prefixCache != null) {
+                s.cachedTokens = prefixCache.load(s.request.prompt(), s.cache, s.mtpCache);
+                s.prefilled = s.cachedTokens;
+                metrics.cacheHit(s.cachedTokens);
+            }
+            active.add(s);
+        }
+        return !active.isEmpty();
+    }
+
+    private void step() {
+        long now = System.nanoTime();
+        for (Sequence s : List.copyOf(active)) {
+            if (s.cancelled()) {
+                finish(s, "cancelled", "");
+            } else if (!s.sink.writable()) {
+                if (s.unwritableSince == 0) {
+                    s.unwritableSince = now;
+                } else if (now - s.unwritableSince > settings.slowReaderTimeout().toNanos()) {
+                    finish(s, "cancelled", "");
+                }
+            } else {
+                s.unwritableSince = 0;
+            }
+        }
+        List<Sequence> stepping = new ArrayList<>();
+        List<Transformer.Step> steps = new ArrayList<>();
+        List<int[]> chunks = new ArrayList<>();
+        for (Sequence s : active) {
+            if (s.unwritableSince != 0) {
+                continue; // paused until its reader catches up
+            }
+            int[] tokens;
+            if (s.prefilling()) {
+                int n = Math.min(settings.prefillChunk(), s.request.prompt().length - s.prefilled);
+                tokens = Arrays.copyOfRange(s.request.prompt(), s.prefilled, s.prefilled + n);
+                chunks.add(new int[] {s.prefilled, s.prefilled + n});
+                s.prefilled += n;
+            } else {
+                tokens = s.draft >= 0 ? new int[] {s.lastToken, s.draft} : new int[] {s.lastToken};
+                chunks.add(null);
+            }
+            stepping.add(s);
+            steps.add(new Transformer.Step(tokens, s.cache));
+        }
+        if (steps.isEmpty()) {
+            Thread.onSpinWait();
+            return;
+        }
+        lastBatch = steps.size();
+        long t0 = System.nanoTime();
+        float[] h = model.forward(steps);
+
+        // rows whose logits are needed: the last prompt row of a finished prefill, the one or two rows of a decode step
+        int[] firstRow = new int[stepping.size()];
+        List<Integer> logitRows = new ArrayList<>();
+        int row = 0;
+        for (int i = 0; i < stepping.size(); i++) {
+            Sequence s = stepping.get(i);
+            firstRow[i] = row;
+            int n = steps.get(i).tokens().length;
+            if (chunks.get(i) == null) {
+                for (int k = 0; k < n; k++) {
+                    logitRows.add(row + k);
+                }
+            } else if (!s.prefilling()) {
+                logitRows.add(row + n - 1);
+            }
+            row += n;
+        }
+        float[] logits = logitRows.isEmpty() ? new float[0] : model.logits(gather(h, logitRows), 0, logitRows.size());
+        for (int r = 0; r < logitRows.size(); r++) {
+            for (int id : unusable) {
+                logits[r * vocab + id] = Float.NEGATIVE_INFINITY;
+            }
+        }
+
+        // sample, verify drafts, and collect what the MTP module must see next
+        List<Transformer.Step> mtpSteps = new ArrayList<>();
+        List<Integer> mtpRows = new ArrayList<>();
+        List<Sequence> drafting = new ArrayList<>();
+        int lr = 0;
+        for (int i = 0; i < stepping.size(); i++) {
+            Sequence s = stepping.get(i);
+            int[] chunk = chunks.get(i);
+            int base = firstRow[i];
+            if (chunk != null) {
+                int[] prompt = s.request.prompt();
+                if (!s.prefilling()) {
+                    boolean ended = emit(s, sampleOne(s, logits, lr++));
+                    if (!s.stored && prefixCache != null && ended) {
+                        prefixCache.store(prompt, s.cache, null);
+                        s.stored = true;
+                    }
+                    if (ended) {
+                        continue;
+                    }
+                }
+                if (mtp != null) {
+                    // MTP position j pairs the main hidden state at j with token j+1 (the sampled one after the prompt)
+                    int[] next = new int[chunk[1] - chunk[0]];
+                    for (int j = chunk[0]; j < chunk[1]; j++) {
+                        next[j - chunk[0]] = j + 1 < prompt.length ? prompt[j + 1] : s.lastToken;
+                        mtpRows.add(base + j - chunk[0]);
+                    }
+                    mtpSteps.add(new Transformer.Step(next, s.mtpCache));
+                    if (!s.prefilling()) {
+                        drafting.add(s);
+                    }
+                } else if (!s.prefilling() && !s.stored && prefixCache != null) {
+                    prefixCache.store(prompt, s.cache, null);
+                    s.stored = true;
+                }
+                continue;
+            }
+            // decode step: row base is the last token's position n, row base+1 the draft's (n+1)
+            int draft = s.draft;
+            s.draft = -1;
+            int n = s.cache.length() - (draft >= 0 ? 2 : 1);
+            boolean accepted = false;
+            SampledToken first;
+            if (draft >= 0) {
+                first = verify(s, logits, lr, draft);
+                accepted = first.id() == draft;
+                metrics.draft(accepted);
+                if (!accepted) {
+                    s.cache.truncate(n + 1);
+                }
+            } else {
+                first = sampleOne(s, logits, lr);
+            }
+            int rowsUsed = draft >= 0 ? 2 : 1;
+            if (emit(s, first)) {
+                lr += rowsUsed;
+                continue;
+            }
+            if (accepted) {
+                SampledToken second = sampleOne(s, logits, lr + 1);
+                if (emit(s, second)) {
+                    lr += rowsUsed;
+                    continue;
+                }
+                if (mtp != null) {
+                    mtpRows.add(base);
+                    mtpRows.add(base + 1);
+                    mtpSteps.add(new Transformer.Step(new int[] {draft, second.id()}, s.mtpCache));
+                    drafting.add(s);
+                }
+            } else if (mtp != null) {
+                mtpRows.add(base);
+                mtpSteps.add(new Transformer.Step(new int[] {first.id()}, s.mtpCache));
+                drafting.add(s);
+            }
+            lr += rowsUsed;
+        }
+        if (!mtpSteps.isEmpty()) {
+            draft(h, mtpRows, mtpSteps, drafting);
+        }
+        metrics.step(steps.size(), System.nanoTime() - t0);
+    }
+
+    private float[] gather(float[] h, List<Integer> rows) {
+        float[] out = new float[rows.size() * hidden];
+        for (int i = 0; i < rows.size(); i++) {
+            System.arraycopy(h, rows.get(i) * hidden, out, i * hidden, hidden);
+        }
+        return out;
+    }
+
+    /** Runs the MTP module over the new positions of each sequence and drafts the token after its last one. */
+    private void draft(float[] h, List<Integer> mtpRows, List<Transformer.Step> mtpSteps, List<Sequence> drafting) {
+        float[] states = mtp.forward(gather(h, mtpRows), mtpSteps, model);
+        List<Integer> lastRows = new ArrayList<>();
+        int row = 0;
+        List<Sequence> owners = new ArrayList<>();
+        for (Transformer.Step step : mtpSteps) {
+            row += step.tokens().length;
+            Sequence owner = ownerOf(step, drafting);
+            if (owner != null) {
+                lastRows.add(row - 1);
+                owners.add(owner);
+            }
+        }
+        for (Sequence s : drafting) {
+            if (!s.stored && prefixCache != null && !s.prefilling()) {
+                prefixCache.store(s.request.prompt(), s.cache, s.mtpCache);
+                s.stored = true;
+            }
+        }
+        if (owners.isEmpty()) {
+            return;
+        }
+        float[] draftLogits = mtp.logits(gather(states, lastRows), 0, lastRows.size(), model);
+        for (int i = 0; i < owners.size(); i++) {
+            Sequence s = owners.get(i);
+            int off = i * vocab;
+            for (int id : unusable) {
+                draftLogits[off + id] = Float.NEGATIVE_INFINITY;
+            }
+            if (s.sampler.params().greedy()) {
+                s.draft = Sampler.argmax(Arrays.copyOfRange(draftLogits, off, off + vocab));
+                s.draftProbs = null;
+                if (draftOverride != null) {
+                    s.draft = draftOverride.apply(s, s.draft);
+                }
+            } else {
+                s.draftProbs = s.sampler.probabilities(draftLogits, off, vocab);
+                s.draft = s.sampler.draw(s.draftProbs);
+            }
+        }
+    }
+
+    private static Sequence ownerOf(Transformer.Step step, List<Sequence> drafting) {
+        for (Sequence s : drafting) {
+            if (s.mtpCache == step.cache()) {
+                return s;
+            }
+        }
+        return null;
+    }
+
+    private SampledToken sampleOne(Sequence s, float[] logits, int row) {
+        return s.sampler.sample(logits, row * vocab, vocab);
+    }
+
+    /**
+     * The token for the draft's position. Greedy: the main model's own choice (the draft is accepted when they agree).
+     * Sampling: accept the draft d with probability min(1, p(d)/q(d)); otherwise draw from max(0, p − q), normalized.
+     */
+    private SampledToken verify(Sequence s, float[] logits, int row, int draft) {
+        if (s.sampler.params().greedy() || s.draftProbs == null) {
+            return sampleOne(s, logits, row);
+        }
+        float[] p = s.sampler.probabilities(logits, row * vocab, vocab);
+        float[] q = s.draftProbs;
+        int chosen;
+        if (q[draft] > 0 && s.sampler.uniform() < Math.min(1.0, p[draft] / (double) q[draft])) {
+            chosen = draft;
+        } else {
+            float[] residual = new float[vocab];
+            double sum = 0;
+            for (int i = 0; i < vocab; i++) {
+                residual[i] = Math.max(0f, p[i] - q[i]);
+                sum += residual[i];
+            }
+            if (sum <= 0) {
+                residual = p;
+            } else {
+                for (int i = 0; i < vocab; i++) {
+                    residual[i] /= (float) sum;
+                }
+            }
+            chosen = s.sampler.draw(residual);
+        }
+        SampledToken t = s.sampler.report(logits, row * vocab, vocab, chosen);
+        s.sampler.accept(chosen);
+        return t;
+    }
+
+    /** Streams one token; true when the sequence has finished (and left). */
+    private boolean emit(Sequence s, SampledToken t) {
+        s.generated++;
+        metrics.tokens(1);
+        int id = t.id();
+        s.lastToken = id;
+        if (id == tokenizer.eosId() || s.request.sampling().isStop(id)) {
+            s.sink.token(id, "", t);
+            finish(s, "stop", s.stop.flush());
+            return true;
+        }
+        String text = s.stop.accept(s.detokenizer.next(id));
+        s.sink.token(id, text, t);
+        if (s.stop.stopped()) {
+            finish(s, "stop", "");
+            return true;
+        }
+        if (s.generated >= s.request.maxTokens() || s.cache.length() + 2 > settings.maxContext()) {
+            String rest = s.stop.accept(s.detokenizer.finish());
+            finish(s, s.stop.stopped() ? "stop" : "length", rest + s.stop.flush());
+            return true;
+        }
+        return false;
+    }
+
+    private void finish(Sequence s, String reason, String text) {
+        leave(s);
+        // prompt tokens actually taken in (all of them unless cancelled mid-prefill), cachedTokens of them from the cache
+        s.sink.done(reason, text, s.prefilled, s.cachedTokens, s.generated);
+    }
+
+    private void leave(Sequence s) {
+        if (active.remove(s)) {
+            kvReserved.addAndGet(-s.kvReservation);
+        }
+        byId.remove(s.requestId());
+        s.cache = null;
+        s.mtpCache = null;
+    }
+}

@@ -1,0 +1,172 @@
+package dev.deepserve.decode.domain;
+
+import dev.deepserve.decode.SmallModelFiles;
+import dev.deepserve.model.engine.PrefixCache;
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.sampling.SampledToken;
+import dev.deepserve.model.sampling.SamplingParams;
+import dev.deepserve.tokenizer.Tokenizer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.IntStream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The batching loop without HTTP: batches give exactly what sequences give alone; MTP speculation never changes
+ * greedy output — with the module's own drafts, with always-right drafts (two tokens per step) and with
+ * half-wrong drafts (rollbacks).
+ */
+class DecodeLoopTest {
+
+    static Transformer model;
+    static Tokenizer tokenizer;
+
+    @BeforeAll
+    static void load() {
+        model = Transformer.load(SmallModelFiles.dir(), CpuOps.best());
+        tokenizer = Tokenizer.load(SmallModelFiles.dir());
+    }
+
+    @AfterAll
+    static void close() {
+        model.close();
+    }
+
+    static final class Collect implements TokenSink {
+        final List<Integer> ids = new ArrayList<>();
+        String finish;
+        int completion;
+        int cached;
+
+        @Override
+        public void token(int id, String text, SampledToken sampled) {
+            ids.add(id);
+        }
+
+        @Override
+        public void done(String finishReason, String text, int promptTokens, int cachedTokens, int completionTokens) {
+            finish = finishReason;
+            completion = completionTokens;
+            cached = cachedTokens;
+        }
+
+        @Override
+        public void failed(String message, int promptTokens, int completionTokens) {
+            finish = "error: " + message;
+        }
+    }
+
+    static DecodeLoop loop(boolean mtp, int maxBatch, PrefixCache prefix) {
+        return new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 4096, 1 << 20, 5, 1000, mtp, Duration.ofSeconds(30)),
+                DecodeLoop.Metrics.NONE);
+    }
+
+    static int[] prompt(int seed, int length) {
+        return IntStream.range(0, length).map(i -> 100 + (seed * 7919 + i * 104729) % 120000).toArray();
+    }
+
+    static Map<Integer, Collect> run(DecodeLoop loop, int count, int maxTokens) throws Exception {
+        Map<Integer, Collect> out = new HashMap<>();
+        for (int i = 0; i < count; i++) {
+            Collect c = new Collect();
+            out.put(i, c);
+            loop.submit(new GenerationRequest("r" + i, prompt(i, 3 + (i * 5) % 23), maxTokens, SamplingParams.GREEDY, List.of()), c);
+        }
+        while (out.values().stream().anyMatch(c -> c.finish == null)) {
+            loop.runOnce(1);
+        }
+        return out;
+    }
+
+    @Test
+    void thirtyTwoConcurrentSequencesGiveExactlyWhatEachGivesAlone() throws Exception {
+        Map<Integer, Collect> together = run(loop(false, 32, null), 32, 12);
+        for (int i = 0; i < 32; i += 5) {
+            DecodeLoop alone = loop(false, 1, null);
+            Collect c = new Collect();
+            alone.submit(new GenerationRequest("alone", prompt(i, 3 + (i * 5) % 23), 12, SamplingParams.GREEDY, List.of()), c);
+            while (c.finish == null) {
+                alone.runOnce(1);
+            }
+            assertEquals(c.ids, together.get(i).ids, "sequence " + i);
+        }
+        assertTrue(together.values().stream().allMatch(c -> c.completion == c.ids.size()));
+    }
+
+    @Test
+    void greedyOutputIsIdenticalWithAndWithoutMtpSpeculation() throws Exception {
+        Map<Integer, Collect> plain = run(loop(false, 8, null), 24, 16);
+        Map<Integer, Collect> speculative = run(loop(true, 8, null), 24, 16);
+        for (int i = 0; i < 24; i++) {
+            assertEquals(plain.get(i).ids, speculative.get(i).ids, "prompt " + i);
+            assertEquals(plain.get(i).finish, speculative.get(i).finish);
+        }
+
+        // drafts that are always right: every step must accept and add a bonus token
+        DecodeLoop perfect = loop(true, 8, null);
+        perfect.draftOverride = (s, mtpDraft) -> {
+            List<Integer> ref = plain.get(Integer.parseInt(s.requestId().substring(1))).ids;
+            return s.generated < ref.size() ? ref.get(s.generated) : mtpDraft;
+        };
+        Map<Integer, Collect> fast = run(perfect, 24, 16);
+        // drafts right only every other time: rejected ones must be rolled back without a trace
+        DecodeLoop flaky = loop(true, 8, null);
+        flaky.draftOverride = (s, mtpDraft) -> {
+            List<Integer> ref = plain.get(Integer.parseInt(s.requestId().substring(1))).ids;
+            return s.generated < ref.size() && s.generated % 2 == 0 ? ref.get(s.generated) : 7;
+        };
+        Map<Integer, Collect> mixed = run(flaky, 24, 16);
+        for (int i = 0; i < 24; i++) {
+            assertEquals(plain.get(i).ids, fast.get(i).ids, "perfect drafts, prompt " + i);
+            assertEquals(plain.get(i).ids, mixed.get(i).ids, "half-wrong drafts, prompt " + i);
+            assertEquals(plain.get(i).ids.size(), fast.get(i).completion);
+        }
+    }
+
+    @Test
+    void perfectDraftsHalveTheSteps() throws Exception {
+        Map<Integer, Collect> plain = run(loop(false, 1, null), 1, 20);
+        DecodeLoop perfect = loop(true, 1, null);
+        perfect.draftOverride = (s, mtpDraft) -> s.generated < plain.get(0).ids.size() ? plain.get(0).ids.get(s.generated) : mtpDraft;
+        Collect c = new Collect();
+        perfect.submit(new GenerationRequest("r0", prompt(0, 3), 20, SamplingParams.GREEDY, List.of()), c);
+        int steps = 0;
+        while (c.finish == null) {
+            perfect.runOnce(1);
+            steps++;
+        }
+        assertEquals(plain.get(0).ids, c.ids);
+        // 1 prefill step (3 tokens, chunk 5) gives token 1; then each step gives 2 tokens
+        assertTrue(steps <= 1 + 10, "steps " + steps);
+    }
+
+    @Test
+    void prefixCacheHitsDoNotChangeGreedyOutputWithMtp() throws Exception {
+        PrefixCache prefix = new PrefixCache(16, 1 << 26);
+        DecodeLoop l = loop(true, 4, prefix);
+        int[] p = prompt(9, 70);
+        Collect first = new Collect();
+        l.submit(new GenerationRequest("a", p, 10, SamplingParams.GREEDY, List.of()), first);
+        while (first.finish == null) {
+            l.runOnce(1);
+        }
+        Collect second = new Collect();
+        l.submit(new GenerationRequest("b", p, 10, SamplingParams.GREEDY, List.of()), second);
+        while (second.finish == null) {
+            l.runOnce(1);
+        }
+        assertEquals(0, first.cached);
+        assertEquals(64, second.cached);
+        assertEquals(first.ids, second.ids);
+    }
+}
