@@ -63,7 +63,7 @@ public class UsageConsumer {
     }
 
     /** True when the event was new and has been applied; false for a duplicate. */
-    Uni<Boolean> apply(SqlConnection tx, UsageEvent event, String payload) {
+    public Uni<Boolean> apply(SqlConnection tx, UsageEvent event, String payload) {
         return tx.preparedQuery("""
                         INSERT INTO billing.usage_ledger (event_id, request_id, account_id, api_key_id, model,
                             prompt_cache_hit_tokens, prompt_cache_miss_tokens, completion_tokens, cost, currency,

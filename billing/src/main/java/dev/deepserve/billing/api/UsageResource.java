@@ -1,0 +1,117 @@
+package dev.deepserve.billing.api;
+
+import dev.deepserve.billing.config.BillingConfig;
+import dev.deepserve.billing.store.UsageStore;
+import io.smallrye.mutiny.Uni;
+import jakarta.ws.rs.GET;
+import jakarta.ws.rs.Path;
+import jakarta.ws.rs.PathParam;
+import jakarta.ws.rs.Produces;
+import jakarta.ws.rs.QueryParam;
+import jakarta.ws.rs.core.MediaType;
+import jakarta.ws.rs.core.Response;
+
+import java.time.OffsetDateTime;
+import java.time.YearMonth;
+import java.time.format.DateTimeParseException;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/** Usage reports: {@code /admin/usage} (JSON, with totals), {@code /admin/usage.csv}, and monthly statements. */
+@Path("/admin")
+public class UsageResource {
+
+    private static final Set<String> GROUPS = Set.of("hour", "day", "month");
+    private static final String[] COLUMNS = {"period", "account_id", "api_key_id", "model", "requests", "prompt_cache_hit_tokens",
+            "prompt_cache_miss_tokens", "completion_tokens", "cost"};
+
+    private final UsageStore store;
+    private final BillingConfig config;
+
+    UsageResource(UsageStore store, BillingConfig config) {
+        this.store = store;
+        this.config = config;
+    }
+
+    static UsageStore.Filter filter(String account, String key, String model, String from, String to, String group) {
+        String g = group == null ? "day" : group;
+        if (!GROUPS.contains(g)) {
+            throw ApiError.badRequest("group must be hour, day or month");
+        }
+        return new UsageStore.Filter(blank(account), blank(key), blank(model), time(from, "from"), time(to, "to"), g);
+    }
+
+    private static String blank(String s) {
+        return s == null || s.isBlank() ? null : s;
+    }
+
+    private static OffsetDateTime time(String s, String name) {
+        if (blank(s) == null) {
+            return null;
+        }
+        try {
+            return OffsetDateTime.parse(s);
+        } catch (DateTimeParseException e) {
+            throw ApiError.badRequest(name + " must be an ISO-8601 instant such as 2026-11-01T00:00:00Z");
+        }
+    }
+
+    @GET
+    @Path("usage")
+    @Produces(MediaType.APPLICATION_JSON)
+    public Uni<Map<String, Object>> usage(@QueryParam("account") String account, @QueryParam("key") String key, @QueryParam("model") String model,
+                                          @QueryParam("from") String from, @QueryParam("to") String to, @QueryParam("group") String group) {
+        UsageStore.Filter f = filter(account, key, model, from, to, group);
+        return store.rows(f, config.maxUsageRows()).chain(rows -> store.ledgerTotals(f).map(totals -> {
+            Map<String, Object> out = new LinkedHashMap<>();
+            out.put("group", f.group());
+            out.put("data", rows);
+            out.put("totals", totals);
+            return out;
+        }));
+    }
+
+    @GET
+    @Path("usage.csv")
+    @Produces("text/csv")
+    public Uni<Response> csv(@QueryParam("account") String account, @QueryParam("key") String key, @QueryParam("model") String model,
+                             @QueryParam("from") String from, @QueryParam("to") String to, @QueryParam("group") String group) {
+        UsageStore.Filter f = filter(account, key, model, from, to, group);
+        return store.rows(f, config.maxUsageRows()).map(rows -> {
+            StringBuilder sb = new StringBuilder(String.join(",", COLUMNS)).append("\r\n");
+            for (Map<String, Object> r : rows) {
+                for (int i = 0; i < COLUMNS.length; i++) {
+                    if (i > 0) {
+                        sb.append(',');
+                    }
+                    sb.append(csvField(String.valueOf(r.get(COLUMNS[i]))));
+                }
+                sb.append("\r\n");
+            }
+            return Response.ok(sb.toString(), "text/csv; charset=utf-8")
+                    .header("Content-Disposition", "attachment; filename=\"usage-" + f.group() + ".csv\"").build();
+        });
+    }
+
+    static String csvField(String v) {
+        // quote when needed; a leading = + - @ is neutralized so spreadsheets do not run it as a formula
+        String s = !v.isEmpty() && "=+-@".indexOf(v.charAt(0)) >= 0 && !v.matches("-?[0-9.]+") ? "'" + v : v;
+        return s.contains(",") || s.contains("\"") || s.contains("\n") || s.contains("\r") ? "\"" + s.replace("\"", "\"\"") + "\"" : s;
+    }
+
+    @GET
+    @Path("accounts/{id}/statement")
+    @Produces(MediaType.APPLICATION_JSON)
+    public Uni<Map<String, Object>> statement(@PathParam("id") String id, @QueryParam("month") String month) {
+        YearMonth m;
+        try {
+            m = month == null ? YearMonth.now(java.time.ZoneOffset.UTC) : YearMonth.parse(month);
+        } catch (DateTimeParseException e) {
+            throw ApiError.badRequest("month must look like 2026-11");
+        }
+        return store.statement(id, m);
+    }
+
+}
