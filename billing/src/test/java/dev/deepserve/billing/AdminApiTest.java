@@ -1,5 +1,6 @@
 package dev.deepserve.billing;
 
+import dev.deepserve.embedded.EmbeddedKafkaResource;
 import dev.deepserve.embedded.EmbeddedPostgresResource;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.junit.QuarkusTest;
@@ -7,8 +8,6 @@ import io.quarkus.test.junit.QuarkusTestProfile;
 import io.quarkus.test.junit.TestProfile;
 import io.restassured.http.ContentType;
 import io.restassured.specification.RequestSpecification;
-import io.smallrye.reactive.messaging.memory.InMemoryConnector;
-import jakarta.enterprise.inject.Any;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.Test;
 
@@ -28,6 +27,7 @@ import static org.hamcrest.Matchers.hasKey;
 
 @QuarkusTest
 @QuarkusTestResource(EmbeddedPostgresResource.class)
+@QuarkusTestResource(EmbeddedKafkaResource.class)
 @TestProfile(AdminApiTest.WithAdminKey.class)
 class AdminApiTest {
 
@@ -40,9 +40,6 @@ class AdminApiTest {
         }
     }
 
-    @Inject
-    @Any
-    InMemoryConnector connector;
 
     static RequestSpecification admin() {
         return given().header("Authorization", "Bearer " + ADMIN).contentType(ContentType.JSON);
@@ -91,8 +88,8 @@ class AdminApiTest {
         pool.preparedQuery("UPDATE billing.accounts SET reserved = 0.00004 WHERE id = $1").execute(io.vertx.mutiny.sqlclient.Tuple.of(account)).await().indefinitely();
         UUID id = UUID.randomUUID();
         String event = UsageConsumerTest.event(id, account, 5, "0.00004");
-        connector.source("usage").send(event);
-        connector.source("usage").send(event);
+        TestUsage.send(event);
+        TestUsage.send(event);
         await().atMost(Duration.ofSeconds(20)).untilAsserted(() -> admin().get("/admin/accounts/" + account).then()
                 .body("granted_balance", equalTo("0.00000000"))
                 .body("topped_up_balance", equalTo("0.99997000"))

@@ -1,12 +1,11 @@
 package dev.deepserve.billing;
 
+import dev.deepserve.embedded.EmbeddedKafkaResource;
 import dev.deepserve.embedded.EmbeddedPostgresResource;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.common.http.TestHTTPResource;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.junit.TestProfile;
-import io.smallrye.reactive.messaging.memory.InMemoryConnector;
-import jakarta.enterprise.inject.Any;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Assumptions;
@@ -43,6 +42,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 @QuarkusTest
 @QuarkusTestResource(EmbeddedPostgresResource.class)
+@QuarkusTestResource(EmbeddedKafkaResource.class)
 @TestProfile(AdminApiTest.WithAdminKey.class)
 class ConsoleTest {
 
@@ -52,9 +52,6 @@ class ConsoleTest {
     @TestHTTPResource("/console/")
     URL console;
 
-    @Inject
-    @Any
-    InMemoryConnector connector;
 
     ChromeDriver browser;
     WebDriverWait wait;
@@ -127,7 +124,7 @@ class ConsoleTest {
 
         // a completed request on that key arrives from the gateway
         String cost = "0.00001234";
-        connector.source("usage").send("""
+        TestUsage.send("""
                 {"event_id":"%s","request_id":"chatcmpl-console","account_id":"%s","api_key_id":"%s","model":"deepseek-chat",
                  "prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":12,"completion_tokens":9,"cost":"%s","currency":"USD",
                  "finish_reason":"stop","completed_at":"%s"}""".formatted(UUID.randomUUID(), accountId, keyId, cost,

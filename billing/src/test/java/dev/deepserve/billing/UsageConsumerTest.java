@@ -1,14 +1,12 @@
 package dev.deepserve.billing;
 
+import dev.deepserve.embedded.EmbeddedKafkaResource;
 import dev.deepserve.embedded.EmbeddedPostgresResource;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.junit.QuarkusTest;
-import io.smallrye.reactive.messaging.memory.InMemoryConnector;
-import io.smallrye.reactive.messaging.memory.InMemorySource;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
-import jakarta.enterprise.inject.Any;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.Test;
 
@@ -23,14 +21,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 @QuarkusTest
 @QuarkusTestResource(EmbeddedPostgresResource.class)
+@QuarkusTestResource(EmbeddedKafkaResource.class)
 class UsageConsumerTest {
 
     @Inject
     Pool pool;
 
-    @Inject
-    @Any
-    InMemoryConnector connector;
 
     static String event(UUID id, String account, int completion, String cost) {
         return """
@@ -42,15 +38,14 @@ class UsageConsumerTest {
 
     @Test
     void duplicatesAreAppliedOnceAndMalformedEventsDoNotStopTheStream() {
-        InMemorySource<String> usage = connector.source("usage");
         String account = "acct-" + UUID.randomUUID();
         UUID a = UUID.randomUUID();
         UUID b = UUID.randomUUID();
-        usage.send(event(a, account, 5, "0.000012345678"));
-        usage.send(event(a, account, 5, "0.000012345678"));
-        usage.send("{not json");
-        usage.send(event(b, account, 7, "0.000001"));
-        usage.send(event(b, account, 7, "0.000001"));
+        TestUsage.send(event(a, account, 5, "0.000012345678"));
+        TestUsage.send(event(a, account, 5, "0.000012345678"));
+        TestUsage.send("{not json");
+        TestUsage.send(event(b, account, 7, "0.000001"));
+        TestUsage.send(event(b, account, 7, "0.000001"));
 
         await().atMost(Duration.ofSeconds(20)).until(() -> count(account) == 2);
         Row totals = pool.preparedQuery("SELECT sum(completion_tokens) AS tokens, sum(cost) AS cost, max(payload->>'extra') AS extra "

@@ -2,17 +2,16 @@ package dev.deepserve.billing;
 
 import dev.deepserve.billing.messaging.UsageConsumer;
 import dev.deepserve.billing.messaging.UsageEvent;
+import dev.deepserve.embedded.EmbeddedKafkaResource;
 import dev.deepserve.embedded.EmbeddedPostgresResource;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.junit.TestProfile;
 import io.restassured.http.ContentType;
 import io.smallrye.mutiny.Uni;
-import io.smallrye.reactive.messaging.memory.InMemoryConnector;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
-import jakarta.enterprise.inject.Any;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.Test;
 
@@ -34,15 +33,13 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 /** Exactly-once application of usage events: duplicates, reordering, and a crash between insert and commit. */
 @QuarkusTest
 @QuarkusTestResource(EmbeddedPostgresResource.class)
+@QuarkusTestResource(EmbeddedKafkaResource.class)
 @TestProfile(AdminApiTest.WithAdminKey.class)
 class UsageExactlyOnceTest {
 
     @Inject
     Pool pool;
 
-    @Inject
-    @Any
-    InMemoryConnector connector;
 
     @Inject
     UsageConsumer consumer;
@@ -97,8 +94,7 @@ class UsageExactlyOnceTest {
             delivered.add(events.get(r.nextInt(events.size())));
         }
         Collections.shuffle(delivered, r);
-        var source = connector.source("usage");
-        delivered.forEach(source::send);
+        TestUsage.send(delivered);
         await().atMost(Duration.ofMinutes(3)).until(() -> ledgerCount(account) == 10_000
                 && pool.preparedQuery("SELECT sum(requests) FROM billing.usage_hourly WHERE account_id = $1").execute(Tuple.of(account))
                 .await().indefinitely().iterator().next().getLong(0) == 10_000L);

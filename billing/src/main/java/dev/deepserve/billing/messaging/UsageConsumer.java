@@ -4,25 +4,34 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.mutiny.Uni;
-import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
-import io.vertx.mutiny.sqlclient.RowSet;
 import io.vertx.mutiny.sqlclient.SqlConnection;
 import io.vertx.mutiny.sqlclient.Tuple;
+import io.vertx.sqlclient.data.Numeric;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.reactive.messaging.Incoming;
 import org.jboss.logging.Logger;
 
 import java.math.BigDecimal;
+import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
 import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.UUID;
 
 /**
- * Applies usage events from Kafka exactly once. In one transaction: the ledger insert (idempotent on the event id)
- * and, only if it inserted, the charge to the account (granted balance first, then topped up, and the same amount
- * off {@code reserved}, where the gateway parked it at settlement) and the hourly aggregate. The Kafka offset is
- * acknowledged only after the commit, so a crash in between redelivers the event and the redelivery is a no-op.
+ * Applies usage events from Kafka exactly once, a poll batch at a time. In one transaction per batch: the ledger
+ * inserts (idempotent on the event id — {@code ON CONFLICT DO NOTHING}), and for the events that were new only: the
+ * charge to each account (granted balance first, then topped up, and the same amount off {@code reserved}, where the
+ * gateway parked it at settlement), how each event was paid, and the hourly aggregates. Kafka offsets are committed
+ * only after the transaction, so a crash in between redelivers the batch and the redelivery changes nothing.
  */
 @ApplicationScoped
 public class UsageConsumer {
@@ -43,85 +52,216 @@ public class UsageConsumer {
         this.rejected = Counter.builder("deepserve.usage.events").tag("outcome", "rejected").register(registry);
     }
 
+    /** An event with the exact text it arrived as (kept in the ledger). */
+    public record Received(UsageEvent event, String payload) {
+    }
+
     @Incoming("usage")
-    public Uni<Void> consume(String payload) {
-        UsageEvent event;
+    public Uni<Void> consume(List<String> payloads) {
+        List<Received> events = new ArrayList<>();
+        Set<UUID> seen = new HashSet<>();
+        for (String payload : payloads) {
+            Received r = parse(payload);
+            if (r != null && seen.add(r.event().eventId())) {
+                events.add(r);
+            } else if (r != null) {
+                duplicates.increment();
+            }
+        }
+        if (events.isEmpty()) {
+            return Uni.createFrom().voidItem();
+        }
+        return pool.withTransaction(tx -> apply(tx, events)).invoke(inserted -> {
+            applied.increment(inserted);
+            duplicates.increment(events.size() - inserted);
+        }).replaceWithVoid();
+    }
+
+    Received parse(String payload) {
         try {
-            event = json.readValue(payload, UsageEvent.class);
+            UsageEvent event = json.readValue(payload, UsageEvent.class);
             if (event.cost().signum() < 0 || event.promptCacheHitTokens() < 0 || event.promptCacheMissTokens() < 0 || event.completionTokens() < 0) {
                 throw new IllegalArgumentException("negative cost or token count");
             }
+            return new Received(event, payload);
         } catch (Exception e) {
             // A malformed event can never become valid; keep it out of the ledger and say so once.
             rejected.increment();
             LOG.errorf("rejected malformed usage event (%d bytes): %s", payload.length(), e.getMessage());
-            return Uni.createFrom().voidItem();
+            return null;
         }
-        return pool.withTransaction(tx -> apply(tx, event, payload))
-                .invoke(inserted -> (inserted ? applied : duplicates).increment())
-                .replaceWithVoid();
     }
 
-    /** True when the event was new and has been applied; false for a duplicate. */
+    /** One event (tests, tools): true when it was new and has been applied. */
     public Uni<Boolean> apply(SqlConnection tx, UsageEvent event, String payload) {
-        return tx.preparedQuery("""
-                        INSERT INTO billing.usage_ledger (event_id, request_id, account_id, api_key_id, model,
-                            prompt_cache_hit_tokens, prompt_cache_miss_tokens, completion_tokens, cost, currency,
-                            finish_reason, completed_at, payload)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                        ON CONFLICT (event_id) DO NOTHING""")
-                .execute(Tuple.from(new Object[] {event.eventId(), event.requestId(), event.accountId(), event.apiKeyId(),
-                        event.model(), event.promptCacheHitTokens(), event.promptCacheMissTokens(),
-                        event.completionTokens(), event.cost(), event.currency(), event.finishReason(),
-                        event.completedAt(), new JsonObject(payload)}))
-                .onItem().transformToUni(inserted -> inserted.rowCount() == 0
-                        ? Uni.createFrom().item(false)
-                        : charge(tx, event).chain(() -> aggregate(tx, event)).replaceWith(true));
+        return apply(tx, List.of(new Received(event, payload))).map(n -> n == 1);
     }
 
-    private Uni<Void> charge(SqlConnection tx, UsageEvent event) {
-        return tx.preparedQuery("SELECT granted_balance, topped_up_balance, reserved FROM billing.accounts WHERE id = $1 FOR UPDATE")
-                .execute(Tuple.of(event.accountId()))
+    /** Applies a batch (event ids unique within it) and returns how many were new. */
+    public Uni<Integer> apply(SqlConnection tx, List<Received> events) {
+        int n = events.size();
+        UUID[] ids = new UUID[n];
+        String[] requests = new String[n];
+        String[] accounts = new String[n];
+        String[] keys = new String[n];
+        String[] models = new String[n];
+        Integer[] hit = new Integer[n];
+        Integer[] miss = new Integer[n];
+        Integer[] completion = new Integer[n];
+        Numeric[] cost = new Numeric[n];
+        String[] currency = new String[n];
+        String[] finish = new String[n];
+        OffsetDateTime[] completed = new OffsetDateTime[n];
+        String[] payload = new String[n];
+        for (int i = 0; i < n; i++) {
+            UsageEvent e = events.get(i).event();
+            ids[i] = e.eventId();
+            requests[i] = e.requestId();
+            accounts[i] = e.accountId();
+            keys[i] = e.apiKeyId();
+            models[i] = e.model();
+            hit[i] = e.promptCacheHitTokens();
+            miss[i] = e.promptCacheMissTokens();
+            completion[i] = e.completionTokens();
+            cost[i] = Numeric.create(e.cost());
+            currency[i] = e.currency();
+            finish[i] = e.finishReason();
+            completed[i] = e.completedAt();
+            payload[i] = events.get(i).payload();
+        }
+        return tx.preparedQuery("""
+                        INSERT INTO billing.usage_ledger (event_id, request_id, account_id, api_key_id, model, prompt_cache_hit_tokens,
+                            prompt_cache_miss_tokens, completion_tokens, cost, currency, finish_reason, completed_at, payload)
+                        SELECT e, r, a, k, m, h, x, c, co, cu, f, t, p::jsonb
+                        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::int[],
+                                    $9::numeric[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
+                             AS u(e, r, a, k, m, h, x, c, co, cu, f, t, p)
+                        ON CONFLICT (event_id) DO NOTHING
+                        RETURNING event_id""")
+                .execute(Tuple.from(new Object[] {ids, requests, accounts, keys, models, hit, miss, completion, cost, currency, finish, completed, payload}))
                 .onItem().transformToUni(rows -> {
-                    if (!rows.iterator().hasNext()) {
-                        LOG.errorf("usage event %s is for unknown account %s: recorded in the ledger as uncollected", event.eventId(), event.accountId());
-                        return record(tx, event, BigDecimal.ZERO, BigDecimal.ZERO, event.cost());
+                    Set<UUID> inserted = new HashSet<>();
+                    for (Row r : rows) {
+                        inserted.add(r.getUUID(0));
                     }
-                    Row a = rows.iterator().next();
-                    BigDecimal cost = event.cost();
-                    BigDecimal granted = a.getBigDecimal("granted_balance");
-                    BigDecimal toppedUp = a.getBigDecimal("topped_up_balance");
-                    BigDecimal fromGranted = cost.min(granted);
-                    BigDecimal fromToppedUp = cost.subtract(fromGranted).min(toppedUp);
-                    BigDecimal uncollected = cost.subtract(fromGranted).subtract(fromToppedUp);
-                    if (uncollected.signum() > 0) {
-                        LOG.errorf("usage event %s costs more than account %s holds; %s recorded as uncollected", event.eventId(), event.accountId(), uncollected);
+                    List<UsageEvent> fresh = new ArrayList<>();
+                    for (Received r : events) {
+                        if (inserted.contains(r.event().eventId())) {
+                            fresh.add(r.event());
+                        }
                     }
-                    BigDecimal reserved = a.getBigDecimal("reserved").subtract(cost).max(BigDecimal.ZERO);
-                    return tx.preparedQuery("UPDATE billing.accounts SET granted_balance = $2, topped_up_balance = $3, reserved = $4 WHERE id = $1")
-                            .execute(Tuple.of(event.accountId(), granted.subtract(fromGranted), toppedUp.subtract(fromToppedUp), reserved))
-                            .chain(() -> record(tx, event, fromGranted, fromToppedUp, uncollected));
+                    if (fresh.isEmpty()) {
+                        return Uni.createFrom().item(0);
+                    }
+                    return charge(tx, fresh).chain(() -> aggregate(tx, fresh)).replaceWith(fresh.size());
                 });
     }
 
-    private Uni<Void> record(SqlConnection tx, UsageEvent event, BigDecimal granted, BigDecimal toppedUp, BigDecimal uncollected) {
-        return tx.preparedQuery("UPDATE billing.usage_ledger SET granted_spent = $2, topped_up_spent = $3, uncollected = $4 WHERE event_id = $1")
-                .execute(Tuple.of(event.eventId(), granted, toppedUp, uncollected)).replaceWithVoid();
+    /** Charges the new events to their accounts in arrival order, granted balance first, under row locks. */
+    private Uni<Void> charge(SqlConnection tx, List<UsageEvent> fresh) {
+        String[] ids = fresh.stream().map(UsageEvent::accountId).distinct().sorted().toArray(String[]::new);
+        return tx.preparedQuery("SELECT id, granted_balance, topped_up_balance, reserved FROM billing.accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .execute(Tuple.of(ids))
+                .onItem().transformToUni(rows -> {
+                    Map<String, BigDecimal[]> balance = new LinkedHashMap<>();
+                    for (Row r : rows) {
+                        balance.put(r.getString("id"), new BigDecimal[] {r.getBigDecimal("granted_balance"), r.getBigDecimal("topped_up_balance"), r.getBigDecimal("reserved")});
+                    }
+                    int n = fresh.size();
+                    UUID[] events = new UUID[n];
+                    Numeric[] granted = new Numeric[n];
+                    Numeric[] toppedUp = new Numeric[n];
+                    Numeric[] uncollected = new Numeric[n];
+                    for (int i = 0; i < n; i++) {
+                        UsageEvent e = fresh.get(i);
+                        events[i] = e.eventId();
+                        BigDecimal[] b = balance.get(e.accountId());
+                        BigDecimal cost = e.cost();
+                        BigDecimal g = b == null ? BigDecimal.ZERO : cost.min(b[0]);
+                        BigDecimal t = b == null ? BigDecimal.ZERO : cost.subtract(g).min(b[1]);
+                        BigDecimal x = cost.subtract(g).subtract(t);
+                        if (b != null) {
+                            b[0] = b[0].subtract(g);
+                            b[1] = b[1].subtract(t);
+                            b[2] = b[2].subtract(cost).max(BigDecimal.ZERO);
+                        }
+                        if (x.signum() > 0) {
+                            LOG.errorf("usage event %s: %s of its cost could not be collected from account %s (%s)", e.eventId(), x, e.accountId(),
+                                    b == null ? "unknown account" : "balance exhausted");
+                        }
+                        granted[i] = Numeric.create(g);
+                        toppedUp[i] = Numeric.create(t);
+                        uncollected[i] = Numeric.create(x);
+                    }
+                    String[] accountIds = balance.keySet().toArray(String[]::new);
+                    Numeric[] newGranted = new Numeric[accountIds.length];
+                    Numeric[] newToppedUp = new Numeric[accountIds.length];
+                    Numeric[] newReserved = new Numeric[accountIds.length];
+                    for (int i = 0; i < accountIds.length; i++) {
+                        BigDecimal[] b = balance.get(accountIds[i]);
+                        newGranted[i] = Numeric.create(b[0]);
+                        newToppedUp[i] = Numeric.create(b[1]);
+                        newReserved[i] = Numeric.create(b[2]);
+                    }
+                    return tx.preparedQuery("""
+                                    UPDATE billing.accounts a SET granted_balance = u.g, topped_up_balance = u.t, reserved = u.r
+                                    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[]) AS u(id, g, t, r) WHERE a.id = u.id""")
+                            .execute(Tuple.of(accountIds, newGranted, newToppedUp, newReserved))
+                            .chain(() -> tx.preparedQuery("""
+                                            UPDATE billing.usage_ledger l SET granted_spent = u.g, topped_up_spent = u.t, uncollected = u.x
+                                            FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[]) AS u(id, g, t, x) WHERE l.event_id = u.id""")
+                                    .execute(Tuple.of(events, granted, toppedUp, uncollected)))
+                            .replaceWithVoid();
+                });
     }
 
-    private Uni<RowSet<Row>> aggregate(SqlConnection tx, UsageEvent event) {
+    /** Adds the new events to the hourly aggregates, one upsert per (account, key, model, hour). */
+    private Uni<Void> aggregate(SqlConnection tx, List<UsageEvent> fresh) {
+        Map<String, Object[]> groups = new HashMap<>();
+        for (UsageEvent e : fresh) {
+            OffsetDateTime hour = e.completedAt().withOffsetSameInstant(ZoneOffset.UTC).truncatedTo(ChronoUnit.HOURS);
+            String key = e.accountId() + "\u0000" + (e.apiKeyId() == null ? "" : e.apiKeyId()) + "\u0000" + e.model() + "\u0000" + hour;
+            Object[] g = groups.computeIfAbsent(key, k -> new Object[] {e.accountId(), e.apiKeyId() == null ? "" : e.apiKeyId(), e.model(), hour,
+                    0L, 0L, 0L, 0L, BigDecimal.ZERO});
+            g[4] = (Long) g[4] + 1;
+            g[5] = (Long) g[5] + e.promptCacheHitTokens();
+            g[6] = (Long) g[6] + e.promptCacheMissTokens();
+            g[7] = (Long) g[7] + e.completionTokens();
+            g[8] = ((BigDecimal) g[8]).add(e.cost());
+        }
+        int n = groups.size();
+        String[] a = new String[n];
+        String[] k = new String[n];
+        String[] m = new String[n];
+        OffsetDateTime[] h = new OffsetDateTime[n];
+        Long[] req = new Long[n];
+        Long[] hit = new Long[n];
+        Long[] miss = new Long[n];
+        Long[] out = new Long[n];
+        Numeric[] cost = new Numeric[n];
+        int i = 0;
+        for (Object[] g : groups.values()) {
+            a[i] = (String) g[0];
+            k[i] = (String) g[1];
+            m[i] = (String) g[2];
+            h[i] = (OffsetDateTime) g[3];
+            req[i] = (Long) g[4];
+            hit[i] = (Long) g[5];
+            miss[i] = (Long) g[6];
+            out[i] = (Long) g[7];
+            cost[i] = Numeric.create((BigDecimal) g[8]);
+            i++;
+        }
         return tx.preparedQuery("""
                         INSERT INTO billing.usage_hourly AS h (account_id, api_key_id, model, hour, requests, prompt_cache_hit_tokens,
                             prompt_cache_miss_tokens, completion_tokens, cost)
-                        VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8)
+                        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::numeric[])
                         ON CONFLICT (account_id, api_key_id, model, hour) DO UPDATE SET
-                            requests = h.requests + 1,
+                            requests = h.requests + EXCLUDED.requests,
                             prompt_cache_hit_tokens = h.prompt_cache_hit_tokens + EXCLUDED.prompt_cache_hit_tokens,
                             prompt_cache_miss_tokens = h.prompt_cache_miss_tokens + EXCLUDED.prompt_cache_miss_tokens,
                             completion_tokens = h.completion_tokens + EXCLUDED.completion_tokens,
                             cost = h.cost + EXCLUDED.cost""")
-                .execute(Tuple.from(new Object[] {event.accountId(), event.apiKeyId() == null ? "" : event.apiKeyId(), event.model(),
-                        event.completedAt().withOffsetSameInstant(ZoneOffset.UTC).truncatedTo(ChronoUnit.HOURS),
-                        (long) event.promptCacheHitTokens(), (long) event.promptCacheMissTokens(), (long) event.completionTokens(), event.cost()}));
+                .execute(Tuple.from(new Object[] {a, k, m, h, req, hit, miss, out, cost})).replaceWithVoid();
     }
 }

@@ -1,0 +1,160 @@
+package dev.deepserve.bench;
+
+import dev.deepserve.embedded.EmbeddedKafkaBroker;
+import dev.deepserve.embedded.EmbeddedPostgresServer;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.ResultSet;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Sustained usage events per second from Kafka into billing's PostgreSQL ledger, end to end and with zero loss: the
+ * real billing service (its fast-jar, as a separate process) on embedded PostgreSQL and an in-process KRaft broker;
+ * N events are published and the clock stops when all N ledger rows, balance charges and aggregates are committed.
+ * Baseline in the same run: a bare Kafka consumer reading the same topic with no database (the transport's ceiling).
+ *
+ * <p>Run: {@code bench/run ledger [--events 200000]} (builds billing's jar first if needed).
+ */
+public final class LedgerBench {
+
+    public static void main(String[] args) throws Exception {
+        int events = 200_000;
+        for (int i = 0; i < args.length; i++) {
+            if (args[i].equals("--events")) {
+                events = Integer.parseInt(args[++i]);
+            } else {
+                throw new IllegalArgumentException("unknown option " + args[i]);
+            }
+        }
+        Path jar = Path.of("billing/target/quarkus-app/quarkus-run.jar");
+        if (!Files.isRegularFile(jar)) {
+            throw new IllegalStateException(jar + " is missing: run ./mvnw -B install -DskipTests first");
+        }
+        Path work = Files.createTempDirectory(Path.of("bench/target"), "ledger-");
+        int httpPort = freePort();
+        try (EmbeddedPostgresServer pg = EmbeddedPostgresServer.start(work.resolve("pg"), Path.of("bench/target/pg-bin").toAbsolutePath(), freePort());
+             EmbeddedKafkaBroker kafka = EmbeddedKafkaBroker.start(work.resolve("kafka"), freePort(), freePort())) {
+            try (Admin admin = Admin.create(Map.of("bootstrap.servers", kafka.bootstrapServers()))) {
+                admin.createTopics(List.of(new NewTopic("usage", 4, (short) 1))).all().get(60, TimeUnit.SECONDS);
+            }
+            List<String> payloads = new ArrayList<>(events);
+            for (int i = 0; i < events; i++) {
+                payloads.add("{\"event_id\":\"" + UUID.randomUUID() + "\",\"request_id\":\"r" + i + "\",\"account_id\":\"acct_bench\",\"api_key_id\":\"k"
+                        + (i % 8) + "\",\"model\":\"deepseek-chat\",\"prompt_cache_hit_tokens\":64,\"prompt_cache_miss_tokens\":" + (i % 100)
+                        + ",\"completion_tokens\":" + (1 + i % 300) + ",\"cost\":\"0.00000110\",\"currency\":\"USD\",\"finish_reason\":\"stop\","
+                        + "\"completed_at\":\"2026-11-24T0" + (i % 10) + ":00:00Z\"}");
+            }
+            ProcessBuilder pb = new ProcessBuilder("java", "-Xmx1g", "-jar", jar.toString()).redirectErrorStream(true)
+                    .redirectOutput(work.resolve("billing.log").toFile());
+            Map<String, String> env = pb.environment();
+            env.put("QUARKUS_HTTP_PORT", Integer.toString(httpPort));
+            env.put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
+            env.put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
+            Process billing = pb.start();
+            try {
+                awaitReady(httpPort, billing, work);
+                try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)) {
+                    c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance, reserved) VALUES ('acct_bench', 'bench', 1000, 1000)");
+                    long t0 = System.nanoTime();
+                    try (KafkaProducer<String, String> producer = new KafkaProducer<>(Map.of("bootstrap.servers", kafka.bootstrapServers(),
+                            "acks", "all", "linger.ms", 5, "batch.size", 262144), new StringSerializer(), new StringSerializer())) {
+                        for (String p : payloads) {
+                            producer.send(new ProducerRecord<>("usage", p));
+                        }
+                    }
+                    long produced = System.nanoTime();
+                    long count = 0;
+                    while (count < events) {
+                        Thread.sleep(50);
+                        try (ResultSet rs = c.createStatement().executeQuery("SELECT count(*) FROM billing.usage_ledger")) {
+                            rs.next();
+                            count = rs.getLong(1);
+                        }
+                        if (System.nanoTime() - t0 > TimeUnit.MINUTES.toNanos(10)) {
+                            throw new IllegalStateException("only " + count + " of " + events + " events reached the ledger in 10 minutes");
+                        }
+                    }
+                    double seconds = (System.nanoTime() - t0) / 1e9;
+                    try (ResultSet rs = c.createStatement().executeQuery("SELECT (SELECT sum(requests) FROM billing.usage_hourly), "
+                            + "(SELECT 1000 - topped_up_balance FROM billing.accounts WHERE id = 'acct_bench')")) {
+                        rs.next();
+                        if (rs.getLong(1) != events || rs.getBigDecimal(2).compareTo(new java.math.BigDecimal("0.0000011").multiply(java.math.BigDecimal.valueOf(events))) != 0) {
+                            throw new IllegalStateException("totals do not add up: aggregates " + rs.getLong(1) + ", charged " + rs.getBigDecimal(2));
+                        }
+                    }
+                    double baseline = bareConsume(kafka.bootstrapServers(), events);
+                    System.out.printf("published %d events in %.2f s%n", events, (produced - t0) / 1e9);
+                    System.out.printf("billing ledger: %d events in %.2f s = %.0f events/s end to end, zero lost, aggregates and balance exact%n",
+                            events, seconds, events / seconds);
+                    System.out.printf("baseline (bare Kafka consumer, no database): %.0f events/s; billing reaches %.0f%% of it; goal 20000/s: %s%n",
+                            baseline, 100 * (events / seconds) / baseline, events / seconds >= 20_000 ? "met" : "not met");
+                }
+            } finally {
+                billing.destroy();
+                billing.waitFor(30, TimeUnit.SECONDS);
+            }
+        }
+    }
+
+    static double bareConsume(String bootstrap, int events) {
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(Map.of("bootstrap.servers", bootstrap, "group.id", "bench-baseline",
+                "auto.offset.reset", "earliest", "max.poll.records", 5000), new StringDeserializer(), new StringDeserializer())) {
+            consumer.subscribe(List.of("usage"));
+            long t0 = System.nanoTime();
+            long n = 0;
+            while (n < events) {
+                ConsumerRecords<String, String> records = consumer.poll(Duration.ofMillis(200));
+                n += records.count();
+            }
+            return events / ((System.nanoTime() - t0) / 1e9);
+        }
+    }
+
+    static void awaitReady(int port, Process billing, Path work) throws Exception {
+        HttpClient http = HttpClient.newHttpClient();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        while (System.nanoTime() < deadline) {
+            if (!billing.isAlive()) {
+                throw new IllegalStateException("billing exited; see " + work.resolve("billing.log"));
+            }
+            try {
+                if (http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/q/health/ready")).build(),
+                        HttpResponse.BodyHandlers.ofString()).statusCode() == 200) {
+                    return;
+                }
+            } catch (IOException e) {
+                // not listening yet
+            }
+            Thread.sleep(300);
+        }
+        throw new IllegalStateException("billing not ready in 120 s; see " + work.resolve("billing.log"));
+    }
+
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0)) {
+            return s.getLocalPort();
+        }
+    }
+}
