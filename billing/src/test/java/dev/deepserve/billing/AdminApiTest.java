@@ -97,6 +97,18 @@ class AdminApiTest {
     }
 
     @Test
+    void pricesAreSeededAndNewRowsTakeEffectAtTheirDate() {
+        admin().get("/admin/prices").then().statusCode(200)
+                .body("data.find { it.model == 'deepseek-chat' }.output_per_million", equalTo("1.10000000"))
+                .body("data.find { it.model == 'deepseek-reasoner' }.cache_miss_per_million", equalTo("0.55000000"));
+        admin().body(Map.of("model", "deepseek-chat", "cache_hit_per_million", "0.035", "cache_miss_per_million", "0.135",
+                        "output_per_million", "0.55", "effective_from", "2030-01-01T00:00:00Z", "window_start", "16:30", "window_end", "00:30"))
+                .post("/admin/prices").then().statusCode(201);
+        admin().body(Map.of("model", "m", "cache_hit_per_million", "1", "cache_miss_per_million", "0.5", "output_per_million", "1"))
+                .post("/admin/prices").then().statusCode(400).body("error.message", equalTo("the cache-hit price of m exceeds its cache-miss price"));
+    }
+
+    @Test
     void badRequestsGetJsonErrors() {
         admin().body("{oops").post("/admin/accounts").then().statusCode(400).body("error.message", matchesPattern("request body is not valid JSON.*"));
         admin().body(Map.of()).post("/admin/accounts").then().statusCode(400).body("error.message", equalTo("name is required"));
