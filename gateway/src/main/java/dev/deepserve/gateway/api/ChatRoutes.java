@@ -161,6 +161,7 @@ public class ChatRoutes {
         boolean finished;
         boolean sentRole;
         long keepAliveTimer = -1;
+        EngineClient.Stream stream;
         long timeoutTimer = -1;
 
         Call(boolean chat) {
@@ -267,7 +268,7 @@ public class ChatRoutes {
         if (req.seed() != null) {
             gen.put("seed", req.seed());
         }
-        engine.generate(gen, event -> onEvent(rc, call, event, open), t -> {
+        call.stream = engine.generate(gen, event -> onEvent(rc, call, event, open), t -> {
             open.decrementAndGet();
             stopTimers(call);
             // The stream broke (or never started): charge the tokens that reached us, release the rest, report it.
@@ -304,6 +305,11 @@ public class ChatRoutes {
                 }
                 if (call.request.stream() && !call.clientGone && (!text.isEmpty() || lp != null)) {
                     response.write(sse(chunk(call, text, lp, null)));
+                    if (response.writeQueueFull()) {
+                        // a slow reader: stop reading from the engine until the client catches up
+                        call.stream.pause();
+                        response.drainHandler(v -> call.stream.resume());
+                    }
                 }
             }
             case "done", "error" -> {

@@ -68,7 +68,8 @@ public class EngineClient {
      * Starts a generation; each NDJSON event goes to {@code onEvent} in order. {@code onFailure} hears of a refusal
      * (as an {@link OpenAiError}) or a broken stream; after a {@code done} or {@code error} event nothing else comes.
      */
-    public void generate(JsonObject body, Consumer<JsonObject> onEvent, Consumer<Throwable> onFailure) {
+    public Stream generate(JsonObject body, Consumer<JsonObject> onEvent, Consumer<Throwable> onFailure) {
+        Stream stream = new Stream();
         http.request(post(config.decodeUrl(), "/internal/generate"))
                 .compose(req -> req.send(body.toBuffer()))
                 .onFailure(e -> onFailure.accept(OpenAiError.unavailable("decode service unreachable: " + e.getMessage())))
@@ -85,6 +86,7 @@ public class EngineClient {
                     }
                     boolean[] ended = {false};
                     RecordParser lines = RecordParser.newDelimited("\n", resp);
+                    stream.attach(lines);
                     lines.handler(line -> {
                         if (line.length() == 0) {
                             return;
@@ -109,6 +111,37 @@ public class EngineClient {
                         }
                     });
                 });
+        return stream;
+    }
+
+    /**
+     * Flow control for one generation stream: pausing stops reading from the decode service, so TCP backpressure
+     * reaches it and a client that reads slowly slows its own generation (and is cut off there if it stalls).
+     */
+    public static final class Stream {
+        private RecordParser lines;
+        private boolean paused;
+
+        void attach(RecordParser parser) {
+            lines = parser;
+            if (paused) {
+                parser.pause();
+            }
+        }
+
+        public void pause() {
+            paused = true;
+            if (lines != null) {
+                lines.pause();
+            }
+        }
+
+        public void resume() {
+            paused = false;
+            if (lines != null) {
+                lines.resume();
+            }
+        }
     }
 
     /** Asks the decode service to stop a request; its stream then ends with the exact count. */
