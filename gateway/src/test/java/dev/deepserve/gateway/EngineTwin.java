@@ -26,6 +26,8 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     public static volatile long delayMillis = 0;
     /** Prompt tokens the twin reports as served from its prefix cache. */
     public static volatile int cachedTokens = 0;
+    /** When set, the twin generates exactly these token texts and stops. */
+    public static volatile java.util.List<String> script = null;
     public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
     private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
 
@@ -85,6 +87,16 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
                 return;
             }
             int n = count.getAndIncrement();
+            java.util.List<String> scripted = script;
+            if (scripted != null) {
+                if (n == scripted.size()) {
+                    done(r, "stop", prompt, n);
+                    return;
+                }
+                r.write(new JsonObject().put("type", "token").put("id", 100 + n).put("text", scripted.get(n)).encode() + "\n");
+                emit(r, id, count, max, prompt);
+                return;
+            }
             if (n == answerTokens) {
                 r.write(new JsonObject().put("type", "token").put("id", 1).put("text", "").encode() + "\n");
                 done(r, "stop", prompt, n + 1);

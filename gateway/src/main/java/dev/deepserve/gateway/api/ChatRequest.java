@@ -138,6 +138,13 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
             if (!(body.getValue("tools") instanceof JsonArray t)) {
                 throw OpenAiError.invalid("tools", "tools must be an array");
             }
+            for (int i = 0; i < t.size(); i++) {
+                Object tool = t.getValue(i);
+                JsonObject fn = tool instanceof JsonObject o && "function".equals(o.getValue("type")) && o.getValue("function") instanceof JsonObject f ? f : null;
+                if (fn == null || !(fn.getValue("name") instanceof String name) || name.isBlank()) {
+                    throw OpenAiError.invalid("tools", "tools[" + i + "] must be {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}}");
+                }
+            }
             tools = t;
         }
         Object choice = chat ? body.getValue("tool_choice") : null;

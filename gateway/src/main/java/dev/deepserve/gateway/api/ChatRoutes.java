@@ -162,6 +162,8 @@ public class ChatRoutes {
         boolean sentRole;
         long keepAliveTimer = -1;
         EngineClient.Stream stream;
+        boolean tools;
+        int sentUpTo;
         long timeoutTimer = -1;
 
         Call(boolean chat) {
@@ -185,6 +187,7 @@ public class ChatRoutes {
                 .invoke(key -> {
                     call.key = key;
                     call.request = ChatRequest.parse(body, chat, config.defaultMaxTokens(), config.maxMaxTokens());
+                    call.tools = chat && call.request.tools() != null && !call.request.tools().isEmpty() && !"none".equals(body.getValue("tool_choice"));
                     if (!config.models().contains(call.request.model())) {
                         throw new OpenAiError(400, "invalid_request_error", "model", "model_not_found", "Model Not Exist: " + call.request.model(), 0);
                     }
@@ -303,6 +306,13 @@ public class ChatRoutes {
                 if (lp != null) {
                     call.logprobs.add(lp);
                 }
+                if (call.tools) {
+                    // once the model starts calling tools, the rest is tool calls, sent parsed at the end
+                    int marker = call.text.indexOf(ToolCalls.CALLS_BEGIN);
+                    int upTo = marker < 0 ? call.text.length() : marker;
+                    text = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
+                    call.sentUpTo = Math.max(call.sentUpTo, upTo);
+                }
                 if (call.request.stream() && !call.clientGone && (!text.isEmpty() || lp != null)) {
                     response.write(sse(chunk(call, text, lp, null)));
                     if (response.writeQueueFull()) {
@@ -318,8 +328,20 @@ public class ChatRoutes {
                 call.finished = true;
                 String rest = event.getString("text", "");
                 call.text.append(rest);
+                ToolCalls.Parsed toolCalls = call.tools ? ToolCalls.parse(call.text.toString()) : null;
+                if (call.tools) {
+                    int marker = call.text.indexOf(ToolCalls.CALLS_BEGIN);
+                    int upTo = marker < 0 || toolCalls.calls().isEmpty() ? call.text.length() : marker;
+                    rest = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
+                    call.sentUpTo = upTo;
+                }
+                boolean calledTools = toolCalls != null && !toolCalls.calls().isEmpty();
                 String reason = "error".equals(event.getString("type")) ? "error" : event.getString("finish_reason");
                 String clientReason = "cancelled".equals(reason) || "error".equals(reason) ? "stop" : reason;
+                if (calledTools && "stop".equals(clientReason)) {
+                    clientReason = "tool_calls";
+                }
+                final String finishReason = clientReason;
                 int completion = event.getInteger("completion_tokens", 0);
                 int cached = event.getInteger("cached_tokens", 0);
                 // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
@@ -332,7 +354,15 @@ public class ChatRoutes {
                         return;
                     }
                     if (call.request.stream()) {
-                        response.write(sse(chunk(call, null, null, clientReason)));
+                        if (calledTools) {
+                            JsonArray deltas = new JsonArray();
+                            for (int i = 0; i < toolCalls.calls().size(); i++) {
+                                deltas.add(toolCalls.calls().getJsonObject(i).copy().put("index", i));
+                            }
+                            response.write(sse(base(call).put("choices", new JsonArray().add(new JsonObject().put("index", 0)
+                                    .put("delta", new JsonObject().put("tool_calls", deltas)).putNull("logprobs").putNull("finish_reason")))));
+                        }
+                        response.write(sse(chunk(call, null, null, finishReason)));
                         if (call.request.includeUsage()) {
                             response.write(sse(base(call).put("choices", new JsonArray()).put("usage", usage)));
                         }
@@ -340,7 +370,7 @@ public class ChatRoutes {
                     } else if ("error".equals(reason)) {
                         fail(rc, OpenAiError.unavailable("generation failed: " + event.getString("message", "engine error")));
                     } else {
-                        response.putHeader("Content-Type", "application/json").end(complete(call, clientReason, usage).encode());
+                        response.putHeader("Content-Type", "application/json").end(complete(call, finishReason, usage, toolCalls).encode());
                     }
                 });
             }
@@ -457,10 +487,16 @@ public class ChatRoutes {
         return base(call).put("choices", new JsonArray().add(choice));
     }
 
-    private JsonObject complete(Call call, String finishReason, JsonObject usage) {
+    private JsonObject complete(Call call, String finishReason, JsonObject usage, ToolCalls.Parsed toolCalls) {
         JsonObject choice = new JsonObject().put("index", 0);
         if (call.chat) {
-            choice.put("message", new JsonObject().put("role", "assistant").put("content", call.text.toString()));
+            JsonObject message = new JsonObject().put("role", "assistant");
+            if (toolCalls != null && !toolCalls.calls().isEmpty()) {
+                message.put("content", toolCalls.content()).put("tool_calls", toolCalls.calls());
+            } else {
+                message.put("content", call.text.toString());
+            }
+            choice.put("message", message);
             choice.put("logprobs", call.request.logprobs() ? new JsonObject().put("content", call.logprobs) : null);
         } else {
             choice.put("text", call.text.toString());
