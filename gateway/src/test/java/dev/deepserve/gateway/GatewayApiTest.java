@@ -289,6 +289,22 @@ class GatewayApiTest {
     }
 
     @Test
+    void aKeysSpendCapLimitsItLikeASmallerBalance() {
+        String key = account("1", null);
+        // cap = one full answer (0.00000768) + 1 output token: the second request is capped to 1 token, the third refused
+        pool.preparedQuery("UPDATE billing.api_keys SET spend_cap = 0.00000768 + 0.00000108 + 0.0000011 WHERE secret_sha256 = $1")
+                .execute(Tuple.of(ApiKeys.sha256(key))).await().indefinitely();
+        post(key, HI + ",\"max_tokens\":6}").then().statusCode(200).body("usage.completion_tokens", equalTo(6));
+        post(key, HI + ",\"max_tokens\":6}").then().statusCode(200).body("usage.completion_tokens", equalTo(1))
+                .body("choices[0].finish_reason", equalTo("length"));
+        post(key, HI + ",\"max_tokens\":6}").then().statusCode(402).body("error.code", equalTo("spend_cap_reached"));
+        Row k = pool.preparedQuery("SELECT spent, reserved FROM billing.api_keys WHERE secret_sha256 = $1").execute(Tuple.of(ApiKeys.sha256(key)))
+                .await().indefinitely().iterator().next();
+        assertEquals(0, new BigDecimal("0.00000768").add(new BigDecimal("0.00000218")).compareTo(k.getBigDecimal("spent")));
+        assertEquals(0, k.getBigDecimal("reserved").signum());
+    }
+
+    @Test
     void legacyCompletionsEndpoint() {
         String key = account("1", null);
         given().header("Authorization", "Bearer " + key).contentType(ContentType.JSON).body("{\"model\":\"deepseek-chat\",\"prompt\":\"Hello\"}")

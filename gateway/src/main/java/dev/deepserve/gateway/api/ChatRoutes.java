@@ -227,11 +227,13 @@ public class ChatRoutes {
                 .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.request.model() + " in the billing catalog"));
         int prompt = call.promptTokens;
         int wanted = call.request.maxTokens();
-        return ledger.reserve(call.id, call.key.accountId(),
+        return ledger.reserve(call.id, call.key.accountId(), call.key.id(), call.key.spendCap() != null,
                         available -> PriceCatalog.affordableOutputTokens(available, ceiling, prompt, wanted),
                         tokens -> ceiling.cost(0, prompt, tokens))
                 .onFailure().transform(e -> OpenAiError.unavailable("balance store unavailable"))
-                .invoke(r -> call.reservation = r.orElseThrow(OpenAiError::insufficientBalance))
+                .invoke(r -> call.reservation = r.orElseThrow(() -> call.key.spendCap() != null
+                        ? new OpenAiError(402, "insufficient_balance", null, "spend_cap_reached", "Insufficient Balance: this API key's spend cap is reached", 0)
+                        : OpenAiError.insufficientBalance()))
                 .replaceWithVoid();
     }
 

@@ -32,7 +32,7 @@ public class KeyStore {
                         UPDATE billing.api_keys k SET last_used_at = now()
                         FROM billing.accounts a
                         WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL AND a.id = k.account_id
-                        RETURNING k.id, k.account_id, a.currency, k.models, k.rpm, k.tpm""")
+                        RETURNING k.id, k.account_id, a.currency, k.models, k.rpm, k.tpm, k.spend_cap""")
                 .execute(Tuple.of(ApiKeys.sha256(secret)))
                 .map(rows -> rows.iterator().hasNext() ? Optional.of(key(rows.iterator().next())) : Optional.empty());
     }
@@ -40,6 +40,6 @@ public class KeyStore {
     private static ApiKey key(Row r) {
         String[] models = r.getArrayOfStrings("models");
         return new ApiKey(r.getString("id"), r.getString("account_id"), r.getString("currency"), models == null ? null : List.of(models),
-                r.getInteger("rpm"), r.getInteger("tpm"));
+                r.getInteger("rpm"), r.getInteger("tpm"), r.getBigDecimal("spend_cap"));
     }
 }

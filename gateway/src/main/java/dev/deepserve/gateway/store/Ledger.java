@@ -32,33 +32,43 @@ public class Ledger {
     }
 
     /** A reservation that went through: the amount held and the output tokens it pays for. */
-    public record Reservation(String requestId, String accountId, BigDecimal amount, int maxTokens) {
+    public record Reservation(String requestId, String accountId, String keyId, BigDecimal amount, int maxTokens) {
     }
 
     /**
      * Reserves {@code amountFor(maxTokens)} for the request, or for as many output tokens as the available balance
      * covers; empty when it covers none ({@code affordable} maps the available balance to that token count).
      */
-    public Uni<Optional<Reservation>> reserve(String requestId, String accountId, Function<BigDecimal, Integer> affordable,
-                                              Function<Integer, BigDecimal> amountFor) {
+    public Uni<Optional<Reservation>> reserve(String requestId, String accountId, String keyId, boolean capped,
+                                              Function<BigDecimal, Integer> affordable, Function<Integer, BigDecimal> amountFor) {
         return pool.withTransaction(tx -> tx.preparedQuery(
                         "SELECT granted_balance + topped_up_balance - reserved AS available FROM billing.accounts WHERE id = $1 FOR UPDATE")
                 .execute(Tuple.of(accountId))
-                .onItem().transformToUni(rows -> {
-                    if (!rows.iterator().hasNext()) {
-                        return Uni.createFrom().item(Optional.<Reservation>empty());
-                    }
-                    BigDecimal available = rows.iterator().next().getBigDecimal("available");
-                    int tokens = affordable.apply(available);
-                    if (tokens <= 0) {
-                        return Uni.createFrom().item(Optional.<Reservation>empty());
-                    }
-                    BigDecimal amount = amountFor.apply(tokens);
-                    return tx.preparedQuery("UPDATE billing.accounts SET reserved = reserved + $2 WHERE id = $1").execute(Tuple.of(accountId, amount))
-                            .chain(() -> tx.preparedQuery("INSERT INTO gateway.reservations (request_id, account_id, amount) VALUES ($1, $2, $3)")
-                                    .execute(Tuple.of(requestId, accountId, amount)))
-                            .map(ignored -> Optional.of(new Reservation(requestId, accountId, amount, tokens)));
-                }));
+                .chain(account -> (capped
+                        ? tx.preparedQuery("SELECT spend_cap - spent - reserved AS left FROM billing.api_keys WHERE id = $1 FOR UPDATE").execute(Tuple.of(keyId))
+                        : Uni.createFrom().<io.vertx.mutiny.sqlclient.RowSet<Row>>nullItem())
+                        .onItem().transformToUni(key -> {
+                            if (!account.iterator().hasNext()) {
+                                return Uni.createFrom().item(Optional.<Reservation>empty());
+                            }
+                            BigDecimal available = account.iterator().next().getBigDecimal("available");
+                            if (key != null && key.iterator().hasNext()) {
+                                // the key's spend cap limits like a second, smaller balance
+                                available = available.min(key.iterator().next().getBigDecimal("left"));
+                            }
+                            int tokens = affordable.apply(available);
+                            if (tokens <= 0) {
+                                return Uni.createFrom().item(Optional.<Reservation>empty());
+                            }
+                            BigDecimal amount = amountFor.apply(tokens);
+                            return tx.preparedQuery("UPDATE billing.accounts SET reserved = reserved + $2 WHERE id = $1").execute(Tuple.of(accountId, amount))
+                                    .chain(() -> capped
+                                            ? tx.preparedQuery("UPDATE billing.api_keys SET reserved = reserved + $2 WHERE id = $1").execute(Tuple.of(keyId, amount))
+                                            : Uni.createFrom().nullItem())
+                                    .chain(() -> tx.preparedQuery("INSERT INTO gateway.reservations (request_id, account_id, amount, api_key_id) VALUES ($1, $2, $3, $4)")
+                                            .execute(Tuple.of(requestId, accountId, amount, capped ? keyId : null)))
+                                    .map(ignored -> Optional.of(new Reservation(requestId, accountId, capped ? keyId : null, amount, tokens)));
+                        })));
     }
 
     /**
@@ -72,6 +82,9 @@ public class Ledger {
                         ? Uni.createFrom().failure(new IllegalStateException("request " + r.requestId() + " was already settled or swept"))
                         : tx.preparedQuery("UPDATE billing.accounts SET reserved = GREATEST(reserved - $2, 0) WHERE id = $1")
                                 .execute(Tuple.of(r.accountId(), release)))
+                .chain(() -> r.keyId() == null ? Uni.createFrom().nullItem()
+                        : tx.preparedQuery("UPDATE billing.api_keys SET reserved = GREATEST(reserved - $2, 0), spent = spent + $3 WHERE id = $1")
+                                .execute(Tuple.of(r.keyId(), r.amount(), cost)))
                 .chain(() -> tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2)")
                         .execute(Tuple.of(eventId, event)))
                 .replaceWithVoid());
@@ -86,7 +99,10 @@ public class Ledger {
     /** Releases reservations whose requests cannot still be running (their gateway died); returns how many. */
     public Uni<Integer> sweep(java.time.Duration ttl) {
         return pool.withTransaction(tx -> tx.preparedQuery("""
-                        WITH stale AS (DELETE FROM gateway.reservations WHERE created_at < now() - $1::interval RETURNING account_id, amount),
+                        WITH stale AS (DELETE FROM gateway.reservations WHERE created_at < now() - $1::interval RETURNING account_id, api_key_id, amount),
+                             keys AS (UPDATE billing.api_keys k SET reserved = GREATEST(k.reserved - s.amount, 0)
+                                      FROM (SELECT api_key_id, sum(amount) AS amount FROM stale WHERE api_key_id IS NOT NULL GROUP BY api_key_id) s
+                                      WHERE k.id = s.api_key_id),
                              sums AS (SELECT account_id, sum(amount) AS amount FROM stale GROUP BY account_id)
                         UPDATE billing.accounts a SET reserved = GREATEST(a.reserved - s.amount, 0) FROM sums s WHERE a.id = s.account_id""")
                 .execute(Tuple.of(ttl.toSeconds() + " seconds")).map(rows -> rows.rowCount()));
