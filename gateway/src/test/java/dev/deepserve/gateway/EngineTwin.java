@@ -28,6 +28,8 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     public static volatile int cachedTokens = 0;
     /** When set, the twin generates exactly these token texts and stops. */
     public static volatile java.util.List<String> script = null;
+    /** When set, generation requests are refused with this status (the decode service overloaded or down). */
+    public static volatile int refuse = 0;
     public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
     private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
 
@@ -60,6 +62,10 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
         });
         router.post("/internal/generate").handler(rc -> {
             JsonObject body = rc.body().asJsonObject();
+            if (refuse != 0) {
+                rc.response().setStatusCode(refuse).end(new JsonObject().put("error", new JsonObject().put("message", "the decode queue is full")).encode());
+                return;
+            }
             String id = body.getString("request_id");
             int max = body.getInteger("max_tokens");
             HttpServerResponse r = rc.response().setChunked(true).putHeader("Content-Type", "application/x-ndjson");

@@ -55,6 +55,7 @@ class GatewayApiTest {
         EngineTwin.delayMillis = 0;
         EngineTwin.cachedTokens = 0;
         EngineTwin.script = null;
+        EngineTwin.refuse = 0;
     }
 
     /** A fresh account holding {@code balance} (topped up) and a key for it; returns the secret. */
@@ -302,6 +303,37 @@ class GatewayApiTest {
                 .await().indefinitely().iterator().next();
         assertEquals(0, new BigDecimal("0.00000768").add(new BigDecimal("0.00000218")).compareTo(k.getBigDecimal("spent")));
         assertEquals(0, k.getBigDecimal("reserved").signum());
+    }
+
+    @Test
+    void anEngineThatRefusesGives503AndReleasesTheWholeReservation() {
+        String key = account("1", null);
+        EngineTwin.refuse = 503;
+        post(key, HI + "}").then().statusCode(503).body("error.type", equalTo("service_unavailable"))
+                .body("error.message", equalTo("the decode queue is full"));
+        assertEquals(0, accountOf(key).getBigDecimal("reserved").signum(), "nothing generated, nothing charged or held");
+    }
+
+    @Test
+    void aKeyScopedToOtherModelsGets403() {
+        String key = account("1", null);
+        pool.preparedQuery("UPDATE billing.api_keys SET models = ARRAY['deepseek-reasoner'] WHERE secret_sha256 = $1")
+                .execute(Tuple.of(ApiKeys.sha256(key))).await().indefinitely();
+        post(key, HI + "}").then().statusCode(403).body("error.code", equalTo("model_not_allowed"));
+        given().header("Authorization", "Bearer " + key).get("/v1/models").then().statusCode(200).body("data.size()", equalTo(0));
+    }
+
+    @Test
+    void keepAliveCommentsFlowWhileTheFirstTokenIsAwaited() throws Exception {
+        String key = account("1", null);
+        EngineTwin.delayMillis = 400;
+        EngineTwin.answerTokens = 1;
+        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
+                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                .POST(HttpRequest.BodyPublishers.ofString(HI + ",\"stream\":true}")).build(), HttpResponse.BodyHandlers.ofString());
+        String body = r.body();
+        assertTrue(body.contains("\n\n: keep-alive\n\n"), body);
+        assertTrue(body.endsWith("data: [DONE]\n\n"), body);
     }
 
     @Test
