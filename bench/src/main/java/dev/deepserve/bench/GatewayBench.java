@@ -1,29 +1,23 @@
 package dev.deepserve.bench;
 
 import dev.deepserve.accounting.ApiKeys;
-import dev.deepserve.embedded.EmbeddedKafkaBroker;
 import dev.deepserve.embedded.EmbeddedPostgresServer;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpServer;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
-import org.apache.kafka.clients.admin.Admin;
-import org.apache.kafka.clients.admin.NewTopic;
 import org.flywaydb.core.Flyway;
 
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
-import java.net.ServerSocket;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
@@ -34,7 +28,6 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
-import java.util.concurrent.TimeUnit;
 
 /**
  * What the gateway adds: the real gateway (its fast-jar, a separate process, with embedded PostgreSQL and Kafka)
@@ -59,19 +52,11 @@ public final class GatewayBench {
                 throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
-        Path jar = Path.of("gateway/target/quarkus-app/quarkus-run.jar");
-        if (!Files.isRegularFile(jar)) {
-            throw new IllegalStateException(jar + " is missing: run ./mvnw -B install -DskipTests first");
-        }
-        Path work = Files.createTempDirectory(Path.of("bench/target"), "gateway-");
         Vertx vertx = Vertx.vertx();
         int enginePort = startEngine(vertx);
-        int port = LedgerBench.freePort();
-        try (EmbeddedPostgresServer pg = EmbeddedPostgresServer.start(work.resolve("pg"), Path.of("bench/target/pg-bin").toAbsolutePath(), LedgerBench.freePort());
-             EmbeddedKafkaBroker kafka = EmbeddedKafkaBroker.start(work.resolve("kafka"), LedgerBench.freePort(), LedgerBench.freePort())) {
-            try (Admin admin = Admin.create(Map.of("bootstrap.servers", kafka.bootstrapServers()))) {
-                admin.createTopics(List.of(new NewTopic("usage", 4, (short) 1))).all().get(60, TimeUnit.SECONDS);
-            }
+        int port = BenchInfra.freePort();
+        try (BenchInfra infra = BenchInfra.start("gateway")) {
+            EmbeddedPostgresServer pg = infra.pg;
             Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)
                     .schemas("billing").locations("classpath:db/billing").load().migrate();
             String key = ApiKeys.newSecret();
@@ -81,18 +66,9 @@ public final class GatewayBench {
                 k.setBytes(1, ApiKeys.sha256(key));
                 k.executeUpdate();
             }
-            ProcessBuilder pb = new ProcessBuilder("java", "-Xmx1g", "-jar", jar.toString()).redirectErrorStream(true)
-                    .redirectOutput(work.resolve("gateway.log").toFile());
-            Map<String, String> env = pb.environment();
-            env.put("QUARKUS_HTTP_PORT", Integer.toString(port));
-            env.put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
-            env.put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
-            env.put("DEEPSERVE_TOKENIZER_URL", "http://127.0.0.1:" + enginePort);
-            env.put("DEEPSERVE_DECODE_URL", "http://127.0.0.1:" + enginePort);
-            env.put("DEEPSERVE_MAX_STREAMS_PER_KEY", "100000");
-            Process gateway = pb.start();
+            Process gateway = infra.service("gateway", port, Map.of("DEEPSERVE_TOKENIZER_URL", "http://127.0.0.1:" + enginePort,
+                    "DEEPSERVE_DECODE_URL", "http://127.0.0.1:" + enginePort, "DEEPSERVE_MAX_STREAMS_PER_KEY", "100000"), "/q/health/live");
             try {
-                awaitLive(port, gateway, work);
                 HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
                 String gatewayUrl = "http://127.0.0.1:" + port + "/v1/chat/completions";
                 String directUrl = "http://127.0.0.1:" + enginePort + "/internal/generate";
@@ -127,8 +103,7 @@ public final class GatewayBench {
                 }
                 System.out.printf("max sustained concurrent streams (all complete, p99 within 5x the stream's own length): %d%n", sustained);
             } finally {
-                gateway.destroy();
-                gateway.waitFor(30, TimeUnit.SECONDS);
+                BenchInfra.stop(gateway);
             }
         } finally {
             vertx.close();
@@ -219,23 +194,4 @@ public final class GatewayBench {
         return server.actualPort();
     }
 
-    static void awaitLive(int port, Process p, Path work) throws Exception {
-        HttpClient http = HttpClient.newHttpClient();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
-        while (System.nanoTime() < deadline) {
-            if (!p.isAlive()) {
-                throw new IllegalStateException("gateway exited; see " + work.resolve("gateway.log"));
-            }
-            try {
-                if (http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/q/health/live")).build(), HttpResponse.BodyHandlers.ofString())
-                        .statusCode() == 200) {
-                    return;
-                }
-            } catch (IOException e) {
-                // not yet
-            }
-            Thread.sleep(300);
-        }
-        throw new IllegalStateException("gateway not live in 120 s; see " + work.resolve("gateway.log"));
-    }
 }

@@ -2,8 +2,6 @@ package dev.deepserve.bench;
 
 import dev.deepserve.embedded.EmbeddedKafkaBroker;
 import dev.deepserve.embedded.EmbeddedPostgresServer;
-import org.apache.kafka.clients.admin.Admin;
-import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -11,14 +9,6 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 
-import java.io.IOException;
-import java.net.ServerSocket;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.ResultSet;
@@ -48,17 +38,9 @@ public final class LedgerBench {
                 throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
-        Path jar = Path.of("billing/target/quarkus-app/quarkus-run.jar");
-        if (!Files.isRegularFile(jar)) {
-            throw new IllegalStateException(jar + " is missing: run ./mvnw -B install -DskipTests first");
-        }
-        Path work = Files.createTempDirectory(Path.of("bench/target"), "ledger-");
-        int httpPort = freePort();
-        try (EmbeddedPostgresServer pg = EmbeddedPostgresServer.start(work.resolve("pg"), Path.of("bench/target/pg-bin").toAbsolutePath(), freePort());
-             EmbeddedKafkaBroker kafka = EmbeddedKafkaBroker.start(work.resolve("kafka"), freePort(), freePort())) {
-            try (Admin admin = Admin.create(Map.of("bootstrap.servers", kafka.bootstrapServers()))) {
-                admin.createTopics(List.of(new NewTopic("usage", 4, (short) 1))).all().get(60, TimeUnit.SECONDS);
-            }
+        try (BenchInfra infra = BenchInfra.start("ledger")) {
+            EmbeddedPostgresServer pg = infra.pg;
+            EmbeddedKafkaBroker kafka = infra.kafka;
             List<String> payloads = new ArrayList<>(events);
             for (int i = 0; i < events; i++) {
                 payloads.add("{\"event_id\":\"" + UUID.randomUUID() + "\",\"request_id\":\"r" + i + "\",\"account_id\":\"acct_bench\",\"api_key_id\":\"k"
@@ -66,15 +48,8 @@ public final class LedgerBench {
                         + ",\"completion_tokens\":" + (1 + i % 300) + ",\"cost\":\"0.00000110\",\"currency\":\"USD\",\"finish_reason\":\"stop\","
                         + "\"completed_at\":\"2026-11-24T0" + (i % 10) + ":00:00Z\"}");
             }
-            ProcessBuilder pb = new ProcessBuilder("java", "-Xmx1g", "-jar", jar.toString()).redirectErrorStream(true)
-                    .redirectOutput(work.resolve("billing.log").toFile());
-            Map<String, String> env = pb.environment();
-            env.put("QUARKUS_HTTP_PORT", Integer.toString(httpPort));
-            env.put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
-            env.put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
-            Process billing = pb.start();
+            Process billing = infra.service("billing", BenchInfra.freePort(), Map.of(), "/q/health/ready");
             try {
-                awaitReady(httpPort, billing, work);
                 try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)) {
                     c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance, reserved) VALUES ('acct_bench', 'bench', 1000, 1000)");
                     long t0 = System.nanoTime();
@@ -112,8 +87,7 @@ public final class LedgerBench {
                             baseline, 100 * (events / seconds) / baseline, events / seconds >= 20_000 ? "met" : "not met");
                 }
             } finally {
-                billing.destroy();
-                billing.waitFor(30, TimeUnit.SECONDS);
+                BenchInfra.stop(billing);
             }
         }
     }
@@ -132,29 +106,5 @@ public final class LedgerBench {
         }
     }
 
-    static void awaitReady(int port, Process billing, Path work) throws Exception {
-        HttpClient http = HttpClient.newHttpClient();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
-        while (System.nanoTime() < deadline) {
-            if (!billing.isAlive()) {
-                throw new IllegalStateException("billing exited; see " + work.resolve("billing.log"));
-            }
-            try {
-                if (http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/q/health/ready")).build(),
-                        HttpResponse.BodyHandlers.ofString()).statusCode() == 200) {
-                    return;
-                }
-            } catch (IOException e) {
-                // not listening yet
-            }
-            Thread.sleep(300);
-        }
-        throw new IllegalStateException("billing not ready in 120 s; see " + work.resolve("billing.log"));
-    }
 
-    static int freePort() throws IOException {
-        try (ServerSocket s = new ServerSocket(0)) {
-            return s.getLocalPort();
-        }
-    }
 }

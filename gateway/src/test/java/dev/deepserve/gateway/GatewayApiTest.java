@@ -80,6 +80,12 @@ class GatewayApiTest {
         return rows.iterator().hasNext() ? new JsonObject(rows.iterator().next().getString(0)) : null;
     }
 
+    /** A raw HTTP exchange with the chat endpoint, for reading SSE exactly as a client sees it. */
+    <T> HttpResponse<T> exchange(String key, String body, HttpResponse.BodyHandler<T> handler) throws Exception {
+        return HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI()).header("Authorization", "Bearer " + key)
+                .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body)).build(), handler);
+    }
+
     static Response post(String key, String body) {
         return given().header("Authorization", "Bearer " + key).contentType(ContentType.JSON).body(body).post("/v1/chat/completions");
     }
@@ -131,10 +137,7 @@ class GatewayApiTest {
     void streamIsByteForByteDeepSeeksSseWithAFinalUsageChunk() throws Exception {
         String key = account("1", null);
         EngineTwin.answerTokens = 2;
-        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
-                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
-                .POST(HttpRequest.BodyPublishers.ofString(HI + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}")).build(),
-                HttpResponse.BodyHandlers.ofString());
+        HttpResponse<String> r = exchange(key, HI + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}", HttpResponse.BodyHandlers.ofString());
         assertEquals(200, r.statusCode());
         assertTrue(r.headers().firstValue("content-type").orElse("").startsWith("text/event-stream"));
         String body = r.body();
@@ -197,9 +200,7 @@ class GatewayApiTest {
         String key = account("1", null);
         EngineTwin.answerTokens = 100_000;
         EngineTwin.delayMillis = 5;
-        HttpResponse<InputStream> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
-                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
-                .POST(HttpRequest.BodyPublishers.ofString(HI + ",\"stream\":true,\"max_tokens\":8000}")).build(), HttpResponse.BodyHandlers.ofInputStream());
+        HttpResponse<InputStream> r = exchange(key, HI + ",\"stream\":true,\"max_tokens\":8000}", HttpResponse.BodyHandlers.ofInputStream());
         String id;
         try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
             id = new JsonObject(in.readLine().substring(6)).getString("id");
@@ -257,9 +258,7 @@ class GatewayApiTest {
                 .body("choices[0].message.tool_calls[0].function.name", equalTo("get_weather"))
                 .body("choices[0].message.tool_calls[0].function.arguments", equalTo("{\"city\": \"Paris\"}"))
                 .body("usage.completion_tokens", equalTo(TOOL_OUTPUT.size()));
-        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
-                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
-                .POST(HttpRequest.BodyPublishers.ofString(HI + TOOLS + ",\"stream\":true}")).build(), HttpResponse.BodyHandlers.ofString());
+        HttpResponse<String> r = exchange(key, HI + TOOLS + ",\"stream\":true}", HttpResponse.BodyHandlers.ofString());
         String body = r.body();
         assertTrue(!body.contains("tool▁call"), "raw markers never reach the client: " + body);
         assertTrue(body.contains("\"tool_calls\":[{\"id\":\"call_"), body);
@@ -328,9 +327,7 @@ class GatewayApiTest {
         String key = account("1", null);
         EngineTwin.delayMillis = 400;
         EngineTwin.answerTokens = 1;
-        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI())
-                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
-                .POST(HttpRequest.BodyPublishers.ofString(HI + ",\"stream\":true}")).build(), HttpResponse.BodyHandlers.ofString());
+        HttpResponse<String> r = exchange(key, HI + ",\"stream\":true}", HttpResponse.BodyHandlers.ofString());
         String body = r.body();
         assertTrue(body.contains("\n\n: keep-alive\n\n"), body);
         assertTrue(body.endsWith("data: [DONE]\n\n"), body);

@@ -49,15 +49,20 @@ public class UsageStore {
                 m.put("account_id", r.getString("account_id"));
                 m.put("api_key_id", r.getString("api_key_id"));
                 m.put("model", r.getString("model"));
-                m.put("requests", r.getLong("requests"));
-                m.put("prompt_cache_hit_tokens", r.getLong("hit"));
-                m.put("prompt_cache_miss_tokens", r.getLong("miss"));
-                m.put("completion_tokens", r.getLong("completion"));
-                m.put("cost", Money.plain(r.getBigDecimal("cost")));
+                counts(r, m, "cost");
                 out.add(m);
             }
             return out;
         });
+    }
+
+    /** Request and token counts of a row (columns requests, hit, miss, completion) and its money column. */
+    private static void counts(Row r, Map<String, Object> m, String money) {
+        m.put("requests", r.getLong("requests"));
+        m.put("prompt_cache_hit_tokens", r.getLong("hit"));
+        m.put("prompt_cache_miss_tokens", r.getLong("miss"));
+        m.put("completion_tokens", r.getLong("completion"));
+        m.put(money, Money.plain(r.getBigDecimal(money)));
     }
 
     /** Totals over the same filter, straight from the ledger rows (the check that the aggregates add up). */
@@ -73,11 +78,7 @@ public class UsageStore {
                 .map(rows -> {
                     Row r = rows.iterator().next();
                     Map<String, Object> m = new LinkedHashMap<>();
-                    m.put("requests", r.getLong("requests"));
-                    m.put("prompt_cache_hit_tokens", r.getLong("hit"));
-                    m.put("prompt_cache_miss_tokens", r.getLong("miss"));
-                    m.put("completion_tokens", r.getLong("completion"));
-                    m.put("cost", Money.plain(r.getBigDecimal("cost")));
+                    counts(r, m, "cost");
                     return m;
                 });
     }
@@ -112,11 +113,7 @@ public class UsageStore {
                             for (Row r : models) {
                                 Map<String, Object> m = new LinkedHashMap<>();
                                 m.put("model", r.getString("model"));
-                                m.put("requests", r.getLong("requests"));
-                                m.put("prompt_cache_hit_tokens", r.getLong("hit"));
-                                m.put("prompt_cache_miss_tokens", r.getLong("miss"));
-                                m.put("completion_tokens", r.getLong("completion"));
-                                m.put("charged", Money.plain(r.getBigDecimal("charged")));
+                                counts(r, m, "charged");
                                 lines.add(m);
                             }
                             Map<String, Object> s = new LinkedHashMap<>();

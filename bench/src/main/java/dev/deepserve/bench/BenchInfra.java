@@ -1,0 +1,100 @@
+package dev.deepserve.bench;
+
+import dev.deepserve.embedded.EmbeddedKafkaBroker;
+import dev.deepserve.embedded.EmbeddedPostgresServer;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewTopic;
+
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * What the service benchmarks stand on: embedded PostgreSQL and an in-process KRaft broker with the {@code usage}
+ * topic in a fresh directory, and a service started from its fast-jar as a separate process, as in production.
+ */
+final class BenchInfra implements AutoCloseable {
+
+    final Path work;
+    final EmbeddedPostgresServer pg;
+    final EmbeddedKafkaBroker kafka;
+
+    private BenchInfra(Path work, EmbeddedPostgresServer pg, EmbeddedKafkaBroker kafka) {
+        this.work = work;
+        this.pg = pg;
+        this.kafka = kafka;
+    }
+
+    static BenchInfra start(String name) throws Exception {
+        Path work = Files.createTempDirectory(Path.of("bench/target"), name + "-");
+        EmbeddedPostgresServer pg = EmbeddedPostgresServer.start(work.resolve("pg"), Path.of("bench/target/pg-bin").toAbsolutePath(), freePort());
+        EmbeddedKafkaBroker kafka = EmbeddedKafkaBroker.start(work.resolve("kafka"), freePort(), freePort());
+        try (Admin admin = Admin.create(Map.of("bootstrap.servers", kafka.bootstrapServers()))) {
+            admin.createTopics(List.of(new NewTopic("usage", 4, (short) 1))).all().get(60, TimeUnit.SECONDS);
+        }
+        return new BenchInfra(work, pg, kafka);
+    }
+
+    /** The module's fast-jar, which must have been built. */
+    static Path jar(String module) {
+        Path jar = Path.of(module, "target/quarkus-app/quarkus-run.jar");
+        if (!Files.isRegularFile(jar)) {
+            throw new IllegalStateException(jar + " is missing: run ./mvnw -B install -DskipTests first");
+        }
+        return jar;
+    }
+
+    /** Starts a service on {@code port} against this PostgreSQL and Kafka and waits until {@code healthPath} answers 200. */
+    Process service(String module, int port, Map<String, String> env, String healthPath) throws Exception {
+        Path log = work.resolve(module + ".log");
+        ProcessBuilder pb = new ProcessBuilder("java", "-Xmx1g", "-jar", jar(module).toString()).redirectErrorStream(true).redirectOutput(log.toFile());
+        pb.environment().put("QUARKUS_HTTP_PORT", Integer.toString(port));
+        pb.environment().put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
+        pb.environment().put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
+        pb.environment().putAll(env);
+        Process p = pb.start();
+        HttpClient http = HttpClient.newHttpClient();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        while (System.nanoTime() < deadline) {
+            if (!p.isAlive()) {
+                throw new IllegalStateException(module + " exited; see " + log);
+            }
+            try {
+                if (http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + healthPath)).build(), HttpResponse.BodyHandlers.ofString())
+                        .statusCode() == 200) {
+                    return p;
+                }
+            } catch (IOException e) {
+                // not listening yet
+            }
+            Thread.sleep(300);
+        }
+        p.destroy();
+        throw new IllegalStateException(module + " not up in 120 s; see " + log);
+    }
+
+    static void stop(Process p) throws InterruptedException {
+        p.destroy();
+        p.waitFor(30, TimeUnit.SECONDS);
+    }
+
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0)) {
+            return s.getLocalPort();
+        }
+    }
+
+    @Override
+    public void close() {
+        kafka.close();
+        pg.close();
+    }
+}
