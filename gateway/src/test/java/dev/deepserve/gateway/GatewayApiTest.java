@@ -305,6 +305,24 @@ class GatewayApiTest {
     }
 
     @Test
+    void aRequestWaitsForAnEngineThatComesBack() throws Exception {
+        String key = account("1", null);
+        EngineTwin.refuse = 503;
+        CompletableFuture<HttpResponse<String>> pending = CompletableFuture.supplyAsync(() -> {
+            try {
+                return exchange(key, HI + ",\"stream\":true}", HttpResponse.BodyHandlers.ofString());
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        Thread.sleep(700);
+        EngineTwin.refuse = 0; // the decode pool is back
+        String body = pending.get().body();
+        assertTrue(body.contains(": keep-alive"), body);
+        assertTrue(body.contains("\"finish_reason\":\"stop\""), body);
+    }
+
+    @Test
     void anEngineThatRefusesGives503AndReleasesTheWholeReservation() {
         String key = account("1", null);
         EngineTwin.refuse = 503;

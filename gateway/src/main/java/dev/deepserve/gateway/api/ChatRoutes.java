@@ -164,6 +164,7 @@ public class ChatRoutes {
         EngineClient.Stream stream;
         boolean tools;
         int sentUpTo;
+        long waitingSince;
         long timeoutTimer = -1;
 
         Call(boolean chat) {
@@ -273,12 +274,32 @@ public class ChatRoutes {
         if (req.seed() != null) {
             gen.put("seed", req.seed());
         }
+        call.waitingSince = System.nanoTime();
+        startGeneration(rc, call, gen, open, 0);
+    }
+
+    /**
+     * Starts (or retries) the engine stream. While the engine is unavailable — not reachable, still loading, queue
+     * full, or scaled to zero and coming back — and nothing has been generated yet, the request waits and retries with
+     * backoff (streaming clients keep getting keep-alive comments) for up to {@code deepserve.engine-wait}, then
+     * fails with 503.
+     */
+    private void startGeneration(RoutingContext rc, Call call, JsonObject gen, AtomicInteger open, int attempt) {
         call.stream = engine.generate(gen, event -> onEvent(rc, call, event, open), t -> {
+            boolean unavailable = t instanceof OpenAiError e ? e.status == 503 : true;
+            long waited = System.nanoTime() - call.waitingSince;
+            if (unavailable && call.tokensReceived == 0 && !call.clientGone && waited < config.engineWait().toNanos()) {
+                long delay = Math.min(5000, 250L << Math.min(attempt, 5));
+                vertx.setTimer(delay, x -> startGeneration(rc, call, gen, open, attempt + 1));
+                return;
+            }
             open.decrementAndGet();
             stopTimers(call);
             // The stream broke (or never started): charge the tokens that reached us, release the rest, report it.
             call.finished = true;
-            settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), (usage, e) -> fail(rc, t));
+            Throwable reported = unavailable && call.tokensReceived == 0 && !(t instanceof OpenAiError)
+                    ? OpenAiError.unavailable("the engine is unavailable (waited " + (waited / 1_000_000_000) + " s): " + t.getMessage()) : t;
+            settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), (usage, e) -> fail(rc, reported));
         });
     }
 

@@ -54,6 +54,13 @@ public interface GatewayConfig {
     @WithDefault("2h")
     Duration reservationTtl();
 
+    /**
+     * How long a request waits for an unavailable engine (restarting, loading, queue full, scaled to zero) before it
+     * fails with 503; streaming clients get keep-alive comments meanwhile.
+     */
+    @WithDefault("60s")
+    Duration engineWait();
+
     /** Longest a request may run before the gateway cancels it. */
     @WithDefault("30m")
     Duration requestTimeout();
