@@ -63,6 +63,9 @@ public final class DecodeLoop {
         }
     }
 
+    /** Drafts a sequence gets before its acceptance rate decides whether speculation continues. */
+    static final int PROBE_DRAFTS = 32;
+
     private final Transformer model;
     private final Mtp mtp;
     private final Tokenizer tokenizer;
@@ -293,7 +296,7 @@ public final class DecodeLoop {
                         continue;
                     }
                 }
-                if (mtp != null) {
+                if (mtp != null && s.speculate) {
                     // MTP position j pairs the main hidden state at j with token j+1 (the sampled one after the prompt)
                     int[] next = new int[chunk[1] - chunk[0]];
                     for (int j = chunk[0]; j < chunk[1]; j++) {
@@ -323,6 +326,14 @@ public final class DecodeLoop {
                 if (!accepted) {
                     s.cache.truncate(n + 1);
                 }
+                s.drafts++;
+                s.acceptedDrafts += accepted ? 1 : 0;
+                if (s.drafts >= PROBE_DRAFTS && s.acceptedDrafts * 4 < s.drafts) {
+                    // Speculation costs an MTP pass per step; below one accepted draft in four it does not pay back,
+                    // so this sequence decodes plainly from now on (the output is the same either way).
+                    s.speculate = false;
+                    s.mtpCache = null;
+                }
             } else {
                 first = sampleOne(s, logits, lr);
             }
@@ -337,13 +348,13 @@ public final class DecodeLoop {
                     lr += rowsUsed;
                     continue;
                 }
-                if (mtp != null) {
+                if (mtp != null && s.speculate) {
                     mtpRows.add(base);
                     mtpRows.add(base + 1);
                     mtpSteps.add(new Transformer.Step(new int[] {draft, second.id()}, s.mtpCache));
                     drafting.add(s);
                 }
-            } else if (mtp != null) {
+            } else if (mtp != null && s.speculate) {
                 mtpRows.add(base);
                 mtpSteps.add(new Transformer.Step(new int[] {first.id()}, s.mtpCache));
                 drafting.add(s);

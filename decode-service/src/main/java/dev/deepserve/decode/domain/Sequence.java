@@ -16,6 +16,9 @@ public final class Sequence {
     KvCache cache;
     KvCache mtpCache;
     int draft = -1;
+    int drafts;
+    int acceptedDrafts;
+    boolean speculate = true;
     float[] draftProbs;
     int prefilled;
     int cachedTokens;

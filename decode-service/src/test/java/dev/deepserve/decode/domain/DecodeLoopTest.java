@@ -151,6 +151,32 @@ class DecodeLoopTest {
     }
 
     @Test
+    void speculationStopsForASequenceWhoseDraftsKeepFailing() throws Exception {
+        int[] drafts = {0};
+        DecodeLoop.Metrics count = new DecodeLoop.Metrics() {
+            @Override
+            public void draft(boolean accepted) {
+                drafts[0]++;
+            }
+        };
+        DecodeLoop l = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(1, 4096, 1 << 20, 5, 1000, true, Duration.ofSeconds(30)), count);
+        l.draftOverride = (s, mtpDraft) -> 7; // never right
+        Collect c = new Collect();
+        l.submit(new GenerationRequest("r0", prompt(1, 4), 80, SamplingParams.GREEDY, List.of()), c);
+        while (c.finish == null) {
+            l.runOnce(1);
+        }
+        assertEquals(DecodeLoop.PROBE_DRAFTS, drafts[0], "after the probe window, no more drafts");
+        DecodeLoop plain = loop(false, 1, null);
+        Collect p = new Collect();
+        plain.submit(new GenerationRequest("p", prompt(1, 4), 80, SamplingParams.GREEDY, List.of()), p);
+        while (p.finish == null) {
+            plain.runOnce(1);
+        }
+        assertEquals(p.ids, c.ids, "the same output before, during and after speculation");
+    }
+
+    @Test
     void prefixCacheHitsDoNotChangeGreedyOutputWithMtp() throws Exception {
         PrefixCache prefix = new PrefixCache(16, 1 << 26);
         DecodeLoop l = loop(true, 4, prefix);
