@@ -97,8 +97,84 @@ public class UsageConsumer {
         return apply(tx, List.of(new Received(event, payload))).map(n -> n == 1);
     }
 
-    /** Applies a batch (event ids unique within it) and returns how many were new. */
+    /**
+     * Applies a batch (event ids unique within it) and returns how many were new. The events not yet in the ledger are
+     * found first, their accounts locked and each event's split (granted first, then topped up) computed in arrival
+     * order, so every ledger row is written once, complete. If another consumer inserted some of them in between
+     * (possible only around a rebalance), the splits are recomputed over the rows this transaction actually inserted.
+     */
     public Uni<Integer> apply(SqlConnection tx, List<Received> events) {
+        UUID[] all = events.stream().map(r -> r.event().eventId()).toArray(UUID[]::new);
+        return tx.preparedQuery("SELECT event_id FROM billing.usage_ledger WHERE event_id = ANY($1)").execute(Tuple.of(all))
+                .onItem().transformToUni(existingRows -> {
+                    Set<UUID> existing = new HashSet<>();
+                    existingRows.forEach(r -> existing.add(r.getUUID(0)));
+                    List<Received> candidates = events.stream().filter(r -> !existing.contains(r.event().eventId())).toList();
+                    if (candidates.isEmpty()) {
+                        return Uni.createFrom().item(0);
+                    }
+                    String[] accountIds = candidates.stream().map(r -> r.event().accountId()).distinct().sorted().toArray(String[]::new);
+                    return tx.preparedQuery("SELECT id, granted_balance, topped_up_balance, reserved FROM billing.accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                            .execute(Tuple.of(accountIds))
+                            .onItem().transformToUni(accountRows -> {
+                                Map<String, BigDecimal[]> locked = new LinkedHashMap<>();
+                                for (Row r : accountRows) {
+                                    locked.put(r.getString("id"), new BigDecimal[] {r.getBigDecimal("granted_balance"), r.getBigDecimal("topped_up_balance"), r.getBigDecimal("reserved")});
+                                }
+                                Map<String, BigDecimal[]> balance = copy(locked);
+                                BigDecimal[][] splits = split(candidates, balance);
+                                return insert(tx, candidates, splits).onItem().transformToUni(inserted -> {
+                                    List<Received> fresh = candidates.stream().filter(r -> inserted.contains(r.event().eventId())).toList();
+                                    if (fresh.isEmpty()) {
+                                        return Uni.createFrom().item(0);
+                                    }
+                                    Uni<Map<String, BigDecimal[]>> finalBalances;
+                                    if (fresh.size() == candidates.size()) {
+                                        finalBalances = Uni.createFrom().item(balance);
+                                    } else {
+                                        Map<String, BigDecimal[]> redo = copy(locked);
+                                        BigDecimal[][] freshSplits = split(fresh, redo);
+                                        finalBalances = updateSplits(tx, fresh, freshSplits).replaceWith(redo);
+                                    }
+                                    List<UsageEvent> applied = fresh.stream().map(Received::event).toList();
+                                    return finalBalances.chain(b -> updateAccounts(tx, b)).chain(() -> aggregate(tx, applied)).replaceWith(fresh.size());
+                                });
+                            });
+                });
+    }
+
+    private static Map<String, BigDecimal[]> copy(Map<String, BigDecimal[]> balances) {
+        Map<String, BigDecimal[]> out = new LinkedHashMap<>();
+        balances.forEach((k, v) -> out.put(k, v.clone()));
+        return out;
+    }
+
+    /** Each event's {granted, topped up, uncollected} part, charging {@code balance} (granted, topped up, reserved) in order. */
+    private static BigDecimal[][] split(List<Received> events, Map<String, BigDecimal[]> balance) {
+        BigDecimal[][] out = new BigDecimal[events.size()][];
+        for (int i = 0; i < events.size(); i++) {
+            UsageEvent e = events.get(i).event();
+            BigDecimal[] b = balance.get(e.accountId());
+            BigDecimal cost = e.cost();
+            BigDecimal g = b == null ? BigDecimal.ZERO : cost.min(b[0]);
+            BigDecimal t = b == null ? BigDecimal.ZERO : cost.subtract(g).min(b[1]);
+            BigDecimal x = cost.subtract(g).subtract(t);
+            if (b != null) {
+                b[0] = b[0].subtract(g);
+                b[1] = b[1].subtract(t);
+                b[2] = b[2].subtract(cost).max(BigDecimal.ZERO);
+            }
+            if (x.signum() > 0) {
+                LOG.errorf("usage event %s: %s of its cost could not be collected from account %s (%s)", e.eventId(), x, e.accountId(),
+                        b == null ? "unknown account" : "balance exhausted");
+            }
+            out[i] = new BigDecimal[] {g, t, x};
+        }
+        return out;
+    }
+
+    /** The ledger rows, complete with how each was paid; returns the ids actually inserted. */
+    private Uni<Set<UUID>> insert(SqlConnection tx, List<Received> events, BigDecimal[][] splits) {
         int n = events.size();
         UUID[] ids = new UUID[n];
         String[] requests = new String[n];
@@ -113,6 +189,9 @@ public class UsageConsumer {
         String[] finish = new String[n];
         OffsetDateTime[] completed = new OffsetDateTime[n];
         String[] payload = new String[n];
+        Numeric[] granted = new Numeric[n];
+        Numeric[] toppedUp = new Numeric[n];
+        Numeric[] uncollected = new Numeric[n];
         for (int i = 0; i < n; i++) {
             UsageEvent e = events.get(i).event();
             ids[i] = e.eventId();
@@ -128,91 +207,58 @@ public class UsageConsumer {
             finish[i] = e.finishReason();
             completed[i] = e.completedAt();
             payload[i] = events.get(i).payload();
+            granted[i] = Numeric.create(splits[i][0]);
+            toppedUp[i] = Numeric.create(splits[i][1]);
+            uncollected[i] = Numeric.create(splits[i][2]);
         }
         return tx.preparedQuery("""
                         INSERT INTO billing.usage_ledger (event_id, request_id, account_id, api_key_id, model, prompt_cache_hit_tokens,
-                            prompt_cache_miss_tokens, completion_tokens, cost, currency, finish_reason, completed_at, payload)
-                        SELECT e, r, a, k, m, h, x, c, co, cu, f, t, p::jsonb
+                            prompt_cache_miss_tokens, completion_tokens, cost, currency, finish_reason, completed_at, payload,
+                            granted_spent, topped_up_spent, uncollected)
+                        SELECT e, r, a, k, m, h, x, c, co, cu, f, t, p::jsonb, g, tu, un
                         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::int[],
-                                    $9::numeric[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
-                             AS u(e, r, a, k, m, h, x, c, co, cu, f, t, p)
+                                    $9::numeric[], $10::text[], $11::text[], $12::timestamptz[], $13::text[], $14::numeric[], $15::numeric[], $16::numeric[])
+                             AS u(e, r, a, k, m, h, x, c, co, cu, f, t, p, g, tu, un)
                         ON CONFLICT (event_id) DO NOTHING
                         RETURNING event_id""")
-                .execute(Tuple.from(new Object[] {ids, requests, accounts, keys, models, hit, miss, completion, cost, currency, finish, completed, payload}))
-                .onItem().transformToUni(rows -> {
+                .execute(Tuple.from(new Object[] {ids, requests, accounts, keys, models, hit, miss, completion, cost, currency, finish, completed, payload,
+                        granted, toppedUp, uncollected}))
+                .map(rows -> {
                     Set<UUID> inserted = new HashSet<>();
-                    for (Row r : rows) {
-                        inserted.add(r.getUUID(0));
-                    }
-                    List<UsageEvent> fresh = new ArrayList<>();
-                    for (Received r : events) {
-                        if (inserted.contains(r.event().eventId())) {
-                            fresh.add(r.event());
-                        }
-                    }
-                    if (fresh.isEmpty()) {
-                        return Uni.createFrom().item(0);
-                    }
-                    return charge(tx, fresh).chain(() -> aggregate(tx, fresh)).replaceWith(fresh.size());
+                    rows.forEach(r -> inserted.add(r.getUUID(0)));
+                    return inserted;
                 });
     }
 
-    /** Charges the new events to their accounts in arrival order, granted balance first, under row locks. */
-    private Uni<Void> charge(SqlConnection tx, List<UsageEvent> fresh) {
-        String[] ids = fresh.stream().map(UsageEvent::accountId).distinct().sorted().toArray(String[]::new);
-        return tx.preparedQuery("SELECT id, granted_balance, topped_up_balance, reserved FROM billing.accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .execute(Tuple.of(ids))
-                .onItem().transformToUni(rows -> {
-                    Map<String, BigDecimal[]> balance = new LinkedHashMap<>();
-                    for (Row r : rows) {
-                        balance.put(r.getString("id"), new BigDecimal[] {r.getBigDecimal("granted_balance"), r.getBigDecimal("topped_up_balance"), r.getBigDecimal("reserved")});
-                    }
-                    int n = fresh.size();
-                    UUID[] events = new UUID[n];
-                    Numeric[] granted = new Numeric[n];
-                    Numeric[] toppedUp = new Numeric[n];
-                    Numeric[] uncollected = new Numeric[n];
-                    for (int i = 0; i < n; i++) {
-                        UsageEvent e = fresh.get(i);
-                        events[i] = e.eventId();
-                        BigDecimal[] b = balance.get(e.accountId());
-                        BigDecimal cost = e.cost();
-                        BigDecimal g = b == null ? BigDecimal.ZERO : cost.min(b[0]);
-                        BigDecimal t = b == null ? BigDecimal.ZERO : cost.subtract(g).min(b[1]);
-                        BigDecimal x = cost.subtract(g).subtract(t);
-                        if (b != null) {
-                            b[0] = b[0].subtract(g);
-                            b[1] = b[1].subtract(t);
-                            b[2] = b[2].subtract(cost).max(BigDecimal.ZERO);
-                        }
-                        if (x.signum() > 0) {
-                            LOG.errorf("usage event %s: %s of its cost could not be collected from account %s (%s)", e.eventId(), x, e.accountId(),
-                                    b == null ? "unknown account" : "balance exhausted");
-                        }
-                        granted[i] = Numeric.create(g);
-                        toppedUp[i] = Numeric.create(t);
-                        uncollected[i] = Numeric.create(x);
-                    }
-                    String[] accountIds = balance.keySet().toArray(String[]::new);
-                    Numeric[] newGranted = new Numeric[accountIds.length];
-                    Numeric[] newToppedUp = new Numeric[accountIds.length];
-                    Numeric[] newReserved = new Numeric[accountIds.length];
-                    for (int i = 0; i < accountIds.length; i++) {
-                        BigDecimal[] b = balance.get(accountIds[i]);
-                        newGranted[i] = Numeric.create(b[0]);
-                        newToppedUp[i] = Numeric.create(b[1]);
-                        newReserved[i] = Numeric.create(b[2]);
-                    }
-                    return tx.preparedQuery("""
-                                    UPDATE billing.accounts a SET granted_balance = u.g, topped_up_balance = u.t, reserved = u.r
-                                    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[]) AS u(id, g, t, r) WHERE a.id = u.id""")
-                            .execute(Tuple.of(accountIds, newGranted, newToppedUp, newReserved))
-                            .chain(() -> tx.preparedQuery("""
-                                            UPDATE billing.usage_ledger l SET granted_spent = u.g, topped_up_spent = u.t, uncollected = u.x
-                                            FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[]) AS u(id, g, t, x) WHERE l.event_id = u.id""")
-                                    .execute(Tuple.of(events, granted, toppedUp, uncollected)))
-                            .replaceWithVoid();
-                });
+    private Uni<Void> updateSplits(SqlConnection tx, List<Received> events, BigDecimal[][] splits) {
+        UUID[] ids = events.stream().map(r -> r.event().eventId()).toArray(UUID[]::new);
+        Numeric[][] cols = new Numeric[3][events.size()];
+        for (int i = 0; i < events.size(); i++) {
+            for (int c = 0; c < 3; c++) {
+                cols[c][i] = Numeric.create(splits[i][c]);
+            }
+        }
+        return tx.preparedQuery("""
+                        UPDATE billing.usage_ledger l SET granted_spent = u.g, topped_up_spent = u.t, uncollected = u.x
+                        FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[]) AS u(id, g, t, x) WHERE l.event_id = u.id""")
+                .execute(Tuple.of(ids, cols[0], cols[1], cols[2])).replaceWithVoid();
+    }
+
+    private Uni<Void> updateAccounts(SqlConnection tx, Map<String, BigDecimal[]> balance) {
+        if (balance.isEmpty()) {
+            return Uni.createFrom().voidItem();
+        }
+        String[] ids = balance.keySet().toArray(String[]::new);
+        Numeric[][] cols = new Numeric[3][ids.length];
+        for (int i = 0; i < ids.length; i++) {
+            for (int c = 0; c < 3; c++) {
+                cols[c][i] = Numeric.create(balance.get(ids[i])[c]);
+            }
+        }
+        return tx.preparedQuery("""
+                        UPDATE billing.accounts a SET granted_balance = u.g, topped_up_balance = u.t, reserved = u.r
+                        FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[]) AS u(id, g, t, r) WHERE a.id = u.id""")
+                .execute(Tuple.of(ids, cols[0], cols[1], cols[2])).replaceWithVoid();
     }
 
     /** Adds the new events to the hourly aggregates, one upsert per (account, key, model, hour). */
