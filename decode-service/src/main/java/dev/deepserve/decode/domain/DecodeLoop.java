@@ -80,6 +80,53 @@ public final class DecodeLoop {
     private final Map<String, Sequence> byId = new ConcurrentHashMap<>();
     private final AtomicLong kvReserved = new AtomicLong();
     private volatile int lastBatch;
+    /** Where prefilled sequences go when this loop serves as a prefill instance (null: it decodes them itself). */
+    private volatile Handoff handoff;
+    private final LinkedBlockingQueue<Prefilled> handedOff = new LinkedBlockingQueue<>();
+
+    /** A prefill instance's exit: a sequence whose prompt is in {@code main} (and {@code mtp}), with its first token chosen. */
+    public interface Handoff {
+        void prefilled(Sequence sequence, int firstToken, int draft, KvCache main, KvCache mtp);
+    }
+
+    private record Prefilled(Sequence sequence, int firstToken) {
+    }
+
+    /** Makes this loop a prefill instance: sequences leave it after their prompt, with their KV, to {@code handoff}. */
+    public void handoff(Handoff h) {
+        this.handoff = h;
+    }
+
+    /**
+     * Takes over a sequence prefilled elsewhere: its prompt's latent KV (and MTP KV), the first token the prefill
+     * instance chose (emitted here, as the first token of the stream) and its MTP draft. Decoding continues exactly as
+     * if the prompt had been computed here.
+     */
+    public Sequence submitPrefilled(GenerationRequest request, TokenSink sink, KvCache main, KvCache mtpKv, int firstToken, int draft, int cachedTokens) {
+        if (main.layers() != model.config().numHiddenLayers() || main.kvLoraRank() != model.config().kvLoraRank()
+                || main.stride() != model.config().kvLoraRank() + model.config().qkRopeHeadDim()) {
+            throw new Refused(400, "the transferred KV does not have this model's shape");
+        }
+        if (main.length() != request.prompt().length) {
+            throw new Refused(400, "the transferred KV covers " + main.length() + " tokens, the prompt has " + request.prompt().length);
+        }
+        if (firstToken < 0 || firstToken >= vocab) {
+            throw new Refused(400, "first token " + firstToken + " is outside the vocabulary");
+        }
+        Sequence s = submit(request, sink);
+        queue.remove(s);
+        s.cache = main;
+        boolean keepMtp = mtp != null && mtpKv != null && mtpKv.length() == main.length();
+        s.mtpCache = keepMtp ? mtpKv : null;
+        s.speculate = keepMtp;
+        s.draft = keepMtp ? draft : -1;
+        s.prefilled = request.prompt().length;
+        s.cachedTokens = cachedTokens;
+        s.stored = true;
+        handedOff.add(new Prefilled(s, firstToken));
+        return s;
+    }
+
     /** Tests only: replaces the MTP draft (given the sequence and the MTP's own draft) to exercise accept and rollback paths. */
     java.util.function.BiFunction<Sequence, Integer, Integer> draftOverride;
 
@@ -175,10 +222,24 @@ public final class DecodeLoop {
     }
 
     private boolean admit(long pollMillis) throws InterruptedException {
-        if (active.isEmpty() && queue.isEmpty()) {
+        for (Prefilled p = handedOff.peek(); p != null && active.size() < settings.maxBatch()
+                && kvReserved.get() + p.sequence().kvReservation <= settings.kvBudgetTokens(); p = handedOff.peek()) {
+            handedOff.poll();
+            Sequence s = p.sequence();
+            if (s.cancelled()) {
+                byId.remove(s.requestId());
+                s.sink.done("cancelled", "", s.prefilled, s.cachedTokens, 0);
+                continue;
+            }
+            kvReserved.addAndGet(s.kvReservation);
+            active.add(s);
+            s.sampler.accept(p.firstToken());
+            emit(s, new SampledToken(p.firstToken(), 0f, List.of()));
+        }
+        if (active.isEmpty() && queue.isEmpty() && handedOff.isEmpty()) {
             Sequence s = queue.poll(pollMillis, TimeUnit.MILLISECONDS);
             if (s == null) {
-                return false;
+                return !active.isEmpty();
             }
             queue.add(s);
         }
@@ -286,7 +347,11 @@ public final class DecodeLoop {
             int base = firstRow[i];
             if (chunk != null) {
                 int[] prompt = s.request.prompt();
-                if (!s.prefilling()) {
+                if (!s.prefilling() && handoff != null) {
+                    // disaggregated prefill: the first token is chosen here and travels with the KV; decode emits it
+                    s.lastToken = sampleOne(s, logits, lr++).id();
+                    s.handoffPending = true;
+                } else if (!s.prefilling()) {
                     boolean ended = emit(s, sampleOne(s, logits, lr++));
                     if (!s.stored && prefixCache != null && ended) {
                         prefixCache.store(prompt, s.cache, null);
@@ -363,6 +428,16 @@ public final class DecodeLoop {
         }
         if (!mtpSteps.isEmpty()) {
             draft(h, mtpRows, mtpSteps, drafting);
+        }
+        for (Sequence s : stepping) {
+            if (s.handoffPending) {
+                s.handoffPending = false;
+                KvCache main = s.cache;
+                KvCache mtpKv = s.mtpCache;
+                int draft = s.draft;
+                leave(s);
+                handoff.prefilled(s, s.lastToken, draft, main, mtpKv);
+            }
         }
         metrics.step(steps.size(), System.nanoTime() - t0);
     }

@@ -19,6 +19,7 @@ public final class Sequence {
     int drafts;
     int acceptedDrafts;
     boolean speculate = true;
+    boolean handoffPending;
     float[] draftProbs;
     int prefilled;
     int cachedTokens;
@@ -35,6 +36,14 @@ public final class Sequence {
         this.detokenizer = detokenizer;
         this.stop = new StopMatcher(request.stop());
         this.kvReservation = (long) request.prompt().length + request.maxTokens();
+    }
+
+    public GenerationRequest request() {
+        return request;
+    }
+
+    public int cachedTokens() {
+        return cachedTokens;
     }
 
     public String requestId() {

@@ -150,6 +150,42 @@ class DecodeLoopTest {
         assertTrue(steps <= 1 + 10, "steps " + steps);
     }
 
+    /**
+     * Disaggregated in one JVM: a prefill loop hands each prefilled sequence — its latent KV (and MTP KV) through the
+     * wire format, its first token and draft — to a separate decode loop. Greedy output must equal colocated output.
+     */
+    @Test
+    void disaggregatedPrefillAndDecodeGiveExactlyTheColocatedOutput() throws Exception {
+        for (boolean mtp : new boolean[] {false, true}) {
+            Map<Integer, Collect> colocated = run(loop(mtp, 8, null), 12, 14);
+            DecodeLoop prefill = loop(mtp, 8, null);
+            DecodeLoop decode = loop(mtp, 8, null);
+            Map<Integer, Collect> out = new HashMap<>();
+            Map<String, Collect> sinks = new HashMap<>();
+            prefill.handoff((seq, first, draft, main, mtpKv) -> {
+                var contents = dev.deepserve.model.engine.KvSnapshot.decode(
+                        dev.deepserve.model.engine.KvSnapshot.encode("{\"request_id\":\"" + seq.requestId() + "\"}", main, mtpKv));
+                decode.submitPrefilled(seq.request(), sinks.get(seq.requestId()), contents.main(), contents.mtp(), first, draft, seq.cachedTokens());
+            });
+            for (int i = 0; i < 12; i++) {
+                Collect c = new Collect();
+                out.put(i, c);
+                sinks.put("r" + i, c);
+                prefill.submit(new GenerationRequest("r" + i, prompt(i, 3 + (i * 5) % 23), 14, SamplingParams.GREEDY, List.of()), new Collect());
+            }
+            while (out.values().stream().anyMatch(c -> c.finish == null)) {
+                prefill.runOnce(1);
+                decode.runOnce(1);
+            }
+            for (int i = 0; i < 12; i++) {
+                assertEquals(colocated.get(i).ids, out.get(i).ids, "mtp " + mtp + ", prompt " + i);
+                assertEquals(colocated.get(i).completion, out.get(i).completion);
+            }
+            assertEquals(0, prefill.kvReserved());
+            assertEquals(0, decode.kvReserved(), "every KV reservation released");
+        }
+    }
+
     @Test
     void speculationStopsForASequenceWhoseDraftsKeepFailing() throws Exception {
         int[] drafts = {0};

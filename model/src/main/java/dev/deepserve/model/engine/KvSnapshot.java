@@ -1,0 +1,143 @@
+package dev.deepserve.model.engine;
+
+import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.util.zip.CRC32;
+
+/**
+ * The wire form of a prefilled sequence's latent KV, for handing it from a prefill instance to a decode instance
+ * (DeepSeek-V3 §3.4 prefill/decode disaggregation): a header (magic, version, JSON metadata, cache shape) and then, per
+ * layer, its {@code tokens × (kv_lora_rank + rope)} floats little-endian, each section followed by its CRC-32, so a
+ * truncated or corrupted transfer is refused with the section named instead of decoding into wrong attention.
+ */
+public final class KvSnapshot {
+
+    private static final int MAGIC = 0x44534B56; // "DSKV"
+    private static final int VERSION = 1;
+
+    /** What travels: metadata the receiver needs (request, first token, …) as JSON text, the main cache, the MTP cache or null. */
+    public record Contents(String metadata, KvCache main, KvCache mtp) {
+    }
+
+    private KvSnapshot() {
+    }
+
+    public static byte[] encode(String metadata, KvCache main, KvCache mtp) {
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        try {
+            write(bytes, metadata, main, mtp);
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+        return bytes.toByteArray();
+    }
+
+    public static void write(OutputStream out, String metadata, KvCache main, KvCache mtp) throws IOException {
+        DataOutputStream d = new DataOutputStream(out);
+        byte[] meta = metadata.getBytes(StandardCharsets.UTF_8);
+        d.writeInt(MAGIC);
+        d.writeInt(VERSION);
+        d.writeInt(meta.length);
+        d.write(meta);
+        d.writeInt(crc(meta, 0, meta.length));
+        for (KvCache c : new KvCache[] {main, mtp}) {
+            if (c == null) {
+                d.writeInt(0);
+                continue;
+            }
+            d.writeInt(c.layers());
+            d.writeInt(c.kvLoraRank());
+            d.writeInt(c.stride() - c.kvLoraRank());
+            d.writeInt(c.length());
+            ByteBuffer buf = ByteBuffer.allocate(c.length() * c.stride() * 4).order(ByteOrder.LITTLE_ENDIAN);
+            for (int l = 0; l < c.layers(); l++) {
+                buf.clear();
+                buf.asFloatBuffer().put(c.layer(l), 0, c.length() * c.stride());
+                d.write(buf.array(), 0, c.length() * c.stride() * 4);
+                d.writeInt(crc(buf.array(), 0, c.length() * c.stride() * 4));
+            }
+        }
+        d.flush();
+    }
+
+    public static Contents decode(byte[] bytes) {
+        try {
+            return read(new java.io.ByteArrayInputStream(bytes));
+        } catch (IOException e) {
+            throw new IllegalArgumentException("KV transfer: " + e.getMessage());
+        }
+    }
+
+    /** Reads and verifies a snapshot; throws {@link IllegalArgumentException} naming the bad or missing section. */
+    public static Contents read(InputStream in) throws IOException {
+        DataInputStream d = new DataInputStream(in);
+        try {
+            if (d.readInt() != MAGIC) {
+                throw new IllegalArgumentException("KV transfer: not a KV snapshot (bad magic)");
+            }
+            int version = d.readInt();
+            if (version != VERSION) {
+                throw new IllegalArgumentException("KV transfer: unsupported version " + version);
+            }
+            int metaLength = d.readInt();
+            if (metaLength < 0 || metaLength > (1 << 24)) {
+                throw new IllegalArgumentException("KV transfer: metadata length " + metaLength + " is not plausible");
+            }
+            byte[] meta = d.readNBytes(metaLength);
+            check(d, meta, meta.length, "metadata");
+            KvCache main = readCache(d, "main");
+            KvCache mtp = readCache(d, "mtp");
+            if (main == null) {
+                throw new IllegalArgumentException("KV transfer: no main cache");
+            }
+            return new Contents(new String(meta, StandardCharsets.UTF_8), main, mtp);
+        } catch (java.io.EOFException e) {
+            throw new IllegalArgumentException("KV transfer: truncated");
+        }
+    }
+
+    private static KvCache readCache(DataInputStream d, String name) throws IOException {
+        int layers = d.readInt();
+        if (layers == 0) {
+            return null;
+        }
+        int kvLora = d.readInt();
+        int rope = d.readInt();
+        int length = d.readInt();
+        if (layers < 0 || layers > 1024 || kvLora <= 0 || rope < 0 || length < 0 || (long) length * (kvLora + rope) * 4 > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope + ") is not plausible");
+        }
+        KvCache cache = new KvCache(layers, kvLora, rope, Math.max(1, length));
+        cache.reserve(length);
+        int bytes = length * (kvLora + rope) * 4;
+        for (int l = 0; l < layers; l++) {
+            byte[] data = d.readNBytes(bytes);
+            if (data.length != bytes) {
+                throw new IllegalArgumentException("KV transfer: truncated in " + name + " layer " + l);
+            }
+            check(d, data, bytes, name + " layer " + l);
+            ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(cache.layer(l), 0, length * (kvLora + rope));
+        }
+        cache.advance(length);
+        return cache;
+    }
+
+    private static void check(DataInputStream d, byte[] data, int n, String section) throws IOException {
+        if (d.readInt() != crc(data, 0, n)) {
+            throw new IllegalArgumentException("KV transfer: checksum mismatch in " + section);
+        }
+    }
+
+    private static int crc(byte[] b, int off, int n) {
+        CRC32 c = new CRC32();
+        c.update(b, off, n);
+        return (int) c.getValue();
+    }
+}
