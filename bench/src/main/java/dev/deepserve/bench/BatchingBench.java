@@ -1,8 +1,8 @@
 package dev.deepserve.bench;
 
-import dev.deepserve.decode.domain.DecodeLoop;
-import dev.deepserve.decode.domain.GenerationRequest;
-import dev.deepserve.decode.domain.TokenSink;
+import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.GenerationRequest;
+import dev.deepserve.serving.TokenSink;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;

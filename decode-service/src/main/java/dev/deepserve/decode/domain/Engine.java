@@ -1,6 +1,10 @@
 package dev.deepserve.decode.domain;
 
 import dev.deepserve.decode.config.DecodeConfig;
+import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.GenerationRequest;
+import dev.deepserve.serving.Sequence;
+import dev.deepserve.serving.TokenSink;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;

@@ -59,14 +59,22 @@ public final class TinyCheckpoint {
                               "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707}}
             """;
 
-    /** The named presets: {@code tiny-v3} and {@code tiny-v2lite}. */
+    /** What tiny-test changes in tiny-v3: the same architecture and real vocabulary, small enough for fast tests. */
+    private static final String TINY_TEST_CHANGES = """
+            {"hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+             "v_head_dim": 16, "n_routed_experts": 4, "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1}
+            """;
+
+    /** The named presets: {@code tiny-v3}, {@code tiny-v2lite} and {@code tiny-test}. */
     public static ModelConfig preset(String name) {
         try {
             ObjectNode config = (ObjectNode) JSON.readTree(TINY_V3);
             switch (name) {
                 case "tiny-v3" -> { }
                 case "tiny-v2lite" -> config.setAll((ObjectNode) JSON.readTree(TINY_V2LITE_CHANGES));
-                default -> throw new IllegalArgumentException("unknown preset '" + name + "' (expected tiny-v3 or tiny-v2lite)");
+                case "tiny-test" -> config.setAll((ObjectNode) JSON.readTree(TINY_TEST_CHANGES));
+                default -> throw new IllegalArgumentException("unknown preset '" + name + "' (expected tiny-v3, tiny-v2lite or tiny-test)");
             }
             return ModelConfig.parse(config);
         } catch (java.io.IOException e) {

@@ -1,6 +1,5 @@
-package dev.deepserve.decode.domain;
+package dev.deepserve.serving;
 
-import dev.deepserve.decode.SmallModelFiles;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
@@ -33,8 +32,8 @@ class DecodeLoopTest {
 
     @BeforeAll
     static void load() {
-        model = Transformer.load(SmallModelFiles.dir(), CpuOps.best());
-        tokenizer = Tokenizer.load(SmallModelFiles.dir());
+        model = Transformer.load(TestModel.dir(), CpuOps.best());
+        tokenizer = Tokenizer.load(TestModel.dir());
     }
 
     @AfterAll

@@ -1,4 +1,4 @@
-package dev.deepserve.decode.domain;
+package dev.deepserve.serving;
 
 import java.util.List;
 

@@ -1,4 +1,4 @@
-package dev.deepserve.decode.domain;
+package dev.deepserve.serving;
 
 import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Mla;
