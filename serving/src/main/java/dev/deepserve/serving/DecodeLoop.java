@@ -113,8 +113,9 @@ public final class DecodeLoop {
         if (firstToken < 0 || firstToken >= vocab) {
             throw new Refused(400, "first token " + firstToken + " is outside the vocabulary");
         }
-        Sequence s = submit(request, sink);
-        queue.remove(s);
+        validate(request);
+        // never through the admission queue: the loop thread must not see it before its KV is attached
+        Sequence s = register(request, sink);
         s.cache = main;
         boolean keepMtp = mtp != null && mtpKv != null && mtpKv.length() == main.length();
         s.mtpCache = keepMtp ? mtpKv : null;
@@ -154,6 +155,13 @@ public final class DecodeLoop {
     }
 
     public Sequence submit(GenerationRequest request, TokenSink sink) {
+        validate(request);
+        Sequence s = register(request, sink);
+        queue.add(s);
+        return s;
+    }
+
+    private void validate(GenerationRequest request) {
         if (request.prompt().length == 0) {
             throw new Refused(400, "prompt is empty");
         }
@@ -170,14 +178,16 @@ public final class DecodeLoop {
         if (total > settings.kvBudgetTokens()) {
             throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + settings.kvBudgetTokens());
         }
-        if (queue.size() >= settings.maxQueue()) {
+        if (queue.size() + handedOff.size() >= settings.maxQueue()) {
             throw new Refused(503, "the decode queue is full (" + settings.maxQueue() + " waiting)");
         }
+    }
+
+    private Sequence register(GenerationRequest request, TokenSink sink) {
         Sequence s = new Sequence(request, sink, tokenizer.streamDecoder(true));
         if (byId.putIfAbsent(request.requestId(), s) != null) {
             throw new Refused(409, "request " + request.requestId() + " is already running");
         }
-        queue.add(s);
         return s;
     }
 

@@ -121,6 +121,10 @@ final class Stack {
             ServiceProcess service = new ServiceProcess(name, settings.url(name), settings.logs().resolve(name + ".log"));
             Map<String, String> serviceEnv = new HashMap<>(env);
             serviceEnv.put("QUARKUS_HTTP_PORT", Integer.toString(settings.servicePorts().get(name)));
+            if (name.equals("gateway") && "true".equalsIgnoreCase(System.getenv("DEEPSERVE_DISAGGREGATED"))) {
+                // prefill/decode disaggregation: the gateway's requests go to prefill, which hands the KV to decode
+                serviceEnv.put("DEEPSERVE_DECODE_URL", settings.url("prefill-service"));
+            }
             try {
                 service.start(settings.serviceJar(name), jvmOptions(name), serviceEnv);
             } catch (IOException e) {

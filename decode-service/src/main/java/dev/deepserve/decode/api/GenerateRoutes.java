@@ -9,8 +9,8 @@ import dev.deepserve.decode.domain.Engine;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
+import dev.deepserve.model.engine.KvSnapshot;
 import dev.deepserve.model.sampling.SampledToken;
-import dev.deepserve.model.sampling.SamplingParams;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpServerResponse;
@@ -21,10 +21,6 @@ import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
-import java.util.HashSet;
-import java.util.List;
-import java.util.Set;
 
 /**
  * The internal generation API the gateway calls (not public):
@@ -53,12 +49,45 @@ public class GenerateRoutes {
     void routes(@Observes Router router) {
         router.post("/internal/generate").handler(BodyHandler.create().setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
+        router.post("/internal/kv").handler(BodyHandler.create().setBodyLimit(1L << 30)).handler(this::prefilled);
     }
 
     private void cancel(RoutingContext rc) {
         boolean found = engine.cancel(rc.pathParam("id"));
         rc.response().setStatusCode(found ? 202 : 404).putHeader("Content-Type", "application/json")
                 .end(found ? "{\"cancelled\":true}" : error("no running request " + rc.pathParam("id")));
+    }
+
+    /**
+     * A sequence prefilled on a prefill instance: the body is a {@link KvSnapshot} whose metadata is
+     * {@code {"request": <generate request>, "first_token", "draft", "cached_tokens"}}; the answer is the same NDJSON
+     * stream as {@code /internal/generate}, starting with the first token.
+     */
+    private void prefilled(RoutingContext rc) {
+        KvSnapshot.Contents kv;
+        GenerationRequest request;
+        JsonNode meta;
+        try {
+            kv = KvSnapshot.decode(rc.body().buffer().getBytes());
+            meta = json.readTree(kv.metadata());
+            request = GenerationRequest.fromJson(meta.get("request"));
+        } catch (IllegalArgumentException | java.io.IOException e) {
+            rc.response().setStatusCode(400).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
+            return;
+        }
+        HttpServerResponse response = rc.response();
+        Sink sink = new Sink(response, Vertx.currentContext(), request.prompt().length);
+        Sequence sequence;
+        try {
+            sequence = engine.submitPrefilled(request, sink, kv.main(), kv.mtp(), meta.path("first_token").asInt(-1), meta.path("draft").asInt(-1),
+                    meta.path("cached_tokens").asInt(0));
+        } catch (DecodeLoop.Refused e) {
+            response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
+            return;
+        }
+        response.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
+        response.closeHandler(v -> sequence.cancel());
+        response.write("");
     }
 
     private void generate(RoutingContext rc) {
@@ -97,41 +126,7 @@ public class GenerateRoutes {
         } catch (Exception e) {
             throw new IllegalArgumentException("request body is not valid JSON");
         }
-        if (n == null || !n.isObject()) {
-            throw new IllegalArgumentException("request body must be a JSON object");
-        }
-        String id = n.path("request_id").asText("");
-        if (id.isBlank() || id.length() > 200) {
-            throw new IllegalArgumentException("request_id is required");
-        }
-        JsonNode p = n.get("prompt");
-        if (p == null || !p.isArray() || p.isEmpty()) {
-            throw new IllegalArgumentException("prompt must be a non-empty array of token ids");
-        }
-        int[] prompt = new int[p.size()];
-        for (int i = 0; i < prompt.length; i++) {
-            if (!p.get(i).canConvertToInt()) {
-                throw new IllegalArgumentException("prompt[" + i + "] is not a token id");
-            }
-            prompt[i] = p.get(i).asInt();
-        }
-        int maxTokens = n.path("max_tokens").asInt(-1);
-        if (maxTokens < 1) {
-            throw new IllegalArgumentException("max_tokens must be a positive integer");
-        }
-        Set<Integer> stopIds = new HashSet<>();
-        n.path("stop_token_ids").forEach(v -> stopIds.add(v.asInt()));
-        List<String> stop = new ArrayList<>();
-        n.path("stop").forEach(v -> {
-            if (!v.isTextual() || v.asText().isEmpty()) {
-                throw new IllegalArgumentException("stop must be a list of non-empty strings");
-            }
-            stop.add(v.asText());
-        });
-        SamplingParams sampling = new SamplingParams(n.path("temperature").asDouble(1.0), n.path("top_p").asDouble(1.0), n.path("top_k").asInt(0),
-                n.hasNonNull("seed") ? n.get("seed").asLong() : null, n.path("frequency_penalty").asDouble(0), n.path("presence_penalty").asDouble(0),
-                n.path("logprobs").asBoolean(false), n.path("top_logprobs").asInt(0), stopIds);
-        return new GenerationRequest(id, prompt, maxTokens, sampling, List.copyOf(stop));
+        return GenerationRequest.fromJson(n);
     }
 
     /** Writes engine events as NDJSON lines on the request's own event-loop context, in order. */

@@ -78,6 +78,15 @@ public class Engine {
         return loop.submit(request, sink);
     }
 
+    /** Takes over a sequence prefilled on a prefill instance (see {@link DecodeLoop#submitPrefilled}). */
+    public Sequence submitPrefilled(GenerationRequest request, TokenSink sink, dev.deepserve.model.engine.KvCache main, dev.deepserve.model.engine.KvCache mtp,
+                                    int firstToken, int draft, int cachedTokens) {
+        if (state != State.READY) {
+            throw new DecodeLoop.Refused(503, state == State.LOADING ? "the model is still loading" : "the model failed to load: " + problem);
+        }
+        return loop.submitPrefilled(request, sink, main, mtp, firstToken, draft, cachedTokens);
+    }
+
     public boolean cancel(String requestId) {
         DecodeLoop l = loop;
         return l != null && l.cancel(requestId);

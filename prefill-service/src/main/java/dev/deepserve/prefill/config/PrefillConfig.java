@@ -3,13 +3,53 @@ package dev.deepserve.prefill.config;
 import io.smallrye.config.ConfigMapping;
 import io.smallrye.config.WithDefault;
 
+import java.net.URI;
 import java.nio.file.Path;
+import java.util.Optional;
 
 /** Settings of the prefill service; every key can be overridden by its env var (e.g. DEEPSERVE_MODEL_DIR). */
 @ConfigMapping(prefix = "deepserve")
 public interface PrefillConfig {
 
-    /** Hugging Face-layout checkpoint directory (config.json + safetensors). */
+    /** Hugging Face-layout checkpoint directory (config.json + safetensors + tokenizer files). */
     @WithDefault(".deepserve/model")
     Path modelDir();
+
+    /** The decode instance prefilled sequences are handed to. */
+    @WithDefault("http://127.0.0.1:8003")
+    URI decodeUrl();
+
+    Engine engine();
+
+    interface Engine {
+        /** Prompts prefilled together in one forward. */
+        @WithDefault("16")
+        int maxBatch();
+
+        /** Most prompt tokens one sequence prefills per step, so one long prompt cannot hold up the others. */
+        @WithDefault("512")
+        int prefillChunk();
+
+        @WithDefault("8192")
+        int maxContext();
+
+        @WithDefault("131072")
+        int kvBudgetTokens();
+
+        @WithDefault("256")
+        int maxQueue();
+
+        /** Prefix cache memory in MiB (0: off) and block size in tokens. */
+        @WithDefault("512")
+        int prefixCacheMb();
+
+        @WithDefault("64")
+        int prefixBlockTokens();
+
+        /** Run the MTP module over the prompt too, so decode can speculate from its first step. */
+        @WithDefault("true")
+        boolean mtp();
+
+        Optional<Integer> threads();
+    }
 }

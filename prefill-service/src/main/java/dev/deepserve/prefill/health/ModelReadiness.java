@@ -2,27 +2,36 @@ package dev.deepserve.prefill.health;
 
 import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.prefill.config.PrefillConfig;
+import dev.deepserve.prefill.domain.PrefillEngine;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.health.HealthCheck;
 import org.eclipse.microprofile.health.HealthCheckResponse;
 import org.eclipse.microprofile.health.Readiness;
 
-/** Ready only when the configured checkpoint directory has the files a forward pass needs. */
+/** Ready once the checkpoint directory has the files a forward pass needs and the engine has loaded the model. */
 @Readiness
 @ApplicationScoped
 public class ModelReadiness implements HealthCheck {
 
     private final PrefillConfig config;
+    private final PrefillEngine engine;
 
-    ModelReadiness(PrefillConfig config) {
+    ModelReadiness(PrefillConfig config, PrefillEngine engine) {
         this.config = config;
+        this.engine = engine;
     }
 
     @Override
     public HealthCheckResponse call() {
         var builder = HealthCheckResponse.named("model").withData("model-dir", config.modelDir().toString());
-        return new ModelDirectory(config.modelDir()).weightsProblem()
-                .map(problem -> builder.down().withData("reason", problem).build())
-                .orElseGet(() -> builder.up().build());
+        var missing = new ModelDirectory(config.modelDir()).weightsProblem();
+        if (missing.isPresent()) {
+            return builder.down().withData("reason", missing.get()).build();
+        }
+        return switch (engine.state()) {
+            case READY -> builder.up().build();
+            case LOADING -> builder.down().withData("reason", "loading the model").build();
+            case FAILED -> builder.down().withData("reason", engine.problem()).build();
+        };
     }
 }
