@@ -4,9 +4,6 @@ import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.model.tiny.TinyCheckpoint;
 import io.quarkus.test.junit.QuarkusTestProfile;
 
-import java.io.OutputStream;
-import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
 
@@ -14,16 +11,8 @@ import java.util.Map;
 public class SmallModel implements QuarkusTestProfile {
 
     public static synchronized Path dir() {
-        Path dir = Path.of("target/small-model");
-        if (Files.isRegularFile(dir.resolve("config.json"))) {
-            return dir;
-        }
         try {
-            Path tmp = Path.of("target/small-model.partial");
-            new TinyCheckpoint(TinyCheckpoint.preset("tiny-test"), 5).write(tmp, 1, ModelCli.tokenizerDir(System.getenv()),
-                    new PrintStream(OutputStream.nullOutputStream()));
-            Files.move(tmp, dir);
-            return dir;
+            return TinyCheckpoint.ensure(Path.of("target/small-model"), "tiny-test", 5, ModelCli.tokenizerDir(System.getenv()));
         } catch (Exception e) {
             throw new IllegalStateException("cannot make the test checkpoint: " + e.getMessage(), e);
         }

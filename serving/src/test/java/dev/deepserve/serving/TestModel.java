@@ -3,9 +3,6 @@ package dev.deepserve.serving;
 import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.model.tiny.TinyCheckpoint;
 
-import java.io.OutputStream;
-import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
 
 /** The tiny-test checkpoint (real vocabulary and tokenizer files), made once per test run. */
@@ -15,16 +12,8 @@ final class TestModel {
     }
 
     static synchronized Path dir() {
-        Path dir = Path.of("target/test-model");
-        if (Files.isRegularFile(dir.resolve("config.json"))) {
-            return dir;
-        }
         try {
-            Path tmp = Path.of("target/test-model.partial");
-            new TinyCheckpoint(TinyCheckpoint.preset("tiny-test"), 5).write(tmp, 1, ModelCli.tokenizerDir(System.getenv()),
-                    new PrintStream(OutputStream.nullOutputStream()));
-            Files.move(tmp, dir);
-            return dir;
+            return TinyCheckpoint.ensure(Path.of("target/test-model"), "tiny-test", 5, ModelCli.tokenizerDir(System.getenv()));
         } catch (Exception e) {
             throw new IllegalStateException("cannot make the test checkpoint: " + e.getMessage(), e);
         }

@@ -85,9 +85,7 @@ public class GenerateRoutes {
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }
-        response.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
-        response.closeHandler(v -> sequence.cancel());
-        response.write("");
+        stream(response, sequence);
     }
 
     private void generate(RoutingContext rc) {
@@ -108,6 +106,11 @@ public class GenerateRoutes {
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }
+        stream(response, sequence);
+    }
+
+    /** Opens the NDJSON answer; a caller that goes away cancels its sequence. */
+    private static void stream(HttpServerResponse response, Sequence sequence) {
         response.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
         response.closeHandler(v -> sequence.cancel());
         response.write("");

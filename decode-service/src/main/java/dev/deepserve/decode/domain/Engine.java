@@ -1,13 +1,13 @@
 package dev.deepserve.decode.domain;
 
 import dev.deepserve.decode.config.DecodeConfig;
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
-import dev.deepserve.model.engine.PrefixCache;
-import dev.deepserve.model.engine.Transformer;
-import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.tokenizer.Tokenizer;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Gauge;
@@ -17,115 +17,63 @@ import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.StartupEvent;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
-import org.jboss.logging.Logger;
 
+import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 
 /**
- * The decode service's engine: loads the model in the background at start, then runs the {@link DecodeLoop} on one
- * thread for the life of the process, and publishes its metrics (batch size, tokens, step time, queue, KV, prefix
- * cache hits, MTP acceptance).
+ * The decode service's engine: an {@link EngineHost} running the batching loop, with its metrics (batch size, tokens,
+ * step time, queue, KV reserved, prefix-cache hits and memory, MTP acceptance).
  */
 @ApplicationScoped
 public class Engine {
 
-    private static final Logger LOG = Logger.getLogger(Engine.class);
-
-    public enum State { LOADING, READY, FAILED }
-
-    private final DecodeConfig config;
+    private final EngineHost host;
     private final MeterRegistry registry;
-    private volatile State state = State.LOADING;
-    private volatile String problem;
-    private volatile boolean running = true;
-    private volatile DecodeLoop loop;
-    private Tokenizer tokenizer;
-    private Thread thread;
 
     Engine(DecodeConfig config, MeterRegistry registry) {
-        this.config = config;
         this.registry = registry;
+        DecodeConfig.Engine e = config.engine();
+        this.host = new EngineHost("decode-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
+                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout()),
+                this::metrics, loop -> { });
     }
 
     void start(@Observes StartupEvent event) {
-        thread = Thread.ofPlatform().name("decode-engine").daemon().start(this::run);
+        host.start();
     }
 
     void stop(@Observes ShutdownEvent event) {
-        running = false;
-        if (thread != null) {
-            thread.interrupt();
-        }
+        host.stop();
     }
 
-    public State state() {
-        return state;
-    }
-
-    public String problem() {
-        return problem;
+    public Optional<String> notReady() {
+        return host.notReady();
     }
 
     public Tokenizer tokenizer() {
-        return tokenizer;
+        return host.tokenizer();
     }
 
     /** Queues a request; the sink hears of every token and of the end. */
     public Sequence submit(GenerationRequest request, TokenSink sink) {
-        if (state != State.READY) {
-            throw new DecodeLoop.Refused(503, state == State.LOADING ? "the model is still loading" : "the model failed to load: " + problem);
-        }
-        return loop.submit(request, sink);
+        return host.serving().submit(request, sink);
     }
 
     /** Takes over a sequence prefilled on a prefill instance (see {@link DecodeLoop#submitPrefilled}). */
-    public Sequence submitPrefilled(GenerationRequest request, TokenSink sink, dev.deepserve.model.engine.KvCache main, dev.deepserve.model.engine.KvCache mtp,
-                                    int firstToken, int draft, int cachedTokens) {
-        if (state != State.READY) {
-            throw new DecodeLoop.Refused(503, state == State.LOADING ? "the model is still loading" : "the model failed to load: " + problem);
-        }
-        return loop.submitPrefilled(request, sink, main, mtp, firstToken, draft, cachedTokens);
+    public Sequence submitPrefilled(GenerationRequest request, TokenSink sink, KvCache main, KvCache mtp, int firstToken, int draft, int cachedTokens) {
+        return host.serving().submitPrefilled(request, sink, main, mtp, firstToken, draft, cachedTokens);
     }
 
     public boolean cancel(String requestId) {
-        DecodeLoop l = loop;
+        DecodeLoop l = host.loop();
         return l != null && l.cancel(requestId);
     }
 
-    private void run() {
-        try {
-            long t0 = System.nanoTime();
-            DecodeConfig.Engine e = config.engine();
-            CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), e.threads().orElse(Runtime.getRuntime().availableProcessors()), false);
-            Transformer model = Transformer.load(config.modelDir(), ops);
-            tokenizer = Tokenizer.load(config.modelDir());
-            PrefixCache prefix = e.prefixCacheMb() > 0 ? new PrefixCache(e.prefixBlockTokens(), (long) e.prefixCacheMb() << 20) : null;
-            loop = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(e.maxBatch(), e.maxContext(), e.kvBudgetTokens(),
-                    e.prefillChunk(), e.maxQueue(), e.mtp() && model.mtp() != null, e.slowReaderTimeout()), metrics(prefix));
-            state = State.READY;
-            LOG.infof("model %s loaded from %s on %s in %d ms; MTP speculative decoding %s", model.config().modelType(), config.modelDir(),
-                    ops.describe(), (System.nanoTime() - t0) / 1_000_000, loop.speculating() ? "on" : "off");
-        } catch (RuntimeException e) {
-            problem = e.getMessage();
-            state = State.FAILED;
-            LOG.errorf("cannot load the model from %s: %s", config.modelDir(), e.getMessage());
-            return;
-        }
-        while (running) {
-            try {
-                loop.runOnce(200);
-            } catch (InterruptedException e) {
-                return;
-            } catch (RuntimeException e) {
-                LOG.error("decode step failed; the sequences in it were failed", e);
-            }
-        }
-    }
-
     private DecodeLoop.Metrics metrics(PrefixCache prefix) {
-        Gauge.builder("deepserve.decode.batch", this, x -> x.loop == null ? 0 : x.loop.lastBatch()).description("sequences in the last step").register(registry);
-        Gauge.builder("deepserve.decode.queue", this, x -> x.loop == null ? 0 : x.loop.queued()).description("requests waiting for admission").register(registry);
-        Gauge.builder("deepserve.decode.kv.reserved.tokens", this, x -> x.loop == null ? 0 : x.loop.kvReserved())
+        Gauge.builder("deepserve.decode.batch", host, h -> h.loop() == null ? 0 : h.loop().lastBatch()).description("sequences in the last step").register(registry);
+        Gauge.builder("deepserve.decode.queue", host, h -> h.loop() == null ? 0 : h.loop().queued()).description("requests waiting for admission").register(registry);
+        Gauge.builder("deepserve.decode.kv.reserved.tokens", host, h -> h.loop() == null ? 0 : h.loop().kvReserved())
                 .description("latent-KV tokens reserved by active sequences").register(registry);
         if (prefix != null) {
             Gauge.builder("deepserve.prefix.cache.bytes", prefix, PrefixCache::usedBytes).description("memory held by the prefix cache").register(registry);

@@ -2,7 +2,6 @@ package dev.deepserve.decode.health;
 
 import dev.deepserve.decode.config.DecodeConfig;
 import dev.deepserve.decode.domain.Engine;
-import dev.deepserve.model.ModelDirectory;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.health.HealthCheck;
 import org.eclipse.microprofile.health.HealthCheckResponse;
@@ -24,14 +23,6 @@ public class ModelReadiness implements HealthCheck {
     @Override
     public HealthCheckResponse call() {
         var builder = HealthCheckResponse.named("model").withData("model-dir", config.modelDir().toString());
-        var missing = new ModelDirectory(config.modelDir()).weightsProblem();
-        if (missing.isPresent()) {
-            return builder.down().withData("reason", missing.get()).build();
-        }
-        return switch (engine.state()) {
-            case READY -> builder.up().build();
-            case LOADING -> builder.down().withData("reason", "loading the model").build();
-            case FAILED -> builder.down().withData("reason", engine.problem()).build();
-        };
+        return engine.notReady().map(reason -> builder.down().withData("reason", reason).build()).orElseGet(() -> builder.up().build());
     }
 }

@@ -83,6 +83,27 @@ public final class TinyCheckpoint {
     }
 
     /**
+     * A preset checkpoint in {@code dir}, made once (written next to it and moved into place, so a half-written one
+     * is never seen) — for tests and benchmarks that need a model with the real tokenizer files.
+     */
+    public static synchronized Path ensure(Path dir, String preset, long seed, Path tokenizerDir) throws IOException {
+        if (Files.isRegularFile(dir.resolve("config.json"))) {
+            return dir;
+        }
+        Path tmp = dir.resolveSibling(dir.getFileName() + ".partial");
+        if (Files.exists(tmp)) {
+            try (var files = Files.walk(tmp)) {
+                for (Path f : files.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                    Files.delete(f);
+                }
+            }
+        }
+        new TinyCheckpoint(preset(preset), seed).write(tmp, 1, tokenizerDir, new PrintStream(java.io.OutputStream.nullOutputStream()));
+        Files.move(tmp, dir);
+        return dir;
+    }
+
+    /**
      * Writes the checkpoint into {@code out}. Tokenizer files are copied from {@code tokenizerDir} when given.
      * Progress goes to {@code progress} as a single updating line.
      */
