@@ -3,6 +3,7 @@ package dev.deepserve.bench;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
+import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
@@ -38,8 +39,7 @@ public final class BatchingBench {
         if (!dir.resolve("config.json").toFile().isFile()) {
             DecodeBench.ensureModel(dir.getParent(), dir.getFileName().toString());
         }
-        Path tokenizerDir = Path.of(System.getProperty("user.home"), ".cache/deepserve/tokenizer-deepseek_v3-3.7.2");
-        Tokenizer tokenizer = Tokenizer.load(tokenizerDir);
+        Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
         try (CpuOps ops = CpuOps.best(); Transformer model = Transformer.load(dir, ops)) {
             run(model, tokenizer, 1, tokens, false); // warm-up
             System.out.printf("%-6s %-5s %10s %12s %10s %12s%n", "batch", "MTP", "tokens/s", "ms/step", "vs b=1", "accepted");

@@ -1,6 +1,7 @@
 package dev.deepserve.bench;
 
 import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
+import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.tokenizer.Tokenizer;
 
 import java.nio.charset.StandardCharsets;
@@ -40,13 +41,16 @@ public final class TokenizerBench {
     };
 
     public static void main(String[] args) throws Exception {
-        Path dir = Path.of(System.getProperty("user.home"), ".cache/deepserve/tokenizer-deepseek_v3-3.7.2");
+        Path dir = null;
         for (int i = 0; i < args.length; i++) {
             if (args[i].equals("--model")) {
                 dir = Path.of(args[++i]);
             } else {
                 throw new IllegalArgumentException("unknown option " + args[i]);
             }
+        }
+        if (dir == null) {
+            dir = ModelCli.tokenizerDir(System.getenv());
         }
         Runtime rt = Runtime.getRuntime();
         System.gc();

@@ -204,10 +204,6 @@ public final class DecodeLoop {
         return queue.size();
     }
 
-    public int inFlight() {
-        return byId.size();
-    }
-
     public long kvReserved() {
         return kvReserved.get();
     }

@@ -1,5 +1,6 @@
 package dev.deepserve.stack;
 
+import dev.deepserve.model.cli.ModelCli;
 import org.junit.jupiter.api.Test;
 
 import java.io.ByteArrayInputStream;
@@ -15,8 +16,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 class TokenizeCliTest {
 
     static Path tokenizerDir() {
-        String env = System.getenv("DEEPSERVE_TOKENIZER_DIR");
-        return env != null ? Path.of(env) : Path.of(System.getProperty("user.home"), ".cache/deepserve/tokenizer-deepseek_v3-3.7.2");
+        return ModelCli.tokenizerDir(System.getenv());
     }
 
     @Test

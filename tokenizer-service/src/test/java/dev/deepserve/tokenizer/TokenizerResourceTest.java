@@ -1,5 +1,6 @@
 package dev.deepserve.tokenizer;
 
+import dev.deepserve.model.cli.ModelCli;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.junit.QuarkusTestProfile;
 import io.quarkus.test.junit.TestProfile;
@@ -24,8 +25,7 @@ class TokenizerResourceTest {
     public static class RealTokenizer implements QuarkusTestProfile {
         @Override
         public Map<String, String> getConfigOverrides() {
-            String env = System.getenv("DEEPSERVE_TOKENIZER_DIR");
-            Path dir = env != null ? Path.of(env) : Path.of(System.getProperty("user.home"), ".cache/deepserve/tokenizer-deepseek_v3-3.7.2");
+            Path dir = ModelCli.tokenizerDir(System.getenv());
             return Map.of("deepserve.model-dir", dir.toString(), "deepserve.max-text-chars", "1000");
         }
     }

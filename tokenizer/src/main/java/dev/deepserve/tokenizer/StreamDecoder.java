@@ -40,11 +40,6 @@ public final class StreamDecoder {
         return text;
     }
 
-    /** Bytes held back waiting for the rest of a character. */
-    public int pendingBytes() {
-        return pending.size;
-    }
-
     /** Length of the prefix that can be decoded now: all of it unless it ends inside an unfinished sequence. */
     static int completeUpTo(byte[] b, int n) {
         for (int back = 1; back <= Math.min(3, n); back++) {

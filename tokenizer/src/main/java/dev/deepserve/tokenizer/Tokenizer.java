@@ -230,11 +230,6 @@ public final class Tokenizer {
         return out.toArray();
     }
 
-    /** The number of tokens {@code text} encodes to. */
-    public int count(String text) {
-        return encode(text).length;
-    }
-
     private static byte[] ensure(byte[] buf, int n) {
         return buf.length >= n ? buf : new byte[Math.max(n, buf.length * 2)];
     }
@@ -357,11 +352,6 @@ public final class Tokenizer {
 
     public String token(int id) {
         return id >= 0 && id < idToToken.length ? idToToken[id] : null;
-    }
-
-    public boolean isSpecial(int id) {
-        AddedVocabulary.Token t = added.byId(id);
-        return t != null && t.special();
     }
 
     public String bosToken() {

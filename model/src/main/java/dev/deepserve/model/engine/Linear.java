@@ -27,11 +27,6 @@ public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int i
 
     private static final ValueLayout.OfLong LONG = ValueLayout.JAVA_LONG_UNALIGNED;
 
-    /** The scale that multiplies the FP8 code at (row, col). */
-    public float scale(int row, int col) {
-        return scaleInv.get((long) (row / blockRows) * scaleColumns() + col / blockCols);
-    }
-
     public int scaleColumns() {
         return (in + blockCols - 1) / blockCols;
     }

@@ -44,8 +44,4 @@ public record SamplingParams(double temperature, double topP, int topK, Long see
     public boolean isStop(int token) {
         return stopTokenIds.contains(token);
     }
-
-    public SamplingParams withSeed(long s) {
-        return new SamplingParams(temperature, topP, topK, s, frequencyPenalty, presencePenalty, logprobs, topLogprobs, stopTokenIds);
-    }
 }
