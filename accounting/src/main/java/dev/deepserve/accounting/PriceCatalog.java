@@ -28,7 +28,17 @@ public final class PriceCatalog {
         return prices.stream().filter(p -> !p.effectiveFrom().isAfter(when)).map(Price::model).distinct().sorted().toList();
     }
 
+    /**
+     * The rows for {@code model}; a model of an upstream provider ({@code upstream/name}) without rows of its own
+     * falls back to the upstream's default rows, priced under {@code upstream/*}.
+     */
     private List<Price> current(String model, Instant when) {
+        List<Price> rows = exactly(model, when);
+        int slash = model.indexOf('/');
+        return rows.isEmpty() && slash > 0 && !model.endsWith("/*") ? exactly(model.substring(0, slash) + "/*", when) : rows;
+    }
+
+    private List<Price> exactly(String model, Instant when) {
         Optional<Instant> from = prices.stream().filter(p -> p.model().equals(model) && !p.effectiveFrom().isAfter(when))
                 .map(Price::effectiveFrom).max(Comparator.naturalOrder());
         if (from.isEmpty()) {

@@ -58,6 +58,18 @@ class PriceCatalogTest {
     }
 
     @Test
+    void anUpstreamModelWithoutItsOwnPriceUsesTheUpstreamsDefault() {
+        Price all = new Price("ds/*", "USD", new BigDecimal("1"), new BigDecimal("2"), new BigDecimal("3"), LAUNCH, null, null);
+        Price big = new Price("ds/big", "USD", new BigDecimal("5"), new BigDecimal("6"), new BigDecimal("7"), LAUNCH, null, null);
+        PriceCatalog c = new PriceCatalog(List.of(all, big));
+        assertEquals(all, c.at("ds/small", LAUNCH).orElseThrow());
+        assertEquals(big, c.at("ds/big", LAUNCH).orElseThrow());
+        assertEquals(new BigDecimal("3"), c.ceiling("ds/any", LAUNCH).orElseThrow().outputPerMillion());
+        assertEquals(true, c.at("other/small", LAUNCH).isEmpty());
+        assertEquals(true, c.at("deepseek-chat", LAUNCH).isEmpty(), "local names never fall back");
+    }
+
+    @Test
     void invalidPricesAreRejected() {
         assertThrows(IllegalArgumentException.class, () -> new Price("m", "USD", new BigDecimal("0.5"), new BigDecimal("0.1"), BigDecimal.ONE, LAUNCH, null, null));
         assertThrows(IllegalArgumentException.class, () -> new Price("m", "USD", BigDecimal.ZERO, BigDecimal.ONE, BigDecimal.ONE, LAUNCH, LocalTime.NOON, null));

@@ -57,6 +57,22 @@ class UsageConsumerTest {
     }
 
     @Test
+    void upstreamAndEstimatedCountsAreColumnsOfTheLedger() {
+        String account = "acct-" + UUID.randomUUID();
+        TestUsage.send(event(UUID.randomUUID(), account, 3, "0.000001").replace("\"extra\":\"kept\"", "\"upstream\":\"ds\",\"estimated\":true"));
+        TestUsage.send(event(UUID.randomUUID(), account, 4, "0.000001"));
+        await().atMost(Duration.ofSeconds(20)).until(() -> count(account) == 2);
+        var rows = pool.preparedQuery("SELECT upstream, estimated FROM billing.usage_ledger WHERE account_id = $1 ORDER BY completion_tokens")
+                .execute(Tuple.of(account)).await().indefinitely().iterator();
+        Row first = rows.next();
+        assertEquals("ds", first.getString("upstream"));
+        assertEquals(true, first.getBoolean("estimated"));
+        Row second = rows.next();
+        assertEquals(null, second.getString("upstream"));
+        assertEquals(false, second.getBoolean("estimated"));
+    }
+
+    @Test
     void metricsCountOutcomes() {
         given().get("/q/metrics").then().statusCode(200).body(containsString("deepserve_usage_events"));
     }

@@ -1,18 +1,14 @@
 package dev.deepserve.gateway.api;
 
 import dev.deepserve.accounting.Money;
-import dev.deepserve.accounting.Price;
-import dev.deepserve.accounting.PriceCatalog;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
 import dev.deepserve.gateway.store.ApiKey;
-import dev.deepserve.gateway.store.KeyStore;
 import dev.deepserve.gateway.store.Ledger;
 import dev.deepserve.gateway.store.PriceStore;
-import dev.deepserve.gateway.store.RateLimiter;
+import dev.deepserve.gateway.upstream.UpstreamProxy;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
-import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpServerResponse;
@@ -26,9 +22,7 @@ import jakarta.enterprise.event.Observes;
 import org.jboss.logging.Logger;
 
 import java.math.BigDecimal;
-import java.time.Duration;
 import java.time.Instant;
-import java.time.ZoneOffset;
 import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
@@ -48,24 +42,24 @@ public class ChatRoutes {
     private static final String FINGERPRINT = "fp_deepserve_0";
 
     private final GatewayConfig config;
-    private final KeyStore keys;
+    private final Metering metering;
     private final PriceStore prices;
     private final Ledger ledger;
-    private final RateLimiter limits;
     private final EngineClient engine;
+    private final UpstreamProxy upstreams;
     private final Vertx vertx;
     private final Map<String, AtomicInteger> streamsPerKey = new ConcurrentHashMap<>();
     private final Counter requests;
     private final Counter aborted;
 
-    ChatRoutes(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, RateLimiter limits, EngineClient engine, Vertx vertx,
+    ChatRoutes(GatewayConfig config, Metering metering, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
                MeterRegistry registry) {
         this.config = config;
-        this.keys = keys;
+        this.metering = metering;
         this.prices = prices;
         this.ledger = ledger;
-        this.limits = limits;
         this.engine = engine;
+        this.upstreams = upstreams;
         this.vertx = vertx;
         this.requests = Counter.builder("deepserve.gateway.completions").description("completion requests accepted").register(registry);
         this.aborted = Counter.builder("deepserve.gateway.aborted").description("completions whose client went away").register(registry);
@@ -83,52 +77,23 @@ public class ChatRoutes {
 
     // ---- plumbing
 
-    static void fail(RoutingContext rc, Throwable t) {
-        HttpServerResponse r = rc.response();
-        if (r.headWritten()) {
-            if (!r.ended()) {
-                r.end();
-            }
-            return;
-        }
-        OpenAiError e = t instanceof OpenAiError o ? o : null;
-        if (e == null) {
-            LOG.errorf("request failed: %s", t.toString());
-            e = new OpenAiError(500, "server_error", null, "internal_error", "internal error", 0);
-        }
-        r.setStatusCode(e.status).putHeader("Content-Type", "application/json");
-        if (e.retryAfterSeconds > 0) {
-            r.putHeader("Retry-After", String.valueOf(e.retryAfterSeconds));
-        }
-        r.end(e.body().encode());
-    }
-
-    private Uni<ApiKey> authenticate(RoutingContext rc) {
-        String header = rc.request().getHeader("Authorization");
-        if (header == null || !header.regionMatches(true, 0, "Bearer ", 0, 7)) {
-            return Uni.createFrom().failure(OpenAiError.unauthorized("Authentication Fails: send your API key as Authorization: Bearer <key>"));
-        }
-        return keys.find(header.substring(7).trim())
-                .onFailure().transform(e -> OpenAiError.unavailable("key store unavailable"))
-                .map(k -> k.orElseThrow(() -> OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")));
-    }
-
     private void models(RoutingContext rc) {
-        authenticate(rc).chain(key -> prices.catalog().map(catalog -> {
+        metering.authenticate(rc).chain(key -> prices.catalog().map(catalog -> {
             JsonArray data = new JsonArray();
             for (String m : config.models()) {
                 if (catalog.at(m, Instant.now()).isPresent() && key.allows(m)) {
                     data.add(new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek"));
                 }
             }
+            upstreams.models(key).forEach(data::add);
             return new JsonObject().put("object", "list").put("data", data);
-        })).subscribe().with(json -> rc.response().putHeader("Content-Type", "application/json").end(json.encode()), t -> fail(rc, t));
+        })).subscribe().with(json -> rc.response().putHeader("Content-Type", "application/json").end(json.encode()), t -> Metering.fail(rc, t));
     }
 
     private void balance(RoutingContext rc) {
-        authenticate(rc).chain(key -> ledger.balance(key.accountId())).subscribe().with(row -> {
+        metering.authenticate(rc).chain(key -> ledger.balance(key.accountId())).subscribe().with(row -> {
             if (row.isEmpty()) {
-                fail(rc, OpenAiError.unauthorized("Authentication Fails: the account of this key no longer exists"));
+                Metering.fail(rc, OpenAiError.unauthorized("Authentication Fails: the account of this key no longer exists"));
                 return;
             }
             var r = row.get();
@@ -139,13 +104,13 @@ public class ChatRoutes {
                     .put("granted_balance", Money.display(granted)).put("topped_up_balance", Money.display(toppedUp));
             rc.response().putHeader("Content-Type", "application/json")
                     .end(new JsonObject().put("is_available", available.signum() > 0).put("balance_infos", new JsonArray().add(info)).encode());
-        }, t -> fail(rc, t));
+        }, t -> Metering.fail(rc, t));
     }
 
     // ---- completions
 
     /** Everything a completion carries from admission to settlement. */
-    private static final class Call {
+    private static final class Call implements Metering.Billable {
         final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
         final long created = Instant.now().getEpochSecond();
         final boolean chat;
@@ -170,6 +135,46 @@ public class ChatRoutes {
         Call(boolean chat) {
             this.chat = chat;
         }
+
+        @Override
+        public String id() {
+            return id;
+        }
+
+        @Override
+        public long created() {
+            return created;
+        }
+
+        @Override
+        public ApiKey key() {
+            return key;
+        }
+
+        @Override
+        public String model() {
+            return request.model();
+        }
+
+        @Override
+        public boolean streamed() {
+            return request.stream();
+        }
+
+        @Override
+        public boolean clientGone() {
+            return clientGone;
+        }
+
+        @Override
+        public Ledger.Reservation reservation() {
+            return reservation;
+        }
+
+        @Override
+        public void reservation(Ledger.Reservation r) {
+            reservation = r;
+        }
     }
 
     private void completion(RoutingContext rc, boolean chat) {
@@ -181,10 +186,21 @@ public class ChatRoutes {
                 throw new IllegalArgumentException();
             }
         } catch (RuntimeException e) {
-            authenticate(rc).subscribe().with(k -> fail(rc, OpenAiError.invalid(null, "request body must be a JSON object")), t -> fail(rc, t));
+            metering.authenticate(rc).subscribe().with(k -> Metering.fail(rc, OpenAiError.invalid(null, "request body must be a JSON object")), t -> Metering.fail(rc, t));
             return;
         }
-        authenticate(rc)
+        metering.authenticate(rc).subscribe().with(key -> {
+            if (body.getValue("model") instanceof String model && upstreams.serves(model)) {
+                upstreams.complete(rc, key, body, chat);
+            } else {
+                local(rc, call, key, body);
+            }
+        }, t -> Metering.fail(rc, t));
+    }
+
+    private void local(RoutingContext rc, Call call, ApiKey apiKey, JsonObject body) {
+        boolean chat = call.chat;
+        Uni.createFrom().item(apiKey)
                 .invoke(key -> {
                     call.key = key;
                     call.request = ChatRequest.parse(body, chat, config.defaultMaxTokens(), config.maxMaxTokens());
@@ -212,30 +228,9 @@ public class ChatRoutes {
                                 + " tokens. However, you requested " + call.promptTokens + " tokens in the messages.");
                     }
                 })
-                .chain(() -> limits.admit(call.key, call.promptTokens).onFailure().transform(e -> OpenAiError.unavailable("rate limiter unavailable")))
-                .invoke(wait -> {
-                    if (wait > 0) {
-                        throw OpenAiError.rateLimited("Rate limit reached for this API key; retry after " + wait + " s", wait);
-                    }
-                })
-                .chain(() -> prices.catalog())
-                .chain(catalog -> reserve(call, catalog))
-                .subscribe().with(ignored -> run(rc, call), t -> fail(rc, t));
-    }
-
-    private Uni<Void> reserve(Call call, PriceCatalog catalog) {
-        Price ceiling = catalog.ceiling(call.request.model(), Instant.now())
-                .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.request.model() + " in the billing catalog"));
-        int prompt = call.promptTokens;
-        int wanted = call.request.maxTokens();
-        return ledger.reserve(call.id, call.key.accountId(), call.key.id(), call.key.spendCap() != null,
-                        available -> PriceCatalog.affordableOutputTokens(available, ceiling, prompt, wanted),
-                        tokens -> ceiling.cost(0, prompt, tokens))
-                .onFailure().transform(e -> OpenAiError.unavailable("balance store unavailable"))
-                .invoke(r -> call.reservation = r.orElseThrow(() -> call.key.spendCap() != null
-                        ? new OpenAiError(402, "insufficient_balance", null, "spend_cap_reached", "Insufficient Balance: this API key's spend cap is reached", 0)
-                        : OpenAiError.insufficientBalance()))
-                .replaceWithVoid();
+                .chain(() -> metering.admit(call.key, call.promptTokens))
+                .chain(() -> metering.reserve(call, call.promptTokens, call.request.maxTokens()))
+                .subscribe().with(ignored -> run(rc, call), t -> Metering.fail(rc, t));
     }
 
     private void run(RoutingContext rc, Call call) {
@@ -243,7 +238,7 @@ public class ChatRoutes {
         AtomicInteger open = streamsPerKey.computeIfAbsent(call.key.id(), k -> new AtomicInteger());
         if (open.incrementAndGet() > config.maxStreamsPerKey()) {
             open.decrementAndGet();
-            settle(call, "rejected", 0, 0, 0, null, (usage, t) -> fail(rc, OpenAiError.rateLimited(
+            metering.settle(call, "rejected", 0, 0, 0, null, null, (usage, t) -> Metering.fail(rc, OpenAiError.rateLimited(
                     "too many concurrent requests for this API key (at most " + config.maxStreamsPerKey() + ")", 1)));
             return;
         }
@@ -299,7 +294,7 @@ public class ChatRoutes {
             call.finished = true;
             Throwable reported = unavailable && call.tokensReceived == 0 && !(t instanceof OpenAiError)
                     ? OpenAiError.unavailable("the engine is unavailable (waited " + (waited / 1_000_000_000) + " s): " + t.getMessage()) : t;
-            settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), (usage, e) -> fail(rc, reported));
+            metering.settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), null, (usage, e) -> Metering.fail(rc, reported));
         });
     }
 
@@ -372,7 +367,7 @@ public class ChatRoutes {
                 if (call.request.stream() && !call.clientGone && !rest.isEmpty()) {
                     response.write(sse(chunk(call, rest, null, null)));
                 }
-                settle(call, reason, promptTaken, completion, cached, event.getString("message"), (usage, failure) -> {
+                metering.settle(call, reason, promptTaken, completion, cached, event.getString("message"), null, (usage, failure) -> {
                     if (call.clientGone || response.ended()) {
                         return;
                     }
@@ -391,7 +386,7 @@ public class ChatRoutes {
                         }
                         response.end("data: [DONE]\n\n");
                     } else if ("error".equals(reason)) {
-                        fail(rc, OpenAiError.unavailable("generation failed: " + event.getString("message", "engine error")));
+                        Metering.fail(rc, OpenAiError.unavailable("generation failed: " + event.getString("message", "engine error")));
                     } else {
                         response.putHeader("Content-Type", "application/json").end(complete(call, finishReason, usage, toolCalls).encode());
                     }
@@ -412,69 +407,6 @@ public class ChatRoutes {
         }
         return new JsonObject().put("token", event.getString("token")).put("logprob", event.getDouble("logprob"))
                 .put("bytes", event.getJsonArray("bytes")).put("top_logprobs", top);
-    }
-
-    private interface Settled {
-        void then(JsonObject usage, Throwable failure);
-    }
-
-    /**
-     * Charges the exact cost (hit tokens at the hit price, the rest of the prompt at the miss price, every generated
-     * token at the output price, at the completion time's price) and writes the usage event — one transaction.
-     * Retried on failure; the reservation keeps the money safe meanwhile.
-     */
-    private void settle(Call call, String reason, int prompt, int completion, int cached, String error, Settled then) {
-        Instant completedAt = Instant.now();
-        prices.catalog().subscribe().with(catalog -> {
-            Price price = catalog.at(call.request.model(), completedAt).orElseGet(() -> catalog.ceiling(call.request.model(), completedAt).orElseThrow());
-            int hit = Math.min(cached, prompt);
-            BigDecimal cost = price.cost(hit, prompt - hit, completion);
-            UUID eventId = UUID.randomUUID();
-            JsonObject event = new JsonObject().put("event_id", eventId.toString()).put("request_id", call.id).put("account_id", call.key.accountId())
-                    .put("api_key_id", call.key.id()).put("model", call.request.model()).put("prompt_cache_hit_tokens", hit)
-                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens", completion).put("cost", Money.plain(cost))
-                    .put("currency", price.currency()).put("finish_reason", reason).put("streamed", call.request.stream())
-                    .put("client_disconnected", call.clientGone).put("created", call.created)
-                    .put("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
-            if (error != null) {
-                event.put("error", error);
-            }
-            JsonObject usage = new JsonObject().put("prompt_tokens", prompt).put("completion_tokens", completion).put("total_tokens", prompt + completion)
-                    .put("prompt_tokens_details", new JsonObject().put("cached_tokens", hit)).put("prompt_cache_hit_tokens", hit)
-                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
-                    .put("cost", Money.plain(cost));
-            settleWithRetry(call, cost, eventId, event, 0, () -> {
-                limits.record(call.key, prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
-                then.then(usage, null);
-            });
-        }, t -> {
-            LOG.errorf("request %s: price catalog unavailable at settlement; its reservation stays until the sweeper releases it", call.id);
-            then.then(new JsonObject(), t);
-        });
-    }
-
-    private void settleWithRetry(Call call, BigDecimal cost, UUID eventId, JsonObject event, int attempt, Runnable done) {
-        ledger.settle(call.reservation, cost, eventId, event).subscribe().with(v -> done.run(), t -> {
-            if (attempt >= 6) {
-                LOG.errorf("request %s: settlement failed %d times (%s); usage event kept in this log for replay: %s", call.id, attempt + 1,
-                        t.getMessage(), event.encode());
-                done.run();
-                return;
-            }
-            LOG.warnf("request %s: settlement failed (%s), retrying", call.id, t.getMessage());
-            vertx.setTimer(250L << attempt, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
-        });
-    }
-
-    @Scheduled(every = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
-    Uni<Void> sweepReservations() {
-        return ledger.sweep(config.reservationTtl())
-                .invoke(n -> {
-                    if (n > 0) {
-                        LOG.warnf("released stale reservations of %d account(s): their requests never settled", n);
-                    }
-                })
-                .onFailure().recoverWithItem(0).replaceWithVoid();
     }
 
     // ---- response shapes

@@ -6,6 +6,7 @@ import io.smallrye.config.WithDefault;
 import java.net.URI;
 import java.time.Duration;
 import java.util.List;
+import java.util.Optional;
 
 /** Settings of the gateway; every key can be overridden by its env var (e.g. DEEPSERVE_TOKENIZER_URL). */
 @ConfigMapping(prefix = "deepserve")
@@ -30,6 +31,10 @@ public interface GatewayConfig {
     /** Model names the local engine serves (each needs a price in the billing catalog). */
     @WithDefault("deepseek-chat")
     List<String> models();
+
+    /** How long the gateway keeps billing's price catalog before re-reading it (new prices take effect within this). */
+    @WithDefault("5s")
+    Duration priceRefresh();
 
     /** Most prompt tokens a request may have (the served model's context). */
     @WithDefault("8192")
@@ -64,6 +69,55 @@ public interface GatewayConfig {
     /** Longest a request may run before the gateway cancels it. */
     @WithDefault("30m")
     Duration requestTimeout();
+
+    /**
+     * Upstream providers of any OpenAI-compatible API, {@code name=base-url} separated by commas, e.g.
+     * {@code DEEPSERVE_UPSTREAMS=mock=http://127.0.0.1:9100/v1,ds=https://api.deepseek.com}. Their models are served
+     * as {@code name/model}; an upstream's API key comes from the env var {@code DEEPSERVE_UPSTREAM_<NAME>_API_KEY}.
+     */
+    Optional<String> upstreams();
+
+    /**
+     * Where a request goes when its upstream fails before anything reached the client (after retries, or while its
+     * circuit is open): {@code from=to} pairs separated by commas, each side an upstream ({@code mock=backup}) or
+     * one model ({@code mock/big=backup/big}).
+     */
+    Optional<String> upstreamFallbacks();
+
+    /** The admin key for {@code /admin/...} (the same one billing uses); the admin API is off without it. */
+    Optional<String> adminKey();
+
+    Proxy proxy();
+
+    /** How the gateway talks to upstream providers. */
+    interface Proxy {
+        @WithDefault("5s")
+        Duration connectTimeout();
+
+        /** Longest silence from an upstream (before its answer starts, or between streamed chunks) before it counts as failed. */
+        @WithDefault("120s")
+        Duration readTimeout();
+
+        /** Retries after a failure (connect error, timeout, 429, 5xx) while nothing has been sent to the client yet. */
+        @WithDefault("2")
+        int retries();
+
+        /** Consecutive failures that open an upstream's circuit breaker. */
+        @WithDefault("5")
+        int breakerFailures();
+
+        /** How long an open circuit refuses requests before one trial request is let through. */
+        @WithDefault("30s")
+        Duration breakerOpen();
+
+        /** How often each upstream's model list (and the admin-added upstreams) is re-read. */
+        @WithDefault("60s")
+        Duration refresh();
+
+        /** Connections kept per upstream. */
+        @WithDefault("2048")
+        int maxConnections();
+    }
 
     Outbox outbox();
 

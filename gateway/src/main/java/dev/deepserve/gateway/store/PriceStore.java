@@ -2,33 +2,33 @@ package dev.deepserve.gateway.store;
 
 import dev.deepserve.accounting.Price;
 import dev.deepserve.accounting.PriceCatalog;
+import dev.deepserve.gateway.config.GatewayConfig;
 import io.smallrye.mutiny.Uni;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import jakarta.enterprise.context.ApplicationScoped;
 
-import java.time.Duration;
 import java.time.LocalTime;
 import java.util.ArrayList;
 import java.util.List;
 
-/** Billing's pricing catalog, re-read at most every few seconds (prices change by inserting rows with a future date). */
+/** Billing's pricing catalog, re-read at most every {@code deepserve.price-refresh} (prices change by inserting rows with a future date). */
 @ApplicationScoped
 public class PriceStore {
 
-    private static final Duration REFRESH = Duration.ofSeconds(5);
-
     private final Pool pool;
+    private final long refreshNanos;
     private volatile PriceCatalog catalog;
     private volatile long loadedAt;
 
-    PriceStore(Pool pool) {
+    PriceStore(Pool pool, GatewayConfig config) {
         this.pool = pool;
+        this.refreshNanos = config.priceRefresh().toNanos();
     }
 
     public Uni<PriceCatalog> catalog() {
         PriceCatalog c = catalog;
-        if (c != null && System.nanoTime() - loadedAt < REFRESH.toNanos()) {
+        if (c != null && System.nanoTime() - loadedAt < refreshNanos) {
             return Uni.createFrom().item(c);
         }
         return pool.query("SELECT * FROM billing.prices").execute().map(rows -> {

@@ -1,0 +1,198 @@
+package dev.deepserve.gateway.api;
+
+import dev.deepserve.accounting.Money;
+import dev.deepserve.accounting.Price;
+import dev.deepserve.accounting.PriceCatalog;
+import dev.deepserve.gateway.config.GatewayConfig;
+import dev.deepserve.gateway.store.ApiKey;
+import dev.deepserve.gateway.store.KeyStore;
+import dev.deepserve.gateway.store.Ledger;
+import dev.deepserve.gateway.store.PriceStore;
+import dev.deepserve.gateway.store.RateLimiter;
+import io.quarkus.scheduler.Scheduled;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.core.json.JsonObject;
+import io.vertx.ext.web.RoutingContext;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.jboss.logging.Logger;
+
+import java.math.BigDecimal;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.util.UUID;
+
+/**
+ * What every billed request goes through, whoever serves it (the local engine or an upstream provider): the API key
+ * check, rate limits, the reservation of the most it can cost, and the settlement of its exact cost together with
+ * its usage event (one transaction, retried; the reservation keeps the money safe meanwhile).
+ */
+@ApplicationScoped
+public class Metering {
+
+    private static final Logger LOG = Logger.getLogger(Metering.class);
+
+    private final GatewayConfig config;
+    private final KeyStore keys;
+    private final PriceStore prices;
+    private final Ledger ledger;
+    private final RateLimiter limits;
+    private final Vertx vertx;
+
+    Metering(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, RateLimiter limits, Vertx vertx) {
+        this.config = config;
+        this.keys = keys;
+        this.prices = prices;
+        this.ledger = ledger;
+        this.limits = limits;
+        this.vertx = vertx;
+    }
+
+    /** One billed request as metering sees it. */
+    public interface Billable {
+        String id();
+
+        long created();
+
+        ApiKey key();
+
+        /** The model name the client used (and the price catalog knows). */
+        String model();
+
+        boolean streamed();
+
+        boolean clientGone();
+
+        Ledger.Reservation reservation();
+
+        void reservation(Ledger.Reservation r);
+    }
+
+    /** Answers a failure in DeepSeek's error shape (or just ends a response whose head is already out). */
+    public static void fail(RoutingContext rc, Throwable t) {
+        HttpServerResponse r = rc.response();
+        if (r.headWritten()) {
+            if (!r.ended()) {
+                r.end();
+            }
+            return;
+        }
+        OpenAiError e = t instanceof OpenAiError o ? o : null;
+        if (e == null) {
+            LOG.errorf("request failed: %s", t.toString());
+            e = new OpenAiError(500, "server_error", null, "internal_error", "internal error", 0);
+        }
+        r.setStatusCode(e.status).putHeader("Content-Type", "application/json");
+        if (e.retryAfterSeconds > 0) {
+            r.putHeader("Retry-After", String.valueOf(e.retryAfterSeconds));
+        }
+        r.end(e.body().encode());
+    }
+
+    public Uni<ApiKey> authenticate(RoutingContext rc) {
+        String header = rc.request().getHeader("Authorization");
+        if (header == null || !header.regionMatches(true, 0, "Bearer ", 0, 7)) {
+            return Uni.createFrom().failure(OpenAiError.unauthorized("Authentication Fails: send your API key as Authorization: Bearer <key>"));
+        }
+        return keys.find(header.substring(7).trim())
+                .onFailure().transform(e -> OpenAiError.unavailable("key store unavailable"))
+                .map(k -> k.orElseThrow(() -> OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")));
+    }
+
+    /** Counts the request against the key's rate limits, or fails with 429 and the seconds to wait. */
+    public Uni<Void> admit(ApiKey key, int promptTokens) {
+        return limits.admit(key, promptTokens).onFailure().transform(e -> OpenAiError.unavailable("rate limiter unavailable"))
+                .invoke(wait -> {
+                    if (wait > 0) {
+                        throw OpenAiError.rateLimited("Rate limit reached for this API key; retry after " + wait + " s", wait);
+                    }
+                }).replaceWithVoid();
+    }
+
+    /**
+     * Reserves the most the request can cost at the dearest price in force: {@code promptTokens} as cache misses and
+     * up to {@code wantedTokens} of output, capped to what the balance (and the key's spend cap) pays for; fails
+     * with 402 when not even one output token is affordable.
+     */
+    public Uni<Void> reserve(Billable call, int promptTokens, int wantedTokens) {
+        return prices.catalog().chain(catalog -> {
+            Price ceiling = catalog.ceiling(call.model(), Instant.now())
+                    .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.model() + " in the billing catalog"));
+            return ledger.reserve(call.id(), call.key().accountId(), call.key().id(), call.key().spendCap() != null,
+                            available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens),
+                            tokens -> ceiling.cost(0, promptTokens, tokens))
+                    .onFailure().transform(e -> OpenAiError.unavailable("balance store unavailable"))
+                    .invoke(r -> call.reservation(r.orElseThrow(() -> call.key().spendCap() != null
+                            ? new OpenAiError(402, "insufficient_balance", null, "spend_cap_reached", "Insufficient Balance: this API key's spend cap is reached", 0)
+                            : OpenAiError.insufficientBalance())))
+                    .replaceWithVoid();
+        });
+    }
+
+    public interface Settled {
+        void then(JsonObject usage, Throwable failure);
+    }
+
+    /**
+     * Charges the exact cost (hit tokens at the hit price, the rest of the prompt at the miss price, every generated
+     * token at the output price, at the completion time's price) and writes the usage event — one transaction.
+     * {@code extra} fields (the upstream, whether counts are estimated) go into the event as they are.
+     */
+    public void settle(Billable call, String reason, int prompt, int completion, int cached, String error, JsonObject extra, Settled then) {
+        Instant completedAt = Instant.now();
+        prices.catalog().subscribe().with(catalog -> {
+            Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
+            int hit = Math.min(cached, prompt);
+            BigDecimal cost = price.cost(hit, prompt - hit, completion);
+            UUID eventId = UUID.randomUUID();
+            JsonObject event = new JsonObject().put("event_id", eventId.toString()).put("request_id", call.id()).put("account_id", call.key().accountId())
+                    .put("api_key_id", call.key().id()).put("model", call.model()).put("prompt_cache_hit_tokens", hit)
+                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens", completion).put("cost", Money.plain(cost))
+                    .put("currency", price.currency()).put("finish_reason", reason).put("streamed", call.streamed())
+                    .put("client_disconnected", call.clientGone()).put("created", call.created())
+                    .put("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
+            if (error != null) {
+                event.put("error", error);
+            }
+            if (extra != null) {
+                event.mergeIn(extra);
+            }
+            JsonObject usage = new JsonObject().put("prompt_tokens", prompt).put("completion_tokens", completion).put("total_tokens", prompt + completion)
+                    .put("prompt_tokens_details", new JsonObject().put("cached_tokens", hit)).put("prompt_cache_hit_tokens", hit)
+                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
+                    .put("cost", Money.plain(cost));
+            settleWithRetry(call, cost, eventId, event, 0, () -> {
+                limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
+                then.then(usage, null);
+            });
+        }, t -> {
+            LOG.errorf("request %s: price catalog unavailable at settlement; its reservation stays until the sweeper releases it", call.id());
+            then.then(new JsonObject(), t);
+        });
+    }
+
+    private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, JsonObject event, int attempt, Runnable done) {
+        ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> {
+            if (attempt >= 6) {
+                LOG.errorf("request %s: settlement failed %d times (%s); usage event kept in this log for replay: %s", call.id(), attempt + 1,
+                        t.getMessage(), event.encode());
+                done.run();
+                return;
+            }
+            LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());
+            vertx.setTimer(250L << attempt, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
+        });
+    }
+
+    @Scheduled(every = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    Uni<Void> sweepReservations() {
+        return ledger.sweep(config.reservationTtl())
+                .invoke(n -> {
+                    if (n > 0) {
+                        LOG.warnf("released stale reservations of %d account(s): their requests never settled", n);
+                    }
+                })
+                .onFailure().recoverWithItem(0).replaceWithVoid();
+    }
+}

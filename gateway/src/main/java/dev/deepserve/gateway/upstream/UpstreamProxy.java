@@ -1,0 +1,631 @@
+package dev.deepserve.gateway.upstream;
+
+import dev.deepserve.gateway.api.Metering;
+import dev.deepserve.gateway.api.OpenAiError;
+import dev.deepserve.gateway.config.GatewayConfig;
+import dev.deepserve.gateway.engine.EngineClient;
+import dev.deepserve.gateway.store.ApiKey;
+import dev.deepserve.gateway.store.Ledger;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClientRequest;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import io.vertx.ext.web.RoutingContext;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.jboss.logging.Logger;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.regex.Pattern;
+
+/**
+ * Serves {@code upstream/model} completions from an upstream provider with the same metering as the local engine:
+ * API key, rate limits, a reservation of the most the request can cost (its output capped by sending the affordable
+ * {@code max_tokens} upstream), the exact settlement from the upstream's own {@code usage} (asked for on streams
+ * with {@code include_usage} and removed again when the client did not ask), and the usage event.
+ *
+ * <p>Bodies pass through as bytes: the request is re-encoded once (model name, max tokens, usage option), the
+ * answer is never re-serialised — streamed events are split at blank lines and forwarded as they are, and only an
+ * event carrying a {@code usage} object is parsed. Failures before anything reached the client are retried, then
+ * sent to the configured fallback; after that the client gets the upstream's status with a DeepSeek-style error.
+ */
+@ApplicationScoped
+public class UpstreamProxy {
+
+    private static final Logger LOG = Logger.getLogger(UpstreamProxy.class);
+    private static final Pattern SECRET = Pattern.compile("(?i)(sk-|key-|bearer\\s+)[A-Za-z0-9_*.\\-]{6,}");
+    private static final Buffer DONE = Buffer.buffer("data: [DONE]\n\n");
+
+    private final GatewayConfig config;
+    private final Metering metering;
+    private final UpstreamRegistry registry;
+    private final EngineClient engine;
+    private final Vertx vertx;
+    private final MeterRegistry meters;
+    private final Map<String, Counter> outcomes = new ConcurrentHashMap<>();
+
+    UpstreamProxy(GatewayConfig config, Metering metering, UpstreamRegistry registry, EngineClient engine, Vertx vertx, MeterRegistry meters) {
+        this.config = config;
+        this.metering = metering;
+        this.registry = registry;
+        this.engine = engine;
+        this.vertx = vertx;
+        this.meters = meters;
+    }
+
+    /** Whether this model name belongs to an upstream ({@code upstream/model}). */
+    public boolean serves(String model) {
+        return registry.route(model).isPresent();
+    }
+
+    /** The upstream models this key may use, as {@code /models} entries. */
+    public List<JsonObject> models(ApiKey key) {
+        List<JsonObject> out = new ArrayList<>();
+        for (Upstream u : registry.all()) {
+            for (String m : u.models()) {
+                String id = u.name() + "/" + m;
+                if (key.allows(id)) {
+                    out.add(new JsonObject().put("id", id).put("object", "model").put("owned_by", u.name()));
+                }
+            }
+        }
+        return out;
+    }
+
+    /** One proxied request from admission to settlement. */
+    static final class Call implements Metering.Billable {
+        final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
+        final long created = Instant.now().getEpochSecond();
+        final RoutingContext rc;
+        final ApiKey key;
+        final JsonObject body;
+        final String model;
+        final boolean chat;
+        final boolean stream;
+        final boolean clientWantsUsage;
+        final String maxField;
+        List<UpstreamRegistry.Route> routes;
+        int routeIndex;
+        int attempt;
+        Ledger.Reservation reservation;
+        HttpClientRequest upstreamRequest;
+        HttpClientResponse upstreamResponse;
+        boolean headSent;
+        boolean clientGone;
+        boolean done;
+        JsonObject usage;
+        Buffer heldBack;
+        final SseScanner scanner = new SseScanner();
+        final List<Buffer> events = new ArrayList<>();
+
+        Call(RoutingContext rc, ApiKey key, JsonObject body, boolean chat) {
+            this.rc = rc;
+            this.key = key;
+            this.body = body;
+            this.model = body.getString("model");
+            this.chat = chat;
+            this.stream = Boolean.TRUE.equals(body.getValue("stream"));
+            this.clientWantsUsage = body.getValue("stream_options") instanceof JsonObject o && Boolean.TRUE.equals(o.getValue("include_usage"));
+            this.maxField = body.getValue("max_completion_tokens") != null && body.getValue("max_tokens") == null ? "max_completion_tokens" : "max_tokens";
+        }
+
+        UpstreamRegistry.Route route() {
+            return routes.get(routeIndex);
+        }
+
+        @Override
+        public String id() {
+            return id;
+        }
+
+        @Override
+        public long created() {
+            return created;
+        }
+
+        @Override
+        public ApiKey key() {
+            return key;
+        }
+
+        @Override
+        public String model() {
+            return model;
+        }
+
+        @Override
+        public boolean streamed() {
+            return stream;
+        }
+
+        @Override
+        public boolean clientGone() {
+            return clientGone;
+        }
+
+        @Override
+        public Ledger.Reservation reservation() {
+            return reservation;
+        }
+
+        @Override
+        public void reservation(Ledger.Reservation r) {
+            reservation = r;
+        }
+    }
+
+    /** Handles a completion for an upstream model; the key is already verified. */
+    public void complete(RoutingContext rc, ApiKey key, JsonObject body, boolean chat) {
+        Call call;
+        int wanted;
+        try {
+            call = new Call(rc, key, body, chat);
+            wanted = check(call, body);
+        } catch (OpenAiError e) {
+            Metering.fail(rc, e);
+            return;
+        }
+        call.routes = registry.chain(call.model);
+        // Without the upstream's tokenizer, the request's size in bytes bounds its prompt tokens (byte-level BPE
+        // never makes more tokens than bytes); the reservation holds that much and settlement charges the real count.
+        int promptBound = rc.body().length();
+        metering.admit(key, 0)
+                .chain(() -> metering.reserve(call, promptBound, wanted))
+                .subscribe().with(ignored -> start(call), t -> Metering.fail(rc, t));
+    }
+
+    private int check(Call call, JsonObject body) {
+        if (!call.key.allows(call.model)) {
+            throw new OpenAiError(403, "permission_error", "model", "model_not_allowed", "this API key may not use model " + call.model, 0);
+        }
+        Object stream = body.getValue("stream");
+        if (stream != null && !(stream instanceof Boolean)) {
+            throw OpenAiError.invalid("stream", "stream must be true or false");
+        }
+        Object options = body.getValue("stream_options");
+        if (options != null && !(options instanceof JsonObject)) {
+            throw OpenAiError.invalid("stream_options", "stream_options must be an object");
+        }
+        if (options != null && !call.stream) {
+            throw OpenAiError.invalid("stream_options", "stream_options is only allowed when stream is true");
+        }
+        Object max = body.getValue(call.maxField);
+        if (max == null) {
+            return config.defaultMaxTokens();
+        }
+        if (!(max instanceof Number n) || n.doubleValue() != Math.rint(n.doubleValue()) || n.doubleValue() < 1 || n.doubleValue() > config.maxMaxTokens()) {
+            throw OpenAiError.invalid(call.maxField, "Invalid " + call.maxField + " value, the valid range is [1, " + config.maxMaxTokens() + "]");
+        }
+        return n.intValue();
+    }
+
+    private void start(Call call) {
+        HttpServerResponse response = call.rc.response();
+        response.closeHandler(v -> {
+            if (!call.done) {
+                call.clientGone = true;
+                count(call, "client_gone");
+                if (call.upstreamRequest != null) {
+                    call.upstreamRequest.reset();
+                }
+                finish(call, "cancelled", null);
+            }
+        });
+        // the affordable output, asked of the upstream so it cannot generate more than the reservation pays for
+        call.body.put(call.maxField, call.reservation.maxTokens());
+        if (call.stream) {
+            JsonObject options = call.body.getJsonObject("stream_options");
+            call.body.put("stream_options", (options == null ? new JsonObject() : options).put("include_usage", true));
+        }
+        attempt(call);
+    }
+
+    /** Sends the request to the current route, or moves on to the next route when its circuit is open. */
+    private void attempt(Call call) {
+        if (call.clientGone || call.done) {
+            return;
+        }
+        while (call.routeIndex < call.routes.size() && !call.route().upstream().breaker().tryAcquire(System.nanoTime())) {
+            count(call, "circuit_open");
+            call.routeIndex++;
+            call.attempt = 0;
+        }
+        if (call.routeIndex >= call.routes.size()) {
+            UpstreamRegistry.Route first = call.routes.getFirst();
+            giveUp(call, OpenAiError.unavailable("upstream " + first.upstream().name() + " is unavailable (circuit open after repeated failures); retry later"));
+            return;
+        }
+        UpstreamRegistry.Route route = call.route();
+        Upstream u = route.upstream();
+        Buffer payload = call.body.put("model", route.model()).toBuffer();
+        RequestOptions options = new RequestOptions().setMethod(HttpMethod.POST).setHost(u.base().getHost()).setPort(u.port()).setSsl(u.tls())
+                .setURI(u.pathPrefix() + (call.chat ? "/chat/completions" : "/completions"))
+                .setIdleTimeout(config.proxy().readTimeout().toMillis())
+                .putHeader("Content-Type", "application/json")
+                .putHeader("Accept", call.stream ? "text/event-stream" : "application/json")
+                .putHeader("X-Request-Id", call.id);
+        if (u.authorization() != null) {
+            options.putHeader("Authorization", u.authorization());
+        }
+        registry.http().request(options).onComplete(ar -> {
+            if (ar.failed()) {
+                failed(call, ar.cause(), 0, null);
+                return;
+            }
+            HttpClientRequest req = ar.result();
+            call.upstreamRequest = req;
+            if (call.clientGone) {
+                req.reset();
+                return;
+            }
+            req.send(payload).onComplete(sent -> {
+                if (sent.failed()) {
+                    failed(call, sent.cause(), 0, null);
+                } else {
+                    answered(call, sent.result());
+                }
+            });
+        });
+    }
+
+    private void answered(Call call, HttpClientResponse resp) {
+        if (call.clientGone) {
+            return;
+        }
+        if (resp.statusCode() != 200) {
+            resp.body().onComplete(b -> failed(call, null, resp.statusCode(), b.succeeded() ? b.result() : Buffer.buffer()));
+            return;
+        }
+        call.upstreamResponse = resp;
+        if (!call.stream) {
+            resp.body().onComplete(b -> {
+                if (b.failed()) {
+                    failed(call, b.cause(), 0, null);
+                } else {
+                    completeBody(call, b.result());
+                }
+            });
+            return;
+        }
+        call.route().upstream().breaker().success();
+        HttpServerResponse response = call.rc.response();
+        call.headSent = true;
+        response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
+                .putHeader("X-Request-Id", call.id);
+        resp.handler(chunk -> relay(call, chunk, response, resp));
+        resp.exceptionHandler(e -> {
+            if (!call.done && !call.clientGone) {
+                call.route().upstream().breaker().failure(System.nanoTime());
+                count(call, "broken_stream");
+                LOG.warnf("request %s: upstream %s stream broke: %s", call.id, call.route().upstream().name(), e.getMessage());
+                finish(call, "error", "upstream stream broke: " + e.getMessage());
+            }
+        });
+        resp.endHandler(v -> {
+            if (!call.done && !call.clientGone) {
+                count(call, "ok");
+                finish(call, "stop", null);
+            }
+        });
+    }
+
+    /** Forwards the complete events of one network read; usage-bearing events are read (and dropped when not asked for). */
+    private void relay(Call call, Buffer chunk, HttpServerResponse response, HttpClientResponse resp) {
+        Buffer out = Buffer.buffer(chunk.length() + 16);
+        call.scanner.feed(chunk, event -> {
+            call.events.add(event);
+            if (call.heldBack != null) {
+                call.heldBack.appendBuffer(event);
+                return;
+            }
+            if (isDone(event)) {
+                // the end goes out only after the charge is recorded
+                call.heldBack = Buffer.buffer().appendBuffer(event);
+                return;
+            }
+            int usageAt = SseScanner.usageObject(event);
+            if (usageAt < 0) {
+                out.appendBuffer(event);
+                return;
+            }
+            String data = SseScanner.data(event);
+            JsonObject json;
+            try {
+                json = data == null ? null : new JsonObject(data);
+            } catch (RuntimeException e) {
+                out.appendBuffer(event);
+                return;
+            }
+            if (json != null && json.getValue("usage") instanceof JsonObject u) {
+                call.usage = u;
+                if (!call.clientWantsUsage) {
+                    JsonArray choices = json.getJsonArray("choices");
+                    if (choices == null || choices.isEmpty()) {
+                        return;
+                    }
+                    json.remove("usage");
+                    out.appendString("data: ").appendBuffer(json.toBuffer()).appendString("\n\n");
+                    return;
+                }
+            }
+            out.appendBuffer(event);
+        });
+        if (out.length() > 0 && !call.clientGone) {
+            response.write(out);
+            if (response.writeQueueFull()) {
+                resp.pause();
+                response.drainHandler(v -> resp.resume());
+            }
+        }
+    }
+
+    private static boolean isDone(Buffer event) {
+        String s = event.length() < 32 ? event.toString(StandardCharsets.US_ASCII).trim() : "";
+        return s.equals("data: [DONE]") || s.equals("data:[DONE]");
+    }
+
+    private void completeBody(Call call, Buffer body) {
+        JsonObject json;
+        try {
+            json = new JsonObject(body);
+        } catch (RuntimeException e) {
+            failed(call, new IllegalStateException("upstream answered 200 with a body that is not JSON"), 0, null);
+            return;
+        }
+        call.route().upstream().breaker().success();
+        count(call, "ok");
+        call.usage = json.getValue("usage") instanceof JsonObject u ? u : null;
+        call.heldBack = body;
+        call.events.add(body);
+        String reason = null;
+        if (json.getValue("choices") instanceof JsonArray choices && !choices.isEmpty() && choices.getValue(0) instanceof JsonObject c) {
+            reason = c.getString("finish_reason");
+        }
+        finish(call, reason == null ? "stop" : reason, null);
+    }
+
+    /**
+     * A failed attempt: a connect error or timeout ({@code status} 0) or an error status from the upstream. Retried
+     * (then sent to the fallback) while nothing has reached the client; otherwise answered with the upstream's status.
+     */
+    private void failed(Call call, Throwable error, int status, Buffer body) {
+        if (call.clientGone || call.done) {
+            return;
+        }
+        Upstream u = call.route().upstream();
+        boolean retryable = status == 0 || status == 429 || status >= 500;
+        if (status == 0 || status >= 500) {
+            u.breaker().failure(System.nanoTime());
+        } else {
+            u.breaker().success();
+        }
+        count(call, status == 0 ? "unreachable" : "status_" + status);
+        if (retryable && !call.headSent) {
+            long delay = Math.min(2000, 100L << call.attempt);
+            if (call.attempt < config.proxy().retries()) {
+                call.attempt++;
+                LOG.debugf("request %s: upstream %s %s, retry %d", call.id, u.name(), status == 0 ? error.getMessage() : "answered " + status, call.attempt);
+                vertx.setTimer(delay, t -> attempt(call));
+                return;
+            }
+            if (call.routeIndex + 1 < call.routes.size()) {
+                LOG.infof("request %s: upstream %s failed (%s); falling back to %s", call.id, u.name(), status == 0 ? error.getMessage() : "HTTP " + status,
+                        call.routes.get(call.routeIndex + 1).id());
+                call.routeIndex++;
+                call.attempt = 0;
+                attempt(call);
+                return;
+            }
+        }
+        if (status == 0) {
+            boolean timeout = error != null && error.getClass().getSimpleName().contains("Timeout");
+            LOG.warnf("request %s: upstream %s %s: %s", call.id, u.name(), timeout ? "timed out" : "unreachable", error == null ? "" : error.getMessage());
+            giveUp(call, new OpenAiError(timeout ? 504 : 502, "api_error", null, timeout ? "upstream_timeout" : "upstream_unreachable",
+                    "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + (error == null ? "" : ": " + redact(error.getMessage())), 0));
+            return;
+        }
+        giveUp(call, upstreamError(u, status, body));
+    }
+
+    /** The upstream's error in DeepSeek's shape with the upstream's status; its credentials problems are ours (502). */
+    static OpenAiError upstreamError(Upstream u, int status, Buffer body) {
+        if (status == 401 || status == 403) {
+            return new OpenAiError(502, "api_error", null, "upstream_auth_failed",
+                    "upstream " + u.name() + " refused the gateway's credentials (HTTP " + status + "); an administrator must fix its API key", 0);
+        }
+        String message = null;
+        String type = status == 429 ? "rate_limit_error" : status >= 500 ? "api_error" : "invalid_request_error";
+        String param = null;
+        String code = null;
+        try {
+            JsonObject json = body == null || body.length() == 0 ? null : new JsonObject(body);
+            Object err = json == null ? null : json.getValue("error");
+            if (err instanceof JsonObject e) {
+                message = e.getValue("message") instanceof String m ? m : null;
+                type = e.getValue("type") instanceof String t ? t : type;
+                param = e.getValue("param") instanceof String p ? p : null;
+                code = e.getValue("code") == null ? null : String.valueOf(e.getValue("code"));
+            } else if (err instanceof String s) {
+                message = s;
+            } else if (json != null && json.getValue("detail") instanceof String d) {
+                message = d;
+            }
+        } catch (RuntimeException notJson) {
+            String text = body.toString(StandardCharsets.UTF_8);
+            message = text.length() > 300 ? text.substring(0, 300) + "…" : text;
+        }
+        if (message == null || message.isBlank()) {
+            message = "upstream " + u.name() + " answered HTTP " + status;
+        }
+        return new OpenAiError(status, type, param, code == null ? "upstream_error" : code, redact(message), 0);
+    }
+
+    static String redact(String message) {
+        return message == null ? null : SECRET.matcher(message).replaceAll("$1[redacted]");
+    }
+
+    /** Ends a request that got nothing from any upstream: nothing is charged, the reservation is released, the event records why. */
+    private void giveUp(Call call, OpenAiError error) {
+        if (call.done) {
+            return;
+        }
+        call.done = true;
+        metering.settle(call, "error", 0, 0, 0, error.getMessage(), extra(call, false), (usage, failure) -> Metering.fail(call.rc, error));
+    }
+
+    /**
+     * Settles with the upstream's usage, or — when it gave none (it ended early, the client left, the upstream does
+     * not report usage) — with counts from our tokenizer, flagged as estimated; then lets the held-back end through.
+     */
+    private void finish(Call call, String reason, String error) {
+        if (call.done) {
+            return;
+        }
+        call.done = true;
+        if (call.usage != null) {
+            int prompt = intOf(call.usage, "prompt_tokens");
+            int completion = intOf(call.usage, "completion_tokens");
+            int cached = call.usage.containsKey("prompt_cache_hit_tokens") ? intOf(call.usage, "prompt_cache_hit_tokens")
+                    : call.usage.getValue("prompt_tokens_details") instanceof JsonObject d ? intOf(d, "cached_tokens") : 0;
+            settled(call, reason, prompt, completion, cached, error, false);
+            return;
+        }
+        boolean anything = call.upstreamRequest != null;
+        if (!anything) {
+            settled(call, reason, 0, 0, 0, error, false);
+            return;
+        }
+        estimate(call).subscribe().with(counts -> settled(call, reason, counts[0], counts[1], 0, error, true),
+                t -> settled(call, reason, 0, 0, 0, error, true));
+    }
+
+    private void settled(Call call, String reason, int prompt, int completion, int cached, String error, boolean estimated) {
+        metering.settle(call, reason, prompt, completion, cached, error, extra(call, estimated), (usage, failure) -> {
+            HttpServerResponse response = call.rc.response();
+            if (call.clientGone || response.ended()) {
+                return;
+            }
+            if (!call.stream) {
+                response.putHeader("Content-Type", "application/json").putHeader("X-Request-Id", call.id).end(call.heldBack);
+                return;
+            }
+            if (error != null) {
+                response.write("data: " + new OpenAiError(502, "api_error", null, "upstream_stream_broken", error, 0).body().encode() + "\n\n");
+            }
+            if (call.heldBack != null) {
+                response.end(call.heldBack);
+            } else {
+                Buffer rest = call.scanner.rest();
+                response.end(rest.length() > 0 ? rest : Buffer.buffer());
+            }
+        });
+    }
+
+    private static JsonObject extra(Call call, boolean estimated) {
+        UpstreamRegistry.Route r = call.routes == null || call.routes.isEmpty() ? null
+                : call.routes.get(Math.min(call.routeIndex, call.routes.size() - 1));
+        JsonObject extra = new JsonObject().put("estimated", estimated);
+        if (r != null) {
+            extra.put("upstream", r.upstream().name()).put("upstream_model", r.model());
+        }
+        return extra;
+    }
+
+    private static int intOf(JsonObject o, String field) {
+        return o.getValue(field) instanceof Number n ? Math.max(0, n.intValue()) : 0;
+    }
+
+    /** {prompt, completion} counted with our tokenizer (a byte-based guess when the tokenizer service is down). */
+    private Uni<int[]> estimate(Call call) {
+        StringBuilder text = new StringBuilder();
+        for (Buffer event : call.events) {
+            collectText(call, event, text);
+        }
+        JsonObject promptBody;
+        if (call.chat) {
+            promptBody = new JsonObject().put("messages", call.body.getValue("messages")).put("add_generation_prompt", true);
+            if (call.body.getValue("tools") != null) {
+                promptBody.put("tools", call.body.getValue("tools"));
+            }
+        } else {
+            Object p = call.body.getValue("prompt");
+            promptBody = new JsonObject().put("text", p instanceof String s ? s : String.valueOf(p));
+        }
+        String generated = text.toString();
+        Uni<Integer> prompt = engine.tokenize(promptBody).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
+                .onFailure().recoverWithItem(() -> guess(promptBody.encode()));
+        Uni<Integer> completion = generated.isEmpty() ? Uni.createFrom().item(0)
+                : engine.tokenize(new JsonObject().put("text", generated)).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
+                        .onFailure().recoverWithItem(() -> guess(generated));
+        return Uni.combine().all().unis(prompt, completion).with((p, c) -> new int[] {p, c});
+    }
+
+    private static int guess(String s) {
+        return (s.getBytes(StandardCharsets.UTF_8).length + 3) / 4;
+    }
+
+    /** Appends the generated text of one streamed event (or of a whole non-streamed answer). */
+    private static void collectText(Call call, Buffer event, StringBuilder out) {
+        String data = call.stream ? SseScanner.data(event) : event.toString(StandardCharsets.UTF_8);
+        if (data == null || data.startsWith("[DONE]")) {
+            return;
+        }
+        JsonObject json;
+        try {
+            json = new JsonObject(data);
+        } catch (RuntimeException e) {
+            return;
+        }
+        if (!(json.getValue("choices") instanceof JsonArray choices)) {
+            return;
+        }
+        for (Object c : choices) {
+            if (!(c instanceof JsonObject choice)) {
+                continue;
+            }
+            if (choice.getValue("text") instanceof String t) {
+                out.append(t);
+            }
+            Object part = choice.getValue(call.stream ? "delta" : "message");
+            if (part instanceof JsonObject m) {
+                for (String field : new String[] {"reasoning_content", "content"}) {
+                    if (m.getValue(field) instanceof String s) {
+                        out.append(s);
+                    }
+                }
+                if (m.getValue("tool_calls") instanceof JsonArray calls) {
+                    for (Object tc : calls) {
+                        if (tc instanceof JsonObject t && t.getValue("function") instanceof JsonObject f) {
+                            if (f.getValue("name") instanceof String n) {
+                                out.append(n);
+                            }
+                            if (f.getValue("arguments") instanceof String a) {
+                                out.append(a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private void count(Call call, String outcome) {
+        String upstream = call.routes == null || call.routes.isEmpty() ? "none"
+                : call.routes.get(Math.min(call.routeIndex, call.routes.size() - 1)).upstream().name();
+        outcomes.computeIfAbsent(upstream + "|" + outcome, k -> Counter.builder("deepserve.upstream.requests")
+                .description("upstream attempts and how they ended").tag("upstream", upstream).tag("outcome", outcome).register(meters)).increment();
+    }
+}

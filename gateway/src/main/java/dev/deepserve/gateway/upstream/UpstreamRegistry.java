@@ -1,0 +1,287 @@
+package dev.deepserve.gateway.upstream;
+
+import dev.deepserve.gateway.config.GatewayConfig;
+import io.quarkus.runtime.StartupEvent;
+import io.quarkus.scheduler.Scheduled;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Row;
+import io.vertx.mutiny.sqlclient.Tuple;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import org.eclipse.microprofile.config.ConfigProvider;
+import org.jboss.logging.Logger;
+
+import java.net.URI;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentSkipListMap;
+import java.util.function.Function;
+import java.util.regex.Pattern;
+
+/**
+ * The upstream providers the gateway routes to: those named in {@code DEEPSERVE_UPSTREAMS} and those added through
+ * the admin API (kept in {@code gateway.upstreams}, so every replica and every restart sees them). Each upstream's
+ * model list is re-read periodically; a model {@code name/model} routes to upstream {@code name} even when the list
+ * is stale (the upstream itself then answers for an unknown model).
+ */
+@ApplicationScoped
+public class UpstreamRegistry {
+
+    private static final Logger LOG = Logger.getLogger(UpstreamRegistry.class);
+    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
+    private static final Pattern KEY_ENV = Pattern.compile("DEEPSERVE_UPSTREAM_[A-Z0-9_]+");
+
+    /** Where one request goes: an upstream and the model name it knows. */
+    public record Route(Upstream upstream, String model) {
+        public String id() {
+            return upstream.name() + "/" + model;
+        }
+    }
+
+    private final GatewayConfig config;
+    private final Pool pool;
+    private final HttpClient http;
+    private final Function<String, String> env;
+    private final Map<String, Upstream> upstreams = new ConcurrentSkipListMap<>();
+    private final Map<String, String> fallbacks;
+
+    UpstreamRegistry(GatewayConfig config, Pool pool, Vertx vertx) {
+        this.config = config;
+        this.pool = pool;
+        // env vars through MicroProfile Config, so DEEPSERVE_UPSTREAM_X_API_KEY may also come from any config source
+        this.env = name -> ConfigProvider.getConfig().getOptionalValue(name, String.class).orElse(null);
+        GatewayConfig.Proxy p = config.proxy();
+        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(p.maxConnections()).setKeepAlive(true)
+                .setConnectTimeout((int) p.connectTimeout().toMillis()).setTcpNoDelay(true).setTryUseCompression(false));
+        for (Map.Entry<String, URI> e : parse(config.upstreams().orElse("")).entrySet()) {
+            upstreams.put(e.getKey(), create(e.getKey(), e.getValue(), env.apply(keyEnv(e.getKey())), "config"));
+        }
+        this.fallbacks = parseFallbacks(config.upstreamFallbacks().orElse(""));
+    }
+
+    /** The client every upstream call goes through (one connection pool per upstream host). */
+    public HttpClient http() {
+        return http;
+    }
+
+    /** {@code name=url,name=url} → names in order with their base URLs; a malformed entry fails with a one-line message. */
+    static Map<String, URI> parse(String spec) {
+        Map<String, URI> out = new LinkedHashMap<>();
+        for (String part : spec.split(",")) {
+            String entry = part.trim();
+            if (entry.isEmpty()) {
+                continue;
+            }
+            int eq = entry.indexOf('=');
+            if (eq <= 0) {
+                throw new IllegalArgumentException("DEEPSERVE_UPSTREAMS: '" + entry + "' is not name=url");
+            }
+            String name = entry.substring(0, eq).trim();
+            out.put(checkName(name), checkUrl(name, entry.substring(eq + 1).trim()));
+        }
+        return out;
+    }
+
+    static String checkName(String name) {
+        if (!NAME.matcher(name).matches()) {
+            throw new IllegalArgumentException("upstream name '" + name + "' must be letters, digits, '_', '.' or '-' (at most 63, no '/')");
+        }
+        return name;
+    }
+
+    static URI checkUrl(String name, String url) {
+        URI uri;
+        try {
+            uri = URI.create(url);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("upstream " + name + ": '" + url + "' is not a URL");
+        }
+        if (!("http".equalsIgnoreCase(uri.getScheme()) || "https".equalsIgnoreCase(uri.getScheme())) || uri.getHost() == null
+                || uri.getUserInfo() != null || uri.getQuery() != null) {
+            throw new IllegalArgumentException("upstream " + name + ": '" + url + "' must be an http(s) base URL without credentials or query");
+        }
+        return uri;
+    }
+
+    static Map<String, String> parseFallbacks(String spec) {
+        Map<String, String> out = new LinkedHashMap<>();
+        for (String part : spec.split(",")) {
+            String entry = part.trim();
+            if (entry.isEmpty()) {
+                continue;
+            }
+            int eq = entry.indexOf('=');
+            if (eq <= 0 || eq == entry.length() - 1) {
+                throw new IllegalArgumentException("DEEPSERVE_UPSTREAM_FALLBACKS: '" + entry + "' is not from=to");
+            }
+            String from = entry.substring(0, eq).trim();
+            String to = entry.substring(eq + 1).trim();
+            if (from.contains("/") != to.contains("/")) {
+                throw new IllegalArgumentException("DEEPSERVE_UPSTREAM_FALLBACKS: '" + entry + "' must map an upstream to an upstream or a model to a model");
+            }
+            out.put(from, to);
+        }
+        return out;
+    }
+
+    /** The env var holding an upstream's API key: {@code DEEPSERVE_UPSTREAM_<NAME>_API_KEY}. */
+    public static String keyEnv(String name) {
+        return "DEEPSERVE_UPSTREAM_" + name.toUpperCase(Locale.ROOT).replaceAll("[^A-Z0-9]", "_") + "_API_KEY";
+    }
+
+    private Upstream create(String name, URI base, String key, String source) {
+        GatewayConfig.Proxy p = config.proxy();
+        return new Upstream(name, base, key, source, new CircuitBreaker(p.breakerFailures(), p.breakerOpen().toNanos()));
+    }
+
+    void start(@Observes StartupEvent ev) {
+        if (!upstreams.isEmpty()) {
+            LOG.infof("upstream providers: %s", upstreams.values());
+        }
+        refresh().subscribe().with(v -> { }, e -> LOG.warnf("upstream refresh failed: %s", e.getMessage()));
+    }
+
+    public List<Upstream> all() {
+        return List.copyOf(upstreams.values());
+    }
+
+    public Optional<Upstream> get(String name) {
+        return Optional.ofNullable(upstreams.get(name));
+    }
+
+    /** The route for a model name of the form {@code upstream/model}, when that upstream exists. */
+    public Optional<Route> route(String model) {
+        int slash = model.indexOf('/');
+        if (slash <= 0 || slash == model.length() - 1) {
+            return Optional.empty();
+        }
+        Upstream u = upstreams.get(model.substring(0, slash));
+        return u == null ? Optional.empty() : Optional.of(new Route(u, model.substring(slash + 1)));
+    }
+
+    /** The route for a model followed by its fallbacks, in order (no cycles). */
+    public List<Route> chain(String model) {
+        List<Route> out = new ArrayList<>();
+        String current = model;
+        while (current != null && out.size() < 8) {
+            Optional<Route> r = route(current);
+            if (r.isEmpty() || out.contains(r.get())) {
+                break;
+            }
+            out.add(r.get());
+            String next = fallbacks.get(current);
+            if (next == null) {
+                String byUpstream = fallbacks.get(r.get().upstream().name());
+                next = byUpstream == null ? null : byUpstream + "/" + r.get().model();
+            }
+            current = next;
+        }
+        return out;
+    }
+
+    /** Adds (or replaces) an admin-defined upstream; its key comes from {@code keyEnv}, which must be a DEEPSERVE_UPSTREAM_* variable. */
+    public Uni<Upstream> add(String name, String url, String keyEnv) {
+        checkName(name);
+        URI base = checkUrl(name, url);
+        if (keyEnv != null && !KEY_ENV.matcher(keyEnv).matches()) {
+            throw new IllegalArgumentException("api_key_env must name a DEEPSERVE_UPSTREAM_... variable");
+        }
+        Upstream existing = upstreams.get(name);
+        if (existing != null && existing.source().equals("config")) {
+            throw new IllegalStateException("upstream " + name + " is defined by DEEPSERVE_UPSTREAMS; change it there");
+        }
+        return pool.preparedQuery("""
+                        INSERT INTO gateway.upstreams (name, base_url, api_key_env) VALUES ($1, $2, $3)
+                        ON CONFLICT (name) DO UPDATE SET base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env""")
+                .execute(Tuple.of(name, base.toString(), keyEnv))
+                .chain(() -> {
+                    Upstream u = create(name, base, keyEnv == null ? null : env.apply(keyEnv), "admin");
+                    upstreams.put(name, u);
+                    return listModels(u).replaceWith(u);
+                });
+    }
+
+    /** Removes an admin-defined upstream; false when there is none of that name. */
+    public Uni<Boolean> remove(String name) {
+        Upstream existing = upstreams.get(name);
+        if (existing != null && existing.source().equals("config")) {
+            throw new IllegalStateException("upstream " + name + " is defined by DEEPSERVE_UPSTREAMS; change it there");
+        }
+        return pool.preparedQuery("DELETE FROM gateway.upstreams WHERE name = $1").execute(Tuple.of(name))
+                .map(rows -> {
+                    upstreams.remove(name);
+                    return rows.rowCount() > 0 || existing != null;
+                });
+    }
+
+    /** Re-reads the admin-defined upstreams and every upstream's model list. */
+    @Scheduled(every = "${deepserve.proxy.refresh:60s}", delayed = "${deepserve.proxy.refresh:60s}",
+            concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    Uni<Void> refresh() {
+        return pool.query("SELECT name, base_url, api_key_env FROM gateway.upstreams").execute()
+                .invoke(rows -> {
+                    Map<String, Row> stored = new LinkedHashMap<>();
+                    rows.forEach(r -> stored.put(r.getString("name"), r));
+                    upstreams.values().removeIf(u -> u.source().equals("admin") && !stored.containsKey(u.name()));
+                    for (Row r : stored.values()) {
+                        Upstream u = upstreams.get(r.getString("name"));
+                        if (u != null && u.source().equals("config")) {
+                            continue;
+                        }
+                        String keyEnv = r.getString("api_key_env");
+                        URI base = URI.create(r.getString("base_url"));
+                        if (u == null || !u.base().equals(base)) {
+                            upstreams.put(r.getString("name"), create(r.getString("name"), base, keyEnv == null ? null : env.apply(keyEnv), "admin"));
+                        }
+                    }
+                })
+                .onFailure().invoke(e -> LOG.warnf("could not read admin-defined upstreams: %s", e.getMessage()))
+                .onFailure().recoverWithNull()
+                .chain(() -> {
+                    List<Uni<Void>> listings = upstreams.values().stream().map(this::listModels).toList();
+                    return listings.isEmpty() ? Uni.createFrom().voidItem() : Uni.join().all(listings).andFailFast().replaceWithVoid();
+                });
+    }
+
+    private Uni<Void> listModels(Upstream u) {
+        RequestOptions get = new RequestOptions().setMethod(HttpMethod.GET).setHost(u.base().getHost()).setPort(u.port()).setSsl(u.tls())
+                .setURI(u.pathPrefix() + "/models").setIdleTimeout(config.proxy().connectTimeout().toMillis() * 2);
+        if (u.authorization() != null) {
+            get.putHeader("Authorization", u.authorization());
+        }
+        Future<List<String>> listed = http.request(get).compose(req -> req.send()).compose(resp -> resp.body().map(body -> {
+            if (resp.statusCode() != 200) {
+                throw new IllegalStateException("GET /models answered " + resp.statusCode());
+            }
+            List<String> ids = new ArrayList<>();
+            JsonArray data = new JsonObject(body).getJsonArray("data", new JsonArray());
+            for (int i = 0; i < data.size(); i++) {
+                if (data.getValue(i) instanceof JsonObject m && m.getValue("id") instanceof String id) {
+                    ids.add(id);
+                }
+            }
+            return ids;
+        }));
+        return Uni.createFrom().completionStage(listed.toCompletionStage())
+                .invoke(ids -> u.models(ids, null))
+                .onFailure().invoke(e -> {
+                    u.models(null, e.getMessage());
+                    LOG.warnf("upstream %s: could not list models (%s)", u.name(), e.getMessage());
+                })
+                .onFailure().recoverWithNull()
+                .replaceWithVoid();
+    }
+}

@@ -1,0 +1,104 @@
+package dev.deepserve.gateway.upstream;
+
+import io.vertx.core.buffer.Buffer;
+import org.junit.jupiter.api.Test;
+
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class UpstreamPartsTest {
+
+    static final String STREAM = "data: {\"a\":1,\"usage\":null}\n\n: keep-alive\n\ndata: {\"b\":\"x\\n\"}\r\n\r\n"
+            + "data: {\"choices\":[],\"usage\" : {\"prompt_tokens\":3}}\n\ndata: [DONE]\n\n";
+
+    @Test
+    void sseEventsComeOutWholeHoweverTheBytesAreSplit() {
+        Random random = new Random(7);
+        byte[] bytes = STREAM.getBytes(StandardCharsets.UTF_8);
+        for (int trial = 0; trial < 500; trial++) {
+            SseScanner scanner = new SseScanner();
+            List<String> events = new ArrayList<>();
+            int i = 0;
+            while (i < bytes.length) {
+                int n = 1 + random.nextInt(Math.min(20, bytes.length - i));
+                scanner.feed(Buffer.buffer(Arrays.copyOfRange(bytes, i, i + n)), e -> events.add(e.toString()));
+                i += n;
+            }
+            assertEquals(List.of("data: {\"a\":1,\"usage\":null}\n\n", ": keep-alive\n\n", "data: {\"b\":\"x\\n\"}\r\n\r\n",
+                    "data: {\"choices\":[],\"usage\" : {\"prompt_tokens\":3}}\n\n", "data: [DONE]\n\n"), events);
+            assertEquals(0, scanner.rest().length());
+        }
+    }
+
+    @Test
+    void onlyAUsageObjectCounts() {
+        assertEquals(-1, SseScanner.usageObject(Buffer.buffer("data: {\"a\":1,\"usage\":null}\n\n")));
+        assertEquals(-1, SseScanner.usageObject(Buffer.buffer("data: {\"content\":\"the usage was\"}\n\n")));
+        Buffer spaced = Buffer.buffer("data: {\"usage\" :\t{\"prompt_tokens\":3}}\n\n");
+        assertEquals('{', spaced.getByte(SseScanner.usageObject(spaced)));
+        assertEquals("{\"usage\" :\t{\"prompt_tokens\":3}}", SseScanner.data(spaced));
+        assertNull(SseScanner.data(Buffer.buffer(": keep-alive\n\n")));
+    }
+
+    @Test
+    void theBreakerOpensAfterConsecutiveFailuresAndLetsOneTrialThrough() {
+        CircuitBreaker b = new CircuitBreaker(3, 1000);
+        b.failure(0);
+        b.failure(1);
+        b.success();
+        b.failure(2);
+        b.failure(3);
+        assertTrue(b.tryAcquire(4), "a success in between resets the count");
+        b.failure(5);
+        assertFalse(b.tryAcquire(6));
+        assertEquals(CircuitBreaker.State.OPEN, b.state(6));
+        assertTrue(b.tryAcquire(1005), "after the open time one trial goes through");
+        assertFalse(b.tryAcquire(1006), "only one");
+        b.failure(1007);
+        assertFalse(b.tryAcquire(1500), "a failed trial opens it again");
+        assertTrue(b.tryAcquire(2008));
+        b.success();
+        assertTrue(b.tryAcquire(2009));
+        assertTrue(b.tryAcquire(2010));
+    }
+
+    @Test
+    void upstreamErrorsAreMappedAndSecretsRedacted() {
+        Upstream u = new Upstream("ds", URI.create("https://api.example.com/v1"), "sk-secret-abcdef", "config", new CircuitBreaker(1, 1));
+        var e = UpstreamProxy.upstreamError(u, 400, Buffer.buffer(
+                "{\"error\":{\"message\":\"bad key sk-abcdef0123456789 here\",\"type\":\"invalid_request_error\",\"param\":\"x\",\"code\":\"bad\"}}"));
+        assertEquals(400, e.status);
+        assertEquals("bad key sk-[redacted] here", e.getMessage());
+        assertEquals("x", e.param);
+        assertEquals("bad", e.code);
+        assertEquals(502, UpstreamProxy.upstreamError(u, 401, Buffer.buffer("{}")).status);
+        assertEquals("upstream ds answered HTTP 500", UpstreamProxy.upstreamError(u, 500, Buffer.buffer("")).getMessage());
+        assertEquals("<html>oops</html>", UpstreamProxy.upstreamError(u, 502, Buffer.buffer("<html>oops</html>")).getMessage());
+        assertEquals(443, u.port());
+        assertEquals("/v1", u.pathPrefix());
+        assertFalse(u.toString().contains("secret"));
+    }
+
+    @Test
+    void configIsCheckedWithOneLineMessages() {
+        assertEquals(Map.of("a", URI.create("http://h:1/v1"), "b", URI.create("https://x")), UpstreamRegistry.parse(" a=http://h:1/v1 , b=https://x "));
+        assertThrows(IllegalArgumentException.class, () -> UpstreamRegistry.parse("nourl"));
+        assertThrows(IllegalArgumentException.class, () -> UpstreamRegistry.parse("a/b=http://x"));
+        assertThrows(IllegalArgumentException.class, () -> UpstreamRegistry.parse("a=ftp://x"));
+        assertThrows(IllegalArgumentException.class, () -> UpstreamRegistry.parse("a=http://user:pw@x"));
+        assertThrows(IllegalArgumentException.class, () -> UpstreamRegistry.parseFallbacks("a=b/c"));
+        assertEquals(Map.of("a", "b", "a/x", "b/y"), UpstreamRegistry.parseFallbacks("a=b, a/x=b/y"));
+        assertEquals("DEEPSERVE_UPSTREAM_MY_DS_API_KEY", UpstreamRegistry.keyEnv("my-ds"));
+    }
+}
