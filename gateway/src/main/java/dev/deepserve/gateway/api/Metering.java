@@ -6,9 +6,11 @@ import dev.deepserve.accounting.PriceCatalog;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.store.ApiKey;
 import dev.deepserve.gateway.store.KeyStore;
+import dev.deepserve.gateway.store.Leases;
 import dev.deepserve.gateway.store.Ledger;
 import dev.deepserve.gateway.store.PriceStore;
 import dev.deepserve.gateway.store.RateLimiter;
+import dev.deepserve.gateway.store.UsageWriter;
 import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;
@@ -22,6 +24,7 @@ import java.math.BigDecimal;
 import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.UUID;
+import java.util.function.Function;
 
 /**
  * What every billed request goes through, whoever serves it (the local engine or an upstream provider): the API key
@@ -37,14 +40,18 @@ public class Metering {
     private final KeyStore keys;
     private final PriceStore prices;
     private final Ledger ledger;
+    private final Leases leases;
+    private final UsageWriter usage;
     private final RateLimiter limits;
     private final Vertx vertx;
 
-    Metering(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, RateLimiter limits, Vertx vertx) {
+    Metering(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, Leases leases, UsageWriter usage, RateLimiter limits, Vertx vertx) {
         this.config = config;
         this.keys = keys;
         this.prices = prices;
         this.ledger = ledger;
+        this.leases = leases;
+        this.usage = usage;
         this.limits = limits;
         this.vertx = vertx;
     }
@@ -119,9 +126,12 @@ public class Metering {
         return prices.catalog().chain(catalog -> {
             Price ceiling = catalog.ceiling(call.model(), Instant.now())
                     .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.model() + " in the billing catalog"));
-            return ledger.reserve(call.id(), call.key().accountId(), call.key().id(), call.key().spendCap() != null,
-                            available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens),
-                            tokens -> ceiling.cost(0, promptTokens, tokens))
+            Function<BigDecimal, Integer> affordable = available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens);
+            Function<Integer, BigDecimal> amountFor = tokens -> ceiling.cost(0, promptTokens, tokens);
+            boolean capped = call.key().spendCap() != null;
+            return (leases.enabled() && !capped
+                            ? leases.reserve(call.id(), call.key().accountId(), wantedTokens, affordable, amountFor)
+                            : ledger.reserve(call.id(), call.key().accountId(), call.key().id(), capped, affordable, amountFor))
                     .onFailure().transform(e -> OpenAiError.unavailable("balance store unavailable"))
                     .invoke(r -> call.reservation(r.orElseThrow(() -> call.key().spendCap() != null
                             ? new OpenAiError(402, "insufficient_balance", null, "spend_cap_reached", "Insufficient Balance: this API key's spend cap is reached", 0)
@@ -168,11 +178,18 @@ public class Metering {
             });
         }, t -> {
             LOG.errorf("request %s: price catalog unavailable at settlement; its reservation stays until the sweeper releases it", call.id());
+            if (call.reservation().lease() != null) {
+                leases.release(call.reservation());
+            }
             then.then(new JsonObject(), t);
         });
     }
 
     private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, JsonObject event, int attempt, Runnable done) {
+        if (call.reservation().lease() != null) {
+            usage.write(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> done.run());
+            return;
+        }
         ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> {
             if (attempt >= 6) {
                 LOG.errorf("request %s: settlement failed %d times (%s); usage event kept in this log for replay: %s", call.id(), attempt + 1,

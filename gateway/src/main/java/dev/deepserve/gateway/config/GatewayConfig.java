@@ -119,6 +119,27 @@ public interface GatewayConfig {
         int maxConnections();
     }
 
+    Lease lease();
+
+    /** Balance leases: reservations made in memory against part of the balance set aside for this replica. */
+    interface Lease {
+        /** Off: every request reserves with its own transaction. Keys with a spend cap always do. */
+        @WithDefault("true")
+        boolean enabled();
+
+        /** A lease grows by this many times what the request that needs room reserves. */
+        @WithDefault("256")
+        int requests();
+
+        /** A lease unused this long gives back what it holds. */
+        @WithDefault("10s")
+        Duration idle();
+
+        /** Leases of a replica silent this long are returned by the others. */
+        @WithDefault("2m")
+        Duration orphanedAfter();
+    }
+
     Outbox outbox();
 
     interface Outbox {

@@ -31,8 +31,11 @@ public class Ledger {
         this.pool = pool;
     }
 
-    /** A reservation that went through: the amount held and the output tokens it pays for. */
-    public record Reservation(String requestId, String accountId, String keyId, BigDecimal amount, int maxTokens) {
+    /**
+     * A reservation that went through: the amount held and the output tokens it pays for; {@code lease} is set when
+     * it was made against this replica's balance lease ({@link Leases}) rather than as a row of its own.
+     */
+    public record Reservation(String requestId, String accountId, String keyId, BigDecimal amount, int maxTokens, UUID lease) {
     }
 
     /**
@@ -67,7 +70,7 @@ public class Ledger {
                                             : Uni.createFrom().nullItem())
                                     .chain(() -> tx.preparedQuery("INSERT INTO gateway.reservations (request_id, account_id, amount, api_key_id) VALUES ($1, $2, $3, $4)")
                                             .execute(Tuple.of(requestId, accountId, amount, capped ? keyId : null)))
-                                    .map(ignored -> Optional.of(new Reservation(requestId, accountId, capped ? keyId : null, amount, tokens)));
+                                    .map(ignored -> Optional.of(new Reservation(requestId, accountId, capped ? keyId : null, amount, tokens, null)));
                         })));
     }
 
@@ -99,13 +102,13 @@ public class Ledger {
     /** Releases reservations whose requests cannot still be running (their gateway died); returns how many. */
     public Uni<Integer> sweep(java.time.Duration ttl) {
         return pool.withTransaction(tx -> tx.preparedQuery("""
-                        WITH stale AS (DELETE FROM gateway.reservations WHERE created_at < now() - $1::interval RETURNING account_id, api_key_id, amount),
+                        WITH stale AS (DELETE FROM gateway.reservations WHERE created_at < now() - $1 * interval '1 second' RETURNING account_id, api_key_id, amount),
                              keys AS (UPDATE billing.api_keys k SET reserved = GREATEST(k.reserved - s.amount, 0)
                                       FROM (SELECT api_key_id, sum(amount) AS amount FROM stale WHERE api_key_id IS NOT NULL GROUP BY api_key_id) s
                                       WHERE k.id = s.api_key_id),
                              sums AS (SELECT account_id, sum(amount) AS amount FROM stale GROUP BY account_id)
                         UPDATE billing.accounts a SET reserved = GREATEST(a.reserved - s.amount, 0) FROM sums s WHERE a.id = s.account_id""")
-                .execute(Tuple.of(ttl.toSeconds() + " seconds")).map(rows -> rows.rowCount()));
+                .execute(Tuple.of(ttl.toSeconds())).map(rows -> rows.rowCount()));
     }
 
     static String plain(BigDecimal b) {

@@ -1,0 +1,375 @@
+package dev.deepserve.bench;
+
+import dev.deepserve.accounting.ApiKeys;
+import dev.deepserve.embedded.EmbeddedPostgresServer;
+import dev.deepserve.embedded.MockUpstream;
+import io.vertx.core.Vertx;
+import io.vertx.core.VertxOptions;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.RequestOptions;
+import org.flywaydb.core.Flyway;
+
+import java.io.IOException;
+import java.net.Socket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The gateway in front of an upstream provider, side by side with the Portkey open-source gateway in front of the
+ * same mock upstream, in one run on one machine. Three targets get the same requests: the mock upstream directly
+ * (the baseline), Portkey (from npm, {@code bench/.portkey}), and our gateway (its fast-jar with embedded PostgreSQL
+ * and Kafka, doing key check, reservation, settlement and the usage event for every request). It prints each
+ * gateway's added latency (p50/p99 over the direct path) at 1, 16 and 64 connections, the added time to the first
+ * streamed token, the most requests per second each sustains, the ratios ours vs Portkey, and then holds 1,000
+ * concurrent SSE streams through our gateway and checks that every one completed and was metered exactly once.
+ *
+ * <p>Run: {@code bench/run proxy [--seconds 5] [--streams 1000] [--no-portkey]}.
+ */
+public final class ProxyBench {
+
+    static final String PROMPT = "[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]";
+
+    /** One way to reach the mock upstream. */
+    record Target(String name, int port, String path, String model, Map<String, String> headers) {
+    }
+
+    /** Latencies (ns) of completed requests, errors, and wall time. */
+    record Run(long[] latencies, int errors, long wallNanos, String firstError) {
+        double p(int pct) {
+            long[] s = latencies.clone();
+            Arrays.sort(s);
+            return s.length == 0 ? Double.NaN : s[Math.min(s.length - 1, (int) Math.ceil(pct / 100.0 * s.length) - 1)] / 1e6;
+        }
+
+        double perSecond() {
+            return latencies.length / (wallNanos / 1e9);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        int seconds = 5;
+        int streams = 1000;
+        boolean portkey = true;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--seconds" -> seconds = Integer.parseInt(args[++i]);
+                case "--streams" -> streams = Integer.parseInt(args[++i]);
+                case "--no-portkey" -> portkey = false;
+                default -> throw new IllegalArgumentException("unknown option " + args[i]);
+            }
+        }
+        Vertx upstreamVertx = Vertx.vertx(new VertxOptions().setEventLoopPoolSize(1));
+        Vertx clientVertx = Vertx.vertx(new VertxOptions().setEventLoopPoolSize(1));
+        MockUpstream mock = MockUpstream.start(upstreamVertx, 0, "/v1");
+        mock.record = false;
+        mock.tokens = 16;
+        Process portkeyProcess = null;
+        try (BenchInfra infra = BenchInfra.start("proxy")) {
+            EmbeddedPostgresServer pg = infra.pg;
+            Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)
+                    .schemas("billing").locations("classpath:db/billing").load().migrate();
+            String key = ApiKeys.newSecret();
+            try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
+                 PreparedStatement k = c.prepareStatement("INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256) VALUES ('key_bench', 'acct_bench', 'b', 'p', ?)")) {
+                c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance) VALUES ('acct_bench', 'bench', 1000000)");
+                c.createStatement().execute("INSERT INTO billing.prices VALUES ('mock/*', 'USD', 0.07, 0.27, 1.10, '2025-01-01T00:00:00Z', NULL, NULL)");
+                k.setBytes(1, ApiKeys.sha256(key));
+                k.executeUpdate();
+            }
+            int port = BenchInfra.freePort();
+            Process gateway = infra.service("gateway", port, Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl()), "/q/health/live");
+            List<Target> targets = new ArrayList<>();
+            targets.add(new Target("direct", mock.port(), "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none")));
+            if (portkey) {
+                int pkPort = BenchInfra.freePort();
+                portkeyProcess = startPortkey(infra.work, pkPort);
+                if (portkeyProcess != null) {
+                    targets.add(new Target("portkey", pkPort, "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none",
+                            "x-portkey-provider", "openai", "x-portkey-custom-host", mock.baseUrl())));
+                }
+            }
+            targets.add(new Target("deepserve", port, "/v1/chat/completions", "mock/mock-chat", Map.of("Authorization", "Bearer " + key)));
+            try {
+                report(clientVertx, mock, targets, seconds, streams, pg);
+            } finally {
+                BenchInfra.stop(gateway);
+            }
+        } finally {
+            if (portkeyProcess != null) {
+                portkeyProcess.destroy();
+            }
+            mock.close();
+            clientVertx.close();
+            upstreamVertx.close();
+        }
+    }
+
+    static Process startPortkey(Path work, int port) throws Exception {
+        Path server = Path.of("bench/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js");
+        if (!Files.isRegularFile(server)) {
+            System.out.println("Portkey is not installed (bench/run proxy installs it with npm); comparing with the direct path only\n");
+            return null;
+        }
+        Process p = new ProcessBuilder("node", server.toString(), "--port=" + port).redirectErrorStream(true)
+                .redirectOutput(work.resolve("portkey.log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (System.nanoTime() < deadline) {
+            try (Socket s = new Socket("127.0.0.1", port)) {
+                return p;
+            } catch (IOException e) {
+                Thread.sleep(200);
+            }
+        }
+        p.destroy();
+        throw new IllegalStateException("Portkey did not start; see " + work.resolve("portkey.log"));
+    }
+
+    static void report(Vertx vertx, MockUpstream mock, List<Target> targets, int seconds, int streams, EmbeddedPostgresServer pg) throws Exception {
+        Target direct = targets.getFirst();
+        System.out.printf("mock upstream: %d-token answers; each target warmed up, then measured for %d s per row%n%n", mock.tokens, seconds);
+        for (Target t : targets) {
+            closedLoop(vertx, t, 16, 3, false);
+        }
+        Map<String, Map<Integer, Run>> byTarget = new LinkedHashMap<>();
+        System.out.printf("%-10s %-6s %10s %10s %10s %12s %12s%n", "target", "conns", "p50", "p99", "req/s", "added p50", "added p99");
+        for (int conns : new int[] {1, 16, 64}) {
+            Map<String, Run> runs = new LinkedHashMap<>();
+            for (Target t : targets) {
+                Run r = closedLoop(vertx, t, conns, seconds, false);
+                runs.put(t.name(), r);
+                byTarget.computeIfAbsent(t.name(), k -> new LinkedHashMap<>()).put(conns, r);
+                Run d = runs.get(direct.name());
+                System.out.printf("%-10s %-6d %8.3fms %8.3fms %10.0f %+10.3fms %+10.3fms%s%n", t.name(), conns, r.p(50), r.p(99), r.perSecond(),
+                        r.p(50) - d.p(50), r.p(99) - d.p(99), r.errors() > 0 ? "  (" + r.errors() + " errors: " + r.firstError() + ")" : "");
+            }
+            System.out.println();
+        }
+        // the most each sustains: closed loop at 128 connections
+        Map<String, Double> max = new LinkedHashMap<>();
+        for (Target t : targets) {
+            Run r = closedLoop(vertx, t, 128, seconds, false);
+            max.put(t.name(), r.perSecond());
+            System.out.printf("%-10s max throughput at 128 connections: %8.0f req/s (p99 %.1f ms, %d errors)%n", t.name(), r.perSecond(), r.p(99), r.errors());
+        }
+        // first streamed token: the mock sends its first token at once and one every 5 ms after
+        mock.tokenMillis = 5;
+        Map<String, Double> ttft = new LinkedHashMap<>();
+        System.out.println();
+        for (Target t : targets) {
+            Run r = closedLoop(vertx, t, 1, seconds, true);
+            if (r.latencies().length == 0) {
+                System.out.printf("%-10s first streamed token: no stream completed (%d errors: %s)%n", t.name(), r.errors(), r.firstError());
+                continue;
+            }
+            ttft.put(t.name(), r.p(50));
+            System.out.printf("%-10s first streamed token p50 %.3f ms, p99 %.3f ms (added p50 %+.3f ms)%s%n", t.name(), r.p(50), r.p(99),
+                    r.p(50) - ttft.get(direct.name()), r.errors() > 0 ? " (" + r.errors() + " errors: " + r.firstError() + ")" : "");
+        }
+        mock.tokenMillis = 0;
+        System.out.println();
+        Map<Integer, Run> ours = byTarget.get("deepserve");
+        Map<Integer, Run> base = byTarget.get("direct");
+        System.out.printf("ours: added p99 at 1 connection %.3f ms (goal < 1 ms); added first-token p50 %.3f ms (goal < 1 ms)%n",
+                ours.get(1).p(99) - base.get(1).p(99), ttft.get("deepserve") - ttft.get("direct"));
+        Map<Integer, Run> pk = byTarget.get("portkey");
+        if (pk != null) {
+            for (int conns : new int[] {1, 16, 64}) {
+                double oursP50 = ours.get(conns).p(50) - base.get(conns).p(50);
+                double pkP50 = pk.get(conns).p(50) - base.get(conns).p(50);
+                double oursP99 = ours.get(conns).p(99) - base.get(conns).p(99);
+                double pkP99 = pk.get(conns).p(99) - base.get(conns).p(99);
+                System.out.printf("added latency at %2d connections: Portkey / ours = %.1fx at p50, %.1fx at p99 (goal >= 5x at 16 and 64)%n", conns,
+                        pkP50 / Math.max(oursP50, 0.001), pkP99 / Math.max(oursP99, 0.001));
+            }
+            System.out.printf("max req/s: ours / Portkey = %.1fx (goal >= 10x)%n", max.get("deepserve") / max.get("portkey"));
+            if (ttft.containsKey("portkey")) {
+                System.out.printf("first-token overhead: Portkey / ours = %.1fx%n", (ttft.get("portkey") - ttft.get("direct"))
+                        / Math.max(ttft.get("deepserve") - ttft.get("direct"), 0.001));
+            }
+        }
+        // 1,000 concurrent SSE streams through our gateway, each metered exactly once
+        mock.tokens = 20;
+        mock.tokenMillis = 50;
+        long eventsBefore = outboxCount(pg);
+        Target gw = targets.getLast();
+        long t0 = System.nanoTime();
+        Run r = concurrentStreams(vertx, gw, streams);
+        long events = awaitOutbox(pg, eventsBefore + streams);
+        System.out.printf("%n%d concurrent SSE streams through the gateway: %d completed with [DONE], %d errors%s; p50 %.0f ms, p99 %.0f ms (each stream is 1,000 ms);"
+                        + " %d usage events written for them%n", streams, r.latencies().length, r.errors(), r.errors() > 0 ? " (" + r.firstError() + ")" : "",
+                r.p(50), r.p(99), events - eventsBefore);
+        System.out.printf("wall %.1f s%n", (System.nanoTime() - t0) / 1e9);
+    }
+
+    static long outboxCount(EmbeddedPostgresServer pg) throws Exception {
+        try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
+             ResultSet rs = c.createStatement().executeQuery("SELECT count(*) FROM gateway.usage_outbox")) {
+            rs.next();
+            return rs.getLong(1);
+        }
+    }
+
+    static long awaitOutbox(EmbeddedPostgresServer pg, long expected) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        long n = outboxCount(pg);
+        while (n < expected && System.nanoTime() < deadline) {
+            Thread.sleep(200);
+            n = outboxCount(pg);
+        }
+        return n;
+    }
+
+    static Buffer body(Target t, boolean stream) {
+        return Buffer.buffer("{\"model\":\"" + t.model() + "\",\"messages\":" + PROMPT + ",\"max_tokens\":64" + (stream ? ",\"stream\":true" : "") + "}");
+    }
+
+    static RequestOptions options(Target t) {
+        RequestOptions o = new RequestOptions().setMethod(HttpMethod.POST).setHost("127.0.0.1").setPort(t.port()).setURI(t.path())
+                .putHeader("Content-Type", "application/json");
+        t.headers().forEach(o::putHeader);
+        return o;
+    }
+
+    /**
+     * {@code conns} clients each sending one request after another for {@code seconds}; for streams the latency is
+     * the time to the first content token, otherwise to the end of the answer.
+     */
+    static Run closedLoop(Vertx vertx, Target t, int conns, int seconds, boolean stream) {
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(conns).setKeepAlive(true).setTcpNoDelay(true)
+                .setPipelining(false));
+        Buffer body = body(t, stream);
+        RequestOptions options = options(t);
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+        long[][] lat = new long[1][1 << 16];
+        AtomicInteger count = new AtomicInteger();
+        AtomicInteger errors = new AtomicInteger();
+        String[] firstError = {null};
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        AtomicInteger running = new AtomicInteger(conns);
+        long start = System.nanoTime();
+        vertx.runOnContext(v -> {
+            for (int i = 0; i < conns; i++) {
+                next(client, options, body, stream, end, lat, count, errors, firstError, running, done);
+            }
+        });
+        done.join();
+        long wall = System.nanoTime() - start;
+        client.close();
+        return new Run(Arrays.copyOf(lat[0], count.get()), errors.get(), wall, firstError[0]);
+    }
+
+    private static void next(HttpClient client, RequestOptions options, Buffer body, boolean stream, long end, long[][] lat, AtomicInteger count,
+                             AtomicInteger errors, String[] firstError, AtomicInteger running, CompletableFuture<Void> done) {
+        if (System.nanoTime() >= end) {
+            if (running.decrementAndGet() == 0) {
+                done.complete(null);
+            }
+            return;
+        }
+        long t0 = System.nanoTime();
+        Runnable again = () -> next(client, options, body, stream, end, lat, count, errors, firstError, running, done);
+        client.request(options).compose(req -> req.send(body)).onComplete(ar -> {
+            if (ar.failed()) {
+                error(errors, firstError, ar.cause().toString());
+                again.run();
+                return;
+            }
+            var resp = ar.result();
+            if (resp.statusCode() != 200) {
+                resp.body().onComplete(b -> {
+                    error(errors, firstError, "HTTP " + resp.statusCode() + " " + (b.succeeded() ? b.result().toString() : ""));
+                    again.run();
+                });
+                return;
+            }
+            long[] first = {0};
+            resp.handler(chunk -> {
+                if (stream && first[0] == 0 && chunk.toString().contains("\"t0 \"")) {
+                    first[0] = System.nanoTime() - t0;
+                }
+            });
+            resp.exceptionHandler(e -> error(errors, firstError, e.toString()));
+            resp.endHandler(x -> {
+                record(lat, count, stream ? first[0] : System.nanoTime() - t0);
+                again.run();
+            });
+        });
+    }
+
+    private static void record(long[][] lat, AtomicInteger count, long nanos) {
+        int i = count.getAndIncrement();
+        if (i >= lat[0].length) {
+            lat[0] = Arrays.copyOf(lat[0], lat[0].length * 2);
+        }
+        lat[0][i] = nanos;
+    }
+
+    private static void error(AtomicInteger errors, String[] firstError, String message) {
+        if (errors.getAndIncrement() == 0) {
+            firstError[0] = message.length() > 300 ? message.substring(0, 300) : message;
+        }
+    }
+
+    /** {@code n} streams opened at once; a stream counts as completed when it ends with [DONE]. */
+    static Run concurrentStreams(Vertx vertx, Target t, int n) {
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(n).setKeepAlive(true).setTcpNoDelay(true)
+                .setConnectTimeout(30_000));
+        Buffer body = body(t, true);
+        RequestOptions options = options(t);
+        long[][] lat = new long[1][n];
+        AtomicInteger count = new AtomicInteger();
+        AtomicInteger errors = new AtomicInteger();
+        AtomicLong finished = new AtomicLong();
+        String[] firstError = {null};
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        long start = System.nanoTime();
+        Runnable oneDone = () -> {
+            if (finished.incrementAndGet() == n) {
+                done.complete(null);
+            }
+        };
+        vertx.runOnContext(v -> {
+            for (int i = 0; i < n; i++) {
+                long t0 = System.nanoTime();
+                client.request(options).compose(req -> req.send(body)).onComplete(ar -> {
+                    if (ar.failed() || ar.result().statusCode() != 200) {
+                        error(errors, firstError, ar.failed() ? ar.cause().toString() : "HTTP " + ar.result().statusCode());
+                        oneDone.run();
+                        return;
+                    }
+                    Buffer all = Buffer.buffer();
+                    ar.result().handler(all::appendBuffer);
+                    ar.result().exceptionHandler(e -> error(errors, firstError, e.toString()));
+                    ar.result().endHandler(x -> {
+                        if (all.toString().endsWith("data: [DONE]\n\n")) {
+                            record(lat, count, System.nanoTime() - t0);
+                        } else {
+                            error(errors, firstError, "stream ended without [DONE]");
+                        }
+                        oneDone.run();
+                    });
+                });
+            }
+        });
+        done.orTimeout(120, TimeUnit.SECONDS).join();
+        long wall = System.nanoTime() - start;
+        client.close();
+        return new Run(Arrays.copyOf(lat[0], count.get()), errors.get(), wall, firstError[0]);
+    }
+}

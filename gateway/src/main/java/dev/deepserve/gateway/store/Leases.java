@@ -1,0 +1,261 @@
+package dev.deepserve.gateway.store;
+
+import dev.deepserve.gateway.config.GatewayConfig;
+import io.quarkus.runtime.ShutdownEvent;
+import io.quarkus.scheduler.Scheduled;
+import io.smallrye.mutiny.Uni;
+import io.vertx.core.Context;
+import io.vertx.core.Vertx;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Tuple;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import jakarta.inject.Inject;
+import org.jboss.logging.Logger;
+
+import java.math.BigDecimal;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.Function;
+
+/**
+ * Reservations without a database round trip: this replica leases part of an account's balance (see
+ * {@code V5__balance_leases.sql}) and reserves requests against the lease in memory, exactly as
+ * {@link Ledger#reserve} would against the whole balance — the most a request can cost is set aside, and its output
+ * capped to what is left — so nothing can overshoot. A lease grows (one statement, under the account's row lock)
+ * when a request does not fit, and ahead of need when it runs low; what an idle lease holds goes back to the
+ * account. Settlement goes through {@link UsageWriter}, which records each event's cost against its lease in the
+ * same statement that writes the event.
+ */
+@ApplicationScoped
+public class Leases {
+
+    private static final Logger LOG = Logger.getLogger(Leases.class);
+
+    private final Pool pool;
+    private final GatewayConfig.Lease config;
+    private final String holder = UUID.randomUUID().toString();
+    private final Map<String, Lease> byAccount = new ConcurrentHashMap<>();
+
+    @Inject
+    Leases(Pool pool, GatewayConfig config) {
+        this(pool, config.lease());
+    }
+
+    Leases(Pool pool, GatewayConfig.Lease config) {
+        this.pool = pool;
+        this.config = config;
+    }
+
+    /** One account's lease on this replica; every field is guarded by the lease's monitor. */
+    static final class Lease {
+        final String accountId;
+        final UUID id = UUID.randomUUID();
+        BigDecimal amount = BigDecimal.ZERO;
+        /** Costs written to the outbox (and counted in the lease row). */
+        BigDecimal consumed = BigDecimal.ZERO;
+        /** Costs of settlements on their way to the outbox. */
+        BigDecimal settling = BigDecimal.ZERO;
+        /** Reservations of requests in flight. */
+        BigDecimal held = BigDecimal.ZERO;
+        CompletableFuture<Void> growing;
+        long lastUsed = System.nanoTime();
+
+        Lease(String accountId) {
+            this.accountId = accountId;
+        }
+
+        BigDecimal free() {
+            return amount.subtract(consumed).subtract(settling).subtract(held);
+        }
+    }
+
+    public boolean enabled() {
+        return config.enabled();
+    }
+
+    /**
+     * Reserves as {@link Ledger#reserve} does, against this replica's lease of the account: {@code wanted} output
+     * tokens if the balance pays for them, else as many as it does; empty when not one.
+     */
+    public Uni<Optional<Ledger.Reservation>> reserve(String requestId, String accountId, int wanted, Function<BigDecimal, Integer> affordable,
+                                                     Function<Integer, BigDecimal> amountFor) {
+        Lease lease = byAccount.computeIfAbsent(accountId, Lease::new);
+        Optional<Ledger.Reservation> now = hold(lease, requestId, wanted, affordable, amountFor, true);
+        BigDecimal need = amountFor.apply(wanted);
+        if (now.isPresent()) {
+            BigDecimal low;
+            synchronized (lease) {
+                low = lease.free();
+            }
+            if (low.compareTo(need.multiply(BigDecimal.valueOf(config.requests() / 4))) < 0) {
+                // running low: grow in the background so the next requests find room
+                grow(lease, need.multiply(BigDecimal.valueOf(config.requests())));
+            }
+            return Uni.createFrom().item(now);
+        }
+        Context context = Vertx.currentContext();
+        Uni<Void> grown = Uni.createFrom().completionStage(grow(lease, need.multiply(BigDecimal.valueOf(config.requests()))));
+        if (context != null) {
+            grown = grown.emitOn(r -> context.runOnContext(v -> r.run()));
+        }
+        return grown.map(v -> hold(lease, requestId, wanted, affordable, amountFor, false));
+    }
+
+    private Optional<Ledger.Reservation> hold(Lease lease, String requestId, int wanted, Function<BigDecimal, Integer> affordable,
+                                              Function<Integer, BigDecimal> amountFor, boolean onlyInFull) {
+        synchronized (lease) {
+            lease.lastUsed = System.nanoTime();
+            BigDecimal free = lease.free();
+            if (free.signum() <= 0) {
+                return Optional.empty();
+            }
+            int tokens = affordable.apply(free);
+            if (tokens <= 0 || onlyInFull && tokens < wanted) {
+                return Optional.empty();
+            }
+            BigDecimal amount = amountFor.apply(tokens);
+            lease.held = lease.held.add(amount);
+            return Optional.of(new Ledger.Reservation(requestId, lease.accountId, null, amount, tokens, lease.id));
+        }
+    }
+
+    /** Adds up to {@code want} to the lease; concurrent callers share one grow in flight. */
+    private CompletableFuture<Void> grow(Lease lease, BigDecimal want) {
+        CompletableFuture<Void> f;
+        synchronized (lease) {
+            if (lease.growing != null) {
+                return lease.growing;
+            }
+            f = lease.growing = new CompletableFuture<>();
+        }
+        pool.preparedQuery("SELECT gateway.grow_lease($1, $2, $3, $4) AS granted").execute(Tuple.of(lease.accountId, want, lease.id, holder))
+                .subscribe().with(rows -> {
+                    BigDecimal granted = rows.iterator().next().getBigDecimal("granted");
+                    synchronized (lease) {
+                        if (granted != null) {
+                            lease.amount = lease.amount.add(granted);
+                        }
+                        lease.growing = null;
+                    }
+                    f.complete(null);
+                }, e -> {
+                    synchronized (lease) {
+                        lease.growing = null;
+                    }
+                    f.completeExceptionally(e);
+                });
+        return f;
+    }
+
+    /** A leased request finished: its reservation is released and its cost is on the way to the outbox. */
+    void settling(Ledger.Reservation r, BigDecimal cost) {
+        Lease lease = byAccount.get(r.accountId());
+        if (lease == null) {
+            return;
+        }
+        synchronized (lease) {
+            lease.held = lease.held.subtract(r.amount()).max(BigDecimal.ZERO);
+            lease.settling = lease.settling.add(cost);
+            lease.lastUsed = System.nanoTime();
+        }
+    }
+
+    /** The event is in the outbox ({@code written}) or given up on: its cost leaves the settling column. */
+    void settled(Ledger.Reservation r, BigDecimal cost, boolean written) {
+        Lease lease = byAccount.get(r.accountId());
+        if (lease == null) {
+            return;
+        }
+        synchronized (lease) {
+            lease.settling = lease.settling.subtract(cost);
+            if (written) {
+                lease.consumed = lease.consumed.add(cost);
+            }
+        }
+    }
+
+    /** Releases a reservation that never reached settlement (nothing to write). */
+    public void release(Ledger.Reservation r) {
+        settling(r, BigDecimal.ZERO);
+    }
+
+    /** Gives back what idle leases hold and keeps this replica's leases alive. */
+    @Scheduled(every = "${deepserve.lease.heartbeat:5s}", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    Uni<Void> maintain() {
+        return maintain(config.idle().toNanos());
+    }
+
+    Uni<Void> maintain(long idle) {
+        List<Uni<Void>> work = new ArrayList<>();
+        for (Lease lease : byAccount.values()) {
+            BigDecimal give;
+            synchronized (lease) {
+                if (System.nanoTime() - lease.lastUsed < idle || lease.growing != null) {
+                    continue;
+                }
+                give = lease.free();
+                if (give.signum() <= 0) {
+                    continue;
+                }
+                lease.amount = lease.amount.subtract(give);
+            }
+            work.add(shrink(lease, give));
+        }
+        work.add(pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() WHERE holder = $1").execute(Tuple.of(holder)).replaceWithVoid()
+                .onFailure().invoke(e -> LOG.warnf("lease heartbeat failed: %s", e.getMessage())).onFailure().recoverWithNull());
+        return Uni.join().all(work).andCollectFailures().replaceWithVoid().onFailure().recoverWithNull();
+    }
+
+    private Uni<Void> shrink(Lease lease, BigDecimal give) {
+        return pool.preparedQuery("SELECT gateway.shrink_lease($1, $2)").execute(Tuple.of(lease.id, give)).replaceWithVoid()
+                .onFailure().invoke(e -> {
+                    // still leased in PostgreSQL: keep it here too, and try again next time
+                    synchronized (lease) {
+                        lease.amount = lease.amount.add(give);
+                    }
+                    LOG.warnf("could not return an idle lease of account %s: %s", lease.accountId, e.getMessage());
+                }).onFailure().recoverWithNull();
+    }
+
+    /** Leases of replicas that stopped heartbeating give back what they held. */
+    @Scheduled(every = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    Uni<Void> sweep() {
+        Duration ttl = config.orphanedAfter();
+        return pool.preparedQuery("SELECT gateway.sweep_leases($1 * interval '1 second')").execute(Tuple.of(ttl.toSeconds()))
+                .invoke(rows -> {
+                    int n = rows.iterator().next().getInteger(0);
+                    if (n > 0) {
+                        LOG.warnf("returned %d lease(s) of gateway replicas that stopped", n);
+                    }
+                }).replaceWithVoid().onFailure().recoverWithNull();
+    }
+
+    void stop(@Observes ShutdownEvent ev) {
+        List<Uni<Void>> work = new ArrayList<>();
+        for (Lease lease : byAccount.values()) {
+            BigDecimal give;
+            synchronized (lease) {
+                give = lease.free();
+                if (give.signum() <= 0) {
+                    continue;
+                }
+                lease.amount = lease.amount.subtract(give);
+            }
+            work.add(shrink(lease, give));
+        }
+        if (!work.isEmpty()) {
+            try {
+                Uni.join().all(work).andCollectFailures().await().atMost(Duration.ofSeconds(5));
+            } catch (RuntimeException e) {
+                LOG.warnf("leases not all returned at shutdown (the sweeper will): %s", e.getMessage());
+            }
+        }
+    }
+}
