@@ -55,7 +55,14 @@ final class BenchInfra implements AutoCloseable {
     /** Starts a service on {@code port} against this PostgreSQL and Kafka and waits until {@code healthPath} answers 200. */
     Process service(String module, int port, Map<String, String> env, String healthPath) throws Exception {
         Path log = work.resolve(module + ".log");
-        ProcessBuilder pb = new ProcessBuilder("java", "-Xmx1g", "-jar", jar(module).toString()).redirectErrorStream(true).redirectOutput(log.toFile());
+        List<String> command = new java.util.ArrayList<>(List.of("java", "-Xmx1g"));
+        String jfr = System.getenv("DEEPSERVE_BENCH_JFR");
+        if (jfr != null && !jfr.isBlank()) {
+            // profile the service: DEEPSERVE_BENCH_JFR=/tmp/gateway.jfr bench/run ...
+            command.add("-XX:StartFlightRecording=filename=" + jfr + ",settings=profile");
+        }
+        command.addAll(List.of("-jar", jar(module).toString()));
+        ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
         pb.environment().put("QUARKUS_HTTP_PORT", Integer.toString(port));
         pb.environment().put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
         pb.environment().put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());

@@ -111,6 +111,24 @@ class GatewayApiTest {
     }
 
     @Test
+    void aKeyRevokedWhileInUseStopsWorkingAtOnce() {
+        String key = account("1", null);
+        for (int i = 0; i < 3; i++) {
+            post(key, HI + "}").then().statusCode(200);
+        }
+        pool.preparedQuery("UPDATE billing.api_keys SET revoked_at = now() WHERE secret_sha256 = $1").execute(Tuple.of(ApiKeys.sha256(key))).await().indefinitely();
+        long t0 = System.nanoTime();
+        await().atMost(Duration.ofSeconds(2)).pollInterval(Duration.ofMillis(10)).until(() -> post(key, HI + "}").statusCode() == 401);
+        assertTrue(System.nanoTime() - t0 < 2_000_000_000L);
+        // and an edited limit applies to the next request
+        String limited = account("1", null);
+        post(limited, HI + "}").then().statusCode(200);
+        pool.preparedQuery("UPDATE billing.api_keys SET models = ARRAY['deepseek-reasoner'] WHERE secret_sha256 = $1")
+                .execute(Tuple.of(ApiKeys.sha256(limited))).await().indefinitely();
+        await().atMost(Duration.ofSeconds(2)).pollInterval(Duration.ofMillis(10)).until(() -> post(limited, HI + "}").statusCode() == 403);
+    }
+
+    @Test
     void modelsAndBalanceInDeepSeeksShape() {
         String key = account("110", null);
         given().header("Authorization", "Bearer " + key).get("/models").then().statusCode(200)

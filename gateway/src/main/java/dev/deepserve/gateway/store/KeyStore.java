@@ -5,7 +5,14 @@ import io.smallrye.mutiny.Uni;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
+import io.quarkus.runtime.ShutdownEvent;
+import io.quarkus.runtime.StartupEvent;
+import io.vertx.pgclient.PgConnectOptions;
+import io.vertx.pgclient.pubsub.PgSubscriber;
 import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import org.eclipse.microprofile.config.Config;
+import org.eclipse.microprofile.config.ConfigProvider;
 import org.jboss.logging.Logger;
 
 import java.util.List;
@@ -15,9 +22,11 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Looks keys up by the SHA-256 of the presented secret, on every request: revocation takes effect at once on every
- * replica, and one indexed read costs well under a millisecond. {@code last_used_at} is written at most once a minute
- * per key and off the request path, so concurrent requests on one key never queue behind a row lock.
+ * Looks keys up by the SHA-256 of the presented secret. Verified keys are cached while this replica listens on
+ * PostgreSQL's {@code deepserve_api_keys} channel, where every change to a key row (revocation, limits, models,
+ * deletion) is announced by a trigger: the entry goes the moment the change commits, so revocation still takes
+ * effect at once on every replica. Without the listener (not yet connected, or reconnecting) nothing is cached and
+ * every request reads the row. {@code last_used_at} is written at most once a minute per key, off the request path.
  */
 @ApplicationScoped
 public class KeyStore {
@@ -25,11 +34,55 @@ public class KeyStore {
     private static final Logger LOG = Logger.getLogger(KeyStore.class);
     private static final long TOUCH_EVERY = TimeUnit.MINUTES.toNanos(1);
 
+    private static final int MAX_CACHED = 100_000;
+    private static final long CACHE_FOR = TimeUnit.MINUTES.toNanos(5);
+
     private final Pool pool;
     private final Map<String, Long> touched = new ConcurrentHashMap<>();
+    private final Map<String, Cached> cache = new ConcurrentHashMap<>();
+    private volatile boolean listening;
+    /** Bumped by every change notice: a read that started before one must not be cached. */
+    private final java.util.concurrent.atomic.AtomicLong changes = new java.util.concurrent.atomic.AtomicLong();
+    private final io.vertx.core.Vertx vertx;
+    private PgSubscriber subscriber;
 
-    KeyStore(Pool pool) {
+    private record Cached(ApiKey key, long at) {
+    }
+
+    KeyStore(Pool pool, io.vertx.core.Vertx vertx) {
         this.pool = pool;
+        this.vertx = vertx;
+    }
+
+    void start(@Observes StartupEvent ev) {
+        Config config = ConfigProvider.getConfig();
+        PgConnectOptions options = PgConnectOptions.fromUri(config.getValue("quarkus.datasource.reactive.url", String.class))
+                .setUser(config.getOptionalValue("quarkus.datasource.username", String.class).orElse(null))
+                .setPassword(config.getOptionalValue("quarkus.datasource.password", String.class).orElse(null));
+        subscriber = PgSubscriber.subscriber(vertx, options).reconnectPolicy(retries -> 1000L);
+        subscriber.channel("deepserve_api_keys")
+                .subscribeHandler(v -> {
+                    // anything may have changed while not listening
+                    changes.incrementAndGet();
+                    cache.clear();
+                    listening = true;
+                })
+                .handler(keyId -> {
+                    changes.incrementAndGet();
+                    cache.values().removeIf(c -> c.key().id().equals(keyId));
+                });
+        subscriber.closeHandler(v -> {
+            listening = false;
+            changes.incrementAndGet();
+            cache.clear();
+        });
+        subscriber.connect().onFailure(e -> LOG.warnf("not listening for API key changes yet (keys are read per request meanwhile): %s", e.getMessage()));
+    }
+
+    void stop(@Observes ShutdownEvent ev) {
+        if (subscriber != null) {
+            subscriber.close();
+        }
     }
 
     /** The key for this secret if it exists and is not revoked. */
@@ -37,6 +90,18 @@ public class KeyStore {
         if (!ApiKeys.wellFormed(secret)) {
             return Uni.createFrom().item(Optional.empty());
         }
+        String hash = null;
+        if (listening) {
+            hash = java.util.HexFormat.of().formatHex(ApiKeys.sha256(secret));
+            Cached c = cache.get(hash);
+            if (c != null && System.nanoTime() - c.at() < CACHE_FOR) {
+                touch(c.key().id());
+                return Uni.createFrom().item(Optional.of(c.key()));
+            }
+        }
+        boolean cacheable = listening;
+        long seen = changes.get();
+        String cacheAs = hash;
         return pool.preparedQuery("""
                         SELECT k.id, k.account_id, a.currency, k.models, k.rpm, k.tpm, k.spend_cap
                         FROM billing.api_keys k JOIN billing.accounts a ON a.id = k.account_id
@@ -48,6 +113,12 @@ public class KeyStore {
                     }
                     ApiKey key = key(rows.iterator().next());
                     touch(key.id());
+                    if (cacheable && listening && changes.get() == seen) {
+                        if (cache.size() >= MAX_CACHED) {
+                            cache.clear();
+                        }
+                        cache.put(cacheAs, new Cached(key, System.nanoTime()));
+                    }
                     return Optional.of(key);
                 });
     }

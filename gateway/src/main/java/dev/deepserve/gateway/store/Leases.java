@@ -64,7 +64,7 @@ public class Leases {
         BigDecimal settling = BigDecimal.ZERO;
         /** Reservations of requests in flight. */
         BigDecimal held = BigDecimal.ZERO;
-        CompletableFuture<Void> growing;
+        CompletableFuture<Boolean> growing;
         long lastUsed = System.nanoTime();
 
         Lease(String accountId) {
@@ -101,11 +101,24 @@ public class Leases {
             return Uni.createFrom().item(now);
         }
         Context context = Vertx.currentContext();
-        Uni<Void> grown = Uni.createFrom().completionStage(grow(lease, need.multiply(BigDecimal.valueOf(config.requests()))));
-        if (context != null) {
-            grown = grown.emitOn(r -> context.runOnContext(v -> r.run()));
-        }
-        return grown.map(v -> hold(lease, requestId, wanted, affordable, amountFor, false));
+        Uni<Optional<Ledger.Reservation>> grown = growAndHold(lease, requestId, wanted, affordable, amountFor, need, 0);
+        return context == null ? grown : grown.emitOn(r -> context.runOnContext(v -> r.run()));
+    }
+
+    /**
+     * Grows the lease and takes the reservation from it; when requests that waited on the same grow used it up,
+     * grows again, until the account has nothing more to lease — only then is the request capped (or refused).
+     */
+    private Uni<Optional<Ledger.Reservation>> growAndHold(Lease lease, String requestId, int wanted, Function<BigDecimal, Integer> affordable,
+                                                          Function<Integer, BigDecimal> amountFor, BigDecimal need, int round) {
+        return Uni.createFrom().completionStage(grow(lease, need.multiply(BigDecimal.valueOf(config.requests()))))
+                .chain(exhausted -> {
+                    Optional<Ledger.Reservation> r = hold(lease, requestId, wanted, affordable, amountFor, true);
+                    if (r.isPresent() || exhausted || round >= 16) {
+                        return Uni.createFrom().item(r.isPresent() ? r : hold(lease, requestId, wanted, affordable, amountFor, false));
+                    }
+                    return growAndHold(lease, requestId, wanted, affordable, amountFor, need, round + 1);
+                });
     }
 
     private Optional<Ledger.Reservation> hold(Lease lease, String requestId, int wanted, Function<BigDecimal, Integer> affordable,
@@ -126,9 +139,12 @@ public class Leases {
         }
     }
 
-    /** Adds up to {@code want} to the lease; concurrent callers share one grow in flight. */
-    private CompletableFuture<Void> grow(Lease lease, BigDecimal want) {
-        CompletableFuture<Void> f;
+    /**
+     * Adds up to {@code want} to the lease; concurrent callers share one grow in flight. Completes with whether the
+     * account is exhausted (it could not give all that was asked).
+     */
+    private CompletableFuture<Boolean> grow(Lease lease, BigDecimal want) {
+        CompletableFuture<Boolean> f;
         synchronized (lease) {
             if (lease.growing != null) {
                 return lease.growing;
@@ -144,7 +160,7 @@ public class Leases {
                         }
                         lease.growing = null;
                     }
-                    f.complete(null);
+                    f.complete(granted == null || granted.compareTo(want) < 0);
                 }, e -> {
                     synchronized (lease) {
                         lease.growing = null;
