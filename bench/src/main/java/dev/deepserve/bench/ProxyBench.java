@@ -93,7 +93,7 @@ public final class ProxyBench {
                 k.executeUpdate();
             }
             int port = BenchInfra.freePort();
-            Process gateway = infra.service("gateway", port, Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl()), "/q/health/live");
+            Process gateway = infra.service("gateway", port, gatewayEnv(mock), "/q/health/live");
             List<Target> targets = new ArrayList<>();
             targets.add(new Target("direct", mock.port(), "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none")));
             if (portkey) {
@@ -118,6 +118,17 @@ public final class ProxyBench {
             clientVertx.close();
             upstreamVertx.close();
         }
+    }
+
+    static Map<String, String> gatewayEnv(MockUpstream mock) {
+        Map<String, String> env = new java.util.HashMap<>(Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl()));
+        for (String name : new String[] {"QUARKUS_VERTX_EVENT_LOOPS_POOL_SIZE", "DEEPSERVE_OUTBOX_INTERVAL"}) {
+            String value = System.getenv(name);
+            if (value != null) {
+                env.put(name, value);
+            }
+        }
+        return env;
     }
 
     static Process startPortkey(Path work, int port) throws Exception {

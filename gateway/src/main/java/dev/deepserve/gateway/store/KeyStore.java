@@ -66,12 +66,16 @@ public class KeyStore {
                     changes.incrementAndGet();
                     cache.clear();
                     listening = true;
+                    LOG.info("listening for API key changes: verified keys are cached");
                 })
                 .handler(keyId -> {
                     changes.incrementAndGet();
                     cache.values().removeIf(c -> c.key().id().equals(keyId));
                 });
         subscriber.closeHandler(v -> {
+            if (listening) {
+                LOG.warn("stopped listening for API key changes: keys are read per request until it reconnects");
+            }
             listening = false;
             changes.incrementAndGet();
             cache.clear();
