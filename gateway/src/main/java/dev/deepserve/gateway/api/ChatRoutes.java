@@ -189,13 +189,13 @@ public class ChatRoutes {
             metering.authenticate(rc).subscribe().with(k -> Metering.fail(rc, OpenAiError.invalid(null, "request body must be a JSON object")), t -> Metering.fail(rc, t));
             return;
         }
-        metering.authenticate(rc).subscribe().with(key -> {
+        metering.authenticate(rc, key -> {
             if (body.getValue("model") instanceof String model && upstreams.serves(model)) {
                 upstreams.complete(rc, key, body, chat);
             } else {
                 local(rc, call, key, body);
             }
-        }, t -> Metering.fail(rc, t));
+        });
     }
 
     private void local(RoutingContext rc, Call call, ApiKey apiKey, JsonObject body) {

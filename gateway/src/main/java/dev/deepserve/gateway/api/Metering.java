@@ -24,6 +24,7 @@ import java.math.BigDecimal;
 import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.UUID;
+import java.util.function.Consumer;
 import java.util.function.Function;
 
 /**
@@ -107,6 +108,51 @@ public class Metering {
                 .map(k -> k.orElseThrow(() -> OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")));
     }
 
+    /**
+     * The API key of this request, handed to {@code then} — at once when the key is cached, else after reading it;
+     * a missing, invalid or revoked key is answered with 401 here. A failure thrown by {@code then} is answered too.
+     */
+    public void authenticate(RoutingContext rc, Consumer<ApiKey> then) {
+        String header = rc.request().getHeader("Authorization");
+        ApiKey cached = header != null && header.regionMatches(true, 0, "Bearer ", 0, 7) ? keys.cached(header.substring(7).trim()) : null;
+        if (cached != null) {
+            run(rc, then, cached);
+            return;
+        }
+        authenticate(rc).subscribe().with(key -> run(rc, then, key), t -> fail(rc, t));
+    }
+
+    private static <T> void run(RoutingContext rc, Consumer<T> then, T value) {
+        try {
+            then.accept(value);
+        } catch (RuntimeException e) {
+            fail(rc, e);
+        }
+    }
+
+    /**
+     * Rate limits, then the reservation ({@link #reserve}); {@code then} runs once both passed. Without limits to count
+     * and with room in the account's lease, this takes no round trip at all.
+     */
+    public void admitAndReserve(Billable call, int promptTokens, int wantedTokens, Runnable then, Consumer<Throwable> failed) {
+        ApiKey key = call.key();
+        PriceCatalog catalog = prices.cached();
+        if (catalog != null && key.rpm() == null && key.tpm() == null && key.spendCap() == null && leases.enabled()) {
+            Price ceiling = catalog.ceiling(call.model(), Instant.now()).orElse(null);
+            if (ceiling != null) {
+                Ledger.Reservation r = leases.tryReserve(call.id(), key.accountId(), wantedTokens,
+                        available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens),
+                        tokens -> ceiling.cost(0, promptTokens, tokens));
+                if (r != null) {
+                    call.reservation(r);
+                    then.run();
+                    return;
+                }
+            }
+        }
+        admit(key, promptTokens).chain(() -> reserve(call, promptTokens, wantedTokens)).subscribe().with(v -> then.run(), failed::accept);
+    }
+
     /** Counts the request against the key's rate limits, or fails with 429 and the seconds to wait. */
     public Uni<Void> admit(ApiKey key, int promptTokens) {
         return limits.admit(key, promptTokens).onFailure().transform(e -> OpenAiError.unavailable("rate limiter unavailable"))
@@ -151,7 +197,9 @@ public class Metering {
      */
     public void settle(Billable call, String reason, int prompt, int completion, int cached, String error, JsonObject extra, Settled then) {
         Instant completedAt = Instant.now();
-        prices.catalog().subscribe().with(catalog -> {
+        PriceCatalog fresh = prices.cached();
+        Uni<PriceCatalog> catalogs = fresh != null ? null : prices.catalog();
+        Consumer<PriceCatalog> withCatalog = catalog -> {
             Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
             int hit = Math.min(cached, prompt);
             BigDecimal cost = price.cost(hit, prompt - hit, completion);
@@ -176,7 +224,12 @@ public class Metering {
                 limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
                 then.then(usage, null);
             });
-        }, t -> {
+        };
+        if (catalogs == null) {
+            withCatalog.accept(fresh);
+            return;
+        }
+        catalogs.subscribe().with(withCatalog, t -> {
             LOG.errorf("request %s: price catalog unavailable at settlement; its reservation stays until the sweeper releases it", call.id());
             if (call.reservation().lease() != null) {
                 leases.release(call.reservation());
@@ -187,7 +240,14 @@ public class Metering {
 
     private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, JsonObject event, int attempt, Runnable done) {
         if (call.reservation().lease() != null) {
-            usage.write(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> done.run());
+            io.vertx.core.Context context = io.vertx.core.Vertx.currentContext();
+            usage.submit(call.reservation(), cost, eventId, event).whenComplete((v, t) -> {
+                if (context != null) {
+                    context.runOnContext(x -> done.run());
+                } else {
+                    done.run();
+                }
+            });
             return;
         }
         ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> {

@@ -89,6 +89,19 @@ public class KeyStore {
         }
     }
 
+    /** The key for this secret when it is cached (so known valid now), without waiting; null otherwise. */
+    public ApiKey cached(String secret) {
+        if (!listening || !ApiKeys.wellFormed(secret)) {
+            return null;
+        }
+        Cached c = cache.get(java.util.HexFormat.of().formatHex(ApiKeys.sha256(secret)));
+        if (c == null || System.nanoTime() - c.at() >= CACHE_FOR) {
+            return null;
+        }
+        touch(c.key().id());
+        return c.key();
+    }
+
     /** The key for this secret if it exists and is not revoked. */
     public Uni<Optional<ApiKey>> find(String secret) {
         if (!ApiKeys.wellFormed(secret)) {

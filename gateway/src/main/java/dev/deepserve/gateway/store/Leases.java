@@ -86,20 +86,12 @@ public class Leases {
      */
     public Uni<Optional<Ledger.Reservation>> reserve(String requestId, String accountId, int wanted, Function<BigDecimal, Integer> affordable,
                                                      Function<Integer, BigDecimal> amountFor) {
-        Lease lease = byAccount.computeIfAbsent(accountId, Lease::new);
-        Optional<Ledger.Reservation> now = hold(lease, requestId, wanted, affordable, amountFor, true);
-        BigDecimal need = amountFor.apply(wanted);
-        if (now.isPresent()) {
-            BigDecimal low;
-            synchronized (lease) {
-                low = lease.free();
-            }
-            if (low.compareTo(need.multiply(BigDecimal.valueOf(config.requests() / 4))) < 0) {
-                // running low: grow in the background so the next requests find room
-                grow(lease, need.multiply(BigDecimal.valueOf(config.requests())));
-            }
-            return Uni.createFrom().item(now);
+        Ledger.Reservation now = tryReserve(requestId, accountId, wanted, affordable, amountFor);
+        if (now != null) {
+            return Uni.createFrom().item(Optional.of(now));
         }
+        Lease lease = byAccount.computeIfAbsent(accountId, Lease::new);
+        BigDecimal need = amountFor.apply(wanted);
         Context context = Vertx.currentContext();
         Uni<Optional<Ledger.Reservation>> grown = growAndHold(lease, requestId, wanted, affordable, amountFor, need, 0);
         return context == null ? grown : grown.emitOn(r -> context.runOnContext(v -> r.run()));
@@ -119,6 +111,26 @@ public class Leases {
                     }
                     return growAndHold(lease, requestId, wanted, affordable, amountFor, need, round + 1);
                 });
+    }
+
+    /** The whole reservation from the lease as it is, without waiting; null when the lease must grow first. */
+    public Ledger.Reservation tryReserve(String requestId, String accountId, int wanted, Function<BigDecimal, Integer> affordable,
+                                         Function<Integer, BigDecimal> amountFor) {
+        Lease lease = byAccount.computeIfAbsent(accountId, Lease::new);
+        Optional<Ledger.Reservation> now = hold(lease, requestId, wanted, affordable, amountFor, true);
+        if (now.isEmpty()) {
+            return null;
+        }
+        BigDecimal low;
+        synchronized (lease) {
+            low = lease.free();
+        }
+        BigDecimal need = now.get().amount();
+        if (low.compareTo(need.multiply(BigDecimal.valueOf(config.requests() / 4))) < 0) {
+            // running low: grow in the background so the next requests find room
+            grow(lease, need.multiply(BigDecimal.valueOf(config.requests())));
+        }
+        return now.get();
     }
 
     private Optional<Ledger.Reservation> hold(Lease lease, String requestId, int wanted, Function<BigDecimal, Integer> affordable,

@@ -26,6 +26,12 @@ public class PriceStore {
         this.refreshNanos = config.priceRefresh().toNanos();
     }
 
+    /** The catalog if it is fresh, without waiting; null when it must be (re)read. */
+    public PriceCatalog cached() {
+        PriceCatalog c = catalog;
+        return c != null && System.nanoTime() - loadedAt < refreshNanos ? c : null;
+    }
+
     public Uni<PriceCatalog> catalog() {
         PriceCatalog c = catalog;
         if (c != null && System.nanoTime() - loadedAt < refreshNanos) {

@@ -51,9 +51,15 @@ public class UsageWriter {
 
     /** Writes the event and charges its cost to the reservation's lease; completes once committed (or given up and logged). */
     public Uni<Void> write(Ledger.Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
+        Context context = Vertx.currentContext();
+        Uni<Void> written = Uni.createFrom().completionStage(submit(r, cost, eventId, event));
+        return context == null ? written : written.emitOn(task -> context.runOnContext(v -> task.run()));
+    }
+
+    /** As {@link #write}, completing on whichever thread the commit is seen. */
+    public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
         leases.settling(r, cost);
         CompletableFuture<Void> done = new CompletableFuture<>();
-        Context context = Vertx.currentContext();
         boolean start;
         synchronized (this) {
             queue.add(new Item(eventId, event.encode(), r, cost, done, false));
@@ -63,8 +69,7 @@ public class UsageWriter {
         if (start) {
             send(0);
         }
-        Uni<Void> written = Uni.createFrom().completionStage(done);
-        return context == null ? written : written.emitOn(task -> context.runOnContext(v -> task.run()));
+        return done;
     }
 
     private void send(int attempt) {

@@ -182,9 +182,7 @@ public class UpstreamProxy {
         // Without the upstream's tokenizer, the request's size in bytes bounds its prompt tokens (byte-level BPE
         // never makes more tokens than bytes); the reservation holds that much and settlement charges the real count.
         int promptBound = rc.body().length();
-        metering.admit(key, 0)
-                .chain(() -> metering.reserve(call, promptBound, wanted))
-                .subscribe().with(ignored -> start(call), t -> Metering.fail(rc, t));
+        metering.admitAndReserve(call, promptBound, wanted, () -> start(call), t -> Metering.fail(rc, t));
     }
 
     private int check(Call call, JsonObject body) {
