@@ -61,6 +61,10 @@ final class BenchInfra implements AutoCloseable {
             // profile the service: DEEPSERVE_BENCH_JFR=/tmp/gateway.jfr bench/run ...
             command.add("-XX:StartFlightRecording=filename=" + jfr + ",settings=profile");
         }
+        String opts = System.getenv("DEEPSERVE_JAVA_OPTS");
+        if (opts != null && !opts.isBlank()) {
+            command.addAll(List.of(opts.trim().split("\\s+")));
+        }
         command.addAll(List.of("-jar", jar(module).toString()));
         ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
         pb.environment().put("QUARKUS_HTTP_PORT", Integer.toString(port));
