@@ -178,8 +178,8 @@ public final class ProxyBench {
             max.put(t.name(), r.perSecond());
             System.out.printf("%-10s max throughput at 128 connections: %8.0f req/s (p99 %.1f ms, %d errors)%n", t.name(), r.perSecond(), r.p(99), r.errors());
         }
-        // first streamed token: the mock sends its first token at once and one every 5 ms after
-        mock.tokenMillis = 5;
+        // first streamed token: the mock sends its first token at once and one every 1 ms after
+        mock.tokenMillis = 1;
         Map<String, Double> ttft = new LinkedHashMap<>();
         System.out.println();
         for (Target t : targets) {
