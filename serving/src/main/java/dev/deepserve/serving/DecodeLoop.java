@@ -52,6 +52,10 @@ public final class DecodeLoop {
 
         default void draft(boolean accepted) {
         }
+
+        /** Prompt tokens run through the model this step (cache hits not counted). */
+        default void prefilled(int tokens) {
+        }
     }
 
     public static final class Refused extends RuntimeException {
@@ -303,6 +307,7 @@ public final class DecodeLoop {
                 tokens = Arrays.copyOfRange(s.request.prompt(), s.prefilled, s.prefilled + n);
                 chunks.add(new int[] {s.prefilled, s.prefilled + n});
                 s.prefilled += n;
+                metrics.prefilled(n);
             } else {
                 tokens = s.draft >= 0 ? new int[] {s.lastToken, s.draft} : new int[] {s.lastToken};
                 chunks.add(null);

@@ -12,6 +12,9 @@ import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Timer;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
@@ -48,6 +51,9 @@ public class PrefillRoutes {
     private final ObjectMapper json;
     private final HttpClient http;
     private final Map<String, Relay> relays = new ConcurrentHashMap<>();
+    private final Counter transferBytes;
+    private final Timer transferTime;
+    private final Counter transferFailures;
 
     /** One request's way back to its client. */
     private final class Relay implements TokenSink {
@@ -92,7 +98,10 @@ public class PrefillRoutes {
         }
     }
 
-    PrefillRoutes(PrefillEngine engine, PrefillConfig config, ObjectMapper json, Vertx vertx) {
+    PrefillRoutes(PrefillEngine engine, PrefillConfig config, ObjectMapper json, Vertx vertx, MeterRegistry registry) {
+        this.transferBytes = Counter.builder("deepserve.kv.transfer.bytes").description("latent-KV bytes sent to decode instances").register(registry);
+        this.transferTime = Timer.builder("deepserve.kv.transfer").description("from sending a sequence's KV until the decode instance took it").register(registry);
+        this.transferFailures = Counter.builder("deepserve.kv.transfer.failures").description("KV transfers the decode instance refused or never answered").register(registry);
         this.engine = engine;
         this.config = config;
         this.json = json;
@@ -160,14 +169,21 @@ public class PrefillRoutes {
         meta.put("first_token", firstToken).put("draft", draft).put("cached_tokens", sequence.cachedTokens());
         byte[] bytes = KvSnapshot.encode(meta.toString(), main, mtp);
         relay.handedOn = true;
+        long sent = System.nanoTime();
         relay.context.runOnContext(v -> http.request(post("/internal/kv"))
                 .compose(req -> req.putHeader("Content-Type", "application/octet-stream").send(Buffer.buffer(bytes)))
-                .onFailure(e -> relay.finish(503, error("decode instance unreachable: " + e.getMessage()), "application/json"))
+                .onFailure(e -> {
+                    transferFailures.increment();
+                    relay.finish(503, error("decode instance unreachable: " + e.getMessage()), "application/json");
+                })
                 .onSuccess(resp -> {
+                    transferTime.record(System.nanoTime() - sent, java.util.concurrent.TimeUnit.NANOSECONDS);
                     if (resp.statusCode() != 200) {
+                        transferFailures.increment();
                         resp.body().onComplete(b -> relay.finish(resp.statusCode(), b.succeeded() ? b.result().toString() : error("decode refused"), "application/json"));
                         return;
                     }
+                    transferBytes.increment(bytes.length);
                     if (relay.clientGone) {
                         forwardCancel(relay.id);
                     }

@@ -1,14 +1,17 @@
 package dev.deepserve.prefill.domain;
 
 import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
+import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Timer;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.StartupEvent;
 import jakarta.enterprise.context.ApplicationScoped;
@@ -16,6 +19,7 @@ import jakarta.enterprise.event.Observes;
 
 import java.time.Duration;
 import java.util.Optional;
+import java.util.concurrent.TimeUnit;
 
 /**
  * The prefill instance (DeepSeek-V3 §3.4.1): batched, chunked prompt forward with the prefix cache, the first token
@@ -37,7 +41,7 @@ public class PrefillEngine {
         PrefillConfig.Engine e = config.engine();
         this.host = new EngineHost("prefill-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
                 e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.prefillChunk(), e.maxQueue(), Duration.ofMinutes(5)),
-                prefix -> DecodeLoop.Metrics.NONE,
+                prefix -> metrics(registry, prefix),
                 loop -> loop.handoff((s, first, draft, main, mtp) -> {
                     Handoff h = handoff;
                     if (h == null) {
@@ -49,6 +53,40 @@ public class PrefillEngine {
         Gauge.builder("deepserve.prefill.queue", host, h -> h.loop() == null ? 0 : h.loop().queued()).description("prompts waiting to be prefilled").register(registry);
         Gauge.builder("deepserve.prefill.kv.reserved.tokens", host, h -> h.loop() == null ? 0 : h.loop().kvReserved())
                 .description("latent-KV tokens being prefilled").register(registry);
+    }
+
+    /**
+     * Prefill tokens/s ({@code rate(deepserve_prefill_tokens_total)}), cache hits, the hit ratio so far, the prefix
+     * cache's memory and the prefill step time.
+     */
+    private static DecodeLoop.Metrics metrics(MeterRegistry registry, PrefixCache prefix) {
+        Counter computed = Counter.builder("deepserve.prefill.tokens").description("prompt tokens run through the model (not from the cache)").register(registry);
+        Counter hits = Counter.builder("deepserve.prefix.cache.hit.tokens").description("prompt tokens served from the prefix cache").register(registry);
+        Timer step = Timer.builder("deepserve.prefill.step").description("one batched prefill step").register(registry);
+        Gauge.builder("deepserve.prefix.cache.hit.ratio", () -> {
+            double h = hits.count();
+            double all = h + computed.count();
+            return all == 0 ? 0 : h / all;
+        }).description("share of prompt tokens served from the prefix cache since start").register(registry);
+        if (prefix != null) {
+            Gauge.builder("deepserve.prefix.cache.bytes", prefix, PrefixCache::usedBytes).description("memory held by the prefix cache").register(registry);
+        }
+        return new DecodeLoop.Metrics() {
+            @Override
+            public void step(int sequences, long nanos) {
+                step.record(nanos, TimeUnit.NANOSECONDS);
+            }
+
+            @Override
+            public void cacheHit(int n) {
+                hits.increment(n);
+            }
+
+            @Override
+            public void prefilled(int n) {
+                computed.increment(n);
+            }
+        };
     }
 
     void start(@Observes StartupEvent event) {

@@ -1,0 +1,56 @@
+package dev.deepserve.prefill;
+
+import io.quarkus.test.common.QuarkusTestResourceLifecycleManager;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpServer;
+
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A decode instance stand-in for the prefill service's tests: it takes {@code POST /internal/kv} and then answers,
+ * dies (closes the connection without a word), or holds the request open, as told; and it records cancels.
+ */
+public class FakeDecode implements QuarkusTestResourceLifecycleManager {
+
+    enum Mode { ANSWER, DIE, HOLD }
+
+    static volatile Mode mode = Mode.ANSWER;
+    static final AtomicInteger received = new AtomicInteger();
+    static final Set<String> cancelled = ConcurrentHashMap.newKeySet();
+
+    private Vertx vertx;
+
+    @Override
+    public Map<String, String> start() {
+        vertx = Vertx.vertx();
+        HttpServer server = vertx.createHttpServer().requestHandler(req -> {
+            if (req.path().endsWith("/cancel")) {
+                cancelled.add(req.path().split("/")[3]);
+                req.response().setStatusCode(202).end("{}");
+                return;
+            }
+            req.body().onSuccess(b -> {
+                received.incrementAndGet();
+                switch (mode) {
+                    case ANSWER -> req.response().putHeader("Content-Type", "application/x-ndjson")
+                            .end("{\"type\":\"token\",\"id\":5,\"text\":\"x\"}\n{\"type\":\"done\",\"finish_reason\":\"length\",\"text\":\"\",\"prompt_tokens\":20,"
+                                    + "\"cached_tokens\":0,\"completion_tokens\":1}\n");
+                    case DIE -> req.connection().close();
+                    case HOLD -> { }
+                }
+            });
+        }).listen(0).toCompletionStage().toCompletableFuture().join();
+        return Map.of("deepserve.decode-url", "http://127.0.0.1:" + server.actualPort());
+    }
+
+    @Override
+    public void stop() {
+        if (vertx != null) {
+            vertx.close().toCompletionStage().toCompletableFuture().orTimeout(10, TimeUnit.SECONDS).join();
+        }
+    }
+}
