@@ -37,6 +37,14 @@ class GenerateTest {
     static final ObjectMapper JSON = new ObjectMapper();
     static final HttpClient HTTP = HttpClient.newHttpClient();
 
+    @Test
+    void loadReportsFreeKvCapacityForPrefillInstances() {
+        given().get("/internal/load").then().statusCode(200)
+                .body("kv_budget_tokens", org.hamcrest.Matchers.greaterThan(0))
+                .body("kv_free_tokens", org.hamcrest.Matchers.greaterThan(0))
+                .body("queued", org.hamcrest.Matchers.greaterThanOrEqualTo(0));
+    }
+
     @TestHTTPResource("/internal/generate")
     URL generate;
 

@@ -212,6 +212,11 @@ public final class DecodeLoop {
         return kvReserved.get();
     }
 
+    /** The latent-KV tokens this loop may hold at once (its admission budget). */
+    public long kvBudget() {
+        return settings.kvBudgetTokens();
+    }
+
     public int lastBatch() {
         return lastBatch;
     }

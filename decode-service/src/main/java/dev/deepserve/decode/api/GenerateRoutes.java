@@ -50,6 +50,21 @@ public class GenerateRoutes {
         router.post("/internal/generate").handler(BodyHandler.create().setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
         router.post("/internal/kv").handler(BodyHandler.create().setBodyLimit(1L << 30)).handler(this::prefilled);
+        router.get("/internal/load").handler(this::load);
+    }
+
+    /** Free KV capacity and queue, for prefill instances choosing where to hand a sequence. */
+    private void load(RoutingContext rc) {
+        var load = engine.load();
+        if (load == null) {
+            rc.response().setStatusCode(503).putHeader("Content-Type", "application/json").end(error("the model is not loaded yet"));
+            return;
+        }
+        try {
+            rc.response().putHeader("Content-Type", "application/json").end(json.writeValueAsString(load));
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            rc.fail(e);
+        }
     }
 
     private void cancel(RoutingContext rc) {

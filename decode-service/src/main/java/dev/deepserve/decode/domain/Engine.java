@@ -65,6 +65,16 @@ public class Engine {
         return host.serving().submitPrefilled(request, sink, main, mtp, firstToken, draft, cachedTokens);
     }
 
+    /** What a router needs to choose this instance: {@code kv_free_tokens}, {@code queued}, {@code batch}; null until loaded. */
+    public java.util.Map<String, Long> load() {
+        DecodeLoop l = host.loop();
+        if (l == null) {
+            return null;
+        }
+        return java.util.Map.of("kv_budget_tokens", l.kvBudget(), "kv_free_tokens", Math.max(0, l.kvBudget() - l.kvReserved()),
+                "queued", (long) l.queued(), "batch", (long) l.lastBatch());
+    }
+
     public boolean cancel(String requestId) {
         DecodeLoop l = host.loop();
         return l != null && l.cancel(requestId);

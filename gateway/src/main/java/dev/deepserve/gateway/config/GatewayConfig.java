@@ -18,8 +18,16 @@ public interface GatewayConfig {
     @WithDefault("http://127.0.0.1:8002")
     URI prefillUrl();
 
+    /**
+     * Where generations go: the decode instances (colocated) or the prefill instances (disaggregated), comma-separated;
+     * with several, each request goes to the one most likely to hold its prompt prefix among the least loaded.
+     */
     @WithDefault("http://127.0.0.1:8003")
-    URI decodeUrl();
+    List<URI> decodeUrl();
+
+    /** How many more requests in flight than the least loaded instance a prefix-matching instance may have and still be chosen. */
+    @WithDefault("4")
+    int routingSlack();
 
     @WithDefault("http://127.0.0.1:8004")
     URI billingUrl();

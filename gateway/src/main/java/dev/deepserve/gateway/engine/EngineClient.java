@@ -25,9 +25,11 @@ public class EngineClient {
 
     private final GatewayConfig config;
     private final HttpClient http;
+    private final EngineRouter router;
 
     EngineClient(GatewayConfig config, Vertx vertx) {
         this.config = config;
+        this.router = new EngineRouter(config.decodeUrl(), config.routingSlack());
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(512).setKeepAlive(true).setConnectTimeout(5000));
     }
 
@@ -70,15 +72,39 @@ public class EngineClient {
      */
     public Stream generate(JsonObject body, Consumer<JsonObject> onEvent, Consumer<Throwable> onFailure) {
         Stream stream = new Stream();
-        http.request(post(config.decodeUrl(), "/internal/generate"))
+        String id = body.getString("request_id");
+        io.vertx.core.json.JsonArray ids = body.getJsonArray("prompt");
+        int[] prompt = new int[ids.size()];
+        for (int i = 0; i < prompt.length; i++) {
+            prompt[i] = ids.getInteger(i);
+        }
+        EngineRouter.Instance target = router.pick(id, prompt);
+        Consumer<Throwable> failed = e -> {
+            router.finished(id);
+            onFailure.accept(e);
+        };
+        Consumer<JsonObject> events = event -> {
+            String type = event.getString("type");
+            if ("done".equals(type) || "error".equals(type)) {
+                router.finished(id);
+            }
+            onEvent.accept(event);
+        };
+        http.request(post(target.base(), "/internal/generate"))
                 .compose(req -> req.send(body.toBuffer()))
-                .onFailure(e -> onFailure.accept(OpenAiError.unavailable("decode service unreachable: " + e.getMessage())))
+                .onFailure(e -> {
+                    router.sitOut(target);
+                    failed.accept(OpenAiError.unavailable("decode service unreachable: " + e.getMessage()));
+                })
                 .onSuccess(resp -> {
                     if (resp.statusCode() != 200) {
+                        if (resp.statusCode() == 503) {
+                            router.sitOut(target);
+                        }
                         resp.body().onComplete(ar -> {
                             JsonObject json = ar.succeeded() ? parse(ar.result()) : new JsonObject();
                             String message = json.getJsonObject("error", new JsonObject()).getString("message", "decode service answered " + resp.statusCode());
-                            onFailure.accept(resp.statusCode() == 400
+                            failed.accept(resp.statusCode() == 400
                                     ? OpenAiError.invalid(null, message)
                                     : OpenAiError.unavailable(message));
                         });
@@ -96,18 +122,18 @@ public class EngineClient {
                         if ("done".equals(type) || "error".equals(type)) {
                             ended[0] = true;
                         }
-                        onEvent.accept(event);
+                        events.accept(event);
                     });
                     lines.exceptionHandler(e -> {
                         if (!ended[0]) {
                             ended[0] = true;
-                            onFailure.accept(e);
+                            failed.accept(e);
                         }
                     });
                     lines.endHandler(v -> {
                         if (!ended[0]) {
                             ended[0] = true;
-                            onFailure.accept(new IllegalStateException("the decode stream ended without a final event"));
+                            failed.accept(new IllegalStateException("the decode stream ended without a final event"));
                         }
                     });
                 });
@@ -146,7 +172,11 @@ public class EngineClient {
 
     /** Asks the decode service to stop a request; its stream then ends with the exact count. */
     public void cancel(String requestId) {
-        http.request(post(config.decodeUrl(), "/internal/generate/" + requestId + "/cancel"))
+        EngineRouter.Instance target = router.of(requestId);
+        if (target == null) {
+            return; // not in flight: it already ended
+        }
+        http.request(post(target.base(), "/internal/generate/" + requestId + "/cancel"))
                 .compose(req -> req.send())
                 .onSuccess(resp -> resp.body());
     }

@@ -12,6 +12,7 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 
@@ -36,20 +37,30 @@ public class UpstreamsReadiness implements AsyncHealthCheck {
         Map<String, URI> upstreams = new LinkedHashMap<>();
         upstreams.put("tokenizer", config.tokenizerUrl());
         upstreams.put("prefill", config.prefillUrl());
-        upstreams.put("decode", config.decodeUrl());
         upstreams.put("billing", config.billingUrl());
+        List<URI> engines = config.decodeUrl();
+        for (int i = 0; i < engines.size(); i++) {
+            upstreams.put(engines.size() == 1 ? "decode" : "decode-" + (i + 1), engines.get(i));
+        }
         Map<String, CompletableFuture<String>> probes = new LinkedHashMap<>();
         upstreams.forEach((name, url) -> probes.put(name, probe(url)));
         return Uni.createFrom().completionStage(CompletableFuture.allOf(probes.values().toArray(CompletableFuture[]::new))
                 .thenApply(ignored -> {
                     var builder = HealthCheckResponse.named("upstreams").up();
-                    probes.forEach((name, result) -> {
-                        String status = result.join();
-                        builder.withData(name, status);
-                        if (!status.equals("UP")) {
+                    boolean anEngineUp = false;
+                    for (var e : probes.entrySet()) {
+                        String status = e.getValue().join();
+                        builder.withData(e.getKey(), status);
+                        if (e.getKey().startsWith("decode")) {
+                            anEngineUp |= status.equals("UP");
+                        } else if (!status.equals("UP")) {
                             builder.down();
                         }
-                    });
+                    }
+                    // with several engine instances, one that is down only takes itself out of the routing
+                    if (!anEngineUp) {
+                        builder.down();
+                    }
                     return builder.build();
                 }));
     }

@@ -54,6 +54,7 @@ public class PrefillRoutes {
     private final Counter transferBytes;
     private final Timer transferTime;
     private final Counter transferFailures;
+    private final DecodePicker decodes;
 
     /** One request's way back to its client. */
     private final class Relay implements TokenSink {
@@ -62,6 +63,8 @@ public class PrefillRoutes {
         final HttpServerResponse response;
         final Context context;
         volatile boolean handedOn;
+        /** The decode instance that holds the sequence once handed on. */
+        volatile URI decode;
         volatile boolean clientGone;
 
         Relay(String id, JsonNode request, HttpServerResponse response, Context context) {
@@ -106,6 +109,7 @@ public class PrefillRoutes {
         this.config = config;
         this.json = json;
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(256).setKeepAlive(true).setConnectTimeout(5000));
+        this.decodes = new DecodePicker(config.decodeUrl(), vertx, http);
         engine.handoff(this::transfer);
     }
 
@@ -120,8 +124,7 @@ public class PrefillRoutes {
         return n.toString();
     }
 
-    private RequestOptions post(String path) {
-        URI base = config.decodeUrl();
+    private static RequestOptions post(URI base, String path) {
         return new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort()).setURI(path);
     }
 
@@ -151,7 +154,7 @@ public class PrefillRoutes {
         rc.response().closeHandler(v -> {
             relay.clientGone = true;
             if (relay.handedOn) {
-                forwardCancel(relay.id);
+                forwardCancel(relay);
             } else {
                 engine.cancel(relay.id);
             }
@@ -168,12 +171,15 @@ public class PrefillRoutes {
         meta.set("request", relay.request);
         meta.put("first_token", firstToken).put("draft", draft).put("cached_tokens", sequence.cachedTokens());
         byte[] bytes = KvSnapshot.encode(meta.toString(), main, mtp);
+        DecodePicker.Target target = decodes.pick(main.length());
+        relay.decode = target.base;
         relay.handedOn = true;
         long sent = System.nanoTime();
-        relay.context.runOnContext(v -> http.request(post("/internal/kv"))
+        relay.context.runOnContext(v -> http.request(post(target.base, "/internal/kv"))
                 .compose(req -> req.putHeader("Content-Type", "application/octet-stream").send(Buffer.buffer(bytes)))
                 .onFailure(e -> {
                     transferFailures.increment();
+                    decodes.failed(target);
                     relay.finish(503, error("decode instance unreachable: " + e.getMessage()), "application/json");
                 })
                 .onSuccess(resp -> {
@@ -185,7 +191,7 @@ public class PrefillRoutes {
                     }
                     transferBytes.increment(bytes.length);
                     if (relay.clientGone) {
-                        forwardCancel(relay.id);
+                        forwardCancel(relay);
                     }
                     HttpServerResponse out = relay.response;
                     if (!out.ended() && !out.closed()) {
@@ -216,8 +222,10 @@ public class PrefillRoutes {
                 }));
     }
 
-    private void forwardCancel(String id) {
-        http.request(post("/internal/generate/" + id + "/cancel")).compose(req -> req.send()).onSuccess(resp -> resp.body());
+    private void forwardCancel(Relay relay) {
+        if (relay.decode != null) {
+            http.request(post(relay.decode, "/internal/generate/" + relay.id + "/cancel")).compose(req -> req.send()).onSuccess(resp -> resp.body());
+        }
     }
 
     private void cancel(RoutingContext rc) {
@@ -228,7 +236,7 @@ public class PrefillRoutes {
             return;
         }
         if (relay.handedOn) {
-            forwardCancel(id);
+            forwardCancel(relay);
         } else {
             engine.cancel(id);
         }

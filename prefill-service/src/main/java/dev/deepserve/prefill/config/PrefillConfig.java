@@ -15,9 +15,12 @@ public interface PrefillConfig {
     @WithDefault(".deepserve/model")
     Path modelDir();
 
-    /** The decode instance prefilled sequences are handed to. */
+    /**
+     * The decode instances prefilled sequences are handed to, comma-separated; with several, each sequence goes to
+     * the one with the most free KV capacity (polled from their {@code /internal/load}).
+     */
     @WithDefault("http://127.0.0.1:8003")
-    URI decodeUrl();
+    java.util.List<URI> decodeUrl();
 
     Engine engine();
 
