@@ -55,12 +55,14 @@ public class UpstreamRegistry {
     private final Pool pool;
     private final HttpClient http;
     private final Function<String, String> env;
+    private final Vertx vertx;
     private final Map<String, Upstream> upstreams = new ConcurrentSkipListMap<>();
     private final Map<String, String> fallbacks;
 
     UpstreamRegistry(GatewayConfig config, Pool pool, Vertx vertx) {
         this.config = config;
         this.pool = pool;
+        this.vertx = vertx;
         // env vars through MicroProfile Config, so DEEPSERVE_UPSTREAM_X_API_KEY may also come from any config source
         this.env = name -> ConfigProvider.getConfig().getOptionalValue(name, String.class).orElse(null);
         GatewayConfig.Proxy p = config.proxy();
@@ -151,7 +153,8 @@ public class UpstreamRegistry {
         if (!upstreams.isEmpty()) {
             LOG.infof("upstream providers: %s", upstreams.values());
         }
-        refresh().subscribe().with(v -> { }, e -> LOG.warnf("upstream refresh failed: %s", e.getMessage()));
+        // on a Vert.x context: client requests made from the main thread can stall (see DecodePicker)
+        vertx.runOnContext(v -> refresh().subscribe().with(x -> { }, e -> LOG.warnf("upstream refresh failed: %s", e.getMessage())));
     }
 
     public List<Upstream> all() {

@@ -41,6 +41,7 @@ final class DecodePicker {
 
     private final List<Target> targets = new ArrayList<>();
     private final HttpClient http;
+    private final Vertx vertx;
 
     DecodePicker(List<URI> bases, Vertx vertx, HttpClient http) {
         this(bases, vertx, http, 500);
@@ -48,15 +49,21 @@ final class DecodePicker {
 
     DecodePicker(List<URI> bases, Vertx vertx, HttpClient http, long pollMillis) {
         this.http = http;
+        this.vertx = vertx;
         bases.forEach(b -> targets.add(new Target(b)));
         if (targets.size() > 1) {
             vertx.setPeriodic(pollMillis, id -> refresh());
         }
     }
 
-    /** Reads every instance's load now. */
+    /**
+     * Reads every instance's load now. The requests are made on a Vert.x context: made from another thread, a request
+     * on a kept-alive connection now and then never completes (Vert.x 4.5 client, not even its idle timeout fires).
+     */
     io.vertx.core.Future<Void> refresh() {
-        return io.vertx.core.Future.join(targets.stream().map(t -> poll(http, t)).toList()).mapEmpty();
+        io.vertx.core.Promise<Void> done = io.vertx.core.Promise.promise();
+        vertx.runOnContext(v -> io.vertx.core.Future.join(targets.stream().map(t -> poll(http, t)).toList()).<Void>mapEmpty().onComplete(done));
+        return done.future();
     }
 
     private static io.vertx.core.Future<Void> poll(HttpClient http, Target t) {

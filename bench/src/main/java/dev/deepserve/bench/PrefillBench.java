@@ -1,0 +1,163 @@
+package dev.deepserve.bench;
+
+import dev.deepserve.model.cli.ModelCli;
+import dev.deepserve.model.engine.PrefixCache;
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.sampling.SampledToken;
+import dev.deepserve.model.sampling.SamplingParams;
+import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.GenerationRequest;
+import dev.deepserve.serving.TokenSink;
+import dev.deepserve.tokenizer.Tokenizer;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Prefill on the CPU backend (tiny-v3, the prefill instance's loop): prompt tokens/s for distinct prompts (every
+ * token computed) against prompts that share a long prefix held by the prefix cache (only the tail computed), in the
+ * same run; and time to first token for a short and a long prompt arriving while four long prompts are being
+ * prefilled, with chunked prefill (512-token chunks: the newcomer waits for one chunk-sized step, then its chunks are
+ * batched in beside the others') against whole prompts per step (it waits until every prompt ahead is done).
+ *
+ * <p>Run: {@code bench/run prefill [--prompt 1024] [--model DIR]}.
+ */
+public final class PrefillBench {
+
+    public static void main(String[] args) throws Exception {
+        int length = 1024;
+        Path dir = Path.of("bench/target/models/tiny-v3");
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--prompt" -> length = Integer.parseInt(args[++i]);
+                case "--model" -> dir = Path.of(args[++i]);
+                default -> throw new IllegalArgumentException("unknown option " + args[i]);
+            }
+        }
+        if (!dir.resolve("config.json").toFile().isFile()) {
+            DecodeBench.ensureModel(dir.getParent(), dir.getFileName().toString());
+        }
+        Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
+        try (CpuOps ops = CpuOps.best(); Transformer model = Transformer.load(dir, ops)) {
+            throughput(model, tokenizer, 4, 256, false); // warm-up
+            System.out.printf("prompt tokens/s, batches of 8 prompts of %d tokens (one output token each)%n", length);
+            double cold = throughput(model, tokenizer, 8, length, false);
+            double warm = throughput(model, tokenizer, 8, length, true);
+            System.out.printf("  distinct prompts:                      %10.0f prompt tokens/s%n", cold);
+            System.out.printf("  shared %d-token prefix in the cache:  %10.0f prompt tokens/s  (%.1fx)%n", length - 64, warm, warm / cold);
+            System.out.println();
+            System.out.printf("time to first token while 4 prompts of %d tokens are being prefilled%n", length);
+            System.out.printf("  %-38s %12s %12s %12s%n", "newcomer", "alone", "chunked 512", "whole");
+            for (int newcomer : new int[] {64, length}) {
+                double alone = ttft(model, tokenizer, newcomer, 0, length, 512);
+                double chunked = ttft(model, tokenizer, newcomer, 4, length, 512);
+                double whole = ttft(model, tokenizer, newcomer, 4, length, 1 << 20);
+                System.out.printf("  %-38s %10.0fms %10.0fms %10.0fms   (chunked / whole = %.2f)%n", newcomer + "-token prompt", alone, chunked, whole,
+                        chunked / whole);
+            }
+        }
+    }
+
+    static int[] prompt(int length, int seed, int sharedPrefix) {
+        int[] p = new int[length];
+        for (int i = 0; i < length; i++) {
+            int s = i < sharedPrefix ? 0 : seed;
+            p[i] = 100 + (int) ((s * 7919L + i * 104729L) % 120000);
+        }
+        return p;
+    }
+
+    static DecodeLoop loop(Transformer model, Tokenizer tokenizer, PrefixCache cache, int chunk, AtomicLong computed) {
+        return new DecodeLoop(model, tokenizer, cache, new DecodeLoop.Settings(16, 1 << 16, 1L << 24, chunk, 10_000, false, Duration.ofMinutes(5)),
+                new DecodeLoop.Metrics() {
+                    @Override
+                    public void prefilled(int tokens) {
+                        computed.addAndGet(tokens);
+                    }
+                });
+    }
+
+    /** Submits and returns a map request id → first-token time (ns) filled in as they come. */
+    static void submit(DecodeLoop loop, String id, int[] prompt, Map<String, Long> first, AtomicInteger done) {
+        loop.submit(new GenerationRequest(id, prompt, 1, SamplingParams.GREEDY, List.of()), new TokenSink() {
+            @Override
+            public void token(int tokenId, String text, SampledToken sampled) {
+                first.putIfAbsent(id, System.nanoTime());
+            }
+
+            @Override
+            public void done(String finishReason, String text, int promptTokens, int cachedTokens, int completionTokens) {
+                first.putIfAbsent(id, System.nanoTime());
+                done.incrementAndGet();
+            }
+
+            @Override
+            public void failed(String message, int promptTokens, int completionTokens) {
+                throw new IllegalStateException(message);
+            }
+        });
+    }
+
+    static void drain(DecodeLoop loop, AtomicInteger done, int n) throws InterruptedException {
+        while (done.get() < n) {
+            loop.runOnce(1);
+        }
+    }
+
+    /** Prompt tokens per second over {@code n} prompts; with {@code shared}, all but the last block come from the cache. */
+    static double throughput(Transformer model, Tokenizer tokenizer, int n, int length, boolean shared) throws Exception {
+        PrefixCache cache = shared ? new PrefixCache(64, 1L << 30) : null;
+        AtomicLong computed = new AtomicLong();
+        DecodeLoop loop = loop(model, tokenizer, cache, 512, computed);
+        Map<String, Long> first = new ConcurrentHashMap<>();
+        AtomicInteger done = new AtomicInteger();
+        int sharedPrefix = shared ? length - 64 : 0;
+        if (shared) {
+            submit(loop, "seed", prompt(length, 999, sharedPrefix), first, done);
+            drain(loop, done, 1);
+            done.set(0);
+        }
+        long t0 = System.nanoTime();
+        for (int i = 0; i < n; i++) {
+            submit(loop, "p" + i, prompt(length, i + 1, sharedPrefix), first, done);
+        }
+        drain(loop, done, n);
+        return (double) n * length / ((System.nanoTime() - t0) / 1e9);
+    }
+
+    /**
+     * Milliseconds to the first token of a {@code length}-token prompt submitted while {@code ahead} prompts of
+     * {@code aheadLength} tokens are being prefilled (the engine runs on its own thread, as in the service).
+     */
+    static double ttft(Transformer model, Tokenizer tokenizer, int length, int ahead, int aheadLength, int chunk) throws Exception {
+        AtomicLong computed = new AtomicLong();
+        DecodeLoop loop = loop(model, tokenizer, null, chunk, computed);
+        Map<String, Long> first = new ConcurrentHashMap<>();
+        AtomicInteger done = new AtomicInteger();
+        Thread engine = Thread.ofPlatform().start(() -> {
+            try {
+                drain(loop, done, ahead + 1);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        for (int i = 0; i < ahead; i++) {
+            submit(loop, "a" + i, prompt(aheadLength, 50 + i, 0), first, done);
+        }
+        // the newcomer arrives once the others' prefill is under way
+        while (ahead > 0 && computed.get() == 0) {
+            Thread.onSpinWait();
+        }
+        long t0 = System.nanoTime();
+        submit(loop, "new", prompt(length, 77, 0), first, done);
+        engine.join();
+        return (first.get("new") - t0) / 1e6;
+    }
+}
