@@ -368,9 +368,11 @@ public final class DecodeLoop {
                     s.lastToken = sampleOne(s, logits, lr++).id();
                     s.handoffPending = true;
                 } else if (!s.prefilling()) {
+                    // a sequence that ends at its first token leaves (dropping its cache) inside emit: keep hold of the KV
+                    KvCache promptKv = s.cache;
                     boolean ended = emit(s, sampleOne(s, logits, lr++));
                     if (!s.stored && prefixCache != null && ended) {
-                        prefixCache.store(prompt, s.cache, null);
+                        prefixCache.store(prompt, promptKv, null);
                         s.stored = true;
                     }
                     if (ended) {

@@ -230,4 +230,25 @@ class DecodeLoopTest {
         assertEquals(64, second.cached);
         assertEquals(first.ids, second.ids);
     }
+
+    @Test
+    void aSequenceEndingAtItsFirstTokenStillFillsThePrefixCache() throws Exception {
+        // max_tokens 1: the sequence leaves in the step that prefilled it (it crashed the loop once)
+        PrefixCache prefix = new PrefixCache(16, 1 << 26);
+        DecodeLoop l = loop(false, 4, prefix);
+        int[] p = prompt(9, 71);
+        Collect first = new Collect();
+        l.submit(new GenerationRequest("one", p, 1, SamplingParams.GREEDY, List.of()), first);
+        while (first.finish == null) {
+            l.runOnce(1);
+        }
+        assertEquals("length", first.finish);
+        Collect second = new Collect();
+        l.submit(new GenerationRequest("two", p, 1, SamplingParams.GREEDY, List.of()), second);
+        while (second.finish == null) {
+            l.runOnce(1);
+        }
+        assertEquals(p.length / 16 * 16, second.cached);
+        assertEquals(first.ids, second.ids);
+    }
 }
