@@ -171,7 +171,8 @@ public class Metering {
     public Uni<Void> reserve(Billable call, int promptTokens, int wantedTokens) {
         return prices.catalog().chain(catalog -> {
             Price ceiling = catalog.ceiling(call.model(), Instant.now())
-                    .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.model() + " in the billing catalog"));
+                    .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.model() + " in the billing catalog; an administrator must add one"
+                            + (call.model().contains("/") ? " (POST /admin/prices for " + call.model() + " or " + call.model().substring(0, call.model().indexOf('/')) + "/*)" : "")));
             Function<BigDecimal, Integer> affordable = available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens);
             Function<Integer, BigDecimal> amountFor = tokens -> ceiling.cost(0, promptTokens, tokens);
             boolean capped = call.key().spendCap() != null;

@@ -48,7 +48,8 @@ public class OutboxRelay {
         Gauge.builder("deepserve.outbox.backlog", backlog, AtomicLong::get).description("usage events waiting in the outbox").register(registry);
     }
 
-    @Scheduled(every = "${deepserve.outbox.interval:1s}", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    // the first pass waits for startup: before the messaging channel is connected the emitter cannot be created
+    @Scheduled(every = "${deepserve.outbox.interval:1s}", delayed = "3s", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
     Uni<Void> relay() {
         return pool.withTransaction(this::publishBatch)
                 .onItem().transformToUni(count -> count == config.outbox().batchSize() ? relay() : Uni.createFrom().voidItem())
