@@ -53,6 +53,34 @@ class PrefixCacheTest {
     }
 
     @Test
+    void hitCountsAreExactWholeBlocksForSharedPrefixesOfEveryLength() throws Exception {
+        Path dir = TestCheckpoints.write(tmp.resolve("lengths"), TestCheckpoints.ODD_V3, 3, 1);
+        try (Transformer m = Transformer.load(dir, CpuOps.best())) {
+            int block = 4;
+            int[] stored = IntStream.range(0, 17).map(i -> 40 + i).toArray();
+            PrefixCache cache = new PrefixCache(block, 1 << 24);
+            KvCache kv = m.newCache(32);
+            m.forward(stored, kv);
+            cache.store(stored, kv);
+            for (int shared = 0; shared <= stored.length; shared++) {
+                for (int tail : new int[] {0, 1, 5}) {
+                    int[] prompt = new int[shared + tail];
+                    System.arraycopy(stored, 0, prompt, 0, shared);
+                    for (int i = shared; i < prompt.length; i++) {
+                        prompt[i] = 900 + i;
+                    }
+                    if (prompt.length == 0) {
+                        continue;
+                    }
+                    // whole shared blocks, never the prompt's last token (it must be computed for the logits)
+                    int expected = Math.min(shared / block, (prompt.length - 1) / block) * block;
+                    assertEquals(expected, cache.load(prompt, m.newCache(32)), "shared " + shared + ", tail " + tail);
+                }
+            }
+        }
+    }
+
+    @Test
     void leastRecentlyUsedBlocksGoFirstUnderTheBudget() {
         KvCache kv = new KvCache(1, 2, 2, 64);
         kv.reserve(12);
