@@ -34,7 +34,7 @@ class TransferTest {
         public Map<String, String> getConfigOverrides() {
             try {
                 Path dir = TinyCheckpoint.ensure(Path.of("target/small-model"), "tiny-test", 5, ModelCli.tokenizerDir(System.getenv()));
-                return Map.of("deepserve.model-dir", dir.toString(), "deepserve.engine.prefill-chunk", "7");
+                return Map.of("deepserve.model-dir", dir.toString(), "deepserve.engine.prefill-chunk", "7", "deepserve.transfer-timeout", "3s");
             } catch (Exception e) {
                 throw new IllegalStateException(e);
             }
@@ -111,7 +111,19 @@ class TransferTest {
             socket.getOutputStream().flush();
             waitFor(() -> FakeDecode.received.get() > before, "the KV to reach decode");
         }
-        // the client is gone: the prefill instance tells the decode instance that holds the sequence
+        // the client is gone: the prefill instance tells the decode instance that holds the sequence — at once, not
+        // when the 3 s transfer timeout would
+        long left = System.nanoTime();
+        waitFor(() -> FakeDecode.cancelled.contains(id), "the cancel to reach decode");
+        assertTrue(System.nanoTime() - left < 2_000_000_000L, "the cancel followed the disconnect");
+        assertEquals(0.0, metric("deepserve_prefill_kv_reserved_tokens"));
+    }
+
+    @Test
+    void aDecodeInstanceThatGoesQuietTimesOutAndIsToldToLetGo() throws Exception {
+        FakeDecode.mode = FakeDecode.Mode.HOLD;
+        String id = "quiet-" + UUID.randomUUID();
+        given().contentType("application/json").body(request(id)).post("/internal/generate").then().statusCode(503);
         waitFor(() -> FakeDecode.cancelled.contains(id), "the cancel to reach decode");
         assertEquals(0.0, metric("deepserve_prefill_kv_reserved_tokens"));
     }

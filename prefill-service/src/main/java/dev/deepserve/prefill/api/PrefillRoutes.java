@@ -175,11 +175,13 @@ public class PrefillRoutes {
         relay.decode = target.base;
         relay.handedOn = true;
         long sent = System.nanoTime();
-        relay.context.runOnContext(v -> http.request(post(target.base, "/internal/kv"))
+        relay.context.runOnContext(v -> http.request(post(target.base, "/internal/kv").setIdleTimeout(config.transferTimeout().toMillis()))
                 .compose(req -> req.putHeader("Content-Type", "application/octet-stream").send(Buffer.buffer(bytes)))
                 .onFailure(e -> {
                     transferFailures.increment();
                     decodes.failed(target);
+                    // the decode instance may have taken the sequence before going quiet: let it go there too
+                    forwardCancel(relay);
                     relay.finish(503, error("decode instance unreachable: " + e.getMessage()), "application/json");
                 })
                 .onSuccess(resp -> {
@@ -208,6 +210,7 @@ public class PrefillRoutes {
                     });
                     resp.exceptionHandler(e -> {
                         LOG.warnf("request %s: decode stream broke: %s", relay.id, e.getMessage());
+                        forwardCancel(relay);
                         relays.remove(relay.id);
                         if (!out.ended()) {
                             out.reset();

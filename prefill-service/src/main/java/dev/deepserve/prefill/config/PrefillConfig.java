@@ -22,6 +22,13 @@ public interface PrefillConfig {
     @WithDefault("http://127.0.0.1:8003")
     java.util.List<URI> decodeUrl();
 
+    /**
+     * Longest silence from the decode instance — while it takes a sequence's KV, or between the tokens it streams
+     * back — before the transfer counts as failed; the sequence is then cancelled on both sides.
+     */
+    @WithDefault("300s")
+    java.time.Duration transferTimeout();
+
     Engine engine();
 
     interface Engine {
