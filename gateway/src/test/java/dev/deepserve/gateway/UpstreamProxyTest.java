@@ -44,7 +44,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @QuarkusTest
 @QuarkusTestResource(BillingSchema.class)
 @QuarkusTestResource(EngineTwin.class)
-@QuarkusTestResource(Upstreams.class)
+@QuarkusTestResource(value = Upstreams.class, restrictToAnnotatedClass = true)
 class UpstreamProxyTest {
 
     static final String ADMIN = "admin-secret-for-tests-0123456789";
@@ -360,5 +360,28 @@ class UpstreamProxyTest {
         post(key, HELLO.replace("mock/mock-chat", "extra/mock-chat") + "}").then().statusCode(400);
         assertNull(registry.get("extra").orElse(null));
         assertNotNull(registry.get("mock").orElse(null));
+    }
+
+    @Test
+    void aKeyMayHaveOnlySoManyRequestsInFlight() throws Exception {
+        String key = account("1");
+        Upstreams.mock.tokens = 40;
+        Upstreams.mock.tokenMillis = 25;
+        HttpClient http = HttpClient.newHttpClient();
+        List<java.util.concurrent.CompletableFuture<HttpResponse<String>>> slow = new java.util.ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            slow.add(http.sendAsync(HttpRequest.newBuilder(chatUrl.toURI()).header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                    .POST(HttpRequest.BodyPublishers.ofString(HELLO + ",\"stream\":true}")).build(), HttpResponse.BodyHandlers.ofString()));
+        }
+        await().atMost(Duration.ofSeconds(5)).until(() -> Upstreams.mock.received.size() == 3);
+        post(key, HELLO + "}").then().statusCode(429).body("error.message", containsString("at most 3"));
+        for (var c : slow) {
+            assertEquals(200, c.get().statusCode());
+        }
+        Upstreams.mock.tokens = 5;
+        Upstreams.mock.tokenMillis = 0;
+        post(key, HELLO + "}").then().statusCode(200);
+        await().atMost(Duration.ofSeconds(10)).until(() -> events(key).size() == 5);
+        assertEquals(1, events(key).stream().filter(e -> "rejected".equals(e.getString("finish_reason"))).count(), "the refused request has its event, at no cost");
     }
 }

@@ -23,9 +23,7 @@ import org.jboss.logging.Logger;
 
 import java.math.BigDecimal;
 import java.time.Instant;
-import java.util.Map;
 import java.util.UUID;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -48,7 +46,6 @@ public class ChatRoutes {
     private final EngineClient engine;
     private final UpstreamProxy upstreams;
     private final Vertx vertx;
-    private final Map<String, AtomicInteger> streamsPerKey = new ConcurrentHashMap<>();
     private final Counter requests;
     private final Counter aborted;
 
@@ -235,11 +232,9 @@ public class ChatRoutes {
 
     private void run(RoutingContext rc, Call call) {
         requests.increment();
-        AtomicInteger open = streamsPerKey.computeIfAbsent(call.key.id(), k -> new AtomicInteger());
-        if (open.incrementAndGet() > config.maxStreamsPerKey()) {
-            open.decrementAndGet();
-            metering.settle(call, "rejected", 0, 0, 0, null, null, (usage, t) -> Metering.fail(rc, OpenAiError.rateLimited(
-                    "too many concurrent requests for this API key (at most " + config.maxStreamsPerKey() + ")", 1)));
+        AtomicInteger open = metering.openStream(call.key);
+        if (open == null) {
+            metering.settle(call, "rejected", 0, 0, 0, null, null, (usage, t) -> Metering.fail(rc, Metering.tooManyStreams(config.maxStreamsPerKey())));
             return;
         }
         HttpServerResponse response = rc.response();

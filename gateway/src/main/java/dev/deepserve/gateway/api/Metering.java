@@ -45,6 +45,7 @@ public class Metering {
     private final UsageWriter usage;
     private final RateLimiter limits;
     private final Vertx vertx;
+    private final java.util.Map<String, java.util.concurrent.atomic.AtomicInteger> openPerKey = new java.util.concurrent.ConcurrentHashMap<>();
 
     Metering(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, Leases leases, UsageWriter usage, RateLimiter limits, Vertx vertx) {
         this.config = config;
@@ -151,6 +152,23 @@ public class Metering {
             }
         }
         admit(key, promptTokens).chain(() -> reserve(call, promptTokens, wantedTokens)).subscribe().with(v -> then.run(), failed::accept);
+    }
+
+    /**
+     * Counts one more request in flight for this key on this replica: its counter when within
+     * {@code deepserve.max-streams-per-key}, null when the key already has that many (the caller answers 429).
+     */
+    public java.util.concurrent.atomic.AtomicInteger openStream(ApiKey key) {
+        java.util.concurrent.atomic.AtomicInteger open = openPerKey.computeIfAbsent(key.id(), k -> new java.util.concurrent.atomic.AtomicInteger());
+        if (open.incrementAndGet() > config.maxStreamsPerKey()) {
+            open.decrementAndGet();
+            return null;
+        }
+        return open;
+    }
+
+    public static OpenAiError tooManyStreams(int max) {
+        return OpenAiError.rateLimited("too many concurrent requests for this API key (at most " + max + ")", 1);
     }
 
     /** Counts the request against the key's rate limits, or fails with 429 and the seconds to wait. */

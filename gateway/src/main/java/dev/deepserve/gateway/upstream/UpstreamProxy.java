@@ -103,6 +103,7 @@ public class UpstreamProxy {
         Ledger.Reservation reservation;
         HttpClientRequest upstreamRequest;
         HttpClientResponse upstreamResponse;
+        java.util.concurrent.atomic.AtomicInteger open;
         boolean headSent;
         boolean clientGone;
         boolean done;
@@ -211,6 +212,13 @@ public class UpstreamProxy {
     }
 
     private void start(Call call) {
+        call.open = metering.openStream(call.key);
+        if (call.open == null) {
+            call.done = true;
+            metering.settle(call, "rejected", 0, 0, 0, null, extra(call, false),
+                    (usage, failure) -> Metering.fail(call.rc, Metering.tooManyStreams(config.maxStreamsPerKey())));
+            return;
+        }
         HttpServerResponse response = call.rc.response();
         response.closeHandler(v -> {
             if (!call.done) {
@@ -481,6 +489,7 @@ public class UpstreamProxy {
             return;
         }
         call.done = true;
+        call.open.decrementAndGet();
         metering.settle(call, "error", 0, 0, 0, error.getMessage(), extra(call, false), (usage, failure) -> Metering.fail(call.rc, error));
     }
 
@@ -493,6 +502,7 @@ public class UpstreamProxy {
             return;
         }
         call.done = true;
+        call.open.decrementAndGet();
         if (call.usage != null) {
             int prompt = intOf(call.usage, "prompt_tokens");
             int completion = intOf(call.usage, "completion_tokens");
