@@ -121,7 +121,8 @@ public final class ProxyBench {
     }
 
     static Map<String, String> gatewayEnv(MockUpstream mock) {
-        Map<String, String> env = new java.util.HashMap<>(Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl()));
+        // one key carries the whole load here, so its concurrency limit is lifted
+        Map<String, String> env = new java.util.HashMap<>(Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl(), "DEEPSERVE_MAX_STREAMS_PER_KEY", "100000"));
         for (String name : new String[] {"QUARKUS_VERTX_EVENT_LOOPS_POOL_SIZE", "DEEPSERVE_OUTBOX_INTERVAL"}) {
             String value = System.getenv(name);
             if (value != null) {
@@ -183,7 +184,10 @@ public final class ProxyBench {
         Map<String, Double> ttft = new LinkedHashMap<>();
         System.out.println();
         for (Target t : targets) {
+            int connectionsBefore = mock.connections.get();
             Run r = closedLoop(vertx, t, 1, seconds, true);
+            System.out.printf("%-10s (%d streams opened %d new connections to the upstream)%n", t.name(), r.latencies().length + r.errors(),
+                    mock.connections.get() - connectionsBefore);
             if (r.latencies().length == 0) {
                 System.out.printf("%-10s first streamed token: no stream completed (%d errors: %s)%n", t.name(), r.errors(), r.firstError());
                 continue;

@@ -42,6 +42,8 @@ public final class MockUpstream implements AutoCloseable {
     /** Streams whose client (the gateway) went away before the end. */
     public final AtomicInteger abandoned = new AtomicInteger();
     public volatile boolean record = true;
+    /** TCP connections accepted so far (a client that reuses its connections opens few). */
+    public final AtomicInteger connections = new AtomicInteger();
 
     private final Vertx vertx;
     private final boolean ownVertx;
@@ -53,6 +55,7 @@ public final class MockUpstream implements AutoCloseable {
         this.ownVertx = ownVertx;
         this.basePath = basePath;
         this.server = vertx.createHttpServer(new HttpServerOptions().setTcpNoDelay(true).setIdleTimeout(0)).requestHandler(this::handle)
+                .connectionHandler(c -> connections.incrementAndGet())
                 .listen(port, "127.0.0.1").toCompletionStage().toCompletableFuture().join();
     }
 
