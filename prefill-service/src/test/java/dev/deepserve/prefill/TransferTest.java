@@ -44,6 +44,12 @@ class TransferTest {
     @TestHTTPResource("/internal/generate")
     URL generate;
 
+    @org.junit.jupiter.api.BeforeEach
+    void modelLoaded() throws InterruptedException {
+        // the model loads in the background after start: a request before that is refused with 503
+        waitFor(() -> given().get("/q/health/ready").statusCode() == 200, "the model to load");
+    }
+
     @AfterEach
     void reset() {
         FakeDecode.mode = FakeDecode.Mode.ANSWER;
@@ -74,7 +80,6 @@ class TransferTest {
 
     @Test
     void aPrefilledSequenceTravelsToDecodeAndIsMetered() throws Exception {
-        given().get("/q/health/ready").then().statusCode(200);
         double tokensBefore = metric("deepserve_prefill_tokens_total");
         given().contentType("application/json").body(request("t-" + UUID.randomUUID())).post("/internal/generate").then().statusCode(200)
                 .body(containsString("\"type\":\"done\""));
