@@ -52,6 +52,25 @@ class OutboxRelayTest {
         assertEquals(1, copies);
     }
 
+    @Inject
+    dev.deepserve.gateway.messaging.OutboxRelay relay;
+
+    @Test
+    void publishedEventsOlderThanTheRetentionAreDeletedAndUnpublishedOnesKept() {
+        UUID old = UUID.randomUUID();
+        UUID oldUnpublished = UUID.randomUUID();
+        UUID recent = UUID.randomUUID();
+        pool.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload, created_at, published_at) VALUES "
+                        + "($1, '{}'::jsonb, now() - interval '25 hours', now() - interval '25 hours'), "
+                        + "($2, '{}'::jsonb, now() - interval '25 hours', NULL), ($3, '{}'::jsonb, now() - interval '1 hour', now())")
+                .execute(Tuple.of(old, oldUnpublished, recent)).await().indefinitely();
+        relay.prune().await().indefinitely();
+        var left = new java.util.HashSet<UUID>();
+        pool.preparedQuery("SELECT event_id FROM gateway.usage_outbox WHERE event_id = ANY($1)").execute(Tuple.of(new UUID[] {old, oldUnpublished, recent}))
+                .await().indefinitely().forEach(r -> left.add(r.getUUID(0)));
+        assertEquals(java.util.Set.of(oldUnpublished, recent), left);
+    }
+
     @Test
     void metricsAreExposedForPrometheus() {
         given().get("/q/metrics").then().statusCode(200).body(containsString("deepserve_outbox_backlog"));

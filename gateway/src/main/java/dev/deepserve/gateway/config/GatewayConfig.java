@@ -162,5 +162,9 @@ public interface GatewayConfig {
         /** Longest wait for Kafka to acknowledge one batch before the relay gives up and retries later. */
         @WithDefault("10s")
         Duration publishTimeout();
+
+        /** How long a published event stays in the outbox before it is deleted (billing's ledger is the record). */
+        @WithDefault("24h")
+        Duration retention();
     }
 }

@@ -58,6 +58,20 @@ public class OutboxRelay {
                 .replaceWithVoid();
     }
 
+    /** Deletes published events older than the retention, 10,000 at a time; unpublished ones always stay. */
+    @Scheduled(every = "1m", delayed = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    public Uni<Void> prune() {
+        return pool.preparedQuery("""
+                        DELETE FROM gateway.usage_outbox WHERE event_id IN (
+                            SELECT event_id FROM gateway.usage_outbox
+                            WHERE created_at < now() - $1 * interval '1 second' AND published_at IS NOT NULL LIMIT 10000)""")
+                .execute(Tuple.of(config.outbox().retention().toSeconds()))
+                .onItem().transformToUni(rows -> rows.rowCount() == 10000 ? prune() : Uni.createFrom().voidItem())
+                .onFailure().invoke(e -> LOG.warnf("usage outbox pruning failed, will retry: %s", e.getMessage()))
+                .onFailure().recoverWithNull()
+                .replaceWithVoid();
+    }
+
     private Uni<Integer> publishBatch(SqlConnection tx) {
         return tx.preparedQuery("SELECT event_id, payload::text AS payload FROM gateway.usage_outbox WHERE published_at IS NULL "
                         + "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED")
