@@ -329,6 +329,10 @@ class UpstreamProxyTest {
         String key = account("1");
         post(key, HELLO + ",\"stream\":\"yes\"}").then().statusCode(400).body("error.param", equalTo("stream"));
         post(key, HELLO + ",\"max_tokens\":0}").then().statusCode(400).body("error.param", equalTo("max_tokens"));
+        // above the local engine's limit is the upstream's business: it goes through, capped by what the balance pays for
+        post(key, HELLO + ",\"max_tokens\":20000}").then().statusCode(200);
+        assertEquals(20000, Upstreams.mock.received.getLast().getInteger("max_tokens"));
+        Upstreams.mock.received.clear();
         post(key, "{\"model\":\"nope/x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}").then().statusCode(400)
                 .body("error.code", equalTo("model_not_found"));
         post("sk-" + "b".repeat(64), HELLO + "}").then().statusCode(401);

@@ -47,7 +47,7 @@ public class UpstreamProxy {
 
     private static final Logger LOG = Logger.getLogger(UpstreamProxy.class);
     private static final Pattern SECRET = Pattern.compile("(?i)(sk-|key-|bearer\\s+)[A-Za-z0-9_*.\\-]{6,}");
-    private static final Buffer DONE = Buffer.buffer("data: [DONE]\n\n");
+    private static final int UPSTREAM_MAX_TOKENS = 1_000_000;
 
     private final GatewayConfig config;
     private final Metering metering;
@@ -205,8 +205,9 @@ public class UpstreamProxy {
         if (max == null) {
             return config.defaultMaxTokens();
         }
-        if (!(max instanceof Number n) || n.doubleValue() != Math.rint(n.doubleValue()) || n.doubleValue() < 1 || n.doubleValue() > config.maxMaxTokens()) {
-            throw OpenAiError.invalid(call.maxField, "Invalid " + call.maxField + " value, the valid range is [1, " + config.maxMaxTokens() + "]");
+        // the upstream enforces its own model's limit; here only a sanity bound (the reservation caps what is paid for)
+        if (!(max instanceof Number n) || n.doubleValue() != Math.rint(n.doubleValue()) || n.doubleValue() < 1 || n.doubleValue() > UPSTREAM_MAX_TOKENS) {
+            throw OpenAiError.invalid(call.maxField, "Invalid " + call.maxField + " value, the valid range is [1, " + UPSTREAM_MAX_TOKENS + "]");
         }
         return n.intValue();
     }
