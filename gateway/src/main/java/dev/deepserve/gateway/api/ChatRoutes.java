@@ -23,7 +23,6 @@ import org.jboss.logging.Logger;
 
 import java.math.BigDecimal;
 import java.time.Instant;
-import java.util.UUID;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -107,18 +106,13 @@ public class ChatRoutes {
     // ---- completions
 
     /** Everything a completion carries from admission to settlement. */
-    private static final class Call implements Metering.Billable {
-        final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
-        final long created = Instant.now().getEpochSecond();
+    private static final class Call extends Metering.Billable {
         final boolean chat;
-        ApiKey key;
         ChatRequest request;
         int promptTokens;
         int[] promptIds;
-        Ledger.Reservation reservation;
         final StringBuilder text = new StringBuilder();
         final JsonArray logprobs = new JsonArray();
-        boolean clientGone;
         int tokensReceived;
         boolean finished;
         boolean sentRole;
@@ -134,21 +128,6 @@ public class ChatRoutes {
         }
 
         @Override
-        public String id() {
-            return id;
-        }
-
-        @Override
-        public long created() {
-            return created;
-        }
-
-        @Override
-        public ApiKey key() {
-            return key;
-        }
-
-        @Override
         public String model() {
             return request.model();
         }
@@ -156,21 +135,6 @@ public class ChatRoutes {
         @Override
         public boolean streamed() {
             return request.stream();
-        }
-
-        @Override
-        public boolean clientGone() {
-            return clientGone;
-        }
-
-        @Override
-        public Ledger.Reservation reservation() {
-            return reservation;
-        }
-
-        @Override
-        public void reservation(Ledger.Reservation r) {
-            reservation = r;
         }
     }
 
@@ -199,14 +163,14 @@ public class ChatRoutes {
         boolean chat = call.chat;
         Uni.createFrom().item(apiKey)
                 .invoke(key -> {
-                    call.key = key;
+                    call.key(key);
                     call.request = ChatRequest.parse(body, chat, config.defaultMaxTokens(), config.maxMaxTokens());
                     call.tools = chat && call.request.tools() != null && !call.request.tools().isEmpty() && !"none".equals(body.getValue("tool_choice"));
                     if (!config.models().contains(call.request.model())) {
                         throw new OpenAiError(400, "invalid_request_error", "model", "model_not_found", "Model Not Exist: " + call.request.model(), 0);
                     }
                     if (!key.allows(call.request.model())) {
-                        throw new OpenAiError(403, "permission_error", "model", "model_not_allowed", "this API key may not use model " + call.request.model(), 0);
+                        throw OpenAiError.modelNotAllowed(call.request.model());
                     }
                 })
                 .chain(key -> engine.tokenize(call.request.tokenizeBody()))
@@ -225,14 +189,14 @@ public class ChatRoutes {
                                 + " tokens. However, you requested " + call.promptTokens + " tokens in the messages.");
                     }
                 })
-                .chain(() -> metering.admit(call.key, call.promptTokens))
+                .chain(() -> metering.admit(call.key(), call.promptTokens))
                 .chain(() -> metering.reserve(call, call.promptTokens, call.request.maxTokens()))
                 .subscribe().with(ignored -> run(rc, call), t -> Metering.fail(rc, t));
     }
 
     private void run(RoutingContext rc, Call call) {
         requests.increment();
-        AtomicInteger open = metering.openStream(call.key);
+        AtomicInteger open = metering.openStream(call.key());
         if (open == null) {
             metering.settle(call, "rejected", 0, 0, 0, null, null, (usage, t) -> Metering.fail(rc, Metering.tooManyStreams(config.maxStreamsPerKey())));
             return;
@@ -241,24 +205,24 @@ public class ChatRoutes {
         ChatRequest req = call.request;
         if (req.stream()) {
             response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
-                    .putHeader("X-Request-Id", call.id);
+                    .putHeader("X-Request-Id", call.id());
             writeRoleChunk(response, call);
             call.keepAliveTimer = vertx.setPeriodic(config.keepAlive().toMillis(), t -> {
-                if (!call.clientGone && !response.ended()) {
+                if (!call.clientGone() && !response.ended()) {
                     response.write(": keep-alive\n\n");
                 }
             });
         }
         response.closeHandler(v -> {
             if (!call.finished) {
-                call.clientGone = true;
+                call.clientLeft();
                 aborted.increment();
-                engine.cancel(call.id);
+                engine.cancel(call.id());
             }
         });
-        call.timeoutTimer = vertx.setTimer(config.requestTimeout().toMillis(), t -> engine.cancel(call.id));
-        JsonObject gen = new JsonObject().put("request_id", call.id).put("prompt", new JsonArray(java.util.Arrays.stream(call.promptIds).boxed().toList()))
-                .put("max_tokens", call.reservation.maxTokens()).put("temperature", req.temperature()).put("top_p", req.topP())
+        call.timeoutTimer = vertx.setTimer(config.requestTimeout().toMillis(), t -> engine.cancel(call.id()));
+        JsonObject gen = new JsonObject().put("request_id", call.id()).put("prompt", new JsonArray(java.util.Arrays.stream(call.promptIds).boxed().toList()))
+                .put("max_tokens", call.reservation().maxTokens()).put("temperature", req.temperature()).put("top_p", req.topP())
                 .put("frequency_penalty", req.frequencyPenalty()).put("presence_penalty", req.presencePenalty())
                 .put("logprobs", req.logprobs()).put("top_logprobs", req.topLogprobs()).put("stop", new JsonArray(req.stop()));
         if (req.seed() != null) {
@@ -278,7 +242,7 @@ public class ChatRoutes {
         call.stream = engine.generate(gen, event -> onEvent(rc, call, event, open), t -> {
             boolean unavailable = t instanceof OpenAiError e ? e.status == 503 : true;
             long waited = System.nanoTime() - call.waitingSince;
-            if (unavailable && call.tokensReceived == 0 && !call.clientGone && waited < config.engineWait().toNanos()) {
+            if (unavailable && call.tokensReceived == 0 && !call.clientGone() && waited < config.engineWait().toNanos()) {
                 long delay = Math.min(5000, 250L << Math.min(attempt, 5));
                 vertx.setTimer(delay, x -> startGeneration(rc, call, gen, open, attempt + 1));
                 return;
@@ -326,7 +290,7 @@ public class ChatRoutes {
                     text = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
                     call.sentUpTo = Math.max(call.sentUpTo, upTo);
                 }
-                if (call.request.stream() && !call.clientGone && (!text.isEmpty() || lp != null)) {
+                if (call.request.stream() && !call.clientGone() && (!text.isEmpty() || lp != null)) {
                     response.write(sse(chunk(call, text, lp, null)));
                     if (response.writeQueueFull()) {
                         // a slow reader: stop reading from the engine until the client catches up
@@ -359,11 +323,11 @@ public class ChatRoutes {
                 int cached = event.getInteger("cached_tokens", 0);
                 // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
                 int promptTaken = Math.min(call.promptTokens, event.getInteger("prompt_tokens", call.promptTokens));
-                if (call.request.stream() && !call.clientGone && !rest.isEmpty()) {
+                if (call.request.stream() && !call.clientGone() && !rest.isEmpty()) {
                     response.write(sse(chunk(call, rest, null, null)));
                 }
                 metering.settle(call, reason, promptTaken, completion, cached, event.getString("message"), null, (usage, failure) -> {
-                    if (call.clientGone || response.ended()) {
+                    if (call.clientGone() || response.ended()) {
                         return;
                     }
                     if (call.request.stream()) {
@@ -407,8 +371,8 @@ public class ChatRoutes {
     // ---- response shapes
 
     private JsonObject base(Call call) {
-        return new JsonObject().put("id", call.id).put("object", call.chat ? "chat.completion.chunk" : "text_completion")
-                .put("created", call.created).put("model", call.request.model()).put("system_fingerprint", FINGERPRINT);
+        return new JsonObject().put("id", call.id()).put("object", call.chat ? "chat.completion.chunk" : "text_completion")
+                .put("created", call.created()).put("model", call.request.model()).put("system_fingerprint", FINGERPRINT);
     }
 
     private void writeRoleChunk(HttpServerResponse response, Call call) {
@@ -453,7 +417,7 @@ public class ChatRoutes {
             choice.put("logprobs", call.request.logprobs() ? legacyLogprobs(call.logprobs) : null);
         }
         choice.put("finish_reason", finishReason);
-        return new JsonObject().put("id", call.id).put("object", call.chat ? "chat.completion" : "text_completion").put("created", call.created)
+        return new JsonObject().put("id", call.id()).put("object", call.chat ? "chat.completion" : "text_completion").put("created", call.created())
                 .put("model", call.request.model()).put("choices", new JsonArray().add(choice)).put("usage", usage)
                 .put("system_fingerprint", FINGERPRINT);
     }

@@ -58,24 +58,61 @@ public class Metering {
         this.vertx = vertx;
     }
 
-    /** One billed request as metering sees it. */
-    public interface Billable {
-        String id();
+    /**
+     * One billed request as metering sees it: its permanent id, when it was made, the key, its reservation, whether
+     * the client went away; the serving path says which model it is for and whether it streams.
+     */
+    public abstract static class Billable {
+        private final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
+        private final long created = Instant.now().getEpochSecond();
+        private ApiKey key;
+        private Ledger.Reservation reservation;
+        private boolean clientGone;
 
-        long created();
+        protected Billable() {
+        }
 
-        ApiKey key();
+        protected Billable(ApiKey key) {
+            this.key = key;
+        }
+
+        public final String id() {
+            return id;
+        }
+
+        public final long created() {
+            return created;
+        }
+
+        public final ApiKey key() {
+            return key;
+        }
+
+        /** Set once the key is verified (a request's body is read before that). */
+        final void key(ApiKey verified) {
+            this.key = verified;
+        }
 
         /** The model name the client used (and the price catalog knows). */
-        String model();
+        public abstract String model();
 
-        boolean streamed();
+        public abstract boolean streamed();
 
-        boolean clientGone();
+        public final boolean clientGone() {
+            return clientGone;
+        }
 
-        Ledger.Reservation reservation();
+        public final void clientLeft() {
+            clientGone = true;
+        }
 
-        void reservation(Ledger.Reservation r);
+        public final Ledger.Reservation reservation() {
+            return reservation;
+        }
+
+        final void reservation(Ledger.Reservation r) {
+            reservation = r;
+        }
     }
 
     /** Answers a failure in DeepSeek's error shape (or just ends a response whose head is already out). */

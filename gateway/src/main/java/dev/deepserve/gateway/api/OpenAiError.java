@@ -35,6 +35,10 @@ public final class OpenAiError extends RuntimeException {
         return new OpenAiError(401, "authentication_error", null, "invalid_api_key", message, 0);
     }
 
+    public static OpenAiError modelNotAllowed(String model) {
+        return new OpenAiError(403, "permission_error", "model", "model_not_allowed", "this API key may not use model " + model, 0);
+    }
+
     public static OpenAiError insufficientBalance() {
         return new OpenAiError(402, "insufficient_balance", null, "insufficient_balance", "Insufficient Balance", 0);
     }

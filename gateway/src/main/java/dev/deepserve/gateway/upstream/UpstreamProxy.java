@@ -5,7 +5,6 @@ import dev.deepserve.gateway.api.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
 import dev.deepserve.gateway.store.ApiKey;
-import dev.deepserve.gateway.store.Ledger;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.mutiny.Uni;
@@ -23,11 +22,9 @@ import jakarta.enterprise.context.ApplicationScoped;
 import org.jboss.logging.Logger;
 
 import java.nio.charset.StandardCharsets;
-import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Pattern;
 
@@ -86,11 +83,8 @@ public class UpstreamProxy {
     }
 
     /** One proxied request from admission to settlement. */
-    static final class Call implements Metering.Billable {
-        final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
-        final long created = Instant.now().getEpochSecond();
+    static final class Call extends Metering.Billable {
         final RoutingContext rc;
-        final ApiKey key;
         final JsonObject body;
         final String model;
         final boolean chat;
@@ -100,12 +94,10 @@ public class UpstreamProxy {
         List<UpstreamRegistry.Route> routes;
         int routeIndex;
         int attempt;
-        Ledger.Reservation reservation;
         HttpClientRequest upstreamRequest;
         HttpClientResponse upstreamResponse;
         java.util.concurrent.atomic.AtomicInteger open;
         boolean headSent;
-        boolean clientGone;
         boolean done;
         JsonObject usage;
         Buffer heldBack;
@@ -113,8 +105,8 @@ public class UpstreamProxy {
         final List<Buffer> events = new ArrayList<>();
 
         Call(RoutingContext rc, ApiKey key, JsonObject body, boolean chat) {
+            super(key);
             this.rc = rc;
-            this.key = key;
             this.body = body;
             this.model = body.getString("model");
             this.chat = chat;
@@ -128,21 +120,6 @@ public class UpstreamProxy {
         }
 
         @Override
-        public String id() {
-            return id;
-        }
-
-        @Override
-        public long created() {
-            return created;
-        }
-
-        @Override
-        public ApiKey key() {
-            return key;
-        }
-
-        @Override
         public String model() {
             return model;
         }
@@ -150,21 +127,6 @@ public class UpstreamProxy {
         @Override
         public boolean streamed() {
             return stream;
-        }
-
-        @Override
-        public boolean clientGone() {
-            return clientGone;
-        }
-
-        @Override
-        public Ledger.Reservation reservation() {
-            return reservation;
-        }
-
-        @Override
-        public void reservation(Ledger.Reservation r) {
-            reservation = r;
         }
     }
 
@@ -187,8 +149,8 @@ public class UpstreamProxy {
     }
 
     private int check(Call call, JsonObject body) {
-        if (!call.key.allows(call.model)) {
-            throw new OpenAiError(403, "permission_error", "model", "model_not_allowed", "this API key may not use model " + call.model, 0);
+        if (!call.key().allows(call.model)) {
+            throw OpenAiError.modelNotAllowed(call.model);
         }
         Object stream = body.getValue("stream");
         if (stream != null && !(stream instanceof Boolean)) {
@@ -213,7 +175,7 @@ public class UpstreamProxy {
     }
 
     private void start(Call call) {
-        call.open = metering.openStream(call.key);
+        call.open = metering.openStream(call.key());
         if (call.open == null) {
             call.done = true;
             metering.settle(call, "rejected", 0, 0, 0, null, extra(call, false),
@@ -223,7 +185,7 @@ public class UpstreamProxy {
         HttpServerResponse response = call.rc.response();
         response.closeHandler(v -> {
             if (!call.done) {
-                call.clientGone = true;
+                call.clientLeft();
                 count(call, "client_gone");
                 if (call.upstreamRequest != null) {
                     call.upstreamRequest.reset();
@@ -232,7 +194,7 @@ public class UpstreamProxy {
             }
         });
         // the affordable output, asked of the upstream so it cannot generate more than the reservation pays for
-        call.body.put(call.maxField, call.reservation.maxTokens());
+        call.body.put(call.maxField, call.reservation().maxTokens());
         if (call.stream) {
             JsonObject options = call.body.getJsonObject("stream_options");
             call.body.put("stream_options", (options == null ? new JsonObject() : options).put("include_usage", true));
@@ -242,7 +204,7 @@ public class UpstreamProxy {
 
     /** Sends the request to the current route, or moves on to the next route when its circuit is open. */
     private void attempt(Call call) {
-        if (call.clientGone || call.done) {
+        if (call.clientGone() || call.done) {
             return;
         }
         while (call.routeIndex < call.routes.size() && !call.route().upstream().breaker().tryAcquire(System.nanoTime())) {
@@ -263,7 +225,7 @@ public class UpstreamProxy {
                 .setIdleTimeout(config.proxy().readTimeout().toMillis())
                 .putHeader("Content-Type", "application/json")
                 .putHeader("Accept", call.stream ? "text/event-stream" : "application/json")
-                .putHeader("X-Request-Id", call.id);
+                .putHeader("X-Request-Id", call.id());
         if (u.authorization() != null) {
             options.putHeader("Authorization", u.authorization());
         }
@@ -274,7 +236,7 @@ public class UpstreamProxy {
             }
             HttpClientRequest req = ar.result();
             call.upstreamRequest = req;
-            if (call.clientGone) {
+            if (call.clientGone()) {
                 req.reset();
                 return;
             }
@@ -289,7 +251,7 @@ public class UpstreamProxy {
     }
 
     private void answered(Call call, HttpClientResponse resp) {
-        if (call.clientGone) {
+        if (call.clientGone()) {
             return;
         }
         if (resp.statusCode() != 200) {
@@ -311,18 +273,18 @@ public class UpstreamProxy {
         HttpServerResponse response = call.rc.response();
         call.headSent = true;
         response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
-                .putHeader("X-Request-Id", call.id);
+                .putHeader("X-Request-Id", call.id());
         resp.handler(chunk -> relay(call, chunk, response, resp));
         resp.exceptionHandler(e -> {
-            if (!call.done && !call.clientGone) {
+            if (!call.done && !call.clientGone()) {
                 call.route().upstream().breaker().failure(System.nanoTime());
                 count(call, "broken_stream");
-                LOG.warnf("request %s: upstream %s stream broke: %s", call.id, call.route().upstream().name(), e.getMessage());
+                LOG.warnf("request %s: upstream %s stream broke: %s", call.id(), call.route().upstream().name(), e.getMessage());
                 finish(call, "error", "upstream stream broke: " + e.getMessage());
             }
         });
         resp.endHandler(v -> {
-            if (!call.done && !call.clientGone) {
+            if (!call.done && !call.clientGone()) {
                 count(call, "ok");
                 finish(call, "stop", null);
             }
@@ -370,7 +332,7 @@ public class UpstreamProxy {
             }
             out.appendBuffer(event);
         });
-        if (out.length() > 0 && !call.clientGone) {
+        if (out.length() > 0 && !call.clientGone()) {
             response.write(out);
             if (response.writeQueueFull()) {
                 resp.pause();
@@ -409,7 +371,7 @@ public class UpstreamProxy {
      * (then sent to the fallback) while nothing has reached the client; otherwise answered with the upstream's status.
      */
     private void failed(Call call, Throwable error, int status, Buffer body) {
-        if (call.clientGone || call.done) {
+        if (call.clientGone() || call.done) {
             return;
         }
         Upstream u = call.route().upstream();
@@ -424,12 +386,12 @@ public class UpstreamProxy {
             long delay = Math.min(2000, 100L << call.attempt);
             if (call.attempt < config.proxy().retries()) {
                 call.attempt++;
-                LOG.debugf("request %s: upstream %s %s, retry %d", call.id, u.name(), status == 0 ? error.getMessage() : "answered " + status, call.attempt);
+                LOG.debugf("request %s: upstream %s %s, retry %d", call.id(), u.name(), status == 0 ? error.getMessage() : "answered " + status, call.attempt);
                 vertx.setTimer(delay, t -> attempt(call));
                 return;
             }
             if (call.routeIndex + 1 < call.routes.size()) {
-                LOG.infof("request %s: upstream %s failed (%s); falling back to %s", call.id, u.name(), status == 0 ? error.getMessage() : "HTTP " + status,
+                LOG.infof("request %s: upstream %s failed (%s); falling back to %s", call.id(), u.name(), status == 0 ? error.getMessage() : "HTTP " + status,
                         call.routes.get(call.routeIndex + 1).id());
                 call.routeIndex++;
                 call.attempt = 0;
@@ -439,7 +401,7 @@ public class UpstreamProxy {
         }
         if (status == 0) {
             boolean timeout = error != null && error.getClass().getSimpleName().contains("Timeout");
-            LOG.warnf("request %s: upstream %s %s: %s", call.id, u.name(), timeout ? "timed out" : "unreachable", error == null ? "" : error.getMessage());
+            LOG.warnf("request %s: upstream %s %s: %s", call.id(), u.name(), timeout ? "timed out" : "unreachable", error == null ? "" : error.getMessage());
             giveUp(call, new OpenAiError(timeout ? 504 : 502, "api_error", null, timeout ? "upstream_timeout" : "upstream_unreachable",
                     "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + (error == null ? "" : ": " + redact(error.getMessage())), 0));
             return;
@@ -524,11 +486,11 @@ public class UpstreamProxy {
     private void settled(Call call, String reason, int prompt, int completion, int cached, String error, boolean estimated) {
         metering.settle(call, reason, prompt, completion, cached, error, extra(call, estimated), (usage, failure) -> {
             HttpServerResponse response = call.rc.response();
-            if (call.clientGone || response.ended()) {
+            if (call.clientGone() || response.ended()) {
                 return;
             }
             if (!call.stream) {
-                response.putHeader("Content-Type", "application/json").putHeader("X-Request-Id", call.id).end(call.heldBack);
+                response.putHeader("Content-Type", "application/json").putHeader("X-Request-Id", call.id()).end(call.heldBack);
                 return;
             }
             if (error != null) {
