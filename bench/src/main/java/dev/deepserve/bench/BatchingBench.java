@@ -28,7 +28,7 @@ public final class BatchingBench {
 
     public static void main(String[] args) throws Exception {
         int tokens = 32;
-        Path dir = Path.of("bench/target/models/tiny-v3");
+        Path dir = DecodeBench.TINY;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--tokens" -> tokens = Integer.parseInt(args[++i]);
@@ -36,9 +36,7 @@ public final class BatchingBench {
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
-        if (!dir.resolve("config.json").toFile().isFile()) {
-            DecodeBench.ensureModel(dir.getParent(), dir.getFileName().toString());
-        }
+        dir = DecodeBench.model(dir);
         Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
         try (CpuOps ops = CpuOps.best(); Transformer model = Transformer.load(dir, ops)) {
             run(model, tokenizer, 1, tokens, false); // warm-up

@@ -140,6 +140,14 @@ public final class DecodeBench {
         }
     }
 
+    /** The default model of the engine-loop benchmarks, made on first use. */
+    static final Path TINY = Path.of("bench/target/models/tiny-v3");
+
+    /** A model directory given to a benchmark: used as it is when it holds a checkpoint, else generated (tiny-v3 or wide). */
+    static Path model(Path dir) throws IOException {
+        return ensureModel(dir.toAbsolutePath().getParent(), dir.getFileName().toString());
+    }
+
     static Path ensureModel(Path models, String name) throws IOException {
         Path dir = models.resolve(name);
         if (Files.isRegularFile(dir.resolve("config.json"))) {

@@ -33,7 +33,7 @@ public final class PrefillBench {
 
     public static void main(String[] args) throws Exception {
         int length = 1024;
-        Path dir = Path.of("bench/target/models/tiny-v3");
+        Path dir = DecodeBench.TINY;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--prompt" -> length = Integer.parseInt(args[++i]);
@@ -41,9 +41,7 @@ public final class PrefillBench {
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
-        if (!dir.resolve("config.json").toFile().isFile()) {
-            DecodeBench.ensureModel(dir.getParent(), dir.getFileName().toString());
-        }
+        dir = DecodeBench.model(dir);
         Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
         try (CpuOps ops = CpuOps.best(); Transformer model = Transformer.load(dir, ops)) {
             throughput(model, tokenizer, 4, 256, false); // warm-up

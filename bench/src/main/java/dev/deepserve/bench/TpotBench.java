@@ -38,7 +38,7 @@ public final class TpotBench {
     public static void main(String[] args) throws Exception {
         int length = 1024;
         int everyMs = 600;
-        Path dir = Path.of("bench/target/models/tiny-v3");
+        Path dir = DecodeBench.TINY;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--prompt" -> length = Integer.parseInt(args[++i]);
@@ -47,9 +47,7 @@ public final class TpotBench {
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
-        if (!dir.resolve("config.json").toFile().isFile()) {
-            DecodeBench.ensureModel(dir.getParent(), dir.getFileName().toString());
-        }
+        dir = DecodeBench.model(dir);
         Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
         try (CpuOps both = CpuOps.create(true, 2, false); CpuOps one = CpuOps.create(true, 1, false); CpuOps other = CpuOps.create(true, 1, false);
              Transformer colocatedModel = Transformer.load(dir, both); Transformer prefillModel = Transformer.load(dir, one);
