@@ -43,6 +43,27 @@ final class BenchInfra implements AutoCloseable {
         return new BenchInfra(work, pg, kafka);
     }
 
+    /**
+     * Billing's schema as the billing service would leave it, with one account (balance 1,000,000) and one key for it
+     * plus the given extra SQL statements (e.g. prices); returns the key's secret.
+     */
+    String billingWithOneKey(String... extraSql) throws java.sql.SQLException {
+        org.flywaydb.core.Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)
+                .schemas("billing").locations("classpath:db/billing").load().migrate();
+        String key = dev.deepserve.accounting.ApiKeys.newSecret();
+        try (java.sql.Connection c = java.sql.DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
+             java.sql.PreparedStatement k = c.prepareStatement(
+                     "INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256) VALUES ('key_bench', 'acct_bench', 'b', 'p', ?)")) {
+            c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance) VALUES ('acct_bench', 'bench', 1000000)");
+            for (String sql : extraSql) {
+                c.createStatement().execute(sql);
+            }
+            k.setBytes(1, dev.deepserve.accounting.ApiKeys.sha256(key));
+            k.executeUpdate();
+        }
+        return key;
+    }
+
     /** The module's fast-jar, which must have been built. */
     static Path jar(String module) {
         Path jar = Path.of(module, "target/quarkus-app/quarkus-run.jar");

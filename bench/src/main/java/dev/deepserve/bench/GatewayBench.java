@@ -1,13 +1,10 @@
 package dev.deepserve.bench;
 
-import dev.deepserve.accounting.ApiKeys;
-import dev.deepserve.embedded.EmbeddedPostgresServer;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpServer;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
-import org.flywaydb.core.Flyway;
 
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -18,9 +15,6 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
-import java.sql.Connection;
-import java.sql.DriverManager;
-import java.sql.PreparedStatement;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -56,16 +50,7 @@ public final class GatewayBench {
         int enginePort = startEngine(vertx);
         int port = BenchInfra.freePort();
         try (BenchInfra infra = BenchInfra.start("gateway")) {
-            EmbeddedPostgresServer pg = infra.pg;
-            Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)
-                    .schemas("billing").locations("classpath:db/billing").load().migrate();
-            String key = ApiKeys.newSecret();
-            try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
-                 PreparedStatement k = c.prepareStatement("INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256) VALUES ('key_bench', 'acct_bench', 'b', 'p', ?)")) {
-                c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance) VALUES ('acct_bench', 'bench', 1000000)");
-                k.setBytes(1, ApiKeys.sha256(key));
-                k.executeUpdate();
-            }
+            String key = infra.billingWithOneKey();
             Process gateway = infra.service("gateway", port, Map.of("DEEPSERVE_TOKENIZER_URL", "http://127.0.0.1:" + enginePort,
                     "DEEPSERVE_DECODE_URL", "http://127.0.0.1:" + enginePort, "DEEPSERVE_MAX_STREAMS_PER_KEY", "100000"), "/q/health/live");
             try {

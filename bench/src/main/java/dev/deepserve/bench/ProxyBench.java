@@ -1,6 +1,5 @@
 package dev.deepserve.bench;
 
-import dev.deepserve.accounting.ApiKeys;
 import dev.deepserve.embedded.EmbeddedPostgresServer;
 import dev.deepserve.embedded.MockUpstream;
 import io.vertx.core.Vertx;
@@ -10,7 +9,6 @@ import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpClientOptions;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.RequestOptions;
-import org.flywaydb.core.Flyway;
 
 import java.io.IOException;
 import java.net.Socket;
@@ -18,7 +16,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.sql.Connection;
 import java.sql.DriverManager;
-import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -82,16 +79,7 @@ public final class ProxyBench {
         Process portkeyProcess = null;
         try (BenchInfra infra = BenchInfra.start("proxy")) {
             EmbeddedPostgresServer pg = infra.pg;
-            Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)
-                    .schemas("billing").locations("classpath:db/billing").load().migrate();
-            String key = ApiKeys.newSecret();
-            try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
-                 PreparedStatement k = c.prepareStatement("INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256) VALUES ('key_bench', 'acct_bench', 'b', 'p', ?)")) {
-                c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance) VALUES ('acct_bench', 'bench', 1000000)");
-                c.createStatement().execute("INSERT INTO billing.prices VALUES ('mock/*', 'USD', 0.07, 0.27, 1.10, '2025-01-01T00:00:00Z', NULL, NULL)");
-                k.setBytes(1, ApiKeys.sha256(key));
-                k.executeUpdate();
-            }
+            String key = infra.billingWithOneKey("INSERT INTO billing.prices VALUES ('mock/*', 'USD', 0.07, 0.27, 1.10, '2025-01-01T00:00:00Z', NULL, NULL)");
             int port = BenchInfra.freePort();
             Process gateway = infra.service("gateway", port, gatewayEnv(mock), "/q/health/live");
             List<Target> targets = new ArrayList<>();
