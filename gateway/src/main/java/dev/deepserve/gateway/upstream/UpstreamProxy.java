@@ -95,9 +95,7 @@ public class UpstreamProxy {
         int routeIndex;
         int attempt;
         HttpClientRequest upstreamRequest;
-        HttpClientResponse upstreamResponse;
         java.util.concurrent.atomic.AtomicInteger open;
-        boolean headSent;
         boolean done;
         JsonObject usage;
         Buffer heldBack;
@@ -117,6 +115,11 @@ public class UpstreamProxy {
 
         UpstreamRegistry.Route route() {
             return routes.get(routeIndex);
+        }
+
+        /** The route that served (or last tried to serve) the request: the current one, or the last when all were passed over. */
+        UpstreamRegistry.Route served() {
+            return routes.get(Math.min(routeIndex, routes.size() - 1));
         }
 
         @Override
@@ -142,6 +145,11 @@ public class UpstreamProxy {
             return;
         }
         call.routes = registry.chain(call.model);
+        if (call.routes.isEmpty()) {
+            // its upstream was removed since the request was routed here
+            Metering.fail(rc, new OpenAiError(400, "invalid_request_error", "model", "model_not_found", "Model Not Exist: " + call.model, 0));
+            return;
+        }
         // Without the upstream's tokenizer, the request's size in bytes bounds its prompt tokens (byte-level BPE
         // never makes more tokens than bytes); the reservation holds that much and settlement charges the real count.
         int promptBound = rc.body().length();
@@ -258,7 +266,6 @@ public class UpstreamProxy {
             resp.body().onComplete(b -> failed(call, null, resp.statusCode(), b.succeeded() ? b.result() : Buffer.buffer()));
             return;
         }
-        call.upstreamResponse = resp;
         if (!call.stream) {
             resp.body().onComplete(b -> {
                 if (b.failed()) {
@@ -271,7 +278,6 @@ public class UpstreamProxy {
         }
         call.route().upstream().breaker().success();
         HttpServerResponse response = call.rc.response();
-        call.headSent = true;
         response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
                 .putHeader("X-Request-Id", call.id());
         resp.handler(chunk -> relay(call, chunk, response, resp));
@@ -382,7 +388,8 @@ public class UpstreamProxy {
             u.breaker().success();
         }
         count(call, status == 0 ? "unreachable" : "status_" + status);
-        if (retryable && !call.headSent) {
+        // a failure seen here comes before anything reached the client (a broken stream ends in finish), so it may be retried
+        if (retryable) {
             long delay = Math.min(2000, 100L << call.attempt);
             if (call.attempt < config.proxy().retries()) {
                 call.attempt++;
@@ -506,13 +513,8 @@ public class UpstreamProxy {
     }
 
     private static JsonObject extra(Call call, boolean estimated) {
-        UpstreamRegistry.Route r = call.routes == null || call.routes.isEmpty() ? null
-                : call.routes.get(Math.min(call.routeIndex, call.routes.size() - 1));
-        JsonObject extra = new JsonObject().put("estimated", estimated);
-        if (r != null) {
-            extra.put("upstream", r.upstream().name()).put("upstream_model", r.model());
-        }
-        return extra;
+        UpstreamRegistry.Route r = call.served();
+        return new JsonObject().put("estimated", estimated).put("upstream", r.upstream().name()).put("upstream_model", r.model());
     }
 
     private static int intOf(JsonObject o, String field) {
@@ -594,8 +596,7 @@ public class UpstreamProxy {
     }
 
     private void count(Call call, String outcome) {
-        String upstream = call.routes == null || call.routes.isEmpty() ? "none"
-                : call.routes.get(Math.min(call.routeIndex, call.routes.size() - 1)).upstream().name();
+        String upstream = call.served().upstream().name();
         outcomes.computeIfAbsent(upstream + "|" + outcome, k -> Counter.builder("deepserve.upstream.requests")
                 .description("upstream attempts and how they ended").tag("upstream", upstream).tag("outcome", outcome).register(meters)).increment();
     }
