@@ -175,7 +175,7 @@ public class Metering {
     public void admitAndReserve(Billable call, int promptTokens, int wantedTokens, Runnable then, Consumer<Throwable> failed) {
         ApiKey key = call.key();
         PriceCatalog catalog = prices.cached();
-        if (catalog != null && key.rpm() == null && key.tpm() == null && key.spendCap() == null && leases.enabled()) {
+        if (catalog != null && !key.rateLimited() && key.spendCap() == null && leases.enabled()) {
             Price ceiling = catalog.ceiling(call.model(), Instant.now()).orElse(null);
             if (ceiling != null) {
                 Ledger.Reservation r = leases.tryReserve(call.id(), key.accountId(), wantedTokens,

@@ -8,4 +8,9 @@ public record ApiKey(String id, String accountId, String currency, List<String> 
     public boolean allows(String model) {
         return models == null || models.contains(model);
     }
+
+    /** Whether requests on this key are counted against per-minute limits. */
+    public boolean rateLimited() {
+        return rpm != null || tpm != null;
+    }
 }

@@ -15,6 +15,7 @@ import org.eclipse.microprofile.config.Config;
 import org.eclipse.microprofile.config.ConfigProvider;
 import org.jboss.logging.Logger;
 
+import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -91,10 +92,14 @@ public class KeyStore {
 
     /** The key for this secret when it is cached (so known valid now), without waiting; null otherwise. */
     public ApiKey cached(String secret) {
-        if (!listening || !ApiKeys.wellFormed(secret)) {
+        return ApiKeys.wellFormed(secret) ? fromCache(ApiKeys.sha256(secret)) : null;
+    }
+
+    private ApiKey fromCache(byte[] hash) {
+        if (!listening) {
             return null;
         }
-        Cached c = cache.get(java.util.HexFormat.of().formatHex(ApiKeys.sha256(secret)));
+        Cached c = cache.get(HexFormat.of().formatHex(hash));
         if (c == null || System.nanoTime() - c.at() >= CACHE_FOR) {
             return null;
         }
@@ -107,23 +112,19 @@ public class KeyStore {
         if (!ApiKeys.wellFormed(secret)) {
             return Uni.createFrom().item(Optional.empty());
         }
-        String hash = null;
-        if (listening) {
-            hash = java.util.HexFormat.of().formatHex(ApiKeys.sha256(secret));
-            Cached c = cache.get(hash);
-            if (c != null && System.nanoTime() - c.at() < CACHE_FOR) {
-                touch(c.key().id());
-                return Uni.createFrom().item(Optional.of(c.key()));
-            }
+        byte[] hash = ApiKeys.sha256(secret);
+        ApiKey hit = fromCache(hash);
+        if (hit != null) {
+            return Uni.createFrom().item(Optional.of(hit));
         }
+        // cached only if no change notice arrives while the row is read (or listening stops)
         boolean cacheable = listening;
         long seen = changes.get();
-        String cacheAs = hash;
         return pool.preparedQuery("""
                         SELECT k.id, k.account_id, a.currency, k.models, k.rpm, k.tpm, k.spend_cap
                         FROM billing.api_keys k JOIN billing.accounts a ON a.id = k.account_id
                         WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL""")
-                .execute(Tuple.of(ApiKeys.sha256(secret)))
+                .execute(Tuple.of(hash))
                 .map(rows -> {
                     if (!rows.iterator().hasNext()) {
                         return Optional.<ApiKey>empty();
@@ -134,7 +135,7 @@ public class KeyStore {
                         if (cache.size() >= MAX_CACHED) {
                             cache.clear();
                         }
-                        cache.put(cacheAs, new Cached(key, System.nanoTime()));
+                        cache.put(HexFormat.of().formatHex(hash), new Cached(key, System.nanoTime()));
                     }
                     return Optional.of(key);
                 });

@@ -26,7 +26,7 @@ public class RateLimiter {
 
     /** Seconds to wait before retrying, or 0 when the request is admitted (and counted). */
     public Uni<Long> admit(ApiKey key, int promptTokens) {
-        if (key.rpm() == null && key.tpm() == null) {
+        if (!key.rateLimited()) {
             return Uni.createFrom().item(0L);
         }
         OffsetDateTime minute = OffsetDateTime.now(ZoneOffset.UTC).truncatedTo(ChronoUnit.MINUTES);
