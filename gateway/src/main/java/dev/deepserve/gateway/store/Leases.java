@@ -221,11 +221,19 @@ public class Leases {
     }
 
     Uni<Void> maintain(long idle) {
+        List<Uni<Void>> work = giveBack(lease -> System.nanoTime() - lease.lastUsed >= idle && lease.growing == null);
+        work.add(pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() WHERE holder = $1").execute(Tuple.of(holder)).replaceWithVoid()
+                .onFailure().invoke(e -> LOG.warnf("lease heartbeat failed: %s", e.getMessage())).onFailure().recoverWithNull());
+        return Uni.join().all(work).andCollectFailures().replaceWithVoid().onFailure().recoverWithNull();
+    }
+
+    /** Returns the unused part of every lease that {@code eligible} picks (looked at under the lease's monitor). */
+    private List<Uni<Void>> giveBack(java.util.function.Predicate<Lease> eligible) {
         List<Uni<Void>> work = new ArrayList<>();
         for (Lease lease : byAccount.values()) {
             BigDecimal give;
             synchronized (lease) {
-                if (System.nanoTime() - lease.lastUsed < idle || lease.growing != null) {
+                if (!eligible.test(lease)) {
                     continue;
                 }
                 give = lease.free();
@@ -236,9 +244,7 @@ public class Leases {
             }
             work.add(shrink(lease, give));
         }
-        work.add(pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() WHERE holder = $1").execute(Tuple.of(holder)).replaceWithVoid()
-                .onFailure().invoke(e -> LOG.warnf("lease heartbeat failed: %s", e.getMessage())).onFailure().recoverWithNull());
-        return Uni.join().all(work).andCollectFailures().replaceWithVoid().onFailure().recoverWithNull();
+        return work;
     }
 
     private Uni<Void> shrink(Lease lease, BigDecimal give) {
@@ -266,18 +272,7 @@ public class Leases {
     }
 
     void stop(@Observes ShutdownEvent ev) {
-        List<Uni<Void>> work = new ArrayList<>();
-        for (Lease lease : byAccount.values()) {
-            BigDecimal give;
-            synchronized (lease) {
-                give = lease.free();
-                if (give.signum() <= 0) {
-                    continue;
-                }
-                lease.amount = lease.amount.subtract(give);
-            }
-            work.add(shrink(lease, give));
-        }
+        List<Uni<Void>> work = giveBack(lease -> true);
         if (!work.isEmpty()) {
             try {
                 Uni.join().all(work).andCollectFailures().await().atMost(Duration.ofSeconds(5));
