@@ -59,7 +59,7 @@ public final class BatchingBench {
         AtomicLong steps = new AtomicLong();
         AtomicLong drafts = new AtomicLong();
         AtomicLong accepted = new AtomicLong();
-        DecodeLoop loop = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(batch, 8192, 1 << 22, 512, 10_000, mtp, Duration.ofMinutes(1)),
+        DecodeLoop loop = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(batch, 8192, 1 << 22, 64, 512, 10_000, mtp, Duration.ofMinutes(1)),
                 new DecodeLoop.Metrics() {
                     @Override
                     public void step(int sequences, long nanos) {

@@ -73,7 +73,7 @@ public final class PrefillBench {
     }
 
     static DecodeLoop loop(Transformer model, Tokenizer tokenizer, PrefixCache cache, int chunk, AtomicLong computed) {
-        return new DecodeLoop(model, tokenizer, cache, new DecodeLoop.Settings(16, 1 << 16, 1L << 24, chunk, 10_000, false, Duration.ofMinutes(5)),
+        return new DecodeLoop(model, tokenizer, cache, new DecodeLoop.Settings(16, 1 << 16, 1L << 24, 64, chunk, 10_000, false, Duration.ofMinutes(5)),
                 new DecodeLoop.Metrics() {
                     @Override
                     public void prefilled(int tokens) {

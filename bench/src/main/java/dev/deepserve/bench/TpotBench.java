@@ -70,7 +70,7 @@ public final class TpotBench {
     }
 
     static DecodeLoop loop(Transformer model, Tokenizer tokenizer) {
-        return new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(DECODERS + 8, 1 << 16, 1L << 24, 512, 10_000, false, Duration.ofMinutes(5)),
+        return new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(DECODERS + 8, 1 << 16, 1L << 24, 64, 512, 10_000, false, Duration.ofMinutes(5)),
                 DecodeLoop.Metrics.NONE);
     }
 

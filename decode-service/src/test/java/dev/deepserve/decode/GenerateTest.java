@@ -144,6 +144,7 @@ class GenerateTest {
             for (String line = in.readLine(); line != null; line = in.readLine()) {
                 JsonNode e = JSON.readTree(line);
                 if (e.get("type").asText().equals("token") && ++tokens == 3) {
+                    assertTrue(gauge("deepserve_decode_kv_blocks_used") >= 1, "the running sequence holds KV blocks");
                     given().post("/internal/generate/cancel-me/cancel").then().statusCode(202);
                 }
                 if (e.get("type").asText().equals("done")) {
@@ -154,6 +155,23 @@ class GenerateTest {
         assertEquals("cancelled", done.get("finish_reason").asText());
         assertEquals(tokens, done.get("completion_tokens").asInt(), "the count covers exactly the tokens streamed");
         assertTrue(tokens < 5000);
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (gauge("deepserve_decode_kv_blocks_used") != 0 && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        assertEquals(0, gauge("deepserve_decode_kv_blocks_used"), "cancelling gave the sequence's KV blocks back");
+        assertEquals(0, gauge("deepserve_decode_kv_reserved_tokens"));
+        assertTrue(gauge("deepserve_decode_kv_blocks_free") > 0);
+    }
+
+    /** A gauge's value from the Prometheus endpoint. */
+    static double gauge(String name) {
+        for (String line : given().get("/q/metrics").then().statusCode(200).extract().asString().split("\n")) {
+            if (line.startsWith(name + " ") || line.startsWith(name + "{")) {
+                return Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1));
+            }
+        }
+        throw new AssertionError("no metric " + name);
     }
 
     @Test

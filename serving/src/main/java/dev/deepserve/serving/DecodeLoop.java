@@ -1,5 +1,6 @@
 package dev.deepserve.serving;
 
+import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Mla;
 import dev.deepserve.model.engine.Mtp;
@@ -32,7 +33,11 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 public final class DecodeLoop {
 
-    public record Settings(int maxBatch, int maxContext, long kvBudgetTokens, int prefillChunk, int maxQueue, boolean mtp,
+    /**
+     * @param kvBudgetTokens latent-KV tokens all sequences may hold together: the size of the block pool
+     * @param kvBlockTokens  tokens per KV block (a power of two; FlashMLA pages by 64)
+     */
+    public record Settings(int maxBatch, int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, boolean mtp,
                            Duration slowReaderTimeout) {
     }
 
@@ -82,7 +87,13 @@ public final class DecodeLoop {
     private final LinkedBlockingQueue<Sequence> queue = new LinkedBlockingQueue<>();
     private final List<Sequence> active = new ArrayList<>();
     private final Map<String, Sequence> byId = new ConcurrentHashMap<>();
-    private final AtomicLong kvReserved = new AtomicLong();
+    /** Where every admitted sequence's latent KV lives (and its MTP KV, when speculating). */
+    private final KvBlockPool pool;
+    private final KvBlockPool mtpPool;
+    /** Blocks promised to active sequences: admission never promises more than the pool has, so a step never runs out. */
+    private final AtomicLong reservedBlocks = new AtomicLong();
+    /** Caches of sequences that left during this pass, given back to the pools once nothing reads them any more. */
+    private final List<KvCache> leaving = new ArrayList<>();
     private volatile int lastBatch;
     /** Where prefilled sequences go when this loop serves as a prefill instance (null: it decodes them itself). */
     private volatile Handoff handoff;
@@ -144,6 +155,8 @@ public final class DecodeLoop {
         this.metrics = metrics;
         this.vocab = model.config().vocabSize();
         this.hidden = model.config().hiddenSize();
+        this.pool = model.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
+        this.mtpPool = mtp == null ? null : mtp.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
         model.attentionForm(Mla.Form.ABSORBED);
         List<Integer> padding = new ArrayList<>();
         for (int id = 0; id < vocab; id++) {
@@ -179,8 +192,8 @@ public final class DecodeLoop {
             throw new Refused(400, "prompt (" + request.prompt().length + " tokens) + max_tokens (" + request.maxTokens()
                     + ") exceeds the context of " + settings.maxContext() + " tokens");
         }
-        if (total > settings.kvBudgetTokens()) {
-            throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + settings.kvBudgetTokens());
+        if (blocksFor(request) > pool.capacity()) {
+            throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + (long) pool.capacity() * pool.blockTokens());
         }
         if (queue.size() + handedOff.size() >= settings.maxQueue()) {
             throw new Refused(503, "the decode queue is full (" + settings.maxQueue() + " waiting)");
@@ -188,7 +201,9 @@ public final class DecodeLoop {
     }
 
     private Sequence register(GenerationRequest request, TokenSink sink) {
-        Sequence s = new Sequence(request, sink, tokenizer.streamDecoder(true));
+        // a prefill instance holds only the prompt before the sequence moves on
+        long blocks = handoff != null ? pool.blocksFor(request.prompt().length) : blocksFor(request);
+        Sequence s = new Sequence(request, sink, tokenizer.streamDecoder(true), blocks);
         if (byId.putIfAbsent(request.requestId(), s) != null) {
             throw new Refused(409, "request " + request.requestId() + " is already running");
         }
@@ -208,13 +223,38 @@ public final class DecodeLoop {
         return queue.size();
     }
 
+    /** Latent-KV tokens promised to active sequences (whole blocks). */
     public long kvReserved() {
-        return kvReserved.get();
+        return reservedBlocks.get() * pool.blockTokens();
     }
 
-    /** The latent-KV tokens this loop may hold at once (its admission budget). */
+    /** The latent-KV tokens this loop may hold at once (its admission budget, in whole blocks). */
     public long kvBudget() {
-        return settings.kvBudgetTokens();
+        return (long) pool.capacity() * pool.blockTokens();
+    }
+
+    /** The main model's block pool (blocks in use, free, memory), for metrics and tests. */
+    public KvBlockPool kvPool() {
+        return pool;
+    }
+
+    /** The MTP module's block pool, or null without speculation. */
+    KvBlockPool mtpPool() {
+        return mtpPool;
+    }
+
+    /** Blocks a request may need at most: its prompt, every token it may generate, and a draft's slot. */
+    private long blocksFor(GenerationRequest request) {
+        return pool.blocksFor((long) request.prompt().length + request.maxTokens() + 1);
+    }
+
+    private boolean fits(Sequence s) {
+        return reservedBlocks.get() + s.kvBlocks <= pool.capacity();
+    }
+
+    private void admitted(Sequence s) {
+        reservedBlocks.addAndGet(s.kvBlocks);
+        active.add(s);
     }
 
     public int lastBatch() {
@@ -223,22 +263,26 @@ public final class DecodeLoop {
 
     /** Admits what fits and runs one step; waits up to {@code pollMillis} when there is nothing to do. */
     public void runOnce(long pollMillis) throws InterruptedException {
-        if (admit(pollMillis)) {
-            try {
+        try {
+            if (admit(pollMillis)) {
                 step();
-            } catch (RuntimeException e) {
-                for (Sequence s : List.copyOf(active)) {
-                    s.sink.failed("engine error: " + e.getMessage(), s.prefilled, s.generated);
-                    leave(s);
-                }
-                throw e;
             }
+        } catch (RuntimeException e) {
+            for (Sequence s : List.copyOf(active)) {
+                s.sink.failed("engine error: " + e.getMessage(), s.prefilled, s.generated);
+                leave(s);
+            }
+            throw e;
+        } finally {
+            for (KvCache c : leaving) {
+                c.release();
+            }
+            leaving.clear();
         }
     }
 
     private boolean admit(long pollMillis) throws InterruptedException {
-        for (Prefilled p = handedOff.peek(); p != null && active.size() < settings.maxBatch()
-                && kvReserved.get() + p.sequence().kvReservation <= settings.kvBudgetTokens(); p = handedOff.peek()) {
+        for (Prefilled p = handedOff.peek(); p != null && active.size() < settings.maxBatch() && fits(p.sequence()); p = handedOff.peek()) {
             handedOff.poll();
             Sequence s = p.sequence();
             if (s.cancelled()) {
@@ -246,8 +290,10 @@ public final class DecodeLoop {
                 s.sink.done("cancelled", "", s.prefilled, s.cachedTokens, 0);
                 continue;
             }
-            kvReserved.addAndGet(s.kvReservation);
-            active.add(s);
+            // the transferred KV moves into this loop's blocks now that they are promised to it
+            s.cache = s.cache.copyTo(pool);
+            s.mtpCache = s.mtpCache == null ? null : s.mtpCache.copyTo(mtpPool);
+            admitted(s);
             s.sampler.accept(p.firstToken());
             emit(s, new SampledToken(p.firstToken(), 0f, List.of()));
         }
@@ -267,19 +313,18 @@ public final class DecodeLoop {
                 s.sink.done("cancelled", "", 0, 0, 0); // never admitted: nothing computed
                 continue;
             }
-            if (kvReserved.get() + s.kvReservation > settings.kvBudgetTokens()) {
+            if (!fits(s)) {
                 break; // first come, first served: later ones wait too
             }
             it.remove();
-            kvReserved.addAndGet(s.kvReservation);
-            s.cache = model.newCache((int) Math.min(s.kvReservation + 1, 1024));
-            s.mtpCache = mtp == null ? null : mtp.newCache((int) Math.min(s.kvReservation + 1, 1024));
+            s.cache = new KvCache(pool);
+            s.mtpCache = mtpPool == null ? null : new KvCache(mtpPool);
             if (prefixCache != null) {
                 s.cachedTokens = prefixCache.load(s.request.prompt(), s.cache, s.mtpCache);
                 s.prefilled = s.cachedTokens;
                 metrics.cacheHit(s.cachedTokens);
             }
-            active.add(s);
+            admitted(s);
         }
         return !active.isEmpty();
     }
@@ -415,6 +460,7 @@ public final class DecodeLoop {
                     // Speculation costs an MTP pass per step; below one accepted draft in four it does not pay back,
                     // so this sequence decodes plainly from now on (the output is the same either way).
                     s.speculate = false;
+                    leaving.add(s.mtpCache);
                     s.mtpCache = null;
                 }
             } else {
@@ -591,9 +637,16 @@ public final class DecodeLoop {
 
     private void leave(Sequence s) {
         if (active.remove(s)) {
-            kvReserved.addAndGet(-s.kvReservation);
+            reservedBlocks.addAndGet(-s.kvBlocks);
         }
         byId.remove(s.requestId());
+        // the blocks go back after this pass: the step may still read them (prefix-cache store, KV handoff)
+        if (s.cache != null) {
+            leaving.add(s.cache);
+        }
+        if (s.mtpCache != null) {
+            leaving.add(s.mtpCache);
+        }
         s.cache = null;
         s.mtpCache = null;
     }

@@ -25,7 +25,7 @@ public final class EngineHost {
 
     /** The loop's settings plus where the model is and what to keep. */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
-                          int maxContext, long kvBudgetTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout) {
+                          int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout) {
     }
 
     private final String name;
@@ -107,7 +107,7 @@ public final class EngineHost {
             tokenizer = Tokenizer.load(options.modelDir());
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
             DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(options.maxBatch(), options.maxContext(),
-                    options.kvBudgetTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
+                    options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
                     options.slowReaderTimeout()), metrics.apply(prefix));
             configure.accept(l);
             loop = l;

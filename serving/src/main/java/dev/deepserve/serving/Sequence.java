@@ -12,7 +12,8 @@ public final class Sequence {
     final Sampler sampler;
     final StreamDecoder detokenizer;
     final StopMatcher stop;
-    final long kvReservation;
+    /** KV blocks admission promises this sequence: enough for its prompt, max_tokens and a draft. */
+    final long kvBlocks;
     KvCache cache;
     KvCache mtpCache;
     int draft = -1;
@@ -29,13 +30,13 @@ public final class Sequence {
     long unwritableSince;
     private volatile boolean cancelled;
 
-    Sequence(GenerationRequest request, TokenSink sink, StreamDecoder detokenizer) {
+    Sequence(GenerationRequest request, TokenSink sink, StreamDecoder detokenizer, long kvBlocks) {
         this.request = request;
         this.sink = sink;
         this.sampler = new Sampler(request.sampling());
         this.detokenizer = detokenizer;
         this.stop = new StopMatcher(request.stop());
-        this.kvReservation = (long) request.prompt().length + request.maxTokens();
+        this.kvBlocks = kvBlocks;
     }
 
     public GenerationRequest request() {

@@ -66,7 +66,7 @@ class DecodeLoopTest {
     }
 
     static DecodeLoop loop(boolean mtp, int maxBatch, PrefixCache prefix) {
-        return new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 4096, 1 << 20, 5, 1000, mtp, Duration.ofSeconds(30)),
+        return new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 4096, 1 << 20, 16, 5, 1000, mtp, Duration.ofSeconds(30)),
                 DecodeLoop.Metrics.NONE);
     }
 
@@ -182,7 +182,51 @@ class DecodeLoopTest {
             }
             assertEquals(0, prefill.kvReserved());
             assertEquals(0, decode.kvReserved(), "every KV reservation released");
+            assertEquals(0, prefill.kvPool().used() + decode.kvPool().used(), "every KV block back in its pool");
         }
+    }
+
+    /**
+     * Paged KV never leaks: 200 requests through a pool far smaller than their sum — greedy and sampled, MTP
+     * speculation with rollbacks, prefix-cache hits, stop strings, max_tokens 1, cancellations before admission,
+     * mid-prefill and mid-decode. After every pass the blocks in use never exceed what admission promised nor the
+     * pool; at the end both pools hold nothing and every request got its answer.
+     */
+    @Test
+    void pagedKvNeverLeaksAcrossManyRequests() throws Exception {
+        PrefixCache prefix = new PrefixCache(16, 1 << 26);
+        DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(6, 4096, 16 * 40, 16, 7, 1000, true, Duration.ofSeconds(30)),
+                DecodeLoop.Metrics.NONE);
+        java.util.SplittableRandom r = new java.util.SplittableRandom(42);
+        int[] shared = prompt(77, 48);
+        List<Collect> sinks = new ArrayList<>();
+        List<Sequence> running = new ArrayList<>();
+        int maxUsed = 0;
+        for (int i = 0; i < 200 || sinks.stream().anyMatch(c -> c.finish == null); i++) {
+            if (i < 200) {
+                int[] p = r.nextInt(3) == 0 ? IntStream.concat(IntStream.of(shared), IntStream.of(prompt(i, 1 + r.nextInt(20)))).toArray()
+                        : prompt(1000 + i, 1 + r.nextInt(90));
+                SamplingParams sampling = r.nextBoolean() ? SamplingParams.GREEDY : new SamplingParams(0.9, 1, 0, r.nextLong(), 0, 0, false, 0, java.util.Set.of());
+                List<String> stop = r.nextInt(5) == 0 ? List.of("e") : List.of();
+                Collect c = new Collect();
+                sinks.add(c);
+                running.add(l.submit(new GenerationRequest("q" + i, p, 1 + r.nextInt(24), sampling, stop), c));
+                if (r.nextInt(8) == 0) {
+                    running.get(r.nextInt(running.size())).cancel();
+                }
+            }
+            l.runOnce(0);
+            int used = l.kvPool().used();
+            maxUsed = Math.max(maxUsed, used);
+            assertTrue(used <= l.kvReserved() / 16, "blocks in use (" + used + ") beyond those promised (" + l.kvReserved() / 16 + ")");
+            assertTrue(l.mtpPool().used() <= l.kvReserved() / 16);
+        }
+        assertEquals(0, l.kvPool().used(), "main KV blocks leaked");
+        assertEquals(0, l.mtpPool().used(), "MTP KV blocks leaked");
+        assertEquals(0, l.kvReserved());
+        assertTrue(maxUsed > 20, "the pool was actually under pressure: " + maxUsed + " of 40 blocks");
+        assertTrue(sinks.stream().noneMatch(c -> c.finish.startsWith("error")), "no request failed");
+        assertTrue(sinks.stream().anyMatch(c -> c.finish.equals("cancelled")) && sinks.stream().anyMatch(c -> c.cached > 0));
     }
 
     @Test
@@ -194,7 +238,7 @@ class DecodeLoopTest {
                 drafts[0]++;
             }
         };
-        DecodeLoop l = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(1, 4096, 1 << 20, 5, 1000, true, Duration.ofSeconds(30)), count);
+        DecodeLoop l = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(1, 4096, 1 << 20, 16, 5, 1000, true, Duration.ofSeconds(30)), count);
         l.draftOverride = (s, mtpDraft) -> 7; // never right
         Collect c = new Collect();
         l.submit(new GenerationRequest("r0", prompt(1, 4), 80, SamplingParams.GREEDY, List.of()), c);
@@ -202,6 +246,8 @@ class DecodeLoopTest {
             l.runOnce(1);
         }
         assertEquals(DecodeLoop.PROBE_DRAFTS, drafts[0], "after the probe window, no more drafts");
+        assertEquals(0, l.mtpPool().used(), "the MTP cache dropped when speculation stopped went back to its pool");
+        assertEquals(0, l.kvPool().used());
         DecodeLoop plain = loop(false, 1, null);
         Collect p = new Collect();
         plain.submit(new GenerationRequest("p", prompt(1, 4), 80, SamplingParams.GREEDY, List.of()), p);

@@ -30,6 +30,10 @@ public interface DecodeConfig {
         @WithDefault("131072")
         int kvBudgetTokens();
 
+        /** Tokens per latent-KV block (a power of two): the cache is paged in blocks of this size, FlashMLA-style. */
+        @WithDefault("64")
+        int kvBlockTokens();
+
         /** Most prompt tokens one sequence prefills per step, so a long prompt cannot stall everyone's decode. */
         @WithDefault("512")
         int prefillChunk();

@@ -35,7 +35,7 @@ public class Engine {
         this.registry = registry;
         DecodeConfig.Engine e = config.engine();
         this.host = new EngineHost("decode-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
-                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout()),
+                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout()),
                 this::metrics, loop -> { });
     }
 
@@ -85,6 +85,12 @@ public class Engine {
         Gauge.builder("deepserve.decode.queue", host, h -> h.loop() == null ? 0 : h.loop().queued()).description("requests waiting for admission").register(registry);
         Gauge.builder("deepserve.decode.kv.reserved.tokens", host, h -> h.loop() == null ? 0 : h.loop().kvReserved())
                 .description("latent-KV tokens reserved by active sequences").register(registry);
+        Gauge.builder("deepserve.decode.kv.blocks.used", host, h -> h.loop() == null ? 0 : h.loop().kvPool().used())
+                .description("latent-KV blocks holding tokens of active sequences").register(registry);
+        Gauge.builder("deepserve.decode.kv.blocks.free", host, h -> h.loop() == null ? 0 : h.loop().kvPool().free())
+                .description("latent-KV blocks free in the pool").register(registry);
+        Gauge.builder("deepserve.decode.kv.bytes", host, h -> h.loop() == null ? 0 : h.loop().kvPool().bytes())
+                .description("memory behind the latent-KV block pool (grows on demand up to the budget)").register(registry);
         if (prefix != null) {
             Gauge.builder("deepserve.prefix.cache.bytes", prefix, PrefixCache::usedBytes).description("memory held by the prefix cache").register(registry);
         }

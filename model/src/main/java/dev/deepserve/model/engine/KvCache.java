@@ -5,24 +5,32 @@ import java.util.Arrays;
 /**
  * MLA's compressed KV cache for one sequence (DeepSeek-V2 §2.1.2): per layer and token only the normalized latent
  * {@code c_kv} ({@code kv_lora_rank} values) and the rotated shared key {@code k_pe} ({@code qk_rope_head_dim}
- * values) — not per-head keys and values. Layout per layer: {@code [token, kvLoraRank + ropeDim]}.
- * Speculative decoding rolls back rejected tokens with {@link #truncate}.
+ * values) — not per-head keys and values. The tokens live in blocks of a {@link KvBlockPool}; this cache holds the
+ * block table (token {@code t} is in block {@code table[t / blockTokens]}) and takes blocks as it grows. Speculative
+ * decoding rolls back rejected tokens with {@link #truncate}; {@link #release} gives every block back.
  */
 public final class KvCache {
 
-    private final int layers;
-    private final int kvLoraRank;
-    private final int stride;
-    private final float[][] data;
+    private final KvBlockPool pool;
+    private final int shift;
+    private final int mask;
+    private int[] table = new int[4];
+    private int blocks;
     private int length;
-    private int capacity;
+    private boolean released;
 
+    /** A cache drawing its blocks from a shared, bounded pool. */
+    public KvCache(KvBlockPool pool) {
+        this.pool = pool;
+        this.shift = pool.shift();
+        this.mask = pool.blockTokens() - 1;
+    }
+
+    /** A cache with a pool of its own that grows as needed (prefill outside an engine, tests, references). */
     public KvCache(int layers, int kvLoraRank, int ropeDim, int initialCapacity) {
-        this.layers = layers;
-        this.kvLoraRank = kvLoraRank;
-        this.stride = kvLoraRank + ropeDim;
-        this.capacity = Math.max(1, initialCapacity);
-        this.data = new float[layers][capacity * stride];
+        this(new KvBlockPool(layers, kvLoraRank, ropeDim, 64, Integer.MAX_VALUE));
+        reserveBlocks(pool.blocksFor(Math.max(1, initialCapacity)));
+        length = 0;
     }
 
     /** Tokens whose latents every layer holds. */
@@ -31,54 +39,134 @@ public final class KvCache {
     }
 
     public int layers() {
-        return layers;
+        return pool.layers();
     }
 
     /** Values per token per layer: {@code kv_lora_rank + qk_rope_head_dim}. */
     public int stride() {
-        return stride;
+        return pool.stride();
     }
 
     public int kvLoraRank() {
-        return kvLoraRank;
+        return pool.kvLoraRank();
     }
 
-    /** The layer's buffer, {@code [token, stride]}; valid for tokens below {@link #length()} plus those being written. */
+    public KvBlockPool pool() {
+        return pool;
+    }
+
+    /** Blocks this cache holds now. */
+    public int blocks() {
+        return blocks;
+    }
+
+    /** The layer's storage: token {@code t} of this sequence starts at {@link #offset offset(t)} in it. */
     public float[] layer(int layer) {
-        return data[layer];
+        return pool.layer(layer);
     }
 
-    /** Makes room for {@code n} more tokens beyond {@link #length()}. */
+    /** Where token {@code t}'s values start in {@link #layer}'s array. */
+    public int offset(int t) {
+        return ((table[t >>> shift] << shift) | (t & mask)) * pool.stride();
+    }
+
+    /** Makes room for {@code n} more tokens beyond {@link #length()}; throws when the pool has no free block left. */
     public void reserve(int n) {
-        int needed = length + n;
-        if (needed <= capacity) {
-            return;
+        if (released) {
+            throw new IllegalStateException("the KV cache was released");
         }
-        int size = Math.max(needed, capacity * 2);
-        for (int l = 0; l < layers; l++) {
-            data[l] = Arrays.copyOf(data[l], size * stride);
+        reserveBlocks(pool.blocksFor((long) length + n) - blocks);
+    }
+
+    private void reserveBlocks(long more) {
+        for (long i = 0; i < more; i++) {
+            if (blocks == table.length) {
+                table = Arrays.copyOf(table, blocks * 2);
+            }
+            int block = pool.allocate(); // before touching the table: a full pool leaves this cache as it was
+            table[blocks++] = block;
         }
-        capacity = size;
     }
 
     /** Marks {@code n} tokens, already written to every layer, as part of the sequence. */
     public void advance(int n) {
-        if (length + n > capacity) {
+        if ((long) length + n > (long) blocks << shift) {
             throw new IllegalStateException("advance past reserved capacity");
         }
         length += n;
     }
 
-    /** Forgets tokens from {@code newLength} on (rejected speculative tokens). */
+    /** Forgets tokens from {@code newLength} on (rejected speculative tokens) and gives back blocks left empty. */
     public void truncate(int newLength) {
         if (newLength < 0 || newLength > length) {
             throw new IllegalArgumentException("cannot truncate a cache of " + length + " tokens to " + newLength);
         }
         length = newLength;
+        int keep = (int) pool.blocksFor(newLength);
+        while (blocks > keep) {
+            pool.release(table[--blocks]);
+        }
+    }
+
+    /** Gives every block back to the pool; the cache cannot be used afterwards. Idempotent. */
+    public void release() {
+        truncate(0);
+        released = true;
+    }
+
+    /** Copies {@code tokens} tokens of {@code layer} from {@code src} into positions {@code from ..} (already reserved). */
+    public void write(int layer, int from, float[] src, int srcOff, int tokens) {
+        copy(layer, from, src, srcOff, tokens, true);
+    }
+
+    /** Copies {@code tokens} tokens of {@code layer} from positions {@code from ..} into {@code dst}, contiguous. */
+    public void read(int layer, int from, float[] dst, int dstOff, int tokens) {
+        copy(layer, from, dst, dstOff, tokens, false);
+    }
+
+    private void copy(int layer, int from, float[] flat, int flatOff, int tokens, boolean toCache) {
+        if (from < 0 || (long) from + tokens > (long) blocks << shift) {
+            throw new IndexOutOfBoundsException("tokens " + from + ".." + (from + tokens) + " are outside the cache's blocks");
+        }
+        float[] data = pool.layer(layer);
+        int stride = pool.stride();
+        int t = from;
+        int end = from + tokens;
+        while (t < end) {
+            int run = Math.min(end - t, mask + 1 - (t & mask)); // to the end of t's block
+            int at = offset(t);
+            int flatAt = flatOff + (t - from) * stride;
+            if (toCache) {
+                System.arraycopy(flat, flatAt, data, at, run * stride);
+            } else {
+                System.arraycopy(data, at, flat, flatAt, run * stride);
+            }
+            t += run;
+        }
+    }
+
+    /** A copy of this cache's tokens in blocks of {@code target} (same shape); throws when {@code target} lacks room. */
+    public KvCache copyTo(KvBlockPool target) {
+        if (target.layers() != layers() || target.stride() != stride() || target.kvLoraRank() != kvLoraRank()) {
+            throw new IllegalArgumentException("the pool holds KV of another shape");
+        }
+        KvCache copy = new KvCache(target);
+        copy.reserve(length);
+        float[] run = new float[Math.min(length, 1024) * stride()];
+        int chunk = run.length / Math.max(1, stride());
+        for (int l = 0; l < layers(); l++) {
+            for (int t = 0; t < length; t += chunk) {
+                int n = Math.min(chunk, length - t);
+                read(l, t, run, 0, n);
+                copy.write(l, t, run, 0, n);
+            }
+        }
+        copy.advance(length);
+        return copy;
     }
 
     /** Floats held per token across all layers: what the decode service budgets memory by. */
     public long floatsPerToken() {
-        return (long) layers * stride;
+        return (long) layers() * stride();
     }
 }

@@ -57,9 +57,11 @@ public final class KvSnapshot {
             d.writeInt(c.stride() - c.kvLoraRank());
             d.writeInt(c.length());
             ByteBuffer buf = ByteBuffer.allocate(c.length() * c.stride() * 4).order(ByteOrder.LITTLE_ENDIAN);
+            float[] layer = new float[c.length() * c.stride()];
             for (int l = 0; l < c.layers(); l++) {
                 buf.clear();
-                buf.asFloatBuffer().put(c.layer(l), 0, c.length() * c.stride());
+                c.read(l, 0, layer, 0, c.length());
+                buf.asFloatBuffer().put(layer);
                 d.write(buf.array(), 0, c.length() * c.stride() * 4);
                 d.writeInt(crc(buf.array(), 0, c.length() * c.stride() * 4));
             }
@@ -117,13 +119,15 @@ public final class KvSnapshot {
         KvCache cache = new KvCache(layers, kvLora, rope, Math.max(1, length));
         cache.reserve(length);
         int bytes = length * (kvLora + rope) * 4;
+        float[] layer = new float[length * (kvLora + rope)];
         for (int l = 0; l < layers; l++) {
             byte[] data = d.readNBytes(bytes);
             if (data.length != bytes) {
                 throw new IllegalArgumentException("KV transfer: truncated in " + name + " layer " + l);
             }
             check(d, data, bytes, name + " layer " + l);
-            ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(cache.layer(l), 0, length * (kvLora + rope));
+            ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(layer);
+            cache.write(l, 0, layer, 0, length);
         }
         cache.advance(length);
         return cache;

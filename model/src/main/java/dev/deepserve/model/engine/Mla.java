@@ -82,7 +82,7 @@ public final class Mla {
             for (int t = 0; t < s.count(); t++) {
                 int r = s.row() + t;
                 int pos = s.start() + t;
-                int dst = pos * stride;
+                int dst = s.cache().offset(pos);
                 ops.rmsNorm(kv, r * stride, kvANorm, eps, cache, dst, kvLora);
                 System.arraycopy(kv, r * stride + kvLora, cache, dst + kvLora, ropeDim);
                 ops.rope(cache, dst + kvLora, rope.cos(), rope.sin(), pos * rope.pairs(), rope.pairs());
@@ -122,11 +122,11 @@ public final class Mla {
     /** Eqs. 9–11 as written: per-head keys {@code [k_nope; k_pe]} and values decompressed from every cached latent. */
     private void naive(float[] q, Segment s, int layer, float[] attended) {
         int keys = s.start() + s.count();
-        int stride = kvLora + ropeDim;
-        float[] cache = s.cache().layer(layer);
+        KvCache kvCache = s.cache();
+        float[] cache = kvCache.layer(layer);
         float[] latents = new float[keys * kvLora];
         for (int k = 0; k < keys; k++) {
-            System.arraycopy(cache, k * stride, latents, k * kvLora, kvLora);
+            System.arraycopy(cache, kvCache.offset(k), latents, k * kvLora, kvLora);
         }
         int kvWidth = heads * (nope + vDim);
         float[] kv = new float[keys * kvWidth];
@@ -140,7 +140,7 @@ public final class Mla {
             float[] scores = new float[visible];
             for (int k = 0; k < visible; k++) {
                 int kOff = k * kvWidth + h * (nope + vDim);
-                scores[k] = (ops.dot(q, qOff, kv, kOff, nope) + ops.dot(q, qOff + nope, cache, k * stride + kvLora, ropeDim)) * scale;
+                scores[k] = (ops.dot(q, qOff, kv, kOff, nope) + ops.dot(q, qOff + nope, cache, kvCache.offset(k) + kvLora, ropeDim)) * scale;
             }
             ops.softmax(scores, 0, visible);
             int outOff = (r * heads + h) * vDim;
@@ -156,7 +156,8 @@ public final class Mla {
      */
     private void absorbed(float[] q, Segment s, int layer, float[] attended) {
         int stride = kvLora + ropeDim;
-        float[] cache = s.cache().layer(layer);
+        KvCache kvCache = s.cache();
+        float[] cache = kvCache.layer(layer);
         int rowsPerHead = nope + vDim;
         ops.parallelFor(s.count() * heads, (long) (s.start() + s.count()) * 2 * stride + 2L * rowsPerHead * kvLora, i -> {
             int t = i / heads;
@@ -168,12 +169,13 @@ public final class Mla {
             ops.matvecRowsTransposed(kvB, h * rowsPerHead, nope, q, qOff, qLatent, 0);
             float[] scores = new float[visible];
             for (int k = 0; k < visible; k++) {
-                scores[k] = (ops.dot(qLatent, 0, cache, k * stride, kvLora) + ops.dot(q, qOff + nope, cache, k * stride + kvLora, ropeDim)) * scale;
+                int at = kvCache.offset(k);
+                scores[k] = (ops.dot(qLatent, 0, cache, at, kvLora) + ops.dot(q, qOff + nope, cache, at + kvLora, ropeDim)) * scale;
             }
             ops.softmax(scores, 0, visible);
             float[] oLatent = new float[kvLora];
             for (int k = 0; k < visible; k++) {
-                ops.axpy(scores[k], cache, k * stride, oLatent, 0, kvLora);
+                ops.axpy(scores[k], cache, kvCache.offset(k), oLatent, 0, kvLora);
             }
             ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, oLatent, 0, attended, (r * heads + h) * vDim);
         });

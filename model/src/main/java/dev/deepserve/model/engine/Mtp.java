@@ -48,6 +48,11 @@ public final class Mtp {
         return new KvCache(1, config.kvLoraRank(), config.qkRopeHeadDim(), capacity);
     }
 
+    /** A shared pool of blocks for this module's cache, holding {@code tokens} tokens in all. */
+    public KvBlockPool newPool(int blockTokens, long tokens) {
+        return KvBlockPool.forTokens(1, config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens);
+    }
+
     /**
      * @param mainHidden the main model's final hidden states (after {@code model.norm}), one row per step token, in
      *                   step order

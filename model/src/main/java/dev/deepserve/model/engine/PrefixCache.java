@@ -74,13 +74,12 @@ public final class PrefixCache {
             }
             if (mtp != null) {
                 mtp.reserve(blockTokens);
-                System.arraycopy(block.mtp(), 0, mtp.layer(0), served * mtp.stride(), blockTokens * mtp.stride());
+                mtp.write(0, served, block.mtp(), 0, blockTokens);
                 mtp.advance(blockTokens);
             }
             cache.reserve(blockTokens);
-            int stride = cache.stride();
             for (int l = 0; l < cache.layers(); l++) {
-                System.arraycopy(block.layers()[l], 0, cache.layer(l), served * stride, blockTokens * stride);
+                cache.write(l, served, block.layers()[l], 0, blockTokens);
             }
             cache.advance(blockTokens);
             served += blockTokens;
@@ -107,11 +106,15 @@ public final class PrefixCache {
                 blocks.get(key);
                 continue;
             }
-            float[][] layers = new float[cache.layers()][];
+            float[][] layers = new float[cache.layers()][blockTokens * stride];
             for (int l = 0; l < layers.length; l++) {
-                layers[l] = Arrays.copyOfRange(cache.layer(l), b * blockTokens * stride, (b + 1) * blockTokens * stride);
+                cache.read(l, b * blockTokens, layers[l], 0, blockTokens);
             }
-            float[] mtpLayer = mtp == null ? null : Arrays.copyOfRange(mtp.layer(0), b * blockTokens * mtp.stride(), (b + 1) * blockTokens * mtp.stride());
+            float[] mtpLayer = null;
+            if (mtp != null) {
+                mtpLayer = new float[blockTokens * mtp.stride()];
+                mtp.read(0, b * blockTokens, mtpLayer, 0, blockTokens);
+            }
             long bytes = ((long) layers.length * blockTokens * stride + (mtpLayer == null ? 0 : mtpLayer.length)) * 4 + blockTokens * 4L + 64;
             if (bytes > budgetBytes) {
                 return;

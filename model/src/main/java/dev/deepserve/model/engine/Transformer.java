@@ -84,8 +84,14 @@ public final class Transformer implements AutoCloseable {
         return form;
     }
 
+    /** A cache with memory of its own, growing as needed. */
     public KvCache newCache(int capacity) {
         return new KvCache(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), capacity);
+    }
+
+    /** A shared pool of latent-KV blocks for this model's layers, holding {@code tokens} tokens in all. */
+    public KvBlockPool newPool(int blockTokens, long tokens) {
+        return KvBlockPool.forTokens(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens);
     }
 
     /** The first multi-token-prediction module, or null when the checkpoint has none. */

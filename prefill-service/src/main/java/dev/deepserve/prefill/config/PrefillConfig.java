@@ -46,6 +46,10 @@ public interface PrefillConfig {
         @WithDefault("131072")
         int kvBudgetTokens();
 
+        /** Tokens per latent-KV block (a power of two): the cache is paged in blocks of this size, FlashMLA-style. */
+        @WithDefault("64")
+        int kvBlockTokens();
+
         @WithDefault("256")
         int maxQueue();
 
