@@ -1,0 +1,156 @@
+package dev.deepserve.images;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * What every image runs on, assembled from this machine instead of pulled from a registry: a Java runtime cut from the
+ * build's JDK with jlink (the modules Quarkus, Vert.x, Kafka, the PG driver and the Vector API need), the C libraries
+ * its binaries load (found with ldd, copied at the paths the loader looks in), and a few files of /etc (a non-root
+ * user, name-service order). No shell, no package manager — the distroless idea.
+ */
+final class BaseRoot {
+
+    /** The modules the services use: java.se for the platform APIs, plus JDK modules they reach at run time. */
+    static final List<String> MODULES = List.of("java.se", "jdk.unsupported", "jdk.incubator.vector", "jdk.management", "jdk.jfr",
+            "jdk.net", "jdk.naming.dns", "jdk.zipfs", "jdk.crypto.cryptoki", "jdk.localedata", "jdk.charsets");
+    static final String JAVA_HOME = "/opt/java";
+    /** java.desktop's native parts that need X11 or ALSA: servers run headless, so they (and those libraries) stay out. */
+    static final Set<String> DESKTOP_ONLY = Set.of("libawt_xawt.so", "libjawt.so", "libjsound.so", "libsplashscreen.so");
+    static final int UID = 185;
+
+    /** One file (or empty directory) of the root, where it goes, and its octal mode. */
+    record Entry(Path source, String target, String mode) {
+        static Entry file(Path source, String target, boolean executable) {
+            return new Entry(source, target, executable ? "755" : "644");
+        }
+    }
+
+    private BaseRoot() {
+    }
+
+    /** Cuts the runtime into {@code dir} (reused when it is already there and complete). */
+    static Path runtime(Path jdk, Path dir) throws IOException, InterruptedException {
+        Path java = dir.resolve("bin/java");
+        if (Files.isExecutable(java) && Files.exists(dir.resolve("release"))) {
+            return dir;
+        }
+        deleteTree(dir);
+        Files.createDirectories(dir.getParent());
+        run(List.of(jdk.resolve("bin/jlink").toString(), "--add-modules", String.join(",", MODULES), "--strip-debug", "--no-man-pages",
+                "--no-header-files", "--compress=zip-6", "--output", dir.toString()), "jlink");
+        return dir;
+    }
+
+    /** The runtime's files under {@link #JAVA_HOME}. */
+    static List<Entry> runtimeEntries(Path runtime) throws IOException {
+        List<Entry> out = new ArrayList<>();
+        try (Stream<Path> files = Files.walk(runtime)) {
+            for (Path f : files.filter(Files::isRegularFile).filter(f -> !DESKTOP_ONLY.contains(f.getFileName().toString())).sorted().toList()) {
+                out.add(Entry.file(f, JAVA_HOME + "/" + runtime.relativize(f).toString().replace('\\', '/'), Files.isExecutable(f)));
+            }
+        }
+        return out;
+    }
+
+    /** The shared libraries the runtime's ELF files need, with the loader itself, at the paths they are looked up by. */
+    static List<Entry> nativeLibraries(Path runtime) throws IOException, InterruptedException {
+        Set<String> libs = new TreeSet<>();
+        Pattern resolved = Pattern.compile("=>\\s+(/\\S+)\\s+\\(");
+        Pattern interpreter = Pattern.compile("^\\s*(/\\S+)\\s+\\(");
+        Set<String> ownNames = new TreeSet<>(); // the runtime's own libraries (libjvm.so, ...): loaded from lib/ by the JVM itself
+        try (Stream<Path> files = Files.walk(runtime)) {
+            files.filter(Files::isRegularFile).forEach(f -> ownNames.add(f.getFileName().toString()));
+        }
+        try (Stream<Path> files = Files.walk(runtime)) {
+            for (Path f : files.filter(f -> !DESKTOP_ONLY.contains(f.getFileName().toString())).filter(BaseRoot::isElf).toList()) {
+                String out = run(List.of("ldd", f.toString()), "ldd " + f.getFileName());
+                for (String line : out.split("\n")) {
+                    if (line.contains("not found") && !ownNames.contains(line.strip().split("\\s+")[0])) {
+                        throw new IOException(f + " needs a library this machine lacks: " + line.strip());
+                    }
+                    if (line.contains("not found")) {
+                        continue;
+                    }
+                    Matcher m = resolved.matcher(line);
+                    Matcher i = interpreter.matcher(line);
+                    if (m.find()) {
+                        libs.add(m.group(1));
+                    } else if (i.find()) {
+                        libs.add(i.group(1));
+                    }
+                }
+            }
+        }
+        List<Entry> out = new ArrayList<>();
+        Path own = runtime.toRealPath();
+        for (String lib : libs) {
+            Path real = Path.of(lib).toRealPath();
+            if (real.startsWith(own)) {
+                continue; // found through the runtime's RPATH: already in the image under /opt/java
+            }
+            out.add(Entry.file(real, lib, true));
+            // the loader searches the multiarch directories under both /lib and /usr/lib (merged /usr on the build host)
+            String other = lib.startsWith("/usr/lib/") ? lib.substring(4) : lib.startsWith("/lib/") ? "/usr" + lib : null;
+            if (other != null) {
+                out.add(Entry.file(real, other, true));
+            }
+        }
+        return out;
+    }
+
+    private static boolean isElf(Path f) {
+        if (!Files.isRegularFile(f)) {
+            return false;
+        }
+        try (InputStream in = Files.newInputStream(f)) {
+            byte[] magic = in.readNBytes(4);
+            return magic.length == 4 && magic[0] == 0x7f && magic[1] == 'E' && magic[2] == 'L' && magic[3] == 'F';
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** /etc files a JVM service wants (a non-root user to run as, name-service order: files, then DNS) and a writable /tmp. */
+    static List<Entry> etc(Path work) throws IOException {
+        Path dir = Files.createDirectories(work.resolve("etc"));
+        Files.writeString(dir.resolve("passwd"), "root:x:0:0:root:/root:/sbin/nologin\ndeepserve:x:" + UID + ":" + UID + ":deepserve:/deployments:/sbin/nologin\n");
+        Files.writeString(dir.resolve("group"), "root:x:0:\ndeepserve:x:" + UID + ":\n");
+        Files.writeString(dir.resolve("nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files dns\n");
+        Path tmp = Files.createDirectories(work.resolve("tmp"));
+        return List.of(Entry.file(dir.resolve("passwd"), "/etc/passwd", false), Entry.file(dir.resolve("group"), "/etc/group", false),
+                Entry.file(dir.resolve("nsswitch.conf"), "/etc/nsswitch.conf", false),
+                new Entry(tmp, "/tmp", "777")); // the JVM, Vert.x and JCuda's native loader write there
+    }
+
+    static String run(List<String> command, String what) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        if (!p.waitFor(10, TimeUnit.MINUTES) || p.exitValue() != 0) {
+            throw new IOException(what + " failed: " + out.strip());
+        }
+        return out;
+    }
+
+    static void deleteTree(Path dir) throws IOException {
+        if (!Files.exists(dir)) {
+            return;
+        }
+        try (Stream<Path> files = Files.walk(dir)) {
+            for (Path f : files.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.delete(f);
+            }
+        }
+    }
+}
