@@ -40,16 +40,39 @@ final class BaseRoot {
     private BaseRoot() {
     }
 
-    /** Cuts the runtime into {@code dir} (reused when it is already there and complete). */
-    static Path runtime(Path jdk, Path dir) throws IOException, InterruptedException {
-        Path java = dir.resolve("bin/java");
-        if (Files.isExecutable(java) && Files.exists(dir.resolve("release"))) {
+    static final List<String> JLINK_OPTIONS = List.of("--strip-debug", "--no-man-pages", "--no-header-files", "--compress=zip-6");
+
+    /**
+     * The runtime cut from {@code jdk}, cached under {@code cache} by the JDK's release and the jlink inputs. jlink's
+     * output is not byte-for-byte the same from run to run (lib/modules differs; measured on Temurin 25), so the
+     * runtime is cut once per JDK and reused: that keeps image digests stable across builds on a machine.
+     */
+    static Path runtime(Path jdk, Path cache) throws IOException, InterruptedException {
+        String key;
+        try {
+            java.security.MessageDigest d = java.security.MessageDigest.getInstance("SHA-256");
+            d.update(Files.readAllBytes(jdk.resolve("release")));
+            d.update((MODULES + " " + JLINK_OPTIONS).getBytes(StandardCharsets.UTF_8));
+            key = java.util.HexFormat.of().formatHex(d.digest(), 0, 8);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+        Path dir = cache.resolve("jre-" + key);
+        if (Files.isExecutable(dir.resolve("bin/java"))) {
             return dir;
         }
-        deleteTree(dir);
-        Files.createDirectories(dir.getParent());
-        run(List.of(jdk.resolve("bin/jlink").toString(), "--add-modules", String.join(",", MODULES), "--strip-debug", "--no-man-pages",
-                "--no-header-files", "--compress=zip-6", "--output", dir.toString()), "jlink");
+        Path partial = cache.resolve("jre-" + key + ".partial-" + ProcessHandle.current().pid());
+        deleteTree(partial);
+        Files.createDirectories(cache);
+        List<String> command = new ArrayList<>(List.of(jdk.resolve("bin/jlink").toString(), "--add-modules", String.join(",", MODULES)));
+        command.addAll(JLINK_OPTIONS);
+        command.addAll(List.of("--output", partial.toString()));
+        run(command, "jlink");
+        try {
+            Files.move(partial, dir, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException raced) {
+            deleteTree(partial); // another build cut the same runtime meanwhile: use that one
+        }
         return dir;
     }
 

@@ -26,8 +26,8 @@ import java.util.stream.Stream;
 /**
  * Builds the OCI image of every service and of the CLI with Jib, from scratch: layers (1) C libraries and /etc,
  * (2) the jlinked Java runtime, (3) the application's dependencies, (4) the application itself — ordered from what
- * changes least, so a rebuild re-sends only the last layers. Files carry a fixed timestamp, so the same inputs give
- * the same image digest. Each image goes to {@code OUT/<name>.tar} (docker/podman load, skopeo copy) and, with
+ * changes least, so a rebuild re-sends only the last layers. Files carry a fixed timestamp and the runtime is cached
+ * per JDK, so the same inputs give the same image digest. Each image goes to {@code OUT/<name>.tar} (docker/podman load, skopeo copy) and, with
  * {@code --push true}, to the registry (credentials from DEEPSERVE_REGISTRY_USERNAME / DEEPSERVE_REGISTRY_PASSWORD).
  *
  * <p>Usage: {@code Images --root DIR --out DIR [--tag T] [--registry R] [--push true|false] [--only all|a,b]}
@@ -102,7 +102,8 @@ public final class Images {
         }
         Path work = Files.createDirectories(out.resolve("work"));
         long t0 = System.nanoTime();
-        Path runtime = BaseRoot.runtime(jdk, work.resolve("jre"));
+        String cache = System.getenv("DEEPSERVE_CACHE");
+        Path runtime = BaseRoot.runtime(jdk, cache != null ? Path.of(cache) : Path.of(System.getProperty("user.home"), ".cache", "deepserve"));
         FileEntriesLayer os = layer("os", BaseRoot.nativeLibraries(runtime), BaseRoot.etc(work));
         FileEntriesLayer jre = layer("jre", BaseRoot.runtimeEntries(runtime));
         System.out.printf("base: Java runtime (%s) and %d C libraries ready in %d ms%n", String.join(",", BaseRoot.MODULES),

@@ -107,6 +107,58 @@ class ImagesTest {
         assertEquals(manifest.get("Layers"), second.get("Layers"), "same layer digests");
     }
 
+    /**
+     * Pushing: the same image into a real registry (the Distribution registry, Debian's docker-registry, when it is
+     * installed — CI installs it), whose manifest then names the same config (image id) as the tarball.
+     */
+    @Test
+    void pushingPutsTheSameImageIntoARegistry() throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/docker-registry")), "no registry to push to (apt install docker-registry)");
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        Path config = tmp.resolve("registry.yml");
+        Files.writeString(config, """
+                version: 0.1
+                log: {level: warn}
+                storage: {filesystem: {rootdirectory: %s}}
+                http: {addr: 127.0.0.1:%d}
+                """.formatted(Files.createDirectories(tmp.resolve("registry-data")), port));
+        Process registry = new ProcessBuilder("/usr/bin/docker-registry", "serve", config.toString()).redirectErrorStream(true)
+                .redirectOutput(tmp.resolve("registry.log").toFile()).start();
+        try {
+            HttpClient http = HttpClient.newHttpClient();
+            URI base = URI.create("http://127.0.0.1:" + port);
+            int status = 0;
+            for (int i = 0; i < 100 && status != 200; i++) {
+                try {
+                    status = http.send(HttpRequest.newBuilder(base.resolve("/v2/")).build(), HttpResponse.BodyHandlers.discarding()).statusCode();
+                } catch (IOException e) {
+                    Thread.sleep(100);
+                }
+            }
+            assertEquals(200, status, "the registry did not start: " + Files.readString(tmp.resolve("registry.log")));
+            System.setProperty("deepserve.image.insecure", "true");
+            try {
+                Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("pushed"), "127.0.0.1:" + port + "/deepserve", "test", true);
+            } finally {
+                System.clearProperty("deepserve.image.insecure");
+            }
+            HttpResponse<String> m = http.send(HttpRequest.newBuilder(base.resolve("/v2/deepserve/tokenizer-service/manifests/test"))
+                    .header("Accept", "application/vnd.docker.distribution.manifest.v2+json").build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, m.statusCode(), m.body());
+            JsonNode pushed = JSON.readTree(m.body());
+            assertEquals(4, pushed.get("layers").size());
+            String configDigest = "sha256:" + java.util.HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-256")
+                    .digest(Files.readAllBytes(unpacked.resolve(manifest.get("Config").asText()))));
+                        assertEquals(configDigest, pushed.get("config").get("digest").asText(), "the registry holds the image the tarball holds");
+        } finally {
+            registry.destroy();
+            registry.waitFor();
+        }
+    }
+
     @Test
     void theServiceRunsFromTheImageAsItsUserAndAnswers() throws Exception {
         boolean root = "0".equals(BaseRoot.run(List.of("id", "-u"), "id").strip());
