@@ -18,12 +18,14 @@ final class Block {
     private final Moe moe;
     private final int hidden;
     private final float eps;
+    private final int layer;
 
     Block(CheckpointWeights w, ModelConfig c, int layer, TensorOps ops, Rope rope) {
         String p = "model.layers." + layer + ".";
         this.ops = ops;
         this.hidden = c.hiddenSize();
         this.eps = (float) c.rmsNormEps();
+        this.layer = layer;
         this.inputNorm = Weights.vector(w, p + "input_layernorm.weight", hidden);
         this.postAttentionNorm = Weights.vector(w, p + "post_attention_layernorm.weight", hidden);
         this.attention = new Mla(w, c, p + "self_attn.", ops, rope);
@@ -37,7 +39,7 @@ final class Block {
     }
 
     /** Updates {@code x[rows, hidden]} in place; {@code cacheLayer} is this block's slot in the segments' caches. */
-    void forward(float[] x, int rows, Segment[] segments, int cacheLayer, Mla.Form form) {
+    void forward(float[] x, int rows, Segment[] segments, int cacheLayer, Mla.Form form, ExpertBackend experts) {
         float[] normed = new float[rows * hidden];
         float[] delta = new float[rows * hidden];
         for (int r = 0; r < rows; r++) {
@@ -49,11 +51,16 @@ final class Block {
             ops.rmsNorm(x, r * hidden, postAttentionNorm, eps, normed, r * hidden, hidden);
         }
         if (moe != null) {
-            moe.forward(normed, rows, delta);
+            moe.forward(normed, rows, delta, layer, experts);
         } else {
             dense.forward(normed, rows, delta);
         }
         ops.axpy(1f, delta, 0, x, 0, rows * hidden);
+    }
+
+    /** This layer's MoE, or null for a dense layer. */
+    Moe moe() {
+        return moe;
     }
 
     /** Weight bytes one decode token reads in this layer (top-k experts only, for MoE layers). */

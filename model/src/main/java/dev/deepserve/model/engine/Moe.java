@@ -34,8 +34,12 @@ final class Moe {
                 ? new Mlp(w, c, prefix + "shared_experts.", c.moeIntermediateSize() * c.nSharedExperts(), ops) : null;
     }
 
-    /** {@code out[rows, hidden]} = routed + shared experts of {@code x[rows, hidden]} (without the residual). */
-    void forward(float[] x, int rows, float[] out) {
+    /**
+     * {@code out[rows, hidden]} = routed + shared experts of {@code x[rows, hidden]} (without the residual), the experts
+     * run by {@code backend}. Contributions are added per token in expert order, shared last, wherever the experts ran,
+     * so the result does not depend on the backend.
+     */
+    void forward(float[] x, int rows, float[] out, int layer, ExpertBackend backend) {
         float[] logits = new float[rows * nExperts];
         ops.matmul(gateWeight, x, logits, rows);
         Gate.Routing[] routes = new Gate.Routing[rows];
@@ -46,38 +50,75 @@ final class Moe {
                 load[e]++;
             }
         }
-        java.util.Arrays.fill(out, 0, rows * hidden, 0f);
+        int groups = (int) java.util.Arrays.stream(load).filter(n -> n > 0).count() + (shared != null ? 1 : 0);
+        int[] ids = new int[groups];
+        int[] counts = new int[groups];
+        int[][] tokens = new int[groups][];
+        float[][] weights = new float[groups][];
+        float[][] inputs = new float[groups][];
+        int g = 0;
         for (int e = 0; e < nExperts; e++) {
             if (load[e] == 0) {
                 continue;
             }
-            int[] tokens = new int[load[e]];
-            float[] weights = new float[load[e]];
+            int[] t = new int[load[e]];
+            float[] w = new float[load[e]];
             int n = 0;
             for (int r = 0; r < rows; r++) {
                 int[] chosen = routes[r].experts();
                 for (int k = 0; k < chosen.length; k++) {
                     if (chosen[k] == e) {
-                        tokens[n] = r;
-                        weights[n++] = routes[r].weights()[k];
+                        t[n] = r;
+                        w[n++] = routes[r].weights()[k];
                     }
                 }
             }
             float[] in = new float[n * hidden];
             for (int i = 0; i < n; i++) {
-                System.arraycopy(x, tokens[i] * hidden, in, i * hidden, hidden);
+                System.arraycopy(x, t[i] * hidden, in, i * hidden, hidden);
             }
-            float[] y = new float[n * hidden];
-            experts[e].forward(in, n, y);
-            for (int i = 0; i < n; i++) {
-                ops.axpy(weights[i], y, i * hidden, out, tokens[i] * hidden, hidden);
-            }
+            ids[g] = e;
+            counts[g] = n;
+            tokens[g] = t;
+            weights[g] = w;
+            inputs[g++] = in;
         }
         if (shared != null) {
-            float[] y = new float[rows * hidden];
-            shared.forward(x, rows, y);
-            ops.axpy(1f, y, 0, out, 0, rows * hidden);
+            ids[g] = nExperts;
+            counts[g] = rows;
+            inputs[g] = java.util.Arrays.copyOf(x, rows * hidden);
         }
+        float[][] outputs = backend.run(layer, ids, inputs, counts);
+        java.util.Arrays.fill(out, 0, rows * hidden, 0f);
+        for (g = 0; g < groups; g++) {
+            if (ids[g] == nExperts) {
+                ops.axpy(1f, outputs[g], 0, out, 0, rows * hidden);
+            } else {
+                for (int i = 0; i < counts[g]; i++) {
+                    ops.axpy(weights[g][i], outputs[g], i * hidden, out, tokens[g][i] * hidden, hidden);
+                }
+            }
+        }
+    }
+
+    /** Runs expert {@code id} ({@link #experts()} = the shared experts) here over {@code rows} rows of {@code x}. */
+    float[] runExpert(int id, float[] x, int rows) {
+        Mlp mlp = id == nExperts ? shared : id >= 0 && id < nExperts ? experts[id] : null;
+        if (mlp == null) {
+            throw new IllegalArgumentException("expert " + id + " does not exist in this layer");
+        }
+        float[] y = new float[rows * hidden];
+        mlp.forward(x, rows, y);
+        return y;
+    }
+
+    /** Routed experts in this layer; {@link #runExpert} also takes this id for the shared experts. */
+    int experts() {
+        return nExperts;
+    }
+
+    boolean hasShared() {
+        return shared != null;
     }
 
     /** Bytes of weights one token reads: gate, its top-k experts and the shared experts. */

@@ -43,6 +43,10 @@ public final class Mtp {
         this.head = w.has(p + "shared_head.head.weight") ? Linear.load(w, c, p + "shared_head.head", c.vocabSize(), hidden) : mainHead;
     }
 
+    Block block() {
+        return block;
+    }
+
     /** A cache for this module's attention (one layer). */
     public KvCache newCache(int capacity) {
         return new KvCache(1, config.kvLoraRank(), config.qkRopeHeadDim(), capacity);
@@ -75,7 +79,7 @@ public final class Mtp {
         }
         float[] x = new float[rows * hidden];
         ops.matmul(ehProj, cat, x, rows);
-        block.forward(x, rows, segments, 0, model.attentionForm());
+        block.forward(x, rows, segments, 0, model.attentionForm(), model.expertBackend());
         for (Segment s : segments) {
             s.cache().advance(s.count());
         }

@@ -34,6 +34,8 @@ public final class Transformer implements AutoCloseable {
     private final Mtp[] mtp;
     private final int hidden;
     private Mla.Form form = Mla.Form.AUTO;
+    private final ExpertBackend local = this::runLocal;
+    private volatile ExpertBackend experts = local;
 
     private Transformer(ModelConfig config, CheckpointWeights w, TensorOps ops) {
         this.config = config;
@@ -94,6 +96,55 @@ public final class Transformer implements AutoCloseable {
         return KvBlockPool.forTokens(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens);
     }
 
+    /** Where the MoE layers' experts run: {@link #localExperts()} (the default) or an expert-parallel backend. */
+    public void expertBackend(ExpertBackend backend) {
+        this.experts = backend == null ? local : backend;
+    }
+
+    public ExpertBackend expertBackend() {
+        return experts;
+    }
+
+    /** Runs experts in this process, from this checkpoint (what an expert-parallel worker serves its share with). */
+    public ExpertBackend localExperts() {
+        return local;
+    }
+
+    /**
+     * MoE layers by id (main layers {@code 0 ..}, then the MTP modules' layers) and their expert count including the
+     * shared expert slot, e.g. {@code {3: 257, 4: 257, ...}}; dense layers are absent.
+     */
+    public java.util.SortedMap<Integer, Integer> moeLayers() {
+        java.util.SortedMap<Integer, Integer> out = new java.util.TreeMap<>();
+        for (int l = 0; l < blocks.length + mtp.length; l++) {
+            Moe m = moe(l);
+            if (m != null) {
+                out.put(l, m.experts() + (m.hasShared() ? 1 : 0));
+            }
+        }
+        return out;
+    }
+
+    private Moe moe(int layer) {
+        if (layer >= 0 && layer < blocks.length) {
+            return blocks[layer].moe();
+        }
+        int m = layer - blocks.length;
+        return m >= 0 && m < mtp.length ? mtp[m].block().moe() : null;
+    }
+
+    private float[][] runLocal(int layer, int[] ids, float[][] inputs, int[] rows) {
+        Moe m = moe(layer);
+        if (m == null) {
+            throw new IllegalArgumentException("layer " + layer + " has no experts");
+        }
+        float[][] out = new float[ids.length][];
+        for (int g = 0; g < ids.length; g++) {
+            out[g] = m.runExpert(ids[g], inputs[g], rows[g]);
+        }
+        return out;
+    }
+
     /** The first multi-token-prediction module, or null when the checkpoint has none. */
     public Mtp mtp() {
         return mtp.length == 0 ? null : mtp[0];
@@ -120,7 +171,7 @@ public final class Transformer implements AutoCloseable {
             }
         }
         for (int l = 0; l < blocks.length; l++) {
-            blocks[l].forward(x, rows, segments, l, form);
+            blocks[l].forward(x, rows, segments, l, form, experts);
         }
         for (Segment s : segments) {
             s.cache().advance(s.count());

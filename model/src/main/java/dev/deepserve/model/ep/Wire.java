@@ -1,0 +1,60 @@
+package dev.deepserve.model.ep;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.List;
+
+/**
+ * The expert-parallel wire format between a leader and its workers, over one TCP connection each, big-endian ints and
+ * little-endian float blocks:
+ * <pre>
+ * RUN  : op=1, layer, groups, then per group: expert, rows, width, rows×width floats
+ *        → status 0, then per group rows×width floats          | status 1, message (UTF)
+ * HOLD : op=2, n, then n × (layer, expert)                     → status 0
+ * </pre>
+ */
+final class Wire {
+
+    static final int RUN = 1;
+    static final int HOLD = 2;
+    static final int OK = 0;
+    static final int ERROR = 1;
+    /** Largest float block accepted (256 MiB): a corrupt length must not allocate the heap away. */
+    static final int MAX_FLOATS = 64 << 20;
+
+    private Wire() {
+    }
+
+    static void writeFloats(DataOutputStream out, float[] v, int off, int n) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(n * 4).order(ByteOrder.LITTLE_ENDIAN);
+        b.asFloatBuffer().put(v, off, n);
+        out.write(b.array(), 0, n * 4);
+    }
+
+    static void readFloats(DataInputStream in, float[] v, int off, int n) throws IOException {
+        byte[] bytes = new byte[n * 4];
+        in.readFully(bytes);
+        ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(v, off, n);
+    }
+
+    static int count(int rows, int width) throws IOException {
+        long n = (long) rows * width;
+        if (rows < 0 || width <= 0 || n > MAX_FLOATS) {
+            throw new IOException("implausible block of " + rows + "×" + width + " floats");
+        }
+        return (int) n;
+    }
+
+    static void writeHold(DataOutputStream out, List<int[]> held) throws IOException {
+        out.writeInt(HOLD);
+        out.writeInt(held.size());
+        for (int[] le : held) {
+            out.writeInt(le[0]);
+            out.writeInt(le[1]);
+        }
+        out.flush();
+    }
+}

@@ -1,0 +1,159 @@
+package dev.deepserve.model.engine;
+
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.ep.ExpertParallel;
+import dev.deepserve.model.ep.ExpertWorker;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Expert parallelism across real processes: this JVM (worker 0) and two {@code ExpertWorker} JVMs on the same
+ * checkpoint. Logits with three workers — experts spread, replicas added and moved by EPLB mid-run — equal the
+ * one-process logits bit for bit, for prefill, batched decode steps and the MTP module.
+ */
+class ExpertParallelTest {
+
+    @TempDir
+    static Path tmp;
+    static Path dir;
+    static final List<Process> workers = new ArrayList<>();
+    static final List<InetSocketAddress> addresses = new ArrayList<>();
+
+    @BeforeAll
+    static void startWorkers() throws Exception {
+        dir = TestCheckpoints.write(tmp.resolve("v3"), TestCheckpoints.ODD_V3, 7, 1);
+        for (int i = 0; i < 3; i++) {
+            addresses.add(start());
+        }
+    }
+
+    static InetSocketAddress start() throws Exception {
+        ExpertWorker.Spawned w = ExpertWorker.spawn(dir, 1, 256);
+        workers.add(w.process());
+        return w.address();
+    }
+
+    @AfterAll
+    static void stopWorkers() {
+        workers.forEach(Process::destroy);
+    }
+
+    /** Prefill of three prompts, then decode steps fed with each sequence's greedy token; every logit row is returned. */
+    static List<float[]> run(Transformer m) {
+        int[][] prompts = {{1, 17, 999, 404, 3}, {250, 77}, {500, 12, 640, 8, 3, 3, 9}};
+        List<float[]> out = new ArrayList<>();
+        KvCache[] caches = new KvCache[prompts.length];
+        KvCache mtpCache = m.mtp().newCache(1);
+        int[] next = new int[prompts.length];
+        for (int i = 0; i < prompts.length; i++) {
+            caches[i] = m.newCache(1);
+            float[] h = m.forward(prompts[i], caches[i]);
+            float[] logits = m.logits(h, 0, prompts[i].length);
+            out.add(logits);
+            next[i] = argmax(logits, prompts[i].length - 1, m.config().vocabSize());
+            if (i == 0) {
+                int[] shifted = Arrays.copyOfRange(prompts[0], 1, prompts[0].length + 1);
+                shifted[shifted.length - 1] = next[0];
+                out.add(m.mtp().logits(m.mtp().forward(h, List.of(new Transformer.Step(shifted, mtpCache)), m), 0, shifted.length, m));
+            }
+        }
+        for (int step = 0; step < 10; step++) {
+            List<Transformer.Step> steps = new ArrayList<>();
+            for (int i = 0; i < prompts.length; i++) {
+                steps.add(new Transformer.Step(new int[] {next[i]}, caches[i]));
+            }
+            float[] logits = m.logits(m.forward(steps), 0, prompts.length);
+            out.add(logits);
+            for (int i = 0; i < prompts.length; i++) {
+                next[i] = argmax(logits, i, m.config().vocabSize());
+            }
+        }
+        return out;
+    }
+
+    static int argmax(float[] logits, int row, int vocab) {
+        int best = 0;
+        for (int v = 1; v < vocab; v++) {
+            if (logits[row * vocab + v] > logits[row * vocab + best]) {
+                best = v;
+            }
+        }
+        return best;
+    }
+
+    @Test
+    void threeWorkersWithRedundantExpertsGiveExactlyTheLogitsOfOne() {
+        List<float[]> alone;
+        try (Transformer m = Transformer.load(dir, CpuOps.best())) {
+            alone = run(m);
+        }
+        try (Transformer m = Transformer.load(dir, CpuOps.best());
+             ExpertParallel ep = new ExpertParallel(m.localExperts(), addresses.subList(0, 2), m.moeLayers(), new ExpertParallel.Options(3, 3))) {
+            m.expertBackend(ep);
+            List<float[]> spread = run(m);
+            assertEquals(alone.size(), spread.size());
+            for (int i = 0; i < alone.size(); i++) {
+                assertArrayEquals(alone.get(i), spread.get(i), "forward " + i + " differs with experts on three workers");
+            }
+            long[] tokens = ep.tokensPerWorker();
+            assertTrue(tokens[1] > 0 && tokens[2] > 0, "the other processes computed experts: " + Arrays.toString(tokens));
+            assertTrue(ep.rebalances() >= 3, "placements were re-planned mid-run: " + ep.rebalances());
+            int layer = m.moeLayers().firstKey();
+            int shared = m.moeLayers().get(layer) - 1;
+            assertTrue(ep.placement().replicas(layer, shared).length >= 2, "the shared expert, hit by every token, got a replica");
+        }
+    }
+
+    @Test
+    void aWorkerRefusesAnExpertItWasNotGiven() throws Exception {
+        try (Socket s = new Socket(addresses.get(2).getAddress(), addresses.get(2).getPort())) {
+            DataOutputStream out = new DataOutputStream(s.getOutputStream());
+            DataInputStream in = new DataInputStream(s.getInputStream());
+            out.writeInt(2); // HOLD nothing
+            out.writeInt(0);
+            out.flush();
+            assertEquals(0, in.readInt());
+            out.writeInt(1); // RUN expert 0 of layer 1 on one row
+            out.writeInt(1);
+            out.writeInt(1);
+            out.writeInt(0);
+            out.writeInt(1);
+            out.writeInt(4);
+            out.write(new byte[16]);
+            out.flush();
+            assertEquals(1, in.readInt());
+            assertTrue(in.readUTF().contains("not held by this worker"));
+        }
+    }
+
+    @Test
+    void aWorkerThatDiesFailsTheStepNamingItAndNothingRunsOnAStaleConnection() throws Exception {
+        InetSocketAddress doomed = start();
+        try (Transformer m = Transformer.load(dir, CpuOps.best());
+             ExpertParallel ep = new ExpertParallel(m.localExperts(), List.of(doomed), m.moeLayers(), new ExpertParallel.Options(0, 0))) {
+            m.expertBackend(ep);
+            m.forward(new int[] {1, 2, 3}, m.newCache(1));
+            workers.getLast().destroyForcibly().waitFor();
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> m.forward(new int[] {4, 5, 6, 7}, m.newCache(1)));
+            assertTrue(e.getMessage().contains(String.valueOf(doomed.getPort())), e.getMessage());
+            IllegalStateException again = assertThrows(IllegalStateException.class, () -> m.forward(new int[] {4}, m.newCache(1)));
+            assertTrue(again.getMessage().startsWith("expert parallelism stopped"), again.getMessage());
+        }
+    }
+}
