@@ -57,6 +57,11 @@ class GenerateTest {
     }
 
     Result run(String id, int[] prompt, int maxTokens, String extra) throws Exception {
+        return run(generate, id, prompt, maxTokens, extra);
+    }
+
+    /** Streams one greedy generation from {@code generate} ({@code /internal/generate}) and collects it. */
+    static Result run(URL generate, String id, int[] prompt, int maxTokens, String extra) throws Exception {
         String body = "{\"request_id\":\"" + id + "\",\"prompt\":" + java.util.Arrays.toString(prompt) + ",\"max_tokens\":" + maxTokens
                 + ",\"temperature\":0" + extra + "}";
         HttpResponse<java.io.InputStream> r = HTTP.send(HttpRequest.newBuilder(generate.toURI()).POST(HttpRequest.BodyPublishers.ofString(body))

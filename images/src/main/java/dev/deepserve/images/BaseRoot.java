@@ -24,7 +24,7 @@ final class BaseRoot {
 
     /** The modules the services use: java.se for the platform APIs, plus JDK modules they reach at run time. */
     static final List<String> MODULES = List.of("java.se", "jdk.unsupported", "jdk.incubator.vector", "jdk.management", "jdk.jfr",
-            "jdk.net", "jdk.naming.dns", "jdk.zipfs", "jdk.crypto.cryptoki", "jdk.localedata", "jdk.charsets");
+            "jdk.net", "jdk.naming.dns", "jdk.zipfs", "jdk.crypto.cryptoki", "jdk.localedata", "jdk.charsets", "jdk.httpserver");
     static final String JAVA_HOME = "/opt/java";
     /** java.desktop's native parts that need X11 or ALSA: servers run headless, so they (and those libraries) stay out. */
     static final Set<String> DESKTOP_ONLY = Set.of("libawt_xawt.so", "libjawt.so", "libjsound.so", "libsplashscreen.so");

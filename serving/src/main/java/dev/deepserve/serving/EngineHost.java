@@ -6,8 +6,14 @@ import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.tokenizer.Tokenizer;
 
+import dev.deepserve.model.ep.ExpertParallel;
+import dev.deepserve.model.ep.ExpertWorker;
+
+import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
 import java.util.function.Consumer;
 import java.util.function.Function;
@@ -25,7 +31,16 @@ public final class EngineHost {
 
     /** The loop's settings plus where the model is and what to keep. */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
-                          int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout) {
+                          int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
+                          Experts experts) {
+    }
+
+    /**
+     * Expert parallelism: remote workers ({@code host:port}), worker processes to start on this machine, extra
+     * replicas per layer (negative: one per worker) and forward steps between EPLB plans. {@link #NONE}: all experts here.
+     */
+    public record Experts(List<String> workers, int localWorkers, int redundant, int eplbInterval) {
+        public static final Experts NONE = new Experts(List.of(), 0, 0, 0);
     }
 
     private final String name;
@@ -37,6 +52,8 @@ public final class EngineHost {
     private volatile boolean running = true;
     private volatile DecodeLoop loop;
     private volatile Tokenizer tokenizer;
+    private volatile ExpertParallel experts;
+    private final List<ExpertWorker.Spawned> spawned = new ArrayList<>();
     private Thread thread;
 
     /**
@@ -59,6 +76,18 @@ public final class EngineHost {
         if (thread != null) {
             thread.interrupt();
         }
+        ExpertParallel ep = experts;
+        if (ep != null) {
+            ep.close();
+        }
+        synchronized (spawned) {
+            spawned.forEach(ExpertWorker.Spawned::close);
+        }
+    }
+
+    /** The expert-parallel backend when the experts are spread over workers, else null. */
+    public ExpertParallel expertParallel() {
+        return experts;
     }
 
     public State state() {
@@ -105,6 +134,7 @@ public final class EngineHost {
             CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), options.threads().orElse(Runtime.getRuntime().availableProcessors()), false);
             Transformer model = Transformer.load(options.modelDir(), ops);
             tokenizer = Tokenizer.load(options.modelDir());
+            String spread = expertParallel(model);
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
             DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(options.maxBatch(), options.maxContext(),
                     options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
@@ -112,9 +142,9 @@ public final class EngineHost {
             configure.accept(l);
             loop = l;
             state = State.READY;
-            LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; MTP speculation {5}", name, model.config().modelType(),
-                    options.modelDir(), ops.describe(), (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off");
-        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; MTP speculation {5}; experts {6}", name,
+                    model.config().modelType(), options.modelDir(), ops.describe(), (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off", spread);
+        } catch (RuntimeException | java.io.IOException e) {
             problem = e.getMessage();
             state = State.FAILED;
             LOG.log(System.Logger.Level.ERROR, "{0}: cannot load the model from {1}: {2}", name, options.modelDir(), e.getMessage());
@@ -129,5 +159,86 @@ public final class EngineHost {
                 LOG.log(System.Logger.Level.ERROR, name + ": step failed; the sequences in it were failed", e);
             }
         }
+    }
+
+    /**
+     * The worker list with {@code lws:PORT} expanded to the other pods of this LeaderWorkerSet group: from the leader's
+     * address {@code <lws>-<group>.<lws>.<namespace>...} (LWS_LEADER_ADDRESS) and the group size (LWS_GROUP_SIZE), worker
+     * {@code i} is {@code <lws>-<group>-<i>.<lws>.<namespace>...}.
+     */
+    static List<String> workerAddresses(List<String> configured, java.util.Map<String, String> env) {
+        List<String> out = new ArrayList<>();
+        for (String w : configured) {
+            if (!w.startsWith("lws:")) {
+                out.add(w);
+                continue;
+            }
+            String leader = env.get("LWS_LEADER_ADDRESS");
+            String size = env.get("LWS_GROUP_SIZE");
+            if (leader == null || size == null) {
+                throw new IllegalArgumentException("expert worker '" + w + "' needs LWS_LEADER_ADDRESS and LWS_GROUP_SIZE (set by LeaderWorkerSet)");
+            }
+            int dot = leader.indexOf('.');
+            String first = dot < 0 ? leader : leader.substring(0, dot);
+            String rest = dot < 0 ? "" : leader.substring(dot);
+            for (int i = 1; i < Integer.parseInt(size.strip()); i++) {
+                out.add(first + "-" + i + rest + ":" + w.substring(4));
+            }
+        }
+        return out;
+    }
+
+    /** Spreads the MoE experts over the configured workers (starting the local ones); says where the experts run. */
+    private String expertParallel(Transformer model) throws java.io.IOException {
+        Experts e = options.experts();
+        List<String> remote = workerAddresses(e.workers(), System.getenv());
+        if (remote.isEmpty() && e.localWorkers() <= 0) {
+            return "all in this process";
+        }
+        if (model.moeLayers().isEmpty()) {
+            return "all in this process (the model has no MoE layers)";
+        }
+        List<InetSocketAddress> addresses = new ArrayList<>();
+        for (String w : remote) {
+            int colon = w.lastIndexOf(':');
+            if (colon <= 0) {
+                throw new IllegalArgumentException("expert worker '" + w + "' is not host:port");
+            }
+            addresses.add(InetSocketAddress.createUnresolved(w.substring(0, colon), Integer.parseInt(w.substring(colon + 1))));
+        }
+        int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / (e.localWorkers() + 1));
+        for (int i = 0; i < e.localWorkers(); i++) {
+            ExpertWorker.Spawned s = ExpertWorker.spawn(options.modelDir(), threads, 1024);
+            synchronized (spawned) {
+                spawned.add(s);
+            }
+            addresses.add(s.address());
+        }
+        List<InetSocketAddress> resolved = addresses;
+        int redundant = e.redundant() < 0 ? resolved.size() + 1 : e.redundant();
+        ExpertParallel ep = null;
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.MINUTES.toNanos(5);
+        while (ep == null) {
+            try {
+                ep = new ExpertParallel(model.localExperts(), resolved.stream().map(a -> new InetSocketAddress(a.getHostString(), a.getPort())).toList(),
+                        model.moeLayers(), new ExpertParallel.Options(redundant, e.eplbInterval()));
+            } catch (IllegalStateException notYet) {
+                // the group's worker pods start alongside this one: wait for them (readiness says why meanwhile)
+                if (System.nanoTime() > deadline || !running) {
+                    throw notYet;
+                }
+                LOG.log(System.Logger.Level.INFO, "{0}: waiting for expert workers: {1}", name, notYet.getMessage());
+                try {
+                    Thread.sleep(2000);
+                } catch (InterruptedException interrupted) {
+                    Thread.currentThread().interrupt();
+                    throw notYet;
+                }
+            }
+        }
+        model.expertBackend(ep);
+        experts = ep;
+        return "spread over " + ep.workers() + " workers (" + e.localWorkers() + " started here), " + redundant + " redundant per layer, EPLB every "
+                + e.eplbInterval() + " steps";
     }
 }

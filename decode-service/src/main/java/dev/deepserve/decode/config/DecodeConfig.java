@@ -60,5 +60,19 @@ public interface DecodeConfig {
         /** A client whose stream stays unwritable this long is cut off, freeing its place in the batch. */
         @WithDefault("30s")
         Duration slowReaderTimeout();
+
+        /** Expert parallelism: this process plus these expert workers ({@code host:port}, e.g. the decode group's other pods). */
+        Optional<java.util.List<String>> expertWorkers();
+
+        /** Expert parallelism on one machine: worker processes to start here (each serves its share of the experts). */
+        @WithDefault("0")
+        int localExpertWorkers();
+
+        /** Extra expert replicas per MoE layer that EPLB places on the hottest experts (default: one per worker). */
+        Optional<Integer> redundantExperts();
+
+        /** Forward steps between EPLB re-plannings from the observed expert load (0: keep the first placement). */
+        @WithDefault("256")
+        int eplbInterval();
     }
 }

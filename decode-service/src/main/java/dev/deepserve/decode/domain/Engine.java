@@ -35,7 +35,8 @@ public class Engine {
         this.registry = registry;
         DecodeConfig.Engine e = config.engine();
         this.host = new EngineHost("decode-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
-                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout()),
+                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout(),
+                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval())),
                 this::metrics, loop -> { });
     }
 
@@ -81,6 +82,12 @@ public class Engine {
     }
 
     private DecodeLoop.Metrics metrics(PrefixCache prefix) {
+        Gauge.builder("deepserve.expert.rebalances", host, h -> h.expertParallel() == null ? 0 : h.expertParallel().rebalances())
+                .description("EPLB placements switched to since start (expert parallelism)").register(registry);
+        Gauge.builder("deepserve.expert.workers", host, h -> h.expertParallel() == null ? 1 : h.expertParallel().workers())
+                .description("workers the MoE experts are spread over (1: all in this process)").register(registry);
+        Gauge.builder("deepserve.expert.imbalance", host, h -> h.expertParallel() == null ? 1 : h.expertParallel().imbalance())
+                .description("most tokens any expert worker computed over the mean (1.0: perfectly even)").register(registry);
         Gauge.builder("deepserve.decode.batch", host, h -> h.loop() == null ? 0 : h.loop().lastBatch()).description("sequences in the last step").register(registry);
         Gauge.builder("deepserve.decode.queue", host, h -> h.loop() == null ? 0 : h.loop().queued()).description("requests waiting for admission").register(registry);
         Gauge.builder("deepserve.decode.kv.reserved.tokens", host, h -> h.loop() == null ? 0 : h.loop().kvReserved())

@@ -108,6 +108,13 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         }
     }
 
+    /** The most token rows any worker has computed, over the mean: 1.0 when the load is perfectly even. */
+    public double imbalance() {
+        long[] t = tokensPerWorker();
+        long total = java.util.Arrays.stream(t).sum();
+        return total == 0 ? 1.0 : java.util.Arrays.stream(t).max().orElse(0) / ((double) total / t.length);
+    }
+
     public int rebalances() {
         return rebalances;
     }

@@ -15,6 +15,7 @@ import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.file.Path;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Set;
 
 /**
@@ -22,7 +23,9 @@ import java.util.Set;
  * from the same checkpoint the leader runs. Asking it for an expert it does not hold is an error, so a wrong placement
  * shows instead of silently computing anywhere.
  *
- * <p>{@code java -cp <model classpath> dev.deepserve.model.ep.ExpertWorker --model DIR [--port P] [--bind ADDR] [--threads N]}
+ * <p>{@code java -cp <model classpath> dev.deepserve.model.ep.ExpertWorker --model DIR [--port P] [--bind ADDR] [--threads N]
+ * [--health-port H] [--parent PID]}; with a health port it answers {@code /q/health/live} and {@code /q/health/ready}
+ * like the services do (for Kubernetes probes) once the model is loaded.
  * prints {@code expert worker listening on <port>} once it serves.
  */
 public final class ExpertWorker implements AutoCloseable {
@@ -157,8 +160,9 @@ public final class ExpertWorker implements AutoCloseable {
     public static Spawned spawn(Path model, int threads, long heapMb) throws IOException {
         String javaBin = ProcessHandle.current().info().command().orElse("java");
         Process p = new ProcessBuilder(javaBin, "--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx" + heapMb + "m",
-                "-XX:+UseSerialGC", "-cp", System.getProperty("java.class.path"), ExpertWorker.class.getName(),
-                "--model", model.toString(), "--port", "0", "--bind", "127.0.0.1", "--threads", String.valueOf(threads))
+                "-XX:+UseSerialGC", "-cp", classPath(), ExpertWorker.class.getName(),
+                "--model", model.toString(), "--port", "0", "--bind", "127.0.0.1", "--threads", String.valueOf(threads),
+                "--parent", String.valueOf(ProcessHandle.current().pid()))
                 .redirectErrorStream(true).start();
         java.io.BufferedReader out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
         StringBuilder said = new StringBuilder();
@@ -174,17 +178,51 @@ public final class ExpertWorker implements AutoCloseable {
         throw new IOException("the expert worker process did not start: " + said.toString().strip());
     }
 
+    /**
+     * The class path a worker needs, from where this JVM loaded the classes it runs: the model module and Jackson (for
+     * config.json) — the same whether this JVM runs from plain jars, a test class path or a Quarkus fast-jar (whose
+     * own class path holds only its launcher).
+     */
+    static String classPath() {
+        java.util.LinkedHashSet<String> entries = new java.util.LinkedHashSet<>();
+        for (Class<?> c : List.of(ExpertWorker.class, com.fasterxml.jackson.databind.ObjectMapper.class,
+                com.fasterxml.jackson.core.JsonFactory.class, com.fasterxml.jackson.annotation.JsonProperty.class)) {
+            try {
+                entries.add(Path.of(c.getProtectionDomain().getCodeSource().getLocation().toURI()).toString());
+            } catch (java.net.URISyntaxException | RuntimeException e) {
+                return System.getProperty("java.class.path");
+            }
+        }
+        return String.join(java.io.File.pathSeparator, entries);
+    }
+
     public static void main(String[] args) throws Exception {
         Path model = null;
         int port = 0;
         String bind = "0.0.0.0";
+        int healthPort = -1;
         int threads = Runtime.getRuntime().availableProcessors();
         for (int i = 0; i + 1 < args.length; i += 2) {
             switch (args[i]) {
                 case "--model" -> model = Path.of(args[i + 1]);
                 case "--port" -> port = Integer.parseInt(args[i + 1]);
                 case "--bind" -> bind = args[i + 1];
+                case "--health-port" -> healthPort = Integer.parseInt(args[i + 1]);
                 case "--threads" -> threads = Integer.parseInt(args[i + 1]);
+                case "--parent" -> {
+                    // started by an engine on this machine: do not outlive it, even when it was killed outright
+                    ProcessHandle parent = ProcessHandle.of(Long.parseLong(args[i + 1])).orElse(null);
+                    Thread.ofPlatform().daemon().start(() -> {
+                        while (parent != null && parent.isAlive()) {
+                            try {
+                                Thread.sleep(500);
+                            } catch (InterruptedException e) {
+                                return;
+                            }
+                        }
+                        System.exit(0);
+                    });
+                }
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
@@ -194,9 +232,27 @@ public final class ExpertWorker implements AutoCloseable {
         }
         Transformer t = Transformer.load(model, CpuOps.create(CpuOps.vectorAvailable(), threads, false));
         try (ExpertWorker w = new ExpertWorker(t.localExperts(), new ServerSocket(port, 16, InetAddress.getByName(bind)))) {
+            if (healthPort >= 0) {
+                health(bind, healthPort);
+            }
             System.out.println("expert worker listening on " + w.port());
             System.out.flush();
             w.serve();
         }
+    }
+
+    /** {@code /q/health/live} and {@code /q/health/ready}: up once this is called, i.e. after the model loaded. */
+    static void health(String bind, int port) throws IOException {
+        com.sun.net.httpserver.HttpServer http = com.sun.net.httpserver.HttpServer.create(new java.net.InetSocketAddress(InetAddress.getByName(bind), port), 16);
+        for (String path : List.of("/q/health/live", "/q/health/ready")) {
+            http.createContext(path, exchange -> {
+                byte[] body = "{\"status\":\"UP\",\"checks\":[{\"name\":\"expert-worker\",\"status\":\"UP\"}]}".getBytes(java.nio.charset.StandardCharsets.UTF_8);
+                exchange.getResponseHeaders().add("Content-Type", "application/json");
+                exchange.sendResponseHeaders(200, body.length);
+                exchange.getResponseBody().write(body);
+                exchange.close();
+            });
+        }
+        http.start();
     }
 }

@@ -1,0 +1,24 @@
+package dev.deepserve.serving;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class EngineHostTest {
+
+    @Test
+    void lwsExpandsToTheOtherPodsOfTheLeadersGroup() {
+        Map<String, String> env = Map.of("LWS_LEADER_ADDRESS", "decode-service-2.decode-service.deepserve", "LWS_GROUP_SIZE", "4");
+        assertEquals(List.of("decode-service-2-1.decode-service.deepserve:9100", "decode-service-2-2.decode-service.deepserve:9100",
+                "decode-service-2-3.decode-service.deepserve:9100", "extra:7000"), EngineHost.workerAddresses(List.of("lws:9100", "extra:7000"), env));
+        assertEquals(List.of(), EngineHost.workerAddresses(List.of("lws:9100"), Map.of("LWS_LEADER_ADDRESS", "d-0.d", "LWS_GROUP_SIZE", "1")),
+                "a group of one has no workers");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EngineHost.workerAddresses(List.of("lws:9100"), Map.of()));
+        assertTrue(e.getMessage().contains("LWS_LEADER_ADDRESS"));
+    }
+}
