@@ -89,35 +89,75 @@ final class BaseRoot {
 
     /** The shared libraries the runtime's ELF files need, with the loader itself, at the paths they are looked up by. */
     static List<Entry> nativeLibraries(Path runtime) throws IOException, InterruptedException {
-        Set<String> libs = new TreeSet<>();
-        Pattern resolved = Pattern.compile("=>\\s+(/\\S+)\\s+\\(");
-        Pattern interpreter = Pattern.compile("^\\s*(/\\S+)\\s+\\(");
         Set<String> ownNames = new TreeSet<>(); // the runtime's own libraries (libjvm.so, ...): loaded from lib/ by the JVM itself
+        List<Path> elves;
         try (Stream<Path> files = Files.walk(runtime)) {
             files.filter(Files::isRegularFile).forEach(f -> ownNames.add(f.getFileName().toString()));
         }
         try (Stream<Path> files = Files.walk(runtime)) {
-            for (Path f : files.filter(f -> !DESKTOP_ONLY.contains(f.getFileName().toString())).filter(BaseRoot::isElf).toList()) {
-                String out = run(List.of("ldd", f.toString()), "ldd " + f.getFileName());
-                for (String line : out.split("\n")) {
-                    if (line.contains("not found") && !ownNames.contains(line.strip().split("\\s+")[0])) {
-                        throw new IOException(f + " needs a library this machine lacks: " + line.strip());
-                    }
-                    if (line.contains("not found")) {
-                        continue;
-                    }
-                    Matcher m = resolved.matcher(line);
-                    Matcher i = interpreter.matcher(line);
-                    if (m.find()) {
-                        libs.add(m.group(1));
-                    } else if (i.find()) {
-                        libs.add(i.group(1));
+            elves = files.filter(f -> !DESKTOP_ONLY.contains(f.getFileName().toString())).filter(BaseRoot::isElf).toList();
+        }
+        return entries(closure(elves, ownNames::contains), runtime.toRealPath());
+    }
+
+    /**
+     * What the native libraries shipped inside the applications' jars need (e.g. JCuda's driver binding: libstdc++,
+     * libgcc_s). Libraries this machine lacks are left to the host that runs the image (libcuda comes with the NVIDIA
+     * driver, mounted by its container runtime) and listed in {@code missing}.
+     */
+    static List<Entry> jarNativeLibraries(List<Path> appDirs, Path work, Set<String> missing) throws IOException, InterruptedException {
+        Path dir = Files.createDirectories(work.resolve("jar-natives"));
+        List<Path> elves = new ArrayList<>();
+        for (Path app : appDirs) {
+            try (Stream<Path> files = Files.walk(app)) {
+                for (Path jar : files.filter(f -> f.toString().endsWith(".jar")).toList()) {
+                    try (java.util.zip.ZipFile zip = new java.util.zip.ZipFile(jar.toFile())) {
+                        for (java.util.zip.ZipEntry e : java.util.Collections.list(zip.entries())) {
+                            if (e.getName().endsWith(".so") && e.getName().contains("linux") && (e.getName().contains("x86_64") || e.getName().contains("amd64"))) {
+                                Path out = dir.resolve(e.getName().replace('/', '_'));
+                                try (InputStream in = zip.getInputStream(e)) {
+                                    Files.copy(in, out, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                                }
+                                elves.add(out);
+                            }
+                        }
                     }
                 }
             }
         }
+        return entries(closure(elves, name -> missing.add(name) || true), Path.of("/nonexistent"));
+    }
+
+    /** The libraries {@code elves} load (ldd), the loader included; a library ldd cannot find fails unless {@code absentOk}. */
+    private static Set<String> closure(List<Path> elves, java.util.function.Predicate<String> absentOk) throws IOException, InterruptedException {
+        Set<String> libs = new TreeSet<>();
+        Pattern resolved = Pattern.compile("=>\\s+(/\\S+)\\s+\\(");
+        Pattern interpreter = Pattern.compile("^\\s*(/\\S+)\\s+\\(");
+        for (Path f : elves) {
+            String out = run(List.of("ldd", f.toString()), "ldd " + f.getFileName());
+            for (String line : out.split("\n")) {
+                if (line.contains("not found")) {
+                    String name = line.strip().split("\\s+")[0];
+                    if (!absentOk.test(name)) {
+                        throw new IOException(f + " needs a library this machine lacks: " + line.strip());
+                    }
+                    continue;
+                }
+                Matcher m = resolved.matcher(line);
+                Matcher i = interpreter.matcher(line);
+                if (m.find()) {
+                    libs.add(m.group(1));
+                } else if (i.find()) {
+                    libs.add(i.group(1));
+                }
+            }
+        }
+        return libs;
+    }
+
+    /** Each library at its path and at its twin under the other of /lib and /usr/lib; skips those under {@code own}. */
+    private static List<Entry> entries(Set<String> libs, Path own) throws IOException {
         List<Entry> out = new ArrayList<>();
-        Path own = runtime.toRealPath();
         for (String lib : libs) {
             Path real = Path.of(lib).toRealPath();
             if (real.startsWith(own)) {

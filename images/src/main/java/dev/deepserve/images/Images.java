@@ -104,7 +104,17 @@ public final class Images {
         long t0 = System.nanoTime();
         String cache = System.getenv("DEEPSERVE_CACHE");
         Path runtime = BaseRoot.runtime(jdk, cache != null ? Path.of(cache) : Path.of(System.getProperty("user.home"), ".cache", "deepserve"));
-        FileEntriesLayer os = layer("os", BaseRoot.nativeLibraries(runtime), BaseRoot.etc(work));
+        java.util.Set<String> hostProvided = new java.util.TreeSet<>();
+        List<BaseRoot.Entry> libs = new ArrayList<>(BaseRoot.nativeLibraries(runtime));
+        for (BaseRoot.Entry e : BaseRoot.jarNativeLibraries(specs.stream().map(Spec::appDir).toList(), work, hostProvided)) {
+            if (libs.stream().noneMatch(l -> l.target().equals(e.target()))) {
+                libs.add(e);
+            }
+        }
+        FileEntriesLayer os = layer("os", libs, BaseRoot.etc(work));
+        if (!hostProvided.isEmpty()) {
+            System.out.println("left to the host that runs the images (e.g. the NVIDIA driver's libcuda): " + String.join(", ", hostProvided));
+        }
         FileEntriesLayer jre = layer("jre", BaseRoot.runtimeEntries(runtime));
         System.out.printf("base: Java runtime (%s) and %d C libraries ready in %d ms%n", String.join(",", BaseRoot.MODULES),
                 os.getEntries().size(), (System.nanoTime() - t0) / 1_000_000);

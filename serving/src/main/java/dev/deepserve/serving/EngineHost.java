@@ -3,7 +3,9 @@ package dev.deepserve.serving;
 import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.cuda.CudaOps;
 import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.engine.ops.TensorOps;
 import dev.deepserve.tokenizer.Tokenizer;
 
 import dev.deepserve.model.ep.ExpertParallel;
@@ -32,7 +34,7 @@ public final class EngineHost {
     /** The loop's settings plus where the model is and what to keep. */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
                           int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
-                          Experts experts) {
+                          Experts experts, String backend) {
     }
 
     /**
@@ -131,7 +133,7 @@ public final class EngineHost {
     private void run() {
         try {
             long t0 = System.nanoTime();
-            CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), options.threads().orElse(Runtime.getRuntime().availableProcessors()), false);
+            TensorOps ops = backend(CpuOps.create(CpuOps.vectorAvailable(), options.threads().orElse(Runtime.getRuntime().availableProcessors()), false));
             Transformer model = Transformer.load(options.modelDir(), ops);
             tokenizer = Tokenizer.load(options.modelDir());
             String spread = expertParallel(model);
@@ -158,6 +160,31 @@ public final class EngineHost {
             } catch (RuntimeException e) {
                 LOG.log(System.Logger.Level.ERROR, name + ": step failed; the sequences in it were failed", e);
             }
+        }
+    }
+
+    /**
+     * The tensor backend: {@code cuda} when asked for (failing with the reason when it cannot run), {@code auto} picks
+     * CUDA when a device, its driver and the PTX are there and says why not otherwise, {@code cpu} never tries.
+     */
+    private TensorOps backend(CpuOps cpu) {
+        String choice = options.backend() == null ? "auto" : options.backend().strip().toLowerCase(java.util.Locale.ROOT);
+        switch (choice) {
+            case "cpu" -> {
+                return cpu;
+            }
+            case "cuda", "auto" -> {
+                Optional<String> why = CudaOps.unavailable();
+                if (why.isEmpty()) {
+                    return new CudaOps(0, cpu);
+                }
+                if (choice.equals("cuda")) {
+                    throw new IllegalStateException("DEEPSERVE_ENGINE_BACKEND=cuda but the CUDA backend cannot run: " + why.get());
+                }
+                LOG.log(System.Logger.Level.INFO, "{0}: CUDA backend not used: {1}; running on the CPU", name, why.get());
+                return cpu;
+            }
+            default -> throw new IllegalArgumentException("DEEPSERVE_ENGINE_BACKEND must be auto, cpu or cuda, not '" + options.backend() + "'");
         }
     }
 

@@ -34,6 +34,10 @@ public interface DecodeConfig {
         @WithDefault("64")
         int kvBlockTokens();
 
+        /** Tensor backend: auto (CUDA when a device, its driver and the compiled kernels are there, else CPU), cpu or cuda. */
+        @WithDefault("auto")
+        String backend();
+
         /** Most prompt tokens one sequence prefills per step, so a long prompt cannot stall everyone's decode. */
         @WithDefault("512")
         int prefillChunk();

@@ -36,7 +36,7 @@ public class Engine {
         DecodeConfig.Engine e = config.engine();
         this.host = new EngineHost("decode-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
                 e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout(),
-                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval())),
+                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval()), e.backend()),
                 this::metrics, loop -> { });
     }
 

@@ -50,6 +50,10 @@ public interface PrefillConfig {
         @WithDefault("64")
         int kvBlockTokens();
 
+        /** Tensor backend: auto (CUDA when a device, its driver and the compiled kernels are there, else CPU), cpu or cuda. */
+        @WithDefault("auto")
+        String backend();
+
         @WithDefault("256")
         int maxQueue();
 
