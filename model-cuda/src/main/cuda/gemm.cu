@@ -34,17 +34,11 @@ __device__ __forceinline__ float warpSum(float v) {
     return v;
 }
 
-// Rows are split over warps: blockDim.x = 32 * warpsPerBlock; batch rows go in chunks of MAX_BATCH.
-extern "C" __global__ void gemm_fp8_block(const unsigned char* __restrict__ w, const float* __restrict__ scaleInv,
-                                          int rows, int cols, int blockRows, int blockCols, int scaleCols,
-                                          const float* __restrict__ x, int batch, float* __restrict__ y) {
-    int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (warp >= rows) {
-        return;
-    }
-    const unsigned char* row = w + (size_t) warp * cols;
-    const float* scales = scaleInv + (size_t) (warp / blockRows) * scaleCols;
+// The product for one warp's row: Weight(k) gives W[row, k] as a float. Rows are split over warps:
+// blockDim.x = 32 * warpsPerBlock; batch rows go in chunks of MAX_BATCH.
+template <typename Weight>
+__device__ __forceinline__ void gemmRow(Weight weight, int rows, int cols, const float* __restrict__ x, int batch,
+                                        float* __restrict__ y, int row, int lane) {
     for (int b0 = 0; b0 < batch; b0 += MAX_BATCH) {
         int nb = min(MAX_BATCH, batch - b0);
         float acc[MAX_BATCH];
@@ -52,7 +46,7 @@ extern "C" __global__ void gemm_fp8_block(const unsigned char* __restrict__ w, c
             acc[b] = 0.f;
         }
         for (int k = lane; k < cols; k += 32) {
-            float v = fp8e4m3(row[k]) * scales[k / blockCols];
+            float v = weight(k);
             for (int b = 0; b < nb; b++) {
                 acc[b] += v * x[(size_t) (b0 + b) * cols + k];
             }
@@ -60,66 +54,40 @@ extern "C" __global__ void gemm_fp8_block(const unsigned char* __restrict__ w, c
         for (int b = 0; b < nb; b++) {
             float s = warpSum(acc[b]);
             if (lane == 0) {
-                y[(size_t) (b0 + b) * rows + warp] = s;
+                y[(size_t) (b0 + b) * rows + row] = s;
             }
         }
     }
+}
+
+extern "C" __global__ void gemm_fp8_block(const unsigned char* __restrict__ w, const float* __restrict__ scaleInv,
+                                          int rows, int cols, int blockRows, int blockCols, int scaleCols,
+                                          const float* __restrict__ x, int batch, float* __restrict__ y) {
+    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (row >= rows) {
+        return;
+    }
+    const unsigned char* r = w + (size_t) row * cols;
+    const float* scales = scaleInv + (size_t) (row / blockRows) * scaleCols;
+    gemmRow([=](int k) { return fp8e4m3(r[k]) * scales[k / blockCols]; }, rows, cols, x, batch, y, row, threadIdx.x & 31);
 }
 
 extern "C" __global__ void gemm_bf16(const unsigned short* __restrict__ w, int rows, int cols,
                                      const float* __restrict__ x, int batch, float* __restrict__ y) {
-    int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (warp >= rows) {
+    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (row >= rows) {
         return;
     }
-    const unsigned short* row = w + (size_t) warp * cols;
-    for (int b0 = 0; b0 < batch; b0 += MAX_BATCH) {
-        int nb = min(MAX_BATCH, batch - b0);
-        float acc[MAX_BATCH];
-        for (int b = 0; b < MAX_BATCH; b++) {
-            acc[b] = 0.f;
-        }
-        for (int k = lane; k < cols; k += 32) {
-            float v = bf16(row[k]);
-            for (int b = 0; b < nb; b++) {
-                acc[b] += v * x[(size_t) (b0 + b) * cols + k];
-            }
-        }
-        for (int b = 0; b < nb; b++) {
-            float s = warpSum(acc[b]);
-            if (lane == 0) {
-                y[(size_t) (b0 + b) * rows + warp] = s;
-            }
-        }
-    }
+    const unsigned short* r = w + (size_t) row * cols;
+    gemmRow([=](int k) { return bf16(r[k]); }, rows, cols, x, batch, y, row, threadIdx.x & 31);
 }
 
 extern "C" __global__ void gemm_f32(const float* __restrict__ w, int rows, int cols,
                                     const float* __restrict__ x, int batch, float* __restrict__ y) {
-    int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (warp >= rows) {
+    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (row >= rows) {
         return;
     }
-    const float* row = w + (size_t) warp * cols;
-    for (int b0 = 0; b0 < batch; b0 += MAX_BATCH) {
-        int nb = min(MAX_BATCH, batch - b0);
-        float acc[MAX_BATCH];
-        for (int b = 0; b < MAX_BATCH; b++) {
-            acc[b] = 0.f;
-        }
-        for (int k = lane; k < cols; k += 32) {
-            float v = row[k];
-            for (int b = 0; b < nb; b++) {
-                acc[b] += v * x[(size_t) (b0 + b) * cols + k];
-            }
-        }
-        for (int b = 0; b < nb; b++) {
-            float s = warpSum(acc[b]);
-            if (lane == 0) {
-                y[(size_t) (b0 + b) * rows + warp] = s;
-            }
-        }
-    }
+    const float* r = w + (size_t) row * cols;
+    gemmRow([=](int k) { return r[k]; }, rows, cols, x, batch, y, row, threadIdx.x & 31);
 }

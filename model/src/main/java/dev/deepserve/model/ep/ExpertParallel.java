@@ -193,29 +193,19 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
             return outputs;
         }
         // send every remote its shares, compute ours, then gather theirs
-        for (int i = 0; i < remotes.size(); i++) {
-            List<Share> shares = perWorker.get(i + 1);
-            if (shares.isEmpty()) {
-                continue;
+        int rowWidth = width;
+        eachRemote(perWorker, (r, shares) -> {
+            r.out.writeInt(Wire.RUN);
+            r.out.writeInt(layer);
+            r.out.writeInt(shares.size());
+            for (Share s : shares) {
+                r.out.writeInt(s.expert());
+                r.out.writeInt(s.rows());
+                r.out.writeInt(rowWidth);
+                Wire.writeFloats(r.out, inputs[s.group()], s.from() * rowWidth, s.rows() * rowWidth);
             }
-            Remote r = remotes.get(i);
-            try {
-                r.out.writeInt(Wire.RUN);
-                r.out.writeInt(layer);
-                r.out.writeInt(shares.size());
-                for (Share s : shares) {
-                    r.out.writeInt(s.expert());
-                    r.out.writeInt(s.rows());
-                    r.out.writeInt(width);
-                    Wire.writeFloats(r.out, inputs[s.group()], s.from() * width, s.rows() * width);
-                }
-                r.out.flush();
-            } catch (IOException e) {
-                broken = r.failed(e);
-                close();
-                throw broken;
-            }
-        }
+            r.out.flush();
+        });
         // every remote that was sent shares is read back, whatever fails, so the connections stay in step
         RuntimeException failure = null;
         List<Share> mine = perWorker.get(0);
@@ -239,27 +229,18 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
                 failure = e;
             }
         }
-        for (int i = 0; i < remotes.size(); i++) {
-            List<Share> shares = perWorker.get(i + 1);
-            if (shares.isEmpty()) {
-                continue;
+        RuntimeException[] refused = {failure};
+        eachRemote(perWorker, (r, shares) -> {
+            if (r.in.readInt() != Wire.OK) {
+                String message = r.in.readUTF();
+                refused[0] = refused[0] != null ? refused[0] : new IllegalStateException("expert worker " + r.address.getPort() + ": " + message);
+                return;
             }
-            Remote r = remotes.get(i);
-            try {
-                if (r.in.readInt() != Wire.OK) {
-                    String message = r.in.readUTF();
-                    failure = failure != null ? failure : new IllegalStateException("expert worker " + r.address.getPort() + ": " + message);
-                    continue;
-                }
-                for (Share s : shares) {
-                    Wire.readFloats(r.in, outputs[s.group()], s.from() * width, s.rows() * width);
-                }
-            } catch (IOException e) {
-                broken = r.failed(e);
-                close();
-                throw broken;
+            for (Share s : shares) {
+                Wire.readFloats(r.in, outputs[s.group()], s.from() * rowWidth, s.rows() * rowWidth);
             }
-        }
+        });
+        failure = refused[0];
         if (failure != null) {
             throw failure;
         }
@@ -271,6 +252,32 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
             }
         }
         return outputs;
+    }
+
+    /** One exchange with one remote worker over its shares. */
+    private interface RemoteCall {
+        void call(Remote remote, List<Share> shares) throws IOException;
+    }
+
+    /**
+     * Calls {@code call} for every remote worker that has shares this layer, in worker order. A broken connection
+     * stops expert parallelism: the connections are closed, because a stream left mid-message cannot be trusted.
+     */
+    private void eachRemote(List<List<Share>> perWorker, RemoteCall call) {
+        for (int i = 0; i < remotes.size(); i++) {
+            List<Share> shares = perWorker.get(i + 1);
+            if (shares.isEmpty()) {
+                continue;
+            }
+            Remote r = remotes.get(i);
+            try {
+                call.call(r, shares);
+            } catch (IOException e) {
+                broken = r.failed(e);
+                close();
+                throw broken;
+            }
+        }
     }
 
     /** Load seen per layer since the last rebalance (halved at each), for metrics and tests. */
