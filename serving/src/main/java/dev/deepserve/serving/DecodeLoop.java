@@ -38,8 +38,22 @@ public final class DecodeLoop {
      * @param kvBlockTokens  tokens per KV block (a power of two; FlashMLA pages by 64)
      */
     public record Settings(int maxBatch, int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, boolean mtp,
-                           Duration slowReaderTimeout) {
+                           Duration slowReaderTimeout, KvAdmission admission) {
+
+        public Settings(int maxBatch, int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, boolean mtp,
+                        Duration slowReaderTimeout) {
+            this(maxBatch, maxContext, kvBudgetTokens, kvBlockTokens, prefillChunk, maxQueue, mtp, slowReaderTimeout, KvAdmission.ON_DEMAND);
+        }
     }
+
+    /**
+     * How admission spends KV blocks. {@code ON_DEMAND} (vLLM's way): a request is admitted when its context fits now;
+     * sequences take blocks as they grow, and when a step would run out, the most recently admitted sequences are
+     * preempted — their blocks freed, later recomputed from prompt + generated tokens (bit-identical, nothing is sent
+     * twice). More sequences run at once when most stop well before max_tokens. {@code RESERVE}: blocks for prompt +
+     * max_tokens are promised at admission, so nothing is ever preempted, at the price of fewer sequences at once.
+     */
+    public enum KvAdmission { ON_DEMAND, RESERVE }
 
     /** What the loop reports for metrics. */
     public interface Metrics {
@@ -60,6 +74,10 @@ public final class DecodeLoop {
 
         /** Prompt tokens run through the model this step (cache hits not counted). */
         default void prefilled(int tokens) {
+        }
+
+        /** A sequence gave up its KV blocks to let older ones continue (it is recomputed when readmitted). */
+        default void preempted() {
         }
     }
 
@@ -94,6 +112,9 @@ public final class DecodeLoop {
     private final AtomicLong reservedBlocks = new AtomicLong();
     /** Caches of sequences that left during this pass, given back to the pools once nothing reads them any more. */
     private final List<KvCache> leaving = new ArrayList<>();
+    /** Preempted sequences, readmitted before anything else, oldest first. */
+    private final java.util.ArrayDeque<Sequence> preempted = new java.util.ArrayDeque<>();
+    private long preemptions;
     private volatile int lastBatch;
     /** Where prefilled sequences go when this loop serves as a prefill instance (null: it decodes them itself). */
     private volatile Handoff handoff;
@@ -225,7 +246,12 @@ public final class DecodeLoop {
 
     /** Latent-KV tokens promised to active sequences (whole blocks). */
     public long kvReserved() {
-        return reservedBlocks.get() * pool.blockTokens();
+        return (settings.admission() == KvAdmission.RESERVE ? reservedBlocks.get() : pool.used()) * pool.blockTokens();
+    }
+
+    /** Sequences preempted so far to make room (on-demand admission). */
+    public long preemptions() {
+        return preemptions;
     }
 
     /** The latent-KV tokens this loop may hold at once (its admission budget, in whole blocks). */
@@ -249,11 +275,35 @@ public final class DecodeLoop {
     }
 
     private boolean fits(Sequence s) {
-        return reservedBlocks.get() + s.kvBlocks <= pool.capacity();
+        if (settings.admission() == KvAdmission.RESERVE) {
+            return reservedBlocks.get() + s.kvBlocks <= pool.capacity();
+        }
+        // on demand: the whole context must fit now, beside what the admitted prefills still have to take
+        long need = pool.blocksFor(s.context().length + 2L) + watermark();
+        return need + prefillsToCome(pool, false) <= pool.free() && (mtpPool == null || need + prefillsToCome(mtpPool, true) <= mtpPool.free());
+    }
+
+    /** Blocks kept free at admission so running sequences can grow a while before anyone is preempted. */
+    private long watermark() {
+        return Math.max(1, pool.capacity() / 100);
+    }
+
+    /** Blocks the admitted sequences still prefilling will take before they finish their context. */
+    private long prefillsToCome(KvBlockPool p, boolean mtpSide) {
+        long n = 0;
+        for (Sequence s : active) {
+            KvCache c = mtpSide ? s.mtpCache : s.cache;
+            if (c != null && s.prefilling()) {
+                n += Math.max(0, p.blocksFor(s.context().length + 2L) - c.blocks());
+            }
+        }
+        return n;
     }
 
     private void admitted(Sequence s) {
-        reservedBlocks.addAndGet(s.kvBlocks);
+        if (settings.admission() == KvAdmission.RESERVE) {
+            reservedBlocks.addAndGet(s.kvBlocks);
+        }
         active.add(s);
     }
 
@@ -269,7 +319,7 @@ public final class DecodeLoop {
             }
         } catch (RuntimeException e) {
             for (Sequence s : List.copyOf(active)) {
-                s.sink.failed("engine error: " + e.getMessage(), s.prefilled, s.generated);
+                s.sink.failed("engine error: " + e.getMessage(), s.promptTaken(), s.generated);
                 leave(s);
             }
             throw e;
@@ -282,6 +332,22 @@ public final class DecodeLoop {
     }
 
     private boolean admit(long pollMillis) throws InterruptedException {
+        for (Iterator<Sequence> it = preempted.iterator(); it.hasNext(); ) {
+            Sequence s = it.next();
+            if (s.cancelled()) {
+                it.remove();
+                byId.remove(s.requestId());
+                s.sink.done("cancelled", "", s.promptTaken(), s.cachedTokens, s.generated);
+            }
+        }
+        // preempted sequences come back first, oldest first; nothing newer is admitted while one waits
+        for (Sequence s = preempted.peekFirst(); s != null && active.size() < settings.maxBatch() && fits(s); s = preempted.peekFirst()) {
+            preempted.pollFirst();
+            start(s);
+        }
+        if (!preempted.isEmpty()) {
+            return !active.isEmpty();
+        }
         for (Prefilled p = handedOff.peek(); p != null && active.size() < settings.maxBatch() && fits(p.sequence()); p = handedOff.peek()) {
             handedOff.poll();
             Sequence s = p.sequence();
@@ -297,7 +363,7 @@ public final class DecodeLoop {
             s.sampler.accept(p.firstToken());
             emit(s, new SampledToken(p.firstToken(), 0f, List.of()));
         }
-        if (active.isEmpty() && queue.isEmpty() && handedOff.isEmpty()) {
+        if (active.isEmpty() && queue.isEmpty() && handedOff.isEmpty() && preempted.isEmpty()) {
             Sequence s = queue.poll(pollMillis, TimeUnit.MILLISECONDS);
             if (s == null) {
                 return !active.isEmpty();
@@ -317,16 +383,65 @@ public final class DecodeLoop {
                 break; // first come, first served: later ones wait too
             }
             it.remove();
-            s.cache = new KvCache(pool);
-            s.mtpCache = mtpPool == null ? null : new KvCache(mtpPool);
-            if (prefixCache != null) {
-                s.cachedTokens = prefixCache.load(s.request.prompt(), s.cache, s.mtpCache);
-                s.prefilled = s.cachedTokens;
-                metrics.cacheHit(s.cachedTokens);
-            }
-            admitted(s);
+            start(s);
         }
         return !active.isEmpty();
+    }
+
+    /** Gives an admitted sequence its caches, filled from the prefix cache where it can be, and makes it active. */
+    private void start(Sequence s) {
+        s.cache = new KvCache(pool);
+        s.mtpCache = mtpPool == null || !s.speculate ? null : new KvCache(mtpPool);
+        if (prefixCache != null) {
+            int hit = prefixCache.load(s.context(), s.cache, s.mtpCache);
+            s.prefilled = hit;
+            if (s.preemptions == 0) {
+                s.cachedTokens = hit; // what the request is billed as cache hits is settled at its first admission
+            }
+            metrics.cacheHit(hit);
+        }
+        admitted(s);
+    }
+
+    /**
+     * On-demand admission: makes sure this step's new tokens find blocks, preempting the most recently admitted
+     * sequences (never the oldest) until they do. Preempted sequences leave {@code plan}.
+     */
+    private void makeRoom(List<Planned> plan) {
+        if (settings.admission() != KvAdmission.ON_DEMAND) {
+            return;
+        }
+        while (true) {
+            long need = 0;
+            long mtpNeed = 0;
+            for (Planned p : plan) {
+                need += pool.blocksFor((long) p.s().cache.length() + p.tokens().length) - p.s().cache.blocks();
+                if (p.s().mtpCache != null) {
+                    mtpNeed += mtpPool.blocksFor((long) p.s().mtpCache.length() + p.tokens().length) - p.s().mtpCache.blocks();
+                }
+            }
+            if (need <= pool.free() && (mtpPool == null || mtpNeed <= mtpPool.free())) {
+                return;
+            }
+            if (active.size() <= 1) {
+                throw new IllegalStateException("the KV pool cannot hold even one sequence's next step");
+            }
+            Sequence victim = active.getLast();
+            active.removeLast();
+            plan.removeIf(p -> p.s() == victim);
+            victim.cache.release();
+            if (victim.mtpCache != null) {
+                victim.mtpCache.release();
+            }
+            victim.preempt();
+            preempted.addFirst(victim);
+            preemptions++;
+            metrics.preempted();
+        }
+    }
+
+    /** One sequence's part of a step: the tokens it feeds and, for a prompt chunk, the context range. */
+    private record Planned(Sequence s, int[] tokens, int[] chunk) {
     }
 
     private void step() {
@@ -344,26 +459,30 @@ public final class DecodeLoop {
                 s.unwritableSince = 0;
             }
         }
-        List<Sequence> stepping = new ArrayList<>();
-        List<Transformer.Step> steps = new ArrayList<>();
-        List<int[]> chunks = new ArrayList<>();
+        List<Planned> plan = new ArrayList<>();
         for (Sequence s : active) {
             if (s.unwritableSince != 0) {
                 continue; // paused until its reader catches up
             }
-            int[] tokens;
             if (s.prefilling()) {
-                int n = Math.min(settings.prefillChunk(), s.request.prompt().length - s.prefilled);
-                tokens = Arrays.copyOfRange(s.request.prompt(), s.prefilled, s.prefilled + n);
-                chunks.add(new int[] {s.prefilled, s.prefilled + n});
-                s.prefilled += n;
-                metrics.prefilled(n);
+                int n = Math.min(settings.prefillChunk(), s.context().length - s.prefilled);
+                plan.add(new Planned(s, Arrays.copyOfRange(s.context(), s.prefilled, s.prefilled + n), new int[] {s.prefilled, s.prefilled + n}));
             } else {
-                tokens = s.draft >= 0 ? new int[] {s.lastToken, s.draft} : new int[] {s.lastToken};
-                chunks.add(null);
+                plan.add(new Planned(s, s.draft >= 0 ? new int[] {s.lastToken, s.draft} : new int[] {s.lastToken}, null));
             }
-            stepping.add(s);
-            steps.add(new Transformer.Step(tokens, s.cache));
+        }
+        makeRoom(plan);
+        List<Sequence> stepping = new ArrayList<>();
+        List<Transformer.Step> steps = new ArrayList<>();
+        List<int[]> chunks = new ArrayList<>();
+        for (Planned p : plan) {
+            if (p.chunk() != null) {
+                p.s().prefilled = p.chunk()[1];
+                metrics.prefilled(p.tokens().length);
+            }
+            stepping.add(p.s());
+            steps.add(new Transformer.Step(p.tokens(), p.s().cache));
+            chunks.add(p.chunk());
         }
         if (steps.isEmpty()) {
             Thread.onSpinWait();
@@ -385,7 +504,7 @@ public final class DecodeLoop {
                 for (int k = 0; k < n; k++) {
                     logitRows.add(row + k);
                 }
-            } else if (!s.prefilling()) {
+            } else if (!s.prefilling() && !s.resumed) {
                 logitRows.add(row + n - 1);
             }
             row += n;
@@ -408,7 +527,10 @@ public final class DecodeLoop {
             int base = firstRow[i];
             if (chunk != null) {
                 int[] prompt = s.request.prompt();
-                if (!s.prefilling() && handoff != null) {
+                int[] ctx = s.context();
+                if (!s.prefilling() && s.resumed) {
+                    // a preempted sequence's context is recomputed: it goes on from its last emitted token, emitting nothing now
+                } else if (!s.prefilling() && handoff != null) {
                     // disaggregated prefill: the first token is chosen here and travels with the KV; decode emits it
                     s.lastToken = sampleOne(s, logits, lr++).id();
                     s.handoffPending = true;
@@ -428,7 +550,7 @@ public final class DecodeLoop {
                     // MTP position j pairs the main hidden state at j with token j+1 (the sampled one after the prompt)
                     int[] next = new int[chunk[1] - chunk[0]];
                     for (int j = chunk[0]; j < chunk[1]; j++) {
-                        next[j - chunk[0]] = j + 1 < prompt.length ? prompt[j + 1] : s.lastToken;
+                        next[j - chunk[0]] = j + 1 < ctx.length ? ctx[j + 1] : s.lastToken;
                         mtpRows.add(base + j - chunk[0]);
                     }
                     mtpSteps.add(new Transformer.Step(next, s.mtpCache));
@@ -606,6 +728,7 @@ public final class DecodeLoop {
 
     /** Streams one token; true when the sequence has finished (and left). */
     private boolean emit(Sequence s, SampledToken t) {
+        s.recordGenerated(t.id());
         s.generated++;
         metrics.tokens(1);
         int id = t.id();
@@ -632,11 +755,11 @@ public final class DecodeLoop {
     private void finish(Sequence s, String reason, String text) {
         leave(s);
         // prompt tokens actually taken in (all of them unless cancelled mid-prefill), cachedTokens of them from the cache
-        s.sink.done(reason, text, s.prefilled, s.cachedTokens, s.generated);
+        s.sink.done(reason, text, s.promptTaken(), s.cachedTokens, s.generated);
     }
 
     private void leave(Sequence s) {
-        if (active.remove(s)) {
+        if (active.remove(s) && settings.admission() == KvAdmission.RESERVE) {
             reservedBlocks.addAndGet(-s.kvBlocks);
         }
         byId.remove(s.requestId());

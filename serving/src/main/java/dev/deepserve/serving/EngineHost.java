@@ -34,7 +34,7 @@ public final class EngineHost {
     /** The loop's settings plus where the model is and what to keep. */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
                           int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
-                          Experts experts, String backend) {
+                          Experts experts, String backend, DecodeLoop.KvAdmission kvAdmission) {
     }
 
     /**
@@ -140,7 +140,7 @@ public final class EngineHost {
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
             DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(options.maxBatch(), options.maxContext(),
                     options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
-                    options.slowReaderTimeout()), metrics.apply(prefix));
+                    options.slowReaderTimeout(), options.kvAdmission()), metrics.apply(prefix));
             configure.accept(l);
             loop = l;
             state = State.READY;

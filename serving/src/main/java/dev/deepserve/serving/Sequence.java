@@ -26,6 +26,13 @@ public final class Sequence {
     int cachedTokens;
     boolean stored;
     int generated;
+    /** The tokens generated so far, in order: a preempted sequence is recomputed from its prompt and these. */
+    int[] generatedIds = new int[16];
+    /** What the KV holds or will: the prompt, or after a preemption the prompt and all generated tokens but the last. */
+    int[] context;
+    /** Preempted after generating: its context includes generated tokens, which are recomputed, never re-emitted. */
+    boolean resumed;
+    int preemptions;
     int lastToken;
     long unwritableSince;
     private volatile boolean cancelled;
@@ -60,7 +67,45 @@ public final class Sequence {
         return cancelled;
     }
 
+    int[] context() {
+        return context != null ? context : request.prompt();
+    }
+
     boolean prefilling() {
-        return prefilled < request.prompt().length;
+        return prefilled < context().length;
+    }
+
+    /** Prompt tokens taken in: all of them once the prompt was prefilled (even if recomputed since), else those so far. */
+    int promptTaken() {
+        return resumed ? request.prompt().length : Math.min(prefilled, request.prompt().length);
+    }
+
+    void recordGenerated(int id) {
+        if (generated == generatedIds.length) {
+            generatedIds = java.util.Arrays.copyOf(generatedIds, generatedIds.length * 2);
+        }
+        generatedIds[generated] = id;
+    }
+
+    /**
+     * Drops the KV (the caller gives the blocks back) so the sequence can be readmitted later: its context becomes the
+     * prompt plus every generated token but the last, which the next decode step feeds as usual.
+     */
+    void preempt() {
+        if (generated > 0) {
+            int[] prompt = request.prompt();
+            int[] ctx = java.util.Arrays.copyOf(prompt, prompt.length + generated - 1);
+            System.arraycopy(generatedIds, 0, ctx, prompt.length, generated - 1);
+            context = ctx;
+            resumed = true;
+        } else {
+            context = null;
+        }
+        prefilled = 0;
+        draft = -1;
+        draftProbs = null;
+        cache = null;
+        mtpCache = null;
+        preemptions++;
     }
 }

@@ -46,6 +46,7 @@ class DecodeLoopTest {
         String finish;
         int completion;
         int cached;
+        int prompt;
 
         @Override
         public void token(int id, String text, SampledToken sampled) {
@@ -57,6 +58,7 @@ class DecodeLoopTest {
             finish = finishReason;
             completion = completionTokens;
             cached = cachedTokens;
+            prompt = promptTokens;
         }
 
         @Override
@@ -189,44 +191,93 @@ class DecodeLoopTest {
     /**
      * Paged KV never leaks: 200 requests through a pool far smaller than their sum — greedy and sampled, MTP
      * speculation with rollbacks, prefix-cache hits, stop strings, max_tokens 1, cancellations before admission,
-     * mid-prefill and mid-decode. After every pass the blocks in use never exceed what admission promised nor the
-     * pool; at the end both pools hold nothing and every request got its answer.
+     * mid-prefill and mid-decode — with both admission policies. Reserving: the blocks in use never exceed what
+     * admission promised. On demand: sequences are preempted and recomputed along the way, and the pool is never
+     * overrun. At the end both pools hold nothing and every request got its answer.
      */
     @Test
     void pagedKvNeverLeaksAcrossManyRequests() throws Exception {
-        PrefixCache prefix = new PrefixCache(16, 1 << 26);
-        DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(6, 4096, 16 * 40, 16, 7, 1000, true, Duration.ofSeconds(30)),
-                DecodeLoop.Metrics.NONE);
-        java.util.SplittableRandom r = new java.util.SplittableRandom(42);
-        int[] shared = prompt(77, 48);
-        List<Collect> sinks = new ArrayList<>();
-        List<Sequence> running = new ArrayList<>();
-        int maxUsed = 0;
-        for (int i = 0; i < 200 || sinks.stream().anyMatch(c -> c.finish == null); i++) {
-            if (i < 200) {
-                int[] p = r.nextInt(3) == 0 ? IntStream.concat(IntStream.of(shared), IntStream.of(prompt(i, 1 + r.nextInt(20)))).toArray()
-                        : prompt(1000 + i, 1 + r.nextInt(90));
-                SamplingParams sampling = r.nextBoolean() ? SamplingParams.GREEDY : new SamplingParams(0.9, 1, 0, r.nextLong(), 0, 0, false, 0, java.util.Set.of());
-                List<String> stop = r.nextInt(5) == 0 ? List.of("e") : List.of();
-                Collect c = new Collect();
-                sinks.add(c);
-                running.add(l.submit(new GenerationRequest("q" + i, p, 1 + r.nextInt(24), sampling, stop), c));
-                if (r.nextInt(8) == 0) {
-                    running.get(r.nextInt(running.size())).cancel();
+        for (DecodeLoop.KvAdmission admission : DecodeLoop.KvAdmission.values()) {
+            PrefixCache prefix = new PrefixCache(16, 1 << 26);
+            int blocks = admission == DecodeLoop.KvAdmission.RESERVE ? 40 : 24;
+            DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(6, 4096, 16 * blocks, 16, 7, 1000, true,
+                    Duration.ofSeconds(30), admission), DecodeLoop.Metrics.NONE);
+            java.util.SplittableRandom r = new java.util.SplittableRandom(42);
+            int[] shared = prompt(77, 48);
+            List<Collect> sinks = new ArrayList<>();
+            List<Sequence> running = new ArrayList<>();
+            int maxUsed = 0;
+            for (int i = 0; i < 200 || sinks.stream().anyMatch(c -> c.finish == null); i++) {
+                if (i < 200) {
+                    int[] p = r.nextInt(3) == 0 ? IntStream.concat(IntStream.of(shared), IntStream.of(prompt(i, 1 + r.nextInt(20)))).toArray()
+                            : prompt(1000 + i, 1 + r.nextInt(90));
+                    SamplingParams sampling = r.nextBoolean() ? SamplingParams.GREEDY : new SamplingParams(0.9, 1, 0, r.nextLong(), 0, 0, false, 0, java.util.Set.of());
+                    List<String> stop = r.nextInt(5) == 0 ? List.of("e") : List.of();
+                    Collect c = new Collect();
+                    sinks.add(c);
+                    running.add(l.submit(new GenerationRequest("q" + i, p, 1 + r.nextInt(24), sampling, stop), c));
+                    if (r.nextInt(8) == 0) {
+                        running.get(r.nextInt(running.size())).cancel();
+                    }
+                }
+                l.runOnce(0);
+                int used = l.kvPool().used();
+                maxUsed = Math.max(maxUsed, used);
+                assertTrue(used <= blocks && l.mtpPool().used() <= blocks, admission + ": the pool was overrun");
+                if (admission == DecodeLoop.KvAdmission.RESERVE) {
+                    assertTrue(used <= l.kvReserved() / 16, "blocks in use (" + used + ") beyond those promised (" + l.kvReserved() / 16 + ")");
+                    assertTrue(l.mtpPool().used() <= l.kvReserved() / 16);
                 }
             }
-            l.runOnce(0);
-            int used = l.kvPool().used();
-            maxUsed = Math.max(maxUsed, used);
-            assertTrue(used <= l.kvReserved() / 16, "blocks in use (" + used + ") beyond those promised (" + l.kvReserved() / 16 + ")");
-            assertTrue(l.mtpPool().used() <= l.kvReserved() / 16);
+            assertEquals(0, l.kvPool().used(), admission + ": main KV blocks leaked");
+            assertEquals(0, l.mtpPool().used(), admission + ": MTP KV blocks leaked");
+            assertEquals(0, l.kvReserved());
+            assertTrue(maxUsed > blocks / 2, admission + ": the pool was actually under pressure: " + maxUsed + " of " + blocks + " blocks");
+            assertTrue(sinks.stream().noneMatch(c -> c.finish.startsWith("error")), admission + ": no request failed");
+            assertTrue(sinks.stream().anyMatch(c -> c.finish.equals("cancelled")) && sinks.stream().anyMatch(c -> c.cached > 0));
+            if (admission == DecodeLoop.KvAdmission.ON_DEMAND) {
+                assertTrue(l.preemptions() > 0, "on-demand admission preempted along the way");
+            } else {
+                assertEquals(0, l.preemptions());
+            }
         }
-        assertEquals(0, l.kvPool().used(), "main KV blocks leaked");
-        assertEquals(0, l.mtpPool().used(), "MTP KV blocks leaked");
-        assertEquals(0, l.kvReserved());
-        assertTrue(maxUsed > 20, "the pool was actually under pressure: " + maxUsed + " of 40 blocks");
-        assertTrue(sinks.stream().noneMatch(c -> c.finish.startsWith("error")), "no request failed");
-        assertTrue(sinks.stream().anyMatch(c -> c.finish.equals("cancelled")) && sinks.stream().anyMatch(c -> c.cached > 0));
+    }
+
+    /**
+     * Preemption is invisible in the output: six greedy requests whose worst cases together need 2.4 times the pool run
+     * on demand (sequences preempted and recomputed from prompt + generated tokens), with and without MTP, and each
+     * streams exactly the tokens it streams alone, with exact counts.
+     */
+    @Test
+    void preemptedSequencesStreamExactlyWhatTheyStreamAlone() throws Exception {
+        for (boolean mtp : new boolean[] {false, true}) {
+            DecodeLoop tight = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(6, 4096, 16 * 10, 16, 7, 1000, mtp,
+                    Duration.ofSeconds(30), DecodeLoop.KvAdmission.ON_DEMAND), DecodeLoop.Metrics.NONE);
+            Map<Integer, Collect> out = new HashMap<>();
+            List<Sequence> seqs = new ArrayList<>();
+            for (int i = 0; i < 6; i++) {
+                Collect c = new Collect();
+                out.put(i, c);
+                seqs.add(tight.submit(new GenerationRequest("p" + i, prompt(200 + i, 20), 40, SamplingParams.GREEDY, List.of()), c));
+            }
+            while (out.values().stream().anyMatch(c -> c.finish == null)) {
+                tight.runOnce(1);
+            }
+            assertTrue(tight.preemptions() > 0, "the pool was too small for all six at once");
+            assertTrue(seqs.stream().anyMatch(s -> s.resumed), "some were preempted after streaming tokens, and recomputed");
+            for (int i = 0; i < 6; i++) {
+                DecodeLoop alone = loop(mtp, 1, null);
+                Collect c = new Collect();
+                alone.submit(new GenerationRequest("alone", prompt(200 + i, 20), 40, SamplingParams.GREEDY, List.of()), c);
+                while (c.finish == null) {
+                    alone.runOnce(1);
+                }
+                assertEquals(c.ids, out.get(i).ids, "mtp " + mtp + ", request " + i);
+                assertEquals(40, out.get(i).completion);
+                assertEquals(20, out.get(i).prompt, "prompt tokens are counted once, however often they were recomputed");
+            }
+            assertEquals(0, tight.kvPool().used());
+        }
     }
 
     @Test

@@ -34,6 +34,13 @@ public interface DecodeConfig {
         @WithDefault("64")
         int kvBlockTokens();
 
+        /**
+         * on-demand: admit when the context fits now and preempt (then recompute) the newest sequences if the pool runs
+         * out; reserve: promise prompt + max_tokens at admission, never preempt.
+         */
+        @WithDefault("on-demand")
+        dev.deepserve.serving.DecodeLoop.KvAdmission kvAdmission();
+
         /** Tensor backend: auto (CUDA when a device, its driver and the compiled kernels are there, else CPU), cpu or cuda. */
         @WithDefault("auto")
         String backend();

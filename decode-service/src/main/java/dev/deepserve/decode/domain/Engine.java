@@ -36,7 +36,7 @@ public class Engine {
         DecodeConfig.Engine e = config.engine();
         this.host = new EngineHost("decode-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
                 e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout(),
-                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval()), e.backend()),
+                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval()), e.backend(), e.kvAdmission()),
                 this::metrics, loop -> { });
     }
 
@@ -105,6 +105,8 @@ public class Engine {
         Counter hits = Counter.builder("deepserve.prefix.cache.hit.tokens").description("prompt tokens served from the prefix cache").register(registry);
         Counter accepted = Counter.builder("deepserve.mtp.drafts").tag("outcome", "accepted").description("MTP draft tokens").register(registry);
         Counter rejected = Counter.builder("deepserve.mtp.drafts").tag("outcome", "rejected").description("MTP draft tokens").register(registry);
+        Counter preemptions = Counter.builder("deepserve.decode.preemptions")
+                .description("sequences that gave up their KV blocks to older ones (recomputed when readmitted)").register(registry);
         Timer step = Timer.builder("deepserve.decode.step").description("one batched forward step").register(registry);
         return new DecodeLoop.Metrics() {
             @Override
@@ -125,6 +127,11 @@ public class Engine {
             @Override
             public void draft(boolean ok) {
                 (ok ? accepted : rejected).increment();
+            }
+
+            @Override
+            public void preempted() {
+                preemptions.increment();
             }
         };
     }

@@ -40,7 +40,7 @@ public class PrefillEngine {
     PrefillEngine(PrefillConfig config, MeterRegistry registry) {
         PrefillConfig.Engine e = config.engine();
         this.host = new EngineHost("prefill-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
-                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), Duration.ofMinutes(5), EngineHost.Experts.NONE, e.backend()),
+                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), Duration.ofMinutes(5), EngineHost.Experts.NONE, e.backend(), e.kvAdmission()),
                 prefix -> metrics(registry, prefix),
                 loop -> loop.handoff((s, first, draft, main, mtp) -> {
                     Handoff h = handoff;
