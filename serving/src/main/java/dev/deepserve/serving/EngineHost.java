@@ -123,6 +123,10 @@ public final class EngineHost {
         if (missing.isPresent()) {
             return missing;
         }
+        ExpertParallel ep = experts;
+        if (state == State.READY && ep != null && ep.failure() != null) {
+            return Optional.of(ep.failure()); // every step would fail: let the orchestrator restart this engine
+        }
         return switch (state) {
             case READY -> Optional.empty();
             case LOADING -> Optional.of("loading the model");

@@ -115,6 +115,12 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         return total == 0 ? 1.0 : java.util.Arrays.stream(t).max().orElse(0) / ((double) total / t.length);
     }
 
+    /** Why expert parallelism stopped (a worker's connection failed), or null while it runs. */
+    public String failure() {
+        IllegalStateException b = broken;
+        return b == null ? null : b.getMessage();
+    }
+
     public int rebalances() {
         return rebalances;
     }

@@ -154,6 +154,7 @@ class ExpertParallelTest {
             assertTrue(e.getMessage().contains(String.valueOf(doomed.getPort())), e.getMessage());
             IllegalStateException again = assertThrows(IllegalStateException.class, () -> m.forward(new int[] {4}, m.newCache(1)));
             assertTrue(again.getMessage().startsWith("expert parallelism stopped"), again.getMessage());
+            assertTrue(ep.failure().contains(String.valueOf(doomed.getPort())), "readiness can say why: " + ep.failure());
         }
     }
 }
