@@ -200,4 +200,29 @@ class GenerateTest {
                 .then().statusCode(400);
         given().post("/internal/generate/nope/cancel").then().statusCode(404);
     }
+
+    @Test
+    void kvTransfersAreCheckedForSizeBeforeReadingAndForIntegrityAfter() throws Exception {
+        // larger than the whole context of this model could be: refused from the declared length, nothing read
+        try (java.net.Socket socket = new java.net.Socket(generate.getHost(), generate.getPort())) {
+            socket.getOutputStream().write(("POST /internal/kv HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
+                    + "Content-Length: 2000000000\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+            socket.getOutputStream().flush();
+            socket.setSoTimeout(10_000);
+            StringBuilder answer = new StringBuilder();
+            java.io.InputStream in = socket.getInputStream();
+            while (!answer.toString().contains("}}")) { // the error body ends the answer; the connection may stay open
+                int c = in.read();
+                if (c < 0) {
+                    break;
+                }
+                answer.append((char) c);
+            }
+            assertTrue(answer.toString().startsWith("HTTP/1.1 413"), answer.toString());
+            assertTrue(answer.toString().contains("larger than this instance takes"), answer.toString());
+        }
+        // not a snapshot: refused naming why
+        given().contentType("application/octet-stream").body(new byte[] {1, 2, 3, 4, 5, 6, 7, 8}).post("/internal/kv")
+                .then().statusCode(400).body("error.message", equalTo("KV transfer: not a KV snapshot (bad magic)"));
+    }
 }

@@ -249,6 +249,15 @@ public final class DecodeLoop {
         return (settings.admission() == KvAdmission.RESERVE ? reservedBlocks.get() : pool.used()) * pool.blockTokens();
     }
 
+    /**
+     * The largest KV transfer a prefill instance can send this loop: a prompt of the whole context, every layer's latent
+     * plus the MTP module's, as float32, with room for the snapshot's framing.
+     */
+    public long maxKvTransferBytes() {
+        long perToken = (long) (model.config().numHiddenLayers() + 1) * (model.config().kvLoraRank() + model.config().qkRopeHeadDim()) * Float.BYTES;
+        return perToken * settings.maxContext() + (16 << 20);
+    }
+
     /** Sequences preempted so far to make room (on-demand admission). */
     public long preemptions() {
         return preemptions;

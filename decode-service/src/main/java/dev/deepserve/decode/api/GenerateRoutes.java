@@ -49,7 +49,8 @@ public class GenerateRoutes {
     void routes(@Observes Router router) {
         router.post("/internal/generate").handler(BodyHandler.create().setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
-        router.post("/internal/kv").handler(BodyHandler.create().setBodyLimit(1L << 30)).handler(this::prefilled);
+        // the size a transfer may have follows the model (a real DeepSeek-V3 prompt of 8K tokens is over 1 GiB of latents)
+        router.post("/internal/kv").handler(this::transferSize).handler(this::prefilled);
         router.get("/internal/load").handler(this::load);
     }
 
@@ -78,12 +79,59 @@ public class GenerateRoutes {
      * {@code {"request": <generate request>, "first_token", "draft", "cached_tokens"}}; the answer is the same NDJSON
      * stream as {@code /internal/generate}, starting with the first token.
      */
+    /** The body reader for KV transfers, made once the model (and so the largest transfer) is known. */
+    private volatile BodyHandler kvBody;
+
+    /**
+     * The size a transfer may have follows the model (a real DeepSeek-V3 prompt of 8K tokens is over 1 GiB of latents):
+     * the declared length is checked against it before anything is read, then the body is read with that limit.
+     */
+    private void transferSize(RoutingContext rc) {
+        long max = Math.min(engine.maxKvTransferBytes(), Integer.MAX_VALUE - (1 << 20));
+        if (max <= 0) {
+            rc.response().setStatusCode(503).putHeader("Content-Type", "application/json").end(error("the model is not loaded yet"));
+            return;
+        }
+        String length = rc.request().getHeader("Content-Length");
+        long declared;
+        try {
+            declared = length == null ? -1 : Long.parseLong(length.strip());
+        } catch (NumberFormatException e) {
+            declared = -1;
+        }
+        if (declared < 0) {
+            rc.response().setStatusCode(411).putHeader("Content-Type", "application/json").end(error("a KV transfer needs a Content-Length"));
+            return;
+        }
+        if (declared > max) {
+            rc.response().setStatusCode(413).putHeader("Content-Type", "application/json")
+                    .end(error("KV transfer of " + declared + " bytes is larger than this instance takes (" + max + ")"));
+            return;
+        }
+        BodyHandler body = kvBody;
+        if (body == null) {
+            kvBody = body = BodyHandler.create().setBodyLimit(max);
+        }
+        body.handle(rc);
+    }
+
     private void prefilled(RoutingContext rc) {
-        KvSnapshot.Contents kv;
+        // checking and unpacking a large snapshot takes a while: off the event loop, then back on it to answer
+        io.vertx.core.buffer.Buffer body = rc.body().buffer();
+        rc.vertx().<KvSnapshot.Contents>executeBlocking(() -> KvSnapshot.decode(body.getBytes()), false).onComplete(done -> {
+            if (done.failed()) {
+                rc.response().setStatusCode(400).putHeader("Content-Type", "application/json")
+                        .end(error(done.cause() instanceof IllegalArgumentException ? done.cause().getMessage() : "KV transfer: " + done.cause()));
+                return;
+            }
+            takeOver(rc, done.result());
+        });
+    }
+
+    private void takeOver(RoutingContext rc, KvSnapshot.Contents kv) {
         GenerationRequest request;
         JsonNode meta;
         try {
-            kv = KvSnapshot.decode(rc.body().buffer().getBytes());
             meta = json.readTree(kv.metadata());
             request = GenerationRequest.fromJson(meta.get("request"));
         } catch (IllegalArgumentException | java.io.IOException e) {

@@ -76,6 +76,12 @@ public class Engine {
                 "queued", (long) l.queued(), "batch", (long) l.lastBatch());
     }
 
+    /** The largest KV transfer this instance takes (its model at its max context), or 0 before the model is loaded. */
+    public long maxKvTransferBytes() {
+        DecodeLoop l = host.loop();
+        return l == null ? 0 : l.maxKvTransferBytes();
+    }
+
     public boolean cancel(String requestId) {
         DecodeLoop l = host.loop();
         return l != null && l.cancel(requestId);
