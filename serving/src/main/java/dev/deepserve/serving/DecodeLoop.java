@@ -178,6 +178,9 @@ public final class DecodeLoop {
         this.hidden = model.config().hiddenSize();
         this.pool = model.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
         this.mtpPool = mtp == null ? null : mtp.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
+        if (prefixCache != null) {
+            prefixCache.attach(pool, mtpPool); // cached prefixes become shared pool blocks (when the block sizes agree)
+        }
         model.attentionForm(Mla.Form.ABSORBED);
         List<Integer> padding = new ArrayList<>();
         for (int id = 0; id < vocab; id++) {
@@ -246,7 +249,8 @@ public final class DecodeLoop {
 
     /** Latent-KV tokens promised to active sequences (whole blocks). */
     public long kvReserved() {
-        return (settings.admission() == KvAdmission.RESERVE ? reservedBlocks.get() : pool.used()) * pool.blockTokens();
+        // on demand: what sequences hold (blocks only the prefix cache keeps are free to take)
+        return (settings.admission() == KvAdmission.RESERVE ? reservedBlocks.get() : pool.capacity() - pool.available()) * (long) pool.blockTokens();
     }
 
     /**
@@ -289,7 +293,7 @@ public final class DecodeLoop {
         }
         // on demand: the whole context must fit now, beside what the admitted prefills still have to take
         long need = pool.blocksFor(s.context().length + 2L) + watermark();
-        return need + prefillsToCome(pool, false) <= pool.free() && (mtpPool == null || need + prefillsToCome(mtpPool, true) <= mtpPool.free());
+        return need + prefillsToCome(pool, false) <= pool.available() && (mtpPool == null || need + prefillsToCome(mtpPool, true) <= mtpPool.available());
     }
 
     /** Blocks kept free at admission so running sequences can grow a while before anyone is preempted. */
@@ -429,7 +433,7 @@ public final class DecodeLoop {
                     mtpNeed += mtpPool.blocksFor((long) p.s().mtpCache.length() + p.tokens().length) - p.s().mtpCache.blocks();
                 }
             }
-            if (need <= pool.free() && (mtpPool == null || mtpNeed <= mtpPool.free())) {
+            if (need <= pool.available() && (mtpPool == null || mtpNeed <= mtpPool.available())) {
                 return;
             }
             if (active.size() <= 1) {

@@ -25,7 +25,19 @@ public final class KvBlockPool {
     private int grown;
     private int[] free;
     private int freeCount;
+    /** Holders per block: the sequences whose tables list it, and the prefix cache when it keeps it. */
+    private int[] refs = new int[0];
     private volatile int used;
+    private Reclaimer reclaimer;
+
+    /** Something holding blocks it can give back on demand (the prefix cache): asked when the pool is exhausted. */
+    public interface Reclaimer {
+        /** Gives back one block nobody else holds; false when there is none. */
+        boolean reclaimOne();
+
+        /** Blocks it holds that nobody else does (counted as available for admission). */
+        int reclaimable();
+    }
 
     /**
      * A pool of at most {@code maxBlocks} blocks ({@link Integer#MAX_VALUE}: unbounded, for a cache of its own).
@@ -55,18 +67,52 @@ public final class KvBlockPool {
         return new KvBlockPool(layers, kvLoraRank, ropeDim, blockTokens, (int) Math.min(Integer.MAX_VALUE, blocks));
     }
 
-    /** Takes a free block; throws when the pool is exhausted (admission should have prevented it). */
+    /** Takes a free block (reclaiming one from the prefix cache when none is); throws when the pool is exhausted. */
     int allocate() {
+        if (freeCount == 0 && grown == maxBlocks && reclaimer != null) {
+            reclaimer.reclaimOne();
+        }
         if (freeCount == 0) {
             grow();
         }
         used++;
-        return free[--freeCount];
+        int b = free[--freeCount];
+        refs[b] = 1;
+        return b;
     }
 
+    /** One more holder of {@code block}. */
+    void retain(int block) {
+        if (refs[block] <= 0) {
+            throw new IllegalStateException("block " + block + " is not in use");
+        }
+        refs[block]++;
+    }
+
+    /** One holder fewer; the block is free again when nobody holds it. */
     void release(int block) {
-        free[freeCount++] = block;
-        used--;
+        if (refs[block] <= 0) {
+            throw new IllegalStateException("block " + block + " released more often than taken");
+        }
+        if (--refs[block] == 0) {
+            free[freeCount++] = block;
+            used--;
+        }
+    }
+
+    /** How many hold {@code block} (0: free). */
+    int holders(int block) {
+        return refs[block];
+    }
+
+    public void reclaimer(Reclaimer r) {
+        this.reclaimer = r;
+    }
+
+    /** Free blocks plus those only the prefix cache holds: what admission may count on. */
+    public int available() {
+        Reclaimer r = reclaimer;
+        return free() + (r == null ? 0 : r.reclaimable());
     }
 
     private void grow() {
@@ -79,6 +125,7 @@ public final class KvBlockPool {
         }
         if (free.length < target) {
             free = Arrays.copyOf(free, target);
+            refs = Arrays.copyOf(refs, target);
         }
         // hand out low block numbers first
         for (int b = target - 1; b >= grown; b--) {

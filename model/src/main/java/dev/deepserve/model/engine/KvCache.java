@@ -88,6 +88,30 @@ public final class KvCache {
         }
     }
 
+    /** The pool block holding tokens {@code [i·blockTokens, (i+1)·blockTokens)}. */
+    int blockAt(int i) {
+        if (i < 0 || i >= blocks) {
+            throw new IndexOutOfBoundsException("block " + i + " of " + blocks);
+        }
+        return table[i];
+    }
+
+    /**
+     * Appends a full block another holder filled (the prefix cache) as this cache's next {@code blockTokens} tokens,
+     * without copying; only at a block boundary, and the block is never written through this cache.
+     */
+    void share(int block) {
+        if (released || length != (long) blocks << shift) {
+            throw new IllegalStateException("a shared block must start at a block boundary of a live cache");
+        }
+        pool.retain(block);
+        if (blocks == table.length) {
+            table = Arrays.copyOf(table, blocks * 2);
+        }
+        table[blocks++] = block;
+        length += pool.blockTokens();
+    }
+
     /** Marks {@code n} tokens, already written to every layer, as part of the sequence. */
     public void advance(int n) {
         if ((long) length + n > (long) blocks << shift) {

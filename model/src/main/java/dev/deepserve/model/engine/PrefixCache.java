@@ -16,6 +16,11 @@ import java.util.Map;
  * under a byte budget. A hit copies the cached latents into the new sequence's cache, so those tokens are not
  * computed again — and they are the {@code prompt_cache_hit_tokens} billing charges at the cheaper rate: the count
  * is exactly the tokens whose KV came from here.
+ *
+ * <p>Attached to an engine's block pools whose blocks are as long as this cache's ({@link #attach}), it keeps no copy:
+ * a stored block is the sequence's own pool block, held one more time, and a hit puts that very block into the new
+ * sequence's table (vLLM's automatic prefix caching) — nothing is copied either way, and the pool reclaims the
+ * least recently used blocks only this cache holds when it runs out.
  */
 public final class PrefixCache {
 
@@ -26,9 +31,18 @@ public final class PrefixCache {
     private long hits;
     private long lookups;
 
-    /** A block's KV: the main layers and, when speculative decoding keeps one, the MTP module's layer. */
-    private record Block(int[] tokens, float[][] layers, float[] mtp, long bytes) {
+    /**
+     * A block's KV: copied (the main layers and, when speculative decoding keeps one, the MTP module's layer), or held
+     * in the attached pools ({@code mainId}, {@code mtpId}; -1 where absent).
+     */
+    private record Block(int[] tokens, float[][] layers, float[] mtp, long bytes, int mainId, int mtpId) {
+        boolean pooled() {
+            return mainId >= 0;
+        }
     }
+
+    private KvBlockPool mainPool;
+    private KvBlockPool mtpPool;
 
     public PrefixCache(int blockTokens, long budgetBytes) {
         if (blockTokens < 1) {
@@ -40,6 +54,83 @@ public final class PrefixCache {
 
     public int blockTokens() {
         return blockTokens;
+    }
+
+    /**
+     * Keeps blocks in these pools instead of copies from now on (when their blocks are {@link #blockTokens} long; else
+     * nothing changes), and lets the pools reclaim blocks only this cache holds.
+     */
+    public synchronized void attach(KvBlockPool main, KvBlockPool mtp) {
+        if (main.blockTokens() != blockTokens || mtp != null && mtp.blockTokens() != blockTokens) {
+            return;
+        }
+        this.mainPool = main;
+        this.mtpPool = mtp;
+        main.reclaimer(reclaimer(false));
+        if (mtp != null) {
+            mtp.reclaimer(reclaimer(true));
+        }
+    }
+
+    private KvBlockPool.Reclaimer reclaimer(boolean mtpSide) {
+        return new KvBlockPool.Reclaimer() {
+            @Override
+            public boolean reclaimOne() {
+                synchronized (PrefixCache.this) {
+                    Iterator<Map.Entry<String, Block>> it = blocks.entrySet().iterator();
+                    while (it.hasNext()) {
+                        Block b = it.next().getValue();
+                        if (b.pooled() && onlyHere(b, mtpSide)) {
+                            it.remove();
+                            drop(b);
+                            return true;
+                        }
+                    }
+                    return false;
+                }
+            }
+
+            @Override
+            public int reclaimable() {
+                synchronized (PrefixCache.this) {
+                    int n = 0;
+                    for (Block b : blocks.values()) {
+                        if (b.pooled() && onlyHere(b, mtpSide)) {
+                            n++;
+                        }
+                    }
+                    return n;
+                }
+            }
+        };
+    }
+
+    /** Whether no sequence holds the block's pool block on that side (evicting it gives the block back to the pool). */
+    private boolean onlyHere(Block b, boolean mtpSide) {
+        int id = mtpSide ? b.mtpId() : b.mainId();
+        KvBlockPool p = mtpSide ? mtpPool : mainPool;
+        return id >= 0 && p.holders(id) == 1 && (mtpSide || b.mtpId() < 0 || mtpPool.holders(b.mtpId()) == 1);
+    }
+
+    private void drop(Block b) {
+        usedBytes -= b.bytes();
+        if (b.pooled()) {
+            mainPool.release(b.mainId());
+            if (b.mtpId() >= 0) {
+                mtpPool.release(b.mtpId());
+            }
+        }
+    }
+
+    /** Pool blocks this cache holds (main, MTP). */
+    public synchronized int[] heldBlocks() {
+        int main = 0;
+        int mtp = 0;
+        for (Block b : blocks.values()) {
+            main += b.mainId() >= 0 ? 1 : 0;
+            mtp += b.mtpId() >= 0 ? 1 : 0;
+        }
+        return new int[] {main, mtp};
     }
 
     /**
@@ -69,8 +160,19 @@ public final class PrefixCache {
             key = chain(key, prompt, b);
             Block block = blocks.get(key);
             if (block == null || !Arrays.equals(block.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)
-                    || mtp != null && block.mtp() == null) {
+                    || mtp != null && block.mtp() == null && block.mtpId() < 0) {
                 break;
+            }
+            if (block.pooled()) {
+                if (cache.pool() != mainPool || mtp != null && mtp.pool() != mtpPool) {
+                    break; // held in another engine's pool
+                }
+                if (mtp != null) {
+                    mtp.share(block.mtpId());
+                }
+                cache.share(block.mainId());
+                served += blockTokens;
+                continue;
             }
             if (mtp != null) {
                 mtp.reserve(blockTokens);
@@ -106,6 +208,22 @@ public final class PrefixCache {
                 blocks.get(key);
                 continue;
             }
+            if (mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool)) {
+                int mainId = cache.blockAt(b);
+                int mtpId = mtp == null ? -1 : mtp.blockAt(b);
+                long bytes = ((long) cache.layers() * stride + (mtp == null ? 0 : mtp.stride())) * blockTokens * 4L + blockTokens * 4L + 64;
+                if (bytes > budgetBytes) {
+                    return;
+                }
+                mainPool.retain(mainId);
+                if (mtpId >= 0) {
+                    mtpPool.retain(mtpId);
+                }
+                blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), null, null, bytes, mainId, mtpId));
+                usedBytes += bytes;
+                evict();
+                continue;
+            }
             float[][] layers = new float[cache.layers()][blockTokens * stride];
             for (int l = 0; l < layers.length; l++) {
                 cache.read(l, b * blockTokens, layers[l], 0, blockTokens);
@@ -119,7 +237,7 @@ public final class PrefixCache {
             if (bytes > budgetBytes) {
                 return;
             }
-            blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, mtpLayer, bytes));
+            blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, mtpLayer, bytes, -1, -1));
             usedBytes += bytes;
             evict();
         }
@@ -128,8 +246,9 @@ public final class PrefixCache {
     private void evict() {
         Iterator<Map.Entry<String, Block>> it = blocks.entrySet().iterator();
         while (usedBytes > budgetBytes && it.hasNext()) {
-            usedBytes -= it.next().getValue().bytes();
+            Block b = it.next().getValue();
             it.remove();
+            drop(b);
         }
     }
 

@@ -97,4 +97,48 @@ class PrefixCacheTest {
         assertEquals(8, cache.load(Arrays.copyOf(p2, 12), new KvCache(1, 2, 2, 8)));
         assertArrayEquals(new long[] {1, 2}, cache.hitsAndLookups());
     }
+
+    /**
+     * Attached to a pool, the cache keeps the sequence's own blocks instead of copies, a hit shares them into the new
+     * sequence's table, and when the pool runs out it reclaims the least recently used blocks only it still holds.
+     */
+    @Test
+    void attachedToAPoolItSharesBlocksAndGivesThemBackWhenThePoolRunsOut() {
+        KvBlockPool pool = new KvBlockPool(2, 4, 2, 4, 6);
+        PrefixCache cache = new PrefixCache(4, 1 << 20);
+        cache.attach(pool, null);
+        int[] prompt = IntStream.range(0, 13).toArray();
+        KvCache first = new KvCache(pool);
+        first.reserve(13);
+        float[] values = new float[13 * 6];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = i;
+        }
+        for (int l = 0; l < 2; l++) {
+            first.write(l, 0, values, 0, 13);
+        }
+        first.advance(13);
+        cache.store(prompt, first);
+        assertEquals(4, pool.used(), "no copies: the cache holds the sequence's 3 full blocks, nothing more");
+        assertEquals(2, pool.holders(first.blockAt(0)));
+
+        KvCache second = new KvCache(pool);
+        assertEquals(12, cache.load(prompt, second));
+        assertEquals(first.blockAt(2), second.blockAt(2), "the hit is the very same block");
+        assertEquals(3, pool.holders(first.blockAt(0)));
+        float[] back = new float[12 * 6];
+        second.read(1, 0, back, 0, 12);
+        assertArrayEquals(Arrays.copyOf(values, 12 * 6), back);
+
+        first.release();
+        second.release();
+        assertEquals(3, pool.used(), "the cache alone keeps the prefix");
+        assertEquals(6, pool.available(), "...and admission may count those blocks as free");
+        KvCache other = new KvCache(pool);
+        other.reserve(6 * 4); // the whole pool: the cache gives its blocks back, least recently used first
+        assertEquals(6, pool.used());
+        assertEquals(0, cache.blocks(), "every cached block was reclaimed");
+        other.release();
+        assertEquals(0, pool.used());
+    }
 }
