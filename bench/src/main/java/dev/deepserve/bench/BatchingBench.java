@@ -2,11 +2,9 @@ package dev.deepserve.bench;
 
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.GenerationRequest;
-import dev.deepserve.serving.TokenSink;
 import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
-import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.tokenizer.Tokenizer;
 
@@ -81,22 +79,7 @@ public final class BatchingBench {
             for (int i = 0; i < prompt.length; i++) {
                 prompt[i] = 100 + (b * 7919 + i * 104729) % 120000;
             }
-            loop.submit(new GenerationRequest("b" + b, prompt, tokens, SamplingParams.GREEDY, List.of()), new TokenSink() {
-                @Override
-                public void token(int id, String text, SampledToken sampled) {
-                }
-
-                @Override
-                public void done(String finishReason, String text, int promptTokens, int cachedTokens, int completionTokens) {
-                    generated.addAndGet(completionTokens);
-                    done.incrementAndGet();
-                }
-
-                @Override
-                public void failed(String message, int promptTokens, int completionTokens) {
-                    throw new IllegalStateException(message);
-                }
-            });
+            loop.submit(new GenerationRequest("b" + b, prompt, tokens, SamplingParams.GREEDY, List.of()), new CountingSink(generated, done));
         }
         long t0 = System.nanoTime();
         while (done.get() < batch) {

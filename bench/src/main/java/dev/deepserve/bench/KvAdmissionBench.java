@@ -8,7 +8,6 @@ import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
-import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
 
 import java.nio.file.Path;
@@ -81,23 +80,12 @@ public final class KvAdmissionBench {
             }
             Sequence[] self = new Sequence[1];
             AtomicInteger seen = new AtomicInteger();
-            self[0] = loop.submit(new GenerationRequest("r" + r, prompt, 1024, SamplingParams.GREEDY, List.of()), new TokenSink() {
+            self[0] = loop.submit(new GenerationRequest("r" + r, prompt, 1024, SamplingParams.GREEDY, List.of()), new CountingSink(generated, done) {
                 @Override
                 public void token(int id, String text, SampledToken sampled) {
                     if (seen.incrementAndGet() == answer) {
                         self[0].cancel(); // the answer is complete: the sequence leaves at the next step
                     }
-                }
-
-                @Override
-                public void done(String finishReason, String text, int promptTokens, int cachedTokens, int completionTokens) {
-                    generated.addAndGet(completionTokens);
-                    done.incrementAndGet();
-                }
-
-                @Override
-                public void failed(String message, int promptTokens, int completionTokens) {
-                    throw new IllegalStateException(message);
                 }
             });
         }
