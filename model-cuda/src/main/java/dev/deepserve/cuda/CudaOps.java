@@ -45,7 +45,16 @@ import static jcuda.driver.JCudaDriver.cuModuleLoadData;
 public final class CudaOps implements TensorOps, AutoCloseable {
 
     /** Why the CUDA backend cannot be used here, or empty when it can (a device, its driver and the compiled PTX). */
-    public static Optional<String> unavailable() {
+    public static synchronized Optional<String> unavailable() {
+        if (probed == null) {
+            probed = probe(); // once: a failed native load cannot be retried in this JVM anyway
+        }
+        return probed;
+    }
+
+    private static Optional<String> probed;
+
+    private static Optional<String> probe() {
         if (CudaOps.class.getResource("/dev/deepserve/cuda/gemm.ptx") == null) {
             return Optional.of("built without nvcc: no PTX kernels in the jar");
         }
@@ -56,8 +65,18 @@ public final class CudaOps implements TensorOps, AutoCloseable {
             JCudaDriver.cuDeviceGetCount(count);
             return count[0] > 0 ? Optional.empty() : Optional.of("no CUDA device");
         } catch (Throwable e) { // UnsatisfiedLinkError without libcuda, CudaException without a device
-            return Optional.of("no CUDA driver or device (" + e.getClass().getSimpleName() + ": " + e.getMessage() + ")");
+            return Optional.of(reason(e));
         }
+    }
+
+    /** One line for the log: JCuda's load errors carry whole nested stack traces in their message. */
+    static String reason(Throwable e) {
+        String m = String.valueOf(e.getMessage());
+        if (m.contains("libcuda.so")) {
+            return "no NVIDIA driver on this machine (libcuda.so.1 not found)";
+        }
+        String first = m.lines().findFirst().orElse("").strip();
+        return "no CUDA driver or device (" + e.getClass().getSimpleName() + ": " + (first.length() > 160 ? first.substring(0, 160) + "…" : first) + ")";
     }
 
     private static final int WARPS_PER_BLOCK = 8;

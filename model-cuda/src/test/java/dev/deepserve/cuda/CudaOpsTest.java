@@ -68,6 +68,7 @@ class CudaOpsTest {
         Optional<String> why = CudaOps.unavailable();
         // on a GPU machine this is empty; elsewhere it names what is missing (PTX, driver or device) without throwing
         why.ifPresent(reason -> assertTrue(reason.contains("nvcc") || reason.contains("driver") || reason.contains("device"), reason));
+        why.ifPresent(reason -> assertTrue(reason.lines().count() == 1 && reason.length() < 250, "one short line for the log: " + reason));
     }
 
     @Test
