@@ -247,7 +247,10 @@ public final class DecodeLoop {
         return queue.size();
     }
 
-    /** Latent-KV tokens promised to active sequences (whole blocks). */
+    /**
+     * Latent-KV tokens taken by active sequences, in whole blocks: promised at admission (reserve), or held now (on
+     * demand; blocks only the prefix cache keeps count as free).
+     */
     public long kvReserved() {
         // on demand: what sequences hold (blocks only the prefix cache keeps are free to take)
         return (settings.admission() == KvAdmission.RESERVE ? reservedBlocks.get() : pool.capacity() - pool.available()) * (long) pool.blockTokens();
@@ -293,7 +296,7 @@ public final class DecodeLoop {
         }
         // on demand: the whole context must fit now, beside what the admitted prefills still have to take
         long need = pool.blocksFor(s.context().length + 2L) + watermark();
-        return need + prefillsToCome(pool, false) <= pool.available() && (mtpPool == null || need + prefillsToCome(mtpPool, true) <= mtpPool.available());
+        return pool.canTake(need + prefillsToCome(pool, false)) && (mtpPool == null || mtpPool.canTake(need + prefillsToCome(mtpPool, true)));
     }
 
     /** Blocks kept free at admission so running sequences can grow a while before anyone is preempted. */
@@ -433,7 +436,7 @@ public final class DecodeLoop {
                     mtpNeed += mtpPool.blocksFor((long) p.s().mtpCache.length() + p.tokens().length) - p.s().mtpCache.blocks();
                 }
             }
-            if (need <= pool.available() && (mtpPool == null || mtpNeed <= mtpPool.available())) {
+            if (pool.canTake(need) && (mtpPool == null || mtpPool.canTake(mtpNeed))) {
                 return;
             }
             if (active.size() <= 1) {

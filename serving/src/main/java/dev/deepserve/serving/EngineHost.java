@@ -245,13 +245,13 @@ public final class EngineHost {
             }
             addresses.add(s.address());
         }
-        List<InetSocketAddress> resolved = addresses;
-        int redundant = e.redundant() < 0 ? resolved.size() + 1 : e.redundant();
+        int redundant = e.redundant() < 0 ? addresses.size() + 1 : e.redundant();
         ExpertParallel ep = null;
         long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.MINUTES.toNanos(5);
         while (ep == null) {
             try {
-                ep = new ExpertParallel(model.localExperts(), resolved.stream().map(a -> new InetSocketAddress(a.getHostString(), a.getPort())).toList(),
+                // resolved at each try: the group's pod names appear in DNS as the pods come up
+                ep = new ExpertParallel(model.localExperts(), addresses.stream().map(a -> new InetSocketAddress(a.getHostString(), a.getPort())).toList(),
                         model.moeLayers(), new ExpertParallel.Options(redundant, e.eplbInterval()));
             } catch (IllegalStateException notYet) {
                 // the group's worker pods start alongside this one: wait for them (readiness says why meanwhile)

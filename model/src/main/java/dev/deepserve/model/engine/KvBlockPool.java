@@ -115,6 +115,14 @@ public final class KvBlockPool {
         return free() + (r == null ? 0 : r.reclaimable());
     }
 
+    /**
+     * Whether {@code blocks} more can be had, free or reclaimed. Asks the reclaimer (which counts its blocks) only when
+     * the free ones do not suffice: the engine asks every step.
+     */
+    public boolean canTake(long blocks) {
+        return blocks <= free() || blocks <= available();
+    }
+
     private void grow() {
         if (grown == maxBlocks) {
             throw new IllegalStateException("the KV cache is full: all " + maxBlocks + " blocks of " + blockTokens + " tokens are in use");

@@ -211,7 +211,7 @@ public final class PrefixCache {
             if (mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool)) {
                 int mainId = cache.blockAt(b);
                 int mtpId = mtp == null ? -1 : mtp.blockAt(b);
-                long bytes = ((long) cache.layers() * stride + (mtp == null ? 0 : mtp.stride())) * blockTokens * 4L + blockTokens * 4L + 64;
+                long bytes = blockBytes(cache, mtp);
                 if (bytes > budgetBytes) {
                     return;
                 }
@@ -233,7 +233,7 @@ public final class PrefixCache {
                 mtpLayer = new float[blockTokens * mtp.stride()];
                 mtp.read(0, b * blockTokens, mtpLayer, 0, blockTokens);
             }
-            long bytes = ((long) layers.length * blockTokens * stride + (mtpLayer == null ? 0 : mtpLayer.length)) * 4 + blockTokens * 4L + 64;
+            long bytes = blockBytes(cache, mtp);
             if (bytes > budgetBytes) {
                 return;
             }
@@ -241,6 +241,11 @@ public final class PrefixCache {
             usedBytes += bytes;
             evict();
         }
+    }
+
+    /** What one block costs against the budget, held or copied alike: its latents (main and MTP), token ids, bookkeeping. */
+    private long blockBytes(KvCache cache, KvCache mtp) {
+        return ((long) cache.layers() * cache.stride() + (mtp == null ? 0 : mtp.stride())) * blockTokens * 4L + blockTokens * 4L + 64;
     }
 
     private void evict() {

@@ -11,7 +11,6 @@ import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.SortedMap;
 import java.util.TreeMap;
 
@@ -284,15 +283,6 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
                 throw broken;
             }
         }
-    }
-
-    /** Load seen per layer since the last rebalance (halved at each), for metrics and tests. */
-    public synchronized SortedMap<Integer, long[]> load() {
-        SortedMap<Integer, long[]> copy = new TreeMap<>();
-        for (Map.Entry<Integer, long[]> e : load.entrySet()) {
-            copy.put(e.getKey(), e.getValue().clone());
-        }
-        return copy;
     }
 
     @Override
