@@ -1,93 +1,74 @@
-// Decode-batch matrix products for deepserve's CUDA backend: y[b, r] = sum_k W[r, k] * x[b, k], FP32 accumulation.
+// Decode-batch matrix products: y[b, r] = sum_k W[r, k] * x[b, k], FP32 accumulation.
 // One warp per output row; the warp's lanes stride over k (coalesced weight reads), each lane keeps one partial sum per
-// batch row (up to MAX_BATCH at once), then a butterfly reduction. Weights are read once per launch for the whole
+// batch row (up to MAX_BATCH at once), then a butterfly reduction. Weights are read once per MAX_BATCH rows of the
 // batch, which is what makes decode GEMV bandwidth-bound rather than launch-bound.
-//
-// FP8 weights (E4M3, "e4m3fn": bias 7, no infinities, S.1111.111 = NaN) carry one scale per blockRows x blockCols
-// block (DeepSeek-V3 section 3.3, 128x128): the value is code * scale_inv[r / blockRows, k / blockCols].
+#pragma once
+#include "common.cuh"
 
 #define MAX_BATCH 8
+#define GEMM_WARPS 8
 
-__device__ __forceinline__ float fp8e4m3(unsigned char v) {
-    int sign = v >> 7;
-    int exponent = (v >> 3) & 0xF;
-    int mantissa = v & 0x7;
-    float m;
-    if (exponent == 0xF && mantissa == 0x7) {
-        m = __int_as_float(0x7fc00000);
-    } else if (exponent == 0) {
-        m = mantissa * 0.001953125f; // mantissa / 8 * 2^-6
-    } else {
-        m = __int_as_float(((exponent - 7 + 127) << 23) | (mantissa << 20));
-    }
-    return sign ? -m : m;
-}
-
-__device__ __forceinline__ float bf16(unsigned short v) {
-    return __int_as_float(((unsigned int) v) << 16);
-}
-
-__device__ __forceinline__ float warpSum(float v) {
-    for (int o = 16; o > 0; o >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    }
-    return v;
-}
-
-// The product for one warp's row: Weight(k) gives W[row, k] as a float. Rows are split over warps:
-// blockDim.x = 32 * warpsPerBlock; batch rows go in chunks of MAX_BATCH.
-template <typename Weight>
-__device__ __forceinline__ void gemmRow(Weight weight, int rows, int cols, const float* __restrict__ x, int batch,
-                                        float* __restrict__ y, int row, int lane) {
+// y[b * yStride + yCol] = W[row, :] . x[b * xStride + :] for b < batch, by one warp.
+template <typename W>
+__device__ __forceinline__ void gemmRow(const W& w, int row, int cols, const float* __restrict__ x, int xStride, int batch,
+                                        float* __restrict__ y, int yStride, int yCol, int lane) {
     for (int b0 = 0; b0 < batch; b0 += MAX_BATCH) {
         int nb = min(MAX_BATCH, batch - b0);
         float acc[MAX_BATCH];
+#pragma unroll
         for (int b = 0; b < MAX_BATCH; b++) {
             acc[b] = 0.f;
         }
-        for (int k = lane; k < cols; k += 32) {
-            float v = weight(k);
-            for (int b = 0; b < nb; b++) {
-                acc[b] += v * x[(size_t) (b0 + b) * cols + k];
+        for (int k = lane; k < cols; k += WARP) {
+            float v = w(row, k);
+#pragma unroll
+            for (int b = 0; b < MAX_BATCH; b++) {
+                if (b < nb) {
+                    acc[b] += v * x[(size_t) (b0 + b) * xStride + k];
+                }
             }
         }
         for (int b = 0; b < nb; b++) {
             float s = warpSum(acc[b]);
             if (lane == 0) {
-                y[(size_t) (b0 + b) * rows + row] = s;
+                y[(size_t) (b0 + b) * yStride + yCol] = s;
             }
         }
     }
 }
 
-extern "C" __global__ void gemm_fp8_block(const unsigned char* __restrict__ w, const float* __restrict__ scaleInv,
-                                          int rows, int cols, int blockRows, int blockCols, int scaleCols,
-                                          const float* __restrict__ x, int batch, float* __restrict__ y) {
-    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    if (row >= rows) {
-        return;
+// y [batch, rows] (row stride yStride) = x [batch, cols] (row stride xStride) . W^T. Grid: ceil(rows / GEMM_WARPS).
+#define GEMM(suffix, Weight)                                                                                           \
+    extern "C" __global__ void gemm_##suffix(const void* w, const float* scale, int rows, int cols, int blockRows,      \
+                                             int blockCols, const float* __restrict__ x, int xStride, int batch,       \
+                                             float* __restrict__ y, int yStride) {                                     \
+        int row = blockIdx.x * GEMM_WARPS + (threadIdx.x >> 5);                                                        \
+        if (row >= rows) {                                                                                             \
+            return;                                                                                                    \
+        }                                                                                                              \
+        gemmRow(Weight(w, scale, cols, blockRows, blockCols), row, cols, x, xStride, batch, y, yStride, row,           \
+                threadIdx.x & 31);                                                                                     \
     }
-    const unsigned char* r = w + (size_t) row * cols;
-    const float* scales = scaleInv + (size_t) (row / blockRows) * scaleCols;
-    gemmRow([=](int k) { return fp8e4m3(r[k]) * scales[k / blockCols]; }, rows, cols, x, batch, y, row, threadIdx.x & 31);
-}
+FOR_EACH_WEIGHT(GEMM)
 
-extern "C" __global__ void gemm_bf16(const unsigned short* __restrict__ w, int rows, int cols,
-                                     const float* __restrict__ x, int batch, float* __restrict__ y) {
-    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    if (row >= rows) {
-        return;
+// The grouped expert product of a MoE layer: the rows of x are the layer's tokens permuted by expert (expert e owns
+// rows [offsets[e], offsets[e+1])), and each expert's rows are multiplied by its own weight, whose address (and scale's)
+// is in the tables ws / scales. Grid: (ceil(rows / GEMM_WARPS), experts); an expert without tokens costs one idle block.
+#define MOE_GEMM(suffix, Weight)                                                                                       \
+    extern "C" __global__ void moe_gemm_##suffix(const unsigned long long* ws, const unsigned long long* scales,        \
+                                                 int rows, int cols, int blockRows, int blockCols,                     \
+                                                 const float* __restrict__ x, const int* offsets,                      \
+                                                 float* __restrict__ y) {                                              \
+        int e = blockIdx.y;                                                                                            \
+        int first = offsets[e];                                                                                        \
+        int count = offsets[e + 1] - first;                                                                            \
+        int row = blockIdx.x * GEMM_WARPS + (threadIdx.x >> 5);                                                        \
+        if (count == 0 || row >= rows) {                                                                               \
+            return;                                                                                                    \
+        }                                                                                                              \
+        Weight w((const void*) ws[e], scales == nullptr ? nullptr : (const float*) scales[e], cols, blockRows,         \
+                 blockCols);                                                                                           \
+        gemmRow(w, row, cols, x + (size_t) first * cols, cols, count, y + (size_t) first * rows, rows, row,            \
+                threadIdx.x & 31);                                                                                     \
     }
-    const unsigned short* r = w + (size_t) row * cols;
-    gemmRow([=](int k) { return bf16(r[k]); }, rows, cols, x, batch, y, row, threadIdx.x & 31);
-}
-
-extern "C" __global__ void gemm_f32(const float* __restrict__ w, int rows, int cols,
-                                    const float* __restrict__ x, int batch, float* __restrict__ y) {
-    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    if (row >= rows) {
-        return;
-    }
-    const float* r = w + (size_t) row * cols;
-    gemmRow([=](int k) { return r[k]; }, rows, cols, x, batch, y, row, threadIdx.x & 31);
-}
+FOR_EACH_WEIGHT(MOE_GEMM)

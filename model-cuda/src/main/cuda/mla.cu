@@ -1,0 +1,195 @@
+// Multi-head Latent Attention for decode, absorbed form (DeepSeek-V3 section 2.1.1), over the paged latent KV cache.
+// Each token's cache entry is [c_kv (kv_lora_rank) ; k_pe (qk_rope_head_dim)] floats at slot
+// table[block] * blockTokens + position % blockTokens of the layer's cache. Attention runs on the latents directly:
+// q_nope is carried into the latent space by W_UK^T (mla_absorb_q), scores are q_lat . c + q_pe . k_pe, the weighted
+// sum of latents is split over key ranges (split-KV, as FlashMLA does for long contexts) and merged by log-sum-exp
+// (mla_combine), and W_UV carries it back to v_head_dim per head (mla_absorb_out).
+#pragma once
+#include "common.cuh"
+#include "gemm.cu"
+
+// Writes the new tokens' latents: c_kv = RMSNorm(kv[r, :rank]) * norm, k_pe = RoPE(kv[r, rank:], positions[r]),
+// into cache slot slots[r]. Grid: rows.
+extern "C" __global__ void mla_kv_write(const float* __restrict__ kv, const float* __restrict__ norm, float eps,
+                                        int rank, int ropeDim, const int* __restrict__ positions,
+                                        const int* __restrict__ slots, const float* __restrict__ cos,
+                                        const float* __restrict__ sin, float* cache) {
+    __shared__ float scratch[32];
+    int stride = rank + ropeDim;
+    const float* src = kv + (size_t) blockIdx.x * stride;
+    float* dst = cache + (size_t) slots[blockIdx.x] * stride;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < rank; i += blockDim.x) {
+        ss += src[i] * src[i];
+    }
+    ss = blockSum(ss, scratch);
+    float inv = 1.0f / sqrtf(ss / rank + eps);
+    for (int i = threadIdx.x; i < rank; i += blockDim.x) {
+        dst[i] = src[i] * inv * norm[i];
+    }
+    int pairs = ropeDim / 2;
+    const float* c = cos + (size_t) positions[blockIdx.x] * pairs;
+    const float* s = sin + (size_t) positions[blockIdx.x] * pairs;
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+        float a = src[rank + 2 * p];
+        float b = src[rank + 2 * p + 1];
+        dst[rank + 2 * p] = a * c[p] - b * s[p];
+        dst[rank + 2 * p + 1] = a * s[p] + b * c[p];
+    }
+}
+
+// qLat[r, h, :] = W_UK[h]^T q_nope[r, h]: W_UK[h] is rows [h * (nope + vDim), + nope) of kv_b_proj [heads * (nope +
+// vDim), rank]. Grid: (heads, rows); threads over the rank.
+#define MLA_ABSORB_Q(suffix, Weight)                                                                                   \
+    extern "C" __global__ void mla_absorb_q_##suffix(const void* w, const float* scale, int rows, int rank,            \
+                                                     int blockRows, int blockCols, const float* __restrict__ q,        \
+                                                     int heads, int nope, int vDim, int qkHead, float* qLat) {         \
+        __shared__ float qn[512];                                                                                      \
+        Weight kvB(w, scale, rank, blockRows, blockCols);                                                              \
+        int h = blockIdx.x;                                                                                            \
+        int r = blockIdx.y;                                                                                            \
+        for (int i = threadIdx.x; i < nope; i += blockDim.x) {                                                         \
+            qn[i] = q[((size_t) r * heads + h) * qkHead + i];                                                          \
+        }                                                                                                              \
+        __syncthreads();                                                                                               \
+        int base = h * (nope + vDim);                                                                                  \
+        for (int c = threadIdx.x; c < rank; c += blockDim.x) {                                                         \
+            float acc = 0.f;                                                                                           \
+            for (int i = 0; i < nope; i++) {                                                                           \
+                acc += kvB(base + i, c) * qn[i];                                                                       \
+            }                                                                                                          \
+            qLat[((size_t) r * heads + h) * rank + c] = acc;                                                           \
+        }                                                                                                              \
+    }
+FOR_EACH_WEIGHT(MLA_ABSORB_Q)
+
+// One split of one head of one query row: keys [split * splitLen, min(+splitLen, visible[r])) of row r's sequence,
+// whose block table is tables[seqOfRow[r] * tableStride ..]. Writes the split's unnormalised latent sum partO, its max score and
+// its sum of exp(score - max) (partML). Grid: (heads, rows, splits); dynamic shared memory: (rank + ropeDim +
+// splitLen) floats + splitLen ints.
+extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const float* __restrict__ q, int heads, int qkHead,
+                                      int nope, int rank, int ropeDim, const float* __restrict__ cache,
+                                      const int* __restrict__ tables, const int* __restrict__ seqOfRow,
+                                      int tableStride, int blockTokens,
+                                      const int* __restrict__ visible, float softmaxScale, int splitLen, float* partO,
+                                      float* partML) {
+    __shared__ float scratch[32];
+    DYN_SHARED(float, smem);
+    int h = blockIdx.x;
+    int r = blockIdx.y;
+    int split = blockIdx.z;
+    int stride = rank + ropeDim;
+    float* query = smem;
+    float* p = query + stride;
+    int* slot = (int*) (p + splitLen);
+    int begin = split * splitLen;
+    int n = min(splitLen, visible[r] - begin);
+    size_t part = ((size_t) r * heads + h) * gridDim.z + split;
+    if (n <= 0) { // a short sequence in a batch with longer ones: this split has no keys
+        for (int c = threadIdx.x; c < rank; c += blockDim.x) {
+            partO[part * rank + c] = 0.f;
+        }
+        if (threadIdx.x == 0) {
+            partML[part * 2] = -INFINITY;
+            partML[part * 2 + 1] = 0.f;
+        }
+        return;
+    }
+    for (int i = threadIdx.x; i < rank; i += blockDim.x) {
+        query[i] = qLat[((size_t) r * heads + h) * rank + i];
+    }
+    for (int i = threadIdx.x; i < ropeDim; i += blockDim.x) {
+        query[rank + i] = q[((size_t) r * heads + h) * qkHead + nope + i];
+    }
+    const int* table = tables + (size_t) seqOfRow[r] * tableStride;
+    for (int k = threadIdx.x; k < n; k += blockDim.x) {
+        int t = begin + k;
+        slot[k] = table[t / blockTokens] * blockTokens + t % blockTokens;
+    }
+    __syncthreads();
+    int warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int warps = blockDim.x >> 5;
+    for (int k = warp; k < n; k += warps) {
+        const float* key = cache + (size_t) slot[k] * stride;
+        float latent = 0.f;
+        for (int c = lane; c < rank; c += WARP) {
+            latent += query[c] * key[c];
+        }
+        float pe = 0.f;
+        for (int c = lane; c < ropeDim; c += WARP) {
+            pe += query[rank + c] * key[rank + c];
+        }
+        latent = warpSum(latent);
+        pe = warpSum(pe);
+        if (lane == 0) {
+            p[k] = (latent + pe) * softmaxScale;
+        }
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int k = threadIdx.x; k < n; k += blockDim.x) {
+        m = fmaxf(m, p[k]);
+    }
+    m = blockMax(m, scratch);
+    float l = 0.f;
+    for (int k = threadIdx.x; k < n; k += blockDim.x) {
+        p[k] = expf(p[k] - m);
+        l += p[k];
+    }
+    l = blockSum(l, scratch); // its barriers also publish p[]
+    for (int c = threadIdx.x; c < rank; c += blockDim.x) {
+        float acc = 0.f;
+        for (int k = 0; k < n; k++) {
+            acc += p[k] * cache[(size_t) slot[k] * stride + c];
+        }
+        partO[part * rank + c] = acc;
+    }
+    if (threadIdx.x == 0) {
+        partML[part * 2] = m;
+        partML[part * 2 + 1] = l;
+    }
+}
+
+// oLat[r, h, :] = the softmax-weighted sum of latents, merged from the splits. Grid: (heads, rows).
+extern "C" __global__ void mla_combine(const float* __restrict__ partO, const float* __restrict__ partML, int splits,
+                                       int rank, float* oLat) {
+    int h = blockIdx.x;
+    int r = blockIdx.y;
+    size_t first = ((size_t) r * gridDim.x + h) * splits;
+    float m = -INFINITY;
+    for (int s = 0; s < splits; s++) {
+        m = fmaxf(m, partML[(first + s) * 2]);
+    }
+    float l = 0.f;
+    for (int s = 0; s < splits; s++) {
+        float ms = partML[(first + s) * 2];
+        l += ms == -INFINITY ? 0.f : partML[(first + s) * 2 + 1] * expf(ms - m);
+    }
+    for (int c = threadIdx.x; c < rank; c += blockDim.x) {
+        float acc = 0.f;
+        for (int s = 0; s < splits; s++) {
+            float ms = partML[(first + s) * 2];
+            if (ms != -INFINITY) {
+                acc += partO[(first + s) * rank + c] * expf(ms - m);
+            }
+        }
+        oLat[((size_t) r * gridDim.x + h) * rank + c] = acc / l;
+    }
+}
+
+// out[r, h * vDim + v] = W_UV[h] oLat[r, h]: W_UV[h] is rows [h * (nope + vDim) + nope, + vDim) of kv_b_proj.
+// Grid: (ceil(vDim / GEMM_WARPS), heads); the batch of rows is read once per MAX_BATCH.
+#define MLA_ABSORB_OUT(suffix, Weight)                                                                                 \
+    extern "C" __global__ void mla_absorb_out_##suffix(const void* w, const float* scale, int rows, int rank,          \
+                                                       int blockRows, int blockCols, const float* __restrict__ oLat,   \
+                                                       int heads, int nope, int vDim, int batch, float* out) {         \
+        int h = blockIdx.y;                                                                                            \
+        int v = blockIdx.x * GEMM_WARPS + (threadIdx.x >> 5);                                                          \
+        if (v >= vDim) {                                                                                               \
+            return;                                                                                                    \
+        }                                                                                                              \
+        gemmRow(Weight(w, scale, rank, blockRows, blockCols), h * (nope + vDim) + nope + v, rank, oLat + (size_t) h * rank, \
+                heads * rank, batch, out + (size_t) h * vDim, heads * vDim, v, threadIdx.x & 31);                      \
+    }
+FOR_EACH_WEIGHT(MLA_ABSORB_OUT)

@@ -1,0 +1,524 @@
+package dev.deepserve.cuda;
+
+import dev.deepserve.model.ModelDirectory;
+import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.engine.Rope;
+import dev.deepserve.model.weights.CheckpointWeights;
+import dev.deepserve.model.weights.DType;
+import dev.deepserve.model.weights.Tensor;
+
+import java.nio.file.Path;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.function.IntConsumer;
+
+/**
+ * The DeepSeek-V3 forward pass resident on a {@link Gpu}: weights are uploaded once, the paged latent KV cache lives in
+ * device memory, and a step runs every layer's kernels back to back (MLA in the absorbed form with split-KV, MoE with
+ * the router, permutation, grouped expert products and combine on the device). Per step the host sends the rows'
+ * token ids, positions, cache slots and the sequences' block tables in one copy, and reads back the greedy picks
+ * (or the logits when a caller samples on the host).
+ *
+ * <p>A step takes any number of new tokens per sequence (a prefill chunk or one decode token), like
+ * {@code Transformer.forward}; row r of a sequence sees its cache up to and including its own position. Not
+ * thread-safe: one engine loop drives it.
+ */
+public final class GpuModel implements AutoCloseable {
+
+    /** Shapes of the resident buffers: rows per step, tokens per sequence, KV blocks and their size. */
+    public record Options(int maxRows, int maxContext, int kvBlocks, int blockTokens, int splitLen) {
+        public Options {
+            if (maxRows < 1 || maxContext < 1 || kvBlocks < 1 || blockTokens < 1 || splitLen < 32) {
+                throw new IllegalArgumentException("GPU model options must be positive (split length at least 32): " + this);
+            }
+        }
+
+        public Options(int maxRows, int maxContext, int kvBlocks, int blockTokens) {
+            this(maxRows, maxContext, kvBlocks, blockTokens, 256);
+        }
+    }
+
+    /** A sequence's block table in the device KV cache. */
+    public static final class Sequence {
+        private int[] table = new int[8];
+        private int blocks;
+        private int length;
+        private boolean released;
+
+        /** Tokens whose latents are cached. */
+        public int length() {
+            return length;
+        }
+    }
+
+    /** New tokens for one sequence, appended at its length. */
+    public record Step(int[] tokens, Sequence sequence) {
+    }
+
+    private record Mlp(DeviceLinear gate, DeviceLinear up, DeviceLinear down) {
+    }
+
+    private record Experts(String kernel, long weights, long scales, int rows, int cols, int blockRows, int blockCols) {
+    }
+
+    private record MoeLayer(DeviceLinear router, long bias, Experts gate, Experts up, Experts down, Mlp shared) {
+    }
+
+    private record Layer(long inputNorm, long postNorm, DeviceLinear qProj, DeviceLinear qA, long qANorm, DeviceLinear qB,
+                         DeviceLinear kvA, long kvANorm, DeviceLinear kvB, DeviceLinear oProj, Mlp dense, MoeLayer moe, long cache) {
+    }
+
+    private final Gpu gpu;
+    private final DeviceKernels k;
+    private final ModelConfig c;
+    private final Options o;
+    private final List<Long> allocations = new ArrayList<>();
+    private final Layer[] layers;
+    private final long embed;
+    private final String embedKernel;
+    private final long norm;
+    private final DeviceLinear lmHead;
+    private final long cos;
+    private final long sin;
+    private final float scale;
+    private final int hidden;
+    private final int heads;
+    private final int nope;
+    private final int ropeDim;
+    private final int vDim;
+    private final int qkHead;
+    private final int rank;
+    private final int stride;
+    private final int topK;
+    private final int method;
+    private final long weightBytes;
+    private final ArrayDeque<Integer> freeBlocks = new ArrayDeque<>();
+    // activations, [maxRows, …] each
+    private final long x;
+    private final long normed;
+    private final long delta;
+    private final long q;
+    private final long qa;
+    private final long kv;
+    private final long qLat;
+    private final long oLat;
+    private final long partO;
+    private final long partML;
+    private final long attended;
+    private final long g;
+    private final long u;
+    private final long routerLogits;
+    private final long ids;
+    private final long routeWeights;
+    private final long offsets;
+    private final long slotOf;
+    private final long entryOf;
+    private final long xp;
+    private final long gp;
+    private final long up;
+    private final long yp;
+    private final long sharedOut;
+    private final long logits;
+    private final long picks;
+    private final long meta;
+    private final int maxSplits;
+    private final int maxTable;
+
+    /** Uploads the checkpoint in {@code dir} to {@code gpu} (which stays the caller's); {@code progress} gets layers done. */
+    public GpuModel(Gpu gpu, Path dir, Options options, IntConsumer progress) {
+        this.gpu = gpu;
+        this.k = new DeviceKernels(gpu);
+        ModelDirectory md = new ModelDirectory(dir);
+        this.c = ModelConfig.read(md.config());
+        this.o = options;
+        this.hidden = c.hiddenSize();
+        this.heads = c.numAttentionHeads();
+        this.nope = c.qkNopeHeadDim();
+        this.ropeDim = c.qkRopeHeadDim();
+        this.vDim = c.vHeadDim();
+        this.qkHead = c.qkHeadDim();
+        this.rank = c.kvLoraRank();
+        this.stride = rank + ropeDim;
+        this.topK = c.numExpertsPerTok();
+        this.method = switch (c.topkMethod()) {
+            case "greedy" -> 0;
+            case "noaux_tc" -> 2;
+            default -> 1;
+        };
+        long bytes = 0;
+        try (CheckpointWeights w = CheckpointWeights.open(md)) {
+            Tensor e = w.tensor("model.embed_tokens.weight", c.vocabSize(), hidden);
+            this.embedKernel = switch (e.dtype()) {
+                case F32 -> "f32";
+                case BF16 -> "bf16";
+                default -> throw new UnsupportedOperationException("no GPU embedding kernel for " + e.dtype() + " tables");
+            };
+            this.embed = keep(gpu.upload(e.data()));
+            this.layers = new Layer[c.numHiddenLayers()];
+            for (int l = 0; l < layers.length; l++) {
+                layers[l] = layer(w, l);
+                progress.accept(l + 1);
+            }
+            this.norm = keep(gpu.upload(vector(w, "model.norm.weight", hidden)));
+            this.lmHead = linear(w, "lm_head", c.vocabSize(), hidden);
+            for (Layer layer : layers) {
+                bytes += layerBytes(layer);
+            }
+            this.weightBytes = bytes + lmHead.bytes();
+        }
+        Rope rope = new Rope(c);
+        rope.ensure(options.maxContext());
+        this.cos = keep(gpu.upload(rope.cos()));
+        this.sin = keep(gpu.upload(rope.sin()));
+        this.scale = (float) rope.softmaxScale();
+        for (int b = 0; b < options.kvBlocks(); b++) {
+            freeBlocks.add(b);
+        }
+        int rows = options.maxRows();
+        int n = rows * Math.max(1, topK);
+        int experts = Math.max(1, c.nRoutedExperts());
+        int inter = Math.max(c.intermediateSize(), c.moeIntermediateSize() * Math.max(1, c.nSharedExperts()));
+        this.maxSplits = DeviceKernels.ceil(options.maxContext(), options.splitLen());
+        this.maxTable = DeviceKernels.ceil(options.maxContext(), options.blockTokens());
+        this.x = floats((long) rows * hidden);
+        this.normed = floats((long) rows * hidden);
+        this.delta = floats((long) rows * hidden);
+        this.q = floats((long) rows * heads * qkHead);
+        this.qa = floats((long) rows * (c.qLoraRank() == null ? 1 : c.qLoraRank()));
+        this.kv = floats((long) rows * stride);
+        this.qLat = floats((long) rows * heads * rank);
+        this.oLat = floats((long) rows * heads * rank);
+        this.partO = floats((long) rows * heads * maxSplits * rank);
+        this.partML = floats((long) rows * heads * maxSplits * 2);
+        this.attended = floats((long) rows * heads * vDim);
+        this.g = floats((long) rows * inter);
+        this.u = floats((long) rows * inter);
+        this.routerLogits = floats((long) rows * experts);
+        this.ids = floats(n);
+        this.routeWeights = floats(n);
+        this.offsets = floats(experts + 1L);
+        this.slotOf = floats(n);
+        this.entryOf = floats(n);
+        this.xp = floats((long) n * hidden);
+        this.gp = floats((long) n * c.moeIntermediateSize());
+        this.up = floats((long) n * c.moeIntermediateSize());
+        this.yp = floats((long) n * hidden);
+        this.sharedOut = floats((long) rows * hidden);
+        this.logits = floats((long) rows * c.vocabSize());
+        this.picks = floats(rows);
+        this.meta = floats(5L * rows + (long) rows * maxTable);
+        gpu.synchronize();
+    }
+
+    private long keep(long address) {
+        allocations.add(address);
+        return address;
+    }
+
+    private long floats(long n) {
+        return keep(gpu.alloc(4 * Math.max(1, n)));
+    }
+
+    private DeviceLinear linear(CheckpointWeights w, String prefix, int out, int in) {
+        DeviceLinear d = DeviceLinear.upload(gpu, Linear.load(w, c, prefix, out, in));
+        keep(d.weight());
+        if (d.scale() != 0) {
+            keep(d.scale());
+        }
+        return d;
+    }
+
+    private static float[] vector(CheckpointWeights w, String name, int n) {
+        Tensor t = w.tensor(name, n);
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) {
+            v[i] = t.get(i);
+        }
+        return v;
+    }
+
+    private Mlp mlp(CheckpointWeights w, String prefix, int inter) {
+        return new Mlp(linear(w, prefix + "gate_proj", inter, hidden), linear(w, prefix + "up_proj", inter, hidden),
+                linear(w, prefix + "down_proj", hidden, inter));
+    }
+
+    private Experts experts(CheckpointWeights w, String prefix, String proj, int out, int in) {
+        long[] ws = new long[c.nRoutedExperts()];
+        long[] ss = new long[ws.length];
+        DeviceLinear first = null;
+        for (int e = 0; e < ws.length; e++) {
+            DeviceLinear d = linear(w, prefix + "experts." + e + "." + proj, out, in);
+            if (first == null) {
+                first = d;
+            } else if (!d.kernel().equals(first.kernel()) || d.blockRows() != first.blockRows() || d.blockCols() != first.blockCols()) {
+                throw new UnsupportedOperationException(prefix + proj + ": experts of one layer must share their weight format on the GPU");
+            }
+            ws[e] = d.weight();
+            ss[e] = d.scale();
+        }
+        long scales = first.scale() == 0 ? 0 : keep(gpu.upload(ss));
+        return new Experts(first.kernel(), keep(gpu.upload(ws)), scales, out, in, first.blockRows(), first.blockCols());
+    }
+
+    private Layer layer(CheckpointWeights w, int l) {
+        String p = "model.layers." + l + ".";
+        String a = p + "self_attn.";
+        DeviceLinear qProj = null;
+        DeviceLinear qA = null;
+        DeviceLinear qB = null;
+        long qANorm = 0;
+        if (c.qLoraRank() == null) {
+            qProj = linear(w, a + "q_proj", heads * qkHead, hidden);
+        } else {
+            qA = linear(w, a + "q_a_proj", c.qLoraRank(), hidden);
+            qANorm = keep(gpu.upload(vector(w, a + "q_a_layernorm.weight", c.qLoraRank())));
+            qB = linear(w, a + "q_b_proj", heads * qkHead, c.qLoraRank());
+        }
+        DeviceLinear kvA = linear(w, a + "kv_a_proj_with_mqa", stride, hidden);
+        long kvANorm = keep(gpu.upload(vector(w, a + "kv_a_layernorm.weight", rank)));
+        DeviceLinear kvB = linear(w, a + "kv_b_proj", heads * (nope + vDim), rank);
+        DeviceLinear oProj = linear(w, a + "o_proj", hidden, heads * vDim);
+        Mlp dense = null;
+        MoeLayer moe = null;
+        String m = p + "mlp.";
+        if (c.isMoeLayer(l)) {
+            int inter = c.moeIntermediateSize();
+            DeviceLinear router = linear(w, m + "gate", c.nRoutedExperts(), hidden);
+            long bias = c.isV3() ? keep(gpu.upload(vector(w, m + "gate.e_score_correction_bias", c.nRoutedExperts()))) : 0;
+            Mlp shared = c.nSharedExperts() > 0 ? mlp(w, m + "shared_experts.", inter * c.nSharedExperts()) : null;
+            moe = new MoeLayer(router, bias, experts(w, m, "gate_proj", inter, hidden), experts(w, m, "up_proj", inter, hidden),
+                    experts(w, m, "down_proj", hidden, inter), shared);
+        } else {
+            dense = mlp(w, m, c.intermediateSize());
+        }
+        long cache = floats((long) o.kvBlocks() * o.blockTokens() * stride);
+        return new Layer(keep(gpu.upload(vector(w, p + "input_layernorm.weight", hidden))),
+                keep(gpu.upload(vector(w, p + "post_attention_layernorm.weight", hidden))),
+                qProj, qA, qANorm, qB, kvA, kvANorm, kvB, oProj, dense, moe, cache);
+    }
+
+    private long layerBytes(Layer l) {
+        long b = l.kvA().bytes() + l.kvB().bytes() + l.oProj().bytes();
+        b += l.qProj() != null ? l.qProj().bytes() : l.qA().bytes() + l.qB().bytes();
+        if (l.dense() != null) {
+            return b + l.dense().gate().bytes() + l.dense().up().bytes() + l.dense().down().bytes();
+        }
+        long expert = 3L * c.moeIntermediateSize() * hidden * (l.moe().gate().kernel().equals("fp8") ? 1 : l.moe().gate().kernel().equals("bf16") ? 2 : 4);
+        b += l.moe().router().bytes() + topK * expert;
+        Mlp s = l.moe().shared();
+        return s == null ? b : b + s.gate().bytes() + s.up().bytes() + s.down().bytes();
+    }
+
+    public ModelConfig config() {
+        return c;
+    }
+
+    /** Weight bytes one decode step reads for one token (attention, dense or top-k + shared experts, lm_head). */
+    public long weightBytesPerToken() {
+        return weightBytes;
+    }
+
+    /** Bytes of latent KV cache one token takes over all layers. */
+    public long kvBytesPerToken() {
+        return 4L * stride * layers.length;
+    }
+
+    public Sequence newSequence() {
+        return new Sequence();
+    }
+
+    /** Gives a sequence's blocks back to the pool. */
+    public void release(Sequence s) {
+        if (!s.released) {
+            for (int b = 0; b < s.blocks; b++) {
+                freeBlocks.add(s.table[b]);
+            }
+            s.blocks = 0;
+            s.length = 0;
+            s.released = true;
+        }
+    }
+
+    public int freeBlocks() {
+        return freeBlocks.size();
+    }
+
+    /** Runs the steps and returns the logits of every row, {@code [Σ tokens, vocab]}, for sampling on the host. */
+    public float[] logits(List<Step> steps) {
+        int rows = run(steps);
+        float[] out = new float[rows * c.vocabSize()];
+        gpu.read(logits, out);
+        return out;
+    }
+
+    /** Runs the steps and returns each step's greedy next token (the pick after its last row). */
+    public int[] greedy(List<Step> steps) {
+        int rows = run(steps);
+        int[] all = new int[rows];
+        gpu.read(picks, all);
+        int[] out = new int[steps.size()];
+        int row = 0;
+        for (int i = 0; i < out.length; i++) {
+            row += steps.get(i).tokens().length;
+            out[i] = all[row - 1];
+        }
+        return out;
+    }
+
+    private int run(List<Step> steps) {
+        if (steps.isEmpty()) {
+            throw new IllegalArgumentException("a step needs at least one sequence");
+        }
+        int rows = 0;
+        Set<Sequence> seen = new HashSet<>();
+        for (Step s : steps) {
+            if (s.tokens().length == 0) {
+                throw new IllegalArgumentException("a sequence in the step has no tokens");
+            }
+            if (s.sequence().released || !seen.add(s.sequence())) {
+                throw new IllegalArgumentException("a sequence appears twice in the step, or was released");
+            }
+            if (s.sequence().length + s.tokens().length > o.maxContext()) {
+                throw new IllegalArgumentException("sequence of " + (s.sequence().length + s.tokens().length)
+                        + " tokens is longer than the GPU model's max context " + o.maxContext());
+            }
+            for (int t : s.tokens()) {
+                if (t < 0 || t >= c.vocabSize()) {
+                    throw new IllegalArgumentException("token id " + t + " is outside the vocabulary [0, " + c.vocabSize() + ")");
+                }
+            }
+            rows += s.tokens().length;
+        }
+        if (rows > o.maxRows()) {
+            throw new IllegalArgumentException(rows + " rows in one step; the GPU model was sized for " + o.maxRows());
+        }
+        int needed = 0;
+        for (Step s : steps) {
+            needed += Math.max(0, DeviceKernels.ceil(s.sequence().length + s.tokens().length, o.blockTokens()) - s.sequence().blocks);
+        }
+        if (needed > freeBlocks.size()) {
+            throw new IllegalStateException("KV cache full: the step needs " + needed + " blocks, " + freeBlocks.size() + " are free");
+        }
+        int tableStride = 1;
+        for (Step s : steps) {
+            Sequence seq = s.sequence();
+            int want = DeviceKernels.ceil(seq.length + s.tokens().length, o.blockTokens());
+            if (want > seq.table.length) {
+                seq.table = Arrays.copyOf(seq.table, Math.max(want, seq.table.length * 2));
+            }
+            while (seq.blocks < want) {
+                seq.table[seq.blocks++] = freeBlocks.poll();
+            }
+            tableStride = Math.max(tableStride, seq.blocks);
+        }
+        // one host->device copy: tokens | positions | slots | visible | seqOfRow | tables
+        int[] m = new int[5 * rows + steps.size() * tableStride];
+        int row = 0;
+        int maxVisible = 0;
+        for (int i = 0; i < steps.size(); i++) {
+            Step s = steps.get(i);
+            Sequence seq = s.sequence();
+            for (int t = 0; t < s.tokens().length; t++, row++) {
+                int pos = seq.length + t;
+                m[row] = s.tokens()[t];
+                m[rows + row] = pos;
+                m[2 * rows + row] = seq.table[pos / o.blockTokens()] * o.blockTokens() + pos % o.blockTokens();
+                m[3 * rows + row] = pos + 1;
+                m[4 * rows + row] = i;
+                maxVisible = Math.max(maxVisible, pos + 1);
+            }
+            System.arraycopy(seq.table, 0, m, 5 * rows + i * tableStride, seq.blocks);
+        }
+        gpu.write(meta, m);
+        long tokens = meta;
+        long positions = meta + 4L * rows;
+        long slots = meta + 8L * rows;
+        long visible = meta + 12L * rows;
+        long seqOfRow = meta + 16L * rows;
+        long tables = meta + 20L * rows;
+        int splits = DeviceKernels.ceil(maxVisible, o.splitLen());
+        float eps = (float) c.rmsNormEps();
+
+        k.embed(embedKernel, embed, hidden, tokens, x, rows);
+        for (Layer l : layers) {
+            k.rmsNorm(x, hidden, l.inputNorm(), eps, normed, hidden, hidden, rows);
+            if (l.qProj() != null) {
+                k.gemm(l.qProj(), normed, rows, q);
+            } else {
+                k.gemm(l.qA(), normed, rows, qa);
+                k.rmsNorm(qa, l.qA().rows(), l.qANorm(), eps, qa, l.qA().rows(), l.qA().rows(), rows);
+                k.gemm(l.qB(), qa, rows, q);
+            }
+            k.gemm(l.kvA(), normed, rows, kv);
+            k.kvWrite(kv, l.kvANorm(), eps, rank, ropeDim, positions, slots, cos, sin, l.cache(), rows);
+            k.rope(q, heads * qkHead, heads, qkHead, nope, ropeDim / 2, positions, cos, sin, rows);
+            k.absorbQuery(l.kvB(), q, heads, nope, vDim, qkHead, qLat, rows);
+            k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, l.cache(), tables, seqOfRow, tableStride, o.blockTokens(),
+                    visible, scale, o.splitLen(), splits, partO, partML, rows);
+            k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
+            k.absorbOutput(l.kvB(), oLat, heads, nope, vDim, attended, rows);
+            k.gemm(l.oProj(), attended, rows, delta);
+            k.addTo(x, delta, rows * hidden);
+            k.rmsNorm(x, hidden, l.postNorm(), eps, normed, hidden, hidden, rows);
+            if (l.dense() != null) {
+                mlp(l.dense(), normed, rows, delta);
+            } else {
+                moe(l.moe(), rows);
+            }
+            k.addTo(x, delta, rows * hidden);
+        }
+        k.rmsNorm(x, hidden, norm, eps, x, hidden, hidden, rows);
+        k.gemm(lmHead, x, rows, logits);
+        k.argmax(logits, c.vocabSize(), picks, rows);
+        for (Step s : steps) {
+            s.sequence().length += s.tokens().length;
+        }
+        return rows;
+    }
+
+    private void mlp(Mlp m, long in, int rows, long out) {
+        int inter = m.gate().rows();
+        k.gemm(m.gate(), in, rows, g);
+        k.gemm(m.up(), in, rows, u);
+        k.siluMul(g, u, rows * inter);
+        k.gemm(m.down(), g, rows, out);
+    }
+
+    private void moe(MoeLayer m, int rows) {
+        int experts = c.nRoutedExperts();
+        int n = rows * topK;
+        int inter = c.moeIntermediateSize();
+        k.gemm(m.router(), normed, rows, routerLogits);
+        k.route(routerLogits, rows, experts, m.bias(), c.nGroup(), c.topkGroup(), topK, method, c.scoringFunc().equals("sigmoid"),
+                c.normTopkProb(), c.isV3(), (float) c.routedScalingFactor(), ids, routeWeights);
+        k.permute(ids, n, experts, offsets, slotOf, entryOf);
+        k.gather(normed, hidden, topK, entryOf, xp, n);
+        expertGemm(m.gate(), xp, gp);
+        expertGemm(m.up(), xp, up);
+        k.siluMul(gp, up, n * inter);
+        expertGemm(m.down(), gp, yp);
+        long shared = 0;
+        if (m.shared() != null) {
+            mlp(m.shared(), normed, rows, sharedOut);
+            shared = sharedOut;
+        }
+        k.combine(yp, hidden, ids, routeWeights, slotOf, topK, shared, delta, rows);
+    }
+
+    private void expertGemm(Experts e, long in, long out) {
+        k.moeGemm(e.kernel(), e.weights(), e.scales(), c.nRoutedExperts(), e.rows(), e.cols(), e.blockRows(), e.blockCols(), in, offsets, out);
+    }
+
+    @Override
+    public void close() {
+        for (long a : allocations) {
+            gpu.free(a);
+        }
+        allocations.clear();
+    }
+}

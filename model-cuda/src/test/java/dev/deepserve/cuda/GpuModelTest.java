@@ -1,0 +1,135 @@
+package dev.deepserve.cuda;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.sampling.Sampler;
+import dev.deepserve.model.tiny.TinyCheckpoint;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static dev.deepserve.cuda.TestWeights.assertClose;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+/**
+ * The device-resident forward pass against the CPU engine, position by position: two sequences prefilled together
+ * in one step (rows of different sequences, a prompt longer than a split so split-KV merges), then decoded together
+ * with the CPU's greedy tokens, then a sequence reusing released blocks. V3 shape (FP8, q_lora, sigmoid group routing,
+ * shared expert) and V2-Lite shape (BF16, plain q_proj, softmax greedy routing). Tolerance: 2e-4 of the logits'
+ * magnitude; greedy picks must be equal.
+ */
+class GpuModelTest {
+
+    static final int VOCAB = 512; // the real vocabulary's lm_head would only slow the emulator down
+
+    static List<Devices.Named> devices() {
+        return Devices.all();
+    }
+
+    static Path checkpoint(Path dir, String preset) throws IOException {
+        ObjectNode j = TinyCheckpoint.preset(preset).toJson();
+        j.put("vocab_size", VOCAB).put("hidden_size", 64).put("intermediate_size", 128).put("moe_intermediate_size", 32)
+                .put("num_hidden_layers", 3).put("num_attention_heads", 2).put("kv_lora_rank", 32).put("qk_nope_head_dim", 16)
+                .put("qk_rope_head_dim", 8).put("v_head_dim", 16).put("n_routed_experts", 8).put("num_experts_per_tok", 2);
+        if (preset.equals("tiny-v3")) {
+            j.put("q_lora_rank", 32).put("n_group", 2).put("topk_group", 1);
+        }
+        Path out = dir.resolve(preset);
+        new TinyCheckpoint(ModelConfig.parse(j), 7).write(out, 1, null, new PrintStream(OutputStream.nullOutputStream()));
+        return out;
+    }
+
+    static int[] tokens(int n, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        int[] t = new int[n];
+        for (int i = 0; i < n; i++) {
+            t[i] = r.nextInt(VOCAB);
+        }
+        return t;
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void logitsMatchTheCpuEnginePositionByPosition(Devices.Named device, @TempDir Path dir) throws IOException {
+        for (String preset : new String[] {"tiny-v3", "tiny-v2lite"}) {
+            Path model = checkpoint(dir, preset);
+            try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
+                 Gpu gpu = device.open().get();
+                 GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 128, 40, 4, 32), layers -> { })) {
+                int vocab = VOCAB;
+                KvCache cacheA = cpu.newCache(128);
+                KvCache cacheB = cpu.newCache(128);
+                GpuModel.Sequence a = m.newSequence();
+                GpuModel.Sequence b = m.newSequence();
+                int[] promptA = tokens(45, 1); // past one 32-key split
+                int[] promptB = tokens(5, 2);
+                float[] expected = cpu.logits(cpu.forward(List.of(new Transformer.Step(promptA, cacheA), new Transformer.Step(promptB, cacheB))), 0, 50);
+                float[] actual = m.logits(List.of(new GpuModel.Step(promptA, a), new GpuModel.Step(promptB, b)));
+                assertClose(expected, actual, 2e-4, preset + " prefill logits");
+                int nextA = Sampler.argmax(Arrays.copyOfRange(expected, 44 * vocab, 45 * vocab));
+                int nextB = Sampler.argmax(Arrays.copyOfRange(expected, 49 * vocab, 50 * vocab));
+                for (int step = 0; step < 6; step++) {
+                    float[] cpuLogits = cpu.logits(cpu.forward(List.of(new Transformer.Step(new int[] {nextA}, cacheA),
+                            new Transformer.Step(new int[] {nextB}, cacheB))), 0, 2);
+                    int[] want = {Sampler.argmax(Arrays.copyOfRange(cpuLogits, 0, vocab)), Sampler.argmax(Arrays.copyOfRange(cpuLogits, vocab, 2 * vocab))};
+                    List<GpuModel.Step> steps = List.of(new GpuModel.Step(new int[] {nextA}, a), new GpuModel.Step(new int[] {nextB}, b));
+                    if (step % 2 == 0) {
+                        assertClose(cpuLogits, m.logits(steps), 2e-4, preset + " decode step " + step);
+                    } else {
+                        assertArrayEquals(want, m.greedy(steps), preset + " greedy picks at decode step " + step);
+                    }
+                    nextA = want[0];
+                    nextB = want[1];
+                }
+                assertEquals(51, a.length());
+                assertEquals(11, b.length());
+
+                // released blocks are reused by a new sequence, which must not see what was there
+                m.release(a);
+                GpuModel.Sequence c = m.newSequence();
+                int[] promptC = tokens(30, 3);
+                float[] fresh = cpu.logits(cpu.forward(promptC, cpu.newCache(64)), 0, 30);
+                assertClose(fresh, m.logits(List.of(new GpuModel.Step(promptC, c))), 2e-4, preset + " prompt on reused blocks");
+                m.release(b);
+                m.release(c);
+                assertEquals(40, m.freeBlocks(), "every block back in the pool");
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void badStepsAreRefusedBeforeTheyTouchTheCache(Devices.Named device, @TempDir Path dir) throws IOException {
+        Path model = checkpoint(dir, "tiny-v3");
+        try (Gpu gpu = device.open().get(); GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(8, 16, 4, 4, 32), layers -> { })) {
+            GpuModel.Sequence s = m.newSequence();
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new GpuModel.Step(new int[] {VOCAB}, s))), "token outside the vocabulary");
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new GpuModel.Step(tokens(9, 1), s))), "more rows than sized for");
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new GpuModel.Step(new int[] {1}, s), new GpuModel.Step(new int[] {2}, s))), "a sequence twice");
+            List<GpuModel.Sequence> all = new ArrayList<>();
+            for (int i = 0; i < 4; i++) {
+                GpuModel.Sequence t = m.newSequence();
+                m.greedy(List.of(new GpuModel.Step(tokens(4, i), t)));
+                all.add(t);
+            }
+            IllegalStateException full = assertThrows(IllegalStateException.class, () -> m.greedy(List.of(new GpuModel.Step(new int[] {1}, all.get(0)))));
+            assertEquals("KV cache full: the step needs 1 blocks, 0 are free", full.getMessage());
+            assertEquals(4, all.get(0).length(), "a refused step leaves the sequence as it was");
+            assertEquals(0, s.length());
+        }
+    }
+}
