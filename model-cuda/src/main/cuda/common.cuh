@@ -31,11 +31,21 @@ __device__ __forceinline__ float bf16(unsigned short v) {
     return __int_as_float((int) (((unsigned int) v) << 16));
 }
 
+// Each format reads one element (operator()) or eight consecutive ones with one or two wide loads (load8: k a
+// multiple of 8, cols a multiple of 8, so rows stay aligned; FP8 also needs blockCols a multiple of 8).
 struct WeightF32 {
     const float* w;
     int cols;
     __device__ WeightF32(const void* p, const float*, int cols, int, int) : w((const float*) p), cols(cols) {}
     __device__ __forceinline__ float operator()(int r, int k) const { return w[(size_t) r * cols + k]; }
+    __device__ __forceinline__ bool vectorizable() const { return (cols & 7) == 0; }
+    __device__ __forceinline__ void load8(int r, int k, float* v) const {
+        const float4* p = reinterpret_cast<const float4*>(w + (size_t) r * cols + k);
+        float4 a = p[0];
+        float4 b = p[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    }
 };
 
 struct WeightBf16 {
@@ -43,6 +53,15 @@ struct WeightBf16 {
     int cols;
     __device__ WeightBf16(const void* p, const float*, int cols, int, int) : w((const unsigned short*) p), cols(cols) {}
     __device__ __forceinline__ float operator()(int r, int k) const { return bf16(w[(size_t) r * cols + k]); }
+    __device__ __forceinline__ bool vectorizable() const { return (cols & 7) == 0; }
+    __device__ __forceinline__ void load8(int r, int k, float* v) const {
+        uint4 q = *reinterpret_cast<const uint4*>(w + (size_t) r * cols + k);
+        unsigned int words[4] = {q.x, q.y, q.z, q.w};
+        for (int i = 0; i < 4; i++) {
+            v[2 * i] = __int_as_float((int) (words[i] << 16));
+            v[2 * i + 1] = __int_as_float((int) (words[i] & 0xffff0000u));
+        }
+    }
 };
 
 struct WeightFp8 {
@@ -56,6 +75,15 @@ struct WeightFp8 {
         : w((const unsigned char*) p), scale(s), cols(cols), blockRows(br), blockCols(bc), scaleCols((cols + bc - 1) / bc) {}
     __device__ __forceinline__ float operator()(int r, int k) const {
         return fp8e4m3(w[(size_t) r * cols + k]) * scale[(r / blockRows) * scaleCols + k / blockCols];
+    }
+    __device__ __forceinline__ bool vectorizable() const { return (cols & 7) == 0 && (blockCols & 7) == 0; }
+    __device__ __forceinline__ void load8(int r, int k, float* v) const {
+        uint2 q = *reinterpret_cast<const uint2*>(w + (size_t) r * cols + k);
+        float s = scale[(r / blockRows) * scaleCols + k / blockCols];
+        for (int i = 0; i < 4; i++) {
+            v[i] = fp8e4m3((q.x >> (8 * i)) & 0xff) * s;
+            v[4 + i] = fp8e4m3((q.y >> (8 * i)) & 0xff) * s;
+        }
     }
 };
 

@@ -1,5 +1,6 @@
 // Decode-batch matrix products: y[b, r] = sum_k W[r, k] * x[b, k], FP32 accumulation.
-// One warp per output row; the warp's lanes stride over k (coalesced weight reads), each lane keeps one partial sum per
+// One warp per output row; the warp's lanes stride over k (coalesced weight reads, eight weights per lane per load
+// where rows are multiples of 8), each lane keeps one partial sum per
 // batch row (up to MAX_BATCH at once), then a butterfly reduction. Weights are read once per MAX_BATCH rows of the
 // batch, which is what makes decode GEMV bandwidth-bound rather than launch-bound.
 #pragma once
@@ -12,6 +13,8 @@
 template <typename W>
 __device__ __forceinline__ void gemmRow(const W& w, int row, int cols, const float* __restrict__ x, int xStride, int batch,
                                         float* __restrict__ y, int yStride, int yCol, int lane) {
+    // wide loads need the weight format's alignment and 16-byte aligned activation rows
+    bool vectorized = w.vectorizable() && (xStride & 3) == 0 && (reinterpret_cast<unsigned long long>(x) & 15) == 0;
     for (int b0 = 0; b0 < batch; b0 += MAX_BATCH) {
         int nb = min(MAX_BATCH, batch - b0);
         float acc[MAX_BATCH];
@@ -19,7 +22,24 @@ __device__ __forceinline__ void gemmRow(const W& w, int row, int cols, const flo
         for (int b = 0; b < MAX_BATCH; b++) {
             acc[b] = 0.f;
         }
-        for (int k = lane; k < cols; k += WARP) {
+        int k0 = 0;
+        if (vectorized) { // eight weights per lane per load: 256 per warp, FP8 rows in 8-byte pieces
+            for (int k = lane * 8; k + 8 <= cols; k += WARP * 8) {
+                float v[8];
+                w.load8(row, k, v);
+#pragma unroll
+                for (int b = 0; b < MAX_BATCH; b++) {
+                    if (b < nb) {
+                        const float4* xv = reinterpret_cast<const float4*>(x + (size_t) (b0 + b) * xStride + k);
+                        float4 p = xv[0];
+                        float4 q = xv[1];
+                        acc[b] += v[0] * p.x + v[1] * p.y + v[2] * p.z + v[3] * p.w + v[4] * q.x + v[5] * q.y + v[6] * q.z + v[7] * q.w;
+                    }
+                }
+            }
+            k0 = cols; // vectorized() rows are whole multiples of 8
+        }
+        for (int k = k0 + lane; k < cols; k += WARP) {
             float v = w(row, k);
 #pragma unroll
             for (int b = 0; b < MAX_BATCH; b++) {

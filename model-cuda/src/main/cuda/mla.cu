@@ -63,43 +63,50 @@ extern "C" __global__ void mla_kv_write(const float* __restrict__ kv, const floa
     }
 FOR_EACH_WEIGHT(MLA_ABSORB_Q)
 
-// One split of one head of one query row: keys [split * splitLen, min(+splitLen, visible[r])) of row r's sequence,
-// whose block table is tables[seqOfRow[r] * tableStride ..]. Writes the split's unnormalised latent sum partO, its max score and
-// its sum of exp(score - max) (partML). Grid: (heads, rows, splits); dynamic shared memory: (rank + ropeDim +
-// splitLen) floats + splitLen ints.
+#define MLA_HEADS 8       // heads per block: each cached latent is read once for all of them
+#define MLA_KEY_LANES 24  // a key's rank + ropeDim values spread over a warp's registers: up to 768
+
+// One split of a group of MLA_HEADS heads of one query row: keys [split * splitLen, min(+splitLen, visible[r])) of
+// row r's sequence, whose block table is tables[seqOfRow[r] * tableStride ..]. Per head, writes the split's
+// unnormalised latent sum partO, its max score and its sum of exp(score - max) (partML). A warp scores one key for
+// every head of the group from registers; one warp per head reduces; each thread then owns latent columns and sums
+// over the keys for every head. Grid: (ceil(heads / MLA_HEADS), rows, splits); 256 threads; dynamic shared memory:
+// MLA_HEADS * (rank + ropeDim + splitLen) floats + splitLen ints.
 extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const float* __restrict__ q, int heads, int qkHead,
                                       int nope, int rank, int ropeDim, const float* __restrict__ cache,
                                       const int* __restrict__ tables, const int* __restrict__ seqOfRow,
                                       int tableStride, int blockTokens,
                                       const int* __restrict__ visible, float softmaxScale, int splitLen, float* partO,
                                       float* partML) {
-    __shared__ float scratch[32];
     DYN_SHARED(float, smem);
-    int h = blockIdx.x;
+    int h0 = blockIdx.x * MLA_HEADS;
+    int group = min(MLA_HEADS, heads - h0);
     int r = blockIdx.y;
     int split = blockIdx.z;
+    int splits = gridDim.z;
     int stride = rank + ropeDim;
-    float* query = smem;
-    float* p = query + stride;
-    int* slot = (int*) (p + splitLen);
+    float* query = smem;                                // [MLA_HEADS, stride]
+    float* p = query + MLA_HEADS * stride;              // [MLA_HEADS, splitLen]
+    int* slot = (int*) (p + MLA_HEADS * splitLen);      // [splitLen]
     int begin = split * splitLen;
     int n = min(splitLen, visible[r] - begin);
-    size_t part = ((size_t) r * heads + h) * gridDim.z + split;
     if (n <= 0) { // a short sequence in a batch with longer ones: this split has no keys
-        for (int c = threadIdx.x; c < rank; c += blockDim.x) {
-            partO[part * rank + c] = 0.f;
+        for (int i = threadIdx.x; i < group * rank; i += blockDim.x) {
+            size_t part = ((size_t) r * heads + h0 + i / rank) * splits + split;
+            partO[part * rank + i % rank] = 0.f;
         }
-        if (threadIdx.x == 0) {
+        for (int h = threadIdx.x; h < group; h += blockDim.x) {
+            size_t part = ((size_t) r * heads + h0 + h) * splits + split;
             partML[part * 2] = -INFINITY;
             partML[part * 2 + 1] = 0.f;
         }
         return;
     }
-    for (int i = threadIdx.x; i < rank; i += blockDim.x) {
-        query[i] = qLat[((size_t) r * heads + h) * rank + i];
-    }
-    for (int i = threadIdx.x; i < ropeDim; i += blockDim.x) {
-        query[rank + i] = q[((size_t) r * heads + h) * qkHead + nope + i];
+    for (int i = threadIdx.x; i < group * stride; i += blockDim.x) {
+        int h = i / stride;
+        int c = i % stride;
+        size_t row = (size_t) r * heads + h0 + h;
+        query[i] = c < rank ? qLat[row * rank + c] : q[row * qkHead + nope + c - rank];
     }
     const int* table = tables + (size_t) seqOfRow[r] * tableStride;
     for (int k = threadIdx.x; k < n; k += blockDim.x) {
@@ -112,42 +119,66 @@ extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const floa
     int warps = blockDim.x >> 5;
     for (int k = warp; k < n; k += warps) {
         const float* key = cache + (size_t) slot[k] * stride;
-        float latent = 0.f;
-        for (int c = lane; c < rank; c += WARP) {
-            latent += query[c] * key[c];
+        float kv[MLA_KEY_LANES];
+#pragma unroll
+        for (int i = 0; i < MLA_KEY_LANES; i++) {
+            int c = lane + WARP * i;
+            kv[i] = c < stride ? key[c] : 0.f;
         }
-        float pe = 0.f;
-        for (int c = lane; c < ropeDim; c += WARP) {
-            pe += query[rank + c] * key[rank + c];
-        }
-        latent = warpSum(latent);
-        pe = warpSum(pe);
-        if (lane == 0) {
-            p[k] = (latent + pe) * softmaxScale;
+        for (int h = 0; h < group; h++) {
+            const float* qh = query + h * stride;
+            float d = 0.f;
+#pragma unroll
+            for (int i = 0; i < MLA_KEY_LANES; i++) {
+                int c = lane + WARP * i;
+                if (c < stride) {
+                    d += qh[c] * kv[i];
+                }
+            }
+            d = warpSum(d);
+            if (lane == 0) {
+                p[h * splitLen + k] = d * softmaxScale;
+            }
         }
     }
     __syncthreads();
-    float m = -INFINITY;
-    for (int k = threadIdx.x; k < n; k += blockDim.x) {
-        m = fmaxf(m, p[k]);
-    }
-    m = blockMax(m, scratch);
-    float l = 0.f;
-    for (int k = threadIdx.x; k < n; k += blockDim.x) {
-        p[k] = expf(p[k] - m);
-        l += p[k];
-    }
-    l = blockSum(l, scratch); // its barriers also publish p[]
-    for (int c = threadIdx.x; c < rank; c += blockDim.x) {
-        float acc = 0.f;
-        for (int k = 0; k < n; k++) {
-            acc += p[k] * cache[(size_t) slot[k] * stride + c];
+    for (int h = warp; h < group; h += warps) { // one warp per head: max, then exp and sum
+        float* ph = p + h * splitLen;
+        float m = -INFINITY;
+        for (int k = lane; k < n; k += WARP) {
+            m = fmaxf(m, ph[k]);
         }
-        partO[part * rank + c] = acc;
+        m = warpMax(m);
+        float l = 0.f;
+        for (int k = lane; k < n; k += WARP) {
+            ph[k] = expf(ph[k] - m);
+            l += ph[k];
+        }
+        l = warpSum(l);
+        if (lane == 0) {
+            size_t part = ((size_t) r * heads + h0 + h) * splits + split;
+            partML[part * 2] = m;
+            partML[part * 2 + 1] = l;
+        }
     }
-    if (threadIdx.x == 0) {
-        partML[part * 2] = m;
-        partML[part * 2 + 1] = l;
+    __syncthreads();
+    for (int c = threadIdx.x; c < rank; c += blockDim.x) {
+        float acc[MLA_HEADS];
+#pragma unroll
+        for (int h = 0; h < MLA_HEADS; h++) {
+            acc[h] = 0.f;
+        }
+        for (int k = 0; k < n; k++) {
+            float v = cache[(size_t) slot[k] * stride + c];
+#pragma unroll
+            for (int h = 0; h < MLA_HEADS; h++) {
+                acc[h] += p[h * splitLen + k] * v; // rows past the group hold stale values and are not written
+            }
+        }
+        for (int h = 0; h < group; h++) {
+            size_t part = ((size_t) r * heads + h0 + h) * splits + split;
+            partO[part * rank + c] = acc[h];
+        }
     }
 }
 

@@ -18,6 +18,16 @@
 
 #define DEEPSERVE_EMU 1
 
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
 struct emu_dim3 {
     unsigned x, y, z;
 };

@@ -114,9 +114,12 @@ public final class DeviceKernels {
                 kvB.weight(), kvB.scale(), kvB.rows(), kvB.cols(), kvB.blockRows(), kvB.blockCols(), q, heads, nope, vDim, qkHead, qLat);
     }
 
-    /** Shared memory one split of {@link #attend} needs. */
+    static final int MLA_HEADS = 8;
+    static final int MLA_KEY_LANES = 24;
+
+    /** Shared memory one block of {@link #attend} needs: a group's queries and scores, and the split's slots. */
     public static int attendSharedBytes(int rank, int ropeDim, int splitLen) {
-        return 4 * (rank + ropeDim + splitLen) + 4 * splitLen;
+        return 4 * MLA_HEADS * (rank + ropeDim + splitLen) + 4 * splitLen;
     }
 
     /**
@@ -126,7 +129,10 @@ public final class DeviceKernels {
     public void attend(long qLat, long q, int heads, int qkHead, int nope, int rank, int ropeDim, long cache, long tables,
                        long seqOfRow, int tableStride, int blockTokens, long visible, float scale, int splitLen, int splits,
                        long partO, long partML, int rows) {
-        gpu.launch("mla_attend", heads, rows, splits, THREADS, attendSharedBytes(rank, ropeDim, splitLen),
+        if (rank + ropeDim > 32 * MLA_KEY_LANES) {
+            throw new IllegalArgumentException("kv_lora_rank + qk_rope_head_dim " + (rank + ropeDim) + " is above the kernel's " + 32 * MLA_KEY_LANES);
+        }
+        gpu.launch("mla_attend", ceil(heads, MLA_HEADS), rows, splits, 256, attendSharedBytes(rank, ropeDim, splitLen),
                 qLat, q, heads, qkHead, nope, rank, ropeDim, cache, tables, seqOfRow, tableStride, blockTokens, visible, scale,
                 splitLen, partO, partML);
     }

@@ -286,7 +286,12 @@ class DeviceKernelsTest {
     @ParameterizedTest
     @MethodSource("devices")
     void splitKvAbsorbedAttentionOverPagedBlocksMatchesTheCpuMath(Devices.Named device) {
-        int heads = 2;
+        for (int heads : new int[] {2, 11}) { // within one group of heads, and over two with a partial one
+            attention(device, heads);
+        }
+    }
+
+    private void attention(Devices.Named device, int heads) {
         int nope = 16;
         int ropeDim = 8;
         int vDim = 12;
@@ -358,7 +363,7 @@ class DeviceKernelsTest {
             k.absorbOutput(dkvB, oLat, heads, nope, vDim, out, rows);
             float[] got = new float[expected.length];
             gpu.read(out, got);
-            assertClose(expected, got, 1e-5, "absorbed split-KV attention");
+            assertClose(expected, got, 1e-5, "absorbed split-KV attention, " + heads + " heads");
         }
     }
 }
