@@ -197,6 +197,30 @@ public final class JCudaGpu implements Gpu {
         cuLaunchKernel(f, gridX, gridY, gridZ, blockThreads, 1, 1, sharedBytes, null, Pointer.to(params), null);
     }
 
+    /** The memory's peak bandwidth from the device's own figures (memory clock × 2 for DDR × bus width), bytes/s. */
+    public synchronized double peakBytesPerSecond() {
+        cuCtxSetCurrent(context);
+        CUdevice dev = new CUdevice();
+        JCudaDriver.cuCtxGetDevice(dev);
+        int[] kHz = new int[1];
+        int[] bits = new int[1];
+        JCudaDriver.cuDeviceGetAttribute(kHz, jcuda.driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, dev);
+        JCudaDriver.cuDeviceGetAttribute(bits, jcuda.driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, dev);
+        return kHz[0] * 1000.0 * 2 * bits[0] / 8;
+    }
+
+    /** Device-to-device copy (the benchmarks' bandwidth baseline). */
+    public synchronized void copy(long dst, long src, long bytes) {
+        cuCtxSetCurrent(context);
+        JCudaDriver.cuMemcpyDtoD(at(dst), at(src), bytes);
+    }
+
+    /** Sets {@code bytes} bytes at {@code address} to zero. */
+    public synchronized void clear(long address, long bytes) {
+        cuCtxSetCurrent(context);
+        JCudaDriver.cuMemsetD8(at(address), (byte) 0, bytes);
+    }
+
     @Override
     public synchronized void synchronize() {
         cuCtxSetCurrent(context);
