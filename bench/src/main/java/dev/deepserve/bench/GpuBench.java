@@ -4,7 +4,10 @@ import dev.deepserve.cuda.DeviceKernels;
 import dev.deepserve.cuda.DeviceLinear;
 import dev.deepserve.cuda.GpuModel;
 import dev.deepserve.cuda.JCudaGpu;
+import dev.deepserve.model.engine.KvBlockPool;
+import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 
@@ -200,28 +203,29 @@ public final class GpuBench {
 
     static void decode(JCudaGpu gpu, Path model, int steps) {
         long t0 = System.nanoTime();
-        try (GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 1024, 64 * 16, 64), layers -> { })) {
+        try (GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 1024), layers -> { })) {
+            KvBlockPool pool = m.newPool(64, 64 * 1024);
             System.out.printf("decode on the GPU, %s (weights uploaded in %.1f s, %.1f MB read per token at batch 1)%n",
                     model.getFileName(), seconds(t0), m.weightBytesPerToken() / 1e6);
             SplittableRandom r = new SplittableRandom(1);
             double base = 0;
             for (int batch : new int[] {1, 8, 64}) {
-                List<GpuModel.Sequence> seqs = new ArrayList<>();
+                List<KvCache> seqs = new ArrayList<>();
                 int[] next = new int[batch];
                 for (int b = 0; b < batch; b++) {
-                    GpuModel.Sequence s = m.newSequence();
+                    KvCache s = new KvCache(pool);
                     int[] prompt = new int[64];
                     for (int i = 0; i < prompt.length; i++) {
                         prompt[i] = r.nextInt(m.config().vocabSize());
                     }
-                    next[b] = m.greedy(List.of(new GpuModel.Step(prompt, s)))[0];
+                    next[b] = m.greedy(List.of(new Transformer.Step(prompt, s)))[0];
                     seqs.add(s);
                 }
                 double seconds = 0;
                 for (int step = 0; step < steps + 3; step++) {
-                    List<GpuModel.Step> batchSteps = new ArrayList<>();
+                    List<Transformer.Step> batchSteps = new ArrayList<>();
                     for (int b = 0; b < batch; b++) {
-                        batchSteps.add(new GpuModel.Step(new int[] {next[b]}, seqs.get(b)));
+                        batchSteps.add(new Transformer.Step(new int[] {next[b]}, seqs.get(b)));
                     }
                     long s0 = System.nanoTime();
                     next = m.greedy(batchSteps); // includes reading the picks back: what a serving loop waits for
@@ -233,7 +237,7 @@ public final class GpuBench {
                 base = batch == 1 ? tps : base;
                 System.out.printf("  batch %2d: %8.0f tokens/s  %6.2f ms/step  %5.1f× batch 1%s%n", batch, tps, 1e3 * seconds / steps, tps / base,
                         batch == 1 ? String.format("  (weights %.0f GB/s)", tps * m.weightBytesPerToken() / 1e9) : "");
-                seqs.forEach(m::release);
+                seqs.forEach(KvCache::release);
             }
         }
         System.out.println();

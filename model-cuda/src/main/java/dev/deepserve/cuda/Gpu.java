@@ -18,7 +18,12 @@ public interface Gpu extends AutoCloseable {
 
     void free(long address);
 
-    void write(long dst, float[] src);
+    /** Copies {@code src[off, off + n)} to the device at {@code dst}. */
+    void write(long dst, float[] src, int off, int n);
+
+    default void write(long dst, float[] src) {
+        write(dst, src, 0, src.length);
+    }
 
     void write(long dst, int[] src);
 
@@ -27,7 +32,12 @@ public interface Gpu extends AutoCloseable {
     /** Copies host memory (a memory-mapped checkpoint tensor, say) to the device. */
     void write(long dst, MemorySegment src);
 
-    void read(long src, float[] dst);
+    /** Copies {@code n} floats from the device at {@code src} to {@code dst[off, off + n)}; waits for earlier launches. */
+    void read(long src, float[] dst, int off, int n);
+
+    default void read(long src, float[] dst) {
+        read(src, dst, 0, dst.length);
+    }
 
     void read(long src, int[] dst);
 

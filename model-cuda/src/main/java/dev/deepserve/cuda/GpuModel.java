@@ -2,16 +2,16 @@ package dev.deepserve.cuda;
 
 import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.KvBlockPool;
+import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Linear;
 import dev.deepserve.model.engine.Rope;
+import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.weights.CheckpointWeights;
-import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 
 import java.nio.file.Path;
-import java.util.ArrayDeque;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
@@ -24,40 +24,24 @@ import java.util.function.IntConsumer;
  * token ids, positions, cache slots and the sequences' block tables in one copy, and reads back the greedy picks
  * (or the logits when a caller samples on the host).
  *
- * <p>A step takes any number of new tokens per sequence (a prefill chunk or one decode token), like
- * {@code Transformer.forward}; row r of a sequence sees its cache up to and including its own position. Not
+ * <p>A step takes any number of new tokens per sequence (a prefill chunk, one decode token, or a token and its draft),
+ * as {@code Transformer.forward} does, with the same {@link Transformer.Step}s whose {@link KvCache}s come from this
+ * model's {@link #newPool pool}; row r of a sequence sees its cache up to and including its own position. Not
  * thread-safe: one engine loop drives it.
  */
 public final class GpuModel implements AutoCloseable {
 
-    /** Shapes of the resident buffers: rows per step, tokens per sequence, KV blocks and their size. */
-    public record Options(int maxRows, int maxContext, int kvBlocks, int blockTokens, int splitLen) {
+    /** Shapes of the resident buffers: rows per step, tokens per sequence, keys per split of the attention. */
+    public record Options(int maxRows, int maxContext, int splitLen) {
         public Options {
-            if (maxRows < 1 || maxContext < 1 || kvBlocks < 1 || blockTokens < 1 || splitLen < 32) {
+            if (maxRows < 1 || maxContext < 1 || splitLen < 32) {
                 throw new IllegalArgumentException("GPU model options must be positive (split length at least 32): " + this);
             }
         }
 
-        public Options(int maxRows, int maxContext, int kvBlocks, int blockTokens) {
-            this(maxRows, maxContext, kvBlocks, blockTokens, 256);
+        public Options(int maxRows, int maxContext) {
+            this(maxRows, maxContext, 256);
         }
-    }
-
-    /** A sequence's block table in the device KV cache. */
-    public static final class Sequence {
-        private int[] table = new int[8];
-        private int blocks;
-        private int length;
-        private boolean released;
-
-        /** Tokens whose latents are cached. */
-        public int length() {
-            return length;
-        }
-    }
-
-    /** New tokens for one sequence, appended at its length. */
-    public record Step(int[] tokens, Sequence sequence) {
     }
 
     private record Mlp(DeviceLinear gate, DeviceLinear up, DeviceLinear down) {
@@ -70,7 +54,7 @@ public final class GpuModel implements AutoCloseable {
     }
 
     private record Layer(long inputNorm, long postNorm, DeviceLinear qProj, DeviceLinear qA, long qANorm, DeviceLinear qB,
-                         DeviceLinear kvA, long kvANorm, DeviceLinear kvB, DeviceLinear oProj, Mlp dense, MoeLayer moe, long cache) {
+                         DeviceLinear kvA, long kvANorm, DeviceLinear kvB, DeviceLinear oProj, Mlp dense, MoeLayer moe) {
     }
 
     private final Gpu gpu;
@@ -97,7 +81,8 @@ public final class GpuModel implements AutoCloseable {
     private final int topK;
     private final int method;
     private final long weightBytes;
-    private final ArrayDeque<Integer> freeBlocks = new ArrayDeque<>();
+    private KvBlockPool pool;
+    private long[] caches;
     // activations, [maxRows, …] each
     private final long x;
     private final long normed;
@@ -176,15 +161,12 @@ public final class GpuModel implements AutoCloseable {
         this.cos = keep(gpu.upload(rope.cos()));
         this.sin = keep(gpu.upload(rope.sin()));
         this.scale = (float) rope.softmaxScale();
-        for (int b = 0; b < options.kvBlocks(); b++) {
-            freeBlocks.add(b);
-        }
         int rows = options.maxRows();
         int n = rows * Math.max(1, topK);
         int experts = Math.max(1, c.nRoutedExperts());
         int inter = Math.max(c.intermediateSize(), c.moeIntermediateSize() * Math.max(1, c.nSharedExperts()));
         this.maxSplits = DeviceKernels.ceil(options.maxContext(), options.splitLen());
-        this.maxTable = DeviceKernels.ceil(options.maxContext(), options.blockTokens());
+        this.maxTable = options.maxContext(); // block tables of one-token blocks at most
         this.x = floats((long) rows * hidden);
         this.normed = floats((long) rows * hidden);
         this.delta = floats((long) rows * hidden);
@@ -296,10 +278,9 @@ public final class GpuModel implements AutoCloseable {
         } else {
             dense = mlp(w, m, c.intermediateSize());
         }
-        long cache = floats((long) o.kvBlocks() * o.blockTokens() * stride);
         return new Layer(keep(gpu.upload(vector(w, p + "input_layernorm.weight", hidden))),
                 keep(gpu.upload(vector(w, p + "post_attention_layernorm.weight", hidden))),
-                qProj, qA, qANorm, qB, kvA, kvANorm, kvB, oProj, dense, moe, cache);
+                qProj, qA, qANorm, qB, kvA, kvANorm, kvB, oProj, dense, moe);
     }
 
     private long layerBytes(Layer l) {
@@ -328,36 +309,61 @@ public final class GpuModel implements AutoCloseable {
         return 4L * stride * layers.length;
     }
 
-    public Sequence newSequence() {
-        return new Sequence();
-    }
-
-    /** Gives a sequence's blocks back to the pool. */
-    public void release(Sequence s) {
-        if (!s.released) {
-            for (int b = 0; b < s.blocks; b++) {
-                freeBlocks.add(s.table[b]);
-            }
-            s.blocks = 0;
-            s.length = 0;
-            s.released = true;
+    /**
+     * The paged latent KV cache in device memory: {@code tokens} tokens (rounded up to whole blocks of
+     * {@code blockTokens}) for every layer, allocated now. The pool hands out block numbers and counts holders on the
+     * host, as the CPU engine's does (so the serving loop's admission, preemption and prefix sharing work unchanged);
+     * the values stay on the device, and {@link KvCache#read}/{@link KvCache#write} copy through it (KV transfers,
+     * prefix-cache copies). One pool per model.
+     */
+    public KvBlockPool newPool(int blockTokens, long tokens) {
+        if (pool != null) {
+            throw new IllegalStateException("this GPU model already has its KV pool");
         }
+        int blocks = (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
+        long[] c = new long[layers.length];
+        for (int l = 0; l < c.length; l++) {
+            c[l] = floats((long) blocks * blockTokens * stride);
+        }
+        this.caches = c;
+        this.pool = new KvBlockPool(layers.length, rank, ropeDim, blockTokens, blocks, new KvBlockPool.Storage() {
+            @Override
+            public void write(int layer, int slot, float[] src, int srcOff, int tokens) {
+                gpu.write(caches[layer] + 4L * slot * stride, src, srcOff, tokens * stride);
+            }
+
+            @Override
+            public void read(int layer, int slot, float[] dst, int dstOff, int tokens) {
+                gpu.read(caches[layer] + 4L * slot * stride, dst, dstOff, tokens * stride);
+            }
+        });
+        return pool;
     }
 
-    public int freeBlocks() {
-        return freeBlocks.size();
+    /**
+     * Runs the steps (their caches from {@link #newPool}) and returns the logits of rows {@code rows} (indices into
+     * the step's {@code Σ tokens} rows), {@code [rows.length, vocab]}, for sampling on the host.
+     */
+    public float[] logits(List<Transformer.Step> steps, int[] rows) {
+        run(steps);
+        int vocab = c.vocabSize();
+        float[] out = new float[rows.length * vocab];
+        for (int i = 0; i < rows.length; i++) {
+            gpu.read(logits + 4L * rows[i] * vocab, out, i * vocab, vocab);
+        }
+        return out;
     }
 
-    /** Runs the steps and returns the logits of every row, {@code [Σ tokens, vocab]}, for sampling on the host. */
-    public float[] logits(List<Step> steps) {
+    /** Runs the steps and returns the logits of every row, {@code [Σ tokens, vocab]}. */
+    public float[] logits(List<Transformer.Step> steps) {
         int rows = run(steps);
         float[] out = new float[rows * c.vocabSize()];
         gpu.read(logits, out);
         return out;
     }
 
-    /** Runs the steps and returns each step's greedy next token (the pick after its last row). */
-    public int[] greedy(List<Step> steps) {
+    /** Runs the steps and returns each step's greedy next token (the pick after its last row): the only read-back. */
+    public int[] greedy(List<Transformer.Step> steps) {
         int rows = run(steps);
         int[] all = new int[rows];
         gpu.read(picks, all);
@@ -370,21 +376,25 @@ public final class GpuModel implements AutoCloseable {
         return out;
     }
 
-    private int run(List<Step> steps) {
+    private int run(List<Transformer.Step> steps) {
         if (steps.isEmpty()) {
             throw new IllegalArgumentException("a step needs at least one sequence");
         }
+        if (pool == null) {
+            throw new IllegalStateException("the GPU model has no KV pool yet (newPool)");
+        }
         int rows = 0;
-        Set<Sequence> seen = new HashSet<>();
-        for (Step s : steps) {
+        Set<KvCache> seen = new HashSet<>();
+        for (Transformer.Step s : steps) {
+            KvCache cache = s.cache();
             if (s.tokens().length == 0) {
                 throw new IllegalArgumentException("a sequence in the step has no tokens");
             }
-            if (s.sequence().released || !seen.add(s.sequence())) {
-                throw new IllegalArgumentException("a sequence appears twice in the step, or was released");
+            if (cache.pool() != pool || !seen.add(cache)) {
+                throw new IllegalArgumentException("a sequence's KV cache is not from this GPU model's pool, or appears twice");
             }
-            if (s.sequence().length + s.tokens().length > o.maxContext()) {
-                throw new IllegalArgumentException("sequence of " + (s.sequence().length + s.tokens().length)
+            if (cache.length() + s.tokens().length > o.maxContext()) {
+                throw new IllegalArgumentException("sequence of " + (cache.length() + s.tokens().length)
                         + " tokens is longer than the GPU model's max context " + o.maxContext());
             }
             for (int t : s.tokens()) {
@@ -397,42 +407,38 @@ public final class GpuModel implements AutoCloseable {
         if (rows > o.maxRows()) {
             throw new IllegalArgumentException(rows + " rows in one step; the GPU model was sized for " + o.maxRows());
         }
-        int needed = 0;
-        for (Step s : steps) {
-            needed += Math.max(0, DeviceKernels.ceil(s.sequence().length + s.tokens().length, o.blockTokens()) - s.sequence().blocks);
+        long needed = 0;
+        for (Transformer.Step s : steps) {
+            needed += Math.max(0, pool.blocksFor((long) s.cache().length() + s.tokens().length) - s.cache().blocks());
         }
-        if (needed > freeBlocks.size()) {
-            throw new IllegalStateException("KV cache full: the step needs " + needed + " blocks, " + freeBlocks.size() + " are free");
+        if (!pool.canTake(needed)) {
+            throw new IllegalStateException("KV cache full: the step needs " + needed + " blocks, " + pool.available() + " can be had");
         }
         int tableStride = 1;
-        for (Step s : steps) {
-            Sequence seq = s.sequence();
-            int want = DeviceKernels.ceil(seq.length + s.tokens().length, o.blockTokens());
-            if (want > seq.table.length) {
-                seq.table = Arrays.copyOf(seq.table, Math.max(want, seq.table.length * 2));
-            }
-            while (seq.blocks < want) {
-                seq.table[seq.blocks++] = freeBlocks.poll();
-            }
-            tableStride = Math.max(tableStride, seq.blocks);
+        for (Transformer.Step s : steps) {
+            s.cache().reserve(s.tokens().length);
+            tableStride = Math.max(tableStride, s.cache().blocks());
         }
+        int blockTokens = pool.blockTokens();
         // one host->device copy: tokens | positions | slots | visible | seqOfRow | tables
         int[] m = new int[5 * rows + steps.size() * tableStride];
         int row = 0;
         int maxVisible = 0;
         for (int i = 0; i < steps.size(); i++) {
-            Step s = steps.get(i);
-            Sequence seq = s.sequence();
+            Transformer.Step s = steps.get(i);
+            KvCache cache = s.cache();
             for (int t = 0; t < s.tokens().length; t++, row++) {
-                int pos = seq.length + t;
+                int pos = cache.length() + t;
                 m[row] = s.tokens()[t];
                 m[rows + row] = pos;
-                m[2 * rows + row] = seq.table[pos / o.blockTokens()] * o.blockTokens() + pos % o.blockTokens();
+                m[2 * rows + row] = cache.blockAt(pos / blockTokens) * blockTokens + pos % blockTokens;
                 m[3 * rows + row] = pos + 1;
                 m[4 * rows + row] = i;
                 maxVisible = Math.max(maxVisible, pos + 1);
             }
-            System.arraycopy(seq.table, 0, m, 5 * rows + i * tableStride, seq.blocks);
+            for (int b = 0; b < cache.blocks(); b++) {
+                m[5 * rows + i * tableStride + b] = cache.blockAt(b);
+            }
         }
         gpu.write(meta, m);
         long tokens = meta;
@@ -445,7 +451,9 @@ public final class GpuModel implements AutoCloseable {
         float eps = (float) c.rmsNormEps();
 
         k.embed(embedKernel, embed, hidden, tokens, x, rows);
-        for (Layer l : layers) {
+        for (int li = 0; li < layers.length; li++) {
+            Layer l = layers[li];
+            long cache = caches[li];
             k.rmsNorm(x, hidden, l.inputNorm(), eps, normed, hidden, hidden, rows);
             if (l.qProj() != null) {
                 k.gemm(l.qProj(), normed, rows, q);
@@ -455,10 +463,10 @@ public final class GpuModel implements AutoCloseable {
                 k.gemm(l.qB(), qa, rows, q);
             }
             k.gemm(l.kvA(), normed, rows, kv);
-            k.kvWrite(kv, l.kvANorm(), eps, rank, ropeDim, positions, slots, cos, sin, l.cache(), rows);
+            k.kvWrite(kv, l.kvANorm(), eps, rank, ropeDim, positions, slots, cos, sin, cache, rows);
             k.rope(q, heads * qkHead, heads, qkHead, nope, ropeDim / 2, positions, cos, sin, rows);
             k.absorbQuery(l.kvB(), q, heads, nope, vDim, qkHead, qLat, rows);
-            k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, l.cache(), tables, seqOfRow, tableStride, o.blockTokens(),
+            k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, tables, seqOfRow, tableStride, blockTokens,
                     visible, scale, o.splitLen(), splits, partO, partML, rows);
             k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
             k.absorbOutput(l.kvB(), oLat, heads, nope, vDim, attended, rows);
@@ -475,8 +483,8 @@ public final class GpuModel implements AutoCloseable {
         k.rmsNorm(x, hidden, norm, eps, x, hidden, hidden, rows);
         k.gemm(lmHead, x, rows, logits);
         k.argmax(logits, c.vocabSize(), picks, rows);
-        for (Step s : steps) {
-            s.sequence().length += s.tokens().length;
+        for (Transformer.Step s : steps) {
+            s.cache().advance(s.tokens().length);
         }
         return rows;
     }

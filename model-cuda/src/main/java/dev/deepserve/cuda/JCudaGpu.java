@@ -135,9 +135,10 @@ public final class JCudaGpu implements Gpu {
     }
 
     @Override
-    public synchronized void write(long dst, float[] src) {
+    public synchronized void write(long dst, float[] src, int off, int n) {
+        java.util.Objects.checkFromIndexSize(off, n, src.length);
         cuCtxSetCurrent(context);
-        cuMemcpyHtoD(at(dst), Pointer.to(src), 4L * src.length);
+        cuMemcpyHtoD(at(dst), Pointer.to(src).withByteOffset(4L * off), 4L * n);
     }
 
     @Override
@@ -163,9 +164,10 @@ public final class JCudaGpu implements Gpu {
     }
 
     @Override
-    public synchronized void read(long src, float[] dst) {
+    public synchronized void read(long src, float[] dst, int off, int n) {
+        java.util.Objects.checkFromIndexSize(off, n, dst.length);
         cuCtxSetCurrent(context);
-        cuMemcpyDtoH(Pointer.to(dst), at(src), 4L * dst.length);
+        cuMemcpyDtoH(Pointer.to(dst).withByteOffset(4L * off), at(src), 4L * n);
     }
 
     @Override

@@ -75,8 +75,8 @@ final class EmulatedGpu implements Gpu {
     }
 
     @Override
-    public void write(long dst, float[] src) {
-        MemorySegment.copy(src, 0, at(dst, 4L * src.length), ValueLayout.JAVA_FLOAT, 0, src.length);
+    public void write(long dst, float[] src, int off, int n) {
+        MemorySegment.copy(src, off, at(dst, 4L * n), ValueLayout.JAVA_FLOAT, 0, n);
     }
 
     @Override
@@ -95,8 +95,8 @@ final class EmulatedGpu implements Gpu {
     }
 
     @Override
-    public void read(long src, float[] dst) {
-        MemorySegment.copy(at(src, 4L * dst.length), ValueLayout.JAVA_FLOAT, 0, dst, 0, dst.length);
+    public void read(long src, float[] dst, int off, int n) {
+        MemorySegment.copy(at(src, 4L * n), ValueLayout.JAVA_FLOAT, 0, dst, off, n);
     }
 
     @Override

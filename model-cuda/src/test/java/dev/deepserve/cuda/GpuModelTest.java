@@ -2,6 +2,7 @@ package dev.deepserve.cuda;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
@@ -28,7 +29,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 /**
  * The device-resident forward pass against the CPU engine, position by position: two sequences prefilled together
  * in one step (rows of different sequences, a prompt longer than a split so split-KV merges), then decoded together
- * with the CPU's greedy tokens, then a sequence reusing released blocks. V3 shape (FP8, q_lora, sigmoid group routing,
+ * with the CPU's greedy tokens; the device cache read back and written through the host; then a sequence reusing
+ * released blocks. V3 shape (FP8, q_lora, sigmoid group routing,
  * shared expert) and V2-Lite shape (BF16, plain q_proj, softmax greedy routing). Tolerance: 2e-4 of the logits'
  * magnitude; greedy picks must be equal.
  */
@@ -69,16 +71,17 @@ class GpuModelTest {
             Path model = checkpoint(dir, preset);
             try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
                  Gpu gpu = device.open().get();
-                 GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 128, 40, 4, 32), layers -> { })) {
+                 GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 128, 32), layers -> { })) {
                 int vocab = VOCAB;
+                KvBlockPool pool = m.newPool(4, 160);
                 KvCache cacheA = cpu.newCache(128);
                 KvCache cacheB = cpu.newCache(128);
-                GpuModel.Sequence a = m.newSequence();
-                GpuModel.Sequence b = m.newSequence();
+                KvCache a = new KvCache(pool);
+                KvCache b = new KvCache(pool);
                 int[] promptA = tokens(45, 1); // past one 32-key split
                 int[] promptB = tokens(5, 2);
                 float[] expected = cpu.logits(cpu.forward(List.of(new Transformer.Step(promptA, cacheA), new Transformer.Step(promptB, cacheB))), 0, 50);
-                float[] actual = m.logits(List.of(new GpuModel.Step(promptA, a), new GpuModel.Step(promptB, b)));
+                float[] actual = m.logits(List.of(new Transformer.Step(promptA, a), new Transformer.Step(promptB, b)));
                 assertClose(expected, actual, 2e-4, preset + " prefill logits");
                 int nextA = Sampler.argmax(Arrays.copyOfRange(expected, 44 * vocab, 45 * vocab));
                 int nextB = Sampler.argmax(Arrays.copyOfRange(expected, 49 * vocab, 50 * vocab));
@@ -86,7 +89,7 @@ class GpuModelTest {
                     float[] cpuLogits = cpu.logits(cpu.forward(List.of(new Transformer.Step(new int[] {nextA}, cacheA),
                             new Transformer.Step(new int[] {nextB}, cacheB))), 0, 2);
                     int[] want = {Sampler.argmax(Arrays.copyOfRange(cpuLogits, 0, vocab)), Sampler.argmax(Arrays.copyOfRange(cpuLogits, vocab, 2 * vocab))};
-                    List<GpuModel.Step> steps = List.of(new GpuModel.Step(new int[] {nextA}, a), new GpuModel.Step(new int[] {nextB}, b));
+                    List<Transformer.Step> steps = List.of(new Transformer.Step(new int[] {nextA}, a), new Transformer.Step(new int[] {nextB}, b));
                     if (step % 2 == 0) {
                         assertClose(cpuLogits, m.logits(steps), 2e-4, preset + " decode step " + step);
                     } else {
@@ -98,15 +101,30 @@ class GpuModelTest {
                 assertEquals(51, a.length());
                 assertEquals(11, b.length());
 
+                // the device cache reads back what the CPU engine cached (KV transfers and prefix copies go this way)
+                float[] hostKv = new float[51 * cacheA.stride()];
+                float[] deviceKv = new float[hostKv.length];
+                for (int layer = 0; layer < cacheA.layers(); layer++) {
+                    cacheA.read(layer, 0, hostKv, 0, 51);
+                    a.read(layer, 0, deviceKv, 0, 51);
+                    assertClose(hostKv, deviceKv, 1e-5, preset + " cached latents of layer " + layer);
+                }
+                // and a cache written from the host decodes like one the device filled itself
+                KvCache copied = cacheB.copyTo(pool);
+                float[] fromCopy = m.logits(List.of(new Transformer.Step(new int[] {nextB}, copied)));
+                float[] fromOwn = m.logits(List.of(new Transformer.Step(new int[] {nextB}, b)));
+                assertClose(fromOwn, fromCopy, 1e-5, preset + " decode from a cache written through the host");
+                copied.release();
+
                 // released blocks are reused by a new sequence, which must not see what was there
-                m.release(a);
-                GpuModel.Sequence c = m.newSequence();
+                a.release();
+                KvCache c = new KvCache(pool);
                 int[] promptC = tokens(30, 3);
                 float[] fresh = cpu.logits(cpu.forward(promptC, cpu.newCache(64)), 0, 30);
-                assertClose(fresh, m.logits(List.of(new GpuModel.Step(promptC, c))), 2e-4, preset + " prompt on reused blocks");
-                m.release(b);
-                m.release(c);
-                assertEquals(40, m.freeBlocks(), "every block back in the pool");
+                assertClose(fresh, m.logits(List.of(new Transformer.Step(promptC, c))), 2e-4, preset + " prompt on reused blocks");
+                b.release();
+                c.release();
+                assertEquals(0, pool.used(), "every block back in the pool");
             }
         }
     }
@@ -115,19 +133,21 @@ class GpuModelTest {
     @MethodSource("devices")
     void badStepsAreRefusedBeforeTheyTouchTheCache(Devices.Named device, @TempDir Path dir) throws IOException {
         Path model = checkpoint(dir, "tiny-v3");
-        try (Gpu gpu = device.open().get(); GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(8, 16, 4, 4, 32), layers -> { })) {
-            GpuModel.Sequence s = m.newSequence();
-            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new GpuModel.Step(new int[] {VOCAB}, s))), "token outside the vocabulary");
-            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new GpuModel.Step(tokens(9, 1), s))), "more rows than sized for");
-            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new GpuModel.Step(new int[] {1}, s), new GpuModel.Step(new int[] {2}, s))), "a sequence twice");
-            List<GpuModel.Sequence> all = new ArrayList<>();
+        try (Gpu gpu = device.open().get(); GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(8, 16, 32), layers -> { })) {
+            KvBlockPool pool = m.newPool(4, 16);
+            KvCache s = new KvCache(pool);
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new Transformer.Step(new int[] {VOCAB}, s))), "token outside the vocabulary");
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new Transformer.Step(tokens(9, 1), s))), "more rows than sized for");
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new Transformer.Step(new int[] {1}, s), new Transformer.Step(new int[] {2}, s))), "a sequence twice");
+            assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new Transformer.Step(new int[] {1}, new KvCache(1, 32, 8, 4)))), "a cache from another pool");
+            List<KvCache> all = new ArrayList<>();
             for (int i = 0; i < 4; i++) {
-                GpuModel.Sequence t = m.newSequence();
-                m.greedy(List.of(new GpuModel.Step(tokens(4, i), t)));
+                KvCache t = new KvCache(pool);
+                m.greedy(List.of(new Transformer.Step(tokens(4, i), t)));
                 all.add(t);
             }
-            IllegalStateException full = assertThrows(IllegalStateException.class, () -> m.greedy(List.of(new GpuModel.Step(new int[] {1}, all.get(0)))));
-            assertEquals("KV cache full: the step needs 1 blocks, 0 are free", full.getMessage());
+            IllegalStateException full = assertThrows(IllegalStateException.class, () -> m.greedy(List.of(new Transformer.Step(new int[] {1}, all.get(0)))));
+            assertEquals("KV cache full: the step needs 1 blocks, 0 can be had", full.getMessage());
             assertEquals(4, all.get(0).length(), "a refused step leaves the sequence as it was");
             assertEquals(0, s.length());
         }

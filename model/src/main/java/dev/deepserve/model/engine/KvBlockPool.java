@@ -12,6 +12,10 @@ import java.util.Arrays;
  * {@code (b * blockTokens + i) * stride}. A bounded pool has at most {@code maxBlocks} blocks (the engine's KV budget)
  * and {@link #allocate} fails beyond them; its arrays grow on demand up to that size, so an idle engine does not hold
  * its whole budget. A pool is used by one engine thread; counters may be read from any thread.
+ *
+ * <p>A pool may keep its values elsewhere ({@link Storage}: a GPU's memory, sized for the whole pool up front); it
+ * then only hands out block numbers and counts holders, and {@link KvCache#read}/{@link KvCache#write} copy through
+ * the storage.
  */
 public final class KvBlockPool {
 
@@ -29,6 +33,17 @@ public final class KvBlockPool {
     private int[] refs = new int[0];
     private volatile int used;
     private Reclaimer reclaimer;
+    private final Storage storage;
+
+    /**
+     * Values kept outside the heap, {@code [layer][slot][stride]} with slot {@code block · blockTokens + i}. A run
+     * never crosses a block.
+     */
+    public interface Storage {
+        void write(int layer, int slot, float[] src, int srcOff, int tokens);
+
+        void read(int layer, int slot, float[] dst, int dstOff, int tokens);
+    }
 
     /** Something holding blocks it can give back on demand (the prefix cache): asked when the pool is exhausted. */
     public interface Reclaimer {
@@ -44,6 +59,11 @@ public final class KvBlockPool {
      * {@code blockTokens} must be a power of two.
      */
     public KvBlockPool(int layers, int kvLoraRank, int ropeDim, int blockTokens, int maxBlocks) {
+        this(layers, kvLoraRank, ropeDim, blockTokens, maxBlocks, null);
+    }
+
+    /** A pool of {@code maxBlocks} blocks whose values live in {@code storage} (null: on the heap). */
+    public KvBlockPool(int layers, int kvLoraRank, int ropeDim, int blockTokens, int maxBlocks, Storage storage) {
         if (blockTokens < 1 || Integer.bitCount(blockTokens) != 1) {
             throw new IllegalArgumentException("KV block size must be a power of two, not " + blockTokens);
         }
@@ -56,7 +76,8 @@ public final class KvBlockPool {
         this.blockTokens = blockTokens;
         this.shift = Integer.numberOfTrailingZeros(blockTokens);
         long perLayer = (long) maxBlocks * blockTokens * stride;
-        this.maxBlocks = perLayer > Integer.MAX_VALUE - 16 ? (Integer.MAX_VALUE - 16) / (blockTokens * stride) : maxBlocks;
+        this.maxBlocks = storage == null && perLayer > Integer.MAX_VALUE - 16 ? (Integer.MAX_VALUE - 16) / (blockTokens * stride) : maxBlocks;
+        this.storage = storage;
         this.data = new float[layers][0];
         this.free = new int[0];
     }
@@ -128,7 +149,7 @@ public final class KvBlockPool {
             throw new IllegalStateException("the KV cache is full: all " + maxBlocks + " blocks of " + blockTokens + " tokens are in use");
         }
         int target = (int) Math.min(maxBlocks, Math.max(4L, grown * 2L));
-        for (int l = 0; l < layers; l++) {
+        for (int l = 0; storage == null && l < layers; l++) {
             data[l] = Arrays.copyOf(data[l], target * blockTokens * stride);
         }
         if (free.length < target) {
@@ -144,7 +165,15 @@ public final class KvBlockPool {
 
     /** The layer's block storage; see the class comment for the layout. Valid until the next allocation. */
     float[] layer(int layer) {
+        if (storage != null) {
+            throw new IllegalStateException("this KV pool keeps its values on the device, not in the heap");
+        }
         return data[layer];
+    }
+
+    /** Where the values live when not in the heap, else null. */
+    public Storage storage() {
+        return storage;
     }
 
     public int layers() {
@@ -186,8 +215,8 @@ public final class KvBlockPool {
         return (tokens + blockTokens - 1) / blockTokens;
     }
 
-    /** Bytes of memory behind the blocks allocated so far (arrays grow on demand up to the capacity). */
+    /** Bytes of memory behind the blocks: allocated so far on the heap (grown on demand), the whole pool in a storage. */
     public long bytes() {
-        return (long) layers * grown * blockTokens * stride * Float.BYTES;
+        return (long) layers * (storage == null ? grown : maxBlocks) * blockTokens * stride * Float.BYTES;
     }
 }

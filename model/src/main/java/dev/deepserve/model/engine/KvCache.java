@@ -89,7 +89,7 @@ public final class KvCache {
     }
 
     /** The pool block holding tokens {@code [i·blockTokens, (i+1)·blockTokens)}. */
-    int blockAt(int i) {
+    public int blockAt(int i) {
         if (i < 0 || i >= blocks) {
             throw new IndexOutOfBoundsException("block " + i + " of " + blocks);
         }
@@ -152,7 +152,8 @@ public final class KvCache {
         if (from < 0 || (long) from + tokens > (long) blocks << shift) {
             throw new IndexOutOfBoundsException("tokens " + from + ".." + (from + tokens) + " are outside the cache's blocks");
         }
-        float[] data = pool.layer(layer);
+        KvBlockPool.Storage storage = pool.storage();
+        float[] data = storage == null ? pool.layer(layer) : null;
         int stride = pool.stride();
         int t = from;
         int end = from + tokens;
@@ -160,7 +161,14 @@ public final class KvCache {
             int run = Math.min(end - t, mask + 1 - (t & mask)); // to the end of t's block
             int at = offset(t);
             int flatAt = flatOff + (t - from) * stride;
-            if (toCache) {
+            if (storage != null) {
+                int slot = at / stride;
+                if (toCache) {
+                    storage.write(layer, slot, flat, flatAt, run);
+                } else {
+                    storage.read(layer, slot, flat, flatAt, run);
+                }
+            } else if (toCache) {
                 System.arraycopy(flat, flatAt, data, at, run * stride);
             } else {
                 System.arraycopy(data, at, flat, flatAt, run * stride);
