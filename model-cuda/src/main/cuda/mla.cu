@@ -65,13 +65,15 @@ FOR_EACH_WEIGHT(MLA_ABSORB_Q)
 
 #define MLA_HEADS 8       // heads per block: each cached latent is read once for all of them
 #define MLA_KEY_LANES 24  // a key's rank + ropeDim values spread over a warp's registers: up to 768
+#define MLA_TILE 64       // keys scored at once; the softmax runs online over the tiles, so a split may be any length
 
 // One split of a group of MLA_HEADS heads of one query row: keys [split * splitLen, min(+splitLen, visible[r])) of
 // row r's sequence, whose block table is tables[seqOfRow[r] * tableStride ..]. Per head, writes the split's
-// unnormalised latent sum partO, its max score and its sum of exp(score - max) (partML). A warp scores one key for
-// every head of the group from registers; one warp per head reduces; each thread then owns latent columns and sums
-// over the keys for every head. Grid: (ceil(heads / MLA_HEADS), rows, splits); 256 threads; dynamic shared memory:
-// MLA_HEADS * (rank + ropeDim + splitLen) floats + splitLen ints.
+// unnormalised latent sum partO, its max score and its sum of exp(score - max) (partML). Keys go in tiles of MLA_TILE:
+// a warp scores one key for every head of the group from registers, one warp per head folds the tile into the running
+// max and sum (rescaling what came before, as flash-decoding does), and each thread owns latent columns and
+// accumulates every head's weighted sum. Grid: (ceil(heads / MLA_HEADS), rows, splits); 256 threads; dynamic shared
+// memory: MLA_HEADS * (rank + ropeDim + MLA_TILE + 3) floats + MLA_TILE ints.
 extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const float* __restrict__ q, int heads, int qkHead,
                                       int nope, int rank, int ropeDim, const float* __restrict__ cache,
                                       const int* __restrict__ tables, const int* __restrict__ seqOfRow,
@@ -86,8 +88,11 @@ extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const floa
     int splits = gridDim.z;
     int stride = rank + ropeDim;
     float* query = smem;                                // [MLA_HEADS, stride]
-    float* p = query + MLA_HEADS * stride;              // [MLA_HEADS, splitLen]
-    int* slot = (int*) (p + MLA_HEADS * splitLen);      // [splitLen]
+    float* p = query + MLA_HEADS * stride;              // [MLA_HEADS, MLA_TILE]
+    float* runMax = p + MLA_HEADS * MLA_TILE;           // [MLA_HEADS]
+    float* runSum = runMax + MLA_HEADS;                 // [MLA_HEADS]
+    float* rescale = runSum + MLA_HEADS;                // [MLA_HEADS]
+    int* slot = (int*) (rescale + MLA_HEADS);           // [MLA_TILE]
     int begin = split * splitLen;
     int n = min(splitLen, visible[r] - begin);
     if (n <= 0) { // a short sequence in a batch with longer ones: this split has no keys
@@ -108,77 +113,110 @@ extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const floa
         size_t row = (size_t) r * heads + h0 + h;
         query[i] = c < rank ? qLat[row * rank + c] : q[row * qkHead + nope + c - rank];
     }
-    const int* table = tables + (size_t) seqOfRow[r] * tableStride;
-    for (int k = threadIdx.x; k < n; k += blockDim.x) {
-        int t = begin + k;
-        slot[k] = table[t / blockTokens] * blockTokens + t % blockTokens;
+    if (threadIdx.x < MLA_HEADS) {
+        runMax[threadIdx.x] = -INFINITY;
+        runSum[threadIdx.x] = 0.f;
     }
-    __syncthreads();
+    const int* table = tables + (size_t) seqOfRow[r] * tableStride;
     int warp = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
     int warps = blockDim.x >> 5;
-    for (int k = warp; k < n; k += warps) {
-        const float* key = cache + (size_t) slot[k] * stride;
-        float kv[MLA_KEY_LANES];
+    const int columns = 2; // latent columns per thread: rank <= 2 * blockDim.x
+    float acc[columns][MLA_HEADS];
 #pragma unroll
-        for (int i = 0; i < MLA_KEY_LANES; i++) {
-            int c = lane + WARP * i;
-            kv[i] = c < stride ? key[c] : 0.f;
+    for (int j = 0; j < columns; j++) {
+#pragma unroll
+        for (int h = 0; h < MLA_HEADS; h++) {
+            acc[j][h] = 0.f;
         }
-        for (int h = 0; h < group; h++) {
-            const float* qh = query + h * stride;
-            float d = 0.f;
+    }
+    for (int t0 = 0; t0 < n; t0 += MLA_TILE) {
+        int tile = min(MLA_TILE, n - t0);
+        for (int k = threadIdx.x; k < tile; k += blockDim.x) {
+            int t = begin + t0 + k;
+            slot[k] = table[t / blockTokens] * blockTokens + t % blockTokens;
+        }
+        __syncthreads();
+        for (int k = warp; k < tile; k += warps) {
+            const float* key = cache + (size_t) slot[k] * stride;
+            float kv[MLA_KEY_LANES];
 #pragma unroll
             for (int i = 0; i < MLA_KEY_LANES; i++) {
                 int c = lane + WARP * i;
-                if (c < stride) {
-                    d += qh[c] * kv[i];
+                kv[i] = c < stride ? key[c] : 0.f;
+            }
+            for (int h = 0; h < group; h++) {
+                const float* qh = query + h * stride;
+                float d = 0.f;
+#pragma unroll
+                for (int i = 0; i < MLA_KEY_LANES; i++) {
+                    int c = lane + WARP * i;
+                    if (c < stride) {
+                        d += qh[c] * kv[i];
+                    }
+                }
+                d = warpSum(d);
+                if (lane == 0) {
+                    p[h * MLA_TILE + k] = d * softmaxScale;
                 }
             }
-            d = warpSum(d);
+        }
+        __syncthreads();
+        for (int h = warp; h < group; h += warps) { // one warp per head: fold the tile into the running max and sum
+            float* ph = p + h * MLA_TILE;
+            float m = runMax[h];
+            for (int k = lane; k < tile; k += WARP) {
+                m = fmaxf(m, ph[k]);
+            }
+            m = warpMax(m);
+            float l = 0.f;
+            for (int k = lane; k < tile; k += WARP) {
+                ph[k] = expf(ph[k] - m);
+                l += ph[k];
+            }
+            l = warpSum(l);
             if (lane == 0) {
-                p[h * splitLen + k] = d * softmaxScale;
+                float old = runMax[h];
+                float factor = old == -INFINITY ? 0.f : expf(old - m);
+                rescale[h] = factor;
+                runSum[h] = runSum[h] * factor + l;
+                runMax[h] = m;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < columns; j++) {
+            int c = threadIdx.x + j * blockDim.x;
+            if (c < rank) {
+#pragma unroll
+                for (int h = 0; h < MLA_HEADS; h++) {
+                    acc[j][h] *= h < group ? rescale[h] : 0.f;
+                }
+                for (int k = 0; k < tile; k++) {
+                    float v = cache[(size_t) slot[k] * stride + c];
+#pragma unroll
+                    for (int h = 0; h < MLA_HEADS; h++) {
+                        acc[j][h] += p[h * MLA_TILE + k] * v; // heads past the group hold stale values and are not written
+                    }
+                }
+            }
+        }
+        __syncthreads(); // the next tile overwrites slot[] and p[]
+    }
+#pragma unroll
+    for (int j = 0; j < columns; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+        if (c < rank) {
+            for (int h = 0; h < group; h++) {
+                size_t part = ((size_t) r * heads + h0 + h) * splits + split;
+                partO[part * rank + c] = acc[j][h];
             }
         }
     }
-    __syncthreads();
-    for (int h = warp; h < group; h += warps) { // one warp per head: max, then exp and sum
-        float* ph = p + h * splitLen;
-        float m = -INFINITY;
-        for (int k = lane; k < n; k += WARP) {
-            m = fmaxf(m, ph[k]);
-        }
-        m = warpMax(m);
-        float l = 0.f;
-        for (int k = lane; k < n; k += WARP) {
-            ph[k] = expf(ph[k] - m);
-            l += ph[k];
-        }
-        l = warpSum(l);
-        if (lane == 0) {
-            size_t part = ((size_t) r * heads + h0 + h) * splits + split;
-            partML[part * 2] = m;
-            partML[part * 2 + 1] = l;
-        }
-    }
-    __syncthreads();
-    for (int c = threadIdx.x; c < rank; c += blockDim.x) {
-        float acc[MLA_HEADS];
-#pragma unroll
-        for (int h = 0; h < MLA_HEADS; h++) {
-            acc[h] = 0.f;
-        }
-        for (int k = 0; k < n; k++) {
-            float v = cache[(size_t) slot[k] * stride + c];
-#pragma unroll
-            for (int h = 0; h < MLA_HEADS; h++) {
-                acc[h] += p[h * splitLen + k] * v; // rows past the group hold stale values and are not written
-            }
-        }
-        for (int h = 0; h < group; h++) {
-            size_t part = ((size_t) r * heads + h0 + h) * splits + split;
-            partO[part * rank + c] = acc[h];
-        }
+    if ((int) threadIdx.x < group) {
+        size_t part = ((size_t) r * heads + h0 + threadIdx.x) * splits + split;
+        partML[part * 2] = runMax[threadIdx.x];
+        partML[part * 2 + 1] = runSum[threadIdx.x];
     }
 }
 

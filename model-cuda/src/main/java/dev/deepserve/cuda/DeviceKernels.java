@@ -116,10 +116,12 @@ public final class DeviceKernels {
 
     static final int MLA_HEADS = 8;
     static final int MLA_KEY_LANES = 24;
+    static final int MLA_TILE = 64;
+    static final int MLA_THREADS = 256;
 
-    /** Shared memory one block of {@link #attend} needs: a group's queries and scores, and the split's slots. */
-    public static int attendSharedBytes(int rank, int ropeDim, int splitLen) {
-        return 4 * MLA_HEADS * (rank + ropeDim + splitLen) + 4 * splitLen;
+    /** Shared memory one block of {@link #attend} needs: a group's queries, a tile's scores and slots, running stats. */
+    public static int attendSharedBytes(int rank, int ropeDim) {
+        return 4 * MLA_HEADS * (rank + ropeDim + MLA_TILE + 3) + 4 * MLA_TILE;
     }
 
     /**
@@ -129,10 +131,11 @@ public final class DeviceKernels {
     public void attend(long qLat, long q, int heads, int qkHead, int nope, int rank, int ropeDim, long cache, long tables,
                        long seqOfRow, int tableStride, int blockTokens, long visible, float scale, int splitLen, int splits,
                        long partO, long partML, int rows) {
-        if (rank + ropeDim > 32 * MLA_KEY_LANES) {
-            throw new IllegalArgumentException("kv_lora_rank + qk_rope_head_dim " + (rank + ropeDim) + " is above the kernel's " + 32 * MLA_KEY_LANES);
+        if (rank + ropeDim > 32 * MLA_KEY_LANES || rank > 2 * MLA_THREADS) {
+            throw new IllegalArgumentException("kv_lora_rank " + rank + " + qk_rope_head_dim " + ropeDim + " is above the attention kernel's limits ("
+                    + 2 * MLA_THREADS + ", " + 32 * MLA_KEY_LANES + ")");
         }
-        gpu.launch("mla_attend", ceil(heads, MLA_HEADS), rows, splits, 256, attendSharedBytes(rank, ropeDim, splitLen),
+        gpu.launch("mla_attend", ceil(heads, MLA_HEADS), rows, splits, MLA_THREADS, attendSharedBytes(rank, ropeDim),
                 qLat, q, heads, qkHead, nope, rank, ropeDim, cache, tables, seqOfRow, tableStride, blockTokens, visible, scale,
                 splitLen, partO, partML);
     }

@@ -31,16 +31,19 @@ import java.util.function.IntConsumer;
  */
 public final class GpuModel implements AutoCloseable {
 
-    /** Shapes of the resident buffers: rows per step, tokens per sequence, keys per split of the attention. */
-    public record Options(int maxRows, int maxContext, int splitLen) {
+    /**
+     * Shapes of the resident buffers: rows (tokens) per step, rows whose logits one step returns, tokens per sequence,
+     * and keys per split of the attention (where the split buffers allow; longer splits otherwise).
+     */
+    public record Options(int maxRows, int maxLogitRows, int maxContext, int splitLen) {
         public Options {
-            if (maxRows < 1 || maxContext < 1 || splitLen < 32) {
-                throw new IllegalArgumentException("GPU model options must be positive (split length at least 32): " + this);
+            if (maxRows < 1 || maxLogitRows < 1 || maxContext < 1 || splitLen < 1) {
+                throw new IllegalArgumentException("GPU model options must be positive: " + this);
             }
         }
 
-        public Options(int maxRows, int maxContext) {
-            this(maxRows, maxContext, 256);
+        public Options(int maxRows, int maxLogitRows, int maxContext) {
+            this(maxRows, maxLogitRows, maxContext, 256);
         }
     }
 
@@ -83,6 +86,7 @@ public final class GpuModel implements AutoCloseable {
     private final long weightBytes;
     private KvBlockPool pool;
     private long[] caches;
+    private long weightsResident;
     // activations, [maxRows, …] each
     private final long x;
     private final long normed;
@@ -108,11 +112,11 @@ public final class GpuModel implements AutoCloseable {
     private final long up;
     private final long yp;
     private final long sharedOut;
+    private final long selected;
     private final long logits;
     private final long picks;
-    private final long meta;
-    private final int maxSplits;
-    private final int maxTable;
+    private long meta;
+    private final int rowSplits;
 
     /** Uploads the checkpoint in {@code dir} to {@code gpu} (which stays the caller's); {@code progress} gets layers done. */
     public GpuModel(Gpu gpu, Path dir, Options options, IntConsumer progress) {
@@ -165,8 +169,8 @@ public final class GpuModel implements AutoCloseable {
         int n = rows * Math.max(1, topK);
         int experts = Math.max(1, c.nRoutedExperts());
         int inter = Math.max(c.intermediateSize(), c.moeIntermediateSize() * Math.max(1, c.nSharedExperts()));
-        this.maxSplits = DeviceKernels.ceil(options.maxContext(), options.splitLen());
-        this.maxTable = options.maxContext(); // block tables of one-token blocks at most
+        // split buffers for rows x splits: 16 splits per row for decode batches up to 64, one split per row at most rows
+        this.rowSplits = Math.max(rows, 16 * Math.min(rows, 64));
         this.x = floats((long) rows * hidden);
         this.normed = floats((long) rows * hidden);
         this.delta = floats((long) rows * hidden);
@@ -175,8 +179,8 @@ public final class GpuModel implements AutoCloseable {
         this.kv = floats((long) rows * stride);
         this.qLat = floats((long) rows * heads * rank);
         this.oLat = floats((long) rows * heads * rank);
-        this.partO = floats((long) rows * heads * maxSplits * rank);
-        this.partML = floats((long) rows * heads * maxSplits * 2);
+        this.partO = floats((long) rowSplits * heads * rank);
+        this.partML = floats((long) rowSplits * heads * 2);
         this.attended = floats((long) rows * heads * vDim);
         this.g = floats((long) rows * inter);
         this.u = floats((long) rows * inter);
@@ -191,9 +195,9 @@ public final class GpuModel implements AutoCloseable {
         this.up = floats((long) n * c.moeIntermediateSize());
         this.yp = floats((long) n * hidden);
         this.sharedOut = floats((long) rows * hidden);
-        this.logits = floats((long) rows * c.vocabSize());
-        this.picks = floats(rows);
-        this.meta = floats(5L * rows + (long) rows * maxTable);
+        this.selected = floats((long) options.maxLogitRows() * hidden);
+        this.logits = floats((long) options.maxLogitRows() * c.vocabSize());
+        this.picks = floats(options.maxLogitRows());
         gpu.synchronize();
     }
 
@@ -208,6 +212,7 @@ public final class GpuModel implements AutoCloseable {
 
     private DeviceLinear linear(CheckpointWeights w, String prefix, int out, int in) {
         DeviceLinear d = DeviceLinear.upload(gpu, Linear.load(w, c, prefix, out, in));
+        weightsResident += d.bytes();
         keep(d.weight());
         if (d.scale() != 0) {
             keep(d.scale());
@@ -299,6 +304,12 @@ public final class GpuModel implements AutoCloseable {
         return c;
     }
 
+    /** For logs: "cuda, device-resident on NVIDIA H100 (1234 MiB of weights, KV pool 512 MiB; every kernel on the GPU)". */
+    public String describe() {
+        return "cuda, device-resident on " + gpu.name() + " (" + (weightsResident >> 20) + " MiB of weights"
+                + (pool == null ? "" : ", KV pool " + (pool.bytes() >> 20) + " MiB") + "; every kernel on the GPU, sampled rows' logits to the host)";
+    }
+
     /** Weight bytes one decode step reads for one token (attention, dense or top-k + shared experts, lm_head). */
     public long weightBytesPerToken() {
         return weightBytes;
@@ -326,6 +337,8 @@ public final class GpuModel implements AutoCloseable {
             c[l] = floats((long) blocks * blockTokens * stride);
         }
         this.caches = c;
+        // the step's metadata: six ints per row at most, and a block table per sequence
+        this.meta = floats(6L * o.maxRows() + (long) o.maxRows() * DeviceKernels.ceil(o.maxContext(), blockTokens));
         this.pool = new KvBlockPool(layers.length, rank, ropeDim, blockTokens, blocks, new KvBlockPool.Storage() {
             @Override
             public void write(int layer, int slot, float[] src, int srcOff, int tokens) {
@@ -345,38 +358,41 @@ public final class GpuModel implements AutoCloseable {
      * the step's {@code Σ tokens} rows), {@code [rows.length, vocab]}, for sampling on the host.
      */
     public float[] logits(List<Transformer.Step> steps, int[] rows) {
-        run(steps);
-        int vocab = c.vocabSize();
-        float[] out = new float[rows.length * vocab];
-        for (int i = 0; i < rows.length; i++) {
-            gpu.read(logits + 4L * rows[i] * vocab, out, i * vocab, vocab);
+        run(steps, rows);
+        float[] out = new float[rows.length * c.vocabSize()];
+        if (rows.length > 0) {
+            gpu.read(logits, out);
         }
         return out;
     }
 
     /** Runs the steps and returns the logits of every row, {@code [Σ tokens, vocab]}. */
     public float[] logits(List<Transformer.Step> steps) {
-        int rows = run(steps);
-        float[] out = new float[rows * c.vocabSize()];
-        gpu.read(logits, out);
-        return out;
+        int[] all = new int[steps.stream().mapToInt(s -> s.tokens().length).sum()];
+        java.util.Arrays.setAll(all, i -> i);
+        return logits(steps, all);
     }
 
     /** Runs the steps and returns each step's greedy next token (the pick after its last row): the only read-back. */
     public int[] greedy(List<Transformer.Step> steps) {
-        int rows = run(steps);
-        int[] all = new int[rows];
-        gpu.read(picks, all);
-        int[] out = new int[steps.size()];
+        int[] last = new int[steps.size()];
         int row = 0;
-        for (int i = 0; i < out.length; i++) {
+        for (int i = 0; i < last.length; i++) {
             row += steps.get(i).tokens().length;
-            out[i] = all[row - 1];
+            last[i] = row - 1;
         }
+        run(steps, last);
+        int[] out = new int[last.length];
+        gpu.read(picks, out);
         return out;
     }
 
-    private int run(List<Transformer.Step> steps) {
+    /** Rows (tokens) one step may hold. */
+    public int maxRows() {
+        return o.maxRows();
+    }
+
+    private void run(List<Transformer.Step> steps, int[] logitRows) {
         if (steps.isEmpty()) {
             throw new IllegalArgumentException("a step needs at least one sequence");
         }
@@ -407,6 +423,14 @@ public final class GpuModel implements AutoCloseable {
         if (rows > o.maxRows()) {
             throw new IllegalArgumentException(rows + " rows in one step; the GPU model was sized for " + o.maxRows());
         }
+        if (logitRows.length > o.maxLogitRows()) {
+            throw new IllegalArgumentException(logitRows.length + " rows of logits in one step; the GPU model was sized for " + o.maxLogitRows());
+        }
+        for (int r : logitRows) {
+            if (r < 0 || r >= rows) {
+                throw new IllegalArgumentException("logit row " + r + " is outside the step's " + rows + " rows");
+            }
+        }
         long needed = 0;
         for (Transformer.Step s : steps) {
             needed += Math.max(0, pool.blocksFor((long) s.cache().length() + s.tokens().length) - s.cache().blocks());
@@ -420,8 +444,10 @@ public final class GpuModel implements AutoCloseable {
             tableStride = Math.max(tableStride, s.cache().blocks());
         }
         int blockTokens = pool.blockTokens();
-        // one host->device copy: tokens | positions | slots | visible | seqOfRow | tables
-        int[] m = new int[5 * rows + steps.size() * tableStride];
+        // one host->device copy: tokens | positions | slots | visible | seqOfRow | logitRows | tables
+        int[] m = new int[5 * rows + logitRows.length + steps.size() * tableStride];
+        System.arraycopy(logitRows, 0, m, 5 * rows, logitRows.length);
+        int tablesAt = 5 * rows + logitRows.length;
         int row = 0;
         int maxVisible = 0;
         for (int i = 0; i < steps.size(); i++) {
@@ -437,7 +463,7 @@ public final class GpuModel implements AutoCloseable {
                 maxVisible = Math.max(maxVisible, pos + 1);
             }
             for (int b = 0; b < cache.blocks(); b++) {
-                m[5 * rows + i * tableStride + b] = cache.blockAt(b);
+                m[tablesAt + i * tableStride + b] = cache.blockAt(b);
             }
         }
         gpu.write(meta, m);
@@ -446,8 +472,10 @@ public final class GpuModel implements AutoCloseable {
         long slots = meta + 8L * rows;
         long visible = meta + 12L * rows;
         long seqOfRow = meta + 16L * rows;
-        long tables = meta + 20L * rows;
-        int splits = DeviceKernels.ceil(maxVisible, o.splitLen());
+        long selectedRows = meta + 20L * rows;
+        long tables = meta + 4L * tablesAt;
+        int splits = Math.clamp(DeviceKernels.ceil(maxVisible, o.splitLen()), 1, Math.max(1, rowSplits / rows));
+        int splitLen = DeviceKernels.ceil(maxVisible, splits);
         float eps = (float) c.rmsNormEps();
 
         k.embed(embedKernel, embed, hidden, tokens, x, rows);
@@ -467,7 +495,7 @@ public final class GpuModel implements AutoCloseable {
             k.rope(q, heads * qkHead, heads, qkHead, nope, ropeDim / 2, positions, cos, sin, rows);
             k.absorbQuery(l.kvB(), q, heads, nope, vDim, qkHead, qLat, rows);
             k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, tables, seqOfRow, tableStride, blockTokens,
-                    visible, scale, o.splitLen(), splits, partO, partML, rows);
+                    visible, scale, splitLen, splits, partO, partML, rows);
             k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
             k.absorbOutput(l.kvB(), oLat, heads, nope, vDim, attended, rows);
             k.gemm(l.oProj(), attended, rows, delta);
@@ -480,13 +508,17 @@ public final class GpuModel implements AutoCloseable {
             }
             k.addTo(x, delta, rows * hidden);
         }
-        k.rmsNorm(x, hidden, norm, eps, x, hidden, hidden, rows);
-        k.gemm(lmHead, x, rows, logits);
-        k.argmax(logits, c.vocabSize(), picks, rows);
         for (Transformer.Step s : steps) {
             s.cache().advance(s.tokens().length);
         }
-        return rows;
+        if (logitRows.length == 0) {
+            return; // a prefill chunk that samples nothing: its KV is what was wanted
+        }
+        // lm_head only for the rows that are sampled: the others' logits would be read by nobody
+        k.gather(x, hidden, 1, selectedRows, selected, logitRows.length);
+        k.rmsNorm(selected, hidden, norm, eps, selected, hidden, hidden, logitRows.length);
+        k.gemm(lmHead, selected, logitRows.length, logits);
+        k.argmax(logits, c.vocabSize(), picks, logitRows.length);
     }
 
     private void mlp(Mlp m, long in, int rows, long out) {

@@ -287,11 +287,13 @@ class DeviceKernelsTest {
     @MethodSource("devices")
     void splitKvAbsorbedAttentionOverPagedBlocksMatchesTheCpuMath(Devices.Named device) {
         for (int heads : new int[] {2, 11}) { // within one group of heads, and over two with a partial one
-            attention(device, heads);
+            for (int splitLen : new int[] {64, 300, 1024}) { // one tile per split; several tiles online; one split
+                attention(device, heads, splitLen);
+            }
         }
     }
 
-    private void attention(Devices.Named device, int heads) {
+    private void attention(Devices.Named device, int heads, int splitLen) {
         int nope = 16;
         int ropeDim = 8;
         int vDim = 12;
@@ -348,7 +350,6 @@ class DeviceKernelsTest {
         try (Gpu gpu = device.open().get()) {
             DeviceKernels k = new DeviceKernels(gpu);
             DeviceLinear dkvB = DeviceLinear.upload(gpu, kvB);
-            int splitLen = 64;
             int splits = (700 + splitLen - 1) / splitLen;
             long dq = gpu.upload(q);
             long qLat = gpu.alloc(4L * rows * heads * rank);
@@ -363,7 +364,7 @@ class DeviceKernelsTest {
             k.absorbOutput(dkvB, oLat, heads, nope, vDim, out, rows);
             float[] got = new float[expected.length];
             gpu.read(out, got);
-            assertClose(expected, got, 1e-5, "absorbed split-KV attention, " + heads + " heads");
+            assertClose(expected, got, 1e-5, "absorbed split-KV attention, " + heads + " heads, splits of " + splitLen);
         }
     }
 }

@@ -19,12 +19,12 @@ import java.util.TreeMap;
  * interface as a real device: device memory is native memory and a launch calls {@code emu_<kernel>} with the
  * argument block the CUDA driver would get. Copies are bounds-checked against the allocations.
  */
-final class EmulatedGpu implements Gpu {
+public final class EmulatedGpu implements Gpu {
 
     private static final Object LOCK = new Object(); // the emulator's scheduler is one global
 
     /** The built emulator library, or empty with the reason. */
-    static Optional<Path> library() {
+    public static Optional<Path> library() {
         String p = System.getProperty("deepserve.cuda.emulator");
         return p != null && Files.isRegularFile(Path.of(p)) ? Optional.of(Path.of(p)) : Optional.empty();
     }
@@ -36,7 +36,7 @@ final class EmulatedGpu implements Gpu {
     private final TreeMap<Long, MemorySegment> allocations = new TreeMap<>();
     private final Map<Long, Arena> arenas = new HashMap<>();
 
-    EmulatedGpu() {
+    public EmulatedGpu() {
         Path lib = library().orElseThrow(() -> new IllegalStateException("the CUDA emulator library was not built (needs g++)"));
         this.lookup = SymbolLookup.libraryLookup(lib, libraryArena);
         this.error = Linker.nativeLinker().downcallHandle(lookup.find("emu_error").orElseThrow(), FunctionDescriptor.of(ValueLayout.ADDRESS));

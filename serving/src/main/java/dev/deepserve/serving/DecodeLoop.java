@@ -1,5 +1,6 @@
 package dev.deepserve.serving;
 
+import dev.deepserve.cuda.GpuModel;
 import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Mla;
@@ -94,6 +95,7 @@ public final class DecodeLoop {
     static final int PROBE_DRAFTS = 32;
 
     private final Transformer model;
+    private final GpuModel gpu;
     private final Mtp mtp;
     private final Tokenizer tokenizer;
     private final PrefixCache prefixCache;
@@ -168,15 +170,26 @@ public final class DecodeLoop {
     java.util.function.BiFunction<Sequence, Integer, Integer> draftOverride;
 
     public DecodeLoop(Transformer model, Tokenizer tokenizer, PrefixCache prefixCache, Settings settings, Metrics metrics) {
+        this(model, null, tokenizer, prefixCache, settings, metrics);
+    }
+
+    /**
+     * A loop whose forward passes run on {@code gpu} when it is given: the device-resident model, with the KV pool in
+     * device memory. Admission, preemption, prefix sharing, KV transfers and sampling stay as they are; only logits of
+     * the rows that are sampled come back to the host. MTP speculation runs on the CPU model only, so it is off here.
+     */
+    public DecodeLoop(Transformer model, GpuModel gpu, Tokenizer tokenizer, PrefixCache prefixCache, Settings settings, Metrics metrics) {
         this.model = model;
-        this.mtp = settings.mtp() ? model.mtp() : null;
+        this.gpu = gpu;
+        this.mtp = settings.mtp() && gpu == null ? model.mtp() : null;
         this.tokenizer = tokenizer;
         this.prefixCache = prefixCache;
         this.settings = settings;
         this.metrics = metrics;
         this.vocab = model.config().vocabSize();
         this.hidden = model.config().hiddenSize();
-        this.pool = model.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
+        this.pool = gpu != null ? gpu.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens())
+                : model.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
         this.mtpPool = mtp == null ? null : mtp.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
         if (prefixCache != null) {
             prefixCache.attach(pool, mtpPool); // cached prefixes become shared pool blocks (when the block sizes agree)
@@ -476,12 +489,23 @@ public final class DecodeLoop {
             }
         }
         List<Planned> plan = new ArrayList<>();
+        // a GPU model holds a fixed number of rows per step: decode rows first, prompt chunks share what is left
+        int budget = gpu == null ? Integer.MAX_VALUE : gpu.maxRows();
+        for (Sequence s : active) {
+            if (s.unwritableSince == 0 && !s.prefilling()) {
+                budget -= s.draft >= 0 ? 2 : 1;
+            }
+        }
         for (Sequence s : active) {
             if (s.unwritableSince != 0) {
                 continue; // paused until its reader catches up
             }
             if (s.prefilling()) {
-                int n = Math.min(settings.prefillChunk(), s.context().length - s.prefilled);
+                int n = Math.min(Math.min(settings.prefillChunk(), budget), s.context().length - s.prefilled);
+                if (n <= 0) {
+                    continue; // no rows left in this step; its next chunk goes in a later one
+                }
+                budget -= n;
                 plan.add(new Planned(s, Arrays.copyOfRange(s.context(), s.prefilled, s.prefilled + n), new int[] {s.prefilled, s.prefilled + n}));
             } else {
                 plan.add(new Planned(s, s.draft >= 0 ? new int[] {s.lastToken, s.draft} : new int[] {s.lastToken}, null));
@@ -506,7 +530,6 @@ public final class DecodeLoop {
         }
         lastBatch = steps.size();
         long t0 = System.nanoTime();
-        float[] h = model.forward(steps);
 
         // rows whose logits are needed: the last prompt row of a finished prefill, the one or two rows of a decode step
         int[] firstRow = new int[stepping.size()];
@@ -525,7 +548,14 @@ public final class DecodeLoop {
             }
             row += n;
         }
-        float[] logits = logitRows.isEmpty() ? new float[0] : model.logits(gather(h, logitRows), 0, logitRows.size());
+        float[] h = null;
+        float[] logits;
+        if (gpu != null) {
+            logits = gpu.logits(steps, logitRows.stream().mapToInt(Integer::intValue).toArray());
+        } else {
+            h = model.forward(steps);
+            logits = logitRows.isEmpty() ? new float[0] : model.logits(gather(h, logitRows), 0, logitRows.size());
+        }
         for (int r = 0; r < logitRows.size(); r++) {
             for (int id : unusable) {
                 logits[r * vocab + id] = Float.NEGATIVE_INFINITY;

@@ -4,6 +4,8 @@ import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.cuda.CudaOps;
+import dev.deepserve.cuda.GpuModel;
+import dev.deepserve.cuda.JCudaGpu;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.engine.ops.TensorOps;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -137,19 +139,31 @@ public final class EngineHost {
     private void run() {
         try {
             long t0 = System.nanoTime();
-            TensorOps ops = backend(CpuOps.create(CpuOps.vectorAvailable(), options.threads().orElse(Runtime.getRuntime().availableProcessors()), false));
+            CpuOps cpu = CpuOps.create(CpuOps.vectorAvailable(), options.threads().orElse(Runtime.getRuntime().availableProcessors()), false);
+            boolean spreadExperts = !options.experts().workers().isEmpty() || options.experts().localWorkers() > 0;
+            TensorOps ops = cpu;
+            GpuModel gpuModel = null;
+            if (useCuda()) {
+                if (spreadExperts) {
+                    ops = new CudaOps(0, cpu); // experts on workers: the device runs this process's products
+                } else {
+                    gpuModel = deviceResident(cpu);
+                    ops = gpuModel == null ? new CudaOps(0, cpu) : cpu;
+                }
+            }
             Transformer model = Transformer.load(options.modelDir(), ops);
             tokenizer = Tokenizer.load(options.modelDir());
             String spread = expertParallel(model);
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
-            DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(options.maxBatch(), options.maxContext(),
+            DecodeLoop l = new DecodeLoop(model, gpuModel, tokenizer, prefix, new DecodeLoop.Settings(options.maxBatch(), options.maxContext(),
                     options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
                     options.slowReaderTimeout(), options.kvAdmission()), metrics.apply(prefix));
             configure.accept(l);
             loop = l;
             state = State.READY;
+            String where = gpuModel != null ? gpuModel.describe() : ops.describe();
             LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; MTP speculation {5}; experts {6}", name,
-                    model.config().modelType(), options.modelDir(), ops.describe(), (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off", spread);
+                    model.config().modelType(), options.modelDir(), where, (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off", spread);
         } catch (RuntimeException | java.io.IOException e) {
             problem = e.getMessage();
             state = State.FAILED;
@@ -168,27 +182,46 @@ public final class EngineHost {
     }
 
     /**
-     * The tensor backend: {@code cuda} when asked for (failing with the reason when it cannot run), {@code auto} picks
-     * CUDA when a device, its driver and the PTX are there and says why not otherwise, {@code cpu} never tries.
+     * Whether to run on CUDA: {@code cuda} when asked for (failing with the reason when it cannot run), {@code auto}
+     * when a device, its driver and the PTX are there (saying why not otherwise), {@code cpu} never.
      */
-    private TensorOps backend(CpuOps cpu) {
+    private boolean useCuda() {
         String choice = options.backend() == null ? "auto" : options.backend().strip().toLowerCase(java.util.Locale.ROOT);
         switch (choice) {
             case "cpu" -> {
-                return cpu;
+                return false;
             }
             case "cuda", "auto" -> {
                 Optional<String> why = CudaOps.unavailable();
                 if (why.isEmpty()) {
-                    return new CudaOps(0, cpu);
+                    return true;
                 }
                 if (choice.equals("cuda")) {
                     throw new IllegalStateException("DEEPSERVE_ENGINE_BACKEND=cuda but the CUDA backend cannot run: " + why.get());
                 }
                 LOG.log(System.Logger.Level.INFO, "{0}: CUDA backend not used: {1}; running on the CPU", name, why.get());
-                return cpu;
+                return false;
             }
             default -> throw new IllegalArgumentException("DEEPSERVE_ENGINE_BACKEND must be auto, cpu or cuda, not '" + options.backend() + "'");
+        }
+    }
+
+    /**
+     * The device-resident model (weights, KV cache and every kernel on the GPU), sized for this engine's batches; null
+     * when the checkpoint has a weight format without kernels (then the products alone run on the GPU).
+     */
+    private GpuModel deviceResident(CpuOps cpu) {
+        JCudaGpu gpu = new JCudaGpu(0);
+        try {
+            int layers = dev.deepserve.model.config.ModelConfig.read(new dev.deepserve.model.ModelDirectory(options.modelDir()).config()).numHiddenLayers();
+            GpuModel m = new GpuModel(gpu, options.modelDir(),
+                    new GpuModel.Options(2 * options.maxBatch() + options.prefillChunk(), 2 * options.maxBatch(), options.maxContext()),
+                    done -> LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, layers));
+            return m;
+        } catch (UnsupportedOperationException e) {
+            gpu.close();
+            LOG.log(System.Logger.Level.INFO, "{0}: the device-resident model does not take this checkpoint ({1}); only the products run on the GPU", name, e.getMessage());
+            return null;
         }
     }
 
