@@ -70,6 +70,13 @@ extern "C" __global__ void embed_bf16(const unsigned short* __restrict__ table, 
     }
 }
 
+// logits[r, ids[i]] = -inf for i < n: token ids that must never be picked (ids the tokenizer cannot decode). Grid: rows.
+extern "C" __global__ void mask_columns(float* logits, int cols, const int* __restrict__ ids, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        logits[(size_t) blockIdx.x * cols + ids[i]] = -INFINITY;
+    }
+}
+
 // out[r] = the index of row r's largest value, the lowest index on ties (the greedy pick). Grid: rows; 256 threads.
 extern "C" __global__ void argmax_rows(const float* __restrict__ logits, int cols, int* out) {
     __shared__ float bestValue[256];

@@ -69,6 +69,11 @@ public final class DeviceKernels {
         gpu.launch("embed_" + kernel, rows, 1, 1, THREADS, 0, table, cols, ids, out);
     }
 
+    /** Sets columns {@code ids[0, n)} of every row to -∞. */
+    public void maskColumns(long logits, int cols, long ids, int n, int rows) {
+        gpu.launch("mask_columns", rows, 1, 1, THREADS, 0, logits, cols, ids, n);
+    }
+
     /** The greedy pick of each row (Sampler.argmax: the lowest index on ties). */
     public void argmax(long logits, int cols, long out, int rows) {
         gpu.launch("argmax_rows", rows, 1, 1, 256, 0, logits, cols, out);

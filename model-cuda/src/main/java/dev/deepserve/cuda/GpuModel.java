@@ -87,6 +87,8 @@ public final class GpuModel implements AutoCloseable {
     private KvBlockPool pool;
     private long[] caches;
     private long weightsResident;
+    private long masked;
+    private int maskedCount;
     // activations, [maxRows, …] each
     private final long x;
     private final long normed;
@@ -387,6 +389,29 @@ public final class GpuModel implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Runs the steps and returns the greedy pick of rows {@code rows}: only these ids cross to the host. What a
+     * serving loop uses when every sampled row is plain greedy.
+     */
+    public int[] picks(List<Transformer.Step> steps, int[] rows) {
+        run(steps, rows);
+        int[] out = new int[rows.length];
+        if (rows.length > 0) {
+            gpu.read(picks, out);
+        }
+        return out;
+    }
+
+    /** Token ids never to pick (and reported as -∞ in logits): ids the tokenizer cannot decode. */
+    public void neverPick(int[] ids) {
+        if (masked != 0) {
+            gpu.free(masked);
+            allocations.remove(Long.valueOf(masked));
+        }
+        masked = ids.length == 0 ? 0 : keep(gpu.upload(ids));
+        maskedCount = ids.length;
+    }
+
     /** Rows (tokens) one step may hold. */
     public int maxRows() {
         return o.maxRows();
@@ -518,6 +543,9 @@ public final class GpuModel implements AutoCloseable {
         k.gather(x, hidden, 1, selectedRows, selected, logitRows.length);
         k.rmsNorm(selected, hidden, norm, eps, selected, hidden, hidden, logitRows.length);
         k.gemm(lmHead, selected, logitRows.length, logits);
+        if (maskedCount > 0) {
+            k.maskColumns(logits, c.vocabSize(), masked, maskedCount, logitRows.length);
+        }
         k.argmax(logits, c.vocabSize(), picks, logitRows.length);
     }
 

@@ -128,6 +128,18 @@ class DeviceKernelsTest {
             }
             assertEquals(10, got[1]);
             assertEquals(0, got[2]);
+
+            // ids that may never be picked are masked before the pick
+            long logits = gpu.upload(l);
+            DeviceKernels k = new DeviceKernels(gpu);
+            k.maskColumns(logits, cols, gpu.upload(new int[] {10, 0, 1}), 3, 3);
+            k.argmax(logits, cols, out, 3);
+            gpu.read(out, got);
+            assertEquals(900, got[1], "the tie's other half once id 10 is masked");
+            assertEquals(2, got[2], "the lowest id left in an all-equal row");
+            float[] masked = new float[3 * cols];
+            gpu.read(logits, masked);
+            assertEquals(Float.NEGATIVE_INFINITY, masked[cols + 10]);
         }
     }
 

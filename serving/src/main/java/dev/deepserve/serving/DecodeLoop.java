@@ -9,6 +9,7 @@ import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.Sampler;
+import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.tokenizer.Tokenizer;
 
 import java.time.Duration;
@@ -96,6 +97,8 @@ public final class DecodeLoop {
 
     private final Transformer model;
     private final GpuModel gpu;
+    /** This step's greedy picks when the device chose them (then there are no logits on the host), else null. */
+    private int[] picks;
     private final Mtp mtp;
     private final Tokenizer tokenizer;
     private final PrefixCache prefixCache;
@@ -202,6 +205,9 @@ public final class DecodeLoop {
             }
         }
         this.unusable = padding.stream().mapToInt(Integer::intValue).toArray();
+        if (gpu != null) {
+            gpu.neverPick(unusable);
+        }
     }
 
     public boolean speculating() {
@@ -549,14 +555,20 @@ public final class DecodeLoop {
             row += n;
         }
         float[] h = null;
-        float[] logits;
+        float[] logits = null;
+        picks = null;
         if (gpu != null) {
-            logits = gpu.logits(steps, logitRows.stream().mapToInt(Integer::intValue).toArray());
+            int[] rows = logitRows.stream().mapToInt(Integer::intValue).toArray();
+            if (stepping.stream().allMatch(DecodeLoop::plainGreedy)) {
+                picks = gpu.picks(steps, rows); // chosen on the device: only the ids come back
+            } else {
+                logits = gpu.logits(steps, rows);
+            }
         } else {
             h = model.forward(steps);
             logits = logitRows.isEmpty() ? new float[0] : model.logits(gather(h, logitRows), 0, logitRows.size());
         }
-        for (int r = 0; r < logitRows.size(); r++) {
+        for (int r = 0; logits != null && r < logitRows.size(); r++) {
             for (int id : unusable) {
                 logits[r * vocab + id] = Float.NEGATIVE_INFINITY;
             }
@@ -735,7 +747,17 @@ public final class DecodeLoop {
     }
 
     private SampledToken sampleOne(Sequence s, float[] logits, int row) {
+        if (picks != null) { // plain greedy, picked on the device: what the sampler would have returned
+            s.sampler.accept(picks[row]);
+            return new SampledToken(picks[row], 0f, List.of());
+        }
         return s.sampler.sample(logits, row * vocab, vocab);
+    }
+
+    /** Greedy without penalties or logprobs: the device's own argmax is the whole of sampling. */
+    private static boolean plainGreedy(Sequence s) {
+        SamplingParams p = s.sampler.params();
+        return p.greedy() && !p.logprobs() && p.frequencyPenalty() == 0 && p.presencePenalty() == 0;
     }
 
     /**

@@ -29,7 +29,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /**
  * The serving loop on the device-resident model (on a GPU when there is one, else on the CPU emulator of the same
  * kernels) gives the CPU loop's greedy output token for token: concurrent sequences with chunked prompts under a row
- * budget, prefix-cache hits on shared device blocks, and preemption when the device KV pool runs short.
+ * budget, prefix-cache hits on shared device blocks, picks on the device beside host sampling (a seeded sampled
+ * request, one with logprobs), and preemption when the device KV pool runs short.
  */
 class GpuDecodeLoopTest {
 
@@ -77,7 +78,11 @@ class GpuDecodeLoopTest {
             // prompts 0 and 3 share their first 32 tokens: a prefix-cache hit when the cache is on
             int[] p = i == 0 ? prompt(0, 32) : i == 3 ? IntStream.concat(IntStream.of(prompt(0, 32)), IntStream.of(prompt(3, 5))).toArray()
                     : prompt(i, 3 + (i * 11) % 40);
-            loop.submit(new GenerationRequest("r" + i, p, maxTokens, SamplingParams.GREEDY, List.of()), c);
+            // one seeded sampled request and one asking for logprobs: steps with them read logits back and sample on the
+            // host; the others are picked on the device, and only their ids come back
+            SamplingParams params = i == 5 ? new SamplingParams(0.9, 0.95, 0, 42L, 0, 0, false, 0, java.util.Set.of())
+                    : i == 6 ? new SamplingParams(0, 1, 0, null, 0, 0, true, 2, java.util.Set.of()) : SamplingParams.GREEDY;
+            loop.submit(new GenerationRequest("r" + i, p, maxTokens, params, List.of()), c);
             if (i == 0) {
                 while (c.finish == null) { // the shared prefix is cached before the others arrive
                     loop.runOnce(1);
