@@ -30,7 +30,8 @@ import java.util.concurrent.atomic.AtomicLong;
 /**
  * The gateway in front of an upstream provider, side by side with the Portkey open-source gateway in front of the
  * same mock upstream, in one run on one machine. Three targets get the same requests: the mock upstream directly
- * (the baseline), Portkey (from npm, {@code bench/.portkey}), and our gateway (its fast-jar with embedded PostgreSQL
+ * (the baseline), Portkey (from npm, {@code bench/.portkey}), a bare Vert.x proxy process (the floor: what any proxy
+ * process costs on this machine, see {@link BareProxy}), and our gateway (its fast-jar with embedded PostgreSQL
  * and Kafka, doing key check, reservation, settlement and the usage event for every request). It prints each
  * gateway's added latency (p50/p99 over the direct path) at 1, 16 and 64 connections, the added time to the first
  * streamed token, the most requests per second each sustains, the ratios ours vs Portkey, and then holds 1,000
@@ -78,6 +79,7 @@ public final class ProxyBench {
         mock.record = false;
         mock.tokens = 16;
         Process portkeyProcess = null;
+        Process bare = null;
         try (BenchInfra infra = BenchInfra.start("proxy")) {
             EmbeddedPostgresServer pg = infra.pg;
             String key = infra.billingWithOneKey("INSERT INTO billing.prices VALUES ('mock/*', 'USD', 0.07, 0.27, 1.10, '2025-01-01T00:00:00Z', NULL, NULL)");
@@ -93,6 +95,9 @@ public final class ProxyBench {
                             "x-portkey-provider", "openai", "x-portkey-custom-host", mock.baseUrl())));
                 }
             }
+            int barePort = BenchInfra.freePort();
+            bare = startBare(infra.work, barePort, mock);
+            targets.add(new Target("bare", barePort, "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none")));
             targets.add(new Target("deepserve", port, "/v1/chat/completions", "mock/mock-chat", Map.of("Authorization", "Bearer " + key)));
             try {
                 report(clientVertx, mock, targets, seconds, streams, pg);
@@ -102,6 +107,9 @@ public final class ProxyBench {
         } finally {
             if (portkeyProcess != null) {
                 portkeyProcess.destroy();
+            }
+            if (bare != null) {
+                bare.destroy();
             }
             mock.close();
             clientVertx.close();
@@ -122,6 +130,24 @@ public final class ProxyBench {
     }
 
     static boolean PORTKEY_NODE22;
+
+    /** The floor: {@link BareProxy} in its own JVM with the gateway's heap, in front of the same mock. */
+    static Process startBare(Path work, int port, MockUpstream mock) throws Exception {
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Process p = new ProcessBuilder(java, "-Xmx1g", "-cp", System.getProperty("java.class.path"), BareProxy.class.getName(),
+                Integer.toString(port), "127.0.0.1", Integer.toString(mock.port()))
+                .redirectErrorStream(true).redirectOutput(work.resolve("bare-proxy.log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (System.nanoTime() < deadline) {
+            try (java.net.Socket s = new java.net.Socket("127.0.0.1", port)) {
+                return p;
+            } catch (java.io.IOException notYet) {
+                Thread.sleep(100);
+            }
+        }
+        p.destroy();
+        throw new IllegalStateException("the bare proxy did not start; see " + work.resolve("bare-proxy.log"));
+    }
 
     static Process startPortkey(Path work, int port) throws Exception {
         Path server = Path.of("bench/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js");
@@ -199,6 +225,13 @@ public final class ProxyBench {
         Map<Integer, Run> base = byTarget.get("direct");
         System.out.printf("ours: added p99 at 1 connection %.3f ms (goal < 1 ms); added first-token p50 %.3f ms (goal < 1 ms)%n",
                 ours.get(1).p(99) - base.get(1).p(99), ttft.get("deepserve") - ttft.get("direct"));
+        Map<Integer, Run> bareRuns = byTarget.get("bare");
+        for (int conns : new int[] {1, 16, 64}) {
+            System.out.printf("floor at %2d connections: a bare proxy process adds p50 %+.3f ms, p99 %+.3f ms; ours adds %+.3f / %+.3f ms beyond it%n", conns,
+                    bareRuns.get(conns).p(50) - base.get(conns).p(50), bareRuns.get(conns).p(99) - base.get(conns).p(99),
+                    ours.get(conns).p(50) - bareRuns.get(conns).p(50), ours.get(conns).p(99) - bareRuns.get(conns).p(99));
+        }
+        System.out.printf("max req/s: ours / bare proxy = %.2fx%n", max.get("deepserve") / max.get("bare"));
         Map<Integer, Run> pk = byTarget.get("portkey");
         if (pk != null) {
             for (int conns : new int[] {1, 16, 64}) {
