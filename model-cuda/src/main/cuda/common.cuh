@@ -90,57 +90,54 @@ struct WeightFp8 {
 // one kernel per weight format: X(suffix, WeightType)
 #define FOR_EACH_WEIGHT(X) X(f32, WeightF32) X(bf16, WeightBf16) X(fp8, WeightFp8)
 
-__device__ __forceinline__ float warpSum(float v) {
+struct SumOp {
+    __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+
+struct MaxOp {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// A butterfly over the warp: every lane gets op over all 32 lanes' v.
+template <typename Op>
+__device__ __forceinline__ float warpReduce(float v, Op op) {
     for (int o = 16; o > 0; o >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+        v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     }
     return v;
+}
+
+__device__ __forceinline__ float warpSum(float v) {
+    return warpReduce(v, SumOp());
 }
 
 __device__ __forceinline__ float warpMax(float v) {
-    for (int o = 16; o > 0; o >>= 1) {
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    }
-    return v;
+    return warpReduce(v, MaxOp());
 }
 
-// The sum over the block of every thread's v; all threads get it. scratch holds 32 floats in shared memory.
-__device__ __forceinline__ float blockSum(float v, float* scratch) {
+// op over every thread's v in the block; all threads get it. scratch holds 32 floats in shared memory; identity is
+// op's neutral value (for the lanes of warp 0 beyond the block's warp count).
+template <typename Op>
+__device__ __forceinline__ float blockReduce(float v, float* scratch, float identity, Op op) {
     int warps = (blockDim.x + WARP - 1) / WARP;
-    v = warpSum(v);
+    v = warpReduce(v, op);
     if ((threadIdx.x & 31) == 0) {
         scratch[threadIdx.x >> 5] = v;
     }
     __syncthreads();
     if (threadIdx.x < WARP) {
-        float t = threadIdx.x < (unsigned) warps ? scratch[threadIdx.x] : 0.f;
-        t = warpSum(t);
+        float t = threadIdx.x < (unsigned) warps ? scratch[threadIdx.x] : identity;
+        t = warpReduce(t, op);
         if (threadIdx.x == 0) {
             scratch[0] = t;
         }
     }
     __syncthreads();
     float total = scratch[0];
-    __syncthreads();
+    __syncthreads(); // scratch may be reused at once
     return total;
 }
 
-__device__ __forceinline__ float blockMax(float v, float* scratch) {
-    int warps = (blockDim.x + WARP - 1) / WARP;
-    v = warpMax(v);
-    if ((threadIdx.x & 31) == 0) {
-        scratch[threadIdx.x >> 5] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < WARP) {
-        float t = threadIdx.x < (unsigned) warps ? scratch[threadIdx.x] : -INFINITY;
-        t = warpMax(t);
-        if (threadIdx.x == 0) {
-            scratch[0] = t;
-        }
-    }
-    __syncthreads();
-    float m = scratch[0];
-    __syncthreads();
-    return m;
+__device__ __forceinline__ float blockSum(float v, float* scratch) {
+    return blockReduce(v, scratch, 0.f, SumOp());
 }
