@@ -178,8 +178,9 @@ public final class DecodeLoop {
 
     /**
      * A loop whose forward passes run on {@code gpu} when it is given: the device-resident model, with the KV pool in
-     * device memory. Admission, preemption, prefix sharing, KV transfers and sampling stay as they are; only logits of
-     * the rows that are sampled come back to the host. MTP speculation runs on the CPU model only, so it is off here.
+     * device memory. Admission, preemption, prefix sharing, KV transfers and sampling stay as they are. A step whose
+     * sequences are all plain greedy is picked on the device and only the ids come back; otherwise the logits of the
+     * rows that are sampled do. MTP speculation runs on the CPU model only, so it is off here.
      */
     public DecodeLoop(Transformer model, GpuModel gpu, Tokenizer tokenizer, PrefixCache prefixCache, Settings settings, Metrics metrics) {
         this.model = model;

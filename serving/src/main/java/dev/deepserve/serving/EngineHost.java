@@ -147,7 +147,7 @@ public final class EngineHost {
                 if (spreadExperts) {
                     ops = new CudaOps(0, cpu); // experts on workers: the device runs this process's products
                 } else {
-                    gpuModel = deviceResident(cpu);
+                    gpuModel = deviceResident();
                     ops = gpuModel == null ? new CudaOps(0, cpu) : cpu;
                 }
             }
@@ -210,14 +210,13 @@ public final class EngineHost {
      * The device-resident model (weights, KV cache and every kernel on the GPU), sized for this engine's batches; null
      * when the checkpoint has a weight format without kernels (then the products alone run on the GPU).
      */
-    private GpuModel deviceResident(CpuOps cpu) {
+    private GpuModel deviceResident() {
         JCudaGpu gpu = new JCudaGpu(0);
         try {
-            int layers = dev.deepserve.model.config.ModelConfig.read(new dev.deepserve.model.ModelDirectory(options.modelDir()).config()).numHiddenLayers();
-            GpuModel m = new GpuModel(gpu, options.modelDir(),
+            int layers = dev.deepserve.model.config.ModelConfig.read(new ModelDirectory(options.modelDir()).config()).numHiddenLayers();
+            return new GpuModel(gpu, options.modelDir(),
                     new GpuModel.Options(2 * options.maxBatch() + options.prefillChunk(), 2 * options.maxBatch(), options.maxContext()),
                     done -> LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, layers));
-            return m;
         } catch (UnsupportedOperationException e) {
             gpu.close();
             LOG.log(System.Logger.Level.INFO, "{0}: the device-resident model does not take this checkpoint ({1}); only the products run on the GPU", name, e.getMessage());
