@@ -26,8 +26,10 @@ import java.util.function.IntConsumer;
  *
  * <p>A step takes any number of new tokens per sequence (a prefill chunk, one decode token, or a token and its draft),
  * as {@code Transformer.forward} does, with the same {@link Transformer.Step}s whose {@link KvCache}s come from this
- * model's {@link #newPool pool}; row r of a sequence sees its cache up to and including its own position. Not
- * thread-safe: one engine loop drives it.
+ * model's {@link #newPool pool}; row r of a sequence sees its cache up to and including its own position. The
+ * multi-token-prediction module runs here too ({@link #draftPicks}, {@link #draftLogits}), from the last step's final
+ * hidden states, which stay on the device, with its own paged cache ({@link #newMtpPool}). Not thread-safe: one engine
+ * loop drives it.
  */
 public final class GpuModel implements AutoCloseable {
 
@@ -56,6 +58,11 @@ public final class GpuModel implements AutoCloseable {
     private record MoeLayer(DeviceLinear router, long bias, Experts gate, Experts up, Experts down, Mlp shared) {
     }
 
+    /** The first multi-token-prediction module (DeepSeek-V3 §2.2), as the CPU {@code Mtp} reads it. */
+    private record MtpModule(String embedKernel, long embed, long enorm, long hnorm, DeviceLinear ehProj, Layer block, long headNorm,
+                             DeviceLinear head) {
+    }
+
     private record Layer(long inputNorm, long postNorm, DeviceLinear qProj, DeviceLinear qA, long qANorm, DeviceLinear qB,
                          DeviceLinear kvA, long kvANorm, DeviceLinear kvB, DeviceLinear oProj, Mlp dense, MoeLayer moe) {
     }
@@ -70,6 +77,11 @@ public final class GpuModel implements AutoCloseable {
     private final String embedKernel;
     private final long norm;
     private final DeviceLinear lmHead;
+    private final MtpModule mtpModule;
+    private KvBlockPool mtpPool;
+    private long mtpCache;
+    /** Rows of the last main step, whose final hidden states the MTP module may read. */
+    private int lastMainRows;
     private final long cos;
     private final long sin;
     private final float scale;
@@ -115,6 +127,8 @@ public final class GpuModel implements AutoCloseable {
     private final long yp;
     private final long sharedOut;
     private final long selected;
+    private final long finalHidden;
+    private final long cat;
     private final long logits;
     private final long picks;
     private long meta;
@@ -152,11 +166,12 @@ public final class GpuModel implements AutoCloseable {
             this.embed = keep(gpu.upload(e.data()));
             this.layers = new Layer[c.numHiddenLayers()];
             for (int l = 0; l < layers.length; l++) {
-                layers[l] = layer(w, l);
+                layers[l] = loadLayer(w, l);
                 progress.accept(l + 1);
             }
             this.norm = keep(gpu.upload(vector(w, "model.norm.weight", hidden)));
             this.lmHead = linear(w, "lm_head", c.vocabSize(), hidden);
+            this.mtpModule = c.numNextnPredictLayers() > 0 ? loadMtp(w, c.numHiddenLayers()) : null;
             for (Layer layer : layers) {
                 bytes += layerBytes(layer);
             }
@@ -198,6 +213,8 @@ public final class GpuModel implements AutoCloseable {
         this.yp = floats((long) n * hidden);
         this.sharedOut = floats((long) rows * hidden);
         this.selected = floats((long) options.maxLogitRows() * hidden);
+        this.finalHidden = floats((long) rows * hidden);
+        this.cat = mtpModule == null ? 0 : floats(2L * rows * hidden);
         this.logits = floats((long) options.maxLogitRows() * c.vocabSize());
         this.picks = floats(options.maxLogitRows());
         gpu.synchronize();
@@ -254,7 +271,7 @@ public final class GpuModel implements AutoCloseable {
         return new Experts(first.kernel(), keep(gpu.upload(ws)), scales, out, in, first.blockRows(), first.blockCols());
     }
 
-    private Layer layer(CheckpointWeights w, int l) {
+    private Layer loadLayer(CheckpointWeights w, int l) {
         String p = "model.layers." + l + ".";
         String a = p + "self_attn.";
         DeviceLinear qProj = null;
@@ -288,6 +305,25 @@ public final class GpuModel implements AutoCloseable {
         return new Layer(keep(gpu.upload(vector(w, p + "input_layernorm.weight", hidden))),
                 keep(gpu.upload(vector(w, p + "post_attention_layernorm.weight", hidden))),
                 qProj, qA, qANorm, qB, kvA, kvANorm, kvB, oProj, dense, moe);
+    }
+
+    private MtpModule loadMtp(CheckpointWeights w, int l) {
+        String p = "model.layers." + l + ".";
+        String embedKernel = this.embedKernel;
+        long ownEmbed = embed;
+        if (w.has(p + "embed_tokens.weight")) {
+            Tensor e = w.tensor(p + "embed_tokens.weight", c.vocabSize(), hidden);
+            embedKernel = switch (e.dtype()) {
+                case F32 -> "f32";
+                case BF16 -> "bf16";
+                default -> throw new UnsupportedOperationException("no GPU embedding kernel for " + e.dtype() + " tables");
+            };
+            ownEmbed = keep(gpu.upload(e.data()));
+        }
+        DeviceLinear head = w.has(p + "shared_head.head.weight") ? linear(w, p + "shared_head.head", c.vocabSize(), hidden) : lmHead;
+        return new MtpModule(embedKernel, ownEmbed, keep(gpu.upload(vector(w, p + "enorm.weight", hidden))),
+                keep(gpu.upload(vector(w, p + "hnorm.weight", hidden))), linear(w, p + "eh_proj", hidden, 2 * hidden), loadLayer(w, l),
+                keep(gpu.upload(vector(w, p + "shared_head.norm.weight", hidden))), head);
     }
 
     private long layerBytes(Layer l) {
@@ -334,25 +370,102 @@ public final class GpuModel implements AutoCloseable {
             throw new IllegalStateException("this GPU model already has its KV pool");
         }
         int blocks = (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
-        long[] c = new long[layers.length];
-        for (int l = 0; l < c.length; l++) {
-            c[l] = floats((long) blocks * blockTokens * stride);
+        long[] layerCaches = new long[layers.length];
+        for (int l = 0; l < layerCaches.length; l++) {
+            layerCaches[l] = floats((long) blocks * blockTokens * stride);
         }
-        this.caches = c;
+        this.caches = layerCaches;
         // the step's metadata: six ints per row at most, and a block table per sequence
-        this.meta = floats(6L * o.maxRows() + (long) o.maxRows() * DeviceKernels.ceil(o.maxContext(), blockTokens));
-        this.pool = new KvBlockPool(layers.length, rank, ropeDim, blockTokens, blocks, new KvBlockPool.Storage() {
+        this.meta = floats(7L * o.maxRows() + (long) o.maxRows() * DeviceKernels.ceil(o.maxContext(), blockTokens));
+        this.pool = new KvBlockPool(layers.length, rank, ropeDim, blockTokens, blocks, storage(layerCaches));
+        return pool;
+    }
+
+    /** Copies in and out of per-layer device caches {@code [slot, stride]}. */
+    private KvBlockPool.Storage storage(long[] layerCaches) {
+        return new KvBlockPool.Storage() {
             @Override
             public void write(int layer, int slot, float[] src, int srcOff, int tokens) {
-                gpu.write(caches[layer] + 4L * slot * stride, src, srcOff, tokens * stride);
+                gpu.write(layerCaches[layer] + 4L * slot * stride, src, srcOff, tokens * stride);
             }
 
             @Override
             public void read(int layer, int slot, float[] dst, int dstOff, int tokens) {
-                gpu.read(caches[layer] + 4L * slot * stride, dst, dstOff, tokens * stride);
+                gpu.read(layerCaches[layer] + 4L * slot * stride, dst, dstOff, tokens * stride);
             }
-        });
-        return pool;
+        };
+    }
+
+    /** Whether the checkpoint has a multi-token-prediction module, which {@link #draft} runs. */
+    public boolean hasMtp() {
+        return mtpModule != null;
+    }
+
+    /** The MTP module's own one-layer KV pool in device memory, like {@link #newPool}; after it, with its block size. */
+    public KvBlockPool newMtpPool(int blockTokens, long tokens) {
+        if (mtpModule == null) {
+            throw new IllegalStateException("the checkpoint has no MTP module");
+        }
+        if (pool == null || pool.blockTokens() != blockTokens || mtpPool != null) {
+            throw new IllegalStateException("the MTP pool comes once, after the main pool, with the same block size");
+        }
+        int blocks = (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
+        long cache = floats((long) blocks * blockTokens * stride);
+        this.mtpCache = cache;
+        this.mtpPool = new KvBlockPool(1, rank, ropeDim, blockTokens, blocks, storage(new long[] {cache}));
+        return mtpPool;
+    }
+
+    /**
+     * The MTP module over the last main step (DeepSeek-V3 §2.2): MTP row r pairs the main step's final hidden state
+     * at row {@code mainRows[r]} with the step token that follows it ({@code steps}' tokens, caches from
+     * {@link #newMtpPool}). Returns the greedy drafts of rows {@code draftRows}: only these ids cross to the host.
+     */
+    public int[] draftPicks(List<Transformer.Step> steps, int[] mainRows, int[] draftRows) {
+        runMtp(steps, mainRows, draftRows);
+        int[] out = new int[draftRows.length];
+        if (out.length > 0) {
+            gpu.read(picks, out);
+        }
+        return out;
+    }
+
+    /** As {@link #draftPicks}, returning the draft rows' logits {@code [draftRows.length, vocab]} for drafting on the host. */
+    public float[] draftLogits(List<Transformer.Step> steps, int[] mainRows, int[] draftRows) {
+        runMtp(steps, mainRows, draftRows);
+        float[] out = new float[draftRows.length * c.vocabSize()];
+        if (out.length > 0) {
+            gpu.read(logits, out);
+        }
+        return out;
+    }
+
+    private void runMtp(List<Transformer.Step> steps, int[] mainRows, int[] draftRows) {
+        int total = steps.stream().mapToInt(s -> s.tokens().length).sum();
+        if (mainRows.length != total) {
+            throw new IllegalArgumentException(mainRows.length + " main rows for " + total + " MTP rows");
+        }
+        for (int r : mainRows) {
+            if (r < 0 || r >= lastMainRows) {
+                throw new IllegalArgumentException("main row " + r + " is outside the last main step's " + lastMainRows + " rows");
+            }
+        }
+        StepMeta m = prepare(steps, mtpPool, draftRows, mainRows);
+        int rows = m.rows();
+        float eps = (float) c.rmsNormEps();
+        MtpModule t = mtpModule;
+        // h' = eh_proj([enorm(Emb(t_{i+1})); hnorm(h_i)])
+        k.embed(t.embedKernel(), t.embed(), hidden, m.tokens(), normed, rows);
+        k.rmsNorm(normed, hidden, t.enorm(), eps, cat, 2 * hidden, hidden, rows);
+        k.gather(finalHidden, hidden, 1, m.extra(), delta, rows);
+        k.rmsNorm(delta, hidden, t.hnorm(), eps, cat + 4L * hidden, 2 * hidden, hidden, rows);
+        k.gemm(t.ehProj(), cat, 2 * hidden, rows, x, hidden);
+        layer(t.block(), mtpCache, m);
+        for (Transformer.Step s : steps) {
+            s.cache().advance(s.tokens().length);
+        }
+        k.rmsNorm(x, hidden, t.headNorm(), eps, x, hidden, hidden, rows);
+        project(t.head(), x, m, draftRows.length);
     }
 
     /**
@@ -417,12 +530,21 @@ public final class GpuModel implements AutoCloseable {
         return o.maxRows();
     }
 
-    private void run(List<Transformer.Step> steps, int[] logitRows) {
+    /** Where one step's metadata sits on the device, and the attention's split of its keys. */
+    private record StepMeta(int rows, long tokens, long positions, long slots, long visible, long seqOfRow, long logitRows, long extra,
+                            long tables, int tableStride, int blockTokens, int splits, int splitLen) {
+    }
+
+    /**
+     * Checks the steps against {@code kv}, takes their blocks, and uploads in one copy: tokens | positions | slots |
+     * visible | seqOfRow | logitRows | extra | block tables.
+     */
+    private StepMeta prepare(List<Transformer.Step> steps, KvBlockPool kv, int[] logitRows, int[] extra) {
         if (steps.isEmpty()) {
             throw new IllegalArgumentException("a step needs at least one sequence");
         }
-        if (pool == null) {
-            throw new IllegalStateException("the GPU model has no KV pool yet (newPool)");
+        if (kv == null) {
+            throw new IllegalStateException("the GPU model has no KV pool for this pass yet (newPool / newMtpPool)");
         }
         int rows = 0;
         Set<KvCache> seen = new HashSet<>();
@@ -431,7 +553,7 @@ public final class GpuModel implements AutoCloseable {
             if (s.tokens().length == 0) {
                 throw new IllegalArgumentException("a sequence in the step has no tokens");
             }
-            if (cache.pool() != pool || !seen.add(cache)) {
+            if (cache.pool() != kv || !seen.add(cache)) {
                 throw new IllegalArgumentException("a sequence's KV cache is not from this GPU model's pool, or appears twice");
             }
             if (cache.length() + s.tokens().length > o.maxContext()) {
@@ -458,21 +580,21 @@ public final class GpuModel implements AutoCloseable {
         }
         long needed = 0;
         for (Transformer.Step s : steps) {
-            needed += Math.max(0, pool.blocksFor((long) s.cache().length() + s.tokens().length) - s.cache().blocks());
+            needed += Math.max(0, kv.blocksFor((long) s.cache().length() + s.tokens().length) - s.cache().blocks());
         }
-        if (!pool.canTake(needed)) {
-            throw new IllegalStateException("KV cache full: the step needs " + needed + " blocks, " + pool.available() + " can be had");
+        if (!kv.canTake(needed)) {
+            throw new IllegalStateException("KV cache full: the step needs " + needed + " blocks, " + kv.available() + " can be had");
         }
         int tableStride = 1;
         for (Transformer.Step s : steps) {
             s.cache().reserve(s.tokens().length);
             tableStride = Math.max(tableStride, s.cache().blocks());
         }
-        int blockTokens = pool.blockTokens();
-        // one host->device copy: tokens | positions | slots | visible | seqOfRow | logitRows | tables
-        int[] m = new int[5 * rows + logitRows.length + steps.size() * tableStride];
+        int blockTokens = kv.blockTokens();
+        int tablesAt = 5 * rows + logitRows.length + extra.length;
+        int[] m = new int[tablesAt + steps.size() * tableStride];
         System.arraycopy(logitRows, 0, m, 5 * rows, logitRows.length);
-        int tablesAt = 5 * rows + logitRows.length;
+        System.arraycopy(extra, 0, m, 5 * rows + logitRows.length, extra.length);
         int row = 0;
         int maxVisible = 0;
         for (int i = 0; i < steps.size(); i++) {
@@ -492,61 +614,70 @@ public final class GpuModel implements AutoCloseable {
             }
         }
         gpu.write(meta, m);
-        long tokens = meta;
-        long positions = meta + 4L * rows;
-        long slots = meta + 8L * rows;
-        long visible = meta + 12L * rows;
-        long seqOfRow = meta + 16L * rows;
-        long selectedRows = meta + 20L * rows;
-        long tables = meta + 4L * tablesAt;
         int splits = Math.clamp(DeviceKernels.ceil(maxVisible, o.splitLen()), 1, Math.max(1, rowSplits / rows));
-        int splitLen = DeviceKernels.ceil(maxVisible, splits);
-        float eps = (float) c.rmsNormEps();
+        return new StepMeta(rows, meta, meta + 4L * rows, meta + 8L * rows, meta + 12L * rows, meta + 16L * rows, meta + 20L * rows,
+                meta + 4L * (5 * rows + logitRows.length), meta + 4L * tablesAt, tableStride, blockTokens, splits, DeviceKernels.ceil(maxVisible, splits));
+    }
 
-        k.embed(embedKernel, embed, hidden, tokens, x, rows);
+    private void run(List<Transformer.Step> steps, int[] logitRows) {
+        StepMeta m = prepare(steps, pool, logitRows, new int[0]);
+        int rows = m.rows();
+        float eps = (float) c.rmsNormEps();
+        k.embed(embedKernel, embed, hidden, m.tokens(), x, rows);
         for (int li = 0; li < layers.length; li++) {
-            Layer l = layers[li];
-            long cache = caches[li];
-            k.rmsNorm(x, hidden, l.inputNorm(), eps, normed, hidden, hidden, rows);
-            if (l.qProj() != null) {
-                k.gemm(l.qProj(), normed, rows, q);
-            } else {
-                k.gemm(l.qA(), normed, rows, qa);
-                k.rmsNorm(qa, l.qA().rows(), l.qANorm(), eps, qa, l.qA().rows(), l.qA().rows(), rows);
-                k.gemm(l.qB(), qa, rows, q);
-            }
-            k.gemm(l.kvA(), normed, rows, kv);
-            k.kvWrite(kv, l.kvANorm(), eps, rank, ropeDim, positions, slots, cos, sin, cache, rows);
-            k.rope(q, heads * qkHead, heads, qkHead, nope, ropeDim / 2, positions, cos, sin, rows);
-            k.absorbQuery(l.kvB(), q, heads, nope, vDim, qkHead, qLat, rows);
-            k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, tables, seqOfRow, tableStride, blockTokens,
-                    visible, scale, splitLen, splits, partO, partML, rows);
-            k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
-            k.absorbOutput(l.kvB(), oLat, heads, nope, vDim, attended, rows);
-            k.gemm(l.oProj(), attended, rows, delta);
-            k.addTo(x, delta, rows * hidden);
-            k.rmsNorm(x, hidden, l.postNorm(), eps, normed, hidden, hidden, rows);
-            if (l.dense() != null) {
-                mlp(l.dense(), normed, rows, delta);
-            } else {
-                moe(l.moe(), rows);
-            }
-            k.addTo(x, delta, rows * hidden);
+            layer(layers[li], caches[li], m);
         }
         for (Transformer.Step s : steps) {
             s.cache().advance(s.tokens().length);
         }
-        if (logitRows.length == 0) {
+        // the final hidden states: the logits' input, and the MTP module's when it drafts after this step
+        k.rmsNorm(x, hidden, norm, eps, finalHidden, hidden, hidden, rows);
+        lastMainRows = rows;
+        project(lmHead, finalHidden, m, logitRows.length);
+    }
+
+    /** lm_head (or the MTP head) over the rows whose logits are wanted only, masked, and their greedy picks. */
+    private void project(DeviceLinear head, long states, StepMeta m, int n) {
+        if (n == 0) {
             return; // a prefill chunk that samples nothing: its KV is what was wanted
         }
-        // lm_head only for the rows that are sampled: the others' logits would be read by nobody
-        k.gather(x, hidden, 1, selectedRows, selected, logitRows.length);
-        k.rmsNorm(selected, hidden, norm, eps, selected, hidden, hidden, logitRows.length);
-        k.gemm(lmHead, selected, logitRows.length, logits);
+        k.gather(states, hidden, 1, m.logitRows(), selected, n);
+        k.gemm(head, selected, n, logits);
         if (maskedCount > 0) {
-            k.maskColumns(logits, c.vocabSize(), masked, maskedCount, logitRows.length);
+            k.maskColumns(logits, c.vocabSize(), masked, maskedCount, n);
         }
-        k.argmax(logits, c.vocabSize(), picks, logitRows.length);
+        k.argmax(logits, c.vocabSize(), picks, n);
+    }
+
+    /** One decoder layer over the step's rows of {@code x}, in place; its latents go to {@code cache}. */
+    private void layer(Layer l, long cache, StepMeta m) {
+        int rows = m.rows();
+        float eps = (float) c.rmsNormEps();
+        k.rmsNorm(x, hidden, l.inputNorm(), eps, normed, hidden, hidden, rows);
+        if (l.qProj() != null) {
+            k.gemm(l.qProj(), normed, rows, q);
+        } else {
+            k.gemm(l.qA(), normed, rows, qa);
+            k.rmsNorm(qa, l.qA().rows(), l.qANorm(), eps, qa, l.qA().rows(), l.qA().rows(), rows);
+            k.gemm(l.qB(), qa, rows, q);
+        }
+        k.gemm(l.kvA(), normed, rows, kv);
+        k.kvWrite(kv, l.kvANorm(), eps, rank, ropeDim, m.positions(), m.slots(), cos, sin, cache, rows);
+        k.rope(q, heads * qkHead, heads, qkHead, nope, ropeDim / 2, m.positions(), cos, sin, rows);
+        k.absorbQuery(l.kvB(), q, heads, nope, vDim, qkHead, qLat, rows);
+        k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, m.tables(), m.seqOfRow(), m.tableStride(), m.blockTokens(),
+                m.visible(), scale, m.splitLen(), m.splits(), partO, partML, rows);
+        k.combineSplits(partO, partML, m.splits(), rank, oLat, heads, rows);
+        k.absorbOutput(l.kvB(), oLat, heads, nope, vDim, attended, rows);
+        k.gemm(l.oProj(), attended, rows, delta);
+        k.addTo(x, delta, rows * hidden);
+        k.rmsNorm(x, hidden, l.postNorm(), eps, normed, hidden, hidden, rows);
+        if (l.dense() != null) {
+            mlp(l.dense(), normed, rows, delta);
+        } else {
+            moe(l.moe(), rows);
+        }
+        k.addTo(x, delta, rows * hidden);
     }
 
     private void mlp(Mlp m, long in, int rows, long out) {

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.Mtp;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.Sampler;
@@ -126,6 +127,62 @@ class GpuModelTest {
                 c.release();
                 assertEquals(0, pool.used(), "every block back in the pool");
             }
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void theMtpModuleDraftsAsTheCpuOneDoes(Devices.Named device, @TempDir Path dir) throws IOException {
+        Path model = checkpoint(dir, "tiny-v3");
+        try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
+             Gpu gpu = device.open().get();
+             GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), layers -> { })) {
+            assertEquals(true, m.hasMtp());
+            Mtp mtp = cpu.mtp();
+            KvBlockPool pool = m.newPool(4, 160);
+            KvBlockPool mtpPool = m.newMtpPool(4, 160);
+            KvCache[] host = {cpu.newCache(128), cpu.newCache(128)};
+            KvCache[] hostMtp = {mtp.newCache(128), mtp.newCache(128)};
+            KvCache[] onDevice = {new KvCache(pool), new KvCache(pool)};
+            KvCache[] deviceMtp = {new KvCache(mtpPool), new KvCache(mtpPool)};
+            int[][] prompts = {tokens(40, 11), tokens(5, 12)};
+            int[] next = new int[2];
+            for (int step = 0; step < 4; step++) {
+                List<Transformer.Step> hostSteps = new ArrayList<>();
+                List<Transformer.Step> deviceSteps = new ArrayList<>();
+                for (int i = 0; i < 2; i++) {
+                    int[] in = step == 0 ? prompts[i] : new int[] {next[i]};
+                    hostSteps.add(new Transformer.Step(in, host[i]));
+                    deviceSteps.add(new Transformer.Step(in, onDevice[i]));
+                }
+                float[] h = cpu.forward(hostSteps);
+                int rows = h.length / 64;
+                float[] mainLogits = cpu.logits(h, 0, rows);
+                assertClose(mainLogits, m.logits(deviceSteps), 2e-4, "main logits, step " + step);
+                // MTP row j pairs the main state at j with the token after it: the prompt's next token, then the pick
+                List<Transformer.Step> hostMtpSteps = new ArrayList<>();
+                List<Transformer.Step> deviceMtpSteps = new ArrayList<>();
+                int row = 0;
+                for (int i = 0; i < 2; i++) {
+                    int[] in = hostSteps.get(i).tokens();
+                    row += in.length;
+                    next[i] = dev.deepserve.model.sampling.Sampler.argmax(Arrays.copyOfRange(mainLogits, (row - 1) * VOCAB, row * VOCAB));
+                    int[] following = new int[in.length];
+                    for (int t = 0; t < in.length; t++) {
+                        following[t] = t + 1 < in.length ? in[t + 1] : next[i];
+                    }
+                    hostMtpSteps.add(new Transformer.Step(following, hostMtp[i]));
+                    deviceMtpSteps.add(new Transformer.Step(following, deviceMtp[i]));
+                }
+                int[] all = new int[rows];
+                Arrays.setAll(all, r -> r);
+                float[] states = mtp.forward(h, hostMtpSteps, cpu);
+                float[] expected = mtp.logits(states, 0, rows, cpu);
+                assertClose(expected, m.draftLogits(deviceMtpSteps, all, all), 2e-4, "MTP logits, step " + step);
+            }
+            assertEquals(43, deviceMtp[0].length(), "the prompt and three decode steps");
+            assertThrows(IllegalArgumentException.class, () -> m.draftPicks(List.of(new Transformer.Step(new int[] {1}, deviceMtp[1])),
+                    new int[] {5}, new int[] {0}), "a main row the last main step did not have");
         }
     }
 

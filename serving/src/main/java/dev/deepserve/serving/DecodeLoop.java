@@ -180,12 +180,13 @@ public final class DecodeLoop {
      * A loop whose forward passes run on {@code gpu} when it is given: the device-resident model, with the KV pool in
      * device memory. Admission, preemption, prefix sharing, KV transfers and sampling stay as they are. A step whose
      * sequences are all plain greedy is picked on the device and only the ids come back; otherwise the logits of the
-     * rows that are sampled do. MTP speculation runs on the CPU model only, so it is off here.
+     * rows that are sampled do. MTP speculation runs on the device too: drafts from the step's final hidden states,
+     * which stay there.
      */
     public DecodeLoop(Transformer model, GpuModel gpu, Tokenizer tokenizer, PrefixCache prefixCache, Settings settings, Metrics metrics) {
         this.model = model;
         this.gpu = gpu;
-        this.mtp = settings.mtp() && gpu == null ? model.mtp() : null;
+        this.mtp = settings.mtp() && (gpu == null || gpu.hasMtp()) ? model.mtp() : null;
         this.tokenizer = tokenizer;
         this.prefixCache = prefixCache;
         this.settings = settings;
@@ -194,7 +195,8 @@ public final class DecodeLoop {
         this.hidden = model.config().hiddenSize();
         this.pool = gpu != null ? gpu.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens())
                 : model.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
-        this.mtpPool = mtp == null ? null : mtp.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
+        this.mtpPool = mtp == null ? null : gpu != null ? gpu.newMtpPool(settings.kvBlockTokens(), settings.kvBudgetTokens())
+                : mtp.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
         if (prefixCache != null) {
             prefixCache.attach(pool, mtpPool); // cached prefixes become shared pool blocks (when the block sizes agree)
         }
@@ -697,7 +699,6 @@ public final class DecodeLoop {
 
     /** Runs the MTP module over the new positions of each sequence and drafts the token after its last one. */
     private void draft(float[] h, List<Integer> mtpRows, List<Transformer.Step> mtpSteps, List<Sequence> drafting) {
-        float[] states = mtp.forward(gather(h, mtpRows), mtpSteps, model);
         List<Integer> lastRows = new ArrayList<>();
         int row = 0;
         List<Sequence> owners = new ArrayList<>();
@@ -709,24 +710,35 @@ public final class DecodeLoop {
                 owners.add(owner);
             }
         }
+        float[] draftLogits = null;
+        int[] draftIds = null;
+        if (gpu != null) { // on the device, after the main step whose final hidden states it reads
+            int[] main = mtpRows.stream().mapToInt(Integer::intValue).toArray();
+            int[] last = lastRows.stream().mapToInt(Integer::intValue).toArray();
+            if (owners.stream().allMatch(s -> s.sampler.params().greedy())) {
+                draftIds = gpu.draftPicks(mtpSteps, main, last);
+            } else {
+                draftLogits = gpu.draftLogits(mtpSteps, main, last);
+            }
+        } else {
+            float[] states = mtp.forward(gather(h, mtpRows), mtpSteps, model);
+            draftLogits = owners.isEmpty() ? null : mtp.logits(gather(states, lastRows), 0, lastRows.size(), model);
+        }
         for (Sequence s : drafting) {
             if (!s.stored && prefixCache != null && !s.prefilling()) {
                 prefixCache.store(s.request.prompt(), s.cache, s.mtpCache);
                 s.stored = true;
             }
         }
-        if (owners.isEmpty()) {
-            return;
-        }
-        float[] draftLogits = mtp.logits(gather(states, lastRows), 0, lastRows.size(), model);
         for (int i = 0; i < owners.size(); i++) {
             Sequence s = owners.get(i);
             int off = i * vocab;
-            for (int id : unusable) {
+            for (int id : draftLogits == null ? new int[0] : unusable) {
                 draftLogits[off + id] = Float.NEGATIVE_INFINITY;
             }
             if (s.sampler.params().greedy()) {
-                s.draft = Sampler.argmax(Arrays.copyOfRange(draftLogits, off, off + vocab));
+                // picked on the device (undecodable ids masked there) when every owner is greedy, else here
+                s.draft = draftIds != null ? draftIds[i] : Sampler.argmax(Arrays.copyOfRange(draftLogits, off, off + vocab));
                 s.draftProbs = null;
                 if (draftOverride != null) {
                     s.draft = draftOverride.apply(s, s.draft);

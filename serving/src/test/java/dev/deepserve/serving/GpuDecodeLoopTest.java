@@ -66,7 +66,11 @@ class GpuDecodeLoopTest {
     }
 
     static DecodeLoop loop(GpuModel gpu, int maxBatch, long kvTokens, PrefixCache prefix) {
-        return new DecodeLoop(model, gpu, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 256, kvTokens, 16, 7, 1000, false,
+        return loop(gpu, maxBatch, kvTokens, prefix, false);
+    }
+
+    static DecodeLoop loop(GpuModel gpu, int maxBatch, long kvTokens, PrefixCache prefix, boolean mtp) {
+        return new DecodeLoop(model, gpu, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 256, kvTokens, 16, 7, 1000, mtp,
                 Duration.ofSeconds(30)), DecodeLoop.Metrics.NONE);
     }
 
@@ -109,6 +113,44 @@ class GpuDecodeLoopTest {
                 assertEquals(cpu.get(i).prompt, onDevice.get(i).prompt);
             }
             assertEquals(32, onDevice.get(3).cached, "the shared prefix came from the device pool's cached blocks");
+        }
+    }
+
+    /** Counts drafts and accepted drafts. */
+    static final class Drafts implements DecodeLoop.Metrics {
+        int drafted;
+        int accepted;
+
+        @Override
+        public void draft(boolean wasAccepted) {
+            drafted++;
+            accepted += wasAccepted ? 1 : 0;
+        }
+    }
+
+    static DecodeLoop speculative(GpuModel gpu, Drafts metrics) {
+        return new DecodeLoop(model, gpu, tokenizer, new PrefixCache(16, 1 << 20), new DecodeLoop.Settings(6, 256, 1 << 12, 16, 7, 1000, true,
+                Duration.ofSeconds(30)), metrics);
+    }
+
+    @Test
+    void mtpSpeculationOnTheDeviceDraftsWhatTheCpuModuleDrafts() throws Exception {
+        Supplier<Gpu> device = device();
+        Drafts onCpu = new Drafts();
+        Map<Integer, DecodeLoopTest.Collect> cpu = run(speculative(null, onCpu), 8, 12);
+        try (Gpu gpu = device.get();
+             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), layers -> { })) {
+            Drafts onGpu = new Drafts();
+            DecodeLoop loop = speculative(m, onGpu);
+            assertTrue(loop.speculating(), "MTP runs on the device model");
+            Map<Integer, DecodeLoopTest.Collect> onDevice = run(loop, 8, 12);
+            for (int i = 0; i < 8; i++) {
+                assertEquals(cpu.get(i).ids, onDevice.get(i).ids, "sequence " + i);
+                assertEquals(cpu.get(i).completion, onDevice.get(i).completion);
+            }
+            assertTrue(onGpu.drafted > 8, "the device MTP module drafted along the way: " + onGpu.drafted);
+            assertEquals(onCpu.drafted, onGpu.drafted, "as many drafts as on the CPU");
+            assertEquals(onCpu.accepted, onGpu.accepted, "the same drafts accepted: the device drafts what the CPU module drafts");
         }
     }
 
