@@ -345,7 +345,7 @@ public final class GpuModel implements AutoCloseable {
     /** For logs: "cuda, device-resident on NVIDIA H100 (1234 MiB of weights, KV pool 512 MiB; every kernel on the GPU)". */
     public String describe() {
         return "cuda, device-resident on " + gpu.name() + " (" + (weightsResident >> 20) + " MiB of weights"
-                + (pool == null ? "" : ", KV pool " + (pool.bytes() >> 20) + " MiB") + "; every kernel on the GPU, sampled rows' logits to the host)";
+                + (pool == null ? "" : ", KV pool " + (pool.bytes() >> 20) + " MiB") + "; every kernel on the GPU; greedy picks, or the sampled rows' logits, to the host)";
     }
 
     /** Weight bytes one decode step reads for one token (attention, dense or top-k + shared experts, lm_head). */
@@ -369,16 +369,20 @@ public final class GpuModel implements AutoCloseable {
         if (pool != null) {
             throw new IllegalStateException("this GPU model already has its KV pool");
         }
-        int blocks = (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
+        int blocks = blocks(blockTokens, tokens);
         long[] layerCaches = new long[layers.length];
         for (int l = 0; l < layerCaches.length; l++) {
             layerCaches[l] = floats((long) blocks * blockTokens * stride);
         }
         this.caches = layerCaches;
-        // the step's metadata: six ints per row at most, and a block table per sequence
+        // a step's metadata: per row token, position, slot, visible keys, sequence, logit row, MTP's main row; a block table per sequence
         this.meta = floats(7L * o.maxRows() + (long) o.maxRows() * DeviceKernels.ceil(o.maxContext(), blockTokens));
         this.pool = new KvBlockPool(layers.length, rank, ropeDim, blockTokens, blocks, storage(layerCaches));
         return pool;
+    }
+
+    private static int blocks(int blockTokens, long tokens) {
+        return (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
     }
 
     /** Copies in and out of per-layer device caches {@code [slot, stride]}. */
@@ -396,7 +400,7 @@ public final class GpuModel implements AutoCloseable {
         };
     }
 
-    /** Whether the checkpoint has a multi-token-prediction module, which {@link #draft} runs. */
+    /** Whether the checkpoint has a multi-token-prediction module, which {@link #draftPicks} / {@link #draftLogits} run. */
     public boolean hasMtp() {
         return mtpModule != null;
     }
@@ -409,7 +413,7 @@ public final class GpuModel implements AutoCloseable {
         if (pool == null || pool.blockTokens() != blockTokens || mtpPool != null) {
             throw new IllegalStateException("the MTP pool comes once, after the main pool, with the same block size");
         }
-        int blocks = (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
+        int blocks = blocks(blockTokens, tokens);
         long cache = floats((long) blocks * blockTokens * stride);
         this.mtpCache = cache;
         this.mtpPool = new KvBlockPool(1, rank, ropeDim, blockTokens, blocks, storage(new long[] {cache}));
