@@ -34,9 +34,8 @@ public class Engine {
     Engine(DecodeConfig config, MeterRegistry registry) {
         this.registry = registry;
         DecodeConfig.Engine e = config.engine();
-        this.host = new EngineHost("decode-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
-                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), e.slowReaderTimeout(),
-                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval()), e.backend(), e.kvAdmission()),
+        this.host = new EngineHost("decode-engine", e.options(config.modelDir(), e.slowReaderTimeout(),
+                new EngineHost.Experts(e.expertWorkers().orElse(java.util.List.of()), e.localExpertWorkers(), e.redundantExperts().orElse(-1), e.eplbInterval())),
                 this::metrics, loop -> { });
     }
 

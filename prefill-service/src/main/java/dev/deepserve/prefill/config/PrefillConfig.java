@@ -1,6 +1,7 @@
 package dev.deepserve.prefill.config;
 
 import io.smallrye.config.ConfigMapping;
+import dev.deepserve.serving.EngineSettings;
 import io.smallrye.config.WithDefault;
 
 import java.net.URI;
@@ -29,52 +30,6 @@ public interface PrefillConfig {
     @WithDefault("300s")
     java.time.Duration transferTimeout();
 
-    Engine engine();
-
-    interface Engine {
-        /** Prompts prefilled together in one forward. */
-        @WithDefault("16")
-        int maxBatch();
-
-        /** Most prompt tokens one sequence prefills per step, so one long prompt cannot hold up the others. */
-        @WithDefault("512")
-        int prefillChunk();
-
-        @WithDefault("8192")
-        int maxContext();
-
-        @WithDefault("131072")
-        int kvBudgetTokens();
-
-        /** Tokens per latent-KV block (a power of two): the cache is paged in blocks of this size, FlashMLA-style. */
-        @WithDefault("64")
-        int kvBlockTokens();
-
-        /**
-         * on-demand: admit when the context fits now and preempt (then recompute) the newest sequences if the pool runs
-         * out; reserve: promise prompt + max_tokens at admission, never preempt.
-         */
-        @WithDefault("on-demand")
-        dev.deepserve.serving.DecodeLoop.KvAdmission kvAdmission();
-
-        /** Tensor backend: auto (CUDA when a device, its driver and the compiled kernels are there, else CPU), cpu or cuda. */
-        @WithDefault("auto")
-        String backend();
-
-        @WithDefault("256")
-        int maxQueue();
-
-        /** Prefix cache memory in MiB (0: off) and block size in tokens. */
-        @WithDefault("512")
-        int prefixCacheMb();
-
-        @WithDefault("64")
-        int prefixBlockTokens();
-
-        /** Run the MTP module over the prompt too, so decode can speculate from its first step. */
-        @WithDefault("true")
-        boolean mtp();
-
-        Optional<Integer> threads();
-    }
+    /** The engine settings, the same as decode's ({@link EngineSettings}). */
+    EngineSettings engine();
 }

@@ -38,9 +38,7 @@ public class PrefillEngine {
     private volatile Handoff handoff;
 
     PrefillEngine(PrefillConfig config, MeterRegistry registry) {
-        PrefillConfig.Engine e = config.engine();
-        this.host = new EngineHost("prefill-engine", new EngineHost.Options(config.modelDir(), e.threads(), e.prefixCacheMb(), e.prefixBlockTokens(),
-                e.mtp(), e.maxBatch(), e.maxContext(), e.kvBudgetTokens(), e.kvBlockTokens(), e.prefillChunk(), e.maxQueue(), Duration.ofMinutes(5), EngineHost.Experts.NONE, e.backend(), e.kvAdmission()),
+        this.host = new EngineHost("prefill-engine", config.engine().options(config.modelDir(), Duration.ofMinutes(5), EngineHost.Experts.NONE),
                 prefix -> metrics(registry, prefix),
                 loop -> loop.handoff((s, first, draft, main, mtp) -> {
                     Handoff h = handoff;

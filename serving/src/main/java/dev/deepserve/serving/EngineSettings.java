@@ -1,0 +1,70 @@
+package dev.deepserve.serving;
+
+import io.smallrye.config.WithDefault;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Optional;
+
+/**
+ * The engine settings decode and prefill share ({@code deepserve.engine.*}, e.g. {@code DEEPSERVE_ENGINE_MAX_BATCH}):
+ * each service's config mapping extends this with its own, so a key means the same and has the same default in both.
+ */
+public interface EngineSettings {
+
+    /** Most sequences stepped together (prompts prefilled together, on a prefill instance). */
+    @WithDefault("16")
+    int maxBatch();
+
+    /** Most tokens (prompt + generated) one sequence may hold. */
+    @WithDefault("8192")
+    int maxContext();
+
+    /** Latent-KV tokens all active sequences may hold together; admission waits when a newcomer would exceed it. */
+    @WithDefault("131072")
+    int kvBudgetTokens();
+
+    /** Tokens per latent-KV block (a power of two): the cache is paged in blocks of this size, FlashMLA-style. */
+    @WithDefault("64")
+    int kvBlockTokens();
+
+    /**
+     * on-demand: admit when the context fits now and preempt (then recompute) the newest sequences if the pool runs
+     * out; reserve: promise prompt + max_tokens at admission, never preempt.
+     */
+    @WithDefault("on-demand")
+    DecodeLoop.KvAdmission kvAdmission();
+
+    /** Tensor backend: auto (CUDA when a device, its driver and the compiled kernels are there, else CPU), cpu or cuda. */
+    @WithDefault("auto")
+    String backend();
+
+    /** Most prompt tokens one sequence prefills per step, so a long prompt cannot stall everyone else. */
+    @WithDefault("512")
+    int prefillChunk();
+
+    /** Requests waiting for admission beyond this are refused with 503. */
+    @WithDefault("256")
+    int maxQueue();
+
+    /** Speculative decoding with the checkpoint's MTP module, when it has one (on prefill: its KV over the prompt too). */
+    @WithDefault("true")
+    boolean mtp();
+
+    /** CPU threads for the tensor backend (default: all processors). */
+    Optional<Integer> threads();
+
+    /** Tokens per prefix-cache block (DeepSeek's context cache works in 64-token units). */
+    @WithDefault("64")
+    int prefixBlockTokens();
+
+    /** Memory the prefix cache may hold, in MiB; 0 turns it off. */
+    @WithDefault("512")
+    int prefixCacheMb();
+
+    /** The engine host's options from these settings and what only the service knows. */
+    default EngineHost.Options options(Path modelDir, Duration slowReaderTimeout, EngineHost.Experts experts) {
+        return new EngineHost.Options(modelDir, threads(), prefixCacheMb(), prefixBlockTokens(), mtp(), maxBatch(), maxContext(),
+                kvBudgetTokens(), kvBlockTokens(), prefillChunk(), maxQueue(), slowReaderTimeout, experts, backend(), kvAdmission());
+    }
+}
