@@ -131,8 +131,7 @@ public final class GpuBench {
                     gpu.free(x);
                     gpu.free(y);
                 }
-                gpu.free(d.weight());
-                gpu.free(d.scale());
+                d.free(gpu);
             }
         }
         System.out.println();
@@ -203,7 +202,7 @@ public final class GpuBench {
 
     static void decode(JCudaGpu gpu, Path model, int steps) {
         long t0 = System.nanoTime();
-        try (GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 1024), layers -> { })) {
+        try (GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 1024), (done, total) -> { })) {
             KvBlockPool pool = m.newPool(64, 64 * 1024);
             System.out.printf("decode on the GPU, %s (weights uploaded in %.1f s, %.1f MB read per token at batch 1)%n",
                     model.getFileName(), seconds(t0), m.weightBytesPerToken() / 1e6);

@@ -71,13 +71,9 @@ public final class CudaOps implements TensorOps, AutoCloseable {
             y = grow(y, yBytes, outBytes);
             yBytes = outBytes;
         }
-        gpu.write(x, batch * w.in() == xs.length ? xs : java.util.Arrays.copyOf(xs, batch * w.in()));
+        gpu.write(x, xs, 0, batch * w.in());
         kernels.gemm(dw, x, batch, y);
-        float[] out = batch * w.out() == ys.length ? ys : new float[batch * w.out()];
-        gpu.read(y, out);
-        if (out != ys) {
-            System.arraycopy(out, 0, ys, 0, out.length);
-        }
+        gpu.read(y, ys, 0, batch * w.out());
     }
 
     private long grow(long old, long oldBytes, long bytes) {

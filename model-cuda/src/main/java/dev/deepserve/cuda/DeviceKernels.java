@@ -18,10 +18,6 @@ public final class DeviceKernels {
         this.gpu = gpu;
     }
 
-    public Gpu gpu() {
-        return gpu;
-    }
-
     /** {@code y[b, :] = W x[b, :]} for b < batch; rows of x and y are {@code xStride} / {@code yStride} floats apart. */
     public void gemm(DeviceLinear w, long x, int xStride, int batch, long y, int yStride) {
         gpu.launch("gemm_" + w.kernel(), ceil(w.rows(), GEMM_WARPS), 1, 1, 32 * GEMM_WARPS, 0,
@@ -125,7 +121,7 @@ public final class DeviceKernels {
     static final int MLA_THREADS = 256;
 
     /** Shared memory one block of {@link #attend} needs: a group's queries, a tile's scores and slots, running stats. */
-    public static int attendSharedBytes(int rank, int ropeDim) {
+    static int attendSharedBytes(int rank, int ropeDim) {
         return 4 * MLA_HEADS * (rank + ropeDim + MLA_TILE + 3) + 4 * MLA_TILE;
     }
 

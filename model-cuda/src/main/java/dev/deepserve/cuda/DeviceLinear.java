@@ -43,7 +43,8 @@ public record DeviceLinear(String kernel, long weight, long scale, int rows, int
         }
     }
 
-    void free(Gpu gpu) {
+    /** Frees the weight (and its scales) on the device. */
+    public void free(Gpu gpu) {
         gpu.free(weight);
         if (scale != 0) {
             gpu.free(scale);

@@ -15,7 +15,6 @@ import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
-import java.util.function.IntConsumer;
 
 /**
  * The DeepSeek-V3 forward pass resident on a {@link Gpu}: weights are uploaded once, the paged latent KV cache lives in
@@ -52,7 +51,8 @@ public final class GpuModel implements AutoCloseable {
     private record Mlp(DeviceLinear gate, DeviceLinear up, DeviceLinear down) {
     }
 
-    private record Experts(String kernel, long weights, long scales, int rows, int cols, int blockRows, int blockCols) {
+    /** One projection of every routed expert: tables of their weight and scale addresses; {@code bytes} of one expert's. */
+    private record Experts(String kernel, long weights, long scales, int rows, int cols, int blockRows, int blockCols, long bytes) {
     }
 
     private record MoeLayer(DeviceLinear router, long bias, Experts gate, Experts up, Experts down, Mlp shared) {
@@ -134,8 +134,13 @@ public final class GpuModel implements AutoCloseable {
     private long meta;
     private final int rowSplits;
 
-    /** Uploads the checkpoint in {@code dir} to {@code gpu} (which stays the caller's); {@code progress} gets layers done. */
-    public GpuModel(Gpu gpu, Path dir, Options options, IntConsumer progress) {
+    /** Upload progress: {@code done} of {@code total} decoder layers are on the device. */
+    public interface Progress {
+        void layers(int done, int total);
+    }
+
+    /** Uploads the checkpoint in {@code dir} to {@code gpu} (which stays the caller's), reporting each layer to {@code progress}. */
+    public GpuModel(Gpu gpu, Path dir, Options options, Progress progress) {
         this.gpu = gpu;
         this.k = new DeviceKernels(gpu);
         ModelDirectory md = new ModelDirectory(dir);
@@ -167,7 +172,7 @@ public final class GpuModel implements AutoCloseable {
             this.layers = new Layer[c.numHiddenLayers()];
             for (int l = 0; l < layers.length; l++) {
                 layers[l] = loadLayer(w, l);
-                progress.accept(l + 1);
+                progress.layers(l + 1, layers.length);
             }
             this.norm = keep(gpu.upload(vector(w, "model.norm.weight", hidden)));
             this.lmHead = linear(w, "lm_head", c.vocabSize(), hidden);
@@ -268,7 +273,7 @@ public final class GpuModel implements AutoCloseable {
             ss[e] = d.scale();
         }
         long scales = first.scale() == 0 ? 0 : keep(gpu.upload(ss));
-        return new Experts(first.kernel(), keep(gpu.upload(ws)), scales, out, in, first.blockRows(), first.blockCols());
+        return new Experts(first.kernel(), keep(gpu.upload(ws)), scales, out, in, first.blockRows(), first.blockCols(), first.bytes());
     }
 
     private Layer loadLayer(CheckpointWeights w, int l) {
@@ -332,9 +337,9 @@ public final class GpuModel implements AutoCloseable {
         if (l.dense() != null) {
             return b + l.dense().gate().bytes() + l.dense().up().bytes() + l.dense().down().bytes();
         }
-        long expert = 3L * c.moeIntermediateSize() * hidden * (l.moe().gate().kernel().equals("fp8") ? 1 : l.moe().gate().kernel().equals("bf16") ? 2 : 4);
-        b += l.moe().router().bytes() + topK * expert;
-        Mlp s = l.moe().shared();
+        MoeLayer moe = l.moe();
+        b += moe.router().bytes() + topK * (moe.gate().bytes() + moe.up().bytes() + moe.down().bytes());
+        Mlp s = moe.shared();
         return s == null ? b : b + s.gate().bytes() + s.up().bytes() + s.down().bytes();
     }
 
@@ -351,11 +356,6 @@ public final class GpuModel implements AutoCloseable {
     /** Weight bytes one decode step reads for one token (attention, dense or top-k + shared experts, lm_head). */
     public long weightBytesPerToken() {
         return weightBytes;
-    }
-
-    /** Bytes of latent KV cache one token takes over all layers. */
-    public long kvBytesPerToken() {
-        return 4L * stride * layers.length;
     }
 
     /**

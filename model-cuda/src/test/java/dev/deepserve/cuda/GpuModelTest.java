@@ -72,7 +72,7 @@ class GpuModelTest {
             Path model = checkpoint(dir, preset);
             try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
                  Gpu gpu = device.open().get();
-                 GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), layers -> { })) {
+                 GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), (done, total) -> { })) {
                 int vocab = VOCAB;
                 KvBlockPool pool = m.newPool(4, 160);
                 KvCache cacheA = cpu.newCache(128);
@@ -136,7 +136,7 @@ class GpuModelTest {
         Path model = checkpoint(dir, "tiny-v3");
         try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
              Gpu gpu = device.open().get();
-             GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), layers -> { })) {
+             GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), (done, total) -> { })) {
             assertEquals(true, m.hasMtp());
             Mtp mtp = cpu.mtp();
             KvBlockPool pool = m.newPool(4, 160);
@@ -190,7 +190,7 @@ class GpuModelTest {
     @MethodSource("devices")
     void badStepsAreRefusedBeforeTheyTouchTheCache(Devices.Named device, @TempDir Path dir) throws IOException {
         Path model = checkpoint(dir, "tiny-v3");
-        try (Gpu gpu = device.open().get(); GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(8, 8, 16, 32), layers -> { })) {
+        try (Gpu gpu = device.open().get(); GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(8, 8, 16, 32), (done, total) -> { })) {
             KvBlockPool pool = m.newPool(4, 16);
             KvCache s = new KvCache(pool);
             assertThrows(IllegalArgumentException.class, () -> m.greedy(List.of(new Transformer.Step(new int[] {VOCAB}, s))), "token outside the vocabulary");

@@ -213,10 +213,9 @@ public final class EngineHost {
     private GpuModel deviceResident() {
         JCudaGpu gpu = new JCudaGpu(0);
         try {
-            int layers = dev.deepserve.model.config.ModelConfig.read(new ModelDirectory(options.modelDir()).config()).numHiddenLayers();
             return new GpuModel(gpu, options.modelDir(),
                     new GpuModel.Options(2 * options.maxBatch() + options.prefillChunk(), 2 * options.maxBatch(), options.maxContext()),
-                    done -> LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, layers));
+                    (done, total) -> LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, total));
         } catch (UnsupportedOperationException e) {
             gpu.close();
             LOG.log(System.Logger.Level.INFO, "{0}: the device-resident model does not take this checkpoint ({1}); only the products run on the GPU", name, e.getMessage());

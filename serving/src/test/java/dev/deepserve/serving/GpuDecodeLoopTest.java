@@ -104,7 +104,7 @@ class GpuDecodeLoopTest {
         Supplier<Gpu> device = device();
         Map<Integer, DecodeLoopTest.Collect> cpu = run(loop(null, 6, 1 << 16, new PrefixCache(16, 1 << 20)), 8, 10);
         try (Gpu gpu = device.get();
-             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), layers -> { })) {
+             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), (done, total) -> { })) {
             PrefixCache prefix = new PrefixCache(16, 1 << 20);
             Map<Integer, DecodeLoopTest.Collect> onDevice = run(loop(m, 6, 1 << 12, prefix), 8, 10);
             for (int i = 0; i < 8; i++) {
@@ -139,7 +139,7 @@ class GpuDecodeLoopTest {
         Drafts onCpu = new Drafts();
         Map<Integer, DecodeLoopTest.Collect> cpu = run(speculative(null, onCpu), 8, 12);
         try (Gpu gpu = device.get();
-             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), layers -> { })) {
+             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), (done, total) -> { })) {
             Drafts onGpu = new Drafts();
             DecodeLoop loop = speculative(m, onGpu);
             assertTrue(loop.speculating(), "MTP runs on the device model");
@@ -174,7 +174,7 @@ class GpuDecodeLoopTest {
         }
         assertEquals(6, prompts.size(), "six prompts with long answers");
         try (Gpu gpu = device.get();
-             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), layers -> { })) {
+             GpuModel m = new GpuModel(gpu, dir, new GpuModel.Options(2 * 6 + 7, 2 * 6, 256), (done, total) -> { })) {
             DecodeLoop tight = loop(m, 6, 16 * 8, null); // 8 blocks of 16 tokens for six sequences that reach 44 each
             Map<Integer, DecodeLoopTest.Collect> onDevice = new HashMap<>();
             for (int i = 0; i < 6; i++) {
