@@ -163,11 +163,7 @@ public final class GpuModel implements AutoCloseable {
         long bytes = 0;
         try (CheckpointWeights w = CheckpointWeights.open(md)) {
             Tensor e = w.tensor("model.embed_tokens.weight", c.vocabSize(), hidden);
-            this.embedKernel = switch (e.dtype()) {
-                case F32 -> "f32";
-                case BF16 -> "bf16";
-                default -> throw new UnsupportedOperationException("no GPU embedding kernel for " + e.dtype() + " tables");
-            };
+            this.embedKernel = embedKernel(e);
             this.embed = keep(gpu.upload(e.data()));
             this.layers = new Layer[c.numHiddenLayers()];
             for (int l = 0; l < layers.length; l++) {
@@ -312,17 +308,22 @@ public final class GpuModel implements AutoCloseable {
                 qProj, qA, qANorm, qB, kvA, kvANorm, kvB, oProj, dense, moe);
     }
 
+    /** The suffix of the embedding kernel for this table's format. */
+    private static String embedKernel(Tensor table) {
+        return switch (table.dtype()) {
+            case F32 -> "f32";
+            case BF16 -> "bf16";
+            default -> throw new UnsupportedOperationException("no GPU embedding kernel for " + table.dtype() + " tables");
+        };
+    }
+
     private MtpModule loadMtp(CheckpointWeights w, int l) {
         String p = "model.layers." + l + ".";
         String embedKernel = this.embedKernel;
         long ownEmbed = embed;
         if (w.has(p + "embed_tokens.weight")) {
             Tensor e = w.tensor(p + "embed_tokens.weight", c.vocabSize(), hidden);
-            embedKernel = switch (e.dtype()) {
-                case F32 -> "f32";
-                case BF16 -> "bf16";
-                default -> throw new UnsupportedOperationException("no GPU embedding kernel for " + e.dtype() + " tables");
-            };
+            embedKernel = embedKernel(e);
             ownEmbed = keep(gpu.upload(e.data()));
         }
         DeviceLinear head = w.has(p + "shared_head.head.weight") ? linear(w, p + "shared_head.head", c.vocabSize(), hidden) : lmHead;
