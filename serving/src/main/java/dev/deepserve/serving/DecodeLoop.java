@@ -97,8 +97,6 @@ public final class DecodeLoop {
 
     private final Transformer model;
     private final GpuModel gpu;
-    /** This step's greedy picks when the device chose them (then there are no logits on the host), else null. */
-    private int[] picks;
     private final Mtp mtp;
     private final Tokenizer tokenizer;
     private final PrefixCache prefixCache;
@@ -559,7 +557,7 @@ public final class DecodeLoop {
         }
         float[] h = null;
         float[] logits = null;
-        picks = null;
+        int[] picks = null;
         if (gpu != null) {
             int[] rows = logitRows.stream().mapToInt(Integer::intValue).toArray();
             if (stepping.stream().allMatch(DecodeLoop::plainGreedy)) {
@@ -576,6 +574,7 @@ public final class DecodeLoop {
                 logits[r * vocab + id] = Float.NEGATIVE_INFINITY;
             }
         }
+        Scores scores = new Scores(logits, picks);
 
         // sample, verify drafts, and collect what the MTP module must see next
         List<Transformer.Step> mtpSteps = new ArrayList<>();
@@ -593,12 +592,12 @@ public final class DecodeLoop {
                     // a preempted sequence's context is recomputed: it goes on from its last emitted token, emitting nothing now
                 } else if (!s.prefilling() && handoff != null) {
                     // disaggregated prefill: the first token is chosen here and travels with the KV; decode emits it
-                    s.lastToken = sampleOne(s, logits, lr++).id();
+                    s.lastToken = sampleOne(s, scores, lr++).id();
                     s.handoffPending = true;
                 } else if (!s.prefilling()) {
                     // a sequence that ends at its first token leaves (dropping its cache) inside emit: keep hold of the KV
                     KvCache promptKv = s.cache;
-                    boolean ended = emit(s, sampleOne(s, logits, lr++));
+                    boolean ended = emit(s, sampleOne(s, scores, lr++));
                     if (!s.stored && prefixCache != null && ended) {
                         prefixCache.store(prompt, promptKv, null);
                         s.stored = true;
@@ -631,7 +630,7 @@ public final class DecodeLoop {
             boolean accepted = false;
             SampledToken first;
             if (draft >= 0) {
-                first = verify(s, logits, lr, draft);
+                first = verify(s, scores, lr, draft);
                 accepted = first.id() == draft;
                 metrics.draft(accepted);
                 if (!accepted) {
@@ -647,7 +646,7 @@ public final class DecodeLoop {
                     s.mtpCache = null;
                 }
             } else {
-                first = sampleOne(s, logits, lr);
+                first = sampleOne(s, scores, lr);
             }
             int rowsUsed = draft >= 0 ? 2 : 1;
             if (emit(s, first)) {
@@ -655,7 +654,7 @@ public final class DecodeLoop {
                 continue;
             }
             if (accepted) {
-                SampledToken second = sampleOne(s, logits, lr + 1);
+                SampledToken second = sampleOne(s, scores, lr + 1);
                 if (emit(s, second)) {
                     lr += rowsUsed;
                     continue;
@@ -759,12 +758,16 @@ public final class DecodeLoop {
         return null;
     }
 
-    private SampledToken sampleOne(Sequence s, float[] logits, int row) {
-        if (picks != null) { // plain greedy, picked on the device: what the sampler would have returned
-            s.sampler.accept(picks[row]);
-            return new SampledToken(picks[row], 0f, List.of());
+    /** A step's sampled rows: their logits on the host, or (plain greedy on the device) only their picks. */
+    private record Scores(float[] logits, int[] picks) {
+    }
+
+    private SampledToken sampleOne(Sequence s, Scores scores, int row) {
+        if (scores.picks() != null) { // plain greedy, picked on the device: what the sampler would have returned
+            s.sampler.accept(scores.picks()[row]);
+            return new SampledToken(scores.picks()[row], 0f, List.of());
         }
-        return s.sampler.sample(logits, row * vocab, vocab);
+        return s.sampler.sample(scores.logits(), row * vocab, vocab);
     }
 
     /** Greedy without penalties or logprobs: the device's own argmax is the whole of sampling. */
@@ -777,11 +780,11 @@ public final class DecodeLoop {
      * The token for the draft's position. Greedy: the main model's own choice (the draft is accepted when they agree).
      * Sampling: accept the draft d with probability min(1, p(d)/q(d)); otherwise draw from max(0, p − q), normalized.
      */
-    private SampledToken verify(Sequence s, float[] logits, int row, int draft) {
+    private SampledToken verify(Sequence s, Scores scores, int row, int draft) {
         if (s.sampler.params().greedy() || s.draftProbs == null) {
-            return sampleOne(s, logits, row);
+            return sampleOne(s, scores, row);
         }
-        float[] p = s.sampler.probabilities(logits, row * vocab, vocab);
+        float[] p = s.sampler.probabilities(scores.logits(), row * vocab, vocab);
         float[] q = s.draftProbs;
         int chosen;
         if (q[draft] > 0 && s.sampler.uniform() < Math.min(1.0, p[draft] / (double) q[draft])) {
@@ -802,7 +805,7 @@ public final class DecodeLoop {
             }
             chosen = s.sampler.draw(residual);
         }
-        SampledToken t = s.sampler.report(logits, row * vocab, vocab, chosen);
+        SampledToken t = s.sampler.report(scores.logits(), row * vocab, vocab, chosen);
         s.sampler.accept(chosen);
         return t;
     }
