@@ -91,6 +91,7 @@ final class BenchInfra implements AutoCloseable {
         pb.environment().put("QUARKUS_HTTP_PORT", Integer.toString(port));
         pb.environment().put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
         pb.environment().put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
+        pb.environment().put("DEEPSERVE_USAGE_JOURNAL_DIR", work.resolve(module + "-usage-journal").toString());
         pb.environment().putAll(env);
         Process p = pb.start();
         HttpClient http = HttpClient.newHttpClient();

@@ -116,6 +116,7 @@ final class Stack {
         env.put("DEEPSERVE_DECODE_URL", settings.url("decode-service"));
         env.put("DEEPSERVE_BILLING_URL", settings.url("billing"));
         env.put("DEEPSERVE_ADMIN_KEY", adminKey);
+        env.put("DEEPSERVE_USAGE_JOURNAL_DIR", settings.home().resolve("usage-journal").toString());
 
         for (String name : StackSettings.SERVICES) {
             ServiceProcess service = new ServiceProcess(name, settings.url(name), settings.logs().resolve(name + ".log"));

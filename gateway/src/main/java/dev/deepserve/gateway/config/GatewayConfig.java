@@ -148,6 +148,41 @@ public interface GatewayConfig {
         Duration orphanedAfter();
     }
 
+    Usage usage();
+
+    /** Where a settled request's usage event is made safe before its answer goes out. */
+    interface Usage {
+        Journal journal();
+
+        /**
+         * How long events wait to be written to PostgreSQL together when the journal holds them (answers do not
+         * wait for it); without the journal, each group is sent as soon as the previous one is committed.
+         */
+        @WithDefault("10ms")
+        Duration groupWait();
+
+        interface Journal {
+            /**
+             * On: an answer goes out once its usage event is in this replica's local journal, and the journal is
+             * written to PostgreSQL in groups behind it (replayed at the next start if the gateway stops first).
+             * Off: an answer waits for its event's PostgreSQL commit.
+             */
+            @WithDefault("true")
+            boolean enabled();
+
+            /** The journal's directory; one per replica, on storage that outlives the process. */
+            @WithDefault("usage-journal")
+            java.nio.file.Path dir();
+
+            /**
+             * Also wait for the journal to reach the disk (fdatasync, shared by the answers waiting at that moment)
+             * before answering, so a power loss loses nothing either; off, the journal survives the gateway process.
+             */
+            @WithDefault("false")
+            boolean fsync();
+        }
+    }
+
     Outbox outbox();
 
     interface Outbox {

@@ -1,5 +1,9 @@
 package dev.deepserve.gateway.store;
 
+import dev.deepserve.gateway.config.GatewayConfig;
+import io.quarkus.runtime.ShutdownEvent;
+import io.quarkus.runtime.StartupEvent;
+import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
@@ -7,22 +11,37 @@ import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Tuple;
 import io.vertx.sqlclient.data.Numeric;
+import jakarta.annotation.Priority;
 import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import jakarta.inject.Inject;
 import org.jboss.logging.Logger;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.math.BigDecimal;
+import java.time.Duration;
+import java.time.OffsetDateTime;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 
 /**
  * Settles leased requests in groups: their usage events go to the outbox, and their costs onto their leases, in one
- * statement per group (so one commit covers many requests). A group is sent as soon as the previous one is done —
- * no timer, so a lone request waits for nothing but its own round trip and a busy gateway sends large groups. Each
- * request's answer is released only after its event is committed. Inserting is idempotent per event id, and a
- * lease is charged only for events actually inserted, so retrying a group whose commit went unacknowledged is exact.
+ * statement per group (so one commit covers many requests). Inserting is idempotent per event id, and a lease is
+ * charged only for events actually inserted, so retrying a group whose commit went unacknowledged is exact; an
+ * event whose lease is gone (returned by the sweeper while the event waited) is charged to its account's
+ * {@code reserved} instead, where billing collects it.
+ * <p>
+ * With the journal (the default), a request's answer is released once its event is in the local
+ * {@link UsageJournal}; groups are sent every {@code group-wait} behind the answers and retried until PostgreSQL
+ * takes them, and what is still in the journal when the gateway stops is replayed at its next start. Without it, a
+ * group is sent as soon as the previous one is done and each answer waits for its event's commit.
  */
 @ApplicationScoped
 public class UsageWriter {
@@ -30,46 +49,143 @@ public class UsageWriter {
     private static final Logger LOG = Logger.getLogger(UsageWriter.class);
     private static final int MAX_GROUP = 2000;
     private static final int MAX_ATTEMPTS = 7;
+    private static final long MAX_BACKOFF_MS = 5000;
 
     private final Pool pool;
     private final Leases leases;
     private final Vertx vertx;
+    private final UsageJournal journal;
+    private final long groupWaitMs;
+    private final Duration retention;
     private final ArrayDeque<Item> queue = new ArrayDeque<>();
+    private final List<Waiter> drains = new ArrayList<>();
     private boolean sending;
+    private long accepted;
+    private long finished;
 
-    UsageWriter(Pool pool, Leases leases, Vertx vertx) {
+    @Inject
+    UsageWriter(Pool pool, Leases leases, Vertx vertx, GatewayConfig config) {
+        this(pool, leases, vertx, config.usage(), config.outbox().retention());
+    }
+
+    UsageWriter(Pool pool, Leases leases, Vertx vertx, GatewayConfig.Usage usage, Duration retention) {
         this.pool = pool;
         this.leases = leases;
         this.vertx = vertx;
-    }
-
-    private record Item(UUID eventId, String payload, Ledger.Reservation reservation, BigDecimal cost, CompletableFuture<Void> done, boolean retried) {
-        Item again() {
-            return new Item(eventId, payload, reservation, cost, done, true);
+        this.groupWaitMs = usage.groupWait().toMillis();
+        this.retention = retention;
+        if (usage.journal().enabled()) {
+            try {
+                this.journal = UsageJournal.open(usage.journal().dir().toAbsolutePath(), usage.journal().fsync());
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot open the usage journal " + usage.journal().dir().toAbsolutePath() + ": " + e.getMessage(), e);
+            }
+        } else {
+            this.journal = null;
         }
     }
 
-    /** Writes the event and charges its cost to the reservation's lease; completes once committed (or given up and logged). */
+    /**
+     * One event on its way: {@code segment} is the journal segment holding it ({@code null} when it is not
+     * journaled, and then {@code done} completes at its commit); {@code reservation} is {@code null} for an event
+     * replayed from an earlier run's journal, whose lease this process never held.
+     */
+    private record Item(UUID eventId, String payload, UUID lease, String accountId, Ledger.Reservation reservation, BigDecimal cost,
+                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried) {
+        Item again() {
+            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true);
+        }
+    }
+
+    private record Waiter(long upTo, CompletableFuture<Void> done) {
+    }
+
+    void start(@Observes StartupEvent ev) {
+        if (journal == null) {
+            return;
+        }
+        List<UsageJournal.Recovered> left = journal.takeRecovered();
+        if (left.isEmpty()) {
+            LOG.debugf("usage journal %s is empty", journal.dir());
+            return;
+        }
+        OffsetDateTime tooOld = OffsetDateTime.now().minus(retention);
+        int replayed = 0;
+        synchronized (this) {
+            for (UsageJournal.Recovered r : left) {
+                UsageJournal.Entry e = r.entry();
+                OffsetDateTime at = UsageJournal.completedAt(e);
+                if (at != null && at.isBefore(tooOld)) {
+                    // the outbox may have pruned it after billing applied it: inserting it again would charge twice
+                    LOG.errorf("usage event %s in the journal is older than the outbox retention (%s); not replayed, kept in this log: %s",
+                            e.eventId(), retention, e.payload());
+                    journal.committed(r.segment());
+                    continue;
+                }
+                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false));
+                accepted++;
+                replayed++;
+            }
+        }
+        LOG.infof("replaying %d usage event(s) left in the journal %s by an earlier run", replayed, journal.dir());
+        kick();
+    }
+
+    /** Writes the event and charges its cost to the reservation's lease; completes once it is safe (journaled or committed). */
     public Uni<Void> write(Ledger.Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
         Context context = Vertx.currentContext();
         Uni<Void> written = Uni.createFrom().completionStage(submit(r, cost, eventId, event));
         return context == null ? written : written.emitOn(task -> context.runOnContext(v -> task.run()));
     }
 
-    /** As {@link #write}, completing on whichever thread the commit is seen. */
+    /** As {@link #write}, completing on whichever thread sees the event safe. */
     public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
         leases.settling(r, cost);
-        CompletableFuture<Void> done = new CompletableFuture<>();
-        boolean start;
-        synchronized (this) {
-            queue.add(new Item(eventId, event.encode(), r, cost, done, false));
-            start = !sending;
-            sending = true;
+        String payload = event.encode();
+        UsageJournal.Appended appended = null;
+        if (journal != null) {
+            try {
+                appended = journal.append(new UsageJournal.Entry(eventId, r.lease(), r.accountId(), cost, payload));
+            } catch (IOException e) {
+                LOG.errorf("usage journal %s not writable (%s); request %s waits for PostgreSQL instead", journal.dir(), e.getMessage(), r.requestId());
+            }
         }
-        if (start) {
-            send(0);
+        CompletableFuture<Void> committed = appended == null ? new CompletableFuture<>() : null;
+        synchronized (this) {
+            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false));
+            accepted++;
+        }
+        kick();
+        return appended == null ? committed : appended.synced();
+    }
+
+    /** Completes once every event accepted before the call has been committed (or given up on and logged). */
+    public CompletableFuture<Void> drain() {
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        synchronized (this) {
+            if (finished >= accepted) {
+                return CompletableFuture.completedFuture(null);
+            }
+            drains.add(new Waiter(accepted, done));
         }
         return done;
+    }
+
+    /** Starts a group unless one is on its way: at once without the journal, after {@code group-wait} with it. */
+    private void kick() {
+        boolean now;
+        synchronized (this) {
+            if (sending || queue.isEmpty()) {
+                return;
+            }
+            sending = true;
+            now = journal == null || groupWaitMs <= 0 || queue.size() >= MAX_GROUP;
+        }
+        if (now) {
+            send(0);
+        } else {
+            vertx.setTimer(groupWaitMs, t -> send(0));
+        }
     }
 
     private void send(int attempt) {
@@ -83,54 +199,145 @@ public class UsageWriter {
                 return;
             }
         }
-        int n = group.size();
+        // an id twice in one group (a client's event sent again) is written, and charged, once
+        Set<UUID> seen = new HashSet<>();
+        List<Item> unique = new ArrayList<>(group.size());
+        for (Item it : group) {
+            if (seen.add(it.eventId())) {
+                unique.add(it);
+            }
+        }
+        int n = unique.size();
         UUID[] ids = new UUID[n];
         String[] payloads = new String[n];
         UUID[] leaseIds = new UUID[n];
+        String[] accounts = new String[n];
         Numeric[] costs = new Numeric[n];
         for (int i = 0; i < n; i++) {
-            Item it = group.get(i);
+            Item it = unique.get(i);
             ids[i] = it.eventId();
             payloads[i] = it.payload();
-            leaseIds[i] = it.reservation().lease();
+            leaseIds[i] = it.lease();
+            accounts[i] = it.accountId();
             costs[i] = Numeric.create(it.cost());
         }
+        // held: the events' leases that still exist, locked so the sweeper cannot return one under this statement;
+        // an inserted event whose lease is gone goes onto its account's reserved instead (billing takes it from there)
         pool.preparedQuery("""
-                        WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[]) AS u(e, p, l, c)),
+                        WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[], $5::text[]) AS u(e, p, l, c, a)),
                              ev AS (INSERT INTO gateway.usage_outbox (event_id, payload) SELECT e, p::jsonb FROM input
                                     ON CONFLICT (event_id) DO NOTHING RETURNING event_id),
+                             fresh AS (SELECT i.* FROM input i JOIN ev ON ev.event_id = i.e),
+                             held AS (SELECT id FROM gateway.leases WHERE id IN (SELECT l FROM fresh) FOR UPDATE),
                              charged AS (UPDATE gateway.leases l SET consumed = l.consumed + s.c
-                                         FROM (SELECT i.l, sum(i.c) AS c FROM input i JOIN ev ON ev.event_id = i.e GROUP BY i.l) s
-                                         WHERE l.id = s.l RETURNING 1)
+                                         FROM (SELECT f.l, sum(f.c) AS c FROM fresh f JOIN held h ON h.id = f.l GROUP BY f.l) s
+                                         WHERE l.id = s.l RETURNING 1),
+                             orphaned AS (UPDATE billing.accounts a SET reserved = a.reserved + s.c
+                                          FROM (SELECT f.a, sum(f.c) AS c FROM fresh f WHERE f.l IS NULL OR f.l NOT IN (SELECT id FROM held) GROUP BY f.a) s
+                                          WHERE a.id = s.a RETURNING 1)
                         SELECT event_id FROM ev""")
-                .execute(Tuple.of(ids, payloads, leaseIds, costs))
+                .execute(Tuple.of(ids, payloads, leaseIds, costs, accounts))
                 .subscribe().with(rows -> {
-                    java.util.Set<UUID> inserted = new java.util.HashSet<>();
+                    Set<UUID> inserted = new HashSet<>();
                     rows.forEach(row -> inserted.add(row.getUUID(0)));
                     for (Item it : group) {
                         // not inserted: a duplicate id, or (when retried) the earlier attempt committed after all
-                        leases.settled(it.reservation(), it.cost(), inserted.contains(it.eventId()) || it.retried());
-                        it.done().complete(null);
+                        boolean first = seen.remove(it.eventId());
+                        finish(it, first && (inserted.contains(it.eventId()) || it.retried()));
                     }
-                    send(0);
-                }, e -> {
-                    if (attempt + 1 >= MAX_ATTEMPTS) {
-                        for (Item it : group) {
-                            LOG.errorf("request %s: usage event not written after %d attempts (%s); kept in this log for replay: %s",
-                                    it.reservation().requestId(), MAX_ATTEMPTS, e.getMessage(), it.payload());
-                            leases.settled(it.reservation(), it.cost(), false);
-                            it.done().complete(null);
-                        }
-                        vertx.setTimer(1, t -> send(0));
-                        return;
-                    }
-                    LOG.warnf("writing %d usage event(s) failed (%s), retrying", n, e.getMessage());
-                    synchronized (this) {
-                        for (int i = group.size() - 1; i >= 0; i--) {
-                            queue.addFirst(group.get(i).again());
-                        }
-                    }
-                    vertx.setTimer(250L << attempt, t -> send(attempt + 1));
-                });
+                    done(group.size());
+                }, e -> failed(group, attempt, e));
+    }
+
+    private void finish(Item it, boolean written) {
+        if (it.reservation() != null) {
+            leases.settled(it.reservation(), it.cost(), written);
+        }
+        if (it.segment() != null) {
+            journal.committed(it.segment());
+        }
+        if (it.done() != null) {
+            it.done().complete(null);
+        }
+    }
+
+    /** A group is finished: wake the drains it completes, then send the next (after group-wait when journaled). */
+    private void done(int count) {
+        List<CompletableFuture<Void>> woken = new ArrayList<>();
+        synchronized (this) {
+            finished += count;
+            drains.removeIf(w -> {
+                if (w.upTo() <= finished) {
+                    woken.add(w.done());
+                    return true;
+                }
+                return false;
+            });
+            sending = false;
+        }
+        woken.forEach(f -> f.complete(null));
+        kick();
+    }
+
+    private void failed(List<Item> group, int attempt, Throwable e) {
+        List<Item> retry = new ArrayList<>();
+        int givenUp = 0;
+        for (Item it : group) {
+            if (it.segment() == null && attempt + 1 >= MAX_ATTEMPTS) {
+                LOG.errorf("request %s: usage event not written after %d attempts (%s); kept in this log for replay: %s",
+                        it.reservation() == null ? it.eventId() : it.reservation().requestId(), MAX_ATTEMPTS, e.getMessage(), it.payload());
+                finish(it, false);
+                givenUp++;
+            } else {
+                retry.add(it.again());
+            }
+        }
+        if (attempt == 0 || attempt % 10 == 9) {
+            LOG.warnf("writing %d usage event(s) to PostgreSQL failed (%s), retrying%s", group.size(), e.getMessage(),
+                    journal == null ? "" : "; they are safe in the journal meanwhile");
+        }
+        synchronized (this) {
+            finished += givenUp;
+            for (int i = retry.size() - 1; i >= 0; i--) {
+                queue.addFirst(retry.get(i));
+            }
+        }
+        long backoff = Math.min(MAX_BACKOFF_MS, 250L << Math.min(attempt, 10));
+        int next = givenUp > 0 ? 0 : attempt + 1;
+        vertx.setTimer(backoff, t -> send(next));
+    }
+
+    /** Ends a journal segment whose events are all in PostgreSQL, so an idle replica's journal holds nothing. */
+    @Scheduled(every = "10s", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    void tidy() {
+        if (journal != null) {
+            journal.tidy();
+        }
+    }
+
+    /** Before the leases are returned: what is queued goes to PostgreSQL, or stays in the journal for the next start. */
+    void stop(@Observes @Priority(1) ShutdownEvent ev) {
+        close(Duration.ofSeconds(5));
+    }
+
+    /** Waits up to {@code wait} for what is queued to reach PostgreSQL, then closes the journal (which keeps the rest). */
+    void close(Duration wait) {
+        try {
+            drain().get(wait.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (Exception e) {
+            long left;
+            synchronized (this) {
+                left = accepted - finished;
+            }
+            LOG.warnf("%d usage event(s) not written to PostgreSQL at shutdown%s", left,
+                    journal == null ? "; they are lost" : "; the journal " + journal.dir() + " keeps them for the next start");
+        }
+        if (journal != null) {
+            try {
+                journal.close();
+            } catch (IOException e) {
+                LOG.warnf("closing the usage journal: %s", e.getMessage());
+            }
+        }
     }
 }

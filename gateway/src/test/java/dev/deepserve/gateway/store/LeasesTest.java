@@ -11,10 +11,16 @@ import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
+import io.vertx.mutiny.pgclient.PgBuilder;
+import io.vertx.pgclient.PgConnectOptions;
 import jakarta.inject.Inject;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.api.Test;
 
 import java.math.BigDecimal;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -45,6 +51,9 @@ class LeasesTest {
 
     @Inject
     Ledger ledger;
+
+    @Inject
+    io.vertx.core.Vertx vertx;
 
     String account(String balance) {
         String id = ApiKeys.newId("acct");
@@ -102,11 +111,101 @@ class LeasesTest {
         // the same event again (a retried group whose commit was not acknowledged) changes nothing
         Ledger.Reservation again = reserveOne(leases, account).await().indefinitely().orElseThrow();
         writer.write(again, new BigDecimal("0.000005"), event, payload).await().indefinitely();
+        writer.drain().join();
         Row lease = row("SELECT amount, consumed FROM gateway.leases WHERE id = $1", r.lease());
         assertEquals(0, new BigDecimal("0.000005").compareTo(lease.getBigDecimal("consumed")));
         assertEquals(1L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = $1", event).getLong(0));
         leases.maintain(0).await().indefinitely();
         assertEquals(0, new BigDecimal("0.000005").compareTo(reserved(account)), "exactly the written cost stays reserved for billing to apply");
+    }
+
+    /** A usage writer of its own over {@code journal}, as another gateway process would have. */
+    UsageWriter writerOver(Pool on, Leases with, Path journal) {
+        GatewayConfig.Usage.Journal j = new GatewayConfig.Usage.Journal() {
+            public boolean enabled() {
+                return true;
+            }
+
+            public Path dir() {
+                return journal;
+            }
+
+            public boolean fsync() {
+                return false;
+            }
+        };
+        GatewayConfig.Usage usage = new GatewayConfig.Usage() {
+            public Journal journal() {
+                return j;
+            }
+
+            public Duration groupWait() {
+                return Duration.ofMillis(5);
+            }
+        };
+        return new UsageWriter(on, with, vertx, usage, Duration.ofHours(24));
+    }
+
+    JsonObject event(UUID id, String account, String cost) {
+        return new JsonObject().put("event_id", id.toString()).put("account_id", account).put("cost", cost)
+                .put("completed_at", java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).toString());
+    }
+
+    @Test
+    void answersGoOutWhilePostgresIsAwayAndTheNextStartWritesTheirEventsExactlyOnce(@TempDir Path journal) throws Exception {
+        String kept = account("1");
+        String swept = account("1");
+        Leases replica = new Leases(pool, config.lease());
+        Ledger.Reservation a = reserveOne(replica, kept).await().indefinitely().orElseThrow();
+        Ledger.Reservation b = reserveOne(replica, swept).await().indefinitely().orElseThrow();
+        BigDecimal leasedB = reserved(swept);
+
+        // this replica's PostgreSQL goes away: its answers still go out, their events safe in the journal
+        Pool unreachable = PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
+                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
+        UsageWriter down = writerOver(unreachable, replica, journal);
+        UUID ea = UUID.randomUUID();
+        UUID eb = UUID.randomUUID();
+        down.write(a, new BigDecimal("0.000005"), ea, event(ea, kept, "0.00000500")).await().atMost(Duration.ofSeconds(5));
+        down.write(b, new BigDecimal("0.000007"), eb, event(eb, swept, "0.00000700")).await().atMost(Duration.ofSeconds(5));
+        // ... and it stops before PostgreSQL is back: the journal keeps both events
+        down.close(Duration.ofMillis(300));
+        unreachable.closeAndAwait();
+        assertEquals(0L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
+        List<Path> left;
+        try (var files = Files.list(journal)) {
+            left = files.filter(f -> f.toString().endsWith(".journal")).toList();
+        }
+        assertEquals(1, left.size(), "one segment left: " + left);
+        Path copy = Files.copy(left.getFirst(), journal.resolveSibling(journal.getFileName() + "-copy.journal"));
+
+        // the other account's lease is returned by the sweeper meanwhile (the replica stopped heartbeating)
+        pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() - interval '1 hour' WHERE id = $1").execute(Tuple.of(b.lease())).await().indefinitely();
+        leases.sweep().await().indefinitely();
+        assertEquals(0, reserved(swept).signum(), "the swept lease gave back all " + leasedB + " it held");
+
+        // the next start replays the journal: both events once, each cost where billing will collect it
+        UsageWriter next = writerOver(pool, new Leases(pool, config.lease()), journal);
+        next.start(null);
+        next.drain().get(10, TimeUnit.SECONDS);
+        assertEquals(2L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
+        assertEquals(0, new BigDecimal("0.000005").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = $1", a.lease()).getBigDecimal(0)),
+                "charged to the lease that still exists");
+        assertEquals(0, new BigDecimal("0.000007").compareTo(reserved(swept)), "charged to the account whose lease is gone");
+        next.close(Duration.ofSeconds(1));
+        try (var files = Files.list(journal)) {
+            assertEquals(List.of(), files.filter(f -> f.toString().endsWith(".journal")).toList(), "written events leave the journal");
+        }
+
+        // replaying the same journal again (a crash right after the commit) changes nothing
+        Files.move(copy, journal.resolve(left.getFirst().getFileName()));
+        UsageWriter again = writerOver(pool, new Leases(pool, config.lease()), journal);
+        again.start(null);
+        again.drain().get(10, TimeUnit.SECONDS);
+        again.close(Duration.ofSeconds(1));
+        assertEquals(0, new BigDecimal("0.000005").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = $1", a.lease()).getBigDecimal(0)));
+        assertEquals(0, new BigDecimal("0.000007").compareTo(reserved(swept)));
+        assertEquals(2L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
     }
 
     @Test

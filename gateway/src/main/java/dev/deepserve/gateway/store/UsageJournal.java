@@ -1,0 +1,376 @@
+package dev.deepserve.gateway.store;
+
+import io.vertx.core.json.JsonObject;
+import org.jboss.logging.Logger;
+
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.nio.ByteBuffer;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.time.Duration;
+import java.time.OffsetDateTime;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.stream.Stream;
+import java.util.zip.CRC32C;
+
+/**
+ * This replica's append-only journal of settled usage events that PostgreSQL may not have yet. A request's event
+ * is appended here before its answer goes out, so a gateway that dies (or a database that is away) loses nothing:
+ * the next start replays what the journal still holds, and the outbox insert is idempotent on the event id.
+ * <p>
+ * One line per event, {@code <crc32c as 8 hex digits> <json>\n}, the json being
+ * {@code {"lease":…,"cost":…,"event":<the usage event>}}; a line whose checksum does not match (a write torn by a
+ * crash) is reported and skipped. Lines go into segment files {@code usage-<n>.journal}; a new segment starts
+ * when the current one is large or old, and a segment is deleted once every event in it is committed to
+ * PostgreSQL. With {@code fsync}, an append's {@link Appended#synced} completes after the data reached the disk
+ * (one {@code fdatasync} covers every append before it); without, an append is in the operating system's hands
+ * at once — it survives the gateway process, not the machine.
+ */
+final class UsageJournal implements AutoCloseable {
+
+    private static final Logger LOG = Logger.getLogger(UsageJournal.class);
+    private static final long SEGMENT_BYTES = 16L << 20;
+    private static final long SEGMENT_NANOS = Duration.ofSeconds(10).toNanos();
+
+    /** One settled event: the lease it was charged to ({@code null} for none) and its exact cost. */
+    record Entry(UUID eventId, UUID lease, String accountId, BigDecimal cost, String payload) {
+    }
+
+    /** An entry read back at startup, with the segment it came from. */
+    record Recovered(Entry entry, Segment segment) {
+    }
+
+    /** Where an append went, and when it is on disk. */
+    record Appended(Segment segment, CompletableFuture<Void> synced) {
+    }
+
+    /** A segment file; its fields are guarded by the journal's monitor. */
+    static final class Segment {
+        final Path path;
+        final long opened = System.nanoTime();
+        FileChannel channel;
+        long bytes;
+        int pending;
+        boolean sealed;
+
+        Segment(Path path) {
+            this.path = path;
+        }
+    }
+
+    private record Waiter(long upTo, CompletableFuture<Void> done) {
+    }
+
+    private final Path dir;
+    private final boolean fsync;
+    private final FileChannel lockFile;
+    private final FileLock lock;
+    private final List<Recovered> recovered = new ArrayList<>();
+    private final Set<Segment> unsynced = new LinkedHashSet<>();
+    private final Set<Segment> open = new LinkedHashSet<>();
+    private final ArrayDeque<Waiter> waiters = new ArrayDeque<>();
+    private final CRC32C crc = new CRC32C();
+    private final Thread syncer;
+    private Segment current;
+    private long nextSegment;
+    private long appended;
+    private boolean closed;
+
+    private UsageJournal(Path dir, boolean fsync, FileChannel lockFile, FileLock lock) {
+        this.dir = dir;
+        this.fsync = fsync;
+        this.lockFile = lockFile;
+        this.lock = lock;
+        this.syncer = fsync ? Thread.ofPlatform().daemon().name("usage-journal-sync").start(this::syncLoop) : null;
+    }
+
+    /**
+     * Opens the journal in {@code dir} (created if missing) and reads what an earlier run left there; fails when
+     * another process holds it, since two replicas sharing one journal would replay each other's events.
+     */
+    static UsageJournal open(Path dir, boolean fsync) throws IOException {
+        Files.createDirectories(dir);
+        FileChannel lockFile = FileChannel.open(dir.resolve("journal.lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        FileLock lock;
+        try {
+            lock = lockFile.tryLock();
+        } catch (IOException | RuntimeException e) {
+            lockFile.close();
+            throw e;
+        }
+        if (lock == null) {
+            lockFile.close();
+            throw new IOException("the usage journal " + dir + " is in use by another gateway process (give each replica its own DEEPSERVE_USAGE_JOURNAL_DIR)");
+        }
+        UsageJournal journal = new UsageJournal(dir, fsync, lockFile, lock);
+        journal.recover();
+        return journal;
+    }
+
+    Path dir() {
+        return dir;
+    }
+
+    /** What earlier runs left uncommitted (possibly committed after all: replaying is idempotent). Read once. */
+    synchronized List<Recovered> takeRecovered() {
+        List<Recovered> out = List.copyOf(recovered);
+        recovered.clear();
+        return out;
+    }
+
+    private void recover() throws IOException {
+        List<Path> files;
+        try (Stream<Path> list = Files.list(dir)) {
+            files = list.filter(p -> p.getFileName().toString().matches("usage-\\d{16}\\.journal")).sorted().toList();
+        }
+        for (Path file : files) {
+            long n = Long.parseLong(file.getFileName().toString().substring(6, 22));
+            nextSegment = Math.max(nextSegment, n + 1);
+            Segment segment = new Segment(file);
+            segment.sealed = true;
+            List<String> lines;
+            byte[] bytes = Files.readAllBytes(file);
+            String text = new String(bytes, StandardCharsets.UTF_8);
+            lines = List.of(text.split("\n", -1));
+            for (int i = 0; i < lines.size(); i++) {
+                String line = lines.get(i);
+                if (line.isEmpty()) {
+                    continue;
+                }
+                Entry entry = parse(line);
+                if (entry == null) {
+                    LOG.errorf("usage journal %s line %d is damaged (a write cut short by a crash?); skipped: %s", file, i + 1, line);
+                    continue;
+                }
+                segment.pending++;
+                recovered.add(new Recovered(entry, segment));
+            }
+            if (segment.pending == 0) {
+                Files.deleteIfExists(file);
+            }
+        }
+    }
+
+    private Entry parse(String line) {
+        if (line.length() < 10 || line.charAt(8) != ' ') {
+            return null;
+        }
+        byte[] json = line.substring(9).getBytes(StandardCharsets.UTF_8);
+        crc.reset();
+        crc.update(json);
+        long expected;
+        try {
+            expected = Long.parseLong(line.substring(0, 8), 16);
+        } catch (NumberFormatException e) {
+            return null;
+        }
+        if (crc.getValue() != expected) {
+            return null;
+        }
+        try {
+            JsonObject o = new JsonObject(line.substring(9));
+            JsonObject event = o.getJsonObject("event");
+            String lease = o.getString("lease");
+            return new Entry(UUID.fromString(event.getString("event_id")), lease == null ? null : UUID.fromString(lease), event.getString("account_id"),
+                    new BigDecimal(o.getString("cost")), event.encode());
+        } catch (RuntimeException e) {
+            return null;
+        }
+    }
+
+    /** When the event was completed, from its payload (null if it does not say). */
+    static OffsetDateTime completedAt(Entry e) {
+        String at = new JsonObject(e.payload()).getString("completed_at");
+        return at == null ? null : OffsetDateTime.parse(at);
+    }
+
+    /** Appends one event; it is in the operating system's hands on return, on disk when {@code synced} completes. */
+    Appended append(Entry e) throws IOException {
+        StringBuilder json = new StringBuilder(e.payload().length() + 96).append("{\"lease\":");
+        if (e.lease() == null) {
+            json.append("null");
+        } else {
+            json.append('"').append(e.lease()).append('"');
+        }
+        json.append(",\"cost\":\"").append(e.cost().toPlainString()).append("\",\"event\":").append(e.payload()).append('}');
+        byte[] body = json.toString().getBytes(StandardCharsets.UTF_8);
+        synchronized (this) {
+            if (closed) {
+                throw new ClosedChannelException();
+            }
+            crc.reset();
+            crc.update(body);
+            ByteBuffer line = ByteBuffer.allocate(body.length + 10);
+            long sum = crc.getValue();
+            for (int shift = 28; shift >= 0; shift -= 4) {
+                line.put((byte) Character.forDigit((int) (sum >>> shift) & 0xf, 16));
+            }
+            line.put((byte) ' ').put(body).put((byte) '\n').flip();
+            Segment segment = writable();
+            while (line.hasRemaining()) {
+                segment.channel.write(line);
+            }
+            segment.bytes += line.limit();
+            segment.pending++;
+            if (!fsync) {
+                return new Appended(segment, CompletableFuture.completedFuture(null));
+            }
+            unsynced.add(segment);
+            CompletableFuture<Void> synced = new CompletableFuture<>();
+            waiters.add(new Waiter(++appended, synced));
+            notifyAll();
+            return new Appended(segment, synced);
+        }
+    }
+
+    private Segment writable() throws IOException {
+        if (current != null && (current.bytes >= SEGMENT_BYTES || System.nanoTime() - current.opened >= SEGMENT_NANOS)) {
+            seal(current);
+        }
+        if (current == null) {
+            Segment s = new Segment(dir.resolve(String.format("usage-%016d.journal", nextSegment++)));
+            s.channel = FileChannel.open(s.path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE, StandardOpenOption.APPEND);
+            current = s;
+            open.add(s);
+        }
+        return current;
+    }
+
+    private void seal(Segment s) throws IOException {
+        s.sealed = true;
+        if (current == s) {
+            current = null;
+        }
+        deleteIfDone(s);
+    }
+
+    /** An event of {@code s} is committed to PostgreSQL. */
+    synchronized void committed(Segment s) {
+        s.pending--;
+        try {
+            deleteIfDone(s);
+        } catch (IOException e) {
+            LOG.warnf("could not delete the committed usage journal segment %s: %s", s.path, e.getMessage());
+        }
+    }
+
+    /** Ends a current segment whose events are all committed, so an idle journal holds nothing. */
+    synchronized void tidy() {
+        if (current != null && current.pending == 0 && current.bytes > 0) {
+            try {
+                seal(current);
+            } catch (IOException e) {
+                LOG.warnf("could not end the usage journal segment: %s", e.getMessage());
+            }
+        }
+    }
+
+    private void deleteIfDone(Segment s) throws IOException {
+        if (!s.sealed || s.pending > 0) {
+            return;
+        }
+        unsynced.remove(s);
+        open.remove(s);
+        if (s.channel != null) {
+            s.channel.close();
+        }
+        Files.deleteIfExists(s.path);
+    }
+
+    /** Segment files on disk now. */
+    synchronized long segmentFiles() {
+        try (Stream<Path> list = Files.list(dir)) {
+            return list.filter(p -> p.getFileName().toString().endsWith(".journal")).count();
+        } catch (IOException e) {
+            return -1;
+        }
+    }
+
+    private void syncLoop() {
+        while (true) {
+            List<Segment> dirty;
+            long upTo;
+            synchronized (this) {
+                while (unsynced.isEmpty() && waiters.isEmpty() && !closed) {
+                    try {
+                        wait();
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                }
+                if (closed && waiters.isEmpty()) {
+                    return;
+                }
+                dirty = List.copyOf(unsynced);
+                unsynced.clear();
+                upTo = appended;
+            }
+            IOException failure = null;
+            for (Segment s : dirty) {
+                try {
+                    s.channel.force(false);
+                } catch (ClosedChannelException deleted) {
+                    // every event of it was committed to PostgreSQL meanwhile: nothing left to make durable here
+                } catch (IOException e) {
+                    failure = e;
+                }
+            }
+            List<Waiter> done = new ArrayList<>();
+            synchronized (this) {
+                while (!waiters.isEmpty() && waiters.peek().upTo() <= upTo) {
+                    done.add(waiters.poll());
+                }
+            }
+            for (Waiter w : done) {
+                if (failure == null) {
+                    w.done().complete(null);
+                } else {
+                    w.done().completeExceptionally(failure);
+                }
+            }
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            notifyAll();
+        }
+        if (syncer != null) {
+            try {
+                syncer.join(5000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        synchronized (this) {
+            if (current != null) {
+                current.sealed = true;
+                deleteIfDone(current);
+                current = null;
+            }
+            for (Segment s : open) {
+                // events still uncommitted: their segments stay for the next start to replay
+                s.channel.close();
+            }
+        }
+        lock.release();
+        lockFile.close();
+    }
+}
