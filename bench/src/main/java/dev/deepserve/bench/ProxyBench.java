@@ -68,6 +68,7 @@ public final class ProxyBench {
             switch (args[i]) {
                 case "--seconds" -> seconds = Integer.parseInt(args[++i]);
                 case "--streams" -> streams = Integer.parseInt(args[++i]);
+                case "--warmup" -> warmup = Integer.parseInt(args[++i]);
                 case "--no-portkey" -> portkey = false;
                 case "--portkey-node22" -> PORTKEY_NODE22 = true;
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
@@ -120,7 +121,7 @@ public final class ProxyBench {
     static Map<String, String> gatewayEnv(MockUpstream mock) {
         // one key carries the whole load here, so its concurrency limit is lifted
         Map<String, String> env = new java.util.HashMap<>(Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl(), "DEEPSERVE_MAX_STREAMS_PER_KEY", "100000"));
-        for (String name : new String[] {"QUARKUS_VERTX_EVENT_LOOPS_POOL_SIZE", "DEEPSERVE_OUTBOX_INTERVAL"}) {
+        for (String name : new String[] {"QUARKUS_VERTX_EVENT_LOOPS_POOL_SIZE", "DEEPSERVE_OUTBOX_INTERVAL", "DEEPSERVE_USAGE_GROUP_WAIT", "DEEPSERVE_USAGE_JOURNAL_FSYNC"}) {
             String value = System.getenv(name);
             if (value != null) {
                 env.put(name, value);
@@ -175,11 +176,19 @@ public final class ProxyBench {
         throw new IllegalStateException("Portkey did not start; see " + work.resolve("portkey.log"));
     }
 
+    static int warmup = 20;
+
     static void report(Vertx vertx, MockUpstream mock, List<Target> targets, int seconds, int streams, EmbeddedPostgresServer pg) throws Exception {
         Target direct = targets.getFirst();
-        System.out.printf("mock upstream: %d-token answers; each target warmed up, then measured for %d s per row%n%n", mock.tokens, seconds);
+        System.out.printf("mock upstream: %d-token answers; each target warmed up for %d s, then measured for %d s per row%n%n", mock.tokens, warmup, seconds);
+        // warm-up: every target sees the load shapes that follow (1, 16 and 128 connections, streams) until its JIT
+        // has settled, so the rows compare steady states rather than compilers catching up
         for (Target t : targets) {
-            closedLoop(vertx, t, 16, 3, false);
+            int part = Math.max(1, warmup / 4);
+            closedLoop(vertx, t, 128, part, false);
+            closedLoop(vertx, t, 16, part, false);
+            closedLoop(vertx, t, 1, part, false);
+            closedLoop(vertx, t, 4, part, true);
         }
         Map<String, Map<Integer, Run>> byTarget = new LinkedHashMap<>();
         System.out.printf("%-10s %-6s %10s %10s %10s %12s %12s%n", "target", "conns", "p50", "p99", "req/s", "added p50", "added p99");

@@ -6,16 +6,11 @@ import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
-import io.smallrye.reactive.messaging.kafka.api.OutgoingKafkaRecordMetadata;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.SqlConnection;
 import io.vertx.mutiny.sqlclient.Tuple;
 import jakarta.enterprise.context.ApplicationScoped;
-import org.eclipse.microprofile.reactive.messaging.Channel;
-import org.eclipse.microprofile.reactive.messaging.Emitter;
-import org.eclipse.microprofile.reactive.messaging.Message;
-import org.eclipse.microprofile.reactive.messaging.Metadata;
 import org.jboss.logging.Logger;
 
 import java.util.ArrayList;
@@ -26,7 +21,8 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * Publishes unpublished outbox rows to the Kafka {@code usage} topic, keyed by event id, and stamps them once Kafka
- * has acknowledged. Rows are claimed with {@code FOR UPDATE SKIP LOCKED}, so several gateway replicas can relay
+ * has acknowledged. With the usage journal, events normally arrive here already published (the writer sends each
+ * group to Kafka before inserting it); the relay sends what Kafka could not take then. Rows are claimed with {@code FOR UPDATE SKIP LOCKED}, so several gateway replicas can relay
  * side by side without sending the same row concurrently.
  */
 @ApplicationScoped
@@ -35,12 +31,12 @@ public class OutboxRelay {
     private static final Logger LOG = Logger.getLogger(OutboxRelay.class);
 
     private final Pool pool;
-    private final Emitter<String> usage;
+    private final UsagePublisher usage;
     private final GatewayConfig config;
     private final Counter published;
     private final AtomicLong backlog = new AtomicLong();
 
-    OutboxRelay(Pool pool, @Channel("usage") Emitter<String> usage, GatewayConfig config, MeterRegistry registry) {
+    OutboxRelay(Pool pool, UsagePublisher usage, GatewayConfig config, MeterRegistry registry) {
         this.pool = pool;
         this.usage = usage;
         this.config = config;
@@ -82,7 +78,7 @@ public class OutboxRelay {
                     for (Row row : rows) {
                         UUID id = row.getUUID("event_id");
                         ids.add(id);
-                        acks.add(send(id, row.getString("payload")));
+                        acks.add(usage.send(id, row.getString("payload")));
                     }
                     if (ids.isEmpty()) {
                         backlog.set(0);
@@ -98,20 +94,5 @@ public class OutboxRelay {
                             .invoke(count -> backlog.set(count.iterator().next().getLong(0)))
                             .replaceWith(ids.size());
                 });
-    }
-
-    private CompletableFuture<Void> send(UUID id, String payload) {
-        CompletableFuture<Void> ack = new CompletableFuture<>();
-        Message<String> message = Message.of(payload, Metadata.of(OutgoingKafkaRecordMetadata.<String>builder().withKey(id.toString()).build()))
-                .withAck(() -> {
-                    ack.complete(null);
-                    return CompletableFuture.completedFuture(null);
-                })
-                .withNack(e -> {
-                    ack.completeExceptionally(e);
-                    return CompletableFuture.completedFuture(null);
-                });
-        usage.send(message);
-        return ack;
     }
 }

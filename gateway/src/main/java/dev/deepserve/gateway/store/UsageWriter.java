@@ -1,6 +1,7 @@
 package dev.deepserve.gateway.store;
 
 import dev.deepserve.gateway.config.GatewayConfig;
+import dev.deepserve.gateway.messaging.UsagePublisher;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.StartupEvent;
 import io.quarkus.scheduler.Scheduled;
@@ -50,8 +51,11 @@ public class UsageWriter {
     private static final int MAX_GROUP = 2000;
     private static final int MAX_ATTEMPTS = 7;
     private static final long MAX_BACKOFF_MS = 5000;
+    private static final long PUBLISH_PAUSE_NANOS = TimeUnit.SECONDS.toNanos(30);
 
     private final Pool pool;
+    private final UsagePublisher publisher;
+    private final Duration publishTimeout;
     private final Leases leases;
     private final Vertx vertx;
     private final UsageJournal journal;
@@ -59,21 +63,24 @@ public class UsageWriter {
     private final Duration retention;
     private final ArrayDeque<Item> queue = new ArrayDeque<>();
     private final List<Waiter> drains = new ArrayList<>();
+    private volatile long publishPausedUntil;
     private boolean sending;
     private long accepted;
     private long finished;
 
     @Inject
-    UsageWriter(Pool pool, Leases leases, Vertx vertx, GatewayConfig config) {
-        this(pool, leases, vertx, config.usage(), config.outbox().retention());
+    UsageWriter(Pool pool, Leases leases, Vertx vertx, UsagePublisher publisher, GatewayConfig config) {
+        this(pool, leases, vertx, publisher, config.usage(), config.outbox());
     }
 
-    UsageWriter(Pool pool, Leases leases, Vertx vertx, GatewayConfig.Usage usage, Duration retention) {
+    UsageWriter(Pool pool, Leases leases, Vertx vertx, UsagePublisher publisher, GatewayConfig.Usage usage, GatewayConfig.Outbox outbox) {
         this.pool = pool;
+        this.publisher = publisher;
+        this.publishTimeout = outbox.publishTimeout();
         this.leases = leases;
         this.vertx = vertx;
         this.groupWaitMs = usage.groupWait().toMillis();
-        this.retention = retention;
+        this.retention = outbox.retention();
         if (usage.journal().enabled()) {
             try {
                 this.journal = UsageJournal.open(usage.journal().dir().toAbsolutePath(), usage.journal().fsync());
@@ -91,9 +98,9 @@ public class UsageWriter {
      * replayed from an earlier run's journal, whose lease this process never held.
      */
     private record Item(UUID eventId, String payload, UUID lease, String accountId, Ledger.Reservation reservation, BigDecimal cost,
-                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried) {
-        Item again() {
-            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true);
+                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried, boolean published) {
+        Item again(boolean sent) {
+            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true, sent);
         }
     }
 
@@ -122,7 +129,7 @@ public class UsageWriter {
                     journal.committed(r.segment());
                     continue;
                 }
-                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false));
+                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false));
                 accepted++;
                 replayed++;
             }
@@ -152,7 +159,7 @@ public class UsageWriter {
         }
         CompletableFuture<Void> committed = appended == null ? new CompletableFuture<>() : null;
         synchronized (this) {
-            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false));
+            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false, false));
             accepted++;
         }
         kick();
@@ -207,12 +214,49 @@ public class UsageWriter {
                 unique.add(it);
             }
         }
+        if (journal == null || publisher == null || System.nanoTime() < publishPausedUntil) {
+            insert(group, unique, seen, attempt);
+            return;
+        }
+        // journaled: each event goes to Kafka first, and into the outbox already stamped as published, so the relay
+        // has nothing to read back or stamp; what Kafka does not take now goes in unstamped for the relay to send
+        List<CompletableFuture<Void>> acks = new ArrayList<>(unique.size());
+        for (int i = 0; i < unique.size(); i++) {
+            Item it = unique.get(i);
+            if (!it.published()) {
+                acks.add(publisher.send(it.eventId(), it.payload()));
+            }
+        }
+        CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)).orTimeout(publishTimeout.toMillis(), TimeUnit.MILLISECONDS)
+                .whenComplete((v, t) -> {
+                    int a = 0;
+                    for (int i = 0; i < unique.size(); i++) {
+                        Item it = unique.get(i);
+                        if (!it.published()) {
+                            CompletableFuture<Void> ack = acks.get(a++);
+                            if (ack.isDone() && !ack.isCompletedExceptionally()) {
+                                unique.set(i, new Item(it.eventId(), it.payload(), it.lease(), it.accountId(), it.reservation(), it.cost(), it.segment(),
+                                        it.done(), it.retried(), true));
+                            }
+                        }
+                    }
+                    if (t != null) {
+                        // Kafka is away or slow: stop waiting on it for a while, so PostgreSQL keeps up with the traffic
+                        publishPausedUntil = System.nanoTime() + PUBLISH_PAUSE_NANOS;
+                        LOG.infof("Kafka did not take every usage event of a group now (%s); the outbox relay sends the rest", t.getMessage());
+                    }
+                    insert(group, unique, seen, attempt);
+                });
+    }
+
+    private void insert(List<Item> group, List<Item> unique, Set<UUID> seen, int attempt) {
         int n = unique.size();
         UUID[] ids = new UUID[n];
         String[] payloads = new String[n];
         UUID[] leaseIds = new UUID[n];
         String[] accounts = new String[n];
         Numeric[] costs = new Numeric[n];
+        Boolean[] sent = new Boolean[n];
         for (int i = 0; i < n; i++) {
             Item it = unique.get(i);
             ids[i] = it.eventId();
@@ -220,12 +264,13 @@ public class UsageWriter {
             leaseIds[i] = it.lease();
             accounts[i] = it.accountId();
             costs[i] = Numeric.create(it.cost());
+            sent[i] = it.published();
         }
         // held: the events' leases that still exist, locked so the sweeper cannot return one under this statement;
         // an inserted event whose lease is gone goes onto its account's reserved instead (billing takes it from there)
         pool.preparedQuery("""
-                        WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[], $5::text[]) AS u(e, p, l, c, a)),
-                             ev AS (INSERT INTO gateway.usage_outbox (event_id, payload) SELECT e, p::jsonb FROM input
+                        WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[], $5::text[], $6::boolean[]) AS u(e, p, l, c, a, k)),
+                             ev AS (INSERT INTO gateway.usage_outbox (event_id, payload, published_at) SELECT e, p::jsonb, CASE WHEN k THEN now() END FROM input
                                     ON CONFLICT (event_id) DO NOTHING RETURNING event_id),
                              fresh AS (SELECT i.* FROM input i JOIN ev ON ev.event_id = i.e),
                              held AS (SELECT id FROM gateway.leases WHERE id IN (SELECT l FROM fresh) FOR UPDATE),
@@ -236,7 +281,7 @@ public class UsageWriter {
                                           FROM (SELECT f.a, sum(f.c) AS c FROM fresh f WHERE f.l IS NULL OR f.l NOT IN (SELECT id FROM held) GROUP BY f.a) s
                                           WHERE a.id = s.a RETURNING 1)
                         SELECT event_id FROM ev""")
-                .execute(Tuple.of(ids, payloads, leaseIds, costs, accounts))
+                .execute(Tuple.of(ids, payloads, leaseIds, costs, accounts, sent))
                 .subscribe().with(rows -> {
                     Set<UUID> inserted = new HashSet<>();
                     rows.forEach(row -> inserted.add(row.getUUID(0)));
@@ -246,7 +291,7 @@ public class UsageWriter {
                         finish(it, first && (inserted.contains(it.eventId()) || it.retried()));
                     }
                     done(group.size());
-                }, e -> failed(group, attempt, e));
+                }, e -> failed(group, unique, attempt, e));
     }
 
     private void finish(Item it, boolean written) {
@@ -279,7 +324,13 @@ public class UsageWriter {
         kick();
     }
 
-    private void failed(List<Item> group, int attempt, Throwable e) {
+    private void failed(List<Item> group, List<Item> unique, int attempt, Throwable e) {
+        Set<UUID> sent = new HashSet<>();
+        for (Item it : unique) {
+            if (it.published()) {
+                sent.add(it.eventId());
+            }
+        }
         List<Item> retry = new ArrayList<>();
         int givenUp = 0;
         for (Item it : group) {
@@ -289,7 +340,7 @@ public class UsageWriter {
                 finish(it, false);
                 givenUp++;
             } else {
-                retry.add(it.again());
+                retry.add(it.again(it.published() || sent.contains(it.eventId())));
             }
         }
         if (attempt == 0 || attempt % 10 == 9) {

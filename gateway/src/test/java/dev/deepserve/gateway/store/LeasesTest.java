@@ -13,6 +13,7 @@ import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
 import io.vertx.mutiny.pgclient.PgBuilder;
 import io.vertx.pgclient.PgConnectOptions;
+import dev.deepserve.gateway.messaging.UsagePublisher;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.api.Test;
@@ -121,6 +122,10 @@ class LeasesTest {
 
     /** A usage writer of its own over {@code journal}, as another gateway process would have. */
     UsageWriter writerOver(Pool on, Leases with, Path journal) {
+        return writerOver(on, with, journal, null);
+    }
+
+    UsageWriter writerOver(Pool on, Leases with, Path journal, UsagePublisher kafka) {
         GatewayConfig.Usage.Journal j = new GatewayConfig.Usage.Journal() {
             public boolean enabled() {
                 return true;
@@ -143,7 +148,7 @@ class LeasesTest {
                 return Duration.ofMillis(5);
             }
         };
-        return new UsageWriter(on, with, vertx, usage, Duration.ofHours(24));
+        return new UsageWriter(on, with, vertx, kafka, usage, config.outbox());
     }
 
     JsonObject event(UUID id, String account, String cost) {
@@ -206,6 +211,51 @@ class LeasesTest {
         assertEquals(0, new BigDecimal("0.000005").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = $1", a.lease()).getBigDecimal(0)));
         assertEquals(0, new BigDecimal("0.000007").compareTo(reserved(swept)));
         assertEquals(2L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
+    }
+
+    /** Kafka as the writer sees it: takes what {@code up} says, refuses the rest. */
+    static final class FakeKafka extends UsagePublisher {
+        final List<UUID> sent = new java.util.concurrent.CopyOnWriteArrayList<>();
+        volatile boolean up = true;
+
+        FakeKafka() {
+            super(null);
+        }
+
+        @Override
+        public java.util.concurrent.CompletableFuture<Void> send(UUID id, String payload) {
+            if (!up) {
+                return java.util.concurrent.CompletableFuture.failedFuture(new IllegalStateException("broker unavailable"));
+            }
+            sent.add(id);
+            return java.util.concurrent.CompletableFuture.completedFuture(null);
+        }
+    }
+
+    @Test
+    void journaledEventsGoToKafkaBeforeTheOutboxAndWhatKafkaRefusesIsLeftForTheRelay(@TempDir Path journal) throws Exception {
+        String account = account("1");
+        FakeKafka kafka = new FakeKafka();
+        UsageWriter w = writerOver(pool, leases, journal, kafka);
+        UUID first = UUID.randomUUID();
+        w.write(reserveOne(leases, account).await().indefinitely().orElseThrow(), new BigDecimal("0.000005"), first, event(first, account, "0.00000500"))
+                .await().indefinitely();
+        w.drain().get(10, TimeUnit.SECONDS);
+        assertEquals(List.of(first), kafka.sent);
+        assertTrue(row("SELECT published_at IS NOT NULL FROM gateway.usage_outbox WHERE event_id = $1", first).getBoolean(0),
+                "sent before it was inserted: the relay has nothing to do for it");
+
+        kafka.up = false;
+        UUID second = UUID.randomUUID();
+        w.write(reserveOne(leases, account).await().indefinitely().orElseThrow(), new BigDecimal("0.000005"), second, event(second, account, "0.00000500"))
+                .await().indefinitely();
+        w.drain().get(10, TimeUnit.SECONDS);
+        assertEquals(List.of(first), kafka.sent);
+        assertTrue(row("SELECT published_at IS NULL FROM gateway.usage_outbox WHERE event_id = $1", second).getBoolean(0),
+                "Kafka refused it: it waits in the outbox for the relay");
+        assertEquals(0, new BigDecimal("0.00001").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = (SELECT id FROM gateway.leases WHERE account_id = $1)",
+                account).getBigDecimal(0)), "both charged to the lease once");
+        w.close(Duration.ofSeconds(1));
     }
 
     @Test
