@@ -3,8 +3,9 @@ package dev.deepserve.accounting;
 import java.math.BigDecimal;
 import java.time.Instant;
 import java.util.ArrayList;
-import java.util.Comparator;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 
 /**
@@ -14,9 +15,16 @@ import java.util.Optional;
 public final class PriceCatalog {
 
     private final List<Price> prices;
+    private final Map<String, List<Price>> byModel;
 
     public PriceCatalog(List<Price> prices) {
         this.prices = List.copyOf(prices);
+        Map<String, List<Price>> by = new HashMap<>();
+        for (Price p : this.prices) {
+            by.computeIfAbsent(p.model(), m -> new ArrayList<>()).add(p);
+        }
+        by.replaceAll((m, rows) -> List.copyOf(rows));
+        this.byModel = Map.copyOf(by);
     }
 
     public List<Price> all() {
@@ -39,14 +47,19 @@ public final class PriceCatalog {
     }
 
     private List<Price> exactly(String model, Instant when) {
-        Optional<Instant> from = prices.stream().filter(p -> p.model().equals(model) && !p.effectiveFrom().isAfter(when))
-                .map(Price::effectiveFrom).max(Comparator.naturalOrder());
-        if (from.isEmpty()) {
+        List<Price> ofModel = byModel.getOrDefault(model, List.of());
+        Instant from = null;
+        for (Price p : ofModel) {
+            if (!p.effectiveFrom().isAfter(when) && (from == null || p.effectiveFrom().isAfter(from))) {
+                from = p.effectiveFrom();
+            }
+        }
+        if (from == null) {
             return List.of();
         }
-        List<Price> rows = new ArrayList<>();
-        for (Price p : prices) {
-            if (p.model().equals(model) && p.effectiveFrom().equals(from.get())) {
+        List<Price> rows = new ArrayList<>(2);
+        for (Price p : ofModel) {
+            if (p.effectiveFrom().equals(from)) {
                 rows.add(p);
             }
         }

@@ -74,12 +74,12 @@ public class OutboxRelay {
                 .execute(Tuple.of(config.outbox().batchSize()))
                 .onItem().transformToUni(rows -> {
                     List<UUID> ids = new ArrayList<>();
-                    List<CompletableFuture<Void>> acks = new ArrayList<>();
+                    List<String> payloads = new ArrayList<>();
                     for (Row row : rows) {
-                        UUID id = row.getUUID("event_id");
-                        ids.add(id);
-                        acks.add(usage.send(id, row.getString("payload")));
+                        ids.add(row.getUUID("event_id"));
+                        payloads.add(row.getString("payload"));
                     }
+                    List<CompletableFuture<Void>> acks = usage.send(ids, payloads);
                     if (ids.isEmpty()) {
                         backlog.set(0);
                         return Uni.createFrom().item(0);

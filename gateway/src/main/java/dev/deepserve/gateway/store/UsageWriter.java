@@ -220,13 +220,15 @@ public class UsageWriter {
         }
         // journaled: each event goes to Kafka first, and into the outbox already stamped as published, so the relay
         // has nothing to read back or stamp; what Kafka does not take now goes in unstamped for the relay to send
-        List<CompletableFuture<Void>> acks = new ArrayList<>(unique.size());
-        for (int i = 0; i < unique.size(); i++) {
-            Item it = unique.get(i);
+        List<UUID> toSend = new ArrayList<>(unique.size());
+        List<String> payloads = new ArrayList<>(unique.size());
+        for (Item it : unique) {
             if (!it.published()) {
-                acks.add(publisher.send(it.eventId(), it.payload()));
+                toSend.add(it.eventId());
+                payloads.add(it.payload());
             }
         }
+        List<CompletableFuture<Void>> acks = toSend.isEmpty() ? List.of() : publisher.send(toSend, payloads);
         CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)).orTimeout(publishTimeout.toMillis(), TimeUnit.MILLISECONDS)
                 .whenComplete((v, t) -> {
                     int a = 0;

@@ -14,6 +14,8 @@ public final class Upstream {
     private final String apiKey;
     private final String source;
     private final CircuitBreaker breaker;
+    private final String pathPrefix;
+    private final String authorization;
     private volatile List<String> models = List.of();
     private volatile String listError;
 
@@ -23,6 +25,13 @@ public final class Upstream {
         this.apiKey = apiKey == null || apiKey.isBlank() ? null : apiKey;
         this.source = source;
         this.breaker = breaker;
+        String p = base.getRawPath();
+        int end = p == null ? 0 : p.length();
+        while (end > 0 && p.charAt(end - 1) == '/') {
+            end--;
+        }
+        this.pathPrefix = end == 0 ? "" : p.substring(0, end);
+        this.authorization = this.apiKey == null ? null : "Bearer " + this.apiKey;
     }
 
     public String name() {
@@ -48,7 +57,7 @@ public final class Upstream {
 
     /** The Authorization header value for this upstream, or null when it needs none. */
     String authorization() {
-        return apiKey == null ? null : "Bearer " + apiKey;
+        return authorization;
     }
 
     public List<String> models() {
@@ -69,8 +78,7 @@ public final class Upstream {
 
     /** Path prefix of the base URL without a trailing slash ("" or e.g. "/v1"). */
     String pathPrefix() {
-        String p = base.getRawPath();
-        return p == null ? "" : p.replaceAll("/+$", "");
+        return pathPrefix;
     }
 
     int port() {

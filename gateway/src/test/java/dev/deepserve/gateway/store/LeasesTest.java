@@ -219,16 +219,16 @@ class LeasesTest {
         volatile boolean up = true;
 
         FakeKafka() {
-            super(null);
+            super(null, null, "usage");
         }
 
         @Override
-        public java.util.concurrent.CompletableFuture<Void> send(UUID id, String payload) {
+        public List<java.util.concurrent.CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
             if (!up) {
-                return java.util.concurrent.CompletableFuture.failedFuture(new IllegalStateException("broker unavailable"));
+                return ids.stream().map(id -> java.util.concurrent.CompletableFuture.<Void>failedFuture(new IllegalStateException("broker unavailable"))).toList();
             }
-            sent.add(id);
-            return java.util.concurrent.CompletableFuture.completedFuture(null);
+            sent.addAll(ids);
+            return ids.stream().map(id -> java.util.concurrent.CompletableFuture.<Void>completedFuture(null)).toList();
         }
     }
 
