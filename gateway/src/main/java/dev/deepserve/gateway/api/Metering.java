@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.api;
 
+import dev.deepserve.accounting.EventIds;
 import dev.deepserve.accounting.Money;
 import dev.deepserve.accounting.Price;
 import dev.deepserve.accounting.PriceCatalog;
@@ -259,7 +260,7 @@ public class Metering {
             Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
             int hit = Math.min(cached, prompt);
             BigDecimal cost = price.cost(hit, prompt - hit, completion);
-            UUID eventId = UUID.randomUUID();
+            UUID eventId = EventIds.next();
             JsonObject event = new JsonObject().put("event_id", eventId.toString()).put("request_id", call.id()).put("account_id", call.key().accountId())
                     .put("api_key_id", call.key().id()).put("model", call.model()).put("prompt_cache_hit_tokens", hit)
                     .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens", completion).put("cost", Money.plain(cost))

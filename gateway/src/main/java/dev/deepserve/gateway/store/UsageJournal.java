@@ -81,7 +81,9 @@ final class UsageJournal implements AutoCloseable {
     private final Set<Segment> unsynced = new LinkedHashSet<>();
     private final Set<Segment> open = new LinkedHashSet<>();
     private final ArrayDeque<Waiter> waiters = new ArrayDeque<>();
+    private static final CompletableFuture<Void> DONE = CompletableFuture.completedFuture(null);
     private final CRC32C crc = new CRC32C();
+    private ByteBuffer line = ByteBuffer.allocate(4096);
     private final Thread syncer;
     private Segment current;
     private long nextSegment;
@@ -198,34 +200,38 @@ final class UsageJournal implements AutoCloseable {
 
     /** Appends one event; it is in the operating system's hands on return, on disk when {@code synced} completes. */
     Appended append(Entry e) throws IOException {
-        StringBuilder json = new StringBuilder(e.payload().length() + 96).append("{\"lease\":");
-        if (e.lease() == null) {
-            json.append("null");
-        } else {
-            json.append('"').append(e.lease()).append('"');
-        }
-        json.append(",\"cost\":\"").append(e.cost().toPlainString()).append("\",\"event\":").append(e.payload()).append('}');
-        byte[] body = json.toString().getBytes(StandardCharsets.UTF_8);
+        byte[] payload = e.payload().getBytes(StandardCharsets.UTF_8);
+        String head = "{\"lease\":" + (e.lease() == null ? "null" : "\"" + e.lease() + "\"") + ",\"cost\":\"" + e.cost().toPlainString() + "\",\"event\":";
         synchronized (this) {
             if (closed) {
                 throw new ClosedChannelException();
             }
-            crc.reset();
-            crc.update(body);
-            ByteBuffer line = ByteBuffer.allocate(body.length + 10);
-            long sum = crc.getValue();
-            for (int shift = 28; shift >= 0; shift -= 4) {
-                line.put((byte) Character.forDigit((int) (sum >>> shift) & 0xf, 16));
+            // one line, built in a buffer this journal keeps: 8 checksum digits and a space, the json, a newline
+            int length = 9 + head.length() + payload.length + 2;
+            if (line.capacity() < length) {
+                line = ByteBuffer.allocate(Math.max(length, line.capacity() * 2));
             }
-            line.put((byte) ' ').put(body).put((byte) '\n').flip();
+            line.clear();
+            line.position(9);
+            for (int i = 0; i < head.length(); i++) {
+                line.put((byte) head.charAt(i));
+            }
+            line.put(payload).put((byte) '}');
+            crc.reset();
+            crc.update(line.array(), 9, line.position() - 9);
+            long sum = crc.getValue();
+            for (int i = 0; i < 8; i++) {
+                line.put(i, (byte) Character.forDigit((int) (sum >>> (28 - 4 * i)) & 0xf, 16));
+            }
+            line.put(8, (byte) ' ').put((byte) '\n').flip();
             Segment segment = writable();
             while (line.hasRemaining()) {
                 segment.channel.write(line);
             }
-            segment.bytes += line.limit();
+            segment.bytes += length;
             segment.pending++;
             if (!fsync) {
-                return new Appended(segment, CompletableFuture.completedFuture(null));
+                return new Appended(segment, DONE);
             }
             unsynced.add(segment);
             CompletableFuture<Void> synced = new CompletableFuture<>();

@@ -22,6 +22,7 @@ import jakarta.enterprise.context.ApplicationScoped;
 import org.jboss.logging.Logger;
 
 import java.nio.charset.StandardCharsets;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -353,23 +354,19 @@ public class UpstreamProxy {
     }
 
     private void completeBody(Call call, Buffer body) {
-        JsonObject json;
+        AnswerScan answer;
         try {
-            json = new JsonObject(body);
-        } catch (RuntimeException e) {
+            answer = AnswerScan.of(body);
+        } catch (IOException | RuntimeException e) {
             failed(call, new IllegalStateException("upstream answered 200 with a body that is not JSON"), 0, null);
             return;
         }
         call.route().upstream().breaker().success();
         count(call, "ok");
-        call.usage = json.getValue("usage") instanceof JsonObject u ? u : null;
+        call.usage = answer.usage();
         call.heldBack = body;
         call.events.add(body);
-        String reason = null;
-        if (json.getValue("choices") instanceof JsonArray choices && !choices.isEmpty() && choices.getValue(0) instanceof JsonObject c) {
-            reason = c.getString("finish_reason");
-        }
-        finish(call, reason == null ? "stop" : reason, null);
+        finish(call, answer.finishReason() == null ? "stop" : answer.finishReason(), null);
     }
 
     /**
