@@ -35,9 +35,11 @@ import java.util.concurrent.atomic.AtomicLong;
  * and Kafka, doing key check, reservation, settlement and the usage event for every request). It prints each
  * gateway's added latency (p50/p99 over the direct path) at 1, 16 and 64 connections, the added time to the first
  * streamed token, the most requests per second each sustains, the ratios ours vs Portkey, and then holds 1,000
- * concurrent SSE streams through our gateway and checks that every one completed and was metered exactly once.
+ * concurrent SSE streams through our gateway and checks that every one completed and was metered exactly once (and
+ * that the events reached Kafka). Each target is warmed up first with every load shape that follows, so the rows
+ * compare steady states rather than JIT compilers catching up.
  *
- * <p>Run: {@code bench/run proxy [--seconds 5] [--streams 1000] [--no-portkey] [--portkey-node22]}.
+ * <p>Run: {@code bench/run proxy [--seconds 5] [--warmup 20] [--streams 1000] [--no-portkey] [--portkey-node22]}.
  */
 public final class ProxyBench {
 
@@ -263,24 +265,42 @@ public final class ProxyBench {
         // the streams' events are the only ones with 20 completion tokens (every earlier answer has 16), so events of
         // earlier rows still on their way (they reach the outbox in groups behind the answers) are not counted
         long eventsBefore = outboxCount(pg);
+        long publishedBefore = count(pg, "published_at IS NOT NULL");
         Target gw = targets.getLast();
         long t0 = System.nanoTime();
         Run r = concurrentStreams(vertx, gw, streams);
         long events = awaitOutbox(pg, eventsBefore + streams);
         Thread.sleep(1500);   // more than a group's wait: an event written twice would show now
         events = outboxCount(pg);
+        long published = awaitPublished(pg, events);
         System.out.printf("%n%d concurrent SSE streams through the gateway: %d completed with [DONE], %d errors%s; p50 %.0f ms, p99 %.0f ms (each stream is 1,000 ms);"
-                        + " %d usage events written for them%n", streams, r.latencies().length, r.errors(), r.errors() > 0 ? " (" + r.firstError() + ")" : "",
-                r.p(50), r.p(99), events - eventsBefore);
+                        + " %d usage events written for them, %d of them published to Kafka%n", streams, r.latencies().length, r.errors(),
+                r.errors() > 0 ? " (" + r.firstError() + ")" : "", r.p(50), r.p(99), events - eventsBefore, published - publishedBefore);
         System.out.printf("wall %.1f s%n", (System.nanoTime() - t0) / 1e9);
     }
 
     static long outboxCount(EmbeddedPostgresServer pg) throws Exception {
+        return count(pg, "true");
+    }
+
+    /** Usage events of the streams phase (the only answers with 20 completion tokens) matching {@code where}. */
+    static long count(EmbeddedPostgresServer pg, String where) throws Exception {
         try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
-             ResultSet rs = c.createStatement().executeQuery("SELECT count(*) FROM gateway.usage_outbox WHERE payload->>'completion_tokens' = '20'")) {
+             ResultSet rs = c.createStatement().executeQuery("SELECT count(*) FROM gateway.usage_outbox WHERE payload->>'completion_tokens' = '20' AND " + where)) {
             rs.next();
             return rs.getLong(1);
         }
+    }
+
+    /** Waits (up to 30 s: the relay sends what the writer could not) until {@code expected} of them are published. */
+    static long awaitPublished(EmbeddedPostgresServer pg, long expected) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        long n = count(pg, "published_at IS NOT NULL");
+        while (n < expected && System.nanoTime() < deadline) {
+            Thread.sleep(200);
+            n = count(pg, "published_at IS NOT NULL");
+        }
+        return n;
     }
 
     static long awaitOutbox(EmbeddedPostgresServer pg, long expected) throws Exception {

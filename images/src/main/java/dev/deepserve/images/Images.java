@@ -168,6 +168,10 @@ public final class Images {
         env.put("JAVA_HOME", BaseRoot.JAVA_HOME);
         env.put("PATH", BaseRoot.JAVA_HOME + "/bin:/usr/bin:/bin");
         env.put("LANG", "C.UTF-8");
+        if (s.name().equals("gateway")) {
+            // the usage journal needs a writable directory (the app's own is root's); k8s mounts a volume over it
+            env.put("DEEPSERVE_USAGE_JOURNAL_DIR", "/tmp/deepserve/usage-journal");
+        }
         if (s.engine()) {
             // the GPU pools' nodes run the NVIDIA container runtime: it mounts the driver's libcuda for JCuda's driver API
             env.put("NVIDIA_VISIBLE_DEVICES", "all");
