@@ -264,23 +264,20 @@ public final class ProxyBench {
         mock.tokenMillis = 50;
         // the streams' events are the only ones with 20 completion tokens (every earlier answer has 16), so events of
         // earlier rows still on their way (they reach the outbox in groups behind the answers) are not counted
-        long eventsBefore = outboxCount(pg);
+        long eventsBefore = count(pg, "true");
         long publishedBefore = count(pg, "published_at IS NOT NULL");
         Target gw = targets.getLast();
         long t0 = System.nanoTime();
         Run r = concurrentStreams(vertx, gw, streams);
-        long events = awaitOutbox(pg, eventsBefore + streams);
+        awaitCount(pg, "true", eventsBefore + streams);
         Thread.sleep(1500);   // more than a group's wait: an event written twice would show now
-        events = outboxCount(pg);
-        long published = awaitPublished(pg, events);
+        long events = count(pg, "true");
+        // the relay sends what the writer could not
+        long published = awaitCount(pg, "published_at IS NOT NULL", publishedBefore + events - eventsBefore);
         System.out.printf("%n%d concurrent SSE streams through the gateway: %d completed with [DONE], %d errors%s; p50 %.0f ms, p99 %.0f ms (each stream is 1,000 ms);"
                         + " %d usage events written for them, %d of them published to Kafka%n", streams, r.latencies().length, r.errors(),
                 r.errors() > 0 ? " (" + r.firstError() + ")" : "", r.p(50), r.p(99), events - eventsBefore, published - publishedBefore);
         System.out.printf("wall %.1f s%n", (System.nanoTime() - t0) / 1e9);
-    }
-
-    static long outboxCount(EmbeddedPostgresServer pg) throws Exception {
-        return count(pg, "true");
     }
 
     /** Usage events of the streams phase (the only answers with 20 completion tokens) matching {@code where}. */
@@ -292,23 +289,13 @@ public final class ProxyBench {
         }
     }
 
-    /** Waits (up to 30 s: the relay sends what the writer could not) until {@code expected} of them are published. */
-    static long awaitPublished(EmbeddedPostgresServer pg, long expected) throws Exception {
+    /** Waits (up to 30 s) until {@link #count} reaches {@code expected}; returns the last count. */
+    static long awaitCount(EmbeddedPostgresServer pg, String where, long expected) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        long n = count(pg, "published_at IS NOT NULL");
+        long n = count(pg, where);
         while (n < expected && System.nanoTime() < deadline) {
             Thread.sleep(200);
-            n = count(pg, "published_at IS NOT NULL");
-        }
-        return n;
-    }
-
-    static long awaitOutbox(EmbeddedPostgresServer pg, long expected) throws Exception {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        long n = outboxCount(pg);
-        while (n < expected && System.nanoTime() < deadline) {
-            Thread.sleep(200);
-            n = outboxCount(pg);
+            n = count(pg, where);
         }
         return n;
     }

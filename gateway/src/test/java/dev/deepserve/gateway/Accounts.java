@@ -1,6 +1,8 @@
 package dev.deepserve.gateway;
 
 import dev.deepserve.accounting.ApiKeys;
+import dev.deepserve.gateway.store.UsageWriter;
+import io.quarkus.arc.Arc;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
@@ -11,6 +13,11 @@ import java.math.BigDecimal;
 final class Accounts {
 
     private Accounts() {
+    }
+
+    /** Answers go out once their usage events are journaled; what PostgreSQL holds is read after they are written there. */
+    static void written() {
+        Arc.container().instance(UsageWriter.class).get().drain().join();
     }
 
     /** A fresh account holding {@code balance} (topped up) and a key for it (with an rpm limit, or none); returns the secret. */

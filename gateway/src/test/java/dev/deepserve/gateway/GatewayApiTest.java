@@ -11,7 +11,6 @@ import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
-import dev.deepserve.gateway.store.UsageWriter;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -45,14 +44,6 @@ class GatewayApiTest {
     @Inject
     Pool pool;
 
-    @Inject
-    UsageWriter usage;
-
-    /** Answers go out once their usage events are journaled; what PostgreSQL holds is read after they are written there. */
-    void written() {
-        usage.drain().join();
-    }
-
     @TestHTTPResource("/v1/chat/completions")
     URL chatUrl;
 
@@ -73,17 +64,17 @@ class GatewayApiTest {
     }
 
     BigDecimal held(String secret) {
-        written();
+        Accounts.written();
         return Accounts.held(pool, secret);
     }
 
     Row accountOf(String secret) {
-        written();
+        Accounts.written();
         return Accounts.of(pool, secret);
     }
 
     JsonObject event(String requestId) {
-        written();
+        Accounts.written();
         var rows = pool.preparedQuery("SELECT payload::text FROM gateway.usage_outbox WHERE payload->>'request_id' = $1")
                 .execute(Tuple.of(requestId)).await().indefinitely();
         return rows.iterator().hasNext() ? new JsonObject(rows.iterator().next().getString(0)) : null;

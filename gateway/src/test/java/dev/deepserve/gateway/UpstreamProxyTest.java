@@ -12,7 +12,6 @@ import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
-import dev.deepserve.gateway.store.UsageWriter;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -56,14 +55,6 @@ class UpstreamProxyTest {
     Pool pool;
 
     @Inject
-    UsageWriter usage;
-
-    /** Answers go out once their usage events are journaled; what PostgreSQL holds is read after they are written there. */
-    void written() {
-        usage.drain().join();
-    }
-
-    @Inject
     UpstreamRegistry registry;
 
     @TestHTTPResource("/v1/chat/completions")
@@ -100,19 +91,19 @@ class UpstreamProxyTest {
     }
 
     BigDecimal held(String secret) {
-        written();
+        Accounts.written();
         return Accounts.held(pool, secret);
     }
 
     Row accountOf(String secret) {
-        written();
+        Accounts.written();
         return Accounts.of(pool, secret);
     }
 
     /** The usage events of this key's account, oldest first. */
     List<JsonObject> events(String secret) {
         String account = accountOf(secret).getString("id");
-        written();
+        Accounts.written();
         var rows = pool.preparedQuery("SELECT payload::text FROM gateway.usage_outbox WHERE payload->>'account_id' = $1 ORDER BY created_at")
                 .execute(Tuple.of(account)).await().indefinitely();
         List<JsonObject> out = new java.util.ArrayList<>();

@@ -1,7 +1,6 @@
 package dev.deepserve.gateway.messaging;
 
 import dev.deepserve.gateway.config.GatewayConfig;
-import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.quarkus.scheduler.Scheduled;
@@ -22,8 +21,9 @@ import java.util.concurrent.atomic.AtomicLong;
 /**
  * Publishes unpublished outbox rows to the Kafka {@code usage} topic, keyed by event id, and stamps them once Kafka
  * has acknowledged. With the usage journal, events normally arrive here already published (the writer sends each
- * group to Kafka before inserting it); the relay sends what Kafka could not take then. Rows are claimed with {@code FOR UPDATE SKIP LOCKED}, so several gateway replicas can relay
- * side by side without sending the same row concurrently.
+ * group to Kafka before inserting it); the relay sends what Kafka could not take then. Rows are claimed with
+ * {@code FOR UPDATE SKIP LOCKED}, so several gateway replicas can relay side by side without sending the same row
+ * concurrently.
  */
 @ApplicationScoped
 public class OutboxRelay {
@@ -33,14 +33,12 @@ public class OutboxRelay {
     private final Pool pool;
     private final UsagePublisher usage;
     private final GatewayConfig config;
-    private final Counter published;
     private final AtomicLong backlog = new AtomicLong();
 
     OutboxRelay(Pool pool, UsagePublisher usage, GatewayConfig config, MeterRegistry registry) {
         this.pool = pool;
         this.usage = usage;
         this.config = config;
-        this.published = Counter.builder("deepserve.outbox.published").description("usage events published to Kafka").register(registry);
         Gauge.builder("deepserve.outbox.backlog", backlog, AtomicLong::get).description("usage events waiting in the outbox").register(registry);
     }
 
@@ -79,17 +77,16 @@ public class OutboxRelay {
                         ids.add(row.getUUID("event_id"));
                         payloads.add(row.getString("payload"));
                     }
-                    List<CompletableFuture<Void>> acks = usage.send(ids, payloads);
                     if (ids.isEmpty()) {
                         backlog.set(0);
                         return Uni.createFrom().item(0);
                     }
+                    List<CompletableFuture<Void>> acks = usage.send(ids, payloads);
                     return Uni.createFrom().completionStage(CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)))
                             .ifNoItem().after(config.outbox().publishTimeout()).fail()
                             .onItem().transformToUni(ignored -> tx.preparedQuery(
                                             "UPDATE gateway.usage_outbox SET published_at = now(), attempts = attempts + 1 WHERE event_id = ANY($1)")
                                     .execute(Tuple.of(ids.toArray(UUID[]::new))))
-                            .invoke(() -> published.increment(ids.size()))
                             .onItem().transformToUni(ignored -> tx.query("SELECT count(*) FROM gateway.usage_outbox WHERE published_at IS NULL").execute())
                             .invoke(count -> backlog.set(count.iterator().next().getLong(0)))
                             .replaceWith(ids.size());

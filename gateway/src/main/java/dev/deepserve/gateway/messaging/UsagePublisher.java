@@ -1,5 +1,7 @@
 package dev.deepserve.gateway.messaging;
 
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.reactive.messaging.kafka.KafkaClientService;
 import io.smallrye.reactive.messaging.kafka.KafkaProducer;
 import io.smallrye.reactive.messaging.kafka.api.OutgoingKafkaRecordMetadata;
@@ -31,20 +33,26 @@ public class UsagePublisher {
     private final Emitter<String> usage;
     private final Instance<KafkaClientService> kafka;
     private final String topic;
+    private final Counter published;
 
     // a settlement group sends up to a few thousand events at once
     public UsagePublisher(@Channel("usage") @OnOverflow(value = OnOverflow.Strategy.BUFFER, bufferSize = 16384) Emitter<String> usage,
-                          Instance<KafkaClientService> kafka, @ConfigProperty(name = "mp.messaging.outgoing.usage.topic", defaultValue = "usage") String topic) {
+                          Instance<KafkaClientService> kafka, @ConfigProperty(name = "mp.messaging.outgoing.usage.topic", defaultValue = "usage") String topic,
+                          MeterRegistry registry) {
         this.usage = usage;
         this.kafka = kafka;
         this.topic = topic;
+        // by the writer or the outbox relay
+        this.published = Counter.builder("deepserve.outbox.published").description("usage events published to Kafka").register(registry);
     }
 
     /** Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be sent now. */
     public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
         List<CompletableFuture<Void>> acks = new ArrayList<>(ids.size());
         for (int i = 0; i < ids.size(); i++) {
-            acks.add(new CompletableFuture<>());
+            CompletableFuture<Void> ack = new CompletableFuture<>();
+            ack.thenRun(published::increment);
+            acks.add(ack);
         }
         KafkaProducer<String, String> producer = producer();
         if (producer == null) {

@@ -43,13 +43,14 @@ final class UsageJournal implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(UsageJournal.class);
     private static final long SEGMENT_BYTES = 16L << 20;
     private static final long SEGMENT_NANOS = Duration.ofSeconds(10).toNanos();
+    private static final CompletableFuture<Void> DONE = CompletableFuture.completedFuture(null);
 
     /** One settled event: the lease it was charged to ({@code null} for none) and its exact cost. */
     record Entry(UUID eventId, UUID lease, String accountId, BigDecimal cost, String payload) {
     }
 
-    /** An entry read back at startup, with the segment it came from. */
-    record Recovered(Entry entry, Segment segment) {
+    /** An entry read back at startup, when its event was completed (null if it does not say), and its segment. */
+    record Recovered(Entry entry, OffsetDateTime completedAt, Segment segment) {
     }
 
     /** Where an append went, and when it is on disk. */
@@ -81,7 +82,6 @@ final class UsageJournal implements AutoCloseable {
     private final Set<Segment> unsynced = new LinkedHashSet<>();
     private final Set<Segment> open = new LinkedHashSet<>();
     private final ArrayDeque<Waiter> waiters = new ArrayDeque<>();
-    private static final CompletableFuture<Void> DONE = CompletableFuture.completedFuture(null);
     private final CRC32C crc = new CRC32C();
     private ByteBuffer line = ByteBuffer.allocate(4096);
     private final Thread syncer;
@@ -142,22 +142,18 @@ final class UsageJournal implements AutoCloseable {
             nextSegment = Math.max(nextSegment, n + 1);
             Segment segment = new Segment(file);
             segment.sealed = true;
-            List<String> lines;
-            byte[] bytes = Files.readAllBytes(file);
-            String text = new String(bytes, StandardCharsets.UTF_8);
-            lines = List.of(text.split("\n", -1));
-            for (int i = 0; i < lines.size(); i++) {
-                String line = lines.get(i);
-                if (line.isEmpty()) {
+            String[] lines = Files.readString(file, StandardCharsets.UTF_8).split("\n", -1);
+            for (int i = 0; i < lines.length; i++) {
+                if (lines[i].isEmpty()) {
                     continue;
                 }
-                Entry entry = parse(line);
-                if (entry == null) {
-                    LOG.errorf("usage journal %s line %d is damaged (a write cut short by a crash?); skipped: %s", file, i + 1, line);
+                Recovered r = parse(lines[i], segment);
+                if (r == null) {
+                    LOG.errorf("usage journal %s line %d is damaged (a write cut short by a crash?); skipped: %s", file, i + 1, lines[i]);
                     continue;
                 }
                 segment.pending++;
-                recovered.add(new Recovered(entry, segment));
+                recovered.add(r);
             }
             if (segment.pending == 0) {
                 Files.deleteIfExists(file);
@@ -165,7 +161,7 @@ final class UsageJournal implements AutoCloseable {
         }
     }
 
-    private Entry parse(String line) {
+    private Recovered parse(String line, Segment segment) {
         if (line.length() < 10 || line.charAt(8) != ' ') {
             return null;
         }
@@ -185,17 +181,22 @@ final class UsageJournal implements AutoCloseable {
             JsonObject o = new JsonObject(line.substring(9));
             JsonObject event = o.getJsonObject("event");
             String lease = o.getString("lease");
-            return new Entry(UUID.fromString(event.getString("event_id")), lease == null ? null : UUID.fromString(lease), event.getString("account_id"),
+            Entry entry = new Entry(UUID.fromString(event.getString("event_id")), lease == null ? null : UUID.fromString(lease), event.getString("account_id"),
                     new BigDecimal(o.getString("cost")), event.encode());
+            return new Recovered(entry, completedAt(event), segment);
         } catch (RuntimeException e) {
             return null;
         }
     }
 
-    /** When the event was completed, from its payload (null if it does not say). */
-    static OffsetDateTime completedAt(Entry e) {
-        String at = new JsonObject(e.payload()).getString("completed_at");
-        return at == null ? null : OffsetDateTime.parse(at);
+    /** When the event was completed; null when it does not say (or not readably), and then it is replayed. */
+    private static OffsetDateTime completedAt(JsonObject event) {
+        try {
+            String at = event.getString("completed_at");
+            return at == null ? null : OffsetDateTime.parse(at);
+        } catch (RuntimeException unreadable) {
+            return null;
+        }
     }
 
     /** Appends one event; it is in the operating system's hands on return, on disk when {@code synced} completes. */
@@ -293,15 +294,6 @@ final class UsageJournal implements AutoCloseable {
             s.channel.close();
         }
         Files.deleteIfExists(s.path);
-    }
-
-    /** Segment files on disk now. */
-    synchronized long segmentFiles() {
-        try (Stream<Path> list = Files.list(dir)) {
-            return list.filter(p -> p.getFileName().toString().endsWith(".journal")).count();
-        } catch (IOException e) {
-            return -1;
-        }
     }
 
     private void syncLoop() {

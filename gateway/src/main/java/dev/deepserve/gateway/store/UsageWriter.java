@@ -121,7 +121,7 @@ public class UsageWriter {
         synchronized (this) {
             for (UsageJournal.Recovered r : left) {
                 UsageJournal.Entry e = r.entry();
-                OffsetDateTime at = UsageJournal.completedAt(e);
+                OffsetDateTime at = r.completedAt();
                 if (at != null && at.isBefore(tooOld)) {
                     // the outbox may have pruned it after billing applied it: inserting it again would charge twice
                     LOG.errorf("usage event %s in the journal is older than the outbox retention (%s); not replayed, kept in this log: %s",
@@ -215,7 +215,7 @@ public class UsageWriter {
             }
         }
         if (journal == null || publisher == null || System.nanoTime() < publishPausedUntil) {
-            insert(group, unique, seen, attempt);
+            insert(group, unique, seen, Set.of(), attempt);
             return;
         }
         // journaled: each event goes to Kafka first, and into the outbox already stamped as published, so the relay
@@ -231,15 +231,10 @@ public class UsageWriter {
         List<CompletableFuture<Void>> acks = toSend.isEmpty() ? List.of() : publisher.send(toSend, payloads);
         CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)).orTimeout(publishTimeout.toMillis(), TimeUnit.MILLISECONDS)
                 .whenComplete((v, t) -> {
-                    int a = 0;
-                    for (int i = 0; i < unique.size(); i++) {
-                        Item it = unique.get(i);
-                        if (!it.published()) {
-                            CompletableFuture<Void> ack = acks.get(a++);
-                            if (ack.isDone() && !ack.isCompletedExceptionally()) {
-                                unique.set(i, new Item(it.eventId(), it.payload(), it.lease(), it.accountId(), it.reservation(), it.cost(), it.segment(),
-                                        it.done(), it.retried(), true));
-                            }
+                    Set<UUID> acked = new HashSet<>();
+                    for (int i = 0; i < acks.size(); i++) {
+                        if (acks.get(i).isDone() && !acks.get(i).isCompletedExceptionally()) {
+                            acked.add(toSend.get(i));
                         }
                     }
                     if (t != null) {
@@ -247,11 +242,12 @@ public class UsageWriter {
                         publishPausedUntil = System.nanoTime() + PUBLISH_PAUSE_NANOS;
                         LOG.infof("Kafka did not take every usage event of a group now (%s); the outbox relay sends the rest", t.getMessage());
                     }
-                    insert(group, unique, seen, attempt);
+                    insert(group, unique, seen, acked, attempt);
                 });
     }
 
-    private void insert(List<Item> group, List<Item> unique, Set<UUID> seen, int attempt) {
+    /** Writes {@code unique} (the group without repeated ids); {@code acked}: the ids Kafka took in this attempt. */
+    private void insert(List<Item> group, List<Item> unique, Set<UUID> seen, Set<UUID> acked, int attempt) {
         int n = unique.size();
         UUID[] ids = new UUID[n];
         String[] payloads = new String[n];
@@ -266,7 +262,7 @@ public class UsageWriter {
             leaseIds[i] = it.lease();
             accounts[i] = it.accountId();
             costs[i] = Numeric.create(it.cost());
-            sent[i] = it.published();
+            sent[i] = it.published() || acked.contains(it.eventId());
         }
         // held: the events' leases that still exist, locked so the sweeper cannot return one under this statement;
         // an inserted event whose lease is gone goes onto its account's reserved instead (billing takes it from there)
@@ -293,7 +289,7 @@ public class UsageWriter {
                         finish(it, first && (inserted.contains(it.eventId()) || it.retried()));
                     }
                     done(group.size());
-                }, e -> failed(group, unique, attempt, e));
+                }, e -> failed(group, acked, attempt, e));
     }
 
     private void finish(Item it, boolean written) {
@@ -326,13 +322,7 @@ public class UsageWriter {
         kick();
     }
 
-    private void failed(List<Item> group, List<Item> unique, int attempt, Throwable e) {
-        Set<UUID> sent = new HashSet<>();
-        for (Item it : unique) {
-            if (it.published()) {
-                sent.add(it.eventId());
-            }
-        }
+    private void failed(List<Item> group, Set<UUID> acked, int attempt, Throwable e) {
         List<Item> retry = new ArrayList<>();
         int givenUp = 0;
         for (Item it : group) {
@@ -342,7 +332,8 @@ public class UsageWriter {
                 finish(it, false);
                 givenUp++;
             } else {
-                retry.add(it.again(it.published() || sent.contains(it.eventId())));
+                // what Kafka already took is not sent again
+                retry.add(it.again(it.published() || acked.contains(it.eventId())));
             }
         }
         if (attempt == 0 || attempt % 10 == 9) {

@@ -2,9 +2,9 @@ package dev.deepserve.gateway.upstream;
 
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonToken;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.json.JsonObject;
+import io.vertx.core.json.jackson.DatabindCodec;
 
 import java.io.IOException;
 import java.util.Map;
@@ -16,14 +16,12 @@ import java.util.Map;
  */
 record AnswerScan(JsonObject usage, String finishReason) {
 
-    private static final ObjectMapper JSON = new ObjectMapper();
-
     /** The usage and finish reason of {@code body}; throws when it is not a JSON object. */
     static AnswerScan of(Buffer body) throws IOException {
         byte[] bytes = body.getBytes();
         JsonObject usage = null;
         String reason = null;
-        try (JsonParser p = JSON.getFactory().createParser(bytes)) {
+        try (JsonParser p = DatabindCodec.mapper().getFactory().createParser(bytes)) {
             if (p.nextToken() != JsonToken.START_OBJECT) {
                 throw new IOException("not a JSON object");
             }
