@@ -39,7 +39,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * that the events reached Kafka). Each target is warmed up first with every load shape that follows, so the rows
  * compare steady states rather than JIT compilers catching up.
  *
- * <p>Run: {@code bench/run proxy [--seconds 5] [--warmup 20] [--streams 1000] [--no-portkey] [--portkey-node22]}.
+ * <p>Run: {@code bench/run proxy [--seconds 5] [--warmup 20] [--streams 1000] [--conns 1,16,64] [--rows-only] [--no-portkey] [--portkey-node22]};
+ * {@code --rows-only} measures only the latency rows (no max throughput, first token or streams), for quick comparisons.
  */
 public final class ProxyBench {
 
@@ -73,6 +74,8 @@ public final class ProxyBench {
                 case "--warmup" -> warmup = Integer.parseInt(args[++i]);
                 case "--no-portkey" -> portkey = false;
                 case "--portkey-node22" -> PORTKEY_NODE22 = true;
+                case "--conns" -> CONNS = java.util.Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
+                case "--rows-only" -> ROWS_ONLY = true;
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
@@ -121,18 +124,15 @@ public final class ProxyBench {
     }
 
     static Map<String, String> gatewayEnv(MockUpstream mock) {
-        // one key carries the whole load here, so its concurrency limit is lifted
-        Map<String, String> env = new java.util.HashMap<>(Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl(), "DEEPSERVE_MAX_STREAMS_PER_KEY", "100000"));
-        for (String name : new String[] {"QUARKUS_VERTX_EVENT_LOOPS_POOL_SIZE", "DEEPSERVE_OUTBOX_INTERVAL", "DEEPSERVE_USAGE_GROUP_WAIT", "DEEPSERVE_USAGE_JOURNAL_FSYNC"}) {
-            String value = System.getenv(name);
-            if (value != null) {
-                env.put(name, value);
-            }
-        }
-        return env;
+        // one key carries the whole load here, so its concurrency limit is lifted; the gateway inherits the bench's
+        // environment, so its settings can be tried from there (DEEPSERVE_USAGE_GROUP_WAIT=2s bench/run proxy ...)
+        return Map.of("DEEPSERVE_UPSTREAMS", "mock=" + mock.baseUrl(), "DEEPSERVE_MAX_STREAMS_PER_KEY", "100000");
     }
 
     static boolean PORTKEY_NODE22;
+    /** The connection counts of the latency rows ({@code --conns}); {@code --rows-only} skips max throughput, first token and streams. */
+    static int[] CONNS = {1, 16, 64};
+    static boolean ROWS_ONLY;
 
     /** The floor: {@link BareProxy} in its own JVM with the gateway's heap, in front of the same mock. */
     static Process startBare(Path work, int port, MockUpstream mock) throws Exception {
@@ -194,7 +194,7 @@ public final class ProxyBench {
         }
         Map<String, Map<Integer, Run>> byTarget = new LinkedHashMap<>();
         System.out.printf("%-10s %-6s %10s %10s %10s %12s %12s%n", "target", "conns", "p50", "p99", "req/s", "added p50", "added p99");
-        for (int conns : new int[] {1, 16, 64}) {
+        for (int conns : CONNS) {
             Map<String, Run> runs = new LinkedHashMap<>();
             for (Target t : targets) {
                 Run r = closedLoop(vertx, t, conns, seconds, false);
@@ -205,6 +205,10 @@ public final class ProxyBench {
                         r.p(50) - d.p(50), r.p(99) - d.p(99), r.errors() > 0 ? "  (" + r.errors() + " errors: " + r.firstError() + ")" : "");
             }
             System.out.println();
+        }
+        if (ROWS_ONLY) {
+            summary(byTarget, null, null);
+            return;
         }
         // the most each sustains: closed loop at 128 connections
         Map<String, Double> max = new LinkedHashMap<>();
@@ -232,33 +236,7 @@ public final class ProxyBench {
         }
         mock.tokenMillis = 0;
         System.out.println();
-        Map<Integer, Run> ours = byTarget.get("deepserve");
-        Map<Integer, Run> base = byTarget.get("direct");
-        System.out.printf("ours: added p99 at 1 connection %.3f ms (goal < 1 ms); added first-token p50 %.3f ms (goal < 1 ms)%n",
-                ours.get(1).p(99) - base.get(1).p(99), ttft.get("deepserve") - ttft.get("direct"));
-        Map<Integer, Run> bareRuns = byTarget.get("bare");
-        for (int conns : new int[] {1, 16, 64}) {
-            System.out.printf("floor at %2d connections: a bare proxy process adds p50 %+.3f ms, p99 %+.3f ms; ours adds %+.3f / %+.3f ms beyond it%n", conns,
-                    bareRuns.get(conns).p(50) - base.get(conns).p(50), bareRuns.get(conns).p(99) - base.get(conns).p(99),
-                    ours.get(conns).p(50) - bareRuns.get(conns).p(50), ours.get(conns).p(99) - bareRuns.get(conns).p(99));
-        }
-        System.out.printf("max req/s: ours / bare proxy = %.2fx%n", max.get("deepserve") / max.get("bare"));
-        Map<Integer, Run> pk = byTarget.get("portkey");
-        if (pk != null) {
-            for (int conns : new int[] {1, 16, 64}) {
-                double oursP50 = ours.get(conns).p(50) - base.get(conns).p(50);
-                double pkP50 = pk.get(conns).p(50) - base.get(conns).p(50);
-                double oursP99 = ours.get(conns).p(99) - base.get(conns).p(99);
-                double pkP99 = pk.get(conns).p(99) - base.get(conns).p(99);
-                System.out.printf("added latency at %2d connections: Portkey / ours = %.1fx at p50, %.1fx at p99 (goal >= 5x at 16 and 64)%n", conns,
-                        pkP50 / Math.max(oursP50, 0.001), pkP99 / Math.max(oursP99, 0.001));
-            }
-            System.out.printf("max req/s: ours / Portkey = %.1fx (goal >= 10x)%n", max.get("deepserve") / max.get("portkey"));
-            if (ttft.containsKey("portkey")) {
-                System.out.printf("first-token overhead: Portkey / ours = %.1fx%n", (ttft.get("portkey") - ttft.get("direct"))
-                        / Math.max(ttft.get("deepserve") - ttft.get("direct"), 0.001));
-            }
-        }
+        summary(byTarget, max, ttft);
         // 1,000 concurrent SSE streams through our gateway, each metered exactly once
         mock.tokens = 20;
         mock.tokenMillis = 50;
@@ -278,6 +256,45 @@ public final class ProxyBench {
                         + " %d usage events written for them, %d of them published to Kafka%n", streams, r.latencies().length, r.errors(),
                 r.errors() > 0 ? " (" + r.firstError() + ")" : "", r.p(50), r.p(99), events - eventsBefore, published - publishedBefore);
         System.out.printf("wall %.1f s%n", (System.nanoTime() - t0) / 1e9);
+    }
+
+    /** The ratios: ours against the direct path, the bare proxy and Portkey ({@code max} and {@code ttft} null with --rows-only). */
+    static void summary(Map<String, Map<Integer, Run>> byTarget, Map<String, Double> max, Map<String, Double> ttft) {
+        Map<Integer, Run> ours = byTarget.get("deepserve");
+        Map<Integer, Run> base = byTarget.get("direct");
+        if (ours.containsKey(1)) {
+            System.out.printf("ours: added p99 at 1 connection %.3f ms (goal < 1 ms)%n", ours.get(1).p(99) - base.get(1).p(99));
+        }
+        if (ttft != null) {
+            System.out.printf("ours: added first-token p50 %.3f ms (goal < 1 ms)%n", ttft.get("deepserve") - ttft.get("direct"));
+        }
+        Map<Integer, Run> bareRuns = byTarget.get("bare");
+        for (int conns : CONNS) {
+            System.out.printf("floor at %2d connections: a bare proxy process adds p50 %+.3f ms, p99 %+.3f ms; ours adds %+.3f / %+.3f ms beyond it%n", conns,
+                    bareRuns.get(conns).p(50) - base.get(conns).p(50), bareRuns.get(conns).p(99) - base.get(conns).p(99),
+                    ours.get(conns).p(50) - bareRuns.get(conns).p(50), ours.get(conns).p(99) - bareRuns.get(conns).p(99));
+        }
+        if (max != null) {
+            System.out.printf("max req/s: ours / bare proxy = %.2fx%n", max.get("deepserve") / max.get("bare"));
+        }
+        Map<Integer, Run> pk = byTarget.get("portkey");
+        if (pk != null) {
+            for (int conns : CONNS) {
+                double oursP50 = ours.get(conns).p(50) - base.get(conns).p(50);
+                double pkP50 = pk.get(conns).p(50) - base.get(conns).p(50);
+                double oursP99 = ours.get(conns).p(99) - base.get(conns).p(99);
+                double pkP99 = pk.get(conns).p(99) - base.get(conns).p(99);
+                System.out.printf("added latency at %2d connections: Portkey / ours = %.1fx at p50, %.1fx at p99 (goal >= 5x at 16 and 64)%n", conns,
+                        pkP50 / Math.max(oursP50, 0.001), pkP99 / Math.max(oursP99, 0.001));
+            }
+            if (max != null) {
+                System.out.printf("max req/s: ours / Portkey = %.1fx (goal >= 10x)%n", max.get("deepserve") / max.get("portkey"));
+            }
+            if (ttft != null && ttft.containsKey("portkey")) {
+                System.out.printf("first-token overhead: Portkey / ours = %.1fx%n", (ttft.get("portkey") - ttft.get("direct"))
+                        / Math.max(ttft.get("deepserve") - ttft.get("direct"), 0.001));
+            }
+        }
     }
 
     /** Usage events of the streams phase (the only answers with 20 completion tokens) matching {@code where}. */

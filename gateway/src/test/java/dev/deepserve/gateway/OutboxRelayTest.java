@@ -37,7 +37,7 @@ class OutboxRelayTest {
         sink.clear();
         UUID id = UUID.randomUUID();
         String payload = "{\"event_id\":\"" + id + "\",\"completion_tokens\":7}";
-        pool.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::jsonb)")
+        pool.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::json)")
                 .execute(Tuple.of(id, payload)).await().indefinitely();
 
         await().atMost(Duration.ofSeconds(20)).until(() -> sink.received().stream().anyMatch(m -> m.getPayload().contains(id.toString())));

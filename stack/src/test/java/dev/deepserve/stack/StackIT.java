@@ -81,7 +81,7 @@ class StackIT {
         UUID id = UUID.randomUUID();
         String jdbc = "jdbc:postgresql://127.0.0.1:" + PORTS.get("PG") + "/deepserve";
         try (Connection c = DriverManager.getConnection(jdbc, "deepserve", "deepserve")) {
-            try (PreparedStatement insert = c.prepareStatement("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES (?, ?::jsonb)")) {
+            try (PreparedStatement insert = c.prepareStatement("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES (?, ?::json)")) {
                 insert.setObject(1, id);
                 insert.setString(2, """
                         {"event_id":"%s","request_id":"stack-it","account_id":"acct-it","model":"deepseek-chat",

@@ -21,7 +21,15 @@ import io.vertx.ext.web.RoutingContext;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.jboss.logging.Logger;
 
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.core.util.ByteArrayBuilder;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+import java.util.Map;
 import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.UUID;
@@ -64,7 +72,7 @@ public class Metering {
      * the client went away; the serving path says which model it is for and whether it streams.
      */
     public abstract static class Billable {
-        private final String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
+        private final String id = requestId();
         private final long created = Instant.now().getEpochSecond();
         private ApiKey key;
         private Ledger.Reservation reservation;
@@ -114,6 +122,14 @@ public class Metering {
         final void reservation(Ledger.Reservation r) {
             reservation = r;
         }
+    }
+
+    private static final java.util.HexFormat HEX = java.util.HexFormat.of();
+
+    /** {@code chatcmpl-} and 32 hex digits: a version 7 UUID, so ids made one after another sort one after another. */
+    static String requestId() {
+        UUID u = EventIds.next();
+        return "chatcmpl-" + HEX.toHexDigits(u.getMostSignificantBits()) + HEX.toHexDigits(u.getLeastSignificantBits());
     }
 
     /** Answers a failure in DeepSeek's error shape (or just ends a response whose head is already out). */
@@ -261,24 +277,15 @@ public class Metering {
             int hit = Math.min(cached, prompt);
             BigDecimal cost = price.cost(hit, prompt - hit, completion);
             UUID eventId = EventIds.next();
-            JsonObject event = new JsonObject().put("event_id", eventId.toString()).put("request_id", call.id()).put("account_id", call.key().accountId())
-                    .put("api_key_id", call.key().id()).put("model", call.model()).put("prompt_cache_hit_tokens", hit)
-                    .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens", completion).put("cost", Money.plain(cost))
-                    .put("currency", price.currency()).put("finish_reason", reason).put("streamed", call.streamed())
-                    .put("client_disconnected", call.clientGone()).put("created", call.created())
-                    .put("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
-            if (error != null) {
-                event.put("error", error);
-            }
-            if (extra != null) {
-                event.mergeIn(extra);
-            }
+            String event = eventJson(eventId, call, hit, prompt - hit, completion, cost, price.currency(), reason, completedAt, error, extra);
             JsonObject usage = new JsonObject().put("prompt_tokens", prompt).put("completion_tokens", completion).put("total_tokens", prompt + completion)
                     .put("prompt_tokens_details", new JsonObject().put("cached_tokens", hit)).put("prompt_cache_hit_tokens", hit)
                     .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
                     .put("cost", Money.plain(cost));
             settleWithRetry(call, cost, eventId, event, 0, () -> {
-                limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
+                if (call.key().tpm() != null) {
+                    limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
+                }
                 then.then(usage, null);
             });
         };
@@ -295,7 +302,49 @@ public class Metering {
         });
     }
 
-    private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, JsonObject event, int attempt, Runnable done) {
+    private static final JsonFactory JSON = new JsonFactory();
+
+    /**
+     * The usage event as billing reads it, written field by field (no map built, then encoded, per request); the
+     * {@code extra} fields follow the fixed ones and must not repeat their names.
+     */
+    static String eventJson(UUID eventId, Billable call, int hit, int miss, int completion, BigDecimal cost, String currency, String reason,
+                            Instant completedAt, String error, JsonObject extra) {
+        try (ByteArrayBuilder out = new ByteArrayBuilder(640); JsonGenerator g = JSON.createGenerator(out)) {
+            g.writeStartObject();
+            g.writeStringField("event_id", eventId.toString());
+            g.writeStringField("request_id", call.id());
+            g.writeStringField("account_id", call.key().accountId());
+            g.writeStringField("api_key_id", call.key().id());
+            g.writeStringField("model", call.model());
+            g.writeNumberField("prompt_cache_hit_tokens", hit);
+            g.writeNumberField("prompt_cache_miss_tokens", miss);
+            g.writeNumberField("completion_tokens", completion);
+            g.writeStringField("cost", Money.plain(cost));
+            g.writeStringField("currency", currency);
+            g.writeStringField("finish_reason", reason);
+            g.writeBooleanField("streamed", call.streamed());
+            g.writeBooleanField("client_disconnected", call.clientGone());
+            g.writeNumberField("created", call.created());
+            g.writeStringField("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
+            if (error != null) {
+                g.writeStringField("error", error);
+            }
+            if (extra != null) {
+                for (Map.Entry<String, Object> e : extra) {
+                    g.writeFieldName(e.getKey());
+                    g.writeObject(e.getValue() instanceof JsonObject o ? o.getMap() : e.getValue() instanceof io.vertx.core.json.JsonArray a ? a.getList() : e.getValue());
+                }
+            }
+            g.writeEndObject();
+            g.flush();
+            return new String(out.toByteArray(), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, String event, int attempt, Runnable done) {
         if (call.reservation().lease() != null) {
             io.vertx.core.Context context = io.vertx.core.Vertx.currentContext();
             usage.submit(call.reservation(), cost, eventId, event).whenComplete((v, t) -> {
@@ -310,7 +359,7 @@ public class Metering {
         ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> {
             if (attempt >= 6) {
                 LOG.errorf("request %s: settlement failed %d times (%s); usage event kept in this log for replay: %s", call.id(), attempt + 1,
-                        t.getMessage(), event.encode());
+                        t.getMessage(), event);
                 done.run();
                 return;
             }

@@ -2,7 +2,6 @@ package dev.deepserve.gateway.store;
 
 import dev.deepserve.accounting.Money;
 import io.smallrye.mutiny.Uni;
-import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.Tuple;
@@ -78,7 +77,7 @@ public class Ledger {
      * Settles a request: keeps exactly {@code cost} reserved for billing to apply, releases the rest, drops the
      * reservation and writes the usage event to the outbox — one transaction, so a crash leaves either all or none.
      */
-    public Uni<Void> settle(Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
+    public Uni<Void> settle(Reservation r, BigDecimal cost, UUID eventId, String event) {
         BigDecimal release = r.amount().subtract(cost).max(BigDecimal.ZERO);
         return pool.withTransaction(tx -> tx.preparedQuery("DELETE FROM gateway.reservations WHERE request_id = $1").execute(Tuple.of(r.requestId()))
                 .chain(deleted -> deleted.rowCount() == 0
@@ -88,7 +87,7 @@ public class Ledger {
                 .chain(() -> r.keyId() == null ? Uni.createFrom().nullItem()
                         : tx.preparedQuery("UPDATE billing.api_keys SET reserved = GREATEST(reserved - $2, 0), spent = spent + $3 WHERE id = $1")
                                 .execute(Tuple.of(r.keyId(), r.amount(), cost)))
-                .chain(() -> tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2)")
+                .chain(() -> tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::text::json)")
                         .execute(Tuple.of(eventId, event)))
                 .replaceWithVoid());
     }

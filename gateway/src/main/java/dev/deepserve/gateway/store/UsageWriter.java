@@ -8,7 +8,6 @@ import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
-import io.vertx.core.json.JsonObject;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Tuple;
 import io.vertx.sqlclient.data.Numeric;
@@ -139,16 +138,15 @@ public class UsageWriter {
     }
 
     /** Writes the event and charges its cost to the reservation's lease; completes once it is safe (journaled or committed). */
-    public Uni<Void> write(Ledger.Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
+    public Uni<Void> write(Ledger.Reservation r, BigDecimal cost, UUID eventId, String event) {
         Context context = Vertx.currentContext();
         Uni<Void> written = Uni.createFrom().completionStage(submit(r, cost, eventId, event));
         return context == null ? written : written.emitOn(task -> context.runOnContext(v -> task.run()));
     }
 
     /** As {@link #write}, completing on whichever thread sees the event safe. */
-    public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, JsonObject event) {
+    public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, String payload) {
         leases.settling(r, cost);
-        String payload = event.encode();
         UsageJournal.Appended appended = null;
         if (journal != null) {
             try {
@@ -268,7 +266,7 @@ public class UsageWriter {
         // an inserted event whose lease is gone goes onto its account's reserved instead (billing takes it from there)
         pool.preparedQuery("""
                         WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[], $5::text[], $6::boolean[]) AS u(e, p, l, c, a, k)),
-                             ev AS (INSERT INTO gateway.usage_outbox (event_id, payload, published_at) SELECT e, p::jsonb, CASE WHEN k THEN now() END FROM input
+                             ev AS (INSERT INTO gateway.usage_outbox (event_id, payload, published_at) SELECT e, p::json, CASE WHEN k THEN now() END FROM input
                                     ON CONFLICT (event_id) DO NOTHING RETURNING event_id),
                              fresh AS (SELECT i.* FROM input i JOIN ev ON ev.event_id = i.e),
                              held AS (SELECT id FROM gateway.leases WHERE id IN (SELECT l FROM fresh) FOR UPDATE),

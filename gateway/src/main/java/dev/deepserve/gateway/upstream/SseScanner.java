@@ -12,7 +12,10 @@ import java.util.function.Consumer;
  */
 public final class SseScanner {
 
-    private Buffer pending = Buffer.buffer();
+    /** Never appended to: bytes left over get a buffer of their own. */
+    private static final Buffer NOTHING = Buffer.buffer(0);
+
+    private Buffer pending = NOTHING;
 
     /** Feeds one network read; {@code onEvent} receives each event completed by it, blank-line terminator included. */
     public void feed(Buffer chunk, Consumer<Buffer> onEvent) {
@@ -34,12 +37,12 @@ public final class SseScanner {
                 i = next;
             }
         }
-        pending = start == n ? Buffer.buffer() : data.getBuffer(start, n);
+        pending = start == n ? NOTHING : data.getBuffer(start, n);
     }
 
     /** Bytes received after the last complete event (an upstream that ended mid-event). */
     public Buffer rest() {
-        return pending;
+        return pending.copy();
     }
 
     /**
