@@ -39,6 +39,15 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
      * first start and the {@code deepserve} database and role if missing.
      */
     public static EmbeddedPostgresServer start(Path dataDir, Path binariesDir, int port) throws IOException {
+        return start(dataDir, binariesDir, port, true);
+    }
+
+    /**
+     * As {@link #start(Path, Path, int)}; {@code stopAtExit} false leaves stopping it to the caller's {@link #close}:
+     * a JVM's shutdown hooks run all at once, so a supervisor that must stop its services before their database
+     * (the gateway returns its balance leases as it stops) cannot let the database's own hook race them.
+     */
+    public static EmbeddedPostgresServer start(Path dataDir, Path binariesDir, int port, boolean stopAtExit) throws IOException {
         Files.createDirectories(binariesDir);
         Files.createDirectories(dataDir.getParent());
         if (!Files.exists(dataDir)) {
@@ -55,6 +64,7 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
                 .setServerConfig("unix_socket_directories", "")
                 .setOutputRedirector(ProcessBuilder.Redirect.DISCARD)
                 .setErrorRedirector(ProcessBuilder.Redirect.DISCARD)
+                .setRegisterShutdownHook(stopAtExit)
                 .start();
         EmbeddedPostgresServer server = new EmbeddedPostgresServer(pg);
         server.ensureDatabase();

@@ -87,7 +87,8 @@ final class Stack {
     private void start(Duration startTimeout) {
         out.println("data: " + settings.home());
         try {
-            postgres = EmbeddedPostgresServer.start(settings.home().resolve("pg/data"), settings.home().resolve("pg/bin"), settings.pgPort());
+            // stopped by this process's own shutdown, after the services (see shutdown())
+            postgres = EmbeddedPostgresServer.start(settings.home().resolve("pg/data"), settings.home().resolve("pg/bin"), settings.pgPort(), false);
         } catch (IOException | RuntimeException e) {
             throw new CliException("embedded PostgreSQL did not start: " + oneLine(e));
         }
@@ -209,6 +210,10 @@ final class Stack {
         }
     }
 
+    /**
+     * Stops the services first (the gateway returns its balance leases and writes what its usage journal holds as it
+     * stops, both into PostgreSQL), then Kafka, then PostgreSQL.
+     */
     private synchronized void shutdown() {
         if (stopped.getCount() == 0) {
             return;
