@@ -53,7 +53,9 @@ public class UpstreamRegistry {
 
     private final GatewayConfig config;
     private final Pool pool;
+    private final HttpClientOptions httpOptions;
     private final HttpClient http;
+    private final Map<Thread, HttpClient> perLoop = new java.util.concurrent.ConcurrentHashMap<>();
     private final Function<String, String> env;
     private final Vertx vertx;
     private final Map<String, Upstream> upstreams = new ConcurrentSkipListMap<>();
@@ -66,17 +68,32 @@ public class UpstreamRegistry {
         // env vars through MicroProfile Config, so DEEPSERVE_UPSTREAM_X_API_KEY may also come from any config source
         this.env = name -> ConfigProvider.getConfig().getOptionalValue(name, String.class).orElse(null);
         GatewayConfig.Proxy p = config.proxy();
-        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(p.maxConnections()).setKeepAlive(true)
-                .setConnectTimeout((int) p.connectTimeout().toMillis()).setTcpNoDelay(true).setTryUseCompression(false));
+        // each event loop has its own pool (see http()), with its share of the connections
+        int loops = 0;
+        for (var loop : ((io.vertx.core.impl.VertxInternal) vertx).getEventLoopGroup()) {
+            loops++;
+        }
+        this.httpOptions = new HttpClientOptions().setMaxPoolSize(Math.max(1, (p.maxConnections() + loops - 1) / Math.max(1, loops))).setKeepAlive(true)
+                .setConnectTimeout((int) p.connectTimeout().toMillis()).setTcpNoDelay(true).setTryUseCompression(false);
+        this.http = vertx.createHttpClient(httpOptions);
         for (Map.Entry<String, URI> e : parse(config.upstreams().orElse("")).entrySet()) {
             upstreams.put(e.getKey(), create(e.getKey(), e.getValue(), env.apply(keyEnv(e.getKey())), "config"));
         }
         this.fallbacks = parseFallbacks(config.upstreamFallbacks().orElse(""));
     }
 
-    /** The client every upstream call goes through (one connection pool per upstream host). */
+    /**
+     * The client for upstream calls made on this thread. Each event loop has a client of its own, whose connections
+     * live on that loop, so a request's upstream exchange runs on the loop that serves its client. One shared pool
+     * lends the most recently used connection, whichever loop it lives on: the exchange then hops between threads
+     * both ways.
+     */
     public HttpClient http() {
-        return http;
+        io.vertx.core.Context context = Vertx.currentContext();
+        if (context == null || !context.isEventLoopContext()) {
+            return http;
+        }
+        return perLoop.computeIfAbsent(Thread.currentThread(), t -> vertx.createHttpClient(httpOptions));
     }
 
     /** {@code name=url,name=url} → names in order with their base URLs; a malformed entry fails with a one-line message. */
