@@ -125,9 +125,33 @@ final class BenchInfra implements AutoCloseable {
         }
     }
 
+    /**
+     * Stops Kafka and PostgreSQL and deletes their data (a proxy run leaves hundreds of MB of it), keeping the
+     * services' logs at the top of the work directory; {@code DEEPSERVE_BENCH_KEEP=1} keeps everything.
+     */
     @Override
     public void close() {
         kafka.close();
         pg.close();
+        if (System.getenv("DEEPSERVE_BENCH_KEEP") != null) {
+            return;
+        }
+        try (var entries = Files.list(work)) {
+            for (Path p : entries.toList()) {
+                if (!(Files.isRegularFile(p) && p.getFileName().toString().endsWith(".log"))) {
+                    deleteTree(p);
+                }
+            }
+        } catch (IOException e) {
+            System.out.println("could not delete the bench data in " + work + ": " + e.getMessage());
+        }
+    }
+
+    private static void deleteTree(Path root) throws IOException {
+        try (var all = Files.walk(root)) {
+            for (Path p : all.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
     }
 }
