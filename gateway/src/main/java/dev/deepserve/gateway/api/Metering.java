@@ -13,25 +13,24 @@ import dev.deepserve.gateway.store.PriceStore;
 import dev.deepserve.gateway.store.RateLimiter;
 import dev.deepserve.gateway.store.UsageWriter;
 import io.quarkus.scheduler.Scheduled;
+import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.core.util.ByteArrayBuilder;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.core.json.JsonObject;
+import io.vertx.core.json.jackson.DatabindCodec;
 import io.vertx.ext.web.RoutingContext;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.jboss.logging.Logger;
-
-import com.fasterxml.jackson.core.JsonFactory;
-import com.fasterxml.jackson.core.JsonGenerator;
-import com.fasterxml.jackson.core.util.ByteArrayBuilder;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
-import java.util.Map;
 import java.time.Instant;
 import java.time.ZoneOffset;
+import java.util.Map;
 import java.util.UUID;
 import java.util.function.Consumer;
 import java.util.function.Function;
@@ -302,15 +301,14 @@ public class Metering {
         });
     }
 
-    private static final JsonFactory JSON = new JsonFactory();
-
     /**
      * The usage event as billing reads it, written field by field (no map built, then encoded, per request); the
      * {@code extra} fields follow the fixed ones and must not repeat their names.
      */
     static String eventJson(UUID eventId, Billable call, int hit, int miss, int completion, BigDecimal cost, String currency, String reason,
                             Instant completedAt, String error, JsonObject extra) {
-        try (ByteArrayBuilder out = new ByteArrayBuilder(640); JsonGenerator g = JSON.createGenerator(out)) {
+        // Vert.x's shared mapper's factory (as AnswerScan reads with): its codec writes any extra value, objects too
+        try (ByteArrayBuilder out = new ByteArrayBuilder(640); JsonGenerator g = DatabindCodec.mapper().getFactory().createGenerator(out)) {
             g.writeStartObject();
             g.writeStringField("event_id", eventId.toString());
             g.writeStringField("request_id", call.id());
@@ -333,7 +331,7 @@ public class Metering {
             if (extra != null) {
                 for (Map.Entry<String, Object> e : extra) {
                     g.writeFieldName(e.getKey());
-                    g.writeObject(e.getValue() instanceof JsonObject o ? o.getMap() : e.getValue() instanceof io.vertx.core.json.JsonArray a ? a.getList() : e.getValue());
+                    g.writeObject(e.getValue());
                 }
             }
             g.writeEndObject();

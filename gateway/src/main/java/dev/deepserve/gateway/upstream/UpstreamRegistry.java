@@ -73,7 +73,8 @@ public class UpstreamRegistry {
         for (var loop : ((io.vertx.core.impl.VertxInternal) vertx).getEventLoopGroup()) {
             loops++;
         }
-        this.httpOptions = new HttpClientOptions().setMaxPoolSize(Math.max(1, (p.maxConnections() + loops - 1) / Math.max(1, loops))).setKeepAlive(true)
+        int perLoopConnections = Math.max(1, (p.maxConnections() + loops - 1) / Math.max(1, loops));
+        this.httpOptions = new HttpClientOptions().setMaxPoolSize(perLoopConnections).setKeepAlive(true)
                 .setConnectTimeout((int) p.connectTimeout().toMillis()).setTcpNoDelay(true).setTryUseCompression(false);
         this.http = vertx.createHttpClient(httpOptions);
         for (Map.Entry<String, URI> e : parse(config.upstreams().orElse("")).entrySet()) {

@@ -40,7 +40,8 @@ class UsageEventJsonTest {
         UUID id = EventIds.next();
         Instant at = Instant.parse("2026-11-24T21:09:48.123456Z");
         String error = "upstream said \"no\"\n\ttab \u0001 and \ud83d\ude00";
-        JsonObject extra = new JsonObject().put("estimated", true).put("upstream", "mock").put("upstream_model", "chat");
+        JsonObject extra = new JsonObject().put("estimated", true).put("upstream", "mock").put("upstream_model", "chat")
+                .put("route", new JsonObject().put("tried", new io.vertx.core.json.JsonArray().add("a").add(2)));
 
         JsonObject read = new JsonObject(Metering.eventJson(id, call, 7, 12, 30, new BigDecimal("0.00004512"), "USD", "length", at, error, extra));
 
@@ -48,7 +49,8 @@ class UsageEventJsonTest {
                 .put("api_key_id", "key-1").put("model", "mock/chat \"ü\"").put("prompt_cache_hit_tokens", 7).put("prompt_cache_miss_tokens", 12)
                 .put("completion_tokens", 30).put("cost", "0.00004512").put("currency", "USD").put("finish_reason", "length").put("streamed", true)
                 .put("client_disconnected", true).put("created", call.created()).put("completed_at", "2026-11-24T21:09:48.123456Z")
-                .put("error", error).put("estimated", true).put("upstream", "mock").put("upstream_model", "chat");
+                .put("error", error).put("estimated", true).put("upstream", "mock").put("upstream_model", "chat")
+                .put("route", new JsonObject().put("tried", new io.vertx.core.json.JsonArray().add("a").add(2)));
         assertEquals(expected, read);
     }
 
