@@ -14,6 +14,7 @@ import java.io.IOException;
 import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.ResultSet;
@@ -37,9 +38,10 @@ import java.util.concurrent.atomic.AtomicLong;
  * streamed token, the most requests per second each sustains, the ratios ours vs Portkey, and then holds 1,000
  * concurrent SSE streams through our gateway and checks that every one completed and was metered exactly once (and
  * that the events reached Kafka). Each target is warmed up first with every load shape that follows, so the rows
- * compare steady states rather than JIT compilers catching up.
+ * compare steady states rather than JIT compilers catching up; each latency row also shows the CPU a request cost,
+ * machine-wide and in the proxy's own process, and for a JVM how many methods its JIT compiled during the row.
  *
- * <p>Run: {@code bench/run proxy [--seconds 5] [--warmup 20] [--streams 1000] [--conns 1,16,64] [--rows-only] [--no-portkey] [--portkey-node22]};
+ * <p>Run: {@code bench/run proxy [--seconds 5] [--warmup 60] [--streams 1000] [--conns 1,16,64] [--rows-only] [--no-portkey] [--portkey-node22]};
  * {@code --rows-only} measures only the latency rows (no max throughput, first token or streams), for quick comparisons.
  */
 public final class ProxyBench {
@@ -47,7 +49,8 @@ public final class ProxyBench {
     static final String PROMPT = "[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]";
 
     /** One way to reach the mock upstream. */
-    record Target(String name, int port, String path, String model, Map<String, String> headers) {
+    /** {@code process}: the proxy's own process, whose CPU time a row reports (null for the mock itself). */
+    record Target(String name, int port, String path, String model, Map<String, String> headers, ProcessHandle process) {
     }
 
     /** Latencies (ns) of completed requests, errors, and wall time. */
@@ -92,19 +95,19 @@ public final class ProxyBench {
             int port = BenchInfra.freePort();
             Process gateway = infra.service("gateway", port, gatewayEnv(mock), "/q/health/live");
             List<Target> targets = new ArrayList<>();
-            targets.add(new Target("direct", mock.port(), "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none")));
+            targets.add(new Target("direct", mock.port(), "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none"), null));
             if (portkey) {
                 int pkPort = BenchInfra.freePort();
                 portkeyProcess = startPortkey(infra.work, pkPort);
                 if (portkeyProcess != null) {
                     targets.add(new Target("portkey", pkPort, "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none",
-                            "x-portkey-provider", "openai", "x-portkey-custom-host", mock.baseUrl())));
+                            "x-portkey-provider", "openai", "x-portkey-custom-host", mock.baseUrl()), portkeyProcess.toHandle()));
                 }
             }
             int barePort = BenchInfra.freePort();
             bare = startBare(infra.work, barePort, mock);
-            targets.add(new Target("bare", barePort, "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none")));
-            targets.add(new Target("deepserve", port, "/v1/chat/completions", "mock/mock-chat", Map.of("Authorization", "Bearer " + key)));
+            targets.add(new Target("bare", barePort, "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none"), bare.toHandle()));
+            targets.add(new Target("deepserve", port, "/v1/chat/completions", "mock/mock-chat", Map.of("Authorization", "Bearer " + key), gateway.toHandle()));
             try {
                 report(clientVertx, mock, targets, seconds, streams, pg);
             } finally {
@@ -178,7 +181,56 @@ public final class ProxyBench {
         throw new IllegalStateException("Portkey did not start; see " + work.resolve("portkey.log"));
     }
 
-    static int warmup = 20;
+    static int warmup = 60;
+
+    /** CPU time every core of this machine has spent busy so far (all processes: load generator, mock, proxy, PostgreSQL, Kafka). */
+    static long machineBusyMicros() {
+        try {
+            String[] f = Files.readAllLines(Path.of("/proc/stat")).getFirst().trim().split("\\s+");
+            long busy = 0;
+            // user nice system idle iowait irq softirq steal: all but idle and iowait, in clock ticks of 10 ms
+            for (int i = 1; i <= 8 && i < f.length; i++) {
+                if (i != 4 && i != 5) {
+                    busy += Long.parseLong(f[i]);
+                }
+            }
+            return busy * 10_000;
+        } catch (IOException | RuntimeException notLinux) {
+            return 0;
+        }
+    }
+
+    /**
+     * A proxy process's CPU time so far and, for a JVM, how many methods its JIT has compiled (-1 otherwise): a row
+     * shows the CPU each request cost and whether the warm-up was long enough (a JIT still compiling during a row
+     * takes CPU from it; with a 20 s warm-up our gateway compiled ~1,000 methods during its 16-connection row).
+     */
+    record ProcessCost(Duration cpu, long compiled) {
+        static ProcessCost of(ProcessHandle p) {
+            if (p == null) {
+                return null;
+            }
+            return new ProcessCost(p.info().totalCpuDuration().orElse(Duration.ZERO), jitCompiled(p.pid()));
+        }
+
+        String since(ProcessCost before, long requests) {
+            double micros = (cpu.toNanos() - before.cpu.toNanos()) / 1e3 / Math.max(1, requests);
+            return String.format("%.0f µs CPU/request%s", micros, compiled < 0 || before.compiled < 0 ? "" : ", " + (compiled - before.compiled) + " JIT compilations");
+        }
+
+        private static long jitCompiled(long pid) {
+            try {
+                Process jcmd = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "jcmd").toString(), Long.toString(pid), "PerfCounter.print")
+                        .redirectErrorStream(true).start();
+                String out = new String(jcmd.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+                jcmd.waitFor();
+                return out.lines().filter(l -> l.startsWith("sun.ci.totalCompiles=")).mapToLong(l -> Long.parseLong(l.substring(l.indexOf('=') + 1).trim()))
+                        .findFirst().orElse(-1);
+            } catch (Exception notAJvm) {
+                return -1;
+            }
+        }
+    }
 
     static void report(Vertx vertx, MockUpstream mock, List<Target> targets, int seconds, int streams, EmbeddedPostgresServer pg) throws Exception {
         Target direct = targets.getFirst();
@@ -197,12 +249,17 @@ public final class ProxyBench {
         for (int conns : CONNS) {
             Map<String, Run> runs = new LinkedHashMap<>();
             for (Target t : targets) {
+                ProcessCost before = ProcessCost.of(t.process());
+                long busyBefore = machineBusyMicros();
                 Run r = closedLoop(vertx, t, conns, seconds, false);
+                long requests = r.latencies().length + r.errors();
+                String cost = String.format("   machine %.0f µs CPU/request", (machineBusyMicros() - busyBefore) / (double) Math.max(1, requests))
+                        + (before == null ? "" : "; proxy process " + ProcessCost.of(t.process()).since(before, requests));
                 runs.put(t.name(), r);
                 byTarget.computeIfAbsent(t.name(), k -> new LinkedHashMap<>()).put(conns, r);
                 Run d = runs.get(direct.name());
-                System.out.printf("%-10s %-6d %8.3fms %8.3fms %10.0f %+10.3fms %+10.3fms%s%n", t.name(), conns, r.p(50), r.p(99), r.perSecond(),
-                        r.p(50) - d.p(50), r.p(99) - d.p(99), r.errors() > 0 ? "  (" + r.errors() + " errors: " + r.firstError() + ")" : "");
+                System.out.printf("%-10s %-6d %8.3fms %8.3fms %10.0f %+10.3fms %+10.3fms%s%s%n", t.name(), conns, r.p(50), r.p(99), r.perSecond(),
+                        r.p(50) - d.p(50), r.p(99) - d.p(99), cost, r.errors() > 0 ? "  (" + r.errors() + " errors: " + r.firstError() + ")" : "");
             }
             System.out.println();
         }

@@ -57,6 +57,30 @@ class UsageConsumerTest {
     }
 
     @Test
+    void aRecordOfSeveralEventsAppliesEachWithItsExactTextAndADamagedLineCostsOnlyItself() {
+        String account = "acct-" + UUID.randomUUID();
+        UUID a = UUID.randomUUID();
+        UUID b = UUID.randomUUID();
+        UUID c = UUID.randomUUID();
+        UUID d = UUID.randomUUID();
+        String compact = event(b, account, 2, "0.000002").replace("\n", "");
+        // as the gateway sends a settlement group: events one after another, a line break between (the first spans
+        // lines itself, as another producer may write it); b is in the record twice
+        TestUsage.send(event(a, account, 1, "0.000001") + "\n" + compact + "\n" + compact + "\n" + event(c, account, 3, "0.000003").replace("\n", ""));
+        // a record damaged in its middle: the lines around the damage still count
+        TestUsage.send(event(d, account, 4, "0.000004").replace("\n", "") + "\n{\"event_id\": broken\n" + event(UUID.randomUUID(), "other-" + account, 5, "0.000005").replace("\n", ""));
+
+        await().atMost(Duration.ofSeconds(20)).until(() -> count(account) == 4 && count("other-" + account) == 1);
+        Row totals = pool.preparedQuery("SELECT sum(completion_tokens) AS tokens, sum(cost) AS cost FROM billing.usage_ledger WHERE account_id = $1")
+                .execute(Tuple.of(account)).await().indefinitely().iterator().next();
+        assertEquals(10L, totals.getLong("tokens"));
+        assertEquals(0, new BigDecimal("0.000010").compareTo(totals.getBigDecimal("cost")));
+        String kept = pool.preparedQuery("SELECT payload::text FROM billing.usage_ledger WHERE event_id = $1").execute(Tuple.of(b))
+                .await().indefinitely().iterator().next().getString(0);
+        assertEquals(new io.vertx.core.json.JsonObject(compact), new io.vertx.core.json.JsonObject(kept), "each event keeps its own text, not the record's");
+    }
+
+    @Test
     void upstreamAndEstimatedCountsAreColumnsOfTheLedger() {
         String account = "acct-" + UUID.randomUUID();
         TestUsage.send(event(UUID.randomUUID(), account, 3, "0.000001").replace("\"extra\":\"kept\"", "\"upstream\":\"ds\",\"estimated\":true"));

@@ -1,5 +1,6 @@
 package dev.deepserve.billing.messaging;
 
+import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
@@ -13,6 +14,7 @@ import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.reactive.messaging.Incoming;
 import org.jboss.logging.Logger;
 
+import java.io.IOException;
 import java.math.BigDecimal;
 import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
@@ -56,11 +58,12 @@ public class UsageConsumer {
     public record Received(UsageEvent event, String payload) {
     }
 
+    /** A poll batch of records; a record holds one event or several (the gateway sends a settlement group's together). */
     @Incoming("usage")
-    public Uni<Void> consume(List<String> payloads) {
+    public Uni<Void> consume(List<String> records) {
         List<Received> events = new ArrayList<>();
         Set<UUID> seen = new HashSet<>();
-        for (String payload : payloads) {
+        for (String payload : events(records)) {
             Received r = parse(payload);
             if (r != null && seen.add(r.event().eventId())) {
                 events.add(r);
@@ -75,6 +78,34 @@ public class UsageConsumer {
             applied.increment(inserted);
             duplicates.increment(events.size() - inserted);
         }).replaceWithVoid();
+    }
+
+    /**
+     * Each event's exact text: a record is one JSON object or several one after another (a line break between, as
+     * the gateway writes them). What cannot be read as JSON is cut at line breaks, so a damaged part costs only its
+     * own lines, each refused by {@link #parse}.
+     */
+    List<String> events(List<String> records) {
+        List<String> out = new ArrayList<>(records.size());
+        for (String record : records) {
+            int read = 0;
+            try (JsonParser p = json.getFactory().createParser(record)) {
+                while (p.nextToken() != null) {
+                    int start = (int) p.currentTokenLocation().getCharOffset();
+                    p.skipChildren();
+                    int end = (int) p.currentLocation().getCharOffset();
+                    out.add(record.substring(start, end));
+                    read = end;
+                }
+            } catch (IOException e) {
+                for (String line : record.substring(read).split("\n")) {
+                    if (!line.isBlank()) {
+                        out.add(line);
+                    }
+                }
+            }
+        }
+        return out;
     }
 
     Received parse(String payload) {

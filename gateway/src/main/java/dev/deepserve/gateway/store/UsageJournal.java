@@ -4,6 +4,9 @@ import io.vertx.core.json.JsonObject;
 import org.jboss.logging.Logger;
 
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.math.BigDecimal;
 import java.nio.ByteBuffer;
 import java.nio.channels.ClosedChannelException;
@@ -33,10 +36,13 @@ import java.util.zip.CRC32C;
  * One line per event, {@code <crc32c as 8 hex digits> <json>\n}, the json being
  * {@code {"lease":…,"cost":…,"event":<the usage event>}}; a line whose checksum does not match (a write torn by a
  * crash) is reported and skipped. Lines go into segment files {@code usage-<n>.journal}; a new segment starts
- * when the current one is large or old, and a segment is deleted once every event in it is committed to
- * PostgreSQL. With {@code fsync}, an append's {@link Appended#synced} completes after the data reached the disk
- * (one {@code fdatasync} covers every append before it); without, an append is in the operating system's hands
- * at once — it survives the gateway process, not the machine.
+ * when the current one is full or old, and a segment is deleted once every event in it is committed to
+ * PostgreSQL. The current segment is mapped into memory, so an append is a copy into the page cache rather than a
+ * {@code write} call per event (that call was a tenth of the gateway's event-loop time at 16k requests/s); the file
+ * is cut to what was written when the segment ends, and a segment left full length by a crash reads back with its
+ * unwritten zero tail ignored. With {@code fsync}, an append's {@link Appended#synced} completes after the data
+ * reached the disk (one {@code fdatasync}, which covers the mapped pages, for every append before it); without,
+ * an append is in the operating system's hands at once — it survives the gateway process, not the machine.
  */
 final class UsageJournal implements AutoCloseable {
 
@@ -62,6 +68,9 @@ final class UsageJournal implements AutoCloseable {
         final Path path;
         final long opened = System.nanoTime();
         FileChannel channel;
+        // while it is the current segment: its mapping, unmapped when the segment ends
+        Arena arena;
+        MemorySegment mapped;
         long bytes;
         int pending;
         boolean sealed;
@@ -142,14 +151,16 @@ final class UsageJournal implements AutoCloseable {
             nextSegment = Math.max(nextSegment, n + 1);
             Segment segment = new Segment(file);
             segment.sealed = true;
-            String[] lines = Files.readString(file, StandardCharsets.UTF_8).split("\n", -1);
+            String[] lines = written(Files.readAllBytes(file)).split("\n", -1);
             for (int i = 0; i < lines.length; i++) {
-                if (lines[i].isEmpty()) {
+                // zeros: pages of the mapping that were never written (or, after a machine crash, never reached the disk)
+                String text = stripLeadingZeros(lines[i]);
+                if (text.isEmpty()) {
                     continue;
                 }
-                Recovered r = parse(lines[i], segment);
+                Recovered r = parse(text, segment);
                 if (r == null) {
-                    LOG.errorf("usage journal %s line %d is damaged (a write cut short by a crash?); skipped: %s", file, i + 1, lines[i]);
+                    LOG.errorf("usage journal %s line %d is damaged (a write cut short by a crash?); skipped: %s", file, i + 1, text);
                     continue;
                 }
                 segment.pending++;
@@ -159,6 +170,23 @@ final class UsageJournal implements AutoCloseable {
                 Files.deleteIfExists(file);
             }
         }
+    }
+
+    /** The file's text without the zero tail a segment that was not ended (a crash) keeps from its mapping. */
+    private static String written(byte[] file) {
+        int end = file.length;
+        while (end > 0 && file[end - 1] == 0) {
+            end--;
+        }
+        return new String(file, 0, end, StandardCharsets.UTF_8);
+    }
+
+    private static String stripLeadingZeros(String line) {
+        int i = 0;
+        while (i < line.length() && line.charAt(i) == 0) {
+            i++;
+        }
+        return line.substring(i);
     }
 
     private Recovered parse(String line, Segment segment) {
@@ -224,10 +252,14 @@ final class UsageJournal implements AutoCloseable {
             for (int i = 0; i < 8; i++) {
                 line.put(i, (byte) Character.forDigit((int) (sum >>> (28 - 4 * i)) & 0xf, 16));
             }
-            line.put(8, (byte) ' ').put((byte) '\n').flip();
-            Segment segment = writable();
-            while (line.hasRemaining()) {
-                segment.channel.write(line);
+            line.put(8, (byte) ' ').put((byte) '\n');
+            Segment segment = writable(length);
+            try {
+                MemorySegment.copy(line.array(), 0, segment.mapped, ValueLayout.JAVA_BYTE, segment.bytes, length);
+            } catch (InternalError fault) {
+                // the JVM's word for a fault on mapped memory: no disk block for the page (a full disk) or an I/O error
+                seal(segment);
+                throw new IOException("cannot write to the mapped journal segment " + segment.path + " (disk full?): " + fault.getMessage(), fault);
             }
             segment.bytes += length;
             segment.pending++;
@@ -242,23 +274,42 @@ final class UsageJournal implements AutoCloseable {
         }
     }
 
-    private Segment writable() throws IOException {
-        if (current != null && (current.bytes >= SEGMENT_BYTES || System.nanoTime() - current.opened >= SEGMENT_NANOS)) {
+    /** The current segment, with room for {@code length} more bytes. */
+    private Segment writable(int length) throws IOException {
+        if (current != null && (current.bytes + length > current.mapped.byteSize() || System.nanoTime() - current.opened >= SEGMENT_NANOS)) {
             seal(current);
         }
         if (current == null) {
             Segment s = new Segment(dir.resolve(String.format("usage-%016d.journal", nextSegment++)));
-            s.channel = FileChannel.open(s.path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE, StandardOpenOption.APPEND);
+            s.channel = FileChannel.open(s.path, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            Arena arena = Arena.ofShared();
+            try {
+                // mapping extends the (sparse) file to the segment's size; it is cut back when the segment ends
+                s.mapped = s.channel.map(FileChannel.MapMode.READ_WRITE, 0, Math.max(SEGMENT_BYTES, length), arena);
+            } catch (IOException | RuntimeException e) {
+                arena.close();
+                s.channel.close();
+                Files.deleteIfExists(s.path);
+                throw e;
+            }
+            s.arena = arena;
             current = s;
             open.add(s);
         }
         return current;
     }
 
+    /** Ends a segment: no more appends go to it; unmapped, and its file cut to what was written. */
     private void seal(Segment s) throws IOException {
         s.sealed = true;
         if (current == s) {
             current = null;
+        }
+        if (s.arena != null) {
+            s.arena.close();
+            s.arena = null;
+            s.mapped = null;
+            s.channel.truncate(s.bytes);
         }
         deleteIfDone(s);
     }
@@ -359,9 +410,7 @@ final class UsageJournal implements AutoCloseable {
         }
         synchronized (this) {
             if (current != null) {
-                current.sealed = true;
-                deleteIfDone(current);
-                current = null;
+                seal(current);
             }
             for (Segment s : open) {
                 // events still uncommitted: their segments stay for the next start to replay

@@ -90,6 +90,33 @@ class UsageJournalTest {
     }
 
     @Test
+    void aSegmentLeftFullLengthByACrashReadsBackWithoutItsZeroTail(@TempDir Path dir, @TempDir Path crashed) throws Exception {
+        UsageJournal.Entry a = entry("acct_a", "0.25");
+        UsageJournal.Entry b = entry("acct_b", "0.5");
+        try (UsageJournal journal = UsageJournal.open(dir, false)) {
+            journal.append(a);
+            journal.append(b);
+            // what a killed process leaves: the mapped segment at its full length, zeros after the last line
+            Path live = segments(dir).getFirst();
+            assertTrue(Files.size(live) > 1 << 20, "the current segment is mapped at its full size");
+            Files.copy(live, crashed.resolve(live.getFileName()));
+        }
+        assertTrue(Files.size(segments(dir).getFirst()) < 4096, "an ended segment is cut to what was written");
+        try (UsageJournal journal = UsageJournal.open(crashed, false)) {
+            assertEquals(List.of(a, b), journal.takeRecovered().stream().map(UsageJournal.Recovered::entry).toList());
+        }
+        // after a machine crash without fsync, a page in the middle may never have reached the disk: it reads as zeros
+        Path segment = segments(crashed).getFirst();
+        String text = Files.readString(segment).replace("\0", "");
+        int cut = text.indexOf('\n') + 1;
+        Files.writeString(segment, text.substring(0, cut) + "\0".repeat(5000) + text.substring(cut) + "\0".repeat(100));
+        try (UsageJournal journal = UsageJournal.open(crashed, false)) {
+            assertEquals(List.of(a, b), journal.takeRecovered().stream().map(UsageJournal.Recovered::entry).toList(),
+                    "lines around zeros are kept, and zeros are not reported as damage");
+        }
+    }
+
+    @Test
     void segmentsRollAndGoOnceCommittedAndAnIdleOneIsTidiedAway(@TempDir Path dir) throws Exception {
         try (UsageJournal journal = UsageJournal.open(dir, false)) {
             UsageJournal.Appended a = journal.append(entry("acct_a", "1"));
