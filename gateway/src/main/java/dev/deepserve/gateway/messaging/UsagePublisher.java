@@ -24,8 +24,8 @@ import java.util.concurrent.CompletableFuture;
 /**
  * Sends usage events to the Kafka {@code usage} topic. A record carries one or more events, JSON objects one after
  * another with a line break between (billing reads each, and deduplicates on its id), keyed by its first event's id: a
- * settlement group of thousands of events becomes a few records, not thousands, which took a fifth of the cost of
- * publishing off the producer and the broker. A batch goes straight to the channel's Kafka producer (the
+ * settlement group of thousands of events becomes a few records, not thousands (in the proxy bench, 86 → 80 µs of
+ * machine CPU per request, producer and broker together). A batch goes straight to the channel's Kafka producer (the
  * connector's idempotent, acks=all producer) on the connector's sending thread, one hand-over per batch; without a
  * Kafka producer (another connector, or before the channel is up) each record goes through the channel's emitter.
  */
@@ -54,10 +54,7 @@ public class UsagePublisher {
         this.published = Counter.builder("deepserve.outbox.published").description("usage events published to Kafka").register(registry);
     }
 
-    /**
-     * Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be
-     * sent now.
-     */
+    /** Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be sent now. */
     public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
         List<CompletableFuture<Void>> acks = new ArrayList<>(ids.size());
         for (int i = 0; i < ids.size(); i++) {
