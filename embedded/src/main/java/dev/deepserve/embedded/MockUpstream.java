@@ -31,6 +31,8 @@ public final class MockUpstream implements AutoCloseable {
     /** The next this-many completion requests are answered with {@link #failStatus}. */
     public final AtomicInteger failNext = new AtomicInteger();
     public volatile int failStatus = 503;
+    /** {@code Retry-After} sent with the failures {@link #failNext} asks for (none when null). */
+    public volatile String retryAfter;
     /** When above 0, a stream is cut (connection closed) after this many tokens. */
     public volatile int breakAfter = 0;
     /** When set, requests must carry {@code Authorization: Bearer <expectedKey>}. */
@@ -115,6 +117,9 @@ public final class MockUpstream implements AutoCloseable {
                 authorizations.add(auth);
             }
             if (failNext.getAndUpdate(n -> Math.max(0, n - 1)) > 0) {
+                if (retryAfter != null) {
+                    req.response().putHeader("Retry-After", retryAfter);
+                }
                 error(req.response(), failStatus, failStatus == 429 ? "rate_limit_error" : "server_error", "the mock upstream is failing on purpose");
                 return;
             }

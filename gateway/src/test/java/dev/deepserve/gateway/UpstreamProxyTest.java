@@ -1,6 +1,7 @@
 package dev.deepserve.gateway;
 
 import dev.deepserve.accounting.ApiKeys;
+import dev.deepserve.gateway.upstream.CircuitBreaker;
 import dev.deepserve.gateway.upstream.UpstreamRegistry;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.common.http.TestHTTPResource;
@@ -78,6 +79,8 @@ class UpstreamProxyTest {
             m.cachedTokens = 0;
             m.failNext.set(0);
             m.failStatus = 503;
+            m.retryAfter = null;
+            m.headerDelayMillis = 0;
             m.breakAfter = 0;
             m.received.clear();
             m.authorizations.clear();
@@ -274,6 +277,48 @@ class UpstreamProxyTest {
         post(key, body).then().statusCode(503).body("error.message", containsString("circuit open"));
         assertTrue(System.nanoTime() - t0 < 2_000_000_000L);
         assertEquals(0, held(key).signum());
+    }
+
+    @Test
+    void anUpstreamsRetryAfterIsWaitedForOrPassedToTheClient() {
+        String key = account("1");
+        Upstreams.mock.failStatus = 429;
+        Upstreams.mock.retryAfter = "1";
+        Upstreams.mock.failNext.set(1);
+        long t0 = System.nanoTime();
+        post(key, HELLO + "}").then().statusCode(200);
+        assertTrue(System.nanoTime() - t0 >= 900_000_000L, "the retry waited the second the upstream asked for");
+        assertEquals(2, Upstreams.mock.received.size());
+
+        Upstreams.mock.received.clear();
+        Upstreams.mock.retryAfter = "60";
+        Upstreams.mock.failNext.set(1);
+        post(key, HELLO + "}").then().statusCode(429).header("Retry-After", "60").body("error.type", equalTo("rate_limit_error"));
+        assertEquals(1, Upstreams.mock.received.size(), "a pause longer than a request waits is not sat out, it is passed on");
+    }
+
+    @Test
+    void aHalfOpenTrialWhoseClientLeavesDoesNotKeepTheCircuitShut() throws Exception {
+        String key = account("1");
+        CircuitBreaker breaker = registry.get("mock").orElseThrow().breaker();
+        for (int i = 0; i < 5; i++) {
+            breaker.failure(System.nanoTime() - Duration.ofMinutes(5).toNanos());
+        }
+        assertEquals(CircuitBreaker.State.HALF_OPEN, breaker.state(System.nanoTime()));
+        Upstreams.mock.headerDelayMillis = 2000;
+        String body = HELLO + "}";
+        try (java.net.Socket s = new java.net.Socket(chatUrl.getHost(), chatUrl.getPort())) {
+            s.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
+                    + "\r\nContent-Type: application/json\r\nContent-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
+                    .getBytes(StandardCharsets.UTF_8));
+            s.getOutputStream().flush();
+            await().atMost(Duration.ofSeconds(10)).until(() -> Upstreams.mock.received.size() == 1);
+        }
+        // the trial's client is gone before the upstream answered: the next request is the new trial, not a 503
+        Upstreams.mock.headerDelayMillis = 0;
+        await().atMost(Duration.ofSeconds(10)).until(() -> events(key).size() == 1);
+        post(key, body).then().statusCode(200);
+        assertEquals(CircuitBreaker.State.CLOSED, breaker.state(System.nanoTime()));
     }
 
     @Test

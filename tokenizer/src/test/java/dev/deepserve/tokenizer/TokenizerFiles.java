@@ -3,7 +3,10 @@ package dev.deepserve.tokenizer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
-/** Where the pinned DeepSeek-V3 tokenizer files are (scripts/fetch-tokenizer.sh puts them there; CI runs it first). */
+/**
+ * Where the pinned DeepSeek-V3 tokenizer files are: DEEPSERVE_TOKENIZER_DIR, else the cache scripts/fetch-tokenizer.sh
+ * fills ($DEEPSERVE_CACHE, default ~/.cache/deepserve), which the build's initialize phase runs before any test.
+ */
 final class TokenizerFiles {
 
     private TokenizerFiles() {
@@ -11,9 +14,10 @@ final class TokenizerFiles {
 
     static Path dir() {
         String env = System.getenv("DEEPSERVE_TOKENIZER_DIR");
-        Path dir = env != null ? Path.of(env) : Path.of(System.getProperty("user.home"), ".cache/deepserve/tokenizer-deepseek_v3-3.7.2");
+        String cache = System.getenv().getOrDefault("DEEPSERVE_CACHE", System.getProperty("user.home") + "/.cache/deepserve");
+        Path dir = env != null ? Path.of(env) : Path.of(cache, "tokenizer-deepseek_v3-3.7.2");
         if (!Files.isRegularFile(dir.resolve("tokenizer.json"))) {
-            throw new IllegalStateException("DeepSeek-V3 tokenizer files not found in " + dir + ": run scripts/fetch-tokenizer.sh");
+            throw new IllegalStateException("DeepSeek-V3 tokenizer files not found in " + dir + ": ./mvnw fetches them (scripts/fetch-tokenizer.sh)");
         }
         return dir;
     }

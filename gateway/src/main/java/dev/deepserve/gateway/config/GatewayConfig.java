@@ -110,6 +110,13 @@ public interface GatewayConfig {
         @WithDefault("2")
         int retries();
 
+        /**
+         * Longest wait before a retry: the jittered exponential backoff stops growing here, and an upstream's
+         * {@code Retry-After} longer than this sends the request to its fallback (or back to the client) instead.
+         */
+        @WithDefault("10s")
+        Duration maxRetryWait();
+
         /** Consecutive failures that open an upstream's circuit breaker. */
         @WithDefault("5")
         int breakerFailures();

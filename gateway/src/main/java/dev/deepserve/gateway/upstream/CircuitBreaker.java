@@ -3,60 +3,90 @@ package dev.deepserve.gateway.upstream;
 /**
  * Consecutive-failure circuit breaker for one upstream: after {@code threshold} failures in a row it opens and
  * refuses requests for {@code openNanos}; then it lets exactly one trial request through (half-open), whose success
- * closes it and whose failure opens it again. Thread-safe; the clock is passed in so tests control time.
+ * closes it and whose failure opens it again.
+ *
+ * <p>A trial whose outcome never comes — its client left before the upstream answered — must not hold the breaker
+ * half-open for ever: its holder gives the permit back with {@link #abandon}, and a trial out for longer than
+ * {@code openNanos} is presumed lost, so another request may try. Permits are numbered so that a late abandon or
+ * outcome of an old trial cannot end a newer one. Thread-safe; the clock is passed in so tests control time.
+ *
+ * <p>Hand-written rather than SmallRye Fault Tolerance's guard: an upstream stream that breaks after its 200 must
+ * count as a failure, which happens after a guarded call has returned (bench/results/2026-12-04-resilience.txt).
  */
 public final class CircuitBreaker {
 
     public enum State { CLOSED, OPEN, HALF_OPEN }
+
+    /** {@link #tryAcquire}'s answer when the circuit refuses the request. */
+    public static final long DENIED = -1;
+    /** {@link #tryAcquire}'s answer for an ordinary request through a closed circuit. */
+    public static final long PASS = 0;
 
     private final int threshold;
     private final long openNanos;
     private int failures;
     private long openedAt;
     private State state = State.CLOSED;
-    private boolean trialOut;
+    private long trial;
+    private long trialSince;
+    private long trials;
 
     public CircuitBreaker(int threshold, long openNanos) {
         this.threshold = Math.max(1, threshold);
         this.openNanos = openNanos;
     }
 
-    /** Whether a request may go to the upstream now; in half-open state only the first caller gets a yes. */
-    public synchronized boolean tryAcquire(long now) {
+    /**
+     * Whether a request may go to the upstream now: {@link #DENIED}, {@link #PASS}, or the number of the half-open
+     * trial it carries (positive), which its holder reports with {@link #success}/{@link #failure} or gives back
+     * with {@link #abandon}.
+     */
+    public synchronized long tryAcquire(long now) {
         switch (state) {
             case CLOSED -> {
-                return true;
+                return PASS;
             }
             case OPEN -> {
                 if (now - openedAt < openNanos) {
-                    return false;
+                    return DENIED;
                 }
                 state = State.HALF_OPEN;
-                trialOut = true;
-                return true;
+                return newTrial(now);
             }
             default -> {
-                if (trialOut) {
-                    return false;
+                if (trial != 0 && now - trialSince < openNanos) {
+                    return DENIED;
                 }
-                trialOut = true;
-                return true;
+                return newTrial(now);
             }
         }
     }
 
+    private long newTrial(long now) {
+        trial = ++trials;
+        trialSince = now;
+        return trial;
+    }
+
     public synchronized void success() {
         failures = 0;
-        trialOut = false;
+        trial = 0;
         state = State.CLOSED;
     }
 
     public synchronized void failure(long now) {
         failures++;
-        trialOut = false;
+        trial = 0;
         if (state == State.HALF_OPEN || failures >= threshold) {
             state = State.OPEN;
             openedAt = now;
+        }
+    }
+
+    /** The holder of {@code permit} leaves without an outcome; if it was the current trial, the next request may try. */
+    public synchronized void abandon(long permit) {
+        if (permit > 0 && permit == trial) {
+            trial = 0;
         }
     }
 

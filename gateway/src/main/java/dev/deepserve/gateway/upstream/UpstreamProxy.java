@@ -95,6 +95,8 @@ public class UpstreamProxy {
         List<UpstreamRegistry.Route> routes;
         int routeIndex;
         int attempt;
+        /** The breaker permit of the attempt in flight: a half-open trial's number, or {@link CircuitBreaker#PASS}. */
+        long permit;
         HttpClientRequest upstreamRequest;
         java.util.concurrent.atomic.AtomicInteger open;
         boolean done;
@@ -195,6 +197,8 @@ public class UpstreamProxy {
         response.closeHandler(v -> {
             if (!call.done) {
                 call.clientLeft();
+                // a trial whose answer will never be seen must not keep the circuit half-open
+                call.route().upstream().breaker().abandon(call.permit);
                 count(call, "client_gone");
                 if (call.upstreamRequest != null) {
                     call.upstreamRequest.reset();
@@ -216,7 +220,12 @@ public class UpstreamProxy {
         if (call.clientGone() || call.done) {
             return;
         }
-        while (call.routeIndex < call.routes.size() && !call.route().upstream().breaker().tryAcquire(System.nanoTime())) {
+        while (call.routeIndex < call.routes.size()) {
+            long permit = call.route().upstream().breaker().tryAcquire(System.nanoTime());
+            if (permit != CircuitBreaker.DENIED) {
+                call.permit = permit;
+                break;
+            }
             count(call, "circuit_open");
             call.routeIndex++;
             call.attempt = 0;
@@ -240,7 +249,7 @@ public class UpstreamProxy {
         }
         registry.http().request(options).onComplete(ar -> {
             if (ar.failed()) {
-                failed(call, ar.cause(), 0, null);
+                failed(call, ar.cause(), 0, null, null);
                 return;
             }
             HttpClientRequest req = ar.result();
@@ -251,7 +260,7 @@ public class UpstreamProxy {
             }
             req.send(payload).onComplete(sent -> {
                 if (sent.failed()) {
-                    failed(call, sent.cause(), 0, null);
+                    failed(call, sent.cause(), 0, null, null);
                 } else {
                     answered(call, sent.result());
                 }
@@ -264,27 +273,28 @@ public class UpstreamProxy {
             return;
         }
         if (resp.statusCode() != 200) {
-            resp.body().onComplete(b -> failed(call, null, resp.statusCode(), b.succeeded() ? b.result() : Buffer.buffer()));
+            String retryAfter = resp.getHeader("Retry-After");
+            resp.body().onComplete(b -> failed(call, null, resp.statusCode(), b.succeeded() ? b.result() : Buffer.buffer(), retryAfter));
             return;
         }
         if (!call.stream) {
             resp.body().onComplete(b -> {
                 if (b.failed()) {
-                    failed(call, b.cause(), 0, null);
+                    failed(call, b.cause(), 0, null, null);
                 } else {
                     completeBody(call, b.result());
                 }
             });
             return;
         }
-        call.route().upstream().breaker().success();
+        breakerSuccess(call);
         HttpServerResponse response = call.rc.response();
         response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
                 .putHeader("X-Request-Id", call.id());
         resp.handler(chunk -> relay(call, chunk, response, resp));
         resp.exceptionHandler(e -> {
             if (!call.done && !call.clientGone()) {
-                call.route().upstream().breaker().failure(System.nanoTime());
+                breakerFailure(call);
                 count(call, "broken_stream");
                 LOG.warnf("request %s: upstream %s stream broke: %s", call.id(), call.route().upstream().name(), e.getMessage());
                 finish(call, "error", "upstream stream broke: " + e.getMessage());
@@ -358,10 +368,10 @@ public class UpstreamProxy {
         try {
             answer = AnswerScan.of(body);
         } catch (IOException | RuntimeException e) {
-            failed(call, new IllegalStateException("upstream answered 200 with a body that is not JSON"), 0, null);
+            failed(call, new IllegalStateException("upstream answered 200 with a body that is not JSON"), 0, null, null);
             return;
         }
-        call.route().upstream().breaker().success();
+        breakerSuccess(call);
         count(call, "ok");
         call.usage = answer.usage();
         call.heldBack = body;
@@ -371,27 +381,28 @@ public class UpstreamProxy {
 
     /**
      * A failed attempt: a connect error or timeout ({@code status} 0) or an error status from the upstream. Retried
-     * (then sent to the fallback) while nothing has reached the client; otherwise answered with the upstream's status.
+     * (after its {@code Retry-After}, else a jittered backoff; then sent to the fallback) while nothing has reached the
+     * client; otherwise answered with the upstream's status.
      */
-    private void failed(Call call, Throwable error, int status, Buffer body) {
+    private void failed(Call call, Throwable error, int status, Buffer body, String retryAfter) {
         if (call.clientGone() || call.done) {
             return;
         }
         Upstream u = call.route().upstream();
         boolean retryable = status == 0 || status == 429 || status >= 500;
         if (status == 0 || status >= 500) {
-            u.breaker().failure(System.nanoTime());
+            breakerFailure(call);
         } else {
-            u.breaker().success();
+            breakerSuccess(call);
         }
         count(call, status == 0 ? "unreachable" : "status_" + status);
         // a failure seen here comes before anything reached the client (a broken stream ends in finish), so it may be retried
         if (retryable) {
-            long delay = Math.min(2000, 100L << call.attempt);
-            if (call.attempt < config.proxy().retries()) {
+            long delay = RetryDelay.millis(call.attempt, retryAfter, config.proxy().maxRetryWait(), System.currentTimeMillis());
+            if (delay != RetryDelay.DO_NOT_RETRY && call.attempt < config.proxy().retries()) {
                 call.attempt++;
                 LOG.debugf("request %s: upstream %s %s, retry %d", call.id(), u.name(), status == 0 ? error.getMessage() : "answered " + status, call.attempt);
-                vertx.setTimer(delay, t -> attempt(call));
+                vertx.setTimer(Math.max(1, delay), t -> attempt(call));
                 return;
             }
             if (call.routeIndex + 1 < call.routes.size()) {
@@ -410,11 +421,21 @@ public class UpstreamProxy {
                     "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + (error == null ? "" : ": " + redact(error.getMessage())), 0));
             return;
         }
-        giveUp(call, upstreamError(u, status, body));
+        giveUp(call, upstreamError(u, status, body, retryAfter));
+    }
+
+    private static void breakerSuccess(Call call) {
+        call.route().upstream().breaker().success();
+        call.permit = CircuitBreaker.PASS;
+    }
+
+    private static void breakerFailure(Call call) {
+        call.route().upstream().breaker().failure(System.nanoTime());
+        call.permit = CircuitBreaker.PASS;
     }
 
     /** The upstream's error in DeepSeek's shape with the upstream's status; its credentials problems are ours (502). */
-    static OpenAiError upstreamError(Upstream u, int status, Buffer body) {
+    static OpenAiError upstreamError(Upstream u, int status, Buffer body, String retryAfter) {
         if (status == 401 || status == 403) {
             return new OpenAiError(502, "api_error", null, "upstream_auth_failed",
                     "upstream " + u.name() + " refused the gateway's credentials (HTTP " + status + "); an administrator must fix its API key", 0);
@@ -443,7 +464,9 @@ public class UpstreamProxy {
         if (message == null || message.isBlank()) {
             message = "upstream " + u.name() + " answered HTTP " + status;
         }
-        return new OpenAiError(status, type, param, code == null ? "upstream_error" : code, redact(message), 0);
+        long wait = RetryDelay.retryAfterMillis(retryAfter, System.currentTimeMillis());
+        long retryAfterSeconds = wait <= 0 ? 0 : Math.min(86_400, (wait + 999) / 1000);
+        return new OpenAiError(status, type, param, code == null ? "upstream_error" : code, redact(message), retryAfterSeconds);
     }
 
     static String redact(String message) {

@@ -59,32 +59,76 @@ class UpstreamPartsTest {
         b.success();
         b.failure(2);
         b.failure(3);
-        assertTrue(b.tryAcquire(4), "a success in between resets the count");
+        assertEquals(CircuitBreaker.PASS, b.tryAcquire(4), "a success in between resets the count");
         b.failure(5);
-        assertFalse(b.tryAcquire(6));
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(6));
         assertEquals(CircuitBreaker.State.OPEN, b.state(6));
-        assertTrue(b.tryAcquire(1005), "after the open time one trial goes through");
-        assertFalse(b.tryAcquire(1006), "only one");
+        assertTrue(b.tryAcquire(1005) > 0, "after the open time one trial goes through");
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1006), "only one");
         b.failure(1007);
-        assertFalse(b.tryAcquire(1500), "a failed trial opens it again");
-        assertTrue(b.tryAcquire(2008));
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1500), "a failed trial opens it again");
+        assertTrue(b.tryAcquire(2008) > 0);
         b.success();
-        assertTrue(b.tryAcquire(2009));
-        assertTrue(b.tryAcquire(2010));
+        assertEquals(CircuitBreaker.PASS, b.tryAcquire(2009));
+        assertEquals(CircuitBreaker.PASS, b.tryAcquire(2010));
+    }
+
+    @Test
+    void aTrialWhoseClientLeftDoesNotHoldTheBreakerHalfOpen() {
+        CircuitBreaker b = new CircuitBreaker(1, 1000);
+        b.failure(0);
+        long trial = b.tryAcquire(1000);
+        assertTrue(trial > 0);
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1001));
+        b.abandon(trial);
+        long next = b.tryAcquire(1002);
+        assertTrue(next > trial, "the abandoned trial's place goes to the next request");
+        b.abandon(trial);
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1003), "a stale permit cannot end the newer trial");
+        b.abandon(CircuitBreaker.PASS);
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1004), "an ordinary request's permit is not a trial");
+        assertTrue(b.tryAcquire(1002 + 1000) > next, "a trial never heard from is presumed lost after the open time");
+        assertEquals(CircuitBreaker.State.HALF_OPEN, b.state(2100));
+        b.success();
+        assertEquals(CircuitBreaker.State.CLOSED, b.state(2101));
+    }
+
+    @Test
+    void retriesWaitWhatTheUpstreamAsksOrAJitteredBackoff() {
+        java.time.Duration max = java.time.Duration.ofSeconds(10);
+        long now = 1_700_000_000_000L;
+        assertEquals(3000, RetryDelay.millis(0, "3", max, now));
+        assertEquals(RetryDelay.DO_NOT_RETRY, RetryDelay.millis(0, "11", max, now), "longer than a request waits: no retry here");
+        assertEquals(RetryDelay.DO_NOT_RETRY, RetryDelay.millis(0, "99999999999999999999", max, now));
+        String date = java.time.format.DateTimeFormatter.RFC_1123_DATE_TIME.format(java.time.Instant.ofEpochMilli(now + 2000).atZone(java.time.ZoneOffset.UTC));
+        assertEquals(2000, RetryDelay.millis(0, date, max, now));
+        assertEquals(0, RetryDelay.millis(0, "0", max, now));
+        java.util.Set<Long> seen = new java.util.HashSet<>();
+        for (int i = 0; i < 200; i++) {
+            long d = RetryDelay.millis(2, i % 2 == 0 ? null : "soon\u0000", max, now);
+            assertTrue(d >= 200 && d <= 400, "attempt 2: between half and all of 400 ms, was " + d);
+            seen.add(d);
+        }
+        assertTrue(seen.size() > 20, "jittered, not one fixed delay");
+        for (int i = 0; i < 50; i++) {
+            long d = RetryDelay.millis(40, null, max, now);
+            assertTrue(d >= 5000 && d <= 10_000, "capped at the maximum, was " + d);
+        }
     }
 
     @Test
     void upstreamErrorsAreMappedAndSecretsRedacted() {
         Upstream u = new Upstream("ds", URI.create("https://api.example.com/v1"), "sk-secret-abcdef", "config", new CircuitBreaker(1, 1));
         var e = UpstreamProxy.upstreamError(u, 400, Buffer.buffer(
-                "{\"error\":{\"message\":\"bad key sk-abcdef0123456789 here\",\"type\":\"invalid_request_error\",\"param\":\"x\",\"code\":\"bad\"}}"));
+                "{\"error\":{\"message\":\"bad key sk-abcdef0123456789 here\",\"type\":\"invalid_request_error\",\"param\":\"x\",\"code\":\"bad\"}}"), null);
         assertEquals(400, e.status);
         assertEquals("bad key sk-[redacted] here", e.getMessage());
         assertEquals("x", e.param);
         assertEquals("bad", e.code);
-        assertEquals(502, UpstreamProxy.upstreamError(u, 401, Buffer.buffer("{}")).status);
-        assertEquals("upstream ds answered HTTP 500", UpstreamProxy.upstreamError(u, 500, Buffer.buffer("")).getMessage());
-        assertEquals("<html>oops</html>", UpstreamProxy.upstreamError(u, 502, Buffer.buffer("<html>oops</html>")).getMessage());
+        assertEquals(502, UpstreamProxy.upstreamError(u, 401, Buffer.buffer("{}"), null).status);
+        assertEquals("upstream ds answered HTTP 500", UpstreamProxy.upstreamError(u, 500, Buffer.buffer(""), null).getMessage());
+        assertEquals("<html>oops</html>", UpstreamProxy.upstreamError(u, 502, Buffer.buffer("<html>oops</html>"), null).getMessage());
+        assertEquals(7, UpstreamProxy.upstreamError(u, 429, Buffer.buffer("{}"), "7").retryAfterSeconds, "the upstream's Retry-After reaches the client");
         assertEquals(443, u.port());
         assertEquals("/v1", u.pathPrefix());
         assertFalse(u.toString().contains("secret"));
