@@ -109,6 +109,48 @@ class AdminApiTest {
     }
 
     @Test
+    void aCreditNeverOverwritesWhatTheGatewaysWroteOnTheSameRow() {
+        String account = createAccount();
+        io.vertx.mutiny.sqlclient.Pool pool = io.quarkus.arc.Arc.container().instance(io.vertx.mutiny.sqlclient.Pool.class).get();
+        String key = admin().body(Map.of("name", "capped", "spend_cap", "5")).post("/admin/accounts/" + account + "/keys").then().statusCode(201)
+                .body("spend_cap", equalTo("5.00000000")).body("spent", equalTo("0.00000000")).extract().path("id");
+        // the gateways' own columns, written with their SQL while the admin API works on the same rows
+        pool.preparedQuery("UPDATE billing.accounts SET reserved = 0.25 WHERE id = $1").execute(io.vertx.mutiny.sqlclient.Tuple.of(account)).await().indefinitely();
+        pool.preparedQuery("UPDATE billing.api_keys SET spent = 1.5, reserved = 0.25, last_used_at = now() WHERE id = $1")
+                .execute(io.vertx.mutiny.sqlclient.Tuple.of(key)).await().indefinitely();
+        admin().body(Map.of("amount", "3")).post("/admin/accounts/" + account + "/top-ups").then().statusCode(201)
+                .body("account.reserved", equalTo("0.25000000")).body("account.available", equalTo("2.75000000"));
+        admin().delete("/admin/keys/" + key).then().statusCode(200).body("spent", equalTo("1.50000000")).body("last_used_at", notNullValue());
+        var row = pool.preparedQuery("SELECT a.reserved AS ar, k.spent, k.reserved AS kr FROM billing.accounts a JOIN billing.api_keys k ON k.account_id = a.id WHERE a.id = $1")
+                .execute(io.vertx.mutiny.sqlclient.Tuple.of(account)).await().indefinitely().iterator().next();
+        org.junit.jupiter.api.Assertions.assertEquals(0, new java.math.BigDecimal("0.25").compareTo(row.getBigDecimal("ar")));
+        org.junit.jupiter.api.Assertions.assertEquals(0, new java.math.BigDecimal("1.5").compareTo(row.getBigDecimal("spent")));
+        org.junit.jupiter.api.Assertions.assertEquals(0, new java.math.BigDecimal("0.25").compareTo(row.getBigDecimal("kr")));
+    }
+
+    @Test
+    void hostileFieldsAreRefusedWithA400() {
+        String account = createAccount();
+        admin().body("{\"name\":\"a\\u0000b\"}").post("/admin/accounts").then().statusCode(400)
+                .body("error.message", equalTo("name must not contain control characters or unpaired surrogates"));
+        admin().body("{\"name\":\"x\\ud800\"}").post("/admin/accounts").then().statusCode(400);
+        admin().body(Map.of("name", "n".repeat(201))).post("/admin/accounts").then().statusCode(400);
+        admin().body(Map.of("amount", "1e30")).post("/admin/accounts/" + account + "/top-ups").then().statusCode(400);
+        admin().body(Map.of("amount", "1".repeat(100))).post("/admin/accounts/" + account + "/top-ups").then().statusCode(400);
+        admin().body("{\"name\":\"k\",\"models\":[\"m\\u0000\"]}").post("/admin/accounts/" + account + "/keys").then().statusCode(400);
+        admin().body("{\"name\":\"k\",\"spend_cap\":\"0.000000001\"}").post("/admin/accounts/" + account + "/keys").then().statusCode(400);
+        admin().body(Map.of("model", "bad\u0000model", "cache_hit_per_million", "1", "cache_miss_per_million", "1", "output_per_million", "1"))
+                .post("/admin/prices").then().statusCode(400);
+        admin().body(Map.of("model", "m", "cache_hit_per_million", "1", "cache_miss_per_million", "1", "output_per_million", "1e13"))
+                .post("/admin/prices").then().statusCode(400);
+        Map<String, String> price = Map.of("model", "dup-" + UUID.randomUUID(), "cache_hit_per_million", "1", "cache_miss_per_million", "1",
+                "output_per_million", "1", "effective_from", "2030-01-01T00:00:00Z");
+        admin().body(price).post("/admin/prices").then().statusCode(201);
+        admin().body(price).post("/admin/prices").then().statusCode(409);
+        admin().get("/admin/accounts/" + account).then().statusCode(200).body("total_balance", equalTo("0.00000000"));
+    }
+
+    @Test
     void badRequestsGetJsonErrors() {
         admin().body("{oops").post("/admin/accounts").then().statusCode(400).body("error.message", matchesPattern("request body is not valid JSON.*"));
         admin().body(Map.of()).post("/admin/accounts").then().statusCode(400).body("error.message", equalTo("name is required"));

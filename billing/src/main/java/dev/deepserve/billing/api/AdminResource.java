@@ -2,6 +2,7 @@ package dev.deepserve.billing.api;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.deepserve.billing.store.AccountStore;
+import dev.deepserve.billing.store.BalanceEntry;
 import io.smallrye.mutiny.Uni;
 import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.DELETE;
@@ -36,8 +37,8 @@ public class AdminResource {
     @POST
     @Path("accounts")
     public Uni<Response> createAccount(JsonNode body) {
-        String name = text(body, "name", true);
-        String currency = body.hasNonNull("currency") ? text(body, "currency", true) : "USD";
+        String name = AdminInput.text(body, "name", true);
+        String currency = body.hasNonNull("currency") ? AdminInput.text(body, "currency", true) : "USD";
         if (!CURRENCIES.contains(currency)) {
             throw ApiError.badRequest("currency must be one of " + CURRENCIES);
         }
@@ -59,24 +60,27 @@ public class AdminResource {
     @POST
     @Path("accounts/{id}/top-ups")
     public Uni<Response> topUp(@PathParam("id") String id, JsonNode body) {
-        return credit(id, "top_up", body);
+        return credit(id, BalanceEntry.Kind.TOP_UP, body);
     }
 
     @POST
     @Path("accounts/{id}/grants")
     public Uni<Response> grant(@PathParam("id") String id, JsonNode body) {
-        return credit(id, "grant", body);
+        return credit(id, BalanceEntry.Kind.GRANT, body);
     }
 
-    private Uni<Response> credit(String id, String kind, JsonNode body) {
-        BigDecimal amount = amount(object(body).get("amount"), "amount");
+    private Uni<Response> credit(String id, BalanceEntry.Kind kind, JsonNode body) {
+        BigDecimal amount = AdminInput.amount(AdminInput.object(body).get("amount"), "amount");
         if (amount.signum() <= 0) {
             throw ApiError.badRequest("amount must be positive");
         }
         if (amount.scale() > 8) {
             throw ApiError.badRequest("amount has more than 8 decimal places");
         }
-        String note = body.hasNonNull("note") ? text(body, "note", false) : null;
+        if (amount.precision() - amount.scale() > 18) {
+            throw ApiError.badRequest("amount must be below 10^18");
+        }
+        String note = AdminInput.text(body, "note", false);
         return store.credit(id, kind, amount, note)
                 .map(r -> Response.status(201).entity(r.orElseThrow(() -> ApiError.notFound("no account " + id))).build());
     }
@@ -84,7 +88,7 @@ public class AdminResource {
     @POST
     @Path("accounts/{id}/keys")
     public Uni<Response> createKey(@PathParam("id") String id, JsonNode body) {
-        String name = text(object(body), "name", true);
+        String name = AdminInput.text(body, "name", true);
         List<String> models = null;
         if (body.hasNonNull("models")) {
             if (!body.get("models").isArray() || body.get("models").isEmpty()) {
@@ -92,17 +96,20 @@ public class AdminResource {
             }
             models = new ArrayList<>();
             for (JsonNode m : body.get("models")) {
-                if (!m.isTextual() || m.asText().isBlank()) {
-                    throw ApiError.badRequest("models must contain model names");
+                if (!m.isTextual() || m.asText().isBlank() || m.asText().length() > AdminInput.MAX_TEXT || !AdminInput.printable(m.asText())) {
+                    throw ApiError.badRequest("models must contain model names (at most " + AdminInput.MAX_TEXT + " printable characters)");
+                }
+                if (models.size() >= 1000) {
+                    throw ApiError.badRequest("models may name at most 1000 models");
                 }
                 models.add(m.asText());
             }
         }
         Integer rpm = positiveInt(body, "rpm");
         Integer tpm = positiveInt(body, "tpm");
-        BigDecimal cap = body.hasNonNull("spend_cap") ? amount(body.get("spend_cap"), "spend_cap") : null;
-        if (cap != null && cap.signum() < 0) {
-            throw ApiError.badRequest("spend_cap must not be negative");
+        BigDecimal cap = body.hasNonNull("spend_cap") ? AdminInput.amount(body.get("spend_cap"), "spend_cap") : null;
+        if (cap != null && (cap.signum() < 0 || cap.scale() > 8 || cap.precision() - cap.scale() > 18)) {
+            throw ApiError.badRequest("spend_cap must be a non-negative amount below 10^18 with at most 8 decimal places");
         }
         return store.createKey(id, name, models, rpm, tpm, cap)
                 .map(k -> Response.status(201).entity(k.orElseThrow(() -> ApiError.notFound("no account " + id))).build());
@@ -118,45 +125,6 @@ public class AdminResource {
     @Path("keys/{id}")
     public Uni<Map<String, Object>> revoke(@PathParam("id") String id) {
         return store.revokeKey(id).map(k -> k.orElseThrow(() -> ApiError.notFound("no key " + id)));
-    }
-
-    private static JsonNode object(JsonNode body) {
-        if (body == null || !body.isObject()) {
-            throw ApiError.badRequest("request body must be a JSON object");
-        }
-        return body;
-    }
-
-    private static String text(JsonNode body, String field, boolean required) {
-        JsonNode v = object(body).get(field);
-        if (v == null || v.isNull()) {
-            if (required) {
-                throw ApiError.badRequest(field + " is required");
-            }
-            return null;
-        }
-        if (!v.isTextual() || v.asText().isBlank() || v.asText().length() > 200) {
-            throw ApiError.badRequest(field + " must be a non-empty string of at most 200 characters");
-        }
-        return v.asText();
-    }
-
-    /** Money in requests: a decimal string ("10.50") or a JSON number, read exactly (never through a double). */
-    private static BigDecimal amount(JsonNode v, String field) {
-        if (v == null || v.isNull()) {
-            throw ApiError.badRequest(field + " is required");
-        }
-        try {
-            if (v.isTextual()) {
-                return new BigDecimal(v.asText().trim());
-            }
-            if (v.isNumber()) {
-                return v.decimalValue();
-            }
-        } catch (NumberFormatException e) {
-            // fall through
-        }
-        throw ApiError.badRequest(field + " must be a decimal amount such as \"10.00\"");
     }
 
     private static Integer positiveInt(JsonNode body, String field) {
