@@ -44,7 +44,7 @@
     return body;
   }
 
-  const money = (v) => '$' + Number(v).toFixed(v && Number(v) < 1 ? 6 : 2);
+  const money = (v) => '$' + Number(v).toFixed(Number(v) > 0 && Number(v) < 1 ? 6 : 2);
   const int = (v) => Number(v).toLocaleString('en-US');
   const day = (d) => d.toISOString().substring(0, 10);
 
@@ -170,18 +170,27 @@
     const models = el('input', { id: 'key-models', placeholder: 'all models' });
     const rpm = el('input', { id: 'key-rpm', type: 'number', min: 1, placeholder: 'no limit' });
     const tpm = el('input', { id: 'key-tpm', type: 'number', min: 1, placeholder: 'no limit' });
+    const cap = el('input', { id: 'key-cap', inputmode: 'decimal', placeholder: 'no cap' });
+    // what a capped key has spent (settled by the gateways) against its cap
+    const capCell = (k) => {
+      if (k.spend_cap == null) return el('td', { class: 'cap' }, '–');
+      const used = Number(k.spend_cap) > 0 ? Math.min(100, 100 * Number(k.spent) / Number(k.spend_cap)) : 100;
+      return el('td', { class: 'cap' }, money(k.spent) + ' of ' + money(k.spend_cap) + ' ',
+        el('meter', { min: 0, max: 100, high: 90, value: used.toFixed(1), title: used.toFixed(1) + '%' }));
+    };
     async function refresh() {
       const account = select.value;
       const [ks, usage] = await Promise.all([api('/admin/accounts/' + account + '/keys'), api('/admin/usage?group=month&account=' + account)]);
       const spend = {};
       for (const r of usage.data) spend[r.api_key_id] = (spend[r.api_key_id] || 0) + Number(r.cost);
       list.replaceChildren(el('table', {},
-        el('thead', {}, el('tr', {}, ['Name', 'Key', 'Models', 'RPM', 'TPM', 'Created', 'Last used', 'Spend', 'Status', ''].map((h) => el('th', {}, h)))),
+        el('thead', {}, el('tr', {}, ['Name', 'Key', 'Models', 'RPM', 'TPM', 'Created', 'Last used', 'Spend', 'Spend cap', 'Status', ''].map((h) => el('th', {}, h)))),
         el('tbody', {}, ks.data.map((k) => el('tr', { 'data-key': k.id },
           el('td', {}, k.name), el('td', {}, el('code', {}, k.prefix)), el('td', {}, k.models ? k.models.join(', ') : 'all'),
           el('td', {}, k.rpm || '–'), el('td', {}, k.tpm || '–'), el('td', {}, k.created_at.substring(0, 16).replace('T', ' ')),
           el('td', {}, k.last_used_at ? k.last_used_at.substring(0, 16).replace('T', ' ') : 'never'),
           el('td', { class: 'num' }, money(spend[k.id] || 0)),
+          capCell(k),
           el('td', {}, el('span', { class: k.revoked_at ? 'badge revoked' : 'badge' }, k.revoked_at ? 'revoked' : 'active')),
           el('td', {}, k.revoked_at ? '' : el('button', {
             class: 'danger', onclick: async () => {
@@ -200,6 +209,7 @@
         if (models.value.trim()) body.models = models.value.split(',').map((s) => s.trim()).filter(Boolean);
         if (rpm.value) body.rpm = Number(rpm.value);
         if (tpm.value) body.tpm = Number(tpm.value);
+        if (cap.value.trim()) body.spend_cap = cap.value.trim();
         try {
           const k = await api('/admin/accounts/' + select.value + '/keys', { method: 'POST', body: JSON.stringify(body) });
           secret.replaceChildren(el('div', { class: 'secret' },
@@ -207,13 +217,14 @@
             el('div', {}, el('code', { id: 'secret-value' }, k.key)),
             el('button', { class: 'secondary', type: 'button', onclick: () => navigator.clipboard && navigator.clipboard.writeText(k.key).then(() => toast('Copied')) }, 'Copy')));
           name.value = '';
+          cap.value = '';
           refresh();
         } catch (err) {
           toast(err.message);
         }
       }
     }, el('label', {}, 'Name', name), el('label', {}, 'Models (comma-separated)', models), el('label', {}, 'Requests/min', rpm),
-      el('label', {}, 'Tokens/min', tpm), el('button', { class: 'primary', type: 'submit', id: 'create-key' }, 'Create key'));
+      el('label', {}, 'Tokens/min', tpm), el('label', {}, 'Spend cap', cap), el('button', { class: 'primary', type: 'submit', id: 'create-key' }, 'Create key'));
     main.replaceChildren(el('h1', {}, 'API keys'),
       el('div', { class: 'card' }, el('label', {}, 'Account', select)),
       el('div', { class: 'card' }, el('h2', {}, 'New key'), form, secret),

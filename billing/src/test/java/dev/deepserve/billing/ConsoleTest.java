@@ -118,12 +118,14 @@ class ConsoleTest {
         go("keys");
         new Select(visible("#keys-account")).selectByValue(accountId);
         visible("#key-name").sendKeys("web");
+        browser.findElement(By.id("key-cap")).sendKeys("2.50");
         browser.findElement(By.id("create-key")).click();
         String secret = visible("#secret-value").getText();
         assertTrue(secret.matches("sk-[0-9a-f]{64}"), secret);
         WebElement keyRow = visible("tr[data-key]");
         String keyId = keyRow.getAttribute("data-key");
         assertTrue(!browser.findElement(By.id("keys-list")).getText().contains(secret.substring(11)), "the list never shows the secret");
+        assertEquals("$0.00 of $2.50", keyRow.findElement(By.cssSelector("td.cap")).getText().strip(), "spend against the key's cap");
         shot("keys");
 
         // a completed request on that key arrives from the gateway

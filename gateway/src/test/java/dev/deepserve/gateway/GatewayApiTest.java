@@ -124,7 +124,8 @@ class GatewayApiTest {
     void modelsAndBalanceInDeepSeeksShape() {
         String key = account("110", null);
         given().header("Authorization", "Bearer " + key).get("/models").then().statusCode(200)
-                .body("object", equalTo("list")).body("data[0].id", equalTo("deepseek-chat")).body("data[0].object", equalTo("model"));
+                .body("object", equalTo("list")).body("data[0].id", equalTo("deepseek-chat")).body("data[0].object", equalTo("model"))
+                .body("data[0].context_length", equalTo(8192)).body("data[0].max_output_tokens", equalTo(8192));
         given().header("Authorization", "Bearer " + key).get("/user/balance").then().statusCode(200)
                 .body("is_available", equalTo(true)).body("balance_infos[0].currency", equalTo("USD"))
                 .body("balance_infos[0].total_balance", equalTo("110.00")).body("balance_infos[0].granted_balance", equalTo("0.00"))

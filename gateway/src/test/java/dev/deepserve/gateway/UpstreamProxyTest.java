@@ -145,7 +145,10 @@ class UpstreamProxyTest {
         r.then().statusCode(200).body("object", equalTo("chat.completion")).body("model", equalTo("mock-chat"))
                 .body("x_mock_extra", equalTo(42)).body("system_fingerprint", equalTo("fp_mock"))
                 .body("choices[0].message.content", equalTo("t0 t1 t2 t3 t4 ")).body("usage.prompt_tokens", equalTo(8))
-                .body("usage.prompt_cache_hit_tokens", equalTo(3));
+                .body("usage.prompt_cache_hit_tokens", equalTo(3))
+                // the same usage shape as the local engine's: cache split, OpenAI's cached_tokens and the exact charge
+                .body("usage.prompt_cache_miss_tokens", equalTo(5)).body("usage.prompt_tokens_details.cached_tokens", equalTo(3))
+                .body("usage.cost", equalTo("0.00003300"));
         JsonObject sent = Upstreams.mock.received.getLast();
         assertEquals("mock-chat", sent.getString("model"));
         assertEquals(50, sent.getInteger("max_tokens"));
@@ -190,6 +193,8 @@ class UpstreamProxyTest {
         HttpResponse<String> r = stream(key, HELLO + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
         String body = r.body();
         assertTrue(body.contains("\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":5"), body);
+        assertTrue(body.contains("\"prompt_cache_miss_tokens\":8") && body.contains("\"cost\":\"0.00003600\""), "the charge is in the usage chunk: " + body);
+        assertTrue(body.indexOf("\"cost\"") < body.indexOf("data: [DONE]"), body);
         // the events are the upstream's, byte for byte: each content chunk carries "usage":null as OpenAI sends it
         assertTrue(body.contains("\"x_mock_extra\":42,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"t0 \"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}"), body);
         assertEquals(5, onlyEvent(key).getInteger("completion_tokens"));
@@ -206,6 +211,11 @@ class UpstreamProxyTest {
         // the twin tokenizer: one token per character; prompt = BOS + "Hello there friend" + assistant marker
         assertEquals("t0 t1 t2 t3 t4 ".length(), event.getInteger("completion_tokens"));
         assertEquals(1 + "Hello there friend".length() + 1, event.getInteger("prompt_cache_miss_tokens"));
+
+        // a client that asked for usage gets one, ours, though the upstream sent none
+        String body = stream(key, HELLO + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}").body();
+        assertTrue(body.contains("\"completion_tokens\":" + "t0 t1 t2 t3 t4 ".length()) && body.contains("\"cost\":\""), body);
+        assertTrue(body.endsWith("data: [DONE]\n\n"), body);
     }
 
     @Test

@@ -78,7 +78,9 @@ public class ChatRoutes {
             JsonArray data = new JsonArray();
             for (String m : config.models()) {
                 if (catalog.at(m, Instant.now()).isPresent() && key.allows(m)) {
-                    data.add(new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek"));
+                    // the limits this gateway enforces, the numbers its "maximum context length" errors name
+                    data.add(new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek")
+                            .put("context_length", config.maxPromptTokens()).put("max_output_tokens", config.maxMaxTokens()));
                 }
             }
             upstreams.models(key).forEach(data::add);

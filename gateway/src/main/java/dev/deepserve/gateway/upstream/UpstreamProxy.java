@@ -102,6 +102,8 @@ public class UpstreamProxy {
         boolean done;
         JsonObject usage;
         Buffer heldBack;
+        /** The upstream's usage chunk, held back with what follows it until the charge is known and added to it. */
+        JsonObject usageChunk;
         final SseScanner scanner = new SseScanner();
         final List<Buffer> events = new ArrayList<>();
 
@@ -337,7 +339,12 @@ public class UpstreamProxy {
             }
             if (json != null && json.getValue("usage") instanceof JsonObject u) {
                 call.usage = u;
-                if (!call.clientWantsUsage) {
+                if (call.clientWantsUsage) {
+                    // it goes out at settlement, with the cost and cache fields our own usage objects carry
+                    call.usageChunk = json;
+                    call.heldBack = Buffer.buffer();
+                    return;
+                } else {
                     JsonArray choices = json.getJsonArray("choices");
                     if (choices == null || choices.isEmpty()) {
                         return;
@@ -517,8 +524,18 @@ public class UpstreamProxy {
                 return;
             }
             if (!call.stream) {
-                response.putHeader("Content-Type", "application/json").putHeader("X-Request-Id", call.id()).end(call.heldBack);
+                response.putHeader("Content-Type", "application/json").putHeader("X-Request-Id", call.id())
+                        .end(failure == null ? withOurUsage(call.heldBack, usage) : call.heldBack);
                 return;
+            }
+            if (call.clientWantsUsage && failure == null && error == null) {
+                JsonObject chunk = call.usageChunk != null ? call.usageChunk
+                        : new JsonObject().put("id", call.id()).put("object", call.chat ? "chat.completion.chunk" : "text_completion")
+                                .put("model", call.model).put("choices", new JsonArray());
+                chunk.put("usage", merged(chunk.getValue("usage") instanceof JsonObject u ? u : null, usage));
+                response.write(Buffer.buffer("data: ").appendBuffer(chunk.toBuffer()).appendString("\n\n"));
+            } else if (call.usageChunk != null) {
+                response.write(Buffer.buffer("data: ").appendBuffer(call.usageChunk.toBuffer()).appendString("\n\n"));
             }
             if (error != null) {
                 response.write("data: " + new OpenAiError(502, "api_error", null, "upstream_stream_broken", error, 0).body().encode() + "\n\n");
@@ -530,6 +547,43 @@ public class UpstreamProxy {
                 response.end(rest.length() > 0 ? rest : Buffer.buffer());
             }
         });
+    }
+
+    /**
+     * The upstream's usage with what ours has and it lacks — the cache split, {@code prompt_tokens_details} — and
+     * our {@code cost}, the amount charged, so a client reads the same usage shape from every model. Ours alone when
+     * the upstream reported none (the counts are then our tokenizer's).
+     */
+    static JsonObject merged(JsonObject upstream, JsonObject ours) {
+        if (ours == null || ours.isEmpty()) {
+            return upstream;
+        }
+        if (upstream == null) {
+            return ours.copy();
+        }
+        JsonObject out = upstream.copy();
+        for (String field : ours.fieldNames()) {
+            if (!out.containsKey(field) || out.getValue(field) == null) {
+                out.put(field, ours.getValue(field));
+            }
+        }
+        if (out.getValue("prompt_tokens_details") instanceof JsonObject d && !d.containsKey("cached_tokens")) {
+            d.put("cached_tokens", ours.getValue("prompt_cache_hit_tokens"));
+        }
+        return out.put("cost", ours.getValue("cost"));
+    }
+
+    /** A non-streamed answer with the merged usage; the upstream's bytes unchanged when it is not a JSON object. */
+    private static Buffer withOurUsage(Buffer body, JsonObject usage) {
+        if (usage == null || usage.isEmpty()) {
+            return body;
+        }
+        try {
+            JsonObject answer = new JsonObject(body);
+            return answer.put("usage", merged(answer.getValue("usage") instanceof JsonObject u ? u : null, usage)).toBuffer();
+        } catch (RuntimeException notAnObject) {
+            return body;
+        }
     }
 
     private static JsonObject extra(Call call, boolean estimated) {
