@@ -241,6 +241,7 @@
     const from = el('input', { id: 'usage-from', type: 'date', value: day(new Date(Date.now() - 29 * 86400000)) });
     const to = el('input', { id: 'usage-to', type: 'date' });
     const out = el('div', { id: 'usage-table' });
+    const dead = el('div', { id: 'dead-letter-list' });
     const query = () => {
       const p = new URLSearchParams({ group: group.value });
       if (account.value) p.set('account', account.value);
@@ -264,6 +265,15 @@
           el('td', { class: 'num' }, int(t.prompt_cache_hit_tokens)), el('td', { class: 'num' }, int(t.prompt_cache_miss_tokens)),
           el('td', { class: 'num' }, int(t.completion_tokens)), el('td', { class: 'num', id: 'usage-total-cost' }, t.cost))))
         : el('p', { class: 'muted' }, 'No usage for these filters.'));
+      // usage records billing could not apply: set aside, never dropped, for an operator to look at
+      const dl = await api('/admin/usage/dead-letters?limit=50');
+      dead.replaceChildren(el('h2', {}, 'Dead-lettered usage ', el('span', { class: dl.total ? 'badge revoked' : 'badge', id: 'dead-count' }, String(dl.total))),
+        dl.data.length ? el('table', { id: 'dead-letters' },
+          el('thead', {}, el('tr', {}, ['Received', 'Event', 'Account', 'Reason', 'Bytes'].map((h) => el('th', {}, h)))),
+          el('tbody', {}, dl.data.map((d) => el('tr', {}, el('td', {}, d.received_at.substring(0, 19).replace('T', ' ')),
+            el('td', {}, el('code', {}, d.event_id || '–')), el('td', {}, d.account_id || '–'), el('td', { class: 'reason' }, d.reason),
+            el('td', { class: 'num' }, int(d.bytes))))))
+          : el('p', { class: 'muted' }, 'None: every usage record was applied.'));
     }
     async function csv() {
       const text = await api('/admin/usage.csv?' + query());
@@ -278,7 +288,8 @@
         el('label', {}, 'From', from), el('label', {}, 'To (exclusive)', to),
         el('button', { class: 'primary', type: 'submit', id: 'usage-apply' }, 'Apply'),
         el('button', { class: 'secondary', type: 'button', id: 'usage-csv', onclick: csv }, 'Download CSV'))),
-      el('div', { class: 'card' }, out));
+      el('div', { class: 'card' }, out),
+      el('div', { class: 'card' }, dead));
     refresh();
   }
 

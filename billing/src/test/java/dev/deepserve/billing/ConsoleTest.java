@@ -136,6 +136,13 @@ class ConsoleTest {
                  "finish_reason":"stop","completed_at":"%s"}""".formatted(UUID.randomUUID(), accountId, keyId, cost,
                 OffsetDateTime.now(ZoneOffset.UTC).minusMinutes(1)));
 
+        // and one that can never be applied (a NUL in its model): set aside, shown, not lost
+        UUID poison = UUID.randomUUID();
+        TestUsage.send("""
+                {"event_id":"%s","request_id":"chatcmpl-poison","account_id":"%s","api_key_id":"%s","model":"ds/a\\u0000b",
+                 "prompt_cache_hit_tokens":0,"prompt_cache_miss_tokens":1,"completion_tokens":1,"cost":"0.00000100","currency":"USD",
+                 "finish_reason":"stop","completed_at":"%s"}""".formatted(poison, accountId, keyId, OffsetDateTime.now(ZoneOffset.UTC)));
+
         go("usage");
         new Select(visible("#usage-account")).selectByValue(accountId);
         wait.until(d -> {
@@ -144,6 +151,11 @@ class ConsoleTest {
         });
         String table = browser.findElement(By.id("usage-table")).getText();
         assertTrue(table.contains(keyId) && table.contains("deepseek-chat") && table.contains("9"), table);
+        wait.until(d -> {
+            d.findElement(By.id("usage-apply")).click();
+            return d.findElements(By.cssSelector("#dead-letters td code")).stream().anyMatch(e -> e.getText().equals(poison.toString()));
+        });
+        assertTrue(browser.findElement(By.id("dead-letters")).getText().contains("model contains a control character"));
         shot("usage");
 
         go("overview");

@@ -57,6 +57,48 @@ class UsageConsumerTest {
     }
 
     @Test
+    void aPoisonEventIsDeadLetteredAndItsBatchNeighboursAreStillApplied() {
+        String account = "acct-" + UUID.randomUUID();
+        UUID a = UUID.randomUUID();
+        UUID poison = UUID.randomUUID();
+        UUID b = UUID.randomUUID();
+        UUID invalid = UUID.randomUUID();
+        // a record PostgreSQL refuses (here: a constraint only it breaks), found only when its batch is applied
+        pool.query("ALTER TABLE billing.usage_ledger ADD CONSTRAINT refuses_the_poison CHECK (request_id <> 'poison-request') NOT VALID")
+                .execute().await().indefinitely();
+        try {
+            String refused = event(poison, account, 3, "0.000003").replace("req-1", "poison-request").replace("\n", "");
+            String nul = event(invalid, account, 4, "0.000004").replace("deepseek-chat", "ds/a\\u0000b").replace("\n", "");
+            TestUsage.send(event(a, account, 1, "0.000001").replace("\n", "") + "\n" + refused + "\n" + nul + "\n" + event(b, account, 2, "0.000002").replace("\n", ""));
+
+            await().atMost(Duration.ofSeconds(20)).until(() -> count(account) == 2 && deadLetters(account) == 2);
+            var rows = pool.preparedQuery("SELECT event_id, reason FROM billing.usage_dead_letters WHERE account_id = $1")
+                    .execute(Tuple.of(account)).await().indefinitely();
+            java.util.Map<UUID, String> byId = new java.util.HashMap<>();
+            rows.forEach(r -> byId.put(r.getUUID("event_id"), r.getString("reason")));
+            assertEquals(java.util.Set.of(poison, invalid), byId.keySet());
+            org.junit.jupiter.api.Assertions.assertTrue(byId.get(poison).startsWith("not applicable: ") && byId.get(poison).contains("refuses_the_poison"),
+                    byId.get(poison));
+            assertEquals("invalid: model contains a control character", byId.get(invalid));
+            given().get("/q/health/ready").then().body(containsString("usage consumer")).body(containsString("last_applied_at"));
+
+            // the same poison again (a redelivery) is kept once, and the stream goes on
+            TestUsage.send(refused);
+            UUID c = UUID.randomUUID();
+            TestUsage.send(event(c, account, 5, "0.000005"));
+            await().atMost(Duration.ofSeconds(20)).until(() -> count(account) == 3);
+            assertEquals(2, deadLetters(account));
+        } finally {
+            pool.query("ALTER TABLE billing.usage_ledger DROP CONSTRAINT refuses_the_poison").execute().await().indefinitely();
+        }
+    }
+
+    long deadLetters(String account) {
+        return pool.preparedQuery("SELECT count(*) FROM billing.usage_dead_letters WHERE account_id = $1").execute(Tuple.of(account))
+                .await().indefinitely().iterator().next().getLong(0);
+    }
+
+    @Test
     void aRecordOfSeveralEventsAppliesEachWithItsExactTextAndADamagedLineCostsOnlyItself() {
         String account = "acct-" + UUID.randomUUID();
         UUID a = UUID.randomUUID();

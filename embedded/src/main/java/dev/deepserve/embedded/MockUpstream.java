@@ -24,6 +24,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 public final class MockUpstream implements AutoCloseable {
 
     public volatile int tokens = 5;
+    /** A misbehaving upstream: generates {@link #tokens} whatever {@code max_tokens} says. */
+    public volatile boolean ignoreMaxTokens;
     public volatile long tokenMillis = 0;
     public volatile long headerDelayMillis = 0;
     public volatile boolean reportUsage = true;
@@ -159,7 +161,7 @@ public final class MockUpstream implements AutoCloseable {
     private void answer(HttpServerResponse r, JsonObject body, boolean chat) {
         int max = body.getValue("max_tokens") instanceof Number n ? n.intValue()
                 : body.getValue("max_completion_tokens") instanceof Number n2 ? n2.intValue() : Integer.MAX_VALUE;
-        int count = Math.min(tokens, max);
+        int count = ignoreMaxTokens ? tokens : Math.min(tokens, max);
         String reason = count < tokens ? "length" : "stop";
         int prompt = promptTokens(body);
         String id = (chat ? "chatcmpl-mock" : "cmpl-mock") + System.nanoTime();

@@ -248,6 +248,12 @@ class GatewayApiTest {
         post(key, HI + ",\"stream_options\":{\"include_usage\":true}}").then().statusCode(400);
         post(key, "{not json").then().statusCode(400).body("error.message", equalTo("request body must be a JSON object"));
         post(key, HI + ",\"response_format\":{\"type\":\"json_object\"}}").then().statusCode(422);
+        // model names that would poison the usage pipeline are refused before any work
+        for (String model : new String[] {"ds/a\\u0000b", "x\\ud800", "m".repeat(257), "a b"}) {
+            post(key, "{\"model\":\"" + model + "\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}").then().statusCode(400)
+                    .body("error.param", equalTo("model")).body("error.message", org.hamcrest.Matchers.startsWith("model must be a name of 1-256 characters"));
+        }
+        post(key, "{\"model\":7,\"messages\":[]}").then().statusCode(400).body("error.param", equalTo("model"));
     }
 
     @Test

@@ -80,6 +80,7 @@ class UpstreamProxyTest {
             m.failNext.set(0);
             m.failStatus = 503;
             m.retryAfter = null;
+            m.ignoreMaxTokens = false;
             m.headerDelayMillis = 0;
             m.breakAfter = 0;
             m.received.clear();
@@ -290,6 +291,42 @@ class UpstreamProxyTest {
     }
 
     @Test
+    void anUpstreamThatGeneratesBeyondTheReservationIsChargedTheReservationAndTheOverrunRecorded() {
+        String key = account("1");
+        Upstreams.mock.ignoreMaxTokens = true;
+        Upstreams.mock.tokens = 200;
+        Response r = post(key, HELLO + ",\"max_tokens\":1}");
+        r.then().statusCode(200).body("usage.completion_tokens", equalTo(200));
+        JsonObject event = onlyEvent(key);
+        BigDecimal charged = new BigDecimal(event.getString("cost"));
+        // at the mock's prices (2 per M miss, 4 per M output) the real cost is 8 × 2 + 200 × 4 = 816 per M
+        BigDecimal real = new BigDecimal("0.000816");
+        assertTrue(charged.compareTo(real) < 0, "charged " + charged + ", no more than the reservation");
+        assertEquals(0, real.subtract(charged).compareTo(new BigDecimal(event.getString("overrun"))), event.encode());
+        assertEquals(0, charged.compareTo(new BigDecimal(r.path("usage.cost").toString())), "the client sees what was charged");
+        assertEquals(0, charged.compareTo(held(key)));
+    }
+
+    @Test
+    void aNonStreamedCallItsClientAbandonedIsBilledWithTheUpstreamsUsage() throws Exception {
+        String key = account("1");
+        Upstreams.mock.headerDelayMillis = 1500;
+        String body = HELLO + "}";
+        try (java.net.Socket s = new java.net.Socket(chatUrl.getHost(), chatUrl.getPort())) {
+            s.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
+                    + "\r\nContent-Type: application/json\r\nContent-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
+                    .getBytes(StandardCharsets.UTF_8));
+            s.getOutputStream().flush();
+            await().atMost(Duration.ofSeconds(10)).until(() -> Upstreams.mock.received.size() == 1);
+        }
+        JsonObject event = onlyEvent(key);
+        assertEquals(true, event.getBoolean("client_disconnected"));
+        assertEquals(false, event.getBoolean("estimated"), "the upstream's own usage, which came after the client left");
+        assertEquals(5, event.getInteger("completion_tokens"));
+        assertEquals(8, event.getInteger("prompt_cache_miss_tokens"));
+    }
+
+    @Test
     void anUpstreamsRetryAfterIsWaitedForOrPassedToTheClient() {
         String key = account("1");
         Upstreams.mock.failStatus = 429;
@@ -383,6 +420,11 @@ class UpstreamProxyTest {
         post(key, "{\"model\":\"nope/x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}").then().statusCode(400)
                 .body("error.code", equalTo("model_not_found"));
         post("sk-" + "b".repeat(64), HELLO + "}").then().statusCode(401);
+        // what the reservation cannot bound never reaches the upstream
+        post(key, HELLO + ",\"n\":64}").then().statusCode(422).body("error.param", equalTo("n"));
+        post(key, "{\"model\":\"mock/mock-chat\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"},"
+                + "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}").then().statusCode(422)
+                .body("error.message", containsString("image_url"));
         assertEquals(0, Upstreams.mock.received.size());
         String poor = account("0");
         post(poor, HELLO + "}").then().statusCode(402);

@@ -189,10 +189,19 @@ public final class Cli {
         }
         out.println("stack: running (supervisor pid " + pid.get() + ", data " + settings.home() + ")");
         boolean allReady = true;
+        JsonNode state = null;
+        try {
+            state = new ObjectMapper().readTree(settings.stateFile().toFile());
+        } catch (IOException e) {
+            // still starting: no state yet
+        }
         for (String name : StackSettings.SERVICES) {
             ServiceProcess.Readiness readiness = ServiceProcess.probe(settings.url(name));
             allReady &= readiness.ready();
-            out.printf("  %-18s %-28s %s%n", name, settings.url(name), readiness.ready() ? "ready" : "NOT READY: " + HealthSummary.reasons(readiness));
+            JsonNode svc = state == null ? null : state.path("services").path(name);
+            String restarts = svc == null || svc.path("restarts").asInt() == 0 ? ""
+                    : "  (restarted " + svc.path("restarts").asInt() + "x, last exit " + svc.path("last_exit").asText("?") + ")";
+            out.printf("  %-18s %-28s %s%s%n", name, settings.url(name), readiness.ready() ? "ready" : "NOT READY: " + HealthSummary.reasons(readiness), restarts);
         }
         return allReady ? 0 : 1;
     }

@@ -13,7 +13,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
-/** One service JVM of the stack: started from its Quarkus fast-jar, output to its own log file. */
+/**
+ * One service JVM of the stack: started from its Quarkus fast-jar, output to its own log file, and started again
+ * with the same command when it exits on its own (the supervisor decides when).
+ */
 final class ServiceProcess {
 
     private static final HttpClient HTTP = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(2)).build();
@@ -22,6 +25,15 @@ final class ServiceProcess {
     final String url;
     final Path log;
     private Process process;
+    private Path jar;
+    private List<String> jvmOptions;
+    private Map<String, String> env;
+    private long startedAt;
+    /** Restarts so far, the last unexpected exit ("code N at TIME"), and when the next restart is due (0: none). */
+    int restarts;
+    String lastExit;
+    long restartDueAt;
+    int backoffStep;
 
     ServiceProcess(String name, String url, Path log) {
         this.name = name;
@@ -30,6 +42,30 @@ final class ServiceProcess {
     }
 
     void start(Path jar, List<String> jvmOptions, Map<String, String> env) throws IOException {
+        this.jar = jar;
+        this.jvmOptions = List.copyOf(jvmOptions);
+        this.env = Map.copyOf(env);
+        launch();
+    }
+
+    /** Starts it again with the command it first had. */
+    void restart() throws IOException {
+        restarts++;
+        restartDueAt = 0;
+        launch();
+    }
+
+    /** How long it has run since its last start. */
+    Duration uptime() {
+        return Duration.ofNanos(System.nanoTime() - startedAt);
+    }
+
+    /** The exit code of a process that has exited, or -1. */
+    int exitCode() {
+        return process != null && !process.isAlive() ? process.exitValue() : -1;
+    }
+
+    private void launch() throws IOException {
         List<String> command = new ArrayList<>();
         command.add(ProcessHandle.current().info().command().orElse("java"));
         command.addAll(jvmOptions);
@@ -41,6 +77,7 @@ final class ServiceProcess {
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
         builder.environment().putAll(env);
         process = builder.start();
+        startedAt = System.nanoTime();
     }
 
     long pid() {

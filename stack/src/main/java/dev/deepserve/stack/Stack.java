@@ -192,22 +192,70 @@ final class Stack {
         out.println();
     }
 
-    /** Blocks until shutdown; reports a service that dies on its own. */
+    /** Restarts wait 1 s, 2 s, 4 s, ... up to this; a service that then stays up this long starts over at 1 s. */
+    static final Duration MAX_RESTART_BACKOFF = Duration.ofSeconds(30);
+    static final Duration STABLE_AFTER = Duration.ofSeconds(60);
+
+    /**
+     * Blocks until shutdown, supervising like a process manager: a service that exits on its own is restarted with
+     * exponential backoff (PostgreSQL, Kafka and the other services stay up), and the state file records its restarts
+     * and last exit for {@code ./deepserve status}. The stack stops only when asked.
+     */
     private void watchServices() {
         try {
-            while (!stopped.await(2, TimeUnit.SECONDS)) {
+            while (!stopped.await(1, TimeUnit.SECONDS)) {
+                boolean changed = false;
                 for (ServiceProcess service : services) {
-                    if (!service.alive() && !stopping) {
-                        out.println("deepserve: " + service.name + " exited unexpectedly; stopping the stack. Last lines of " + service.log + ":");
-                        out.println(service.tail(15));
-                        out.flush();
-                        System.exit(1);
+                    if (stopping) {
+                        break;
+                    }
+                    changed |= supervise(service);
+                }
+                if (changed) {
+                    try {
+                        writeState();
+                    } catch (CliException e) {
+                        out.println("deepserve: " + e.getMessage());
                     }
                 }
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
+    }
+
+    /** One look at one service; true when something about it changed. */
+    private boolean supervise(ServiceProcess service) {
+        if (service.alive()) {
+            if (service.backoffStep > 0 && service.uptime().compareTo(STABLE_AFTER) > 0) {
+                service.backoffStep = 0;
+            }
+            return false;
+        }
+        long now = System.nanoTime();
+        if (service.restartDueAt == 0) {
+            long delay = Math.min(MAX_RESTART_BACKOFF.toMillis(), 1000L << Math.min(service.backoffStep, 10));
+            service.backoffStep++;
+            service.restartDueAt = now + Duration.ofMillis(delay).toNanos();
+            service.lastExit = "code " + service.exitCode() + " at " + java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS);
+            out.println("deepserve: " + service.name + " exited (" + service.lastExit + "); restarting it in " + delay / 1000.0
+                    + " s. Last lines of " + service.log + ":");
+            out.println(service.tail(15));
+            out.flush();
+            return true;
+        }
+        if (now - service.restartDueAt < 0) {
+            return false;
+        }
+        try {
+            service.restart();
+            out.println("deepserve: " + service.name + " restarted (restart " + service.restarts + ", pid " + service.pid() + ")");
+        } catch (IOException e) {
+            service.restartDueAt = 0;
+            out.println("deepserve: could not restart " + service.name + ": " + oneLine(e));
+        }
+        out.flush();
+        return true;
     }
 
     /**
@@ -316,7 +364,10 @@ final class Stack {
         state.put("model_dir", settings.modelDir().toString());
         ObjectNode svc = state.putObject("services");
         for (ServiceProcess s : services) {
-            svc.putObject(s.name).put("pid", s.pid()).put("url", s.url).put("log", s.log.toString());
+            ObjectNode one = svc.putObject(s.name).put("pid", s.pid()).put("url", s.url).put("log", s.log.toString()).put("restarts", s.restarts);
+            if (s.lastExit != null) {
+                one.put("last_exit", s.lastExit);
+            }
         }
         try {
             Path tmp = settings.stateFile().resolveSibling("stack.json.tmp");

@@ -4,7 +4,10 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
 
 import java.io.IOException;
 import java.net.ServerSocket;
@@ -35,6 +38,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Kafka broker and the five service JVMs, on free ports and a fresh data directory. Proves every service is ready,
  * that PostgreSQL and Kafka carry real traffic between services, and that {@code down} leaves nothing running.
  */
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 class StackIT {
 
     private static final Path PROJECT = Path.of("..").toAbsolutePath().normalize();
@@ -210,6 +214,44 @@ class StackIT {
     }
 
     static List<Long> afterDown = new ArrayList<>();
+
+    /** Last, since it takes billing away for a while: a SIGKILLed service comes back and the rest of the stack stays up. */
+    @Test
+    @Order(Integer.MAX_VALUE)
+    void aKilledServiceIsRestartedAndTheStackStaysUp() throws Exception {
+        Path stateFile = Path.of(ENV.get("DEEPSERVE_HOME"), "stack.json");
+        long killed = new ObjectMapper().readTree(stateFile.toFile()).path("services").path("billing").path("pid").asLong();
+        assertTrue(ProcessHandle.of(killed).orElseThrow().destroyForcibly());
+        HttpClient http = HttpClient.newHttpClient();
+        long deadline = System.nanoTime() + Duration.ofMinutes(3).toNanos();
+        long restarted = 0;
+        while (System.nanoTime() < deadline) {
+            JsonNode billing = new ObjectMapper().readTree(stateFile.toFile()).path("services").path("billing");
+            restarted = billing.path("restarts").asInt() >= 1 ? billing.path("pid").asLong() : 0;
+            if (restarted != 0 && restarted != killed && ready(http, PORTS.get("BILLING"))) {
+                break;
+            }
+            Thread.sleep(500);
+        }
+        assertTrue(restarted != 0 && restarted != killed, "billing was not restarted");
+        afterDown.add(restarted);
+        assertTrue(ready(http, PORTS.get("BILLING")), "the restarted billing is ready");
+        assertTrue(ready(http, PORTS.get("GATEWAY")), "the gateway stayed up");
+        Result status = deepserve(Duration.ofMinutes(1), "status");
+        assertTrue(status.output.contains("restarted 1x, last exit code 137"), status.output);
+    }
+
+    static boolean ready(HttpClient http, int port) {
+        try {
+            return http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/q/health/ready")).timeout(Duration.ofSeconds(5)).build(),
+                    HttpResponse.BodyHandlers.discarding()).statusCode() == 200;
+        } catch (IOException e) {
+            return false;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
 
     @AfterAll
     static void nothingIsLeftRunning() throws Exception {

@@ -44,7 +44,21 @@ public class UsageResource {
     }
 
     private static String blank(String s) {
+        if (s != null && (s.length() > AdminInput.MAX_TEXT * 2 || !AdminInput.printable(s))) {
+            throw ApiError.badRequest("filters must be at most " + AdminInput.MAX_TEXT * 2 + " printable characters");
+        }
         return s == null || s.isBlank() ? null : s;
+    }
+
+    @GET
+    @Path("usage/dead-letters")
+    @Produces(MediaType.APPLICATION_JSON)
+    public Uni<Map<String, Object>> deadLetters(@QueryParam("limit") Integer limit) {
+        int n = limit == null ? 100 : limit;
+        if (n < 1 || n > 1000) {
+            throw ApiError.badRequest("limit must be between 1 and 1000");
+        }
+        return store.deadLetters(n);
     }
 
     private static OffsetDateTime time(String s, String name) {

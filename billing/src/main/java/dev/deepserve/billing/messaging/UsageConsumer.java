@@ -4,7 +4,9 @@ import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
+import io.smallrye.mutiny.Multi;
 import io.smallrye.mutiny.Uni;
+import io.vertx.core.buffer.Buffer;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;
 import io.vertx.mutiny.sqlclient.SqlConnection;
@@ -16,6 +18,8 @@ import org.jboss.logging.Logger;
 
 import java.io.IOException;
 import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
 import java.time.temporal.ChronoUnit;
@@ -44,40 +48,100 @@ public class UsageConsumer {
     private final ObjectMapper json;
     private final Counter applied;
     private final Counter duplicates;
-    private final Counter rejected;
+    private final Counter deadLettered;
+    private final ConsumerState state;
 
-    UsageConsumer(Pool pool, ObjectMapper json, MeterRegistry registry) {
+    UsageConsumer(Pool pool, ObjectMapper json, MeterRegistry registry, ConsumerState state) {
         this.pool = pool;
         this.json = json;
+        this.state = state;
         this.applied = Counter.builder("deepserve.usage.events").tag("outcome", "applied").register(registry);
         this.duplicates = Counter.builder("deepserve.usage.events").tag("outcome", "duplicate").register(registry);
-        this.rejected = Counter.builder("deepserve.usage.events").tag("outcome", "rejected").register(registry);
+        this.deadLettered = Counter.builder("deepserve.usage.events").tag("outcome", "dead_lettered")
+                .description("usage records set aside in billing.usage_dead_letters because they cannot be applied").register(registry);
     }
 
     /** An event with the exact text it arrived as (kept in the ledger). */
     public record Received(UsageEvent event, String payload) {
     }
 
-    /** A poll batch of records; a record holds one event or several (the gateway sends a settlement group's together). */
+    /** A record part that cannot be applied, with why; the ids when it could be read that far. */
+    record DeadLetter(String payload, UUID eventId, String accountId, String reason) {
+    }
+
+    /**
+     * A poll batch of records; a record holds one event or several (the gateway sends a settlement group's together).
+     * What cannot be applied is dead-lettered and the rest goes on; a failure that is not the records' fault
+     * (PostgreSQL away) is retried with backoff until it passes — every step is idempotent, so a retry changes nothing
+     * that was done — and readiness says the consumer is stalled meanwhile.
+     */
     @Incoming("usage")
     public Uni<Void> consume(List<String> records) {
         List<Received> events = new ArrayList<>();
+        List<DeadLetter> dead = new ArrayList<>();
         Set<UUID> seen = new HashSet<>();
         for (String payload : events(records)) {
-            Received r = parse(payload);
-            if (r != null && seen.add(r.event().eventId())) {
-                events.add(r);
-            } else if (r != null) {
+            Object r = parse(payload);
+            if (r instanceof DeadLetter d) {
+                dead.add(d);
+            } else if (r instanceof Received ok && seen.add(ok.event().eventId())) {
+                events.add(ok);
+            } else {
                 duplicates.increment();
             }
         }
+        return Uni.createFrom().deferred(() -> applyIsolating(events).chain(() -> deadLetter(dead)))
+                .onFailure().invoke(state::failed)
+                // poison was set aside above, so what fails here is the world's: wait it out, never give the batch up
+                .onFailure().retry().withBackOff(Duration.ofSeconds(1), Duration.ofSeconds(30)).indefinitely()
+                .invoke(state::applied);
+    }
+
+    /** The batch in one transaction; if a record in it is poison, each event alone, the poison ones dead-lettered. */
+    private Uni<Void> applyIsolating(List<Received> events) {
         if (events.isEmpty()) {
             return Uni.createFrom().voidItem();
         }
-        return pool.withTransaction(tx -> apply(tx, events)).invoke(inserted -> {
-            applied.increment(inserted);
-            duplicates.increment(events.size() - inserted);
-        }).replaceWithVoid();
+        return pool.withTransaction(tx -> apply(tx, events)).invoke(inserted -> count(events.size(), inserted)).replaceWithVoid()
+                .onFailure(Poison::is).recoverWithUni(batchFailure -> {
+                    LOG.warnf("a usage batch of %d events failed on its data (%s); applying them one at a time", events.size(), Poison.reason(batchFailure));
+                    return Multi.createFrom().iterable(events).onItem().transformToUniAndConcatenate(r -> pool.withTransaction(tx -> apply(tx, List.of(r)))
+                                    .invoke(inserted -> count(1, inserted))
+                                    .onFailure(Poison::is).recoverWithUni(e -> deadLetter(List.of(new DeadLetter(r.payload(), r.event().eventId(),
+                                            r.event().accountId(), "not applicable: " + Poison.reason(e)))).replaceWith(0)))
+                            .collect().last().replaceWithVoid();
+                });
+    }
+
+    private void count(int events, int inserted) {
+        applied.increment(inserted);
+        duplicates.increment(events - inserted);
+    }
+
+    /** Sets records aside with their reason, each kept once (a redelivered poison record is not stored twice). */
+    private Uni<Void> deadLetter(List<DeadLetter> dead) {
+        if (dead.isEmpty()) {
+            return Uni.createFrom().voidItem();
+        }
+        int n = dead.size();
+        UUID[] ids = new UUID[n];
+        String[] accounts = new String[n];
+        String[] reasons = new String[n];
+        Buffer[] payloads = new Buffer[n];
+        for (int i = 0; i < n; i++) {
+            DeadLetter d = dead.get(i);
+            ids[i] = d.eventId();
+            accounts[i] = d.accountId() == null ? null : Poison.clean(d.accountId());
+            reasons[i] = Poison.clean(d.reason());
+            payloads[i] = Buffer.buffer(d.payload().getBytes(StandardCharsets.UTF_8));
+            LOG.errorf("usage record dead-lettered (%d bytes, event %s): %s", d.payload().length(), d.eventId(), reasons[i]);
+        }
+        return pool.withTransaction(tx -> tx.preparedQuery("""
+                        INSERT INTO billing.usage_dead_letters (event_id, account_id, reason, payload)
+                        SELECT e, a, r, p FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[]) AS u(e, a, r, p)
+                        WHERE NOT EXISTS (SELECT 1 FROM billing.usage_dead_letters d WHERE d.payload = u.p)""")
+                .execute(Tuple.of(ids, accounts, reasons, payloads)))
+                .invoke(rows -> deadLettered.increment(rows.rowCount())).replaceWithVoid();
     }
 
     /**
@@ -108,19 +172,16 @@ public class UsageConsumer {
         return out;
     }
 
-    Received parse(String payload) {
+    /** A {@link Received} event, or a {@link DeadLetter} saying why it can never be applied. */
+    Object parse(String payload) {
+        UsageEvent event;
         try {
-            UsageEvent event = json.readValue(payload, UsageEvent.class);
-            if (event.cost().signum() < 0 || event.promptCacheHitTokens() < 0 || event.promptCacheMissTokens() < 0 || event.completionTokens() < 0) {
-                throw new IllegalArgumentException("negative cost or token count");
-            }
-            return new Received(event, payload);
+            event = json.readValue(payload, UsageEvent.class);
         } catch (Exception e) {
-            // A malformed event can never become valid; keep it out of the ledger and say so once.
-            rejected.increment();
-            LOG.errorf("rejected malformed usage event (%d bytes): %s", payload.length(), e.getMessage());
-            return null;
+            return new DeadLetter(payload, null, null, "unreadable: " + Poison.reason(e));
         }
+        String invalid = UsageEventCheck.problem(event);
+        return invalid == null ? new Received(event, payload) : new DeadLetter(payload, event.eventId(), event.accountId(), "invalid: " + invalid);
     }
 
     /** One event (tests, tools): true when it was new and has been applied. */

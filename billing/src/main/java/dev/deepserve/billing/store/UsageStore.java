@@ -127,4 +127,31 @@ public class UsageStore {
                             return s;
                         }));
     }
+
+    /**
+     * The usage records set aside as not applicable, newest first, with the total: what an operator must look at
+     * (and re-send fixed, or write off). The payload is shown as text, its first 2 KiB, undecodable bytes replaced.
+     */
+    public Uni<Map<String, Object>> deadLetters(int limit) {
+        return pool.query("SELECT count(*) FROM billing.usage_dead_letters").execute().chain(count -> pool.preparedQuery("""
+                        SELECT id, event_id, account_id, reason, received_at, length(payload) AS bytes, substring(payload FROM 1 FOR 2048) AS head
+                        FROM billing.usage_dead_letters ORDER BY id DESC LIMIT $1""").execute(Tuple.of(limit)).map(rows -> {
+                    List<Map<String, Object>> data = new ArrayList<>();
+                    for (Row r : rows) {
+                        Map<String, Object> d = new LinkedHashMap<>();
+                        d.put("id", r.getLong("id"));
+                        d.put("event_id", r.getUUID("event_id") == null ? null : r.getUUID("event_id").toString());
+                        d.put("account_id", r.getString("account_id"));
+                        d.put("reason", r.getString("reason"));
+                        d.put("received_at", r.getOffsetDateTime("received_at").toString());
+                        d.put("bytes", r.getInteger("bytes"));
+                        d.put("payload", new String(r.getBuffer("head").getBytes(), java.nio.charset.StandardCharsets.UTF_8));
+                        data.add(d);
+                    }
+                    Map<String, Object> out = new LinkedHashMap<>();
+                    out.put("total", count.iterator().next().getLong(0));
+                    out.put("data", data);
+                    return out;
+                }));
+    }
 }

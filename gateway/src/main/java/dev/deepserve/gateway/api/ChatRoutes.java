@@ -153,6 +153,12 @@ public class ChatRoutes {
             return;
         }
         metering.authenticate(rc, key -> {
+            try {
+                ModelNames.check(body.getValue("model"));
+            } catch (OpenAiError e) {
+                Metering.fail(rc, e);
+                return;
+            }
             if (body.getValue("model") instanceof String model && upstreams.serves(model)) {
                 upstreams.complete(rc, key, body, chat);
             } else {

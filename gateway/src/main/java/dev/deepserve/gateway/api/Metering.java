@@ -54,8 +54,10 @@ public class Metering {
     private final RateLimiter limits;
     private final Vertx vertx;
     private final java.util.Map<String, java.util.concurrent.atomic.AtomicInteger> openPerKey = new java.util.concurrent.ConcurrentHashMap<>();
+    private final io.micrometer.core.instrument.Counter overruns;
 
-    Metering(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, Leases leases, UsageWriter usage, RateLimiter limits, Vertx vertx) {
+    Metering(GatewayConfig config, KeyStore keys, PriceStore prices, Ledger ledger, Leases leases, UsageWriter usage, RateLimiter limits, Vertx vertx,
+             io.micrometer.core.instrument.MeterRegistry meters) {
         this.config = config;
         this.keys = keys;
         this.prices = prices;
@@ -64,6 +66,8 @@ public class Metering {
         this.usage = usage;
         this.limits = limits;
         this.vertx = vertx;
+        this.overruns = io.micrometer.core.instrument.Counter.builder("deepserve.usage.overruns")
+                .description("requests whose usage cost more than their reservation (charged the reservation; the event records the overrun)").register(meters);
     }
 
     /**
@@ -75,6 +79,7 @@ public class Metering {
         private final long created = Instant.now().getEpochSecond();
         private ApiKey key;
         private Ledger.Reservation reservation;
+        private PriceCatalog catalog;
         private boolean clientGone;
 
         protected Billable() {
@@ -120,6 +125,11 @@ public class Metering {
 
         final void reservation(Ledger.Reservation r) {
             reservation = r;
+        }
+
+        /** The price catalog as it was when the request was admitted; settlement prices from it, never re-reading it. */
+        final PriceCatalog catalog() {
+            return catalog;
         }
     }
 
@@ -199,6 +209,7 @@ public class Metering {
                         tokens -> ceiling.cost(0, promptTokens, tokens));
                 if (r != null) {
                     call.reservation(r);
+                    call.catalog = catalog;
                     then.run();
                     return;
                 }
@@ -241,6 +252,7 @@ public class Metering {
      */
     public Uni<Void> reserve(Billable call, int promptTokens, int wantedTokens) {
         return prices.catalog().chain(catalog -> {
+            call.catalog = catalog;
             Price ceiling = catalog.ceiling(call.model(), Instant.now())
                     .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.model() + " in the billing catalog; an administrator must add one"
                             + (call.model().contains("/") ? " (POST /admin/prices for " + call.model() + " or " + call.model().substring(0, call.model().indexOf('/')) + "/*)" : "")));
@@ -269,19 +281,32 @@ public class Metering {
      */
     public void settle(Billable call, String reason, int prompt, int completion, int cached, String error, JsonObject extra, Settled then) {
         Instant completedAt = Instant.now();
-        PriceCatalog fresh = prices.cached();
+        // the catalog fixed at admission: a PostgreSQL blip now cannot leave an answered request uncharged
+        PriceCatalog fresh = call.catalog() != null ? call.catalog() : prices.cached();
         Uni<PriceCatalog> catalogs = fresh != null ? null : prices.catalog();
         Consumer<PriceCatalog> withCatalog = catalog -> {
             Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
             int hit = Math.min(cached, prompt);
             BigDecimal cost = price.cost(hit, prompt - hit, completion);
+            // never more than was reserved: what an upstream generated beyond the bound is counted, not charged
+            JsonObject fields = extra;
+            BigDecimal reserved = call.reservation() == null ? null : call.reservation().amount();
+            if (reserved != null && cost.compareTo(reserved) > 0) {
+                BigDecimal overrun = cost.subtract(reserved);
+                LOG.warnf("request %s: usage cost %s exceeds its reservation %s; charged the reservation, overrun %s recorded", call.id(),
+                        Money.plain(cost), Money.plain(reserved), Money.plain(overrun));
+                overruns.increment();
+                cost = reserved;
+                fields = (extra == null ? new JsonObject() : extra.copy()).put("overrun", Money.plain(overrun));
+            }
             UUID eventId = EventIds.next();
-            String event = eventJson(eventId, call, hit, prompt - hit, completion, cost, price.currency(), reason, completedAt, error, extra);
+            String event = eventJson(eventId, call, hit, prompt - hit, completion, cost, price.currency(), reason, completedAt, error, fields);
             JsonObject usage = new JsonObject().put("prompt_tokens", prompt).put("completion_tokens", completion).put("total_tokens", prompt + completion)
                     .put("prompt_tokens_details", new JsonObject().put("cached_tokens", hit)).put("prompt_cache_hit_tokens", hit)
                     .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
                     .put("cost", Money.plain(cost));
-            settleWithRetry(call, cost, eventId, event, 0, () -> {
+            BigDecimal charged = cost;
+            settleWithRetry(call, charged, eventId, event, 0, () -> {
                 if (call.key().tpm() != null) {
                     limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
                 }
@@ -326,7 +351,7 @@ public class Metering {
             g.writeNumberField("created", call.created());
             g.writeStringField("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
             if (error != null) {
-                g.writeStringField("error", error);
+                g.writeStringField("error", eventText(error));
             }
             if (extra != null) {
                 for (Map.Entry<String, Object> e : extra) {
@@ -340,6 +365,27 @@ public class Metering {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
+    }
+
+    /**
+     * Free text in an event (an upstream's error message, which a hostile upstream chooses): at most 500 characters,
+     * control characters and unpaired surrogates replaced, so that PostgreSQL's jsonb (which refuses \u0000) and every
+     * other reader can always store the event.
+     */
+    static String eventText(String text) {
+        int n = Math.min(text.length(), 500);
+        StringBuilder out = new StringBuilder(n);
+        for (int i = 0; i < n; i++) {
+            char c = text.charAt(i);
+            if (Character.isHighSurrogate(c) && i + 1 < text.length() && Character.isLowSurrogate(text.charAt(i + 1))) {
+                out.append(c).append(text.charAt(++i));
+            } else if (Character.isISOControl(c) || Character.isSurrogate(c)) {
+                out.append('\uFFFD');
+            } else {
+                out.append(c);
+            }
+        }
+        return out.toString();
     }
 
     private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, String event, int attempt, Runnable done) {

@@ -1,6 +1,7 @@
 package dev.deepserve.gateway.messaging;
 
 import dev.deepserve.gateway.config.GatewayConfig;
+import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.quarkus.scheduler.Scheduled;
@@ -34,12 +35,15 @@ public class OutboxRelay {
     private final UsagePublisher usage;
     private final GatewayConfig config;
     private final AtomicLong backlog = new AtomicLong();
+    private final Counter deadLettered;
 
     OutboxRelay(Pool pool, UsagePublisher usage, GatewayConfig config, MeterRegistry registry) {
         this.pool = pool;
         this.usage = usage;
         this.config = config;
         Gauge.builder("deepserve.outbox.backlog", backlog, AtomicLong::get).description("usage events waiting in the outbox").register(registry);
+        deadLettered = Counter.builder("deepserve.outbox.dead_lettered").description("usage events Kafka refused for good, moved to billing's dead letters")
+                .register(registry);
     }
 
     // the first pass waits for startup: before the messaging channel is connected the emitter cannot be created
@@ -66,6 +70,50 @@ public class OutboxRelay {
                 .replaceWithVoid();
     }
 
+    /**
+     * Stamps what Kafka took; moves what it refused for good (a record too large or invalid) to billing's dead-letter
+     * table, where the console shows it; leaves the rest for the next pass.
+     */
+    private Uni<Void> settle(SqlConnection tx, List<UUID> ids, List<CompletableFuture<Throwable>> outcomes) {
+        List<UUID> sent = new ArrayList<>();
+        List<UUID> refused = new ArrayList<>();
+        List<String> reasons = new ArrayList<>();
+        for (int i = 0; i < ids.size(); i++) {
+            Throwable e = outcomes.get(i).join();
+            if (e == null) {
+                sent.add(ids.get(i));
+            } else if (refusedForGood(e)) {
+                refused.add(ids.get(i));
+                reasons.add("kafka refused it: " + e.getClass().getSimpleName() + (e.getMessage() == null ? "" : ": " + e.getMessage()));
+            }
+        }
+        Uni<Void> stamp = sent.isEmpty() ? Uni.createFrom().voidItem()
+                : tx.preparedQuery("UPDATE gateway.usage_outbox SET published_at = now(), attempts = attempts + 1 WHERE event_id = ANY($1)")
+                        .execute(Tuple.of(sent.toArray(UUID[]::new))).replaceWithVoid();
+        if (refused.isEmpty()) {
+            return stamp;
+        }
+        refused.forEach(id -> LOG.errorf("usage event %s: Kafka refused it for good; moved to billing.usage_dead_letters", id));
+        return stamp.chain(() -> tx.preparedQuery("""
+                        WITH moved AS (DELETE FROM gateway.usage_outbox o USING unnest($1::uuid[], $2::text[]) AS r(id, reason)
+                                       WHERE o.event_id = r.id RETURNING o.event_id, o.payload, r.reason)
+                        INSERT INTO billing.usage_dead_letters (event_id, account_id, reason, payload)
+                        SELECT event_id, left(payload->>'account_id', 128), left(reason, 500), convert_to(payload::text, 'UTF8') FROM moved""")
+                .execute(Tuple.of(refused.toArray(UUID[]::new), reasons.toArray(String[]::new))))
+                .invoke(rows -> deadLettered.increment(rows.rowCount())).replaceWithVoid();
+    }
+
+    /** Kafka errors that no retry changes: the record itself is wrong for the topic. */
+    static boolean refusedForGood(Throwable e) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof org.apache.kafka.common.errors.RecordTooLargeException || c instanceof org.apache.kafka.common.errors.RecordBatchTooLargeException
+                    || c instanceof org.apache.kafka.common.InvalidRecordException || c instanceof org.apache.kafka.common.errors.SerializationException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private Uni<Integer> publishBatch(SqlConnection tx) {
         return tx.preparedQuery("SELECT event_id, payload::text AS payload FROM gateway.usage_outbox WHERE published_at IS NULL "
                         + "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED")
@@ -81,12 +129,11 @@ public class OutboxRelay {
                         backlog.set(0);
                         return Uni.createFrom().item(0);
                     }
-                    List<CompletableFuture<Void>> acks = usage.send(ids, payloads);
-                    return Uni.createFrom().completionStage(CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)))
+                    // each event's own outcome: one Kafka refuses for good must not hold back the others
+                    List<CompletableFuture<Throwable>> outcomes = usage.send(ids, payloads).stream().map(ack -> ack.handle((v, e) -> e)).toList();
+                    return Uni.createFrom().completionStage(CompletableFuture.allOf(outcomes.toArray(CompletableFuture[]::new)))
                             .ifNoItem().after(config.outbox().publishTimeout()).fail()
-                            .onItem().transformToUni(ignored -> tx.preparedQuery(
-                                            "UPDATE gateway.usage_outbox SET published_at = now(), attempts = attempts + 1 WHERE event_id = ANY($1)")
-                                    .execute(Tuple.of(ids.toArray(UUID[]::new))))
+                            .onItem().transformToUni(ignored -> settle(tx, ids, outcomes))
                             .onItem().transformToUni(ignored -> tx.query("SELECT count(*) FROM gateway.usage_outbox WHERE published_at IS NULL").execute())
                             .invoke(count -> backlog.set(count.iterator().next().getLong(0)))
                             .replaceWith(ids.size());

@@ -83,6 +83,9 @@ public class UpstreamProxy {
         return out;
     }
 
+    /** How long a non-streamed upstream answer is still awaited, for its usage, after the client left. */
+    static final java.time.Duration ABANDONED_ANSWER_WAIT = java.time.Duration.ofSeconds(10);
+
     /** One proxied request from admission to settlement. */
     static final class Call extends Metering.Billable {
         final RoutingContext rc;
@@ -98,6 +101,10 @@ public class UpstreamProxy {
         /** The breaker permit of the attempt in flight: a half-open trial's number, or {@link CircuitBreaker#PASS}. */
         long permit;
         HttpClientRequest upstreamRequest;
+        /** A request is out to the upstream and its answer not yet seen. */
+        boolean sending;
+        /** Settle for the whole affordable output: a non-streamed answer abandoned before its usage came. */
+        boolean fullOutputEstimate;
         java.util.concurrent.atomic.AtomicInteger open;
         boolean done;
         JsonObject usage;
@@ -176,6 +183,24 @@ public class UpstreamProxy {
         if (options != null && !call.stream) {
             throw OpenAiError.invalid("stream_options", "stream_options is only allowed when stream is true");
         }
+        // what the reservation cannot bound is refused: several choices multiply the output, and images cost input
+        // tokens no tokenizer here can count
+        Object choices = body.getValue("n");
+        if (choices != null && !(choices instanceof Number c && c.doubleValue() == 1)) {
+            throw OpenAiError.unprocessable("n", "n must be 1 (several choices per request are not supported here)");
+        }
+        if (body.getValue("messages") instanceof JsonArray messages) {
+            for (Object m : messages) {
+                if (m instanceof JsonObject msg && msg.getValue("content") instanceof JsonArray parts) {
+                    for (Object p : parts) {
+                        if (p instanceof JsonObject part && !"text".equals(part.getValue("type"))) {
+                            throw OpenAiError.unprocessable("messages", "only text content parts are supported (no price is set for "
+                                    + (part.getValue("type") instanceof String t && t.length() <= 32 ? t : "non-text") + " parts)");
+                        }
+                    }
+                }
+            }
+        }
         Object max = body.getValue(call.maxField);
         if (max == null) {
             return config.defaultMaxTokens();
@@ -197,16 +222,23 @@ public class UpstreamProxy {
         }
         HttpServerResponse response = call.rc.response();
         response.closeHandler(v -> {
-            if (!call.done) {
-                call.clientLeft();
-                // a trial whose answer will never be seen must not keep the circuit half-open
-                call.route().upstream().breaker().abandon(call.permit);
-                count(call, "client_gone");
-                if (call.upstreamRequest != null) {
-                    call.upstreamRequest.reset();
-                }
-                finish(call, "cancelled", null);
+            if (call.done) {
+                return;
             }
+            call.clientLeft();
+            count(call, "client_gone");
+            if (!call.stream && call.sending) {
+                // the upstream is generating the whole answer anyway: wait briefly for it and bill its usage; after
+                // that, bill the most it could be (the affordable output), flagged estimated
+                vertx.setTimer(ABANDONED_ANSWER_WAIT.toMillis(), t -> {
+                    if (!call.done) {
+                        call.fullOutputEstimate = true;
+                        abandon(call);
+                    }
+                });
+                return;
+            }
+            abandon(call);
         });
         // the affordable output, asked of the upstream so it cannot generate more than the reservation pays for
         call.body.put(call.maxField, call.reservation().maxTokens());
@@ -215,6 +247,16 @@ public class UpstreamProxy {
             call.body.put("stream_options", (options == null ? new JsonObject() : options).put("include_usage", true));
         }
         attempt(call);
+    }
+
+    /** Stops waiting for the upstream: the trial permit goes back, the request is cut, what is known is settled. */
+    private void abandon(Call call) {
+        // a trial whose answer will never be seen must not keep the circuit half-open
+        call.route().upstream().breaker().abandon(call.permit);
+        if (call.upstreamRequest != null) {
+            call.upstreamRequest.reset();
+        }
+        finish(call, "cancelled", null);
     }
 
     /** Sends the request to the current route, or moves on to the next route when its circuit is open. */
@@ -260,6 +302,7 @@ public class UpstreamProxy {
                 req.reset();
                 return;
             }
+            call.sending = true;
             req.send(payload).onComplete(sent -> {
                 if (sent.failed()) {
                     failed(call, sent.cause(), 0, null, null);
@@ -271,7 +314,7 @@ public class UpstreamProxy {
     }
 
     private void answered(Call call, HttpClientResponse resp) {
-        if (call.clientGone()) {
+        if (call.done || call.clientGone() && call.stream) {
             return;
         }
         if (resp.statusCode() != 200) {
@@ -392,7 +435,13 @@ public class UpstreamProxy {
      * client; otherwise answered with the upstream's status.
      */
     private void failed(Call call, Throwable error, int status, Buffer body, String retryAfter) {
-        if (call.clientGone() || call.done) {
+        call.sending = false;
+        if (call.done) {
+            return;
+        }
+        if (call.clientGone()) {
+            // an abandoned non-streamed request whose upstream failed: nothing was generated, nothing is charged
+            giveUp(call, OpenAiError.unavailable("the client left and the upstream failed"));
             return;
         }
         Upstream u = call.route().upstream();
@@ -513,7 +562,7 @@ public class UpstreamProxy {
             settled(call, reason, 0, 0, 0, error, false);
             return;
         }
-        estimate(call).subscribe().with(counts -> settled(call, reason, counts[0], counts[1], 0, error, true),
+        estimate(call).subscribe().with(counts -> settled(call, reason, counts[0], call.fullOutputEstimate ? call.reservation().maxTokens() : counts[1], 0, error, true),
                 t -> settled(call, reason, 0, 0, 0, error, true));
     }
 

@@ -290,7 +290,9 @@ public class UpstreamRegistry {
             List<String> ids = new ArrayList<>();
             JsonArray data = new JsonObject(body).getJsonArray("data", new JsonArray());
             for (int i = 0; i < data.size(); i++) {
-                if (data.getValue(i) instanceof JsonObject m && m.getValue("id") instanceof String id) {
+                // a name our clients could not send, or the ledger should not hold, is not offered
+                if (data.getValue(i) instanceof JsonObject m && m.getValue("id") instanceof String id
+                        && dev.deepserve.gateway.api.ModelNames.valid(u.name() + "/" + id)) {
                     ids.add(id);
                 }
             }

@@ -49,9 +49,29 @@ class UsageEventJsonTest {
                 .put("api_key_id", "key-1").put("model", "mock/chat \"ü\"").put("prompt_cache_hit_tokens", 7).put("prompt_cache_miss_tokens", 12)
                 .put("completion_tokens", 30).put("cost", "0.00004512").put("currency", "USD").put("finish_reason", "length").put("streamed", true)
                 .put("client_disconnected", true).put("created", call.created()).put("completed_at", "2026-11-24T21:09:48.123456Z")
-                .put("error", error).put("estimated", true).put("upstream", "mock").put("upstream_model", "chat")
+                .put("error", "upstream said \"no\"\uFFFD\uFFFDtab \uFFFD and \ud83d\ude00").put("estimated", true).put("upstream", "mock").put("upstream_model", "chat")
                 .put("route", new JsonObject().put("tried", new io.vertx.core.json.JsonArray().add("a").add(2)));
         assertEquals(expected, read);
+    }
+
+    @Test
+    void hostileErrorTextIsBoundedAndStorable() {
+        Call call = new Call(new ApiKey("k", "a", "USD", null, null, null, null));
+        String hostile = "a\u0000b\ud800c" + "x".repeat(1_000_000);
+        JsonObject read = new JsonObject(Metering.eventJson(EventIds.next(), call, 0, 5, 1, BigDecimal.ONE, "USD", "error", Instant.now(), hostile, null));
+        String error = read.getString("error");
+        assertEquals(500, error.length());
+        assertTrue(error.startsWith("a\uFFFDb\uFFFDc"), error.substring(0, 10));
+    }
+
+    @Test
+    void modelNamesAreBoundedToASafeCharset() {
+        assertTrue(ModelNames.valid("deepseek-chat"));
+        assertTrue(ModelNames.valid("ds/accounts/fireworks/models/deepseek-v3@2025-01:free+x_y.z"));
+        for (String bad : new String[] {"", "a\u0000b", "x\ud800", "a b", "é", "m".repeat(257), "a\nb", "a\"b"}) {
+            assertFalse(ModelNames.valid(bad), bad);
+        }
+        assertTrue(ModelNames.valid("m".repeat(256)));
     }
 
     @Test

@@ -53,4 +53,13 @@ class UsagePublisherChunksTest {
         assertTrue(acks.get(1).isCompletedExceptionally());
         assertTrue(acks.get(2).isDone() && !acks.get(2).isCompletedExceptionally());
     }
+
+    @Test
+    void onlyWhatKafkaRefusesForGoodIsDeadLetteredByTheRelay() {
+        assertTrue(OutboxRelay.refusedForGood(new org.apache.kafka.common.errors.RecordTooLargeException("1.1 MB")));
+        assertTrue(OutboxRelay.refusedForGood(new java.util.concurrent.CompletionException(new org.apache.kafka.common.InvalidRecordException("bad"))));
+        assertFalse(OutboxRelay.refusedForGood(new org.apache.kafka.common.errors.TimeoutException("broker away")), "a retry outlives it");
+        assertFalse(OutboxRelay.refusedForGood(new org.apache.kafka.common.errors.NotLeaderOrFollowerException("moving")));
+        assertFalse(OutboxRelay.refusedForGood(new IllegalStateException("not connected yet")));
+    }
 }

@@ -1,0 +1,44 @@
+package dev.deepserve.billing.messaging;
+
+import io.vertx.pgclient.PgException;
+
+/**
+ * Whether a failure to apply usage is the record's own fault — it will fail the same way on every retry, so it must
+ * be set aside — or the world's (PostgreSQL away, a deadlock, a restart), which a retry outlives. Data errors
+ * (SQLSTATE class 22: bad text, numbers or times; 23: a broken constraint; 54: a value beyond a limit, such as an
+ * index row too big) and exceptions our own code throws on a bad value are the record's.
+ */
+final class Poison {
+
+    private Poison() {
+    }
+
+    static boolean is(Throwable t) {
+        for (Throwable c = t; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof PgException pg) {
+                String state = pg.getSqlState();
+                return state != null && (state.startsWith("22") || state.startsWith("23") || state.startsWith("54"));
+            }
+            if (c instanceof IllegalArgumentException || c instanceof NullPointerException || c instanceof ArithmeticException
+                    || c instanceof ClassCastException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** A one-line reason to store: bounded, and free of what PostgreSQL's text refuses. */
+    static String reason(Throwable t) {
+        String m = t.getMessage() == null ? t.getClass().getSimpleName() : t.getClass().getSimpleName() + ": " + t.getMessage();
+        return clean(m);
+    }
+
+    static String clean(String s) {
+        StringBuilder out = new StringBuilder(Math.min(s.length(), 500));
+        for (int i = 0; i < s.length() && out.length() < 500; i++) {
+            char c = s.charAt(i);
+            out.append(Character.isISOControl(c) || Character.isSurrogate(c) ? ' ' : c);
+        }
+        return out.toString();
+    }
+}
