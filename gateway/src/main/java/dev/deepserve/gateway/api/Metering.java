@@ -400,17 +400,29 @@ public class Metering {
             });
             return;
         }
-        ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> {
-            if (attempt >= 6) {
-                LOG.errorf("request %s: settlement failed %d times (%s); usage event kept in this log for replay: %s", call.id(), attempt + 1,
-                        t.getMessage(), event);
+        ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> {
+            if (attempt <= QUICK_SETTLE_ATTEMPTS) {
                 done.run();
-                return;
+            } else {
+                LOG.infof("request %s: settled after %d attempts", call.id(), attempt + 1);
             }
-            LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());
-            vertx.setTimer(250L << attempt, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
+        }, t -> {
+            if (attempt == QUICK_SETTLE_ATTEMPTS) {
+                // the answer waits no longer; the event is not given up: it is retried for as long as this process runs,
+                // and its reservation stays in the database meanwhile
+                LOG.errorf("request %s: settlement failed %d times (%s); answering, and retrying in the background", call.id(), attempt + 1, t.getMessage());
+                done.run();
+            } else {
+                LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());
+            }
+            long delay = Math.min(MAX_SETTLE_RETRY_MILLIS, 250L << Math.min(attempt, 10));
+            vertx.setTimer(delay, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
         });
     }
+
+    /** Tries before the answer stops waiting for its settlement (about 16 s of backoff in all). */
+    static final int QUICK_SETTLE_ATTEMPTS = 6;
+    static final long MAX_SETTLE_RETRY_MILLIS = 30_000;
 
     @Scheduled(every = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
     Uni<Void> sweepReservations() {

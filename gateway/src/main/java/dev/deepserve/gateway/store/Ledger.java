@@ -80,16 +80,30 @@ public class Ledger {
     public Uni<Void> settle(Reservation r, BigDecimal cost, UUID eventId, String event) {
         BigDecimal release = r.amount().subtract(cost).max(BigDecimal.ZERO);
         return pool.withTransaction(tx -> tx.preparedQuery("DELETE FROM gateway.reservations WHERE request_id = $1").execute(Tuple.of(r.requestId()))
-                .chain(deleted -> deleted.rowCount() == 0
-                        ? Uni.createFrom().failure(new IllegalStateException("request " + r.requestId() + " was already settled or swept"))
+                .chain(deleted -> deleted.rowCount() == 0 ? settleWithoutReservation(tx, r, cost, eventId, event)
                         : tx.preparedQuery("UPDATE billing.accounts SET reserved = GREATEST(reserved - $2, 0) WHERE id = $1")
-                                .execute(Tuple.of(r.accountId(), release)))
-                .chain(() -> r.keyId() == null ? Uni.createFrom().nullItem()
-                        : tx.preparedQuery("UPDATE billing.api_keys SET reserved = GREATEST(reserved - $2, 0), spent = spent + $3 WHERE id = $1")
-                                .execute(Tuple.of(r.keyId(), r.amount(), cost)))
-                .chain(() -> tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::text::json)")
-                        .execute(Tuple.of(eventId, event)))
-                .replaceWithVoid());
+                                .execute(Tuple.of(r.accountId(), release))
+                                .chain(() -> r.keyId() == null ? Uni.createFrom().nullItem()
+                                        : tx.preparedQuery("UPDATE billing.api_keys SET reserved = GREATEST(reserved - $2, 0), spent = spent + $3 WHERE id = $1")
+                                                .execute(Tuple.of(r.keyId(), r.amount(), cost)))
+                                .chain(() -> tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::text::json)")
+                                        .execute(Tuple.of(eventId, event)))
+                                .replaceWithVoid()));
+    }
+
+    /**
+     * The reservation is gone: either an earlier try of this settlement committed (its event is in the outbox, and
+     * nothing more is done), or the sweeper released it while the database was away. Then the event is still written
+     * — never free — and its cost parked in {@code reserved} as a settlement does, for billing to charge.
+     */
+    private static Uni<Void> settleWithoutReservation(io.vertx.mutiny.sqlclient.SqlConnection tx, Reservation r, BigDecimal cost, UUID eventId, String event) {
+        return tx.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::text::json) ON CONFLICT (event_id) DO NOTHING")
+                .execute(Tuple.of(eventId, event))
+                .chain(inserted -> inserted.rowCount() == 0 ? Uni.createFrom().voidItem()
+                        : tx.preparedQuery("UPDATE billing.accounts SET reserved = reserved + $2 WHERE id = $1").execute(Tuple.of(r.accountId(), cost))
+                                .chain(() -> r.keyId() == null ? Uni.createFrom().nullItem()
+                                        : tx.preparedQuery("UPDATE billing.api_keys SET spent = spent + $2 WHERE id = $1").execute(Tuple.of(r.keyId(), cost)))
+                                .replaceWithVoid());
     }
 
     /** Balances for {@code /user/balance}: total, granted, topped up, and what is spendable now. */

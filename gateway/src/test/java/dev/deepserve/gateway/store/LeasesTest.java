@@ -103,6 +103,27 @@ class LeasesTest {
     }
 
     @Test
+    void aReservationSweptBeforeItsSettlementIsStillChargedAndASecondTryChangesNothing() {
+        String account = account("1");
+        Ledger.Reservation r = ledger.reserve(UUID.randomUUID().toString(), account, null, false, available -> 1, tokens -> EACH)
+                .await().indefinitely().orElseThrow();
+        assertEquals(0, EACH.compareTo(reserved(account)));
+        // the database was away longer than the reservations' lifetime: the sweeper gave the reservation back
+        pool.preparedQuery("UPDATE gateway.reservations SET created_at = now() - interval '1 day' WHERE request_id = $1")
+                .execute(Tuple.of(r.requestId())).await().indefinitely();
+        ledger.sweep(Duration.ofMinutes(30)).await().indefinitely();
+        assertEquals(0, reserved(account).signum());
+        UUID event = UUID.randomUUID();
+        BigDecimal cost = new BigDecimal("0.00000500");
+        String payload = new JsonObject().put("event_id", event.toString()).put("account_id", account).put("cost", cost.toPlainString()).encode();
+        ledger.settle(r, cost, event, payload).await().indefinitely();
+        assertEquals(1L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = $1", event).getLong(0), "the event is written, not dropped");
+        assertEquals(0, cost.compareTo(reserved(account)), "its cost waits in reserved for billing, as any settlement's");
+        ledger.settle(r, cost, event, payload).await().indefinitely();
+        assertEquals(0, cost.compareTo(reserved(account)), "a retried settlement charges nothing twice");
+    }
+
+    @Test
     void aSettledCostStaysReservedForBillingAndCountsOnceWhenWrittenTwice() {
         String account = account("1");
         Ledger.Reservation r = reserveOne(leases, account).await().indefinitely().orElseThrow();
