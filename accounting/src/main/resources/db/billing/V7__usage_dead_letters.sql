@@ -1,6 +1,7 @@
 -- Usage records billing cannot apply (unreadable, invalid, or refused by PostgreSQL when applied alone): kept with
 -- the reason, counted and shown in the console, never dropped and never allowed to stop the consumer. The payload is
--- kept as the exact bytes received (bytea takes anything, a NUL byte included).
+-- kept as the text received, in UTF-8 (bytea takes anything, a NUL byte included; bytes that were not UTF-8 were
+-- already replaced by the Kafka deserializer).
 CREATE TABLE usage_dead_letters (
     id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id     uuid,

@@ -86,8 +86,8 @@ class UpstreamProxyTest {
             m.received.clear();
             m.authorizations.clear();
         }
-        registry.get("mock").orElseThrow().breaker().success();
-        registry.get("backup").orElseThrow().breaker().success();
+        registry.get("mock").orElseThrow().breaker().reset();
+        registry.get("backup").orElseThrow().breaker().reset();
     }
 
     String account(String balance) {
@@ -349,11 +349,12 @@ class UpstreamProxyTest {
         String key = account("1");
         CircuitBreaker breaker = registry.get("mock").orElseThrow().breaker();
         for (int i = 0; i < 5; i++) {
-            breaker.failure(System.nanoTime() - Duration.ofMinutes(5).toNanos());
+            breaker.failure(System.nanoTime() - Duration.ofMinutes(5).toNanos(), CircuitBreaker.PASS);
         }
         assertEquals(CircuitBreaker.State.HALF_OPEN, breaker.state(System.nanoTime()));
+        // streamed, so the gateway cuts the upstream request when its client leaves: the trial's outcome is never seen
         Upstreams.mock.headerDelayMillis = 2000;
-        String body = HELLO + "}";
+        String body = HELLO + ",\"stream\":true}";
         try (java.net.Socket s = new java.net.Socket(chatUrl.getHost(), chatUrl.getPort())) {
             s.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
                     + "\r\nContent-Type: application/json\r\nContent-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
@@ -364,6 +365,7 @@ class UpstreamProxyTest {
         // the trial's client is gone before the upstream answered: the next request is the new trial, not a 503
         Upstreams.mock.headerDelayMillis = 0;
         await().atMost(Duration.ofSeconds(10)).until(() -> events(key).size() == 1);
+        assertEquals(CircuitBreaker.State.HALF_OPEN, breaker.state(System.nanoTime()), "the abandoned trial decided nothing");
         post(key, body).then().statusCode(200);
         assertEquals(CircuitBreaker.State.CLOSED, breaker.state(System.nanoTime()));
     }
@@ -416,12 +418,18 @@ class UpstreamProxyTest {
         // above the local engine's limit is the upstream's business: it goes through, capped by what the balance pays for
         post(key, HELLO + ",\"max_tokens\":20000}").then().statusCode(200);
         assertEquals(20000, Upstreams.mock.received.getLast().getInteger("max_tokens"));
+        // both fields sent: the upstream gets the reserved bound in both, whichever it obeys
+        post(key, HELLO + ",\"max_tokens\":1,\"max_completion_tokens\":1000000}").then().statusCode(200);
+        assertEquals(1, Upstreams.mock.received.getLast().getInteger("max_tokens"));
+        assertEquals(1, Upstreams.mock.received.getLast().getInteger("max_completion_tokens"));
         Upstreams.mock.received.clear();
         post(key, "{\"model\":\"nope/x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}").then().statusCode(400)
                 .body("error.code", equalTo("model_not_found"));
         post("sk-" + "b".repeat(64), HELLO + "}").then().statusCode(401);
         // what the reservation cannot bound never reaches the upstream
         post(key, HELLO + ",\"n\":64}").then().statusCode(422).body("error.param", equalTo("n"));
+        post(key, HELLO + ",\"best_of\":3}").then().statusCode(422).body("error.param", equalTo("best_of"));
+        post(key, "{\"model\":\"mock/mock-chat\",\"messages\":[{\"role\":\"user\",\"content\":[\"bare string part\"]}]}").then().statusCode(422);
         post(key, "{\"model\":\"mock/mock-chat\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"},"
                 + "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}").then().statusCode(422)
                 .body("error.message", containsString("image_url"));

@@ -24,7 +24,7 @@ final class ServiceProcess {
     final String name;
     final String url;
     final Path log;
-    private Process process;
+    private volatile Process process;
     private Path jar;
     private List<String> jvmOptions;
     private Map<String, String> env;

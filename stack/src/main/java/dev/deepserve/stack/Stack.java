@@ -224,8 +224,14 @@ final class Stack {
         }
     }
 
-    /** One look at one service; true when something about it changed. */
-    private boolean supervise(ServiceProcess service) {
+    /**
+     * One look at one service; true when something about it changed. Synchronized with {@link #shutdown}, so a
+     * service is never started again after shutdown has stopped it.
+     */
+    private synchronized boolean supervise(ServiceProcess service) {
+        if (stopping) {
+            return false;
+        }
         if (service.alive()) {
             if (service.backoffStep > 0 && service.uptime().compareTo(STABLE_AFTER) > 0) {
                 service.backoffStep = 0;

@@ -14,7 +14,8 @@ final class TokenizerFiles {
 
     static Path dir() {
         String env = System.getenv("DEEPSERVE_TOKENIZER_DIR");
-        String cache = System.getenv().getOrDefault("DEEPSERVE_CACHE", System.getProperty("user.home") + "/.cache/deepserve");
+        String cache = System.getenv("DEEPSERVE_CACHE") != null && !System.getenv("DEEPSERVE_CACHE").isBlank() ? System.getenv("DEEPSERVE_CACHE")
+                : (System.getenv("HOME") != null && !System.getenv("HOME").isBlank() ? System.getenv("HOME") : System.getProperty("user.home")) + "/.cache/deepserve";
         Path dir = env != null ? Path.of(env) : Path.of(cache, "tokenizer-deepseek_v3-3.7.2");
         if (!Files.isRegularFile(dir.resolve("tokenizer.json"))) {
             throw new IllegalStateException("DeepSeek-V3 tokenizer files not found in " + dir + ": ./mvnw fetches them (scripts/fetch-tokenizer.sh)");

@@ -4,9 +4,10 @@ import io.vertx.pgclient.PgException;
 
 /**
  * Whether a failure to apply usage is the record's own fault — it will fail the same way on every retry, so it must
- * be set aside — or the world's (PostgreSQL away, a deadlock, a restart), which a retry outlives. Data errors
- * (SQLSTATE class 22: bad text, numbers or times; 23: a broken constraint; 54: a value beyond a limit, such as an
- * index row too big) and exceptions our own code throws on a bad value are the record's.
+ * be set aside — or the world's (PostgreSQL away, a deadlock, a restart), which a retry outlives. Only PostgreSQL's
+ * data errors are the record's (SQLSTATE class 22: bad text, numbers or times; 23: a broken constraint; 54: a value
+ * beyond a limit, such as an index row too big): what {@code UsageEventCheck} could not foresee. An exception of our
+ * own code is not — it would otherwise dead-letter every event; it stalls the consumer visibly instead.
  */
 final class Poison {
 
@@ -18,10 +19,6 @@ final class Poison {
             if (c instanceof PgException pg) {
                 String state = pg.getSqlState();
                 return state != null && (state.startsWith("22") || state.startsWith("23") || state.startsWith("54"));
-            }
-            if (c instanceof IllegalArgumentException || c instanceof NullPointerException || c instanceof ArithmeticException
-                    || c instanceof ClassCastException) {
-                return true;
             }
         }
         return false;

@@ -345,13 +345,14 @@ public class Metering {
             g.writeNumberField("completion_tokens", completion);
             g.writeStringField("cost", Money.plain(cost));
             g.writeStringField("currency", currency);
-            g.writeStringField("finish_reason", reason);
+            // an upstream's finish_reason is its text, not ours: bounded as billing expects it
+            g.writeStringField("finish_reason", reason == null ? null : eventText(reason, 64));
             g.writeBooleanField("streamed", call.streamed());
             g.writeBooleanField("client_disconnected", call.clientGone());
             g.writeNumberField("created", call.created());
             g.writeStringField("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
             if (error != null) {
-                g.writeStringField("error", eventText(error));
+                g.writeStringField("error", eventText(error, 500));
             }
             if (extra != null) {
                 for (Map.Entry<String, Object> e : extra) {
@@ -368,12 +369,12 @@ public class Metering {
     }
 
     /**
-     * Free text in an event (an upstream's error message, which a hostile upstream chooses): at most 500 characters,
-     * control characters and unpaired surrogates replaced, so that PostgreSQL's jsonb (which refuses \u0000) and every
-     * other reader can always store the event.
+     * Free text in an event (an upstream's error message or finish reason, which a hostile upstream chooses): at most
+     * {@code max} characters, control characters and unpaired surrogates replaced, so that PostgreSQL's jsonb (which
+     * refuses \u0000) and every other reader can always store the event.
      */
-    static String eventText(String text) {
-        int n = Math.min(text.length(), 500);
+    static String eventText(String text, int max) {
+        int n = Math.min(text.length(), max);
         StringBuilder out = new StringBuilder(n);
         for (int i = 0; i < n; i++) {
             char c = text.charAt(i);

@@ -74,7 +74,7 @@ public class OutboxRelay {
      * Stamps what Kafka took; moves what it refused for good (a record too large or invalid) to billing's dead-letter
      * table, where the console shows it; leaves the rest for the next pass.
      */
-    private Uni<Void> settle(SqlConnection tx, List<UUID> ids, List<CompletableFuture<Throwable>> outcomes) {
+    private Uni<Integer> settle(SqlConnection tx, List<UUID> ids, List<CompletableFuture<Throwable>> outcomes) {
         List<UUID> sent = new ArrayList<>();
         List<UUID> refused = new ArrayList<>();
         List<String> reasons = new ArrayList<>();
@@ -87,11 +87,13 @@ public class OutboxRelay {
                 reasons.add("kafka refused it: " + e.getClass().getSimpleName() + (e.getMessage() == null ? "" : ": " + e.getMessage()));
             }
         }
+        // the count of events this pass has dealt with; 0 when Kafka failed some for now, which ends the pass
+        int handled = sent.size() + refused.size() == ids.size() ? ids.size() : 0;
         Uni<Void> stamp = sent.isEmpty() ? Uni.createFrom().voidItem()
                 : tx.preparedQuery("UPDATE gateway.usage_outbox SET published_at = now(), attempts = attempts + 1 WHERE event_id = ANY($1)")
                         .execute(Tuple.of(sent.toArray(UUID[]::new))).replaceWithVoid();
         if (refused.isEmpty()) {
-            return stamp;
+            return stamp.replaceWith(handled);
         }
         refused.forEach(id -> LOG.errorf("usage event %s: Kafka refused it for good; moved to billing.usage_dead_letters", id));
         return stamp.chain(() -> tx.preparedQuery("""
@@ -100,7 +102,7 @@ public class OutboxRelay {
                         INSERT INTO billing.usage_dead_letters (event_id, account_id, reason, payload)
                         SELECT event_id, left(payload->>'account_id', 128), left(reason, 500), convert_to(payload::text, 'UTF8') FROM moved""")
                 .execute(Tuple.of(refused.toArray(UUID[]::new), reasons.toArray(String[]::new))))
-                .invoke(rows -> deadLettered.increment(rows.rowCount())).replaceWithVoid();
+                .invoke(rows -> deadLettered.increment(rows.rowCount())).replaceWith(handled);
     }
 
     /** Kafka errors that no retry changes: the record itself is wrong for the topic. */
@@ -134,9 +136,10 @@ public class OutboxRelay {
                     return Uni.createFrom().completionStage(CompletableFuture.allOf(outcomes.toArray(CompletableFuture[]::new)))
                             .ifNoItem().after(config.outbox().publishTimeout()).fail()
                             .onItem().transformToUni(ignored -> settle(tx, ids, outcomes))
-                            .onItem().transformToUni(ignored -> tx.query("SELECT count(*) FROM gateway.usage_outbox WHERE published_at IS NULL").execute())
-                            .invoke(count -> backlog.set(count.iterator().next().getLong(0)))
-                            .replaceWith(ids.size());
+                            .onItem().transformToUni(done -> tx.query("SELECT count(*) FROM gateway.usage_outbox WHERE published_at IS NULL").execute()
+                                    .invoke(count -> backlog.set(count.iterator().next().getLong(0)))
+                                    // a pass goes on to the next batch only while Kafka takes everything it is sent
+                                    .replaceWith(done));
                 });
     }
 }

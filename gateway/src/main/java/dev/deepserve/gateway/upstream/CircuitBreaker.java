@@ -8,7 +8,8 @@ package dev.deepserve.gateway.upstream;
  * <p>A trial whose outcome never comes — its client left before the upstream answered — must not hold the breaker
  * half-open for ever: its holder gives the permit back with {@link #abandon}, and a trial out for longer than
  * {@code openNanos} is presumed lost, so another request may try. Permits are numbered so that a late abandon or
- * outcome of an old trial cannot end a newer one. Thread-safe; the clock is passed in so tests control time.
+ * outcome of an old trial cannot end a newer one, and outcomes of requests admitted while it was closed cannot
+ * reopen or close it once it has opened. Thread-safe; the clock is passed in so tests control time.
  *
  * <p>Hand-written rather than SmallRye Fault Tolerance's guard: an upstream stream that breaks after its 200 must
  * count as a failure, which happens after a guarded call has returned (bench/results/2026-12-04-resilience.txt).
@@ -68,19 +69,40 @@ public final class CircuitBreaker {
         return trial;
     }
 
-    public synchronized void success() {
-        failures = 0;
-        trial = 0;
-        state = State.CLOSED;
+    /**
+     * A request that went through answered well. While closed, that resets the failure count; while half-open, only
+     * the current trial's success closes the circuit — a late answer of a request admitted before it opened, or of a
+     * trial presumed lost, says nothing about the upstream now.
+     */
+    public synchronized void success(long permit) {
+        if (state == State.CLOSED) {
+            failures = 0;
+        } else if (state == State.HALF_OPEN && permit > 0 && permit == trial) {
+            failures = 0;
+            trial = 0;
+            state = State.CLOSED;
+        }
     }
 
-    public synchronized void failure(long now) {
-        failures++;
-        trial = 0;
-        if (state == State.HALF_OPEN || failures >= threshold) {
+    /** A request that went through failed: counted while closed; while half-open, the current trial's failure reopens it. */
+    public synchronized void failure(long now, long permit) {
+        if (state == State.CLOSED) {
+            if (++failures >= threshold) {
+                state = State.OPEN;
+                openedAt = now;
+            }
+        } else if (state == State.HALF_OPEN && permit > 0 && permit == trial) {
+            trial = 0;
             state = State.OPEN;
             openedAt = now;
         }
+    }
+
+    /** Closes it whatever its state (an administrator's reset, tests). */
+    public synchronized void reset() {
+        failures = 0;
+        trial = 0;
+        state = State.CLOSED;
     }
 
     /** The holder of {@code permit} leaves without an outcome; if it was the current trial, the next request may try. */

@@ -1,6 +1,7 @@
 package dev.deepserve.gateway.upstream;
 
 import dev.deepserve.gateway.api.Metering;
+import dev.deepserve.gateway.api.ModelNames;
 import dev.deepserve.gateway.api.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
@@ -83,9 +84,6 @@ public class UpstreamProxy {
         return out;
     }
 
-    /** How long a non-streamed upstream answer is still awaited, for its usage, after the client left. */
-    static final java.time.Duration ABANDONED_ANSWER_WAIT = java.time.Duration.ofSeconds(10);
-
     /** One proxied request from admission to settlement. */
     static final class Call extends Metering.Billable {
         final RoutingContext rc;
@@ -103,8 +101,8 @@ public class UpstreamProxy {
         HttpClientRequest upstreamRequest;
         /** A request is out to the upstream and its answer not yet seen. */
         boolean sending;
-        /** Settle for the whole affordable output: a non-streamed answer abandoned before its usage came. */
-        boolean fullOutputEstimate;
+        /** An upstream answered 200: something may have been generated (and is billed, estimated if need be). */
+        boolean started;
         java.util.concurrent.atomic.AtomicInteger open;
         boolean done;
         JsonObject usage;
@@ -185,17 +183,20 @@ public class UpstreamProxy {
         }
         // what the reservation cannot bound is refused: several choices multiply the output, and images cost input
         // tokens no tokenizer here can count
-        Object choices = body.getValue("n");
-        if (choices != null && !(choices instanceof Number c && c.doubleValue() == 1)) {
-            throw OpenAiError.unprocessable("n", "n must be 1 (several choices per request are not supported here)");
+        for (String multiplier : new String[] {"n", "best_of"}) {
+            Object v = body.getValue(multiplier);
+            if (v != null && !(v instanceof Number c && c.doubleValue() == 1)) {
+                throw OpenAiError.unprocessable(multiplier, multiplier + " must be 1 (several generations per request are not supported here)");
+            }
         }
         if (body.getValue("messages") instanceof JsonArray messages) {
             for (Object m : messages) {
                 if (m instanceof JsonObject msg && msg.getValue("content") instanceof JsonArray parts) {
                     for (Object p : parts) {
-                        if (p instanceof JsonObject part && !"text".equals(part.getValue("type"))) {
+                        if (!(p instanceof JsonObject part) || !"text".equals(part.getValue("type"))) {
                             throw OpenAiError.unprocessable("messages", "only text content parts are supported (no price is set for "
-                                    + (part.getValue("type") instanceof String t && t.length() <= 32 ? t : "non-text") + " parts)");
+                                    + (p instanceof JsonObject part && part.getValue("type") instanceof String t && ModelNames.valid(t) && t.length() <= 32 ? t : "non-text")
+                                    + " parts)");
                         }
                     }
                 }
@@ -228,11 +229,10 @@ public class UpstreamProxy {
             call.clientLeft();
             count(call, "client_gone");
             if (!call.stream && call.sending) {
-                // the upstream is generating the whole answer anyway: wait briefly for it and bill its usage; after
-                // that, bill the most it could be (the affordable output), flagged estimated
-                vertx.setTimer(ABANDONED_ANSWER_WAIT.toMillis(), t -> {
+                // the upstream generates the whole answer anyway: keep reading it (its own idle timeout still applies)
+                // and bill its usage; should it never end, give up a little after that timeout
+                vertx.setTimer(config.proxy().readTimeout().plusSeconds(5).toMillis(), t -> {
                     if (!call.done) {
-                        call.fullOutputEstimate = true;
                         abandon(call);
                     }
                 });
@@ -240,8 +240,12 @@ public class UpstreamProxy {
             }
             abandon(call);
         });
-        // the affordable output, asked of the upstream so it cannot generate more than the reservation pays for
+        // the affordable output, asked of the upstream so it cannot generate more than the reservation pays for — in
+        // both fields when the client sent both (upstreams differ in which one wins)
         call.body.put(call.maxField, call.reservation().maxTokens());
+        if (call.body.containsKey("max_completion_tokens")) {
+            call.body.put("max_completion_tokens", call.reservation().maxTokens());
+        }
         if (call.stream) {
             JsonObject options = call.body.getJsonObject("stream_options");
             call.body.put("stream_options", (options == null ? new JsonObject() : options).put("include_usage", true));
@@ -317,6 +321,7 @@ public class UpstreamProxy {
         if (call.done || call.clientGone() && call.stream) {
             return;
         }
+        call.started |= resp.statusCode() == 200;
         if (resp.statusCode() != 200) {
             String retryAfter = resp.getHeader("Retry-After");
             resp.body().onComplete(b -> failed(call, null, resp.statusCode(), b.succeeded() ? b.result() : Buffer.buffer(), retryAfter));
@@ -439,17 +444,17 @@ public class UpstreamProxy {
         if (call.done) {
             return;
         }
-        if (call.clientGone()) {
-            // an abandoned non-streamed request whose upstream failed: nothing was generated, nothing is charged
-            giveUp(call, OpenAiError.unavailable("the client left and the upstream failed"));
-            return;
-        }
         Upstream u = call.route().upstream();
         boolean retryable = status == 0 || status == 429 || status >= 500;
         if (status == 0 || status >= 500) {
             breakerFailure(call);
         } else {
             breakerSuccess(call);
+        }
+        if (call.clientGone()) {
+            // an abandoned non-streamed request whose upstream failed: nothing was generated, nothing is charged
+            giveUp(call, OpenAiError.unavailable("the client left and the upstream failed"));
+            return;
         }
         count(call, status == 0 ? "unreachable" : "status_" + status);
         // a failure seen here comes before anything reached the client (a broken stream ends in finish), so it may be retried
@@ -481,12 +486,12 @@ public class UpstreamProxy {
     }
 
     private static void breakerSuccess(Call call) {
-        call.route().upstream().breaker().success();
+        call.route().upstream().breaker().success(call.permit);
         call.permit = CircuitBreaker.PASS;
     }
 
     private static void breakerFailure(Call call) {
-        call.route().upstream().breaker().failure(System.nanoTime());
+        call.route().upstream().breaker().failure(System.nanoTime(), call.permit);
         call.permit = CircuitBreaker.PASS;
     }
 
@@ -557,12 +562,12 @@ public class UpstreamProxy {
             settled(call, reason, prompt, completion, cached, error, false);
             return;
         }
-        boolean anything = call.upstreamRequest != null;
-        if (!anything) {
+        // no upstream ever answered 200 (the client left during a retry's wait, say): nothing was generated
+        if (!call.started) {
             settled(call, reason, 0, 0, 0, error, false);
             return;
         }
-        estimate(call).subscribe().with(counts -> settled(call, reason, counts[0], call.fullOutputEstimate ? call.reservation().maxTokens() : counts[1], 0, error, true),
+        estimate(call).subscribe().with(counts -> settled(call, reason, counts[0], counts[1], 0, error, true),
                 t -> settled(call, reason, 0, 0, 0, error, true));
     }
 
@@ -640,8 +645,9 @@ public class UpstreamProxy {
         return new JsonObject().put("estimated", estimated).put("upstream", r.upstream().name()).put("upstream_model", r.model());
     }
 
+    /** A token count an upstream reported: never negative, never so large that sums of them overflow. */
     private static int intOf(JsonObject o, String field) {
-        return o.getValue(field) instanceof Number n ? Math.max(0, n.intValue()) : 0;
+        return o.getValue(field) instanceof Number n ? (int) Math.max(0, Math.min(n.longValue(), 100_000_000L)) : 0;
     }
 
     /** {prompt, completion} counted with our tokenizer (a byte-based guess when the tokenizer service is down). */

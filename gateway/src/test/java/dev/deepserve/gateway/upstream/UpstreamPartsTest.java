@@ -53,30 +53,49 @@ class UpstreamPartsTest {
 
     @Test
     void theBreakerOpensAfterConsecutiveFailuresAndLetsOneTrialThrough() {
+        long pass = CircuitBreaker.PASS;
         CircuitBreaker b = new CircuitBreaker(3, 1000);
-        b.failure(0);
-        b.failure(1);
-        b.success();
-        b.failure(2);
-        b.failure(3);
-        assertEquals(CircuitBreaker.PASS, b.tryAcquire(4), "a success in between resets the count");
-        b.failure(5);
+        b.failure(0, pass);
+        b.failure(1, pass);
+        b.success(pass);
+        b.failure(2, pass);
+        b.failure(3, pass);
+        assertEquals(pass, b.tryAcquire(4), "a success in between resets the count");
+        b.failure(5, pass);
         assertEquals(CircuitBreaker.DENIED, b.tryAcquire(6));
         assertEquals(CircuitBreaker.State.OPEN, b.state(6));
-        assertTrue(b.tryAcquire(1005) > 0, "after the open time one trial goes through");
+        long trial = b.tryAcquire(1005);
+        assertTrue(trial > 0, "after the open time one trial goes through");
         assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1006), "only one");
-        b.failure(1007);
+        b.failure(1007, trial);
         assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1500), "a failed trial opens it again");
-        assertTrue(b.tryAcquire(2008) > 0);
-        b.success();
-        assertEquals(CircuitBreaker.PASS, b.tryAcquire(2009));
-        assertEquals(CircuitBreaker.PASS, b.tryAcquire(2010));
+        long second = b.tryAcquire(2008);
+        assertTrue(second > trial);
+        b.success(second);
+        assertEquals(pass, b.tryAcquire(2009));
+        assertEquals(pass, b.tryAcquire(2010));
+    }
+
+    @Test
+    void lateOutcomesOfOtherRequestsNeitherReopenNorCloseIt() {
+        long pass = CircuitBreaker.PASS;
+        CircuitBreaker b = new CircuitBreaker(1, 1000);
+        b.failure(0, pass);
+        assertEquals(CircuitBreaker.State.OPEN, b.state(1));
+        b.failure(500, pass);
+        assertEquals(CircuitBreaker.State.HALF_OPEN, b.state(1000), "a late failure of a request admitted while closed does not restart the open time");
+        long trial = b.tryAcquire(1000);
+        b.success(pass);
+        b.failure(1001, pass);
+        assertEquals(CircuitBreaker.State.HALF_OPEN, b.state(1002), "only the trial decides");
+        b.success(trial);
+        assertEquals(CircuitBreaker.State.CLOSED, b.state(1003));
     }
 
     @Test
     void aTrialWhoseClientLeftDoesNotHoldTheBreakerHalfOpen() {
         CircuitBreaker b = new CircuitBreaker(1, 1000);
-        b.failure(0);
+        b.failure(0, CircuitBreaker.PASS);
         long trial = b.tryAcquire(1000);
         assertTrue(trial > 0);
         assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1001));
@@ -85,11 +104,14 @@ class UpstreamPartsTest {
         assertTrue(next > trial, "the abandoned trial's place goes to the next request");
         b.abandon(trial);
         assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1003), "a stale permit cannot end the newer trial");
+        b.success(trial);
+        assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1003), "nor can its late success close the circuit");
         b.abandon(CircuitBreaker.PASS);
         assertEquals(CircuitBreaker.DENIED, b.tryAcquire(1004), "an ordinary request's permit is not a trial");
-        assertTrue(b.tryAcquire(1002 + 1000) > next, "a trial never heard from is presumed lost after the open time");
+        long third = b.tryAcquire(1002 + 1000);
+        assertTrue(third > next, "a trial never heard from is presumed lost after the open time");
         assertEquals(CircuitBreaker.State.HALF_OPEN, b.state(2100));
-        b.success();
+        b.success(third);
         assertEquals(CircuitBreaker.State.CLOSED, b.state(2101));
     }
 

@@ -153,10 +153,23 @@ public final class ModelCli {
         Files.write(file, buf.array());
     }
 
+    /**
+     * Where the fetch scripts cache what they download, by their rule: {@code $DEEPSERVE_CACHE} when set and not empty,
+     * else {@code $HOME/.cache/deepserve} (the JVM's user.home only when HOME is unset).
+     */
+    public static Path cacheDir(Map<String, String> env) {
+        String cache = env.get("DEEPSERVE_CACHE");
+        if (cache != null && !cache.isBlank()) {
+            return Path.of(cache);
+        }
+        String home = env.get("HOME");
+        return Path.of(home != null && !home.isBlank() ? home : System.getProperty("user.home"), ".cache", "deepserve");
+    }
+
     /** The cached tokenizer files; generating without them would give a model directory nothing can tokenize for. */
     public static Path tokenizerDir(Map<String, String> env) {
         Path dir = env.containsKey("DEEPSERVE_TOKENIZER_DIR") ? Path.of(env.get("DEEPSERVE_TOKENIZER_DIR"))
-                : Path.of(env.getOrDefault("DEEPSERVE_CACHE", System.getProperty("user.home") + "/.cache/deepserve")).resolve(TOKENIZER_CACHE_NAME);
+                : cacheDir(env).resolve(TOKENIZER_CACHE_NAME);
         if (!Files.isRegularFile(dir.resolve("tokenizer.json")) || !Files.isRegularFile(dir.resolve("tokenizer_config.json"))) {
             throw new UsageError("the DeepSeek-V3 tokenizer files are not in " + dir + "; fetch them with scripts/fetch-tokenizer.sh (or set DEEPSERVE_TOKENIZER_DIR)");
         }
