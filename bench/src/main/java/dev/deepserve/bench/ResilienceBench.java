@@ -68,7 +68,7 @@ public final class ResilienceBench {
                 throw new IllegalStateException("the breaker opened on successes");
             }
             CompletionStage<String> answer = ANSWER;
-            answer.thenAccept(r -> breaker.success());
+            answer.thenAccept(r -> breaker.success(permit));
             sink = answer;
         }
         return (System.nanoTime() - t0) / (double) calls;
