@@ -31,15 +31,25 @@ public final class EmbeddedKafkaBroker implements AutoCloseable {
         this.port = port;
     }
 
-    /** Starts the broker on {@code port} with its controller on {@code controllerPort}. */
+    /** Starts the broker on {@code port} with its controller on {@code controllerPort}, both on loopback. */
     public static EmbeddedKafkaBroker start(Path logDir, int port, int controllerPort) throws IOException {
+        return start(logDir, port, controllerPort, "127.0.0.1", "127.0.0.1");
+    }
+
+    /**
+     * As above, the client listener on {@code bind} and advertised as {@code host}; the controller stays on loopback
+     * (only this broker talks to it). Topics keep 14 days of records: longer than any outage the gateway's outbox and
+     * journal are meant to bridge, so billing can always catch up.
+     */
+    public static EmbeddedKafkaBroker start(Path logDir, int port, int controllerPort, String bind, String host) throws IOException {
         Files.createDirectories(logDir);
         Properties props = new Properties();
         props.put("process.roles", "broker,controller");
         props.put("node.id", Integer.toString(NODE_ID));
         props.put("controller.quorum.voters", NODE_ID + "@127.0.0.1:" + controllerPort);
-        props.put("listeners", "PLAINTEXT://127.0.0.1:" + port + ",CONTROLLER://127.0.0.1:" + controllerPort);
-        props.put("advertised.listeners", "PLAINTEXT://127.0.0.1:" + port);
+        props.put("listeners", "PLAINTEXT://" + bind + ":" + port + ",CONTROLLER://127.0.0.1:" + controllerPort);
+        props.put("advertised.listeners", "PLAINTEXT://" + host + ":" + port);
+        props.put("log.retention.hours", "336");
         props.put("controller.listener.names", "CONTROLLER");
         props.put("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT");
         props.put("inter.broker.listener.name", "PLAINTEXT");

@@ -48,6 +48,14 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
      * (the gateway returns its balance leases as it stops) cannot let the database's own hook race them.
      */
     public static EmbeddedPostgresServer start(Path dataDir, Path binariesDir, int port, boolean stopAtExit) throws IOException {
+        return start(dataDir, binariesDir, port, stopAtExit, "127.0.0.1");
+    }
+
+    /**
+     * As above, listening on {@code bind} (an IPv4 address; 0.0.0.0 for all) besides loopback, which the server's own
+     * connections use.
+     */
+    public static EmbeddedPostgresServer start(Path dataDir, Path binariesDir, int port, boolean stopAtExit, String bind) throws IOException {
         Files.createDirectories(binariesDir);
         Files.createDirectories(dataDir.getParent());
         if (!Files.exists(dataDir)) {
@@ -59,7 +67,7 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
                 .setOverrideWorkingDirectory(binariesDir.toFile())
                 .setPort(port)
                 .setPGStartupWait(Duration.ofSeconds(60))
-                .setServerConfig("listen_addresses", "127.0.0.1")
+                .setServerConfig("listen_addresses", bind.equals("127.0.0.1") || bind.equals("0.0.0.0") ? bind : "127.0.0.1," + bind)
                 .setServerConfig("max_connections", "200")
                 .setServerConfig("unix_socket_directories", "")
                 .setOutputRedirector(ProcessBuilder.Redirect.DISCARD)

@@ -88,13 +88,15 @@ final class Stack {
         out.println("data: " + settings.home());
         try {
             // stopped by this process's own shutdown, after the services (see shutdown())
-            postgres = EmbeddedPostgresServer.start(settings.home().resolve("pg/data"), settings.home().resolve("pg/bin"), settings.pgPort(), false);
+            postgres = EmbeddedPostgresServer.start(settings.home().resolve("pg/data"), settings.home().resolve("pg/bin"), settings.pgPort(), false,
+                    settings.bind());
         } catch (IOException | RuntimeException e) {
             throw new CliException("embedded PostgreSQL did not start: " + oneLine(e));
         }
         out.println("postgres: 127.0.0.1:" + postgres.port() + " (embedded, data in " + settings.home().resolve("pg/data") + ")");
         try {
-            kafka = EmbeddedKafkaBroker.start(settings.home().resolve("kafka"), settings.kafkaPort(), settings.kafkaControllerPort());
+            kafka = EmbeddedKafkaBroker.start(settings.home().resolve("kafka"), settings.kafkaPort(), settings.kafkaControllerPort(), settings.bind(),
+                    settings.host());
             createTopics(kafka.bootstrapServers());
         } catch (IOException | RuntimeException e) {
             throw new CliException("in-process Kafka did not start: " + oneLine(e));
@@ -105,7 +107,9 @@ final class Stack {
         String adminKey = Secrets.adminKey(settings.secrets());
 
         Map<String, String> env = new HashMap<>();
-        env.put("DEEPSERVE_PG_HOST", "127.0.0.1");
+        env.put("DEEPSERVE_PG_HOST", settings.host());
+        // every service listens where the stack does (loopback unless DEEPSERVE_BIND says otherwise)
+        env.put("QUARKUS_HTTP_HOST", settings.bind());
         env.put("DEEPSERVE_PG_PORT", Integer.toString(postgres.port()));
         env.put("DEEPSERVE_PG_DATABASE", EmbeddedPostgresServer.DATABASE);
         env.put("DEEPSERVE_PG_USER", EmbeddedPostgresServer.USER);

@@ -6,11 +6,13 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Where the local stack keeps its data and which ports it uses. Every value can be changed by an env var
- * (DEEPSERVE_HOME, DEEPSERVE_GATEWAY_PORT, ...); the defaults keep everything under ./.deepserve.
+ * Where the local stack keeps its data, which ports it uses and which address everything listens on. Every value can
+ * be changed by an env var (DEEPSERVE_HOME, DEEPSERVE_GATEWAY_PORT, DEEPSERVE_BIND, ...); the defaults keep everything
+ * under ./.deepserve and reachable from this machine only: {@code bind} is 127.0.0.1 unless DEEPSERVE_BIND names
+ * another IPv4 address (0.0.0.0 for all); {@code host} is the address the stack's parts use to reach each other.
  */
 public record StackSettings(Path projectDir, Path home, Path modelDir, int pgPort, int kafkaPort, int kafkaControllerPort,
-                            Map<String, Integer> servicePorts, String host) {
+                            Map<String, Integer> servicePorts, String host, String bind) {
 
     /** The services in start order; the gateway last, since its readiness checks the others. */
     public static final List<String> SERVICES = List.of("tokenizer-service", "prefill-service", "decode-service", "billing", "gateway");
@@ -28,7 +30,20 @@ public record StackSettings(Path projectDir, Path home, Path modelDir, int pgPor
                 port(env, "DEEPSERVE_PG_PORT", 5433),
                 port(env, "DEEPSERVE_KAFKA_PORT", 9092),
                 port(env, "DEEPSERVE_KAFKA_CONTROLLER_PORT", 9093),
-                ports, "127.0.0.1");
+                ports, host(bind(env)), bind(env));
+    }
+
+    private static String bind(Map<String, String> env) {
+        String value = env.getOrDefault("DEEPSERVE_BIND", "127.0.0.1").strip();
+        if (!value.matches("(25[0-5]|2[0-4]\\d|1?\\d?\\d)(\\.(25[0-5]|2[0-4]\\d|1?\\d?\\d)){3}")) {
+            throw new CliException("DEEPSERVE_BIND=" + value + " is not an IPv4 address (127.0.0.1, the default, keeps the stack on this machine; 0.0.0.0 opens it to every network)");
+        }
+        return value;
+    }
+
+    /** Where the parts reach each other: the bound address, or loopback when bound to every address. */
+    private static String host(String bind) {
+        return bind.equals("0.0.0.0") ? "127.0.0.1" : bind;
     }
 
     private static int port(Map<String, String> env, String name, int fallback) {

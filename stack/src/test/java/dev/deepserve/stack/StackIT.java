@@ -215,6 +215,27 @@ class StackIT {
 
     static List<Long> afterDown = new ArrayList<>();
 
+    /** Nothing the stack opens is reachable from another machine: every port answers on loopback only. */
+    @Test
+    void everyPortListensOnLoopbackOnly() throws Exception {
+        java.net.InetAddress outside = java.net.NetworkInterface.networkInterfaces().flatMap(java.net.NetworkInterface::inetAddresses)
+                .filter(a -> a instanceof java.net.Inet4Address && !a.isLoopbackAddress() && !a.isLinkLocalAddress()).findFirst().orElse(null);
+        org.junit.jupiter.api.Assumptions.assumeTrue(outside != null, "this machine has no non-loopback IPv4 address to try from");
+        for (Map.Entry<String, Integer> port : PORTS.entrySet()) {
+            try (java.net.Socket s = new java.net.Socket()) {
+                s.connect(new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), port.getValue()), 2000);
+            }
+            boolean reachable;
+            try (java.net.Socket s = new java.net.Socket()) {
+                s.connect(new java.net.InetSocketAddress(outside, port.getValue()), 2000);
+                reachable = true;
+            } catch (IOException refused) {
+                reachable = false;
+            }
+            assertFalse(reachable, port.getKey() + " port " + port.getValue() + " answers on " + outside.getHostAddress() + ", not only on loopback");
+        }
+    }
+
     /** Last, since it takes billing away for a while: a SIGKILLed service comes back and the rest of the stack stays up. */
     @Test
     @Order(Integer.MAX_VALUE)

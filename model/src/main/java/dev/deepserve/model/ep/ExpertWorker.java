@@ -199,7 +199,8 @@ public final class ExpertWorker implements AutoCloseable {
     public static void main(String[] args) throws Exception {
         Path model = null;
         int port = 0;
-        String bind = "0.0.0.0";
+        // loopback unless told otherwise: the EP wire is not for the network at large (in a pod, --bind 0.0.0.0)
+        String bind = "127.0.0.1";
         int healthPort = -1;
         int threads = Runtime.getRuntime().availableProcessors();
         for (int i = 0; i + 1 < args.length; i += 2) {
