@@ -129,6 +129,39 @@ class AdminApiTest {
     }
 
     @Test
+    void aRetriedTopUpWithItsIdempotencyKeyCreditsOnce() throws Exception {
+        String account = createAccount();
+        String entry = admin().header("Idempotency-Key", "order-42").body(Map.of("amount", "5.00")).post("/admin/accounts/" + account + "/top-ups")
+                .then().statusCode(201).body("account.topped_up_balance", equalTo("5.00000000")).extract().path("entry_id");
+        admin().header("Idempotency-Key", "order-42").body(Map.of("amount", "5.00")).post("/admin/accounts/" + account + "/top-ups")
+                .then().statusCode(200).body("entry_id", equalTo(entry)).body("account.topped_up_balance", equalTo("5.00000000"));
+        admin().header("Idempotency-Key", "order-42").body(Map.of("amount", "6.00")).post("/admin/accounts/" + account + "/top-ups")
+                .then().statusCode(409);
+        admin().header("Idempotency-Key", "order-42").body(Map.of("amount", "5.00")).post("/admin/accounts/" + account + "/grants")
+                .then().statusCode(409);
+        admin().header("Idempotency-Key", "x".repeat(129)).body(Map.of("amount", "1")).post("/admin/accounts/" + account + "/top-ups").then().statusCode(400);
+        // the same key sent by eight clients at once still credits once
+        var pool = java.util.concurrent.Executors.newFixedThreadPool(8);
+        try {
+            var calls = new java.util.ArrayList<java.util.concurrent.Future<Integer>>();
+            for (int i = 0; i < 8; i++) {
+                calls.add(pool.submit(() -> admin().header("Idempotency-Key", "burst").body(Map.of("amount", "1.00"))
+                        .post("/admin/accounts/" + account + "/top-ups").statusCode()));
+            }
+            int created = 0;
+            for (var c : calls) {
+                int status = c.get();
+                org.junit.jupiter.api.Assertions.assertTrue(status == 201 || status == 200, "status " + status);
+                created += status == 201 ? 1 : 0;
+            }
+            org.junit.jupiter.api.Assertions.assertEquals(1, created);
+        } finally {
+            pool.shutdownNow();
+        }
+        admin().get("/admin/accounts/" + account).then().body("topped_up_balance", equalTo("6.00000000"));
+    }
+
+    @Test
     void hostileFieldsAreRefusedWithA400() {
         String account = createAccount();
         admin().body("{\"name\":\"a\\u0000b\"}").post("/admin/accounts").then().statusCode(400)

@@ -7,6 +7,7 @@ import io.smallrye.mutiny.Uni;
 import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.DELETE;
 import jakarta.ws.rs.GET;
+import jakarta.ws.rs.HeaderParam;
 import jakarta.ws.rs.POST;
 import jakarta.ws.rs.Path;
 import jakarta.ws.rs.PathParam;
@@ -59,17 +60,24 @@ public class AdminResource {
 
     @POST
     @Path("accounts/{id}/top-ups")
-    public Uni<Response> topUp(@PathParam("id") String id, JsonNode body) {
-        return credit(id, BalanceEntry.Kind.TOP_UP, body);
+    public Uni<Response> topUp(@PathParam("id") String id, @HeaderParam("Idempotency-Key") String idempotencyKey, JsonNode body) {
+        return credit(id, BalanceEntry.Kind.TOP_UP, body, idempotencyKey);
     }
 
     @POST
     @Path("accounts/{id}/grants")
-    public Uni<Response> grant(@PathParam("id") String id, JsonNode body) {
-        return credit(id, BalanceEntry.Kind.GRANT, body);
+    public Uni<Response> grant(@PathParam("id") String id, @HeaderParam("Idempotency-Key") String idempotencyKey, JsonNode body) {
+        return credit(id, BalanceEntry.Kind.GRANT, body, idempotencyKey);
     }
 
-    private Uni<Response> credit(String id, BalanceEntry.Kind kind, JsonNode body) {
+    /**
+     * A top-up or grant; with an {@code Idempotency-Key} header (1-128 printable characters) a retried request credits
+     * once: the repeat answers 200 with the first one's entry, a different request under the same key 409.
+     */
+    private Uni<Response> credit(String id, BalanceEntry.Kind kind, JsonNode body, String idempotencyKey) {
+        if (idempotencyKey != null && (idempotencyKey.isBlank() || idempotencyKey.length() > 128 || !AdminInput.printable(idempotencyKey))) {
+            throw ApiError.badRequest("Idempotency-Key must be 1 to 128 printable characters");
+        }
         BigDecimal amount = AdminInput.amount(AdminInput.object(body).get("amount"), "amount");
         if (amount.signum() <= 0) {
             throw ApiError.badRequest("amount must be positive");
@@ -81,8 +89,12 @@ public class AdminResource {
             throw ApiError.badRequest("amount must be below 10^18");
         }
         String note = AdminInput.text(body, "note", false);
-        return store.credit(id, kind, amount, note)
-                .map(r -> Response.status(201).entity(r.orElseThrow(() -> ApiError.notFound("no account " + id))).build());
+        return store.credit(id, kind, amount, note, idempotencyKey)
+                .onFailure(AccountStore.KeyReused.class).transform(e -> new ApiError(409, "invalid_request_error", e.getMessage()))
+                .map(r -> {
+                    AccountStore.Credit c = r.orElseThrow(() -> ApiError.notFound("no account " + id));
+                    return Response.status(c.replayed() ? 200 : 201).entity(c.body()).build();
+                });
     }
 
     @POST

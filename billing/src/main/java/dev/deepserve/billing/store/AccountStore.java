@@ -44,27 +44,53 @@ public class AccountStore {
         return Account.<Account>findById(id).map(a -> Optional.ofNullable(a).map(Account::view));
     }
 
+    /** A credit's outcome: the entry and the account after it; {@code replayed} when an earlier request with the key made it. */
+    public record Credit(Map<String, Object> body, boolean replayed) {
+    }
+
+    /** An {@code Idempotency-Key} used again with a different kind or amount. */
+    public static final class KeyReused extends RuntimeException {
+        KeyReused() {
+            super("this Idempotency-Key was used for a different top-up or grant", null, false, false);
+        }
+    }
+
     /**
      * A top-up or grant: the entry and the balance change in one transaction, under the account's row lock (the
-     * ledger and the gateways change the same row with SQL of their own; only the changed pot is written).
+     * ledger and the gateways change the same row with SQL of their own; only the changed pot is written). With an
+     * idempotency key, a request that repeats an earlier one (same key, kind and amount) changes nothing and gets the
+     * earlier entry; the row lock makes two concurrent repeats wait for each other.
      */
     @WithTransaction
-    public Uni<Optional<Map<String, Object>>> credit(String accountId, BalanceEntry.Kind kind, BigDecimal amount, String note) {
+    public Uni<Optional<Credit>> credit(String accountId, BalanceEntry.Kind kind, BigDecimal amount, String note, String idempotencyKey) {
         return Account.<Account>findById(accountId, LockModeType.PESSIMISTIC_WRITE).chain(account -> {
             if (account == null) {
-                return Uni.createFrom().item(Optional.<Map<String, Object>>empty());
+                return Uni.createFrom().item(Optional.<Credit>empty());
             }
-            account.credit(kind, amount);
-            BalanceEntry entry = BalanceEntry.of(accountId, kind, amount, note);
-            return entry.persist().map(ignored -> {
-                Map<String, Object> out = new LinkedHashMap<>();
-                out.put("entry_id", entry.entryId.toString());
-                out.put("kind", kind.column);
-                out.put("amount", Money.plain(amount));
-                out.put("account", account.view());
-                return Optional.of(out);
+            Uni<BalanceEntry> earlier = idempotencyKey == null ? Uni.createFrom().nullItem()
+                    : BalanceEntry.<BalanceEntry>find("accountId = ?1 and idempotencyKey = ?2", accountId, idempotencyKey).firstResult();
+            return earlier.chain(previous -> {
+                if (previous != null) {
+                    if (previous.kind != kind || previous.amount.compareTo(amount) != 0) {
+                        return Uni.createFrom().failure(new KeyReused());
+                    }
+                    return Uni.createFrom().item(Optional.of(new Credit(creditView(previous, account), true)));
+                }
+                account.credit(kind, amount);
+                BalanceEntry entry = BalanceEntry.of(accountId, kind, amount, note);
+                entry.idempotencyKey = idempotencyKey;
+                return entry.persist().map(ignored -> Optional.of(new Credit(creditView(entry, account), false)));
             });
         });
+    }
+
+    private static Map<String, Object> creditView(BalanceEntry entry, Account account) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("entry_id", entry.entryId.toString());
+        out.put("kind", entry.kind.column);
+        out.put("amount", Money.plain(entry.amount));
+        out.put("account", account.view());
+        return out;
     }
 
     /** Creates a key; the secret is in the result and nowhere else, ever. */

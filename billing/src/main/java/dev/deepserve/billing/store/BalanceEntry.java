@@ -66,6 +66,10 @@ public class BalanceEntry extends PanacheEntityBase {
     @Column(name = "created_at", insertable = false, updatable = false)
     public OffsetDateTime createdAt;
 
+    /** The client's {@code Idempotency-Key}, when it sent one: one entry per account and key. */
+    @Column(name = "idempotency_key", updatable = false)
+    public String idempotencyKey;
+
     public static BalanceEntry of(String accountId, Kind kind, BigDecimal amount, String note) {
         BalanceEntry e = new BalanceEntry();
         e.entryId = UUID.randomUUID();
