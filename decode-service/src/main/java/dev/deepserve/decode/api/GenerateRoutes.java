@@ -121,7 +121,7 @@ public class GenerateRoutes {
         rc.vertx().<KvSnapshot.Contents>executeBlocking(() -> KvSnapshot.decode(body.getBytes()), false).onComplete(done -> {
             if (done.failed()) {
                 rc.response().setStatusCode(400).putHeader("Content-Type", "application/json")
-                        .end(error(done.cause() instanceof IllegalArgumentException ? done.cause().getMessage() : "KV transfer: " + done.cause()));
+                        .end(error(done.cause() instanceof IllegalArgumentException ? done.cause().getMessage() : "KV transfer could not be read"));
                 return;
             }
             takeOver(rc, done.result());

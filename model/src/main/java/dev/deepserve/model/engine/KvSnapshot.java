@@ -71,7 +71,7 @@ public final class KvSnapshot {
 
     public static Contents decode(byte[] bytes) {
         try {
-            return read(new java.io.ByteArrayInputStream(bytes));
+            return read(new java.io.ByteArrayInputStream(bytes), bytes.length);
         } catch (IOException e) {
             throw new IllegalArgumentException("KV transfer: " + e.getMessage());
         }
@@ -79,7 +79,16 @@ public final class KvSnapshot {
 
     /** Reads and verifies a snapshot; throws {@link IllegalArgumentException} naming the bad or missing section. */
     public static Contents read(InputStream in) throws IOException {
+        return read(in, Long.MAX_VALUE);
+    }
+
+    /**
+     * As {@link #read(InputStream)}, for a transfer of at most {@code size} bytes: a cache whose declared shape needs
+     * more bytes than that is refused before anything is allocated for it (a 34-byte header may claim terabytes).
+     */
+    public static Contents read(InputStream in, long size) throws IOException {
         DataInputStream d = new DataInputStream(in);
+        long[] left = {size};
         try {
             if (d.readInt() != MAGIC) {
                 throw new IllegalArgumentException("KV transfer: not a KV snapshot (bad magic)");
@@ -94,8 +103,10 @@ public final class KvSnapshot {
             }
             byte[] meta = d.readNBytes(metaLength);
             check(d, meta, meta.length, "metadata");
-            KvCache main = readCache(d, "main");
-            KvCache mtp = readCache(d, "mtp");
+            left[0] -= 12L + metaLength + 4;
+            // after the main cache there is at least the MTP cache's layer count
+            KvCache main = readCache(d, "main", left, 4);
+            KvCache mtp = readCache(d, "mtp", left, 0);
             if (main == null) {
                 throw new IllegalArgumentException("KV transfer: no main cache");
             }
@@ -105,7 +116,7 @@ public final class KvSnapshot {
         }
     }
 
-    private static KvCache readCache(DataInputStream d, String name) throws IOException {
+    private static KvCache readCache(DataInputStream d, String name, long[] left, int after) throws IOException {
         int layers = d.readInt();
         if (layers == 0) {
             return null;
@@ -116,6 +127,12 @@ public final class KvSnapshot {
         if (layers < 0 || layers > 1024 || kvLora <= 0 || rope < 0 || length < 0 || (long) length * (kvLora + rope) * 4 > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope + ") is not plausible");
         }
+        long needed = 16L + layers * ((long) length * (kvLora + rope) * 4 + 4);
+        if (needed > left[0] - after) {
+            throw new IllegalArgumentException("KV transfer: truncated: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope
+                    + ") needs " + needed + " bytes, more than the transfer holds");
+        }
+        left[0] -= needed;
         KvCache cache = new KvCache(layers, kvLora, rope, Math.max(1, length));
         cache.reserve(length);
         int bytes = length * (kvLora + rope) * 4;

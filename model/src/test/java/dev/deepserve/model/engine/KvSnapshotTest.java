@@ -48,6 +48,26 @@ class KvSnapshotTest {
     }
 
     @Test
+    void aHeaderClaimingMoreThanTheTransferHoldsIsRefusedBeforeAnyAllocation() {
+        // 34 bytes whose main cache claims 1024 layers × 10,000 tokens × (512 + 64) floats: 23.6 GB, each layer under
+        // the per-layer bound, so only the transfer's own size can refuse it before the cache is allocated
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(34);
+        byte[] meta = new byte[2];
+        java.util.zip.CRC32 crc = new java.util.zip.CRC32();
+        crc.update(meta);
+        b.putInt(0).putInt(0).putInt(meta.length).put(meta).putInt((int) crc.getValue()).putInt(1024).putInt(512).putInt(64).putInt(10_000);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KvSnapshot.decode(withMagic(b.array())));
+        assertTrue(e.getMessage().contains("more than the transfer holds"), e.getMessage());
+    }
+
+    /** The header as the writer makes it: the real magic and version. */
+    private static byte[] withMagic(byte[] body) {
+        byte[] real = KvSnapshot.encode("{}", new KvCache(1, 4, 2, 1), null);
+        System.arraycopy(real, 0, body, 0, 8);
+        return body;
+    }
+
+    @Test
     void corruptionAndTruncationAreRefusedNamingTheSection() {
         byte[] bytes = KvSnapshot.encode("{}", filled(2, 5, 3), null);
         byte[] flipped = bytes.clone();
