@@ -452,6 +452,15 @@ class UpstreamProxyTest {
                 + "\",\"api_key_env\":\"DEEPSERVE_PG_PASSWORD\"}").post("/admin/upstreams").then().statusCode(400);
         given().header("Authorization", auth).contentType(ContentType.JSON).body("{\"name\":\"mock\",\"base_url\":\"http://x\"}")
                 .post("/admin/upstreams").then().statusCode(409);
+        // the admin key is no way to the provider keys or the cloud's metadata
+        given().header("Authorization", auth).contentType(ContentType.JSON).body("{\"name\":\"steal\",\"base_url\":\"" + Upstreams.backup.baseUrl()
+                + "\",\"api_key_env\":\"DEEPSERVE_UPSTREAM_MOCK_API_KEY\"}").post("/admin/upstreams").then().statusCode(400)
+                .body("error.message", containsString("DEEPSERVE_UPSTREAM_STEAL_API_KEY"));
+        given().header("Authorization", auth).contentType(ContentType.JSON).body("{\"name\":\"meta\",\"base_url\":\"https://169.254.169.254/latest\"}")
+                .post("/admin/upstreams").then().statusCode(400).body("error.message", containsString("link-local"));
+        given().header("Authorization", auth).contentType(ContentType.JSON).body("{\"name\":\"plain\",\"base_url\":\"http://example.com/v1\"}")
+                .post("/admin/upstreams").then().statusCode(400).body("error.message", containsString("https"));
+        org.junit.jupiter.api.Assertions.assertTrue(registry.get("steal").isEmpty() && registry.get("meta").isEmpty() && registry.get("plain").isEmpty());
         given().header("Authorization", auth).contentType(ContentType.JSON).body("{\"name\":\"extra\",\"base_url\":\"" + Upstreams.backup.baseUrl() + "\"}")
                 .post("/admin/upstreams").then().statusCode(201).body("models", hasItems("mock-chat"));
         String key = account("1");

@@ -31,6 +31,7 @@ public class Upstreams implements QuarkusTestResourceLifecycleManager {
                 "DEEPSERVE_UPSTREAM_MOCK_API_KEY", MOCK_KEY,
                 "deepserve.upstream-fallbacks", "mock/mock-reasoner=backup/mock-chat",
                 "deepserve.proxy.breaker-failures", "5",
+                "deepserve.upstream-allow-http-hosts", "127.0.0.1",
                 "deepserve.admin-key", "admin-secret-for-tests-0123456789",
                 "deepserve.max-streams-per-key", "3");
     }

@@ -92,6 +92,12 @@ public interface GatewayConfig {
      */
     Optional<String> upstreamFallbacks();
 
+    /**
+     * Hosts an upstream added through the admin API may reach over plain http (comma-separated, e.g. a vLLM on
+     * {@code 10.0.0.5}); every other admin-added upstream must be https. {@code DEEPSERVE_UPSTREAM_ALLOW_HTTP_HOSTS}.
+     */
+    Optional<String> upstreamAllowHttpHosts();
+
     /** The admin key for {@code /admin/...} (the same one billing uses); the admin API is off without it. */
     Optional<String> adminKey();
 

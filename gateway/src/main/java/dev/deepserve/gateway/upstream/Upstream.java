@@ -89,6 +89,11 @@ public final class Upstream {
         return "https".equalsIgnoreCase(base.getScheme());
     }
 
+    /** The text with this upstream's own key, wherever it appears, replaced (whatever shape the key has). */
+    public String redact(String text) {
+        return text == null || apiKey == null || apiKey.length() < 4 ? text : text.replace(apiKey, "[redacted]");
+    }
+
     @Override
     public String toString() {
         return name + "=" + base + (apiKey != null ? " (with API key)" : "");

@@ -479,7 +479,7 @@ public class UpstreamProxy {
             boolean timeout = error != null && error.getClass().getSimpleName().contains("Timeout");
             LOG.warnf("request %s: upstream %s %s: %s", call.id(), u.name(), timeout ? "timed out" : "unreachable", error == null ? "" : error.getMessage());
             giveUp(call, new OpenAiError(timeout ? 504 : 502, "api_error", null, timeout ? "upstream_timeout" : "upstream_unreachable",
-                    "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + (error == null ? "" : ": " + redact(error.getMessage())), 0));
+                    "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + (error == null ? "" : ": " + redact(u.redact(error.getMessage()))), 0));
             return;
         }
         giveUp(call, upstreamError(u, status, body, retryAfter));
@@ -527,7 +527,7 @@ public class UpstreamProxy {
         }
         long wait = RetryDelay.retryAfterMillis(retryAfter, System.currentTimeMillis());
         long retryAfterSeconds = wait <= 0 ? 0 : Math.min(86_400, (wait + 999) / 1000);
-        return new OpenAiError(status, type, param, code == null ? "upstream_error" : code, redact(message), retryAfterSeconds);
+        return new OpenAiError(status, type, param, code == null ? "upstream_error" : code, redact(u.redact(message)), retryAfterSeconds);
     }
 
     static String redact(String message) {

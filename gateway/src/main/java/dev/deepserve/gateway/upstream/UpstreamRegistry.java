@@ -42,7 +42,6 @@ public class UpstreamRegistry {
 
     private static final Logger LOG = Logger.getLogger(UpstreamRegistry.class);
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
-    private static final Pattern KEY_ENV = Pattern.compile("DEEPSERVE_UPSTREAM_[A-Z0-9_]+");
 
     /** Where one request goes: an upstream and the model name it knows. */
     public record Route(Upstream upstream, String model) {
@@ -136,6 +135,32 @@ public class UpstreamRegistry {
         return uri;
     }
 
+    private java.util.Set<String> allowedHttpHosts() {
+        java.util.Set<String> hosts = new java.util.HashSet<>();
+        for (String h : config.upstreamAllowHttpHosts().orElse("").split(",")) {
+            if (!h.isBlank()) {
+                hosts.add(h.strip().toLowerCase(Locale.ROOT));
+            }
+        }
+        return hosts;
+    }
+
+    /** Refuses a host that is, or resolves to, a link-local or unspecified address (169.254.169.254 and the like). */
+    static void refuseLinkLocal(String name, String host) {
+        java.net.InetAddress[] addresses;
+        try {
+            addresses = java.net.InetAddress.getAllByName(host.startsWith("[") ? host.substring(1, host.length() - 1) : host);
+        } catch (java.net.UnknownHostException e) {
+            throw new IllegalArgumentException("upstream " + name + ": host " + host + " does not resolve");
+        }
+        for (java.net.InetAddress a : addresses) {
+            if (a.isLinkLocalAddress() || a.isAnyLocalAddress() || a.isMulticastAddress()) {
+                throw new IllegalArgumentException("upstream " + name + ": " + host + " is a link-local or unspecified address (" + a.getHostAddress()
+                        + "); upstreams may not point there");
+            }
+        }
+    }
+
     static Map<String, String> parseFallbacks(String spec) {
         Map<String, String> out = new LinkedHashMap<>();
         for (String part : spec.split(",")) {
@@ -213,17 +238,27 @@ public class UpstreamRegistry {
         return out;
     }
 
-    /** Adds (or replaces) an admin-defined upstream; its key comes from {@code keyEnv}, which must be a DEEPSERVE_UPSTREAM_* variable. */
+    /**
+     * Adds (or replaces) an admin-defined upstream. The admin key must not be a way to the provider keys: an upstream's
+     * key can only come from its own variable, {@code DEEPSERVE_UPSTREAM_<NAME>_API_KEY} (so a key cannot be paired
+     * with a URL of the admin's choosing under another name), its URL must be https unless the operator allowed the
+     * host for http, and it must not point at a link-local address (cloud metadata services live there).
+     * Redirects are never followed, so a key never travels to where a redirect points.
+     */
     public Uni<Upstream> add(String name, String url, String keyEnv) {
         checkName(name);
-        URI base = checkUrl(name, url);
-        if (keyEnv != null && !KEY_ENV.matcher(keyEnv).matches()) {
-            throw new IllegalArgumentException("api_key_env must name a DEEPSERVE_UPSTREAM_... variable");
-        }
         Upstream existing = upstreams.get(name);
         if (existing != null && existing.source().equals("config")) {
             throw new IllegalStateException("upstream " + name + " is defined by DEEPSERVE_UPSTREAMS; change it there");
         }
+        URI base = checkUrl(name, url);
+        if (keyEnv != null && !keyEnv.equals(keyEnv(name))) {
+            throw new IllegalArgumentException("api_key_env of upstream " + name + " can only be " + keyEnv(name) + " (each key is bound to its upstream)");
+        }
+        if (!"https".equalsIgnoreCase(base.getScheme()) && !allowedHttpHosts().contains(base.getHost().toLowerCase(Locale.ROOT))) {
+            throw new IllegalArgumentException("upstream " + name + ": base_url must be https (or its host listed in DEEPSERVE_UPSTREAM_ALLOW_HTTP_HOSTS)");
+        }
+        refuseLinkLocal(name, base.getHost());
         return pool.preparedQuery("""
                         INSERT INTO gateway.upstreams (name, base_url, api_key_env) VALUES ($1, $2, $3)
                         ON CONFLICT (name) DO UPDATE SET base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env""")
@@ -262,7 +297,8 @@ public class UpstreamRegistry {
                         if (u != null && u.source().equals("config")) {
                             continue;
                         }
-                        String keyEnv = r.getString("api_key_env");
+                        // a stored variable other than the upstream's own (an older row) gives it no key
+                        String keyEnv = keyEnv(r.getString("name")).equals(r.getString("api_key_env")) ? r.getString("api_key_env") : null;
                         URI base = URI.create(r.getString("base_url"));
                         if (u == null || !u.base().equals(base)) {
                             upstreams.put(r.getString("name"), create(r.getString("name"), base, keyEnv == null ? null : env.apply(keyEnv), "admin"));

@@ -151,6 +151,10 @@ class UpstreamPartsTest {
         assertEquals("upstream ds answered HTTP 500", UpstreamProxy.upstreamError(u, 500, Buffer.buffer(""), null).getMessage());
         assertEquals("<html>oops</html>", UpstreamProxy.upstreamError(u, 502, Buffer.buffer("<html>oops</html>"), null).getMessage());
         assertEquals(7, UpstreamProxy.upstreamError(u, 429, Buffer.buffer("{}"), "7").retryAfterSeconds, "the upstream's Retry-After reaches the client");
+        assertEquals("echoed [redacted] back", UpstreamProxy.upstreamError(u, 400, Buffer.buffer("{\"error\":{\"message\":\"echoed sk-secret-abcdef back\"}}"), null)
+                .getMessage(), "the configured key is redacted whatever its shape");
+        Upstream odd = new Upstream("v", URI.create("https://v.example/v1"), "token/with.odd~chars", "config", new CircuitBreaker(1, 1));
+        assertEquals("bad [redacted]", UpstreamProxy.upstreamError(odd, 400, Buffer.buffer("{\"error\":\"bad token/with.odd~chars\"}"), null).getMessage());
         assertEquals(443, u.port());
         assertEquals("/v1", u.pathPrefix());
         assertFalse(u.toString().contains("secret"));
