@@ -87,7 +87,7 @@ public class AdminRoutes {
         try {
             upstreams.add(name, url, (String) keyEnv).subscribe().with(
                     u -> rc.response().setStatusCode(201).putHeader("Content-Type", "application/json").end(describe(u).encode()),
-                    t -> Metering.fail(rc, OpenAiError.unavailable("could not store the upstream: " + t.getMessage())));
+                    t -> Metering.fail(rc, OpenAiError.unavailable("could not store the upstream (database unavailable); retry shortly")));
         } catch (IllegalArgumentException e) {
             Metering.fail(rc, OpenAiError.invalid(null, e.getMessage()));
         } catch (IllegalStateException e) {
@@ -104,7 +104,7 @@ public class AdminRoutes {
                 } else {
                     Metering.fail(rc, new OpenAiError(404, "invalid_request_error", "name", "not_found", "no upstream named " + name, 0));
                 }
-            }, t -> Metering.fail(rc, OpenAiError.unavailable("could not remove the upstream: " + t.getMessage())));
+            }, t -> Metering.fail(rc, OpenAiError.unavailable("could not remove the upstream (database unavailable); retry shortly")));
         } catch (IllegalStateException e) {
             Metering.fail(rc, new OpenAiError(409, "invalid_request_error", "name", "conflict", e.getMessage(), 0));
         }

@@ -260,7 +260,7 @@ public class ChatRoutes {
             // The stream broke (or never started): charge the tokens that reached us, release the rest, report it.
             call.finished = true;
             Throwable reported = unavailable && call.tokensReceived == 0 && !(t instanceof OpenAiError)
-                    ? OpenAiError.unavailable("the engine is unavailable (waited " + (waited / 1_000_000_000) + " s): " + t.getMessage()) : t;
+                    ? OpenAiError.unavailable("the engine is unavailable (waited " + (waited / 1_000_000_000) + " s); retry shortly") : t;
             metering.settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), null, (usage, e) -> Metering.fail(rc, reported));
         });
     }

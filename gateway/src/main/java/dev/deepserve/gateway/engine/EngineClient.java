@@ -23,6 +23,8 @@ import java.util.function.Consumer;
 @ApplicationScoped
 public class EngineClient {
 
+    private static final org.jboss.logging.Logger LOG = org.jboss.logging.Logger.getLogger(EngineClient.class);
+
     private final GatewayConfig config;
     private final HttpClient http;
     private final EngineRouter router;
@@ -55,7 +57,11 @@ public class EngineClient {
                     throw OpenAiError.unavailable("tokenizer service: " + message);
                 }))
                 .toCompletionStage())
-                .onFailure(e -> !(e instanceof OpenAiError)).transform(e -> OpenAiError.unavailable("tokenizer service unreachable: " + e.getMessage()));
+                // the client learns what failed, not internal addresses or exception text (the log has those)
+                .onFailure(e -> !(e instanceof OpenAiError)).transform(e -> {
+                    LOG.warnf("tokenizer service unreachable: %s", e.getMessage());
+                    return OpenAiError.unavailable("the tokenizer service is unreachable; retry shortly");
+                });
     }
 
     private static JsonObject parse(Buffer b) {
@@ -94,7 +100,8 @@ public class EngineClient {
                 .compose(req -> req.send(body.toBuffer()))
                 .onFailure(e -> {
                     router.sitOut(target);
-                    failed.accept(OpenAiError.unavailable("decode service unreachable: " + e.getMessage()));
+                    LOG.warnf("decode instance %s unreachable: %s", target.base(), e.getMessage());
+                    failed.accept(OpenAiError.unavailable("the engine is unreachable; retry shortly"));
                 })
                 .onSuccess(resp -> {
                     if (resp.statusCode() != 200) {

@@ -347,7 +347,7 @@ public class UpstreamProxy {
                 breakerFailure(call);
                 count(call, "broken_stream");
                 LOG.warnf("request %s: upstream %s stream broke: %s", call.id(), call.route().upstream().name(), e.getMessage());
-                finish(call, "error", "upstream stream broke: " + e.getMessage());
+                finish(call, "error", "upstream " + call.route().upstream().name() + " stream broke");
             }
         });
         resp.endHandler(v -> {
@@ -479,7 +479,7 @@ public class UpstreamProxy {
             boolean timeout = error != null && error.getClass().getSimpleName().contains("Timeout");
             LOG.warnf("request %s: upstream %s %s: %s", call.id(), u.name(), timeout ? "timed out" : "unreachable", error == null ? "" : error.getMessage());
             giveUp(call, new OpenAiError(timeout ? 504 : 502, "api_error", null, timeout ? "upstream_timeout" : "upstream_unreachable",
-                    "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + (error == null ? "" : ": " + redact(u.redact(error.getMessage()))), 0));
+                    "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + "; retry shortly", 0));
             return;
         }
         giveUp(call, upstreamError(u, status, body, retryAfter));
