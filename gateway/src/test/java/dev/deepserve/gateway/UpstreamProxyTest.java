@@ -124,6 +124,17 @@ class UpstreamProxyTest {
         return given().header("Authorization", "Bearer " + key).contentType(ContentType.JSON).body(body).post("/v1/chat/completions");
     }
 
+    /** Sends a completion on a raw connection and closes it as soon as the upstream has received the request. */
+    void sendAndLeaveOnceTheUpstreamHasIt(String key, String body) throws Exception {
+        try (java.net.Socket s = new java.net.Socket(chatUrl.getHost(), chatUrl.getPort())) {
+            s.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
+                    + "\r\nContent-Type: application/json\r\nContent-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
+                    .getBytes(StandardCharsets.UTF_8));
+            s.getOutputStream().flush();
+            await().atMost(Duration.ofSeconds(10)).until(() -> Upstreams.mock.received.size() == 1);
+        }
+    }
+
     HttpResponse<String> stream(String key, String body) throws Exception {
         return HttpClient.newHttpClient().send(HttpRequest.newBuilder(chatUrl.toURI()).header("Authorization", "Bearer " + key)
                 .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
@@ -312,13 +323,7 @@ class UpstreamProxyTest {
         String key = account("1");
         Upstreams.mock.headerDelayMillis = 1500;
         String body = HELLO + "}";
-        try (java.net.Socket s = new java.net.Socket(chatUrl.getHost(), chatUrl.getPort())) {
-            s.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
-                    + "\r\nContent-Type: application/json\r\nContent-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
-                    .getBytes(StandardCharsets.UTF_8));
-            s.getOutputStream().flush();
-            await().atMost(Duration.ofSeconds(10)).until(() -> Upstreams.mock.received.size() == 1);
-        }
+        sendAndLeaveOnceTheUpstreamHasIt(key, body);
         JsonObject event = onlyEvent(key);
         assertEquals(true, event.getBoolean("client_disconnected"));
         assertEquals(false, event.getBoolean("estimated"), "the upstream's own usage, which came after the client left");
@@ -355,13 +360,7 @@ class UpstreamProxyTest {
         // streamed, so the gateway cuts the upstream request when its client leaves: the trial's outcome is never seen
         Upstreams.mock.headerDelayMillis = 2000;
         String body = HELLO + ",\"stream\":true}";
-        try (java.net.Socket s = new java.net.Socket(chatUrl.getHost(), chatUrl.getPort())) {
-            s.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
-                    + "\r\nContent-Type: application/json\r\nContent-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
-                    .getBytes(StandardCharsets.UTF_8));
-            s.getOutputStream().flush();
-            await().atMost(Duration.ofSeconds(10)).until(() -> Upstreams.mock.received.size() == 1);
-        }
+        sendAndLeaveOnceTheUpstreamHasIt(key, body);
         // the trial's client is gone before the upstream answered: the next request is the new trial, not a 503
         Upstreams.mock.headerDelayMillis = 0;
         await().atMost(Duration.ofSeconds(10)).until(() -> events(key).size() == 1);

@@ -164,10 +164,7 @@ class ImagesTest {
         boolean root = "0".equals(BaseRoot.run(List.of("id", "-u"), "id").strip());
         assumeTrue(root && Files.isExecutable(Path.of("/usr/bin/unshare")) && Files.isExecutable(Path.of("/usr/sbin/chroot")),
                 "running the image needs root, unshare and chroot");
-        // the fetch scripts' cache: $DEEPSERVE_CACHE when set, else $HOME/.cache/deepserve
-        String cache = System.getenv("DEEPSERVE_CACHE") != null && !System.getenv("DEEPSERVE_CACHE").isBlank() ? System.getenv("DEEPSERVE_CACHE")
-                : (System.getenv("HOME") != null && !System.getenv("HOME").isBlank() ? System.getenv("HOME") : System.getProperty("user.home")) + "/.cache/deepserve";
-        Path tokenizer = Stream.of(System.getenv("DEEPSERVE_TOKENIZER_DIR"), cache + "/tokenizer-deepseek_v3-3.7.2")
+        Path tokenizer = Stream.of(System.getenv("DEEPSERVE_TOKENIZER_DIR"), dev.deepserve.model.cli.ModelCli.cacheDir(System.getenv()).resolve(dev.deepserve.model.cli.ModelCli.TOKENIZER_CACHE_NAME).toString())
                 .filter(d -> d != null && Files.isRegularFile(Path.of(d, "tokenizer.json"))).map(Path::of).findFirst().orElse(null);
         assumeTrue(tokenizer != null, "no tokenizer files (scripts/fetch-tokenizer.sh)");
         Path fs = rootfs("run");

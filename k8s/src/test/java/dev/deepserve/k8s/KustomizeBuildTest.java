@@ -33,8 +33,7 @@ class KustomizeBuildTest {
 
     @BeforeAll
     static void findKubectl() {
-        String cache = System.getenv("DEEPSERVE_CACHE") != null && !System.getenv("DEEPSERVE_CACHE").isBlank() ? System.getenv("DEEPSERVE_CACHE")
-                : (System.getenv("HOME") != null && !System.getenv("HOME").isBlank() ? System.getenv("HOME") : System.getProperty("user.home")) + "/.cache/deepserve";
+        String cache = dev.deepserve.model.cli.ModelCli.cacheDir(System.getenv()).toString();
         for (String candidate : new String[] {System.getenv("DEEPSERVE_KUBECTL"), cache + "/kubectl-2.1.0/kubectl"}) {
             if (candidate != null && Files.isExecutable(Path.of(candidate))) {
                 kubectl = candidate;

@@ -1,6 +1,7 @@
 package dev.deepserve.billing.api;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import dev.deepserve.accounting.StoredText;
 
 import java.math.BigDecimal;
 
@@ -43,21 +44,7 @@ final class AdminInput {
 
     /** No C0/C1 control characters and every surrogate paired. */
     static boolean printable(String s) {
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            if (Character.isISOControl(c)) {
-                return false;
-            }
-            if (Character.isHighSurrogate(c)) {
-                if (i + 1 >= s.length() || !Character.isLowSurrogate(s.charAt(i + 1))) {
-                    return false;
-                }
-                i++;
-            } else if (Character.isLowSurrogate(c)) {
-                return false;
-            }
-        }
-        return true;
+        return StoredText.flaw(s) == null;
     }
 
     /** Money in requests: a decimal string ("10.50") or a JSON number, read exactly. */

@@ -1,5 +1,6 @@
 package dev.deepserve.billing.messaging;
 
+import dev.deepserve.accounting.StoredText;
 import io.vertx.pgclient.PgException;
 
 /**
@@ -31,11 +32,6 @@ final class Poison {
     }
 
     static String clean(String s) {
-        StringBuilder out = new StringBuilder(Math.min(s.length(), 500));
-        for (int i = 0; i < s.length() && out.length() < 500; i++) {
-            char c = s.charAt(i);
-            out.append(Character.isISOControl(c) || Character.isSurrogate(c) ? ' ' : c);
-        }
-        return out.toString();
+        return StoredText.clean(s, 500);
     }
 }

@@ -1,5 +1,7 @@
 package dev.deepserve.billing.messaging;
 
+import dev.deepserve.accounting.StoredText;
+
 import java.math.BigDecimal;
 
 /**
@@ -52,17 +54,7 @@ final class UsageEventCheck {
         if (value.isEmpty() && required || value.length() > max) {
             return field + " must have 1 to " + max + " characters";
         }
-        for (int i = 0; i < value.length(); i++) {
-            char c = value.charAt(i);
-            if (Character.isISOControl(c)) {
-                return field + " contains a control character";
-            }
-            if (Character.isHighSurrogate(c) && i + 1 < value.length() && Character.isLowSurrogate(value.charAt(i + 1))) {
-                i++;
-            } else if (Character.isSurrogate(c)) {
-                return field + " contains an unpaired surrogate";
-            }
-        }
-        return null;
+        String flaw = StoredText.flaw(value);
+        return flaw == null ? null : field + " contains " + flaw;
     }
 }

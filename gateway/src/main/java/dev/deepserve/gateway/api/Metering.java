@@ -2,6 +2,7 @@ package dev.deepserve.gateway.api;
 
 import dev.deepserve.accounting.EventIds;
 import dev.deepserve.accounting.Money;
+import dev.deepserve.accounting.StoredText;
 import dev.deepserve.accounting.Price;
 import dev.deepserve.accounting.PriceCatalog;
 import dev.deepserve.gateway.config.GatewayConfig;
@@ -345,14 +346,15 @@ public class Metering {
             g.writeNumberField("completion_tokens", completion);
             g.writeStringField("cost", Money.plain(cost));
             g.writeStringField("currency", currency);
-            // an upstream's finish_reason is its text, not ours: bounded as billing expects it
-            g.writeStringField("finish_reason", reason == null ? null : eventText(reason, 64));
+            // an upstream's finish_reason and error text are its words, not ours (a hostile upstream chooses them):
+            // bounded and cleaned, so billing can always store the event
+            g.writeStringField("finish_reason", reason == null ? null : StoredText.clean(reason, 64));
             g.writeBooleanField("streamed", call.streamed());
             g.writeBooleanField("client_disconnected", call.clientGone());
             g.writeNumberField("created", call.created());
             g.writeStringField("completed_at", completedAt.atOffset(ZoneOffset.UTC).toString());
             if (error != null) {
-                g.writeStringField("error", eventText(error, 500));
+                g.writeStringField("error", StoredText.clean(error, 500));
             }
             if (extra != null) {
                 for (Map.Entry<String, Object> e : extra) {
@@ -366,27 +368,6 @@ public class Metering {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
-    }
-
-    /**
-     * Free text in an event (an upstream's error message or finish reason, which a hostile upstream chooses): at most
-     * {@code max} characters, control characters and unpaired surrogates replaced, so that PostgreSQL's jsonb (which
-     * refuses \u0000) and every other reader can always store the event.
-     */
-    static String eventText(String text, int max) {
-        int n = Math.min(text.length(), max);
-        StringBuilder out = new StringBuilder(n);
-        for (int i = 0; i < n; i++) {
-            char c = text.charAt(i);
-            if (Character.isHighSurrogate(c) && i + 1 < text.length() && Character.isLowSurrogate(text.charAt(i + 1))) {
-                out.append(c).append(text.charAt(++i));
-            } else if (Character.isISOControl(c) || Character.isSurrogate(c)) {
-                out.append('\uFFFD');
-            } else {
-                out.append(c);
-            }
-        }
-        return out.toString();
     }
 
     private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, String event, int attempt, Runnable done) {

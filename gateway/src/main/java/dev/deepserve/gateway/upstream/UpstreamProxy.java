@@ -392,15 +392,14 @@ public class UpstreamProxy {
                     call.usageChunk = json;
                     call.heldBack = Buffer.buffer();
                     return;
-                } else {
-                    JsonArray choices = json.getJsonArray("choices");
-                    if (choices == null || choices.isEmpty()) {
-                        return;
-                    }
-                    json.remove("usage");
-                    out.appendString("data: ").appendBuffer(json.toBuffer()).appendString("\n\n");
+                }
+                JsonArray choices = json.getJsonArray("choices");
+                if (choices == null || choices.isEmpty()) {
                     return;
                 }
+                json.remove("usage");
+                out.appendString("data: ").appendBuffer(json.toBuffer()).appendString("\n\n");
+                return;
             }
             out.appendBuffer(event);
         });
