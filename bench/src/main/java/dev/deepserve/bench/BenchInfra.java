@@ -23,6 +23,10 @@ import java.util.concurrent.TimeUnit;
  */
 final class BenchInfra implements AutoCloseable {
 
+    /** The service credential every service this run starts is given. */
+    static final String INTERNAL_TOKEN = dev.deepserve.internal.InternalToken.generate().value();
+
+
     final Path work;
     final EmbeddedPostgresServer pg;
     final EmbeddedKafkaBroker kafka;
@@ -48,10 +52,10 @@ final class BenchInfra implements AutoCloseable {
      * plus the given extra SQL statements (e.g. prices); returns the key's secret.
      */
     String billingWithOneKey(String... extraSql) throws java.sql.SQLException {
-        org.flywaydb.core.Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)
+        org.flywaydb.core.Flyway.configure().dataSource(pg.jdbcUrl(), EmbeddedPostgresServer.USER, pg.password())
                 .schemas("billing").locations("classpath:db/billing").load().migrate();
         String key = dev.deepserve.accounting.ApiKeys.newSecret();
-        try (java.sql.Connection c = java.sql.DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
+        try (java.sql.Connection c = java.sql.DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, pg.password());
              java.sql.PreparedStatement k = c.prepareStatement(
                      "INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256) VALUES ('key_bench', 'acct_bench', 'b', 'p', ?)")) {
             c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance) VALUES ('acct_bench', 'bench', 1000000)");
@@ -90,7 +94,10 @@ final class BenchInfra implements AutoCloseable {
         ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
         pb.environment().put("QUARKUS_HTTP_PORT", Integer.toString(port));
         pb.environment().put("DEEPSERVE_PG_PORT", Integer.toString(pg.port()));
+        pb.environment().put("DEEPSERVE_PG_PASSWORD", pg.password());
         pb.environment().put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
+        // the services of one run share a service credential, as the stack's do
+        pb.environment().put(dev.deepserve.internal.InternalToken.ENV, INTERNAL_TOKEN);
         pb.environment().put("DEEPSERVE_USAGE_JOURNAL_DIR", work.resolve(module + "-usage-journal").toString());
         pb.environment().putAll(env);
         Process p = pb.start();

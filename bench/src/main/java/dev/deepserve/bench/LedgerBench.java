@@ -54,7 +54,7 @@ public final class LedgerBench {
             }
             Process billing = infra.service("billing", BenchInfra.freePort(), Map.of(), "/q/health/ready");
             try {
-                try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD)) {
+                try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, pg.password())) {
                     c.createStatement().execute("INSERT INTO billing.accounts (id, name, topped_up_balance, reserved) VALUES ('acct_bench', 'bench', 1000, 1000)");
                     long t0 = System.nanoTime();
                     try (KafkaProducer<String, String> producer = new KafkaProducer<>(Map.of("bootstrap.servers", kafka.bootstrapServers(),

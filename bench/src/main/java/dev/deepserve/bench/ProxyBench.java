@@ -356,7 +356,7 @@ public final class ProxyBench {
 
     /** Usage events of the streams phase (the only answers with 20 completion tokens) matching {@code where}. */
     static long count(EmbeddedPostgresServer pg, String where) throws Exception {
-        try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, EmbeddedPostgresServer.PASSWORD);
+        try (Connection c = DriverManager.getConnection(pg.jdbcUrl(), EmbeddedPostgresServer.USER, pg.password());
              ResultSet rs = c.createStatement().executeQuery("SELECT count(*) FROM gateway.usage_outbox WHERE payload->>'completion_tokens' = '20' AND " + where)) {
             rs.next();
             return rs.getLong(1);

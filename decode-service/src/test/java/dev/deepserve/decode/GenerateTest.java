@@ -1,5 +1,9 @@
 package dev.deepserve.decode;
 
+import dev.deepserve.internal.InternalToken;
+import io.restassured.RestAssured;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -36,6 +40,40 @@ class GenerateTest {
 
     static final ObjectMapper JSON = new ObjectMapper();
     static final HttpClient HTTP = HttpClient.newHttpClient();
+    /** The service credential the test profile gives this service (application.properties, %test). */
+    static final String TOKEN = "internal-token-for-tests-0123456789";
+
+    /** Every request of this class carries the credential, unless it sets the header itself. */
+    @BeforeAll
+    static void presentTheServiceCredential() {
+        RestAssured.filters((request, response, next) -> {
+            if (!request.getHeaders().hasHeaderWithName(InternalToken.HEADER)) {
+                request.header(InternalToken.HEADER, TOKEN);
+            }
+            return next.next(request, response);
+        });
+    }
+
+    @AfterAll
+    static void forgetIt() {
+        RestAssured.replaceFiltersWith(java.util.List.of());
+    }
+
+    @Test
+    void internalRoutesNeedTheServiceCredentialAndProbesDoNot() {
+        given().header(InternalToken.HEADER, "").contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[1],\"max_tokens\":5}")
+                .post("/internal/generate").then().statusCode(401).body("error.type", equalTo("authentication_error"));
+        given().header(InternalToken.HEADER, TOKEN + "x").get("/internal/load").then().statusCode(403)
+                .body("error.message", equalTo("invalid service credential"));
+        given().header(InternalToken.HEADER, "").contentType("application/octet-stream").body(new byte[34]).post("/internal/kv")
+                .then().statusCode(401);
+        RestAssured.replaceFiltersWith(java.util.List.of());
+        try {
+            given().get("/q/health/live").then().statusCode(200);
+        } finally {
+            presentTheServiceCredential();
+        }
+    }
 
     @Test
     void loadReportsFreeKvCapacityForPrefillInstances() {
@@ -65,7 +103,7 @@ class GenerateTest {
         String body = "{\"request_id\":\"" + id + "\",\"prompt\":" + java.util.Arrays.toString(prompt) + ",\"max_tokens\":" + maxTokens
                 + ",\"temperature\":0" + extra + "}";
         HttpResponse<java.io.InputStream> r = HTTP.send(HttpRequest.newBuilder(generate.toURI()).POST(HttpRequest.BodyPublishers.ofString(body))
-                .header("Content-Type", "application/json").build(), HttpResponse.BodyHandlers.ofInputStream());
+                .header("Content-Type", "application/json").header(InternalToken.HEADER, TOKEN).build(), HttpResponse.BodyHandlers.ofInputStream());
         assertEquals(200, r.statusCode());
         List<Integer> ids = new ArrayList<>();
         StringBuilder text = new StringBuilder();
@@ -142,7 +180,7 @@ class GenerateTest {
     void cancellingEndsTheStreamWithTheExactCount() throws Exception {
         String body = "{\"request_id\":\"cancel-me\",\"prompt\":[5,6,7],\"max_tokens\":5000,\"temperature\":0}";
         HttpResponse<java.io.InputStream> r = HTTP.send(HttpRequest.newBuilder(generate.toURI()).POST(HttpRequest.BodyPublishers.ofString(body))
-                .header("Content-Type", "application/json").build(), HttpResponse.BodyHandlers.ofInputStream());
+                .header("Content-Type", "application/json").header(InternalToken.HEADER, TOKEN).build(), HttpResponse.BodyHandlers.ofInputStream());
         int tokens = 0;
         JsonNode done = null;
         try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
@@ -206,6 +244,7 @@ class GenerateTest {
         // larger than the whole context of this model could be: refused from the declared length, nothing read
         try (java.net.Socket socket = new java.net.Socket(generate.getHost(), generate.getPort())) {
             socket.getOutputStream().write(("POST /internal/kv HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
+                    + InternalToken.HEADER + ": " + TOKEN + "\r\n"
                     + "Content-Length: 2000000000\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
             socket.getOutputStream().flush();
             socket.setSoTimeout(10_000);
@@ -221,6 +260,14 @@ class GenerateTest {
             assertTrue(answer.toString().startsWith("HTTP/1.1 413"), answer.toString());
             assertTrue(answer.toString().contains("larger than this instance takes"), answer.toString());
         }
+        // 34 bytes whose header claims 1024 layers × 900,000 tokens: refused from the header, and the service goes on
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(34);
+        java.util.zip.CRC32 crc = new java.util.zip.CRC32();
+        crc.update(new byte[2]);
+        b.putInt(0x44534B56).putInt(1).putInt(2).put(new byte[2]).putInt((int) crc.getValue()).putInt(1024).putInt(512).putInt(64).putInt(900_000);
+        given().contentType("application/octet-stream").body(b.array()).post("/internal/kv").then().statusCode(400)
+                .body("error.message", org.hamcrest.Matchers.containsString("does not fit this model"));
+        given().get("/internal/load").then().statusCode(200);
         // not a snapshot: refused naming why
         given().contentType("application/octet-stream").body(new byte[] {1, 2, 3, 4, 5, 6, 7, 8}).post("/internal/kv")
                 .then().statusCode(400).body("error.message", equalTo("KV transfer: not a KV snapshot (bad magic)"));

@@ -19,19 +19,59 @@ import java.time.Duration;
  * <p>PostgreSQL refuses to run as root; when this JVM is root (containers, CI) zonky starts {@code initdb} and
  * {@code pg_ctl} under {@code unshare -U}, where they run as an unmapped user that still owns the root-owned data
  * directory. As a normal user they run as that user.
+ *
+ * <p>Every role needs a password (scram-sha-256): {@code pg_hba.conf} has no {@code trust} line. initdb makes a cluster
+ * that trusts loopback; on the first start the superuser and the {@code deepserve} role get generated passwords, kept
+ * owner-only in the data directory ({@value #CREDENTIALS}), and {@code pg_hba.conf} is replaced by password-only lines
+ * before this method returns — so before any service can connect. Later starts write the same lines before the server
+ * starts.
  */
 public final class EmbeddedPostgresServer implements AutoCloseable {
 
     public static final String DATABASE = "deepserve";
     public static final String USER = "deepserve";
-    public static final String PASSWORD = "deepserve";
+    /** The passwords' file in the data directory (0600): the superuser's on the first line, {@link #USER}'s on the second. */
+    static final String CREDENTIALS = "deepserve-credentials";
 
     private final EmbeddedPostgres postgres;
     private final int port;
+    private final Credentials credentials;
 
-    private EmbeddedPostgresServer(EmbeddedPostgres postgres) {
+    /** The superuser's password and the {@code deepserve} role's. */
+    record Credentials(String superuser, String app) {
+        static Credentials generate() {
+            return new Credentials(random(), random());
+        }
+
+        private static String random() {
+            byte[] bytes = new byte[24];
+            new java.security.SecureRandom().nextBytes(bytes);
+            return java.util.HexFormat.of().formatHex(bytes);
+        }
+
+        /** The kept credentials of a secured cluster: the file, or its pending copy when a first start was cut short. */
+        static Credentials read(Path dataDir) throws IOException {
+            for (Path file : java.util.List.of(dataDir.resolve(CREDENTIALS), dataDir.resolve(CREDENTIALS + ".new"))) {
+                if (Files.isRegularFile(file)) {
+                    java.util.List<String> lines = Files.readAllLines(file);
+                    if (lines.size() >= 2) {
+                        return new Credentials(lines.get(0).strip(), lines.get(1).strip());
+                    }
+                }
+            }
+            return null;
+        }
+    }
+
+    private EmbeddedPostgresServer(EmbeddedPostgres postgres, Credentials credentials) {
         this.postgres = postgres;
         this.port = postgres.getPort();
+        this.credentials = credentials;
+    }
+
+    /** The {@link #USER} role's password (generated on the first start, the same afterwards). */
+    public String password() {
+        return credentials.app();
     }
 
     /**
@@ -61,7 +101,14 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
         if (!Files.exists(dataDir)) {
             Files.createDirectory(dataDir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
         }
-        EmbeddedPostgres pg = EmbeddedPostgres.builder()
+        Credentials known = Credentials.read(dataDir);
+        EmbeddedPostgres.Builder builder = EmbeddedPostgres.builder();
+        if (known != null) {
+            // a secured cluster: password-only lines before it starts, and zonky's own readiness check logs in with one
+            builder.setDataDirectoryCustomizer(dir -> passwordsOnly(dir.toPath(), bind))
+                    .setConnectConfig("password", known.superuser());
+        }
+        EmbeddedPostgres pg = builder
                 .setDataDirectory(dataDir)
                 .setCleanDataDirectory(false)
                 .setOverrideWorkingDirectory(binariesDir.toFile())
@@ -69,13 +116,20 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
                 .setPGStartupWait(Duration.ofSeconds(60))
                 .setServerConfig("listen_addresses", bind.equals("127.0.0.1") || bind.equals("0.0.0.0") ? bind : "127.0.0.1," + bind)
                 .setServerConfig("max_connections", "200")
+                .setServerConfig("password_encryption", "scram-sha-256")
                 .setServerConfig("unix_socket_directories", "")
                 .setOutputRedirector(ProcessBuilder.Redirect.DISCARD)
                 .setErrorRedirector(ProcessBuilder.Redirect.DISCARD)
                 .setRegisterShutdownHook(stopAtExit)
                 .start();
-        EmbeddedPostgresServer server = new EmbeddedPostgresServer(pg);
-        server.ensureDatabase();
+        Credentials credentials = known != null ? known : secure(pg.getPort(), dataDir, bind);
+        EmbeddedPostgresServer server = new EmbeddedPostgresServer(pg, credentials);
+        try {
+            server.ensureDatabase();
+        } catch (IOException | RuntimeException e) {
+            pg.close();
+            throw e;
+        }
         return server;
     }
 
@@ -93,7 +147,49 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
     }
 
     public Connection connect() throws SQLException {
-        return DriverManager.getConnection(jdbcUrl(), USER, PASSWORD);
+        return DriverManager.getConnection(jdbcUrl(), USER, password());
+    }
+
+    /**
+     * The first start of a cluster initdb left trusting loopback: passwords for the superuser and {@link #USER} (created
+     * here if missing), kept first in a pending file, then the password-only {@code pg_hba.conf}, reloaded; the pending
+     * file becomes the kept one last, so a start cut short anywhere still finds the passwords it set.
+     */
+    private static Credentials secure(int port, Path dataDir, String bind) throws IOException {
+        Credentials c = Credentials.generate();
+        Path pending = dataDir.resolve(CREDENTIALS + ".new");
+        Files.deleteIfExists(pending);
+        try (var out = Files.newBufferedWriter(Files.createFile(pending,
+                PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------"))))) {
+            out.write(c.superuser() + "\n" + c.app() + "\n");
+        }
+        try (Connection admin = DriverManager.getConnection("jdbc:postgresql://127.0.0.1:" + port + "/postgres?user=postgres")) {
+            admin.createStatement().execute("ALTER ROLE postgres PASSWORD '" + c.superuser() + "'");
+            try (ResultSet rs = admin.createStatement().executeQuery("SELECT 1 FROM pg_roles WHERE rolname = '" + USER + "'")) {
+                admin.createStatement().execute((rs.next() ? "ALTER ROLE " : "CREATE ROLE ") + USER + " LOGIN PASSWORD '" + c.app() + "'");
+            }
+            passwordsOnly(dataDir, bind);
+            admin.createStatement().execute("SELECT pg_reload_conf()");
+        } catch (SQLException e) {
+            throw new IOException("embedded PostgreSQL started but its roles could not be given passwords: " + e.getMessage(), e);
+        }
+        Files.move(pending, dataDir.resolve(CREDENTIALS), java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        return c;
+    }
+
+    /** {@code pg_hba.conf} with password (scram-sha-256) lines only: loopback, and every address when bound beyond it. */
+    static void passwordsOnly(Path dataDir, String bind) {
+        StringBuilder hba = new StringBuilder("# written by deepserve at every start: every connection needs a password; no trust lines\n")
+                .append("host all all 127.0.0.1/32 scram-sha-256\n")
+                .append("host all all ::1/128 scram-sha-256\n");
+        if (!bind.equals("127.0.0.1")) {
+            hba.append("host all all 0.0.0.0/0 scram-sha-256\n");
+        }
+        try {
+            Files.writeString(dataDir.resolve("pg_hba.conf"), hba.toString());
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write " + dataDir.resolve("pg_hba.conf"), e);
+        }
     }
 
     @Override
@@ -106,13 +202,8 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
     }
 
     private void ensureDatabase() throws IOException {
-        String admin = "jdbc:postgresql://127.0.0.1:" + port + "/postgres?user=postgres";
-        try (Connection c = DriverManager.getConnection(admin)) {
-            try (ResultSet rs = c.createStatement().executeQuery("SELECT 1 FROM pg_roles WHERE rolname = '" + USER + "'")) {
-                if (!rs.next()) {
-                    c.createStatement().execute("CREATE ROLE " + USER + " LOGIN PASSWORD '" + PASSWORD + "'");
-                }
-            }
+        String admin = "jdbc:postgresql://127.0.0.1:" + port + "/postgres";
+        try (Connection c = DriverManager.getConnection(admin, "postgres", credentials.superuser())) {
             try (ResultSet rs = c.createStatement().executeQuery("SELECT 1 FROM pg_database WHERE datname = '" + DATABASE + "'")) {
                 if (!rs.next()) {
                     c.createStatement().execute("CREATE DATABASE " + DATABASE + " OWNER " + USER);

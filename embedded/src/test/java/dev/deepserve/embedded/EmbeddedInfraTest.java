@@ -40,6 +40,19 @@ class EmbeddedInfraTest {
              ResultSet rs = c.createStatement().executeQuery("SELECT v FROM kept")) {
             assertTrue(rs.next());
             assertEquals(42, rs.getInt(1));
+            // every role needs its password, the superuser included, and pg_hba.conf trusts nobody
+            String url = "jdbc:postgresql://127.0.0.1:" + pg.port() + "/postgres";
+            for (String[] login : new String[][] {{"postgres", ""}, {"postgres", "postgres"}, {EmbeddedPostgresServer.USER, "deepserve"},
+                    {EmbeddedPostgresServer.USER, ""}}) {
+                java.sql.SQLException refused = org.junit.jupiter.api.Assertions.assertThrows(java.sql.SQLException.class,
+                        () -> java.sql.DriverManager.getConnection(url, login[0], login[1]).close(), login[0] + " got in with '" + login[1] + "'");
+                // 28P01: wrong password; 08004: the server asked for a password the client does not have
+                assertTrue(refused.getSQLState().startsWith("28") || refused.getSQLState().equals("08004"), refused.getSQLState() + " " + refused.getMessage());
+            }
+            String hba = java.nio.file.Files.readString(data.resolve("pg_hba.conf"));
+            assertTrue(hba.lines().filter(l -> !l.startsWith("#") && !l.isBlank()).allMatch(l -> l.endsWith("scram-sha-256")), hba);
+            assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(
+                    java.nio.file.Files.getPosixFilePermissions(data.resolve("deepserve-credentials"))));
         }
     }
 

@@ -21,6 +21,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  */
 public class EngineTwin implements QuarkusTestResourceLifecycleManager {
 
+    static final String INTERNAL_TOKEN = "internal-token-for-tests-0123456789";
+
     /** Tokens generated before the twin's "EOS" (stop); beyond max_tokens it stops with "length". */
     public static volatile int answerTokens = 5;
     public static volatile long delayMillis = 0;
@@ -40,6 +42,9 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     public Map<String, String> start() {
         vertx = Vertx.vertx();
         Router router = Router.router(vertx);
+        // like the real engines: nothing without the service credential, which the gateway must present
+        router.route().order(dev.deepserve.internal.InternalGuard.ORDER).handler(new dev.deepserve.internal.InternalGuard(
+                java.util.Optional.of(dev.deepserve.internal.InternalToken.of(INTERNAL_TOKEN))));
         router.route().handler(BodyHandler.create());
         router.post("/tokenize").handler(rc -> {
             JsonObject body = rc.body().asJsonObject();
@@ -80,7 +85,7 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
         });
         server = vertx.createHttpServer().requestHandler(router).listen(0).toCompletionStage().toCompletableFuture().join();
         String url = "http://127.0.0.1:" + server.actualPort();
-        return Map.of("deepserve.tokenizer-url", url, "deepserve.decode-url", url);
+        return Map.of("deepserve.tokenizer-url", url, "deepserve.decode-url", url, "deepserve.internal-token", INTERNAL_TOKEN);
     }
 
     private void emit(HttpServerResponse r, String id, AtomicInteger count, int max, int prompt) {

@@ -188,6 +188,8 @@ class ImagesTest {
         env.put("R", fs.toString());
         env.put("DEEPSERVE_MODEL_DIR", "/model");
         env.put("QUARKUS_HTTP_PORT", String.valueOf(port));
+        String token = dev.deepserve.internal.InternalToken.generate().value();
+        env.put(dev.deepserve.internal.InternalToken.ENV, token);
         Process p = pb.start();
         try {
             HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(2)).build();
@@ -203,6 +205,7 @@ class ImagesTest {
             }
             assertEquals(200, status, "the service in the image never got ready:\n" + Files.readString(tmp.resolve("service.log")));
             HttpResponse<String> r = http.send(HttpRequest.newBuilder(base.resolve("/tokenize")).header("Content-Type", "application/json")
+                    .header(dev.deepserve.internal.InternalToken.HEADER, token)
                     .POST(HttpRequest.BodyPublishers.ofString("{\"text\":\"Hello from a container image\"}")).build(), HttpResponse.BodyHandlers.ofString());
             assertEquals(200, r.statusCode(), r.body());
             assertTrue(JSON.readTree(r.body()).get("count").asInt() > 3, r.body());

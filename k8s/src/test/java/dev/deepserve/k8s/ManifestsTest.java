@@ -41,7 +41,7 @@ class ManifestsTest {
             Map.entry("Cluster", "postgresql.cnpg.io/v1"), Map.entry("KafkaTopic", "kafka.strimzi.io/v1beta2"),
             Map.entry("KafkaUser", "kafka.strimzi.io/v1beta2"), Map.entry("Kafka", "kafka.strimzi.io/v1beta2"),
             Map.entry("KafkaNodePool", "kafka.strimzi.io/v1beta2"), Map.entry("Kustomization", "kustomize.config.k8s.io/v1beta1"));
-    static final Set<String> SECRETS = Set.of("deepserve-pg-app", "gateway", "billing", "deepserve-admin");
+    static final Set<String> SECRETS = Set.of("deepserve-pg-app", "gateway", "billing", "deepserve-admin", "deepserve-internal");
 
     static List<JsonNode> documents(Path file) throws IOException {
         List<JsonNode> docs = new ArrayList<>();
@@ -245,7 +245,14 @@ class ManifestsTest {
         List<JsonNode> ingresses = objects.stream().filter(o -> o.path("kind").asText().equals("Ingress")).toList();
         assertEquals(1, ingresses.size());
         JsonNode ingress = ingresses.getFirst();
-        assertEquals("gateway", ingress.path("spec").path("rules").get(0).path("http").path("paths").get(0).path("backend").path("service").path("name").asText());
+        // only the public API and the liveness probe: no /q/metrics, detailed /q/health or /admin from outside
+        for (JsonNode path : ingress.path("spec").path("rules").get(0).path("http").path("paths")) {
+            assertEquals("gateway", path.path("backend").path("service").path("name").asText());
+            String p = path.path("path").asText();
+            String type = path.path("pathType").asText();
+            assertTrue(List.of("/v1", "/chat", "/completions", "/models", "/user").contains(p) && type.equals("Prefix")
+                    || p.equals("/q/health/live") && type.equals("Exact"), "the Ingress routes " + type + " " + p);
+        }
         assertEquals("off", ingress.path("metadata").path("annotations").path("nginx.ingress.kubernetes.io/proxy-buffering").asText());
         JsonNode billingUser = find(objects, "KafkaUser", "billing");
         JsonNode gatewayUser = find(objects, "KafkaUser", "gateway");

@@ -28,6 +28,11 @@ public class FakeDecode implements QuarkusTestResourceLifecycleManager {
     public Map<String, String> start() {
         vertx = Vertx.vertx();
         HttpServer server = vertx.createHttpServer().requestHandler(req -> {
+            // like the real decode service: nothing without the service credential
+            if (!TransferTest.TOKEN.equals(req.getHeader(dev.deepserve.internal.InternalToken.HEADER))) {
+                req.response().setStatusCode(401).end("{\"error\":{\"message\":\"missing service credential\"}}");
+                return;
+            }
             if (req.path().endsWith("/cancel")) {
                 cancelled.add(req.path().split("/")[3]);
                 req.response().setStatusCode(202).end("{}");

@@ -1,5 +1,9 @@
 package dev.deepserve.prefill;
 
+import dev.deepserve.internal.InternalToken;
+import io.restassured.RestAssured;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
 import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.model.tiny.TinyCheckpoint;
 import io.quarkus.test.common.QuarkusTestResource;
@@ -28,6 +32,25 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @TestProfile(TransferTest.TinyModel.class)
 @QuarkusTestResource(FakeDecode.class)
 class TransferTest {
+
+    /** The service credential the test profile gives this service (application.properties, %test). */
+    static final String TOKEN = "internal-token-for-tests-0123456789";
+
+    /** Every request of this class carries the credential, unless it sets the header itself. */
+    @BeforeAll
+    static void presentTheServiceCredential() {
+        RestAssured.filters((request, response, next) -> {
+            if (!request.getHeaders().hasHeaderWithName(InternalToken.HEADER)) {
+                request.header(InternalToken.HEADER, TOKEN);
+            }
+            return next.next(request, response);
+        });
+    }
+
+    @AfterAll
+    static void forgetIt() {
+        RestAssured.replaceFiltersWith(java.util.List.of());
+    }
 
     public static class TinyModel implements QuarkusTestProfile {
         @Override
@@ -110,7 +133,8 @@ class TransferTest {
         int before = FakeDecode.received.get();
         byte[] body = request(id).getBytes(java.nio.charset.StandardCharsets.UTF_8);
         try (java.net.Socket socket = new java.net.Socket(generate.getHost(), generate.getPort())) {
-            socket.getOutputStream().write(("POST /internal/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: "
+            socket.getOutputStream().write(("POST /internal/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                    + InternalToken.HEADER + ": " + TOKEN + "\r\nContent-Length: "
                     + body.length + "\r\n\r\n").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
             socket.getOutputStream().write(body);
             socket.getOutputStream().flush();

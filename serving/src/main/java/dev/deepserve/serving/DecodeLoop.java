@@ -285,6 +285,14 @@ public final class DecodeLoop {
         return perToken * settings.maxContext() + (16 << 20);
     }
 
+    /** The KV snapshots this loop can take over: its model's shape and longest context. */
+    public dev.deepserve.model.engine.KvSnapshot.Shape kvShape() {
+        var c = model.config();
+        // an MTP cache, when one comes, is the module's one layer (Mtp.newCache); without MTP here it is not used
+        return new dev.deepserve.model.engine.KvSnapshot.Shape(c.numHiddenLayers(), 1, c.kvLoraRank(), c.qkRopeHeadDim(),
+                settings.maxContext());
+    }
+
     /** Sequences preempted so far to make room (on-demand admission). */
     public long preemptions() {
         return preemptions;

@@ -1,5 +1,6 @@
 package dev.deepserve.serving;
 
+import dev.deepserve.internal.InternalToken;
 import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
@@ -268,9 +269,15 @@ public final class EngineHost {
             }
             addresses.add(InetSocketAddress.createUnresolved(w.substring(0, colon), Integer.parseInt(w.substring(colon + 1))));
         }
+        // remote workers were given the service credential; workers this process spawns get it, or a fresh one
+        InternalToken token = InternalToken.fromEnvironment().orElse(null);
+        if (token == null && !remote.isEmpty()) {
+            throw new IllegalArgumentException("expert workers need the service credential: set " + InternalToken.ENV);
+        }
+        InternalToken credential = token != null ? token : InternalToken.generate();
         int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / (e.localWorkers() + 1));
         for (int i = 0; i < e.localWorkers(); i++) {
-            ExpertWorker.Spawned s = ExpertWorker.spawn(options.modelDir(), threads, 1024);
+            ExpertWorker.Spawned s = ExpertWorker.spawn(options.modelDir(), threads, 1024, credential);
             synchronized (spawned) {
                 spawned.add(s);
             }
@@ -283,7 +290,7 @@ public final class EngineHost {
             try {
                 // resolved at each try: the group's pod names appear in DNS as the pods come up
                 ep = new ExpertParallel(model.localExperts(), addresses.stream().map(a -> new InetSocketAddress(a.getHostString(), a.getPort())).toList(),
-                        model.moeLayers(), new ExpertParallel.Options(redundant, e.eplbInterval()));
+                        model.moeLayers(), new ExpertParallel.Options(redundant, e.eplbInterval()), credential);
             } catch (IllegalStateException notYet) {
                 // the group's worker pods start alongside this one: wait for them (readiness says why meanwhile)
                 if (System.nanoTime() > deadline || !running) {

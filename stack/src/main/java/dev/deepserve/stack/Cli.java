@@ -88,7 +88,10 @@ public final class Cli {
         Path log = settings.logs().resolve("stack.log");
         Process supervisor;
         try {
-            Files.createDirectories(settings.logs());
+            if (!Files.exists(settings.home())) {
+                dev.deepserve.internal.OwnerOnly.directory(settings.home());
+            }
+            dev.deepserve.internal.OwnerOnly.directory(settings.logs());
             Files.deleteIfExists(settings.stateFile());
             List<String> command = new ArrayList<>(List.of("setsid", ProcessHandle.current().info().command().orElse("java")));
             command.addAll(ProcessHandle.current().info().arguments().map(a -> {

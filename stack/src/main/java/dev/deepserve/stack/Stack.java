@@ -5,6 +5,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.embedded.EmbeddedKafkaBroker;
 import dev.deepserve.embedded.EmbeddedPostgresServer;
+import dev.deepserve.internal.InternalToken;
+import dev.deepserve.internal.OwnerOnly;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.common.errors.TopicExistsException;
@@ -20,8 +22,6 @@ import java.net.ServerSocket;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -105,6 +105,8 @@ final class Stack {
 
         ModelBootstrap.ensure(settings, out);
         String adminKey = Secrets.adminKey(settings.secrets());
+        // a new service credential at every start: a token that leaked dies with the stack that used it
+        String internalToken = Secrets.internalToken(settings.secrets());
 
         Map<String, String> env = new HashMap<>();
         env.put("DEEPSERVE_PG_HOST", settings.host());
@@ -113,7 +115,7 @@ final class Stack {
         env.put("DEEPSERVE_PG_PORT", Integer.toString(postgres.port()));
         env.put("DEEPSERVE_PG_DATABASE", EmbeddedPostgresServer.DATABASE);
         env.put("DEEPSERVE_PG_USER", EmbeddedPostgresServer.USER);
-        env.put("DEEPSERVE_PG_PASSWORD", EmbeddedPostgresServer.PASSWORD);
+        env.put("DEEPSERVE_PG_PASSWORD", postgres.password());
         env.put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
         env.put("DEEPSERVE_MODEL_DIR", settings.modelDir().toString());
         env.put("DEEPSERVE_TOKENIZER_URL", settings.url("tokenizer-service"));
@@ -121,6 +123,7 @@ final class Stack {
         env.put("DEEPSERVE_DECODE_URL", settings.url("decode-service"));
         env.put("DEEPSERVE_BILLING_URL", settings.url("billing"));
         env.put("DEEPSERVE_ADMIN_KEY", adminKey);
+        env.put(InternalToken.ENV, internalToken);
         env.put("DEEPSERVE_USAGE_JOURNAL_DIR", settings.home().resolve("usage-journal").toString());
 
         for (String name : StackSettings.SERVICES) {
@@ -317,8 +320,14 @@ final class Stack {
 
     private void prepareHome() {
         try {
-            Files.createDirectories(settings.home());
-            Files.createDirectories(settings.logs());
+            // the data directory holds keys, usage and logs: owner-only from the moment each directory exists (a
+            // DEEPSERVE_HOME the operator made is left as it is; what the stack keeps in it is narrowed)
+            if (!Files.exists(settings.home())) {
+                OwnerOnly.directory(settings.home());
+            }
+            OwnerOnly.directory(settings.logs());
+            OwnerOnly.directory(settings.secrets());
+            OwnerOnly.directory(settings.home().resolve("usage-journal"));
             Path probe = settings.home().resolve(".write-test");
             Files.writeString(probe, "ok");
             Files.delete(probe);
@@ -443,15 +452,28 @@ final class Stack {
                 if (Files.exists(file)) {
                     return Files.readString(file).trim();
                 }
-                Files.createDirectories(dir);
                 byte[] bytes = new byte[32];
                 RANDOM.nextBytes(bytes);
                 String key = "dsadm-" + Base64.getUrlEncoder().withoutPadding().encodeToString(bytes);
-                Files.writeString(file, key, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
-                Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-------"));
+                OwnerOnly.write(file, key, false);
                 return key;
             } catch (IOException e) {
                 throw new CliException("cannot keep the admin key in " + file + ": " + oneLine(e));
+            }
+        }
+
+        /**
+         * A fresh service credential ({@link InternalToken}) for this start, kept in secrets/internal-token (owner-only)
+         * so an operator can make an internal call by hand; the previous one stops working with the stack that had it.
+         */
+        static synchronized String internalToken(Path dir) {
+            Path file = dir.resolve("internal-token");
+            try {
+                String token = InternalToken.generate().value();
+                OwnerOnly.write(file, token, true);
+                return token;
+            } catch (IOException e) {
+                throw new CliException("cannot keep the service credential in " + file + ": " + oneLine(e));
             }
         }
 
@@ -471,8 +493,7 @@ final class Stack {
                 String id = account.get("id").asText();
                 admin(http, billing + "/admin/accounts/" + id + "/grants", adminKey, "{\"amount\":\"10.00\",\"note\":\"local stack starter grant\"}");
                 String secret = admin(http, billing + "/admin/accounts/" + id + "/keys", adminKey, "{\"name\":\"local\"}").get("key").asText();
-                Files.writeString(file, secret, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
-                Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-------"));
+                OwnerOnly.write(file, secret, false);
                 out.println("created account 'local' with a 10.00 USD grant and an API key (kept in " + file + ")");
             } catch (IOException | RuntimeException e) {
                 out.println("could not create the local API key: " + oneLine(e));

@@ -84,7 +84,7 @@ class StackIT {
     void usageEventCrossesFromGatewayThroughKafkaIntoTheBillingLedger() throws Exception {
         UUID id = UUID.randomUUID();
         String jdbc = "jdbc:postgresql://127.0.0.1:" + PORTS.get("PG") + "/deepserve";
-        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", "deepserve")) {
+        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", pgPassword())) {
             try (PreparedStatement insert = c.prepareStatement("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES (?, ?::json)")) {
                 insert.setObject(1, id);
                 insert.setString(2, """
@@ -139,7 +139,7 @@ class StackIT {
         assertTrue(cost.signum() > 0);
 
         String jdbc = "jdbc:postgresql://127.0.0.1:" + PORTS.get("PG") + "/deepserve";
-        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", "deepserve")) {
+        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", pgPassword())) {
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
             java.math.BigDecimal spent = null;
             while (System.nanoTime() < deadline) {
@@ -179,7 +179,7 @@ class StackIT {
         for (String service : List.of("PREFILL", "DECODE")) {
             String body = "{\"request_id\":\"it-" + service + "\",\"prompt\":[" + prompt + "],\"max_tokens\":12,\"temperature\":0}";
             HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get(service) + "/internal/generate"))
-                    .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+                    .header("Content-Type", "application/json").header(dev.deepserve.internal.InternalToken.HEADER, internalToken()).POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
             assertEquals(200, r.statusCode(), service + ": " + r.body());
             StringBuilder ids = new StringBuilder();
             JsonNode done = null;
@@ -214,6 +214,47 @@ class StackIT {
     }
 
     static List<Long> afterDown = new ArrayList<>();
+
+    /** The embedded PostgreSQL's password for the deepserve role, generated on its first start (owner-only file). */
+    static String pgPassword() throws IOException {
+        return Files.readAllLines(Path.of(ENV.get("DEEPSERVE_HOME"), "pg", "data", "deepserve-credentials")).get(1).strip();
+    }
+
+    /** The service credential of this start, as the stack keeps it (owner-only) for operators. */
+    static String internalToken() throws IOException {
+        return Files.readString(Path.of(ENV.get("DEEPSERVE_HOME"), "secrets", "internal-token")).strip();
+    }
+
+    /**
+     * Only the gateway and billing's admin API answer a caller without a credential: an internal call without the
+     * service credential, or with a wrong one, is refused by every engine and the tokenizer; the secrets are owner-only.
+     */
+    @Test
+    void internalSurfacesNeedTheServiceCredentialAndSecretsAreOwnerOnly() throws Exception {
+        HttpClient http = HttpClient.newHttpClient();
+        String body = "{\"request_id\":\"intruder\",\"prompt\":[1,2,3],\"max_tokens\":4,\"text\":\"hi\"}";
+        for (String[] call : new String[][] {{"DECODE", "/internal/generate"}, {"PREFILL", "/internal/generate"}, {"DECODE", "/internal/kv"},
+                {"TOKENIZER", "/tokenize"}}) {
+            URI uri = URI.create("http://127.0.0.1:" + PORTS.get(call[0]) + call[1]);
+            HttpResponse<String> none = http.send(HttpRequest.newBuilder(uri).header("Content-Type", "application/json")
+                    .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(401, none.statusCode(), call[0] + call[1] + ": " + none.body());
+            HttpResponse<String> wrong = http.send(HttpRequest.newBuilder(uri).header("Content-Type", "application/json")
+                    .header(dev.deepserve.internal.InternalToken.HEADER, internalToken() + "x")
+                    .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(403, wrong.statusCode(), call[0] + call[1] + ": " + wrong.body());
+        }
+        Path home = Path.of(ENV.get("DEEPSERVE_HOME"));
+        for (String dir : List.of("secrets", "logs", "usage-journal")) {
+            assertEquals("rwx------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(home.resolve(dir))), dir);
+        }
+        for (String file : List.of("admin-key", "api-key", "internal-token")) {
+            assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(home.resolve("secrets").resolve(file))), file);
+        }
+        for (Path log : Files.list(home.resolve("logs")).toList()) {
+            assertFalse(Files.readString(log).contains(internalToken()), "the service credential is never logged: " + log);
+        }
+    }
 
     /** Nothing the stack opens is reachable from another machine: every port answers on loopback only. */
     @Test

@@ -1,5 +1,9 @@
 package dev.deepserve.tokenizer;
 
+import dev.deepserve.internal.InternalToken;
+import io.restassured.RestAssured;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
 import dev.deepserve.model.cli.ModelCli;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.junit.QuarkusTestProfile;
@@ -21,6 +25,39 @@ import static org.hamcrest.Matchers.startsWith;
 @QuarkusTest
 @TestProfile(TokenizerResourceTest.RealTokenizer.class)
 class TokenizerResourceTest {
+
+    /** The service credential the test profile gives this service (application.properties, %test). */
+    static final String TOKEN = "internal-token-for-tests-0123456789";
+
+    /** Every request of this class carries the credential, unless it sets the header itself. */
+    @BeforeAll
+    static void presentTheServiceCredential() {
+        RestAssured.filters((request, response, next) -> {
+            if (!request.getHeaders().hasHeaderWithName(InternalToken.HEADER)) {
+                request.header(InternalToken.HEADER, TOKEN);
+            }
+            return next.next(request, response);
+        });
+    }
+
+    @AfterAll
+    static void forgetIt() {
+        RestAssured.replaceFiltersWith(java.util.List.of());
+    }
+
+    @Test
+    void everyRouteButTheProbesNeedsTheServiceCredential() {
+        given().header(InternalToken.HEADER, "").contentType(ContentType.JSON).body("{\"text\":\"hi\"}").post("/tokenize").then().statusCode(401)
+                .body("error.type", equalTo("authentication_error"));
+        given().header(InternalToken.HEADER, TOKEN.toUpperCase()).contentType(ContentType.JSON).body("{\"ids\":[1]}").post("/detokenize")
+                .then().statusCode(403);
+        RestAssured.replaceFiltersWith(java.util.List.of());
+        try {
+            given().get("/q/health/ready").then().statusCode(200);
+        } finally {
+            presentTheServiceCredential();
+        }
+    }
 
     public static class RealTokenizer implements QuarkusTestProfile {
         @Override

@@ -118,7 +118,8 @@ public class GenerateRoutes {
     private void prefilled(RoutingContext rc) {
         // checking and unpacking a large snapshot takes a while: off the event loop, then back on it to answer
         io.vertx.core.buffer.Buffer body = rc.body().buffer();
-        rc.vertx().<KvSnapshot.Contents>executeBlocking(() -> KvSnapshot.decode(body.getBytes()), false).onComplete(done -> {
+        KvSnapshot.Shape shape = engine.kvShape();
+        rc.vertx().<KvSnapshot.Contents>executeBlocking(() -> KvSnapshot.decode(body.getBytes(), shape), false).onComplete(done -> {
             if (done.failed()) {
                 rc.response().setStatusCode(400).putHeader("Content-Type", "application/json")
                         .end(error(done.cause() instanceof IllegalArgumentException ? done.cause().getMessage() : "KV transfer could not be read"));

@@ -16,6 +16,9 @@ public interface DecodeConfig {
     @WithDefault(".deepserve/model")
     Path modelDir();
 
+    /** The service credential every internal call must carry (DEEPSERVE_INTERNAL_TOKEN); without one only the probes answer. */
+    java.util.Optional<String> internalToken();
+
     Engine engine();
 
     /** The engine settings shared with prefill ({@link EngineSettings}) and decode's own. */

@@ -81,6 +81,12 @@ public class Engine {
         return l == null ? 0 : l.maxKvTransferBytes();
     }
 
+    /** The KV snapshots this instance can take (null until the model is loaded). */
+    public dev.deepserve.model.engine.KvSnapshot.Shape kvShape() {
+        DecodeLoop l = host.loop();
+        return l == null ? null : l.kvShape();
+    }
+
     public boolean cancel(String requestId) {
         DecodeLoop l = host.loop();
         return l != null && l.cancel(requestId);

@@ -32,6 +32,9 @@ public interface GatewayConfig {
     @WithDefault("http://127.0.0.1:8004")
     URI billingUrl();
 
+    /** The service credential the engines and the tokenizer service require of internal calls (DEEPSERVE_INTERNAL_TOKEN). */
+    Optional<String> internalToken();
+
     /** How long a readiness probe waits for an upstream's liveness endpoint. */
     @WithDefault("2s")
     Duration upstreamProbeTimeout();

@@ -2,6 +2,7 @@ package dev.deepserve.gateway.engine;
 
 import dev.deepserve.gateway.api.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
+import dev.deepserve.internal.InternalGuard;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
@@ -35,10 +36,10 @@ public class EngineClient {
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(512).setKeepAlive(true).setConnectTimeout(5000));
     }
 
-    private static RequestOptions post(URI base, String path) {
+    private RequestOptions post(URI base, String path) {
         String prefix = base.getPath() == null || base.getPath().equals("/") ? "" : base.getPath().replaceAll("/+$", "");
-        return new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort()).setURI(prefix + path)
-                .putHeader("Content-Type", "application/json");
+        return InternalGuard.withCredential(new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort())
+                .setURI(prefix + path).putHeader("Content-Type", "application/json"), config.internalToken());
     }
 
     /** Renders and tokenizes a conversation: {@code {"ids": [...], "count": n, "prompt": "..."}}. */

@@ -112,7 +112,8 @@ final class UsageJournal implements AutoCloseable {
      * another process holds it, since two replicas sharing one journal would replay each other's events.
      */
     static UsageJournal open(Path dir, boolean fsync) throws IOException {
-        Files.createDirectories(dir);
+        // usage events name accounts and keys: owner-only (0700) from the moment the directory exists
+        dev.deepserve.internal.OwnerOnly.directory(dir);
         FileChannel lockFile = FileChannel.open(dir.resolve("journal.lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
         FileLock lock;
         try {

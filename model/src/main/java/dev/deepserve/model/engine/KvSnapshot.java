@@ -26,6 +26,13 @@ public final class KvSnapshot {
     public record Contents(String metadata, KvCache main, KvCache mtp) {
     }
 
+    /**
+     * The caches a receiver can take: its model's layer count (main, and the MTP module's, which is 1), latent widths and
+     * longest context. A snapshot of another shape is refused from its header, before anything is allocated.
+     */
+    public record Shape(int layers, int mtpLayers, int kvLoraRank, int ropeDim, int maxTokens) {
+    }
+
     private KvSnapshot() {
     }
 
@@ -70,8 +77,13 @@ public final class KvSnapshot {
     }
 
     public static Contents decode(byte[] bytes) {
+        return decode(bytes, null);
+    }
+
+    /** As {@link #decode(byte[])}, refusing caches that do not fit {@code expected} (null: any plausible shape). */
+    public static Contents decode(byte[] bytes, Shape expected) {
         try {
-            return read(new java.io.ByteArrayInputStream(bytes), bytes.length);
+            return read(new java.io.ByteArrayInputStream(bytes), bytes.length, expected);
         } catch (IOException e) {
             throw new IllegalArgumentException("KV transfer: " + e.getMessage());
         }
@@ -79,14 +91,14 @@ public final class KvSnapshot {
 
     /** Reads and verifies a snapshot; throws {@link IllegalArgumentException} naming the bad or missing section. */
     public static Contents read(InputStream in) throws IOException {
-        return read(in, Long.MAX_VALUE);
+        return read(in, Long.MAX_VALUE, null);
     }
 
     /**
      * As {@link #read(InputStream)}, for a transfer of at most {@code size} bytes: a cache whose declared shape needs
      * more bytes than that is refused before anything is allocated for it (a 34-byte header may claim terabytes).
      */
-    public static Contents read(InputStream in, long size) throws IOException {
+    public static Contents read(InputStream in, long size, Shape expected) throws IOException {
         DataInputStream d = new DataInputStream(in);
         long[] left = {size};
         try {
@@ -105,8 +117,8 @@ public final class KvSnapshot {
             check(d, meta, meta.length, "metadata");
             left[0] -= 12L + metaLength + 4;
             // after the main cache there is at least the MTP cache's layer count
-            KvCache main = readCache(d, "main", left, 4);
-            KvCache mtp = readCache(d, "mtp", left, 0);
+            KvCache main = readCache(d, "main", left, 4, expected == null ? -1 : expected.layers(), expected);
+            KvCache mtp = readCache(d, "mtp", left, 0, expected == null ? -1 : expected.mtpLayers(), expected);
             if (main == null) {
                 throw new IllegalArgumentException("KV transfer: no main cache");
             }
@@ -116,7 +128,7 @@ public final class KvSnapshot {
         }
     }
 
-    private static KvCache readCache(DataInputStream d, String name, long[] left, int after) throws IOException {
+    private static KvCache readCache(DataInputStream d, String name, long[] left, int after, int expectedLayers, Shape expected) throws IOException {
         int layers = d.readInt();
         if (layers == 0) {
             return null;
@@ -124,6 +136,12 @@ public final class KvSnapshot {
         int kvLora = d.readInt();
         int rope = d.readInt();
         int length = d.readInt();
+        if (expected != null && (layers != expectedLayers || kvLora != expected.kvLoraRank() || rope != expected.ropeDim()
+                || length < 0 || length > expected.maxTokens())) {
+            throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope
+                    + ") does not fit this model (" + expectedLayers + " layers × at most " + expected.maxTokens() + " tokens × ("
+                    + expected.kvLoraRank() + "+" + expected.ropeDim() + "))");
+        }
         if (layers < 0 || layers > 1024 || kvLora <= 0 || rope < 0 || length < 0 || (long) length * (kvLora + rope) * 4 > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope + ") is not plausible");
         }

@@ -1,5 +1,6 @@
 package dev.deepserve.model.ep;
 
+import dev.deepserve.internal.InternalToken;
 import dev.deepserve.model.engine.ExpertBackend;
 
 import java.io.BufferedInputStream;
@@ -51,13 +52,27 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         final DataInputStream in;
         final DataOutputStream out;
 
-        Remote(InetSocketAddress address) throws IOException {
+        /** Connects and authenticates with the service token: a worker reads nothing else before it. */
+        Remote(InetSocketAddress address, InternalToken token) throws IOException {
             this.address = address;
             this.socket = new Socket();
             socket.connect(address, 5000);
             socket.setTcpNoDelay(true);
             this.in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 1 << 16));
             this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
+            socket.setSoTimeout(10_000);
+            Wire.writeHello(out, token.value());
+            int status;
+            try {
+                status = in.readInt();
+            } catch (java.io.EOFException e) {
+                status = Wire.ERROR;
+            }
+            if (status != Wire.OK) {
+                socket.close();
+                throw new IOException("the worker refused this service's credential");
+            }
+            socket.setSoTimeout(0);
         }
 
         IllegalStateException failed(Exception e) {
@@ -69,8 +84,10 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
      * @param local   experts run in this process (worker 0)
      * @param workers the other workers' addresses
      * @param layers  MoE layer ids and their expert count including the shared slot ({@code Transformer.moeLayers()})
+     * @param token   the service credential the workers were given
      */
-    public ExpertParallel(ExpertBackend local, List<InetSocketAddress> workers, SortedMap<Integer, Integer> layers, Options options) {
+    public ExpertParallel(ExpertBackend local, List<InetSocketAddress> workers, SortedMap<Integer, Integer> layers, Options options,
+                          InternalToken token) {
         if (layers.isEmpty()) {
             throw new IllegalArgumentException("the model has no MoE layers to spread");
         }
@@ -80,7 +97,7 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         layers.forEach((l, n) -> load.put(l, new long[n]));
         try {
             for (InetSocketAddress a : workers) {
-                remotes.add(new Remote(a));
+                remotes.add(new Remote(a, token));
             }
         } catch (IOException e) {
             close();

@@ -1,5 +1,6 @@
 package dev.deepserve.model.ep;
 
+import dev.deepserve.internal.InternalToken;
 import dev.deepserve.model.engine.ExpertBackend;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
@@ -21,7 +22,9 @@ import java.util.Set;
 /**
  * One expert-parallel worker: serves the experts it is told to hold ({@code HOLD}) for whoever leads it ({@code RUN}),
  * from the same checkpoint the leader runs. Asking it for an expert it does not hold is an error, so a wrong placement
- * shows instead of silently computing anywhere.
+ * shows instead of silently computing anywhere. A leader is a peer that opened with the service credential
+ * ({@code DEEPSERVE_INTERNAL_TOKEN}, see {@link InternalToken}) — nothing else is read before that handshake — and
+ * the first such peer to place experts; sizes on the wire are checked against the model before anything is allocated.
  *
  * <p>{@code java -cp <model classpath> dev.deepserve.model.ep.ExpertWorker --model DIR [--port P] [--bind ADDR] [--threads N]
  * [--health-port H] [--parent PID]}; with a health port it answers {@code /q/health/live} and {@code /q/health/ready}
@@ -32,14 +35,30 @@ public final class ExpertWorker implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(ExpertWorker.class.getName());
 
+    /** Connections served at once; more are closed on accept (a leader needs one). */
+    static final int MAX_CONNECTIONS = 8;
+    /** How long a peer may take over its handshake, and over the rest of a message once its first int came. */
+    static final int READ_TIMEOUT_MS = 10_000;
+
     private final ExpertBackend experts;
     private final ServerSocket server;
+    private final InternalToken token;
+    private final int width;
+    private final java.util.concurrent.Semaphore connections = new java.util.concurrent.Semaphore(MAX_CONNECTIONS);
     private final Set<Long> held = new HashSet<>();
+    /** The connection whose HOLD placed the experts: only it may change them or run them, until it closes. */
+    private Socket leader;
     private volatile boolean running = true;
 
-    public ExpertWorker(ExpertBackend experts, ServerSocket server) {
+    /**
+     * @param token the service credential a leader must present before anything else is read
+     * @param width the model's hidden size: every RUN block is {@code rows × width}
+     */
+    public ExpertWorker(ExpertBackend experts, ServerSocket server, InternalToken token, int width) {
         this.experts = experts;
         this.server = server;
+        this.token = token;
+        this.width = width;
     }
 
     public int port() {
@@ -51,8 +70,19 @@ public final class ExpertWorker implements AutoCloseable {
         while (running) {
             try {
                 Socket s = server.accept();
+                if (!connections.tryAcquire()) {
+                    LOG.log(System.Logger.Level.WARNING, "refused a connection: " + MAX_CONNECTIONS + " already open");
+                    s.close();
+                    continue;
+                }
                 s.setTcpNoDelay(true);
-                Thread.ofPlatform().name("expert-worker-" + s.getPort()).daemon().start(() -> connection(s));
+                Thread.ofPlatform().name("expert-worker-" + s.getPort()).daemon().start(() -> {
+                    try {
+                        connection(s);
+                    } finally {
+                        connections.release();
+                    }
+                });
             } catch (IOException e) {
                 if (running) {
                     LOG.log(System.Logger.Level.WARNING, "accept failed: " + e.getMessage());
@@ -64,37 +94,83 @@ public final class ExpertWorker implements AutoCloseable {
     private void connection(Socket s) {
         try (s; DataInputStream in = new DataInputStream(new BufferedInputStream(s.getInputStream(), 1 << 16));
              DataOutputStream out = new DataOutputStream(new BufferedOutputStream(s.getOutputStream(), 1 << 16))) {
+            if (!authenticated(s, in, out)) {
+                LOG.log(System.Logger.Level.WARNING, "refused a peer without the service credential");
+                return;
+            }
             while (true) {
                 int op;
                 try {
+                    s.setSoTimeout(0);   // a leader may stay quiet between steps as long as it likes
                     op = in.readInt();
+                    s.setSoTimeout(READ_TIMEOUT_MS);
                 } catch (EOFException e) {
                     return;
                 }
                 switch (op) {
-                    case Wire.RUN -> run(in, out);
-                    case Wire.HOLD -> {
-                        int n = in.readInt();
-                        Set<Long> next = new HashSet<>();
-                        for (int i = 0; i < n; i++) {
-                            next.add(key(in.readInt(), in.readInt()));
-                        }
-                        synchronized (held) {
-                            held.clear();
-                            held.addAll(next);
-                        }
-                        out.writeInt(Wire.OK);
-                        out.flush();
-                    }
+                    case Wire.RUN -> run(s, in, out);
+                    case Wire.HOLD -> hold(s, in, out);
                     default -> throw new IOException("unknown operation " + op);
                 }
             }
         } catch (IOException e) {
             LOG.log(System.Logger.Level.WARNING, "leader connection closed: " + e.getMessage());
+        } finally {
+            synchronized (held) {
+                if (leader == s) {
+                    leader = null;
+                }
+            }
         }
     }
 
-    private void run(DataInputStream in, DataOutputStream out) throws IOException {
+    /** The handshake: HELLO with the service token, read under a timeout before any other message. */
+    private boolean authenticated(Socket s, DataInputStream in, DataOutputStream out) throws IOException {
+        s.setSoTimeout(READ_TIMEOUT_MS);
+        if (in.readInt() != Wire.HELLO) {
+            return false;
+        }
+        int n = in.readInt();
+        if (n <= 0 || n > InternalToken.MAX_LENGTH) {
+            return false;
+        }
+        byte[] presented = new byte[n];
+        in.readFully(presented);
+        if (!token.accepts(presented)) {
+            return false;
+        }
+        out.writeInt(Wire.OK);
+        out.flush();
+        return true;
+    }
+
+    /** HOLD: the first connection to place experts leads this worker; another one is refused while it is open. */
+    private void hold(Socket s, DataInputStream in, DataOutputStream out) throws IOException {
+        int n = in.readInt();
+        if (n < 0 || n > Wire.MAX_HELD) {
+            throw new IOException("implausible placement of " + n + " experts");
+        }
+        Set<Long> next = new HashSet<>();
+        for (int i = 0; i < n; i++) {
+            next.add(key(in.readInt(), in.readInt()));
+        }
+        boolean mine;
+        synchronized (held) {
+            mine = leader == null || leader == s;
+            if (mine) {
+                leader = s;
+                held.clear();
+                held.addAll(next);
+            }
+        }
+        out.writeInt(mine ? Wire.OK : Wire.ERROR);
+        if (!mine) {
+            out.writeUTF("this worker is placed by another leader");
+        }
+        out.flush();
+    }
+
+    private void run(Socket s, DataInputStream in, DataOutputStream out) throws IOException {
         int layer = in.readInt();
         int groups = in.readInt();
         if (groups < 0 || groups > 1 << 16) {
@@ -104,14 +180,25 @@ public final class ExpertWorker implements AutoCloseable {
         int[] rows = new int[groups];
         float[][] inputs = new float[groups][];
         String refused = null;
+        long total = 0;
         for (int g = 0; g < groups; g++) {
             ids[g] = in.readInt();
             rows[g] = in.readInt();
-            int width = in.readInt();
-            inputs[g] = new float[Wire.count(rows[g], width)];
+            int w = in.readInt();
+            if (w != width) {
+                throw new IOException("rows of width " + w + " where the model's hidden size is " + width);
+            }
+            int n = Wire.count(rows[g], w);
+            total += n;
+            if (total > Wire.MAX_FLOATS) {
+                throw new IOException("a message of more than " + Wire.MAX_FLOATS + " floats");
+            }
+            inputs[g] = new float[n];
             Wire.readFloats(in, inputs[g], 0, inputs[g].length);
             synchronized (held) {
-                if (refused == null && !held.contains(key(layer, ids[g]))) {
+                if (refused == null && leader != s) {
+                    refused = "this worker is led by another connection";
+                } else if (refused == null && !held.contains(key(layer, ids[g]))) {
                     refused = "expert " + ids[g] + " of layer " + layer + " is not held by this worker";
                 }
             }
@@ -155,15 +242,17 @@ public final class ExpertWorker implements AutoCloseable {
 
     /**
      * Starts a worker process on this machine over the same checkpoint, with this JVM's Java and class path, and
-     * waits until it serves (on a free loopback port).
+     * waits until it serves (on a free loopback port). The worker is given {@code token} through its environment.
      */
-    public static Spawned spawn(Path model, int threads, long heapMb) throws IOException {
+    public static Spawned spawn(Path model, int threads, long heapMb, InternalToken token) throws IOException {
         String javaBin = ProcessHandle.current().info().command().orElse("java");
-        Process p = new ProcessBuilder(javaBin, "--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx" + heapMb + "m",
+        ProcessBuilder builder = new ProcessBuilder(javaBin, "--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx" + heapMb + "m",
                 "-XX:+UseSerialGC", "-cp", classPath(), ExpertWorker.class.getName(),
                 "--model", model.toString(), "--port", "0", "--bind", "127.0.0.1", "--threads", String.valueOf(threads),
                 "--parent", String.valueOf(ProcessHandle.current().pid()))
-                .redirectErrorStream(true).start();
+                .redirectErrorStream(true);
+        builder.environment().put(InternalToken.ENV, token.value());
+        Process p = builder.start();
         java.io.BufferedReader out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
         StringBuilder said = new StringBuilder();
         for (String line = out.readLine(); line != null; line = out.readLine()) {
@@ -185,7 +274,7 @@ public final class ExpertWorker implements AutoCloseable {
      */
     static String classPath() {
         java.util.LinkedHashSet<String> entries = new java.util.LinkedHashSet<>();
-        for (Class<?> c : List.of(ExpertWorker.class, com.fasterxml.jackson.databind.ObjectMapper.class,
+        for (Class<?> c : List.of(ExpertWorker.class, InternalToken.class, com.fasterxml.jackson.databind.ObjectMapper.class,
                 com.fasterxml.jackson.core.JsonFactory.class, com.fasterxml.jackson.annotation.JsonProperty.class)) {
             try {
                 entries.add(Path.of(c.getProtectionDomain().getCodeSource().getLocation().toURI()).toString());
@@ -231,8 +320,20 @@ public final class ExpertWorker implements AutoCloseable {
             System.err.println("expert worker: --model DIR is required");
             System.exit(2);
         }
+        InternalToken token;
+        try {
+            token = InternalToken.fromEnvironment().orElse(null);
+        } catch (IllegalArgumentException e) {
+            token = null;
+            System.err.println("expert worker: " + e.getMessage());
+        }
+        if (token == null) {
+            System.err.println("expert worker: set " + InternalToken.ENV + " (the service credential leaders present)");
+            System.exit(2);
+        }
         Transformer t = Transformer.load(model, CpuOps.create(CpuOps.vectorAvailable(), threads, false));
-        try (ExpertWorker w = new ExpertWorker(t.localExperts(), new ServerSocket(port, 16, InetAddress.getByName(bind)))) {
+        try (ExpertWorker w = new ExpertWorker(t.localExperts(), new ServerSocket(port, 16, InetAddress.getByName(bind)), token,
+                t.config().hiddenSize())) {
             if (healthPort >= 0) {
                 health(bind, healthPort);
             }

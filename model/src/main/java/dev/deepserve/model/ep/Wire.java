@@ -11,19 +11,23 @@ import java.util.List;
  * The expert-parallel wire format between a leader and its workers, over one TCP connection each, big-endian ints and
  * little-endian float blocks:
  * <pre>
+ * HELLO: op=3, n, n bytes of the service token (the first message, once) → status 0 | the connection is closed
  * RUN  : op=1, layer, groups, then per group: expert, rows, width, rows×width floats
  *        → status 0, then per group rows×width floats          | status 1, message (UTF)
- * HOLD : op=2, n, then n × (layer, expert)                     → status 0
+ * HOLD : op=2, n, then n × (layer, expert)                     → status 0 | status 1, message (another leader holds it)
  * </pre>
  */
 final class Wire {
 
     static final int RUN = 1;
     static final int HOLD = 2;
+    static final int HELLO = 3;
     static final int OK = 0;
     static final int ERROR = 1;
     /** Largest float block accepted (256 MiB): a corrupt length must not allocate the heap away. */
     static final int MAX_FLOATS = 64 << 20;
+    /** Most (layer, expert) pairs one HOLD may name. */
+    static final int MAX_HELD = 1 << 20;
 
     private Wire() {
     }
@@ -46,6 +50,15 @@ final class Wire {
             throw new IOException("implausible block of " + rows + "×" + width + " floats");
         }
         return (int) n;
+    }
+
+    /** The handshake a leader opens every connection with: the service token ({@code InternalToken}). */
+    static void writeHello(DataOutputStream out, String token) throws IOException {
+        byte[] bytes = token.getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+        out.writeInt(HELLO);
+        out.writeInt(bytes.length);
+        out.write(bytes);
+        out.flush();
     }
 
     static void writeHold(DataOutputStream out, List<int[]> held) throws IOException {

@@ -3,6 +3,8 @@ package dev.deepserve.model.engine;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.ep.ExpertParallel;
 import dev.deepserve.model.ep.ExpertWorker;
+import dev.deepserve.internal.InternalToken;
+import dev.deepserve.model.config.ModelConfig;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -34,6 +36,7 @@ class ExpertParallelTest {
     static Path dir;
     static final List<Process> workers = new ArrayList<>();
     static final List<InetSocketAddress> addresses = new ArrayList<>();
+    static final InternalToken TOKEN = InternalToken.generate();
 
     @BeforeAll
     static void startWorkers() throws Exception {
@@ -44,7 +47,7 @@ class ExpertParallelTest {
     }
 
     static InetSocketAddress start() throws Exception {
-        ExpertWorker.Spawned w = ExpertWorker.spawn(dir, 1, 256);
+        ExpertWorker.Spawned w = ExpertWorker.spawn(dir, 1, 256, TOKEN);
         workers.add(w.process());
         return w.address();
     }
@@ -104,7 +107,7 @@ class ExpertParallelTest {
             alone = run(m);
         }
         try (Transformer m = Transformer.load(dir, CpuOps.best());
-             ExpertParallel ep = new ExpertParallel(m.localExperts(), addresses.subList(0, 2), m.moeLayers(), new ExpertParallel.Options(3, 3))) {
+             ExpertParallel ep = new ExpertParallel(m.localExperts(), addresses.subList(0, 2), m.moeLayers(), new ExpertParallel.Options(3, 3), TOKEN)) {
             m.expertBackend(ep);
             List<float[]> spread = run(m);
             assertEquals(alone.size(), spread.size());
@@ -120,11 +123,25 @@ class ExpertParallelTest {
         }
     }
 
+    /** Opens a connection to a worker and presents {@code token}; answers the worker's status (0 = accepted). */
+    static int hello(DataOutputStream out, DataInputStream in, String token) throws Exception {
+        out.writeInt(3);
+        out.writeInt(token.length());
+        out.writeBytes(token);
+        out.flush();
+        return in.readInt();
+    }
+
+    static int hidden() {
+        return ModelConfig.read(dir.resolve("config.json")).hiddenSize();
+    }
+
     @Test
     void aWorkerRefusesAnExpertItWasNotGiven() throws Exception {
         try (Socket s = new Socket(addresses.get(2).getAddress(), addresses.get(2).getPort())) {
             DataOutputStream out = new DataOutputStream(s.getOutputStream());
             DataInputStream in = new DataInputStream(s.getInputStream());
+            assertEquals(0, hello(out, in, TOKEN.value()));
             out.writeInt(2); // HOLD nothing
             out.writeInt(0);
             out.flush();
@@ -134,8 +151,8 @@ class ExpertParallelTest {
             out.writeInt(1);
             out.writeInt(0);
             out.writeInt(1);
-            out.writeInt(4);
-            out.write(new byte[16]);
+            out.writeInt(hidden());
+            out.write(new byte[4 * hidden()]);
             out.flush();
             assertEquals(1, in.readInt());
             assertTrue(in.readUTF().contains("not held by this worker"));
@@ -143,10 +160,64 @@ class ExpertParallelTest {
     }
 
     @Test
+    void aPeerWithoutTheServiceCredentialIsReadNoFurtherThanItsHandshake() throws Exception {
+        InetSocketAddress worker = addresses.get(2);
+        // a RUN with a huge block before any handshake, a wrong token, a token length meant to allocate
+        for (int[] opening : new int[][] {{1, 1, 1, 0, 1 << 30, 1 << 30}, {3, 8}, {3, Integer.MAX_VALUE}}) {
+            try (Socket s = new Socket(worker.getAddress(), worker.getPort())) {
+                DataOutputStream out = new DataOutputStream(s.getOutputStream());
+                for (int v : opening) {
+                    out.writeInt(v);
+                }
+                out.writeBytes("wrong-to");
+                out.flush();
+                assertEquals(-1, s.getInputStream().read(), "the worker closed the connection");
+            }
+        }
+        try (Socket s = new Socket(worker.getAddress(), worker.getPort())) {
+            DataOutputStream out = new DataOutputStream(s.getOutputStream());
+            DataInputStream in = new DataInputStream(s.getInputStream());
+            assertEquals(0, hello(out, in, TOKEN.value()), "and it still serves a leader with the credential");
+            // an authenticated peer's block of the wrong width, or too large, is refused before it is allocated
+            out.writeInt(1);
+            out.writeInt(1);
+            out.writeInt(1);
+            out.writeInt(0);
+            out.writeInt(1 << 20);
+            out.writeInt(hidden() + 1);
+            out.flush();
+            assertEquals(-1, s.getInputStream().read(), "a block that does not fit the model ends the connection");
+        }
+    }
+
+    @Test
+    void onlyTheLeaderThatPlacedTheExpertsMayMoveThem() throws Exception {
+        InetSocketAddress worker = start();
+        try (Socket leader = new Socket(worker.getAddress(), worker.getPort());
+             Socket other = new Socket(worker.getAddress(), worker.getPort())) {
+            DataOutputStream lo = new DataOutputStream(leader.getOutputStream());
+            DataInputStream li = new DataInputStream(leader.getInputStream());
+            DataOutputStream oo = new DataOutputStream(other.getOutputStream());
+            DataInputStream oi = new DataInputStream(other.getInputStream());
+            assertEquals(0, hello(lo, li, TOKEN.value()));
+            assertEquals(0, hello(oo, oi, TOKEN.value()));
+            lo.writeInt(2);
+            lo.writeInt(0);
+            lo.flush();
+            assertEquals(0, li.readInt());
+            oo.writeInt(2);
+            oo.writeInt(0);
+            oo.flush();
+            assertEquals(1, oi.readInt());
+            assertTrue(oi.readUTF().contains("another leader"));
+        }
+    }
+
+    @Test
     void aWorkerThatDiesFailsTheStepNamingItAndNothingRunsOnAStaleConnection() throws Exception {
         InetSocketAddress doomed = start();
         try (Transformer m = Transformer.load(dir, CpuOps.best());
-             ExpertParallel ep = new ExpertParallel(m.localExperts(), List.of(doomed), m.moeLayers(), new ExpertParallel.Options(0, 0))) {
+             ExpertParallel ep = new ExpertParallel(m.localExperts(), List.of(doomed), m.moeLayers(), new ExpertParallel.Options(0, 0), TOKEN)) {
             m.expertBackend(ep);
             m.forward(new int[] {1, 2, 3}, m.newCache(1));
             workers.getLast().destroyForcibly().waitFor();

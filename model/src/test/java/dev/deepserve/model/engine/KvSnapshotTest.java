@@ -60,6 +60,20 @@ class KvSnapshotTest {
         assertTrue(e.getMessage().contains("more than the transfer holds"), e.getMessage());
     }
 
+    @Test
+    void aCacheOfAnotherModelsShapeIsRefusedFromItsHeader() {
+        KvCache main = new KvCache(2, 4, 2, 8);
+        main.reserve(3);
+        main.advance(3);
+        byte[] snapshot = KvSnapshot.encode("{}", main, null);
+        assertEquals(3, KvSnapshot.decode(snapshot, new KvSnapshot.Shape(2, 1, 4, 2, 16)).main().length());
+        for (KvSnapshot.Shape other : java.util.List.of(new KvSnapshot.Shape(3, 1, 4, 2, 16), new KvSnapshot.Shape(2, 1, 8, 2, 16),
+                new KvSnapshot.Shape(2, 1, 4, 4, 16), new KvSnapshot.Shape(2, 1, 4, 2, 2))) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KvSnapshot.decode(snapshot, other));
+            assertTrue(e.getMessage().contains("does not fit this model"), e.getMessage());
+        }
+    }
+
     /** The header as the writer makes it: the real magic and version. */
     private static byte[] withMagic(byte[] body) {
         byte[] real = KvSnapshot.encode("{}", new KvCache(1, 4, 2, 1), null);

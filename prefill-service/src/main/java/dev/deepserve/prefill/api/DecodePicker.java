@@ -1,5 +1,6 @@
 package dev.deepserve.prefill.api;
 
+import dev.deepserve.internal.InternalGuard;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpMethod;
@@ -9,6 +10,7 @@ import io.vertx.core.json.JsonObject;
 import java.net.URI;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -42,13 +44,15 @@ final class DecodePicker {
     private final List<Target> targets = new ArrayList<>();
     private final HttpClient http;
     private final Vertx vertx;
+    private final Optional<String> internalToken;
 
-    DecodePicker(List<URI> bases, Vertx vertx, HttpClient http) {
-        this(bases, vertx, http, 500);
+    DecodePicker(List<URI> bases, Vertx vertx, HttpClient http, Optional<String> internalToken) {
+        this(bases, vertx, http, internalToken, 500);
     }
 
-    DecodePicker(List<URI> bases, Vertx vertx, HttpClient http, long pollMillis) {
+    DecodePicker(List<URI> bases, Vertx vertx, HttpClient http, Optional<String> internalToken, long pollMillis) {
         this.http = http;
+        this.internalToken = internalToken;
         this.vertx = vertx;
         bases.forEach(b -> targets.add(new Target(b)));
         if (targets.size() > 1) {
@@ -62,13 +66,13 @@ final class DecodePicker {
      */
     io.vertx.core.Future<Void> refresh() {
         io.vertx.core.Promise<Void> done = io.vertx.core.Promise.promise();
-        vertx.runOnContext(v -> io.vertx.core.Future.join(targets.stream().map(t -> poll(http, t)).toList()).<Void>mapEmpty().onComplete(done));
+        vertx.runOnContext(v -> io.vertx.core.Future.join(targets.stream().map(this::poll).toList()).<Void>mapEmpty().onComplete(done));
         return done.future();
     }
 
-    private static io.vertx.core.Future<Void> poll(HttpClient http, Target t) {
-        RequestOptions get = new RequestOptions().setMethod(HttpMethod.GET).setHost(t.base.getHost()).setPort(t.base.getPort())
-                .setURI("/internal/load").setIdleTimeout(1000);
+    private io.vertx.core.Future<Void> poll(Target t) {
+        RequestOptions get = InternalGuard.withCredential(new RequestOptions().setMethod(HttpMethod.GET).setHost(t.base.getHost())
+                .setPort(t.base.getPort()).setURI("/internal/load").setIdleTimeout(1000), internalToken);
         return http.request(get).compose(req -> req.send()).compose(resp -> resp.body().map(b -> resp.statusCode() == 200 ? new JsonObject(b) : null))
                 .onComplete(ar -> {
                     if (ar.failed() || ar.result() == null) {

@@ -3,6 +3,7 @@ package dev.deepserve.prefill.api;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.deepserve.internal.InternalGuard;
 import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.KvSnapshot;
 import dev.deepserve.model.sampling.SampledToken;
@@ -109,7 +110,7 @@ public class PrefillRoutes {
         this.config = config;
         this.json = json;
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(256).setKeepAlive(true).setConnectTimeout(5000));
-        this.decodes = new DecodePicker(config.decodeUrl(), vertx, http);
+        this.decodes = new DecodePicker(config.decodeUrl(), vertx, http, config.internalToken());
         engine.handoff(this::transfer);
     }
 
@@ -124,8 +125,9 @@ public class PrefillRoutes {
         return n.toString();
     }
 
-    private static RequestOptions post(URI base, String path) {
-        return new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort()).setURI(path);
+    private RequestOptions post(URI base, String path) {
+        return InternalGuard.withCredential(new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort())
+                .setURI(path), config.internalToken());
     }
 
     private void generate(RoutingContext rc) {

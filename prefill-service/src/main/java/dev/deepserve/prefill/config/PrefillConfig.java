@@ -30,6 +30,9 @@ public interface PrefillConfig {
     @WithDefault("300s")
     java.time.Duration transferTimeout();
 
+    /** The service credential this service requires, and presents to decode instances (DEEPSERVE_INTERNAL_TOKEN). */
+    Optional<String> internalToken();
+
     /** The engine settings, the same as decode's ({@link EngineSettings}). */
     EngineSettings engine();
 }

@@ -36,7 +36,7 @@ class DecodePickerTest {
         URI a = decode(freeA);
         URI b = decode(freeB);
         // polled by hand here, so nothing resets the counts between picks
-        DecodePicker picker = new DecodePicker(List.of(a, b), vertx, vertx.createHttpClient(new HttpClientOptions()), 3_600_000);
+        DecodePicker picker = new DecodePicker(List.of(a, b), vertx, vertx.createHttpClient(new HttpClientOptions()), java.util.Optional.empty(), 3_600_000);
         picker.refresh().toCompletionStage().toCompletableFuture().join();
         assertEquals(a, picker.pick(10_000).base);
         assertEquals(a, picker.pick(10_000).base);
@@ -55,7 +55,7 @@ class DecodePickerTest {
     @Test
     void oneInstanceIsAlwaysTheChoice() {
         URI only = URI.create("http://127.0.0.1:1");
-        DecodePicker picker = new DecodePicker(List.of(only), vertx, vertx.createHttpClient(new HttpClientOptions()));
+        DecodePicker picker = new DecodePicker(List.of(only), vertx, vertx.createHttpClient(new HttpClientOptions()), java.util.Optional.empty());
         DecodePicker.Target t = picker.pick(5);
         picker.failed(t);
         assertSame(t, picker.pick(5));

@@ -20,4 +20,7 @@ public interface TokenizerConfig {
     /** Most ids one detokenize request may carry. */
     @WithDefault("1000000")
     int maxIds();
+
+    /** The service credential every call must carry (DEEPSERVE_INTERNAL_TOKEN); without one only the probes answer. */
+    java.util.Optional<String> internalToken();
 }
