@@ -22,6 +22,20 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
     private static final Set<String> COMPLETION_FIELDS = Set.of("model", "prompt", "max_tokens", "temperature", "top_p", "stop", "stream",
             "stream_options", "frequency_penalty", "presence_penalty", "logprobs", "seed", "user", "n", "echo", "suffix", "logit_bias");
 
+    /** Most messages one conversation may carry (each costs template work before any token is counted). */
+    static final int MAX_MESSAGES = 10_000;
+    /** Most stop sequences, and the longest one (the engine holds back that much text while it matches). */
+    static final int MAX_STOPS = 16;
+    static final int MAX_STOP_CHARS = 256;
+    /** Most tools, and the longest tool name (OpenAI's limits). */
+    static final int MAX_TOOLS = 128;
+    static final int MAX_TOOL_NAME_CHARS = 64;
+    /** Longest end-user id, and most metadata pairs with their key and value lengths (OpenAI's limits). */
+    static final int MAX_USER_CHARS = 256;
+    static final int MAX_METADATA = 16;
+    static final int MAX_METADATA_KEY_CHARS = 64;
+    static final int MAX_METADATA_VALUE_CHARS = 512;
+
     static ChatRequest parse(JsonObject body, boolean chat, int defaultMaxTokens, int maxMaxTokens) {
         for (String field : body.fieldNames()) {
             if (!(chat ? CHAT_FIELDS : COMPLETION_FIELDS).contains(field)) {
@@ -38,6 +52,9 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
             Object m = body.getValue("messages");
             if (!(m instanceof JsonArray a) || a.isEmpty()) {
                 throw OpenAiError.invalid("messages", "messages must be a non-empty array");
+            }
+            if (a.size() > MAX_MESSAGES) {
+                throw OpenAiError.invalid("messages", "messages may hold at most " + MAX_MESSAGES + " messages");
             }
             messages = a;
         } else {
@@ -70,8 +87,8 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
         if (s instanceof String one) {
             stop.add(one);
         } else if (s instanceof JsonArray list) {
-            if (list.size() > 16) {
-                throw OpenAiError.invalid("stop", "stop may hold at most 16 sequences");
+            if (list.size() > MAX_STOPS) {
+                throw OpenAiError.invalid("stop", "stop may hold at most " + MAX_STOPS + " sequences");
             }
             for (Object o : list) {
                 if (!(o instanceof String str)) {
@@ -83,6 +100,9 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
             throw OpenAiError.invalid("stop", "stop must be a string or a list of strings");
         }
         stop.removeIf(String::isEmpty);
+        if (stop.stream().anyMatch(one -> one.length() > MAX_STOP_CHARS)) {
+            throw OpenAiError.invalid("stop", "a stop sequence may be at most " + MAX_STOP_CHARS + " characters long");
+        }
         boolean stream = bool(body, "stream");
         boolean includeUsage = false;
         Object so = body.getValue("stream_options");
@@ -138,11 +158,17 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
             if (!(body.getValue("tools") instanceof JsonArray t)) {
                 throw OpenAiError.invalid("tools", "tools must be an array");
             }
+            if (t.size() > MAX_TOOLS) {
+                throw OpenAiError.invalid("tools", "tools may hold at most " + MAX_TOOLS + " tools");
+            }
             for (int i = 0; i < t.size(); i++) {
                 Object tool = t.getValue(i);
                 JsonObject fn = tool instanceof JsonObject o && "function".equals(o.getValue("type")) && o.getValue("function") instanceof JsonObject f ? f : null;
                 if (fn == null || !(fn.getValue("name") instanceof String name) || name.isBlank()) {
                     throw OpenAiError.invalid("tools", "tools[" + i + "] must be {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}}");
+                }
+                if (name.length() > MAX_TOOL_NAME_CHARS) {
+                    throw OpenAiError.invalid("tools", "tools[" + i + "].function.name may be at most " + MAX_TOOL_NAME_CHARS + " characters long");
                 }
             }
             tools = t;
@@ -158,6 +184,21 @@ record ChatRequest(String model, JsonArray messages, String prompt, int maxToken
         Object user = body.getValue("user");
         if (user != null && !(user instanceof String)) {
             throw OpenAiError.invalid("user", "user must be a string");
+        }
+        if (user instanceof String u && u.length() > MAX_USER_CHARS) {
+            throw OpenAiError.invalid("user", "user may be at most " + MAX_USER_CHARS + " characters long");
+        }
+        Object metadata = body.getValue("metadata");
+        if (metadata != null) {
+            if (!(metadata instanceof JsonObject pairs) || pairs.size() > MAX_METADATA) {
+                throw OpenAiError.invalid("metadata", "metadata must be an object of at most " + MAX_METADATA + " string pairs");
+            }
+            for (String k : pairs.fieldNames()) {
+                if (k.length() > MAX_METADATA_KEY_CHARS || !(pairs.getValue(k) instanceof String v) || v.length() > MAX_METADATA_VALUE_CHARS) {
+                    throw OpenAiError.invalid("metadata", "metadata keys may be at most " + MAX_METADATA_KEY_CHARS
+                            + " characters and values strings of at most " + MAX_METADATA_VALUE_CHARS);
+                }
+            }
         }
         return new ChatRequest(model, messages, prompt, max == null ? defaultMaxTokens : max, max != null, temperature, topP, List.copyOf(stop),
                 stream, includeUsage, frequency, presence, logprobs, topLogprobs, seed == null ? null : ((Number) seed).longValue(), tools);

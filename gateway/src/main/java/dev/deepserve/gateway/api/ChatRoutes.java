@@ -120,6 +120,8 @@ public class ChatRoutes {
         boolean sentRole;
         long keepAliveTimer = -1;
         EngineClient.Stream stream;
+        /** This key's count of requests in flight here, taken at admission and given back when the call ends. */
+        AtomicInteger open;
         boolean tools;
         int sentUpTo;
         long waitingSince;
@@ -140,19 +142,20 @@ public class ChatRoutes {
         }
     }
 
+    /** The key first: nothing of a body is parsed, tokenized or counted for a caller without one. */
     private void completion(RoutingContext rc, boolean chat) {
         Call call = new Call(chat);
-        JsonObject body;
-        try {
-            body = rc.body().asJsonObject();
-            if (body == null) {
-                throw new IllegalArgumentException();
-            }
-        } catch (RuntimeException e) {
-            metering.authenticate(rc).subscribe().with(k -> Metering.fail(rc, OpenAiError.invalid(null, "request body must be a JSON object")), t -> Metering.fail(rc, t));
-            return;
-        }
         metering.authenticate(rc, key -> {
+            JsonObject body;
+            try {
+                body = rc.body().asJsonObject();
+            } catch (RuntimeException e) {
+                body = null;
+            }
+            if (body == null) {
+                Metering.fail(rc, OpenAiError.invalid(null, "request body must be a JSON object"));
+                return;
+            }
             try {
                 ModelNames.check(body.getValue("model"));
             } catch (OpenAiError e) {
@@ -180,6 +183,11 @@ public class ChatRoutes {
                     if (!key.allows(call.request.model())) {
                         throw OpenAiError.modelNotAllowed(call.request.model());
                     }
+                    // the key's concurrency is counted before any tokenizing or database work is done for it
+                    call.open = metering.openStream(key);
+                    if (call.open == null) {
+                        throw Metering.tooManyStreams(config.maxStreamsPerKey());
+                    }
                 })
                 .chain(key -> engine.tokenize(call.request.tokenizeBody()))
                 .invoke(tokens -> {
@@ -199,16 +207,17 @@ public class ChatRoutes {
                 })
                 .chain(() -> metering.admit(call.key(), call.promptTokens))
                 .chain(() -> metering.reserve(call, call.promptTokens, call.request.maxTokens()))
-                .subscribe().with(ignored -> run(rc, call), t -> Metering.fail(rc, t));
+                .subscribe().with(ignored -> run(rc, call), t -> {
+                    if (call.open != null) {
+                        call.open.decrementAndGet();
+                    }
+                    Metering.fail(rc, t);
+                });
     }
 
     private void run(RoutingContext rc, Call call) {
         requests.increment();
-        AtomicInteger open = metering.openStream(call.key());
-        if (open == null) {
-            metering.settle(call, "rejected", 0, 0, 0, null, null, (usage, t) -> Metering.fail(rc, Metering.tooManyStreams(config.maxStreamsPerKey())));
-            return;
-        }
+        AtomicInteger open = call.open;
         HttpServerResponse response = rc.response();
         ChatRequest req = call.request;
         if (req.stream()) {

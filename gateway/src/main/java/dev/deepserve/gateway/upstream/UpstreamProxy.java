@@ -163,7 +163,16 @@ public class UpstreamProxy {
         // Without the upstream's tokenizer, the request's size in bytes bounds its prompt tokens (byte-level BPE
         // never makes more tokens than bytes); the reservation holds that much and settlement charges the real count.
         int promptBound = rc.body().length();
-        metering.admitAndReserve(call, promptBound, wanted, () -> start(call), t -> Metering.fail(rc, t));
+        // the key's concurrency is counted before any database work is done for it
+        call.open = metering.openStream(key);
+        if (call.open == null) {
+            Metering.fail(rc, Metering.tooManyStreams(config.maxStreamsPerKey()));
+            return;
+        }
+        metering.admitAndReserve(call, promptBound, wanted, () -> start(call), t -> {
+            call.open.decrementAndGet();
+            Metering.fail(rc, t);
+        });
     }
 
     private int check(Call call, JsonObject body) {
@@ -214,13 +223,6 @@ public class UpstreamProxy {
     }
 
     private void start(Call call) {
-        call.open = metering.openStream(call.key());
-        if (call.open == null) {
-            call.done = true;
-            metering.settle(call, "rejected", 0, 0, 0, null, extra(call, false),
-                    (usage, failure) -> Metering.fail(call.rc, Metering.tooManyStreams(config.maxStreamsPerKey())));
-            return;
-        }
         HttpServerResponse response = call.rc.response();
         response.closeHandler(v -> {
             if (call.done) {
