@@ -109,6 +109,8 @@ class AdminApiTest {
                 .post("/admin/prices").then().statusCode(201);
         admin().body(Map.of("model", "m", "cache_hit_per_million", "1", "cache_miss_per_million", "0.5", "output_per_million", "1"))
                 .post("/admin/prices").then().statusCode(400).body("error.message", equalTo("the cache-hit price of m exceeds its cache-miss price"));
+        admin().body(Map.of("model", "m", "currency", "XBT", "cache_hit_per_million", "0.1", "cache_miss_per_million", "0.5", "output_per_million", "1"))
+                .post("/admin/prices").then().statusCode(400).body("error.message", equalTo("currency must be one of [CNY, EUR, USD]"));
     }
 
     @Test

@@ -269,6 +269,15 @@ class GatewayApiTest {
     }
 
     @Test
+    void anAccountIsNeverChargedAtAPriceInAnotherCurrency() {
+        String key = account("1", null);
+        pool.preparedQuery("UPDATE billing.accounts SET currency = 'CNY' WHERE id = (SELECT account_id FROM billing.api_keys WHERE secret_sha256 = $1)")
+                .execute(Tuple.of(ApiKeys.sha256(key))).await().indefinitely();
+        post(key, HI + "}").then().statusCode(503).body("error.message", org.hamcrest.Matchers.containsString("priced in USD but this account pays in CNY"));
+        assertEquals(0, held(key).signum(), "nothing charged");
+    }
+
+    @Test
     void nothingOfABodyIsReadForACallerWithoutAKey() {
         // a malformed body from a caller without a key is an authentication failure, not a parse error
         given().contentType(ContentType.JSON).body("{not json").post("/v1/chat/completions").then().statusCode(401);

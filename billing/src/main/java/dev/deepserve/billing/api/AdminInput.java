@@ -64,4 +64,16 @@ final class AdminInput {
         }
         throw ApiError.badRequest(field + " must be a decimal amount such as \"10.00\"");
     }
+
+    /** The currencies accounts and prices may be in. */
+    static final java.util.Set<String> CURRENCIES = java.util.Set.of("USD", "CNY", "EUR");
+
+    /** The body's {@code currency} (USD when absent), one of {@link #CURRENCIES}, else a 400. */
+    static String currency(JsonNode body) {
+        String currency = body.hasNonNull("currency") ? text(body, "currency", true) : "USD";
+        if (!CURRENCIES.contains(currency)) {
+            throw ApiError.badRequest("currency must be one of " + CURRENCIES.stream().sorted().toList());
+        }
+        return currency;
+    }
 }

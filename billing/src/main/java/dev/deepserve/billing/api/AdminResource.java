@@ -19,7 +19,6 @@ import java.math.BigDecimal;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 
 /** The admin API: accounts, top-ups and grants, API keys. Guarded by {@link AdminAuth}. */
 @Path("/admin")
@@ -27,7 +26,6 @@ import java.util.Set;
 @Consumes(MediaType.APPLICATION_JSON)
 public class AdminResource {
 
-    private static final Set<String> CURRENCIES = Set.of("USD", "CNY", "EUR");
 
     private final AccountStore store;
 
@@ -39,10 +37,7 @@ public class AdminResource {
     @Path("accounts")
     public Uni<Response> createAccount(JsonNode body) {
         String name = AdminInput.text(body, "name", true);
-        String currency = body.hasNonNull("currency") ? AdminInput.text(body, "currency", true) : "USD";
-        if (!CURRENCIES.contains(currency)) {
-            throw ApiError.badRequest("currency must be one of " + CURRENCIES);
-        }
+        String currency = AdminInput.currency(body);
         return store.createAccount(name, currency).map(a -> Response.status(201).entity(a).build());
     }
 

@@ -45,7 +45,8 @@ public class PriceResource {
     public Uni<Response> add(JsonNode body) {
         AdminInput.object(body);
         String model = AdminInput.text(body, "model", true);
-        String currency = body.hasNonNull("currency") ? AdminInput.text(body, "currency", true) : "USD";
+        // a price is charged only to accounts of its currency (the gateway refuses the others rather than mix money)
+        String currency = AdminInput.currency(body);
         Instant from;
         try {
             from = body.hasNonNull("effective_from") ? OffsetDateTime.parse(AdminInput.text(body, "effective_from", true)).toInstant() : Instant.now();

@@ -204,7 +204,7 @@ public class Metering {
         PriceCatalog catalog = prices.cached();
         if (catalog != null && !key.rateLimited() && key.spendCap() == null && leases.enabled()) {
             Price ceiling = catalog.ceiling(call.model(), Instant.now()).orElse(null);
-            if (ceiling != null) {
+            if (ceiling != null && ceiling.currency().equals(key.currency())) {
                 Ledger.Reservation r = leases.tryReserve(call.id(), key.accountId(), wantedTokens,
                         available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens),
                         tokens -> ceiling.cost(0, promptTokens, tokens));
@@ -257,6 +257,11 @@ public class Metering {
             Price ceiling = catalog.ceiling(call.model(), Instant.now())
                     .orElseThrow(() -> OpenAiError.unavailable("no price for model " + call.model() + " in the billing catalog; an administrator must add one"
                             + (call.model().contains("/") ? " (POST /admin/prices for " + call.model() + " or " + call.model().substring(0, call.model().indexOf('/')) + "/*)" : "")));
+            // money in one currency is never charged at a price in another
+            if (!ceiling.currency().equals(call.key().currency())) {
+                throw OpenAiError.unavailable("model " + call.model() + " is priced in " + ceiling.currency() + " but this account pays in "
+                        + call.key().currency() + "; an administrator must price it in " + call.key().currency());
+            }
             Function<BigDecimal, Integer> affordable = available -> PriceCatalog.affordableOutputTokens(available, ceiling, promptTokens, wantedTokens);
             Function<Integer, BigDecimal> amountFor = tokens -> ceiling.cost(0, promptTokens, tokens);
             boolean capped = call.key().spendCap() != null;
