@@ -41,6 +41,9 @@ final class UsageEventCheck {
         if (cost == null || cost.signum() < 0 || cost.precision() - cost.scale() > 18) {
             return "cost must be a non-negative amount below 10^18 (the ledger's NUMERIC(30,12))";
         }
+        if (cost.stripTrailingZeros().scale() > 12) {
+            return "cost has more than 12 decimals (the ledger's NUMERIC(30,12) would round it)";
+        }
         if (e.completedAt() == null || e.completedAt().getYear() < 2000 || e.completedAt().getYear() > 9999) {
             return "completed_at must be a time between the years 2000 and 9999";
         }

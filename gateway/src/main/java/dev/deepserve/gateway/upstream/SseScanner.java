@@ -12,12 +12,25 @@ import java.util.function.Consumer;
  */
 public final class SseScanner {
 
+    /** The longest event an upstream may send (a chat chunk is well under 1 KiB): a longer one is a broken stream. */
+    public static final int MAX_EVENT_BYTES = 1 << 20;
+
+    /** An upstream sent more than {@link #MAX_EVENT_BYTES} without ending an event. */
+    public static final class EventTooLarge extends RuntimeException {
+        EventTooLarge() {
+            super("an upstream SSE event longer than " + MAX_EVENT_BYTES + " bytes");
+        }
+    }
+
     /** Never appended to: bytes left over get a buffer of their own. */
     private static final Buffer NOTHING = Buffer.buffer(0);
 
     private Buffer pending = NOTHING;
 
-    /** Feeds one network read; {@code onEvent} receives each event completed by it, blank-line terminator included. */
+    /**
+     * Feeds one network read; {@code onEvent} receives each event completed by it, blank-line terminator included.
+     * Throws {@link EventTooLarge} when the unfinished event grows past the bound (nothing is kept of it).
+     */
     public void feed(Buffer chunk, Consumer<Buffer> onEvent) {
         Buffer data = pending.length() == 0 ? chunk : pending.appendBuffer(chunk);
         int start = 0;
@@ -38,6 +51,10 @@ public final class SseScanner {
             }
         }
         pending = start == n ? NOTHING : data.getBuffer(start, n);
+        if (pending.length() > MAX_EVENT_BYTES) {
+            pending = NOTHING;
+            throw new EventTooLarge();
+        }
     }
 
     /** Bytes received after the last complete event (an upstream that ended mid-event). */

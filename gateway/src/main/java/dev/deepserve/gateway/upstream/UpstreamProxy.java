@@ -343,7 +343,15 @@ public class UpstreamProxy {
         HttpServerResponse response = call.rc.response();
         response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
                 .putHeader("X-Request-Id", call.id());
-        resp.handler(chunk -> relay(call, chunk, response, resp));
+        resp.handler(chunk -> {
+            try {
+                relay(call, chunk, response, resp);
+            } catch (SseScanner.EventTooLarge e) {
+                // a hostile or broken upstream: end its stream as broken (settled like any cut stream)
+                LOG.warnf("request %s: %s; the upstream stream is cut", call.id(), e.getMessage());
+                resp.request().reset();
+            }
+        });
         resp.exceptionHandler(e -> {
             if (!call.done && !call.clientGone()) {
                 breakerFailure(call);

@@ -26,10 +26,15 @@ public final class KvCache {
         this.mask = pool.blockTokens() - 1;
     }
 
-    /** A cache with a pool of its own that grows as needed (prefill outside an engine, tests, references). */
+    /**
+     * A cache with a pool of its own that grows as needed (prefill outside an engine, tests, references); with an
+     * initial capacity of 0 nothing is allocated until the first token.
+     */
     public KvCache(int layers, int kvLoraRank, int ropeDim, int initialCapacity) {
         this(new KvBlockPool(layers, kvLoraRank, ropeDim, 64, Integer.MAX_VALUE));
-        reserveBlocks(pool.blocksFor(Math.max(1, initialCapacity)));
+        if (initialCapacity > 0) {
+            reserveBlocks(pool.blocksFor(initialCapacity));
+        }
         length = 0;
     }
 

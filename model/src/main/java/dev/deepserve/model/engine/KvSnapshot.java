@@ -142,7 +142,9 @@ public final class KvSnapshot {
                     + ") does not fit this model (" + expectedLayers + " layers × at most " + expected.maxTokens() + " tokens × ("
                     + expected.kvLoraRank() + "+" + expected.ropeDim() + "))");
         }
-        if (layers < 0 || layers > 1024 || kvLora <= 0 || rope < 0 || length < 0 || (long) length * (kvLora + rope) * 4 > Integer.MAX_VALUE) {
+        // each field bounded on its own first, so the products below cannot overflow (a fuzzer found one that did)
+        if (layers < 0 || layers > 1024 || kvLora <= 0 || kvLora > 1 << 16 || rope < 0 || rope > 1 << 16 || length < 0 || length > 1 << 24
+                || (long) length * (kvLora + rope) * 4 > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope + ") is not plausible");
         }
         long needed = 16L + layers * ((long) length * (kvLora + rope) * 4 + 4);
@@ -151,7 +153,8 @@ public final class KvSnapshot {
                     + ") needs " + needed + " bytes, more than the transfer holds");
         }
         left[0] -= needed;
-        KvCache cache = new KvCache(layers, kvLora, rope, Math.max(1, length));
+        // blocks only for tokens the transfer carries: an empty cache of absurd width allocates nothing
+        KvCache cache = new KvCache(layers, kvLora, rope, length);
         cache.reserve(length);
         int bytes = length * (kvLora + rope) * 4;
         float[] layer = new float[length * (kvLora + rope)];

@@ -47,7 +47,7 @@ public final class ExpertWorker implements AutoCloseable {
     private final java.util.concurrent.Semaphore connections = new java.util.concurrent.Semaphore(MAX_CONNECTIONS);
     private final Set<Long> held = new HashSet<>();
     /** The connection whose HOLD placed the experts: only it may change them or run them, until it closes. */
-    private Socket leader;
+    private Peer leader;
     private volatile boolean running = true;
 
     /**
@@ -91,33 +91,48 @@ public final class ExpertWorker implements AutoCloseable {
         }
     }
 
+    /** One peer's connection, as the wire reader sees it: its identity, and its read timeout (0: none). */
+    interface Peer {
+        void readTimeout(int millis) throws IOException;
+    }
+
     private void connection(Socket s) {
         try (s; DataInputStream in = new DataInputStream(new BufferedInputStream(s.getInputStream(), 1 << 16));
              DataOutputStream out = new DataOutputStream(new BufferedOutputStream(s.getOutputStream(), 1 << 16))) {
-            if (!authenticated(s, in, out)) {
+            session(s::setSoTimeout, in, out);
+        } catch (IOException e) {
+            LOG.log(System.Logger.Level.WARNING, "leader connection closed: " + e.getMessage());
+        }
+    }
+
+    /**
+     * Reads one peer's messages until it closes: the handshake first, then RUN and HOLD. Throws {@link IOException}
+     * for anything that is not the protocol (the connection is then closed); the fuzz target drives this directly.
+     */
+    void session(Peer peer, DataInputStream in, DataOutputStream out) throws IOException {
+        try {
+            if (!authenticated(peer, in, out)) {
                 LOG.log(System.Logger.Level.WARNING, "refused a peer without the service credential");
                 return;
             }
             while (true) {
                 int op;
                 try {
-                    s.setSoTimeout(0);   // a leader may stay quiet between steps as long as it likes
+                    peer.readTimeout(0);   // a leader may stay quiet between steps as long as it likes
                     op = in.readInt();
-                    s.setSoTimeout(READ_TIMEOUT_MS);
+                    peer.readTimeout(READ_TIMEOUT_MS);
                 } catch (EOFException e) {
                     return;
                 }
                 switch (op) {
-                    case Wire.RUN -> run(s, in, out);
-                    case Wire.HOLD -> hold(s, in, out);
+                    case Wire.RUN -> run(peer, in, out);
+                    case Wire.HOLD -> hold(peer, in, out);
                     default -> throw new IOException("unknown operation " + op);
                 }
             }
-        } catch (IOException e) {
-            LOG.log(System.Logger.Level.WARNING, "leader connection closed: " + e.getMessage());
         } finally {
             synchronized (held) {
-                if (leader == s) {
+                if (leader == peer) {
                     leader = null;
                 }
             }
@@ -125,8 +140,8 @@ public final class ExpertWorker implements AutoCloseable {
     }
 
     /** The handshake: HELLO with the service token, read under a timeout before any other message. */
-    private boolean authenticated(Socket s, DataInputStream in, DataOutputStream out) throws IOException {
-        s.setSoTimeout(READ_TIMEOUT_MS);
+    private boolean authenticated(Peer peer, DataInputStream in, DataOutputStream out) throws IOException {
+        peer.readTimeout(READ_TIMEOUT_MS);
         if (in.readInt() != Wire.HELLO) {
             return false;
         }
@@ -145,7 +160,7 @@ public final class ExpertWorker implements AutoCloseable {
     }
 
     /** HOLD: the first connection to place experts leads this worker; another one is refused while it is open. */
-    private void hold(Socket s, DataInputStream in, DataOutputStream out) throws IOException {
+    private void hold(Peer s, DataInputStream in, DataOutputStream out) throws IOException {
         int n = in.readInt();
         if (n < 0 || n > Wire.MAX_HELD) {
             throw new IOException("implausible placement of " + n + " experts");
@@ -170,7 +185,7 @@ public final class ExpertWorker implements AutoCloseable {
         out.flush();
     }
 
-    private void run(Socket s, DataInputStream in, DataOutputStream out) throws IOException {
+    private void run(Peer s, DataInputStream in, DataOutputStream out) throws IOException {
         int layer = in.readInt();
         int groups = in.readInt();
         if (groups < 0 || groups > 1 << 16) {

@@ -38,10 +38,18 @@ final class Wire {
         out.write(b.array(), 0, n * 4);
     }
 
+    /** Reads {@code n} floats into {@code v} through a small buffer: no second copy of a large block on the heap. */
     static void readFloats(DataInputStream in, float[] v, int off, int n) throws IOException {
-        byte[] bytes = new byte[n * 4];
-        in.readFully(bytes);
-        ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(v, off, n);
+        byte[] chunk = new byte[Math.min(n, 1 << 14) * 4];
+        ByteBuffer bytes = ByteBuffer.wrap(chunk).order(ByteOrder.LITTLE_ENDIAN);
+        while (n > 0) {
+            int k = Math.min(n, chunk.length / 4);
+            in.readFully(chunk, 0, k * 4);
+            bytes.clear();
+            bytes.asFloatBuffer().get(v, off, k);
+            off += k;
+            n -= k;
+        }
     }
 
     static int count(int rows, int width) throws IOException {
