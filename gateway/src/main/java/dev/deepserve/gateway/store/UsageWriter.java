@@ -116,17 +116,26 @@ public class UsageWriter {
             return;
         }
         OffsetDateTime tooOld = OffsetDateTime.now().minus(retention);
+        Set<UUID> applied = appliedAmong(left.stream().filter(r -> r.completedAt() != null && r.completedAt().isBefore(tooOld))
+                .map(r -> r.entry().eventId()).toList());
         int replayed = 0;
         synchronized (this) {
             for (UsageJournal.Recovered r : left) {
                 UsageJournal.Entry e = r.entry();
                 OffsetDateTime at = r.completedAt();
                 if (at != null && at.isBefore(tooOld)) {
-                    // the outbox may have pruned it after billing applied it: inserting it again would charge twice
-                    LOG.errorf("usage event %s in the journal is older than the outbox retention (%s); not replayed, kept in this log: %s",
-                            e.eventId(), retention, e.payload());
-                    journal.committed(r.segment());
-                    continue;
+                    // the outbox may have pruned it after billing applied it, so the ledger decides: an event it has
+                    // is done; one it does not have is replayed (billing applies an event id once); when the ledger
+                    // cannot be read now the event stays in the journal for the next start — never dropped unapplied
+                    if (applied == null) {
+                        LOG.warnf("usage event %s is older than the outbox retention and the ledger cannot be read now; kept in the journal", e.eventId());
+                        continue;
+                    }
+                    if (applied.contains(e.eventId())) {
+                        journal.committed(r.segment());
+                        continue;
+                    }
+                    LOG.warnf("usage event %s is older than the outbox retention and not in the ledger: replayed", e.eventId());
                 }
                 queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false));
                 accepted++;
@@ -135,6 +144,22 @@ public class UsageWriter {
         }
         LOG.infof("replaying %d usage event(s) left in the journal %s by an earlier run", replayed, journal.dir());
         kick();
+    }
+
+    /** Which of these event ids billing's ledger has, or null when it cannot be read now. */
+    private Set<UUID> appliedAmong(List<UUID> ids) {
+        if (ids.isEmpty()) {
+            return Set.of();
+        }
+        try {
+            Set<UUID> found = new HashSet<>();
+            pool.preparedQuery("SELECT event_id FROM billing.usage_ledger WHERE event_id = ANY($1)").execute(Tuple.of(ids.toArray(UUID[]::new)))
+                    .await().atMost(Duration.ofSeconds(30)).forEach(row -> found.add(row.getUUID(0)));
+            return found;
+        } catch (RuntimeException e) {
+            LOG.warnf("cannot read the usage ledger (%s)", e.getMessage());
+            return null;
+        }
     }
 
     /** Writes the event and charges its cost to the reservation's lease; completes once it is safe (journaled or committed). */

@@ -234,6 +234,46 @@ class LeasesTest {
         assertEquals(2L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
     }
 
+    /**
+     * Journal events older than the outbox retention are neither replayed blindly (the outbox may have pruned one
+     * billing already applied) nor dropped: the ledger decides — one it has is done, one it lacks is replayed.
+     */
+    @Test
+    void oldJournalEventsAreReplayedUnlessTheLedgerHasThem(@TempDir Path journal) throws Exception {
+        String account = account("1");
+        Leases replica = new Leases(pool, config.lease());
+        Ledger.Reservation a = reserveOne(replica, account).await().indefinitely().orElseThrow();
+        Ledger.Reservation b = reserveOne(replica, account).await().indefinitely().orElseThrow();
+        Pool unreachable = PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
+                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
+        UsageWriter down = writerOver(unreachable, replica, journal);
+        String longAgo = java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).minusDays(3).toString();
+        UUID applied = UUID.randomUUID();
+        UUID missing = UUID.randomUUID();
+        for (UUID id : List.of(applied, missing)) {
+            down.write(id == applied ? a : b, new BigDecimal("0.000005"), id,
+                    new JsonObject(event(id, account, "0.00000500")).put("completed_at", longAgo).encode()).await().atMost(Duration.ofSeconds(5));
+        }
+        down.close(Duration.ofMillis(300));
+        unreachable.closeAndAwait();
+        // billing applied one of them long ago (and the outbox has since pruned it)
+        pool.preparedQuery("""
+                        INSERT INTO billing.usage_ledger (event_id, request_id, account_id, model, prompt_cache_hit_tokens, prompt_cache_miss_tokens,
+                                                          completion_tokens, cost, currency, completed_at, payload)
+                        VALUES ($1, 'r', $2, 'deepseek-chat', 0, 1, 1, 0.000005, 'USD', now() - interval '3 days', '{}')""")
+                .execute(Tuple.of(applied, account)).await().indefinitely();
+
+        UsageWriter next = writerOver(pool, new Leases(pool, config.lease()), journal);
+        next.start(null);
+        next.drain().get(10, TimeUnit.SECONDS);
+        next.close(Duration.ofSeconds(1));
+        assertEquals(0L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = $1", applied).getLong(0), "applied: not written again");
+        assertEquals(1L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = $1", missing).getLong(0), "never applied: replayed");
+        try (var files = Files.list(journal)) {
+            assertEquals(List.of(), files.filter(f -> f.toString().endsWith(".journal")).toList(), "both have left the journal");
+        }
+    }
+
     /** Kafka as the writer sees it: takes what {@code up} says, refuses the rest. */
     static final class FakeKafka extends UsagePublisher {
         final List<UUID> sent = new java.util.concurrent.CopyOnWriteArrayList<>();
