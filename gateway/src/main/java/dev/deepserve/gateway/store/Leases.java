@@ -1,6 +1,9 @@
 package dev.deepserve.gateway.store;
 
 import dev.deepserve.gateway.config.GatewayConfig;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
@@ -32,6 +35,12 @@ import java.util.function.Function;
  * when a request does not fit, and ahead of need when it runs low; what an idle lease holds goes back to the
  * account. Settlement goes through {@link UsageWriter}, which records each event's cost against its lease in the
  * same statement that writes the event.
+ *
+ * <p>Fencing ({@code V8__lease_fencing.sql}): a lease is spent in memory only while PostgreSQL confirmed it lately (a
+ * heartbeat that returned it, or a grow, within half the sweep's TTL). A replica that was paused past the sweep finds
+ * its lease unconfirmed, so its next request goes to PostgreSQL, where {@code grow_lease} refuses the swept id; the
+ * lease is then dropped here (counted in {@code deepserve.lease.fenced}) and a new one taken. Requests admitted under a
+ * lease before it was swept are charged to the account when their events are written.
  */
 @ApplicationScoped
 public class Leases {
@@ -42,15 +51,22 @@ public class Leases {
     private final GatewayConfig.Lease config;
     private final String holder = UUID.randomUUID().toString();
     private final Map<String, Lease> byAccount = new ConcurrentHashMap<>();
+    private final Counter fenced;
 
     @Inject
-    Leases(Pool pool, GatewayConfig config) {
-        this(pool, config.lease());
+    Leases(Pool pool, GatewayConfig config, MeterRegistry registry) {
+        this(pool, config.lease(), registry);
     }
 
     Leases(Pool pool, GatewayConfig.Lease config) {
+        this(pool, config, new SimpleMeterRegistry());
+    }
+
+    Leases(Pool pool, GatewayConfig.Lease config, MeterRegistry registry) {
         this.pool = pool;
         this.config = config;
+        this.fenced = Counter.builder("deepserve.lease.fenced").description("balance leases dropped because the sweeper had returned them")
+                .register(registry);
     }
 
     /** One account's lease on this replica; every field is guarded by the lease's monitor. */
@@ -66,6 +82,12 @@ public class Leases {
         BigDecimal held = BigDecimal.ZERO;
         CompletableFuture<Boolean> growing;
         long lastUsed = System.nanoTime();
+        /** When PostgreSQL last confirmed this lease (a grow, or a heartbeat that returned it); 0: never. */
+        long confirmedAt;
+        /** Swept by PostgreSQL: never spent or grown again (the account gets a new lease). */
+        boolean fenced;
+        /** PostgreSQL has a row for it (a grow granted something). */
+        boolean inDb;
 
         Lease(String accountId) {
             this.accountId = accountId;
@@ -105,6 +127,14 @@ public class Leases {
                                                           Function<Integer, BigDecimal> amountFor, BigDecimal need, int round) {
         return Uni.createFrom().completionStage(grow(lease, need.multiply(BigDecimal.valueOf(config.requests()))))
                 .chain(exhausted -> {
+                    boolean dropped;
+                    synchronized (lease) {
+                        dropped = lease.fenced;
+                    }
+                    if (dropped && round < 16) {
+                        // the lease was swept while this replica could not heartbeat: start a new one
+                        return growAndHold(byAccount.computeIfAbsent(lease.accountId, Lease::new), requestId, wanted, affordable, amountFor, need, round + 1);
+                    }
                     Optional<Ledger.Reservation> r = hold(lease, requestId, wanted, affordable, amountFor, true);
                     if (r.isPresent() || exhausted || round >= 16) {
                         return Uni.createFrom().item(r.isPresent() ? r : hold(lease, requestId, wanted, affordable, amountFor, false));
@@ -137,6 +167,10 @@ public class Leases {
                                               Function<Integer, BigDecimal> amountFor, boolean onlyInFull) {
         synchronized (lease) {
             lease.lastUsed = System.nanoTime();
+            if (lease.fenced || lease.lastUsed - lease.confirmedAt > config.orphanedAfter().toNanos() / 2) {
+                // swept, or not confirmed lately (this replica may have been paused past the sweep): ask PostgreSQL
+                return Optional.empty();
+            }
             BigDecimal free = lease.free();
             if (free.signum() <= 0) {
                 return Optional.empty();
@@ -166,13 +200,20 @@ public class Leases {
         pool.preparedQuery("SELECT gateway.grow_lease($1, $2, $3, $4) AS granted").execute(Tuple.of(lease.accountId, want, lease.id, holder))
                 .subscribe().with(rows -> {
                     BigDecimal granted = rows.iterator().next().getBigDecimal("granted");
+                    boolean swept = granted != null && granted.signum() < 0;
                     synchronized (lease) {
-                        if (granted != null) {
+                        if (swept) {
+                            fence(lease);
+                        } else if (granted != null) {
                             lease.amount = lease.amount.add(granted);
+                            lease.inDb |= granted.signum() > 0;
+                            if (lease.inDb) {
+                                lease.confirmedAt = System.nanoTime();
+                            }
                         }
                         lease.growing = null;
                     }
-                    f.complete(granted == null || granted.compareTo(want) < 0);
+                    f.complete(!swept && (granted == null || granted.compareTo(want) < 0));
                 }, e -> {
                     synchronized (lease) {
                         lease.growing = null;
@@ -182,9 +223,25 @@ public class Leases {
         return f;
     }
 
+    /** Drops a lease PostgreSQL no longer has (called under its monitor); the account's next request starts a new one. */
+    private void fence(Lease lease) {
+        if (!lease.fenced) {
+            lease.fenced = true;
+            byAccount.remove(lease.accountId, lease);
+            fenced.increment();
+            LOG.warnf("lease %s of account %s was returned by the sweeper (this replica was silent too long): dropped", lease.id, lease.accountId);
+        }
+    }
+
+    /** The live lease a reservation was taken from, or null (gone: its settlement is charged to the account). */
+    private Lease leaseOf(Ledger.Reservation r) {
+        Lease lease = byAccount.get(r.accountId());
+        return lease != null && lease.id.equals(r.lease()) ? lease : null;
+    }
+
     /** A leased request finished: its reservation is released and its cost is on the way to the outbox. */
     void settling(Ledger.Reservation r, BigDecimal cost) {
-        Lease lease = byAccount.get(r.accountId());
+        Lease lease = leaseOf(r);
         if (lease == null) {
             return;
         }
@@ -197,7 +254,7 @@ public class Leases {
 
     /** The event is in the outbox ({@code written}) or given up on: its cost leaves the settling column. */
     void settled(Ledger.Reservation r, BigDecimal cost, boolean written) {
-        Lease lease = byAccount.get(r.accountId());
+        Lease lease = leaseOf(r);
         if (lease == null) {
             return;
         }
@@ -222,9 +279,31 @@ public class Leases {
 
     Uni<Void> maintain(long idle) {
         List<Uni<Void>> work = giveBack(lease -> System.nanoTime() - lease.lastUsed >= idle && lease.growing == null);
-        work.add(pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() WHERE holder = $1").execute(Tuple.of(holder)).replaceWithVoid()
+        long sent = System.nanoTime();
+        work.add(pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() WHERE holder = $1 RETURNING id").execute(Tuple.of(holder))
+                .invoke(rows -> {
+                    java.util.Set<UUID> alive = new java.util.HashSet<>();
+                    rows.forEach(row -> alive.add(row.getUUID(0)));
+                    confirm(alive, sent);
+                }).replaceWithVoid()
                 .onFailure().invoke(e -> LOG.warnf("lease heartbeat failed: %s", e.getMessage())).onFailure().recoverWithNull());
         return Uni.join().all(work).andCollectFailures().replaceWithVoid().onFailure().recoverWithNull();
+    }
+
+    /**
+     * What a heartbeat sent at {@code sent} found: the leases it returned are confirmed; one PostgreSQL should have
+     * returned (confirmed before the heartbeat, so its row existed) but did not was swept, and is fenced.
+     */
+    private void confirm(java.util.Set<UUID> alive, long sent) {
+        for (Lease lease : byAccount.values()) {
+            synchronized (lease) {
+                if (alive.contains(lease.id)) {
+                    lease.confirmedAt = Math.max(lease.confirmedAt, sent);
+                } else if (lease.inDb && lease.confirmedAt < sent && lease.growing == null) {
+                    fence(lease);
+                }
+            }
+        }
     }
 
     /** Returns the unused part of every lease that {@code eligible} picks (looked at under the lease's monitor). */

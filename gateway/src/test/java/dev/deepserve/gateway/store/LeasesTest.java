@@ -29,6 +29,8 @@ import java.util.Optional;
 import java.util.UUID;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 @QuarkusTest
@@ -232,6 +234,53 @@ class LeasesTest {
         assertEquals(0, new BigDecimal("0.000005").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = $1", a.lease()).getBigDecimal(0)));
         assertEquals(0, new BigDecimal("0.000007").compareTo(reserved(swept)));
         assertEquals(2L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
+    }
+
+    /** The test's lease settings with a sweep TTL of one second, so a "paused" replica can be shown in a test. */
+    GatewayConfig.Lease quickSweep() {
+        GatewayConfig.Lease base = config.lease();
+        return new GatewayConfig.Lease() {
+            public boolean enabled() {
+                return true;
+            }
+
+            public int requests() {
+                return base.requests();
+            }
+
+            public Duration idle() {
+                return base.idle();
+            }
+
+            public Duration orphanedAfter() {
+                return Duration.ofSeconds(1);
+            }
+        };
+    }
+
+    /**
+     * A replica paused past the sweep must not spend the lease the sweeper returned: it stops spending an unconfirmed
+     * lease in memory, PostgreSQL refuses to grow the swept id, and the replica takes a new lease instead.
+     */
+    @Test
+    void aReplicaPausedPastTheSweepCannotSpendItsReturnedLease() throws Exception {
+        String account = account("1");
+        io.micrometer.core.instrument.simple.SimpleMeterRegistry registry = new io.micrometer.core.instrument.simple.SimpleMeterRegistry();
+        Leases paused = new Leases(pool, quickSweep(), registry);
+        Ledger.Reservation before = reserveOne(paused, account).await().indefinitely().orElseThrow();
+        // the replica is silent past the TTL: another replica's sweeper returns its lease
+        Thread.sleep(700);
+        pool.preparedQuery("UPDATE gateway.leases SET heartbeat_at = now() - interval '1 hour' WHERE id = $1").execute(Tuple.of(before.lease()))
+                .await().indefinitely();
+        new Leases(pool, quickSweep()).sweep().await().indefinitely();
+        assertEquals(0, reserved(account).signum(), "the sweep returned everything the lease held");
+        // back from its pause: nothing is taken from the returned lease in memory
+        assertNull(paused.tryReserve(UUID.randomUUID().toString(), account, 1, available -> 1, tokens -> EACH), "an unconfirmed lease is not spent");
+        Ledger.Reservation after = reserveOne(paused, account).await().indefinitely().orElseThrow();
+        assertNotEquals(before.lease(), after.lease(), "a new lease, not the swept one");
+        assertEquals(1.0, registry.get("deepserve.lease.fenced").counter().count());
+        assertEquals(0L, row("SELECT count(*) FROM gateway.leases WHERE id = $1", before.lease()).getLong(0), "the swept lease was not re-created");
+        assertTrue(reserved(account).compareTo(EACH) >= 0, "the new lease is set aside from the balance again");
     }
 
     /**
