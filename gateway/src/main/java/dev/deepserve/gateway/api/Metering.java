@@ -394,8 +394,17 @@ public class Metering {
                 LOG.infof("request %s: settled after %d attempts", call.id(), attempt + 1);
             }
         }, t -> {
+            if (attempt == QUICK_SETTLE_ATTEMPTS && usage.durable()) {
+                // the answer waits no longer, and the event must outlive this process: the usage journal takes it
+                // (replayed at the next start if this one dies; its cost lands on the account's reserved, and the
+                // reservation row is released by the sweeper — together what the settlement would have done)
+                LOG.errorf("request %s: settlement failed %d times (%s); answering, the event is in the usage journal", call.id(), attempt + 1, t.getMessage());
+                usage.submit(call.reservation(), cost, eventId, event);
+                done.run();
+                return;
+            }
             if (attempt == QUICK_SETTLE_ATTEMPTS) {
-                // the answer waits no longer; the event is not given up: it is retried for as long as this process runs,
+                // without a journal: the answer waits no longer; the event is retried for as long as this process runs,
                 // and its reservation stays in the database meanwhile
                 LOG.errorf("request %s: settlement failed %d times (%s); answering, and retrying in the background", call.id(), attempt + 1, t.getMessage());
                 done.run();

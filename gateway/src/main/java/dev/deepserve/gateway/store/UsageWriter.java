@@ -146,6 +146,11 @@ public class UsageWriter {
         kick();
     }
 
+    /** Whether events written here are journaled (they then survive this process until PostgreSQL has them). */
+    public boolean durable() {
+        return journal != null;
+    }
+
     /** Which of these event ids billing's ledger has, or null when it cannot be read now. */
     private Set<UUID> appliedAmong(List<UUID> ids) {
         if (ids.isEmpty()) {
