@@ -52,27 +52,35 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         final DataInputStream in;
         final DataOutputStream out;
 
-        /** Connects and authenticates with the service token: a worker reads nothing else before it. */
-        Remote(InetSocketAddress address, InternalToken token) throws IOException {
+        /**
+         * Connects and authenticates with the service token and this leader's epoch: a worker reads nothing else
+         * before it. The socket is closed on any failure (a leaked one would hold a worker's connection slot).
+         */
+        Remote(InetSocketAddress address, InternalToken token, long epoch) throws IOException {
             this.address = address;
             this.socket = new Socket();
-            socket.connect(address, 5000);
-            socket.setTcpNoDelay(true);
-            this.in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 1 << 16));
-            this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
-            socket.setSoTimeout(10_000);
-            Wire.writeHello(out, token.value());
-            int status;
             try {
-                status = in.readInt();
-            } catch (java.io.EOFException e) {
-                status = Wire.ERROR;
-            }
-            if (status != Wire.OK) {
+                socket.connect(address, 5000);
+                socket.setTcpNoDelay(true);
+                socket.setKeepAlive(true);
+                this.in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 1 << 16));
+                this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
+                socket.setSoTimeout(10_000);
+                Wire.writeHello(out, token.value(), epoch);
+                int status;
+                try {
+                    status = in.readInt();
+                } catch (java.io.EOFException e) {
+                    status = Wire.ERROR;
+                }
+                if (status != Wire.OK) {
+                    throw new IOException("the worker refused this service's credential (or has no free connection)");
+                }
+                socket.setSoTimeout(0);
+            } catch (IOException | RuntimeException e) {
                 socket.close();
-                throw new IOException("the worker refused this service's credential");
+                throw e;
             }
-            socket.setSoTimeout(0);
         }
 
         IllegalStateException failed(Exception e) {
@@ -95,9 +103,11 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         this.options = options;
         this.firstLayer = layers.firstKey();
         layers.forEach((l, n) -> load.put(l, new long[n]));
+        // this leader's epoch: when it started, so a worker it reaches prefers it over an earlier leader's leftovers
+        long epoch = System.currentTimeMillis();
         try {
             for (InetSocketAddress a : workers) {
-                remotes.add(new Remote(a, token));
+                remotes.add(new Remote(a, token, epoch));
             }
         } catch (IOException e) {
             close();
@@ -105,7 +115,12 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         }
         this.tokensPerWorker = new long[1 + remotes.size()];
         Placement start = Placement.roundRobin(1 + remotes.size(), layers);
-        hold(start, start);
+        try {
+            hold(start, start);
+        } catch (RuntimeException e) {
+            close();
+            throw e;
+        }
         this.placement = start;
     }
 
@@ -162,7 +177,7 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
             try {
                 Wire.writeHold(r.out, Placement.union(a, b, i + 1));
                 if (r.in.readInt() != Wire.OK) {
-                    throw new IOException("the worker refused its experts");
+                    throw new IOException("the worker refused its experts: " + r.in.readUTF());
                 }
             } catch (IOException e) {
                 broken = r.failed(e);

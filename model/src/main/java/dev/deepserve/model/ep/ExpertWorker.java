@@ -35,19 +35,30 @@ public final class ExpertWorker implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(ExpertWorker.class.getName());
 
-    /** Connections served at once; more are closed on accept (a leader needs one). */
+    /** Authenticated connections served at once; a peer past its handshake beyond these is closed. */
     static final int MAX_CONNECTIONS = 8;
-    /** How long a peer may take over its handshake, and over the rest of a message once its first int came. */
+    /** Connections still in their handshake; a new one pushes the oldest out (so slow peers cannot lock a leader out). */
+    static final int MAX_HANDSHAKES = 8;
+    /** How long a whole handshake may take, and each read of a message once its first int came. */
     static final int READ_TIMEOUT_MS = 10_000;
+    /** Closes connections whose handshake ran out of time: one daemon thread for every worker in the process. */
+    private static final java.util.concurrent.ScheduledExecutorService DEADLINES = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(
+            r -> Thread.ofPlatform().name("expert-worker-handshakes").daemon().unstarted(r));
 
     private final ExpertBackend experts;
     private final ServerSocket server;
     private final InternalToken token;
     private final int width;
     private final java.util.concurrent.Semaphore connections = new java.util.concurrent.Semaphore(MAX_CONNECTIONS);
+    private final java.util.ArrayDeque<Socket> handshaking = new java.util.ArrayDeque<>();
     private final Set<Long> held = new HashSet<>();
-    /** The connection whose HOLD placed the experts: only it may change them or run them, until it closes. */
+    /**
+     * The connection whose HOLD placed the experts: only it may change them or run them, until it closes or a leader
+     * that started later ({@code leaderEpoch}, from its HELLO) takes over — a restarted leader is never locked out by
+     * its predecessor's half-open connection.
+     */
     private Peer leader;
+    private long leaderEpoch = Long.MIN_VALUE;
     private volatile boolean running = true;
 
     /**
@@ -65,24 +76,27 @@ public final class ExpertWorker implements AutoCloseable {
         return server.getLocalPort();
     }
 
-    /** Serves leaders one connection at a time each, on their own threads, until closed. */
+    /** Serves leaders, each connection on its own thread, until closed. */
     public void serve() {
         while (running) {
             try {
                 Socket s = server.accept();
-                if (!connections.tryAcquire()) {
-                    LOG.log(System.Logger.Level.WARNING, "refused a connection: " + MAX_CONNECTIONS + " already open");
-                    s.close();
-                    continue;
-                }
                 s.setTcpNoDelay(true);
-                Thread.ofPlatform().name("expert-worker-" + s.getPort()).daemon().start(() -> {
-                    try {
-                        connection(s);
-                    } finally {
-                        connections.release();
+                s.setKeepAlive(true);
+                Socket pushedOut = null;
+                synchronized (handshaking) {
+                    if (handshaking.size() >= MAX_HANDSHAKES) {
+                        pushedOut = handshaking.poll();
                     }
-                });
+                    handshaking.add(s);
+                }
+                closeQuietly(pushedOut);
+                java.util.concurrent.ScheduledFuture<?> deadline = DEADLINES.schedule(() -> {
+                    if (stillHandshaking(s)) {
+                        closeQuietly(s);
+                    }
+                }, READ_TIMEOUT_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+                Thread.ofPlatform().name("expert-worker-" + s.getPort()).daemon().start(() -> connection(s, deadline));
             } catch (IOException e) {
                 if (running) {
                     LOG.log(System.Logger.Level.WARNING, "accept failed: " + e.getMessage());
@@ -91,17 +105,75 @@ public final class ExpertWorker implements AutoCloseable {
         }
     }
 
-    /** One peer's connection, as the wire reader sees it: its identity, and its read timeout (0: none). */
-    interface Peer {
-        void readTimeout(int millis) throws IOException;
+    private boolean stillHandshaking(Socket s) {
+        synchronized (handshaking) {
+            return handshaking.contains(s);
+        }
     }
 
-    private void connection(Socket s) {
+    private static void closeQuietly(Socket s) {
+        if (s != null) {
+            try {
+                s.close();
+            } catch (IOException ignored) {
+                // closing anyway
+            }
+        }
+    }
+
+    /** One peer's connection, as the wire reader sees it. */
+    interface Peer {
+        /** Sets the read timeout (0: none). */
+        void readTimeout(int millis) throws IOException;
+
+        /** Its handshake passed: whether it may be served (in time, and a connection slot is free). */
+        boolean admitted();
+
+        /** Cuts the connection (a newer leader took over). */
+        void close();
+    }
+
+    private void connection(Socket s, java.util.concurrent.ScheduledFuture<?> deadline) {
+        boolean[] slot = {false};
+        Peer peer = new Peer() {
+            @Override
+            public void readTimeout(int millis) throws IOException {
+                s.setSoTimeout(millis);
+            }
+
+            @Override
+            public boolean admitted() {
+                deadline.cancel(false);
+                synchronized (handshaking) {
+                    if (!handshaking.remove(s)) {
+                        return false; // pushed out or timed out meanwhile
+                    }
+                }
+                slot[0] = connections.tryAcquire();
+                if (!slot[0]) {
+                    LOG.log(System.Logger.Level.WARNING, "refused a leader: " + MAX_CONNECTIONS + " connections already open");
+                }
+                return slot[0];
+            }
+
+            @Override
+            public void close() {
+                closeQuietly(s);
+            }
+        };
         try (s; DataInputStream in = new DataInputStream(new BufferedInputStream(s.getInputStream(), 1 << 16));
              DataOutputStream out = new DataOutputStream(new BufferedOutputStream(s.getOutputStream(), 1 << 16))) {
-            session(s::setSoTimeout, in, out);
+            session(peer, in, out);
         } catch (IOException e) {
             LOG.log(System.Logger.Level.WARNING, "leader connection closed: " + e.getMessage());
+        } finally {
+            deadline.cancel(false);
+            synchronized (handshaking) {
+                handshaking.remove(s);
+            }
+            if (slot[0]) {
+                connections.release();
+            }
         }
     }
 
@@ -111,10 +183,16 @@ public final class ExpertWorker implements AutoCloseable {
      */
     void session(Peer peer, DataInputStream in, DataOutputStream out) throws IOException {
         try {
-            if (!authenticated(peer, in, out)) {
+            long epoch = handshake(peer, in);
+            if (epoch == Long.MIN_VALUE) {
                 LOG.log(System.Logger.Level.WARNING, "refused a peer without the service credential");
                 return;
             }
+            if (!peer.admitted()) {
+                return;
+            }
+            out.writeInt(Wire.OK);
+            out.flush();
             while (true) {
                 int op;
                 try {
@@ -126,7 +204,7 @@ public final class ExpertWorker implements AutoCloseable {
                 }
                 switch (op) {
                     case Wire.RUN -> run(peer, in, out);
-                    case Wire.HOLD -> hold(peer, in, out);
+                    case Wire.HOLD -> hold(peer, epoch, in, out);
                     default -> throw new IOException("unknown operation " + op);
                 }
             }
@@ -139,28 +217,33 @@ public final class ExpertWorker implements AutoCloseable {
         }
     }
 
-    /** The handshake: HELLO with the service token, read under a timeout before any other message. */
-    private boolean authenticated(Peer peer, DataInputStream in, DataOutputStream out) throws IOException {
+    /**
+     * The handshake: HELLO with the service token and the leader's epoch, read under a timeout before any other
+     * message; the epoch, or {@code Long.MIN_VALUE} when the peer is refused.
+     */
+    private long handshake(Peer peer, DataInputStream in) throws IOException {
         peer.readTimeout(READ_TIMEOUT_MS);
         if (in.readInt() != Wire.HELLO) {
-            return false;
+            return Long.MIN_VALUE;
         }
         int n = in.readInt();
         if (n <= 0 || n > InternalToken.MAX_LENGTH) {
-            return false;
+            return Long.MIN_VALUE;
         }
         byte[] presented = new byte[n];
         in.readFully(presented);
         if (!token.accepts(presented)) {
-            return false;
+            return Long.MIN_VALUE;
         }
-        out.writeInt(Wire.OK);
-        out.flush();
-        return true;
+        long epoch = in.readLong();
+        return epoch == Long.MIN_VALUE ? Long.MIN_VALUE + 1 : epoch;
     }
 
-    /** HOLD: the first connection to place experts leads this worker; another one is refused while it is open. */
-    private void hold(Peer s, DataInputStream in, DataOutputStream out) throws IOException {
+    /**
+     * HOLD: the first connection to place experts leads this worker; another one is refused while it is open, unless
+     * its leader started later (a larger epoch): then it takes over and the old connection is cut.
+     */
+    private void hold(Peer s, long epoch, DataInputStream in, DataOutputStream out) throws IOException {
         int n = in.readInt();
         if (n < 0 || n > Wire.MAX_HELD) {
             throw new IOException("implausible placement of " + n + " experts");
@@ -170,13 +253,20 @@ public final class ExpertWorker implements AutoCloseable {
             next.add(key(in.readInt(), in.readInt()));
         }
         boolean mine;
+        Peer replaced = null;
         synchronized (held) {
-            mine = leader == null || leader == s;
+            mine = leader == null || leader == s || epoch > leaderEpoch;
             if (mine) {
+                replaced = leader != null && leader != s ? leader : null;
                 leader = s;
+                leaderEpoch = epoch;
                 held.clear();
                 held.addAll(next);
             }
+        }
+        if (replaced != null) {
+            LOG.log(System.Logger.Level.WARNING, "a leader that started later took over this worker");
+            replaced.close();
         }
         out.writeInt(mine ? Wire.OK : Wire.ERROR);
         if (!mine) {

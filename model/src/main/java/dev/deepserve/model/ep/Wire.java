@@ -11,7 +11,8 @@ import java.util.List;
  * The expert-parallel wire format between a leader and its workers, over one TCP connection each, big-endian ints and
  * little-endian float blocks:
  * <pre>
- * HELLO: op=3, n, n bytes of the service token (the first message, once) → status 0 | the connection is closed
+ * HELLO: op=3, n, n bytes of the service token, epoch (long: when the leader started; a later one may take over a
+ *        worker from an earlier one) — the first message, once           → status 0 | the connection is closed
  * RUN  : op=1, layer, groups, then per group: expert, rows, width, rows×width floats
  *        → status 0, then per group rows×width floats          | status 1, message (UTF)
  * HOLD : op=2, n, then n × (layer, expert)                     → status 0 | status 1, message (another leader holds it)
@@ -61,11 +62,12 @@ final class Wire {
     }
 
     /** The handshake a leader opens every connection with: the service token ({@code InternalToken}). */
-    static void writeHello(DataOutputStream out, String token) throws IOException {
+    static void writeHello(DataOutputStream out, String token, long epoch) throws IOException {
         byte[] bytes = token.getBytes(java.nio.charset.StandardCharsets.US_ASCII);
         out.writeInt(HELLO);
         out.writeInt(bytes.length);
         out.write(bytes);
+        out.writeLong(epoch);
         out.flush();
     }
 

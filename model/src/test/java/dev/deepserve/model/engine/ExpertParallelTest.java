@@ -125,9 +125,14 @@ class ExpertParallelTest {
 
     /** Opens a connection to a worker and presents {@code token}; answers the worker's status (0 = accepted). */
     static int hello(DataOutputStream out, DataInputStream in, String token) throws Exception {
+        return hello(out, in, token, 1);
+    }
+
+    static int hello(DataOutputStream out, DataInputStream in, String token, long epoch) throws Exception {
         out.writeInt(3);
         out.writeInt(token.length());
         out.writeBytes(token);
+        out.writeLong(epoch);
         out.flush();
         return in.readInt();
     }
@@ -162,16 +167,16 @@ class ExpertParallelTest {
     @Test
     void aPeerWithoutTheServiceCredentialIsReadNoFurtherThanItsHandshake() throws Exception {
         InetSocketAddress worker = addresses.get(2);
-        // a RUN with a huge block before any handshake, a wrong token, a token length meant to allocate
-        for (int[] opening : new int[][] {{1, 1, 1, 0, 1 << 30, 1 << 30}, {3, 8}, {3, Integer.MAX_VALUE}}) {
+        // a HOLD before any handshake (answered OK before the credential existed), a RUN with a huge block, a wrong
+        // token, a token length meant to allocate: each ends the connection unanswered
+        for (int[] opening : new int[][] {{2, 0}, {1, 1, 1, 0, 1 << 30, 1 << 30}, {3, 8, 0x77726f6e, 0x672d746f, 0, 1}, {3, Integer.MAX_VALUE}}) {
             try (Socket s = new Socket(worker.getAddress(), worker.getPort())) {
                 DataOutputStream out = new DataOutputStream(s.getOutputStream());
                 for (int v : opening) {
                     out.writeInt(v);
                 }
-                out.writeBytes("wrong-to");
                 out.flush();
-                assertEquals(-1, s.getInputStream().read(), "the worker closed the connection");
+                assertEquals(-1, s.getInputStream().read(), "the worker closed the connection without an answer: " + Arrays.toString(opening));
             }
         }
         try (Socket s = new Socket(worker.getAddress(), worker.getPort())) {
@@ -191,16 +196,46 @@ class ExpertParallelTest {
     }
 
     @Test
-    void onlyTheLeaderThatPlacedTheExpertsMayMoveThem() throws Exception {
+    void peersStuckInTheirHandshakeCannotLockTheLeaderOut() throws Exception {
+        InetSocketAddress worker = start();
+        List<Socket> idle = new ArrayList<>();
+        try {
+            for (int i = 0; i < 12; i++) {
+                Socket s = new Socket(worker.getAddress(), worker.getPort());
+                s.getOutputStream().write(3); // one byte of a HELLO, then nothing
+                idle.add(s);
+            }
+            try (Socket leader = new Socket(worker.getAddress(), worker.getPort())) {
+                DataOutputStream out = new DataOutputStream(leader.getOutputStream());
+                DataInputStream in = new DataInputStream(leader.getInputStream());
+                assertEquals(0, hello(out, in, TOKEN.value()), "the newest handshake pushes the oldest stalled one out");
+                out.writeInt(2);
+                out.writeInt(0);
+                out.flush();
+                assertEquals(0, in.readInt());
+            }
+        } finally {
+            for (Socket s : idle) {
+                s.close();
+            }
+        }
+    }
+
+    @Test
+    void onlyTheLeaderThatPlacedTheExpertsMayMoveThemUntilALaterOneTakesOver() throws Exception {
         InetSocketAddress worker = start();
         try (Socket leader = new Socket(worker.getAddress(), worker.getPort());
-             Socket other = new Socket(worker.getAddress(), worker.getPort())) {
+             Socket other = new Socket(worker.getAddress(), worker.getPort());
+             Socket restarted = new Socket(worker.getAddress(), worker.getPort())) {
             DataOutputStream lo = new DataOutputStream(leader.getOutputStream());
             DataInputStream li = new DataInputStream(leader.getInputStream());
             DataOutputStream oo = new DataOutputStream(other.getOutputStream());
             DataInputStream oi = new DataInputStream(other.getInputStream());
-            assertEquals(0, hello(lo, li, TOKEN.value()));
-            assertEquals(0, hello(oo, oi, TOKEN.value()));
+            DataOutputStream ro = new DataOutputStream(restarted.getOutputStream());
+            DataInputStream ri = new DataInputStream(restarted.getInputStream());
+            assertEquals(0, hello(lo, li, TOKEN.value(), 100));
+            assertEquals(0, hello(oo, oi, TOKEN.value(), 100));
+            assertEquals(0, hello(ro, ri, TOKEN.value(), 200));
             lo.writeInt(2);
             lo.writeInt(0);
             lo.flush();
@@ -208,8 +243,13 @@ class ExpertParallelTest {
             oo.writeInt(2);
             oo.writeInt(0);
             oo.flush();
-            assertEquals(1, oi.readInt());
+            assertEquals(1, oi.readInt(), "a peer of the same epoch may not move the experts");
             assertTrue(oi.readUTF().contains("another leader"));
+            ro.writeInt(2);
+            ro.writeInt(0);
+            ro.flush();
+            assertEquals(0, ri.readInt(), "a leader that started later takes over");
+            assertEquals(-1, leader.getInputStream().read(), "and the earlier leader's connection is cut");
         }
     }
 

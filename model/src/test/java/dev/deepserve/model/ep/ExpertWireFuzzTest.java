@@ -33,7 +33,20 @@ class ExpertWireFuzzTest {
             return out;
         }, null, TOKEN, WIDTH);
         try {
-            worker.session(millis -> { }, new DataInputStream(new ByteArrayInputStream(stream)), new DataOutputStream(new ByteArrayOutputStream()));
+            worker.session(new ExpertWorker.Peer() {
+                @Override
+                public void readTimeout(int millis) {
+                }
+
+                @Override
+                public boolean admitted() {
+                    return true;
+                }
+
+                @Override
+                public void close() {
+                }
+            }, new DataInputStream(new ByteArrayInputStream(stream)), new DataOutputStream(new ByteArrayOutputStream()));
         } catch (IOException closed) {
             // the connection is dropped: the wire reader's one way to say no
         }
