@@ -21,10 +21,12 @@ import java.time.Duration;
  * directory. As a normal user they run as that user.
  *
  * <p>Every role needs a password (scram-sha-256): {@code pg_hba.conf} has no {@code trust} line. initdb makes a cluster
- * that trusts loopback; on the first start the superuser and the {@code deepserve} role get generated passwords, kept
- * owner-only in the data directory ({@value #CREDENTIALS}), and {@code pg_hba.conf} is replaced by password-only lines
- * before this method returns — so before any service can connect. Later starts write the same lines before the server
- * starts.
+ * that trusts loopback; on the first start the superuser and the {@code deepserve} role get generated passwords (one
+ * transaction), kept owner-only in the data directory ({@value #CREDENTIALS}), then {@code pg_hba.conf} is replaced by
+ * password-only lines and reloaded, this method waits until a password-less login is refused and ends any other
+ * session — all before it returns, so before any service can connect. Later starts write the same lines before the
+ * server starts. A first start cut short anywhere is finished by the next one: until the credentials file exists the
+ * cluster still trusts loopback and is secured again; once it exists, its passwords are the ones set.
  */
 public final class EmbeddedPostgresServer implements AutoCloseable {
 
@@ -49,14 +51,13 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
             return java.util.HexFormat.of().formatHex(bytes);
         }
 
-        /** The kept credentials of a secured cluster: the file, or its pending copy when a first start was cut short. */
+        /** The kept credentials of a secured cluster, or null before its first start finished setting them. */
         static Credentials read(Path dataDir) throws IOException {
-            for (Path file : java.util.List.of(dataDir.resolve(CREDENTIALS), dataDir.resolve(CREDENTIALS + ".new"))) {
-                if (Files.isRegularFile(file)) {
-                    java.util.List<String> lines = Files.readAllLines(file);
-                    if (lines.size() >= 2) {
-                        return new Credentials(lines.get(0).strip(), lines.get(1).strip());
-                    }
+            Path file = dataDir.resolve(CREDENTIALS);
+            if (Files.isRegularFile(file)) {
+                java.util.List<String> lines = Files.readAllLines(file);
+                if (lines.size() >= 2) {
+                    return new Credentials(lines.get(0).strip(), lines.get(1).strip());
                 }
             }
             return null;
@@ -122,15 +123,15 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
                 .setErrorRedirector(ProcessBuilder.Redirect.DISCARD)
                 .setRegisterShutdownHook(stopAtExit)
                 .start();
-        Credentials credentials = known != null ? known : secure(pg.getPort(), dataDir, bind);
-        EmbeddedPostgresServer server = new EmbeddedPostgresServer(pg, credentials);
         try {
+            Credentials credentials = known != null ? known : secure(pg.getPort(), dataDir, bind);
+            EmbeddedPostgresServer server = new EmbeddedPostgresServer(pg, credentials);
             server.ensureDatabase();
+            return server;
         } catch (IOException | RuntimeException e) {
             pg.close();
             throw e;
         }
-        return server;
     }
 
     public int port() {
@@ -157,24 +158,52 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
      */
     private static Credentials secure(int port, Path dataDir, String bind) throws IOException {
         Credentials c = Credentials.generate();
-        Path pending = dataDir.resolve(CREDENTIALS + ".new");
-        Files.deleteIfExists(pending);
-        try (var out = Files.newBufferedWriter(Files.createFile(pending,
-                PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------"))))) {
-            out.write(c.superuser() + "\n" + c.app() + "\n");
-        }
-        try (Connection admin = DriverManager.getConnection("jdbc:postgresql://127.0.0.1:" + port + "/postgres?user=postgres")) {
+        String url = "jdbc:postgresql://127.0.0.1:" + port + "/postgres";
+        try (Connection admin = DriverManager.getConnection(url + "?user=postgres")) {
+            // both passwords in one transaction (the passwords are hex: nothing to quote)
+            admin.setAutoCommit(false);
             admin.createStatement().execute("ALTER ROLE postgres PASSWORD '" + c.superuser() + "'");
             try (ResultSet rs = admin.createStatement().executeQuery("SELECT 1 FROM pg_roles WHERE rolname = '" + USER + "'")) {
                 admin.createStatement().execute((rs.next() ? "ALTER ROLE " : "CREATE ROLE ") + USER + " LOGIN PASSWORD '" + c.app() + "'");
             }
+            admin.commit();
+            admin.setAutoCommit(true);
+            // kept before the lines change: from here on every start knows the passwords it must use
+            Path pending = dataDir.resolve(CREDENTIALS + ".new");
+            Files.deleteIfExists(pending);
+            try (var out = Files.newBufferedWriter(Files.createFile(pending,
+                    PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------"))))) {
+                out.write(c.superuser() + "\n" + c.app() + "\n");
+            }
+            Files.move(pending, dataDir.resolve(CREDENTIALS), java.nio.file.StandardCopyOption.ATOMIC_MOVE);
             passwordsOnly(dataDir, bind);
             admin.createStatement().execute("SELECT pg_reload_conf()");
+            // the reload is a signal: wait until the server refuses a password-less login, then end every other
+            // session that a trusting moment may have let in
+            long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+            while (trusts(url)) {
+                if (System.nanoTime() > deadline) {
+                    throw new IOException("embedded PostgreSQL still accepts logins without a password after its reload");
+                }
+                Thread.sleep(20);
+            }
+            admin.createStatement().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'");
         } catch (SQLException e) {
             throw new IOException("embedded PostgreSQL started but its roles could not be given passwords: " + e.getMessage(), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while securing the embedded PostgreSQL", e);
         }
-        Files.move(pending, dataDir.resolve(CREDENTIALS), java.nio.file.StandardCopyOption.ATOMIC_MOVE);
         return c;
+    }
+
+    /** Whether the server lets the superuser in without a password. */
+    private static boolean trusts(String url) {
+        try (Connection c = DriverManager.getConnection(url + "?user=postgres")) {
+            return true;
+        } catch (SQLException refused) {
+            return false;
+        }
     }
 
     /** {@code pg_hba.conf} with password (scram-sha-256) lines only: loopback, and every address when bound beyond it. */
@@ -183,6 +212,8 @@ public final class EmbeddedPostgresServer implements AutoCloseable {
                 .append("host all all 127.0.0.1/32 scram-sha-256\n")
                 .append("host all all ::1/128 scram-sha-256\n");
         if (!bind.equals("127.0.0.1")) {
+            // the superuser stays a loopback-only role
+            hba.append("host all postgres 0.0.0.0/0 reject\n");
             hba.append("host all all 0.0.0.0/0 scram-sha-256\n");
         }
         try {

@@ -56,6 +56,27 @@ class EmbeddedInfraTest {
         }
     }
 
+    /**
+     * A cluster from before passwords (or a first start cut short before its credentials were kept): loopback still
+     * trusted, no credentials file. The next start secures it and keeps its data.
+     */
+    @Test
+    void aClusterThatStillTrustsLoopbackIsSecuredByItsNextStart() throws Exception {
+        Path data = Path.of("target", "pg-test-" + System.nanoTime()).toAbsolutePath().resolve("data");
+        Path bin = Path.of("target", "pg-bin").toAbsolutePath();
+        try (EmbeddedPostgresServer pg = EmbeddedPostgresServer.start(data, bin, 0); Connection c = pg.connect()) {
+            c.createStatement().execute("CREATE TABLE kept (v int)");
+        }
+        java.nio.file.Files.writeString(data.resolve("pg_hba.conf"), "host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n");
+        java.nio.file.Files.delete(data.resolve("deepserve-credentials"));
+        try (EmbeddedPostgresServer pg = EmbeddedPostgresServer.start(data, bin, 0); Connection c = pg.connect()) {
+            c.createStatement().execute("SELECT * FROM kept");
+            String url = "jdbc:postgresql://127.0.0.1:" + pg.port() + "/postgres";
+            org.junit.jupiter.api.Assertions.assertThrows(java.sql.SQLException.class, () -> java.sql.DriverManager.getConnection(url, "postgres", "").close());
+            assertTrue(java.nio.file.Files.readString(data.resolve("pg_hba.conf")).lines().noneMatch(l -> l.contains("trust") && !l.startsWith("#")));
+        }
+    }
+
     @Test
     void kafkaRoundTripAndRestart() throws Exception {
         int port = freePort();
