@@ -111,6 +111,9 @@ class AdminApiTest {
                 .post("/admin/prices").then().statusCode(400).body("error.message", equalTo("the cache-hit price of m exceeds its cache-miss price"));
         admin().body(Map.of("model", "m", "currency", "XBT", "cache_hit_per_million", "0.1", "cache_miss_per_million", "0.5", "output_per_million", "1"))
                 .post("/admin/prices").then().statusCode(400).body("error.message", equalTo("currency must be one of [CNY, EUR, USD]"));
+        admin().body(Map.of("model", "deepseek-chat", "currency", "CNY", "cache_hit_per_million", "0.5", "cache_miss_per_million", "2",
+                        "output_per_million", "8", "effective_from", "2031-01-01T00:00:00Z"))
+                .post("/admin/prices").then().statusCode(409).body("error.message", equalTo("the prices of deepseek-chat are in USD; a model is priced in one currency"));
     }
 
     @Test

@@ -68,7 +68,13 @@ public class PriceResource {
         } catch (IllegalArgumentException e) {
             throw ApiError.badRequest(e.getMessage());
         }
-        return catalog.add(price).onFailure(UniqueViolation::is).recoverWithItem(false).map(added -> {
+        return catalog.currencyOf(model).chain(existing -> {
+            if (existing.isPresent() && !existing.get().equals(currency)) {
+                throw new ApiError(409, "invalid_request_error", "the prices of " + model + " are in " + existing.get()
+                        + "; a model is priced in one currency");
+            }
+            return catalog.add(price);
+        }).onFailure(UniqueViolation::is).recoverWithItem(false).map(added -> {
             if (!added) {
                 throw new ApiError(409, "invalid_request_error", "a price for " + model + " from " + from + " in that window already exists");
             }

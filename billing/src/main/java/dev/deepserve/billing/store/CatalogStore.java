@@ -21,6 +21,12 @@ public class CatalogStore {
                 .map(rows -> rows.stream().map(CatalogPrice::view).toList());
     }
 
+    /** The currency a model's prices are in, if it has any (a model has one: its ceiling compares amounts). */
+    @WithSession
+    public Uni<java.util.Optional<String>> currencyOf(String model) {
+        return CatalogPrice.<CatalogPrice>find("model = ?1", model).firstResult().map(row -> java.util.Optional.ofNullable(row == null ? null : row.currency));
+    }
+
     /**
      * Adds a row; false when one for the same model, start and window exists. Two admins adding the same row at once
      * both pass the check: the unique index then refuses one, which fails with a {@link UniqueViolation}.

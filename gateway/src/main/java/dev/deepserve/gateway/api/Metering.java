@@ -292,6 +292,11 @@ public class Metering {
         Uni<PriceCatalog> catalogs = fresh != null ? null : prices.catalog();
         Consumer<PriceCatalog> withCatalog = catalog -> {
             Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
+            if (!price.currency().equals(call.key().currency())) {
+                // a row in another currency (from before billing kept one currency per model): the admission's ceiling,
+                // checked against the account's currency, is what this request agreed to pay
+                price = catalog.ceiling(call.model(), call.created() == 0 ? completedAt : Instant.ofEpochSecond(call.created())).orElse(price);
+            }
             int hit = Math.min(cached, prompt);
             BigDecimal cost = price.cost(hit, prompt - hit, completion);
             // never more than was reserved: what an upstream generated beyond the bound is counted, not charged
