@@ -219,6 +219,15 @@ public class ChatRoutes {
         requests.increment();
         AtomicInteger open = call.open;
         HttpServerResponse response = rc.response();
+        if (response.closed()) {
+            // the client left while it was admitted: nothing is generated, its reservation and slot are given back
+            call.clientLeft();
+            aborted.increment();
+            open.decrementAndGet();
+            call.finished = true;
+            metering.settle(call, "client_gone", 0, 0, 0, null, null, (usage, t) -> { });
+            return;
+        }
         ChatRequest req = call.request;
         if (req.stream()) {
             response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
@@ -286,6 +295,9 @@ public class ChatRoutes {
     }
 
     private void onEvent(RoutingContext rc, Call call, JsonObject event, AtomicInteger open) {
+        if (call.finished) {
+            return; // nothing after a final event: one settlement, one slot given back
+        }
         HttpServerResponse response = rc.response();
         switch (event.getString("type")) {
             case "token" -> {

@@ -224,6 +224,13 @@ public class UpstreamProxy {
 
     private void start(Call call) {
         HttpServerResponse response = call.rc.response();
+        if (response.closed()) {
+            // the client left while it was admitted: no upstream call, the reservation and the slot are given back
+            call.clientLeft();
+            count(call, "client_gone");
+            giveUp(call, OpenAiError.invalid(null, "the client closed the connection"));
+            return;
+        }
         response.closeHandler(v -> {
             if (call.done) {
                 return;
