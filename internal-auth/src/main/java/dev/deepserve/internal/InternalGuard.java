@@ -13,8 +13,8 @@ import java.util.Optional;
  */
 public final class InternalGuard implements Handler<RoutingContext> {
 
-    /** Runs before every other route, body handlers included (Quarkus' own routes start at higher orders). */
-    public static final int ORDER = Integer.MIN_VALUE + 1000;
+    /** The first order there is: before every other route, Quarkus' own body handler (MIN_VALUE + 1) included. */
+    public static final int ORDER = Integer.MIN_VALUE;
 
     private final Optional<InternalToken> token;
 

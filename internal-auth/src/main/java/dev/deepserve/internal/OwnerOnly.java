@@ -2,10 +2,10 @@ package dev.deepserve.internal;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.SeekableByteChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
@@ -29,14 +29,39 @@ public final class OwnerOnly {
     private OwnerOnly() {
     }
 
-    /** Creates {@code dir} (and missing parents) as 0700; an existing one is narrowed to 0700. */
+    /**
+     * Creates {@code dir} (and missing parents) as 0700, or narrows one this user already owns to 0700. A directory
+     * someone else provided (a mounted volume owned by another user) is left as it is; one that appeared owned by
+     * another user between the check and the creation, a symbolic link, or a file system without POSIX permissions is
+     * refused with an {@link IOException}.
+     */
     public static Path directory(Path dir) throws IOException {
-        if (Files.isDirectory(dir)) {
+        try {
+            boolean existed = Files.exists(dir, LinkOption.NOFOLLOW_LINKS);
+            if (!existed) {
+                Files.createDirectories(dir, DIRECTORY);
+            }
+            if (Files.isSymbolicLink(dir) || !Files.isDirectory(dir, LinkOption.NOFOLLOW_LINKS)) {
+                throw new IOException(dir + " is not a directory of its own (a symbolic link or a file)");
+            }
+            if (!ownedByThisUser(dir)) {
+                if (!existed) {
+                    throw new IOException(dir + " was made by another user meanwhile");
+                }
+                return dir;
+            }
             Files.setPosixFilePermissions(dir, EnumSet.of(PosixFilePermission.OWNER_READ, PosixFilePermission.OWNER_WRITE,
                     PosixFilePermission.OWNER_EXECUTE));
             return dir;
+        } catch (UnsupportedOperationException e) {
+            throw new IOException("the file system of " + dir + " has no POSIX permissions: secrets cannot be kept owner-only there");
         }
-        return Files.createDirectories(dir, DIRECTORY);
+    }
+
+    /** Whether this process's user owns {@code path} (true when the user cannot be told). */
+    private static boolean ownedByThisUser(Path path) throws IOException {
+        String me = ProcessHandle.current().info().user().orElse(null);
+        return me == null || Files.getOwner(path, LinkOption.NOFOLLOW_LINKS).getName().equals(me);
     }
 
     /**
@@ -45,20 +70,22 @@ public final class OwnerOnly {
      */
     public static void write(Path file, String text, boolean replace) throws IOException {
         directory(file.toAbsolutePath().getParent());
-        Path target = replace ? file.resolveSibling("." + file.getFileName() + ".new") : file;
-        if (replace) {
-            Files.deleteIfExists(target);
-        } else if (Files.exists(file)) {
+        if (!replace && Files.exists(file, LinkOption.NOFOLLOW_LINKS)) {
             throw new FileAlreadyExistsException(file.toString());
         }
-        try (SeekableByteChannel out = Files.newByteChannel(target, EnumSet.of(StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE), FILE)) {
+        // written whole to a new file beside it, then renamed: a crash leaves the old secret or the new, never half
+        Path next = file.resolveSibling("." + file.getFileName() + ".new");
+        Files.deleteIfExists(next);
+        try (java.nio.channels.FileChannel out = java.nio.channels.FileChannel.open(next,
+                EnumSet.of(StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE), FILE)) {
             ByteBuffer bytes = ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
             while (bytes.hasRemaining()) {
                 out.write(bytes);
             }
+            out.force(true);
+        } catch (UnsupportedOperationException e) {
+            throw new IOException("the file system of " + file + " has no POSIX permissions: secrets cannot be kept owner-only there");
         }
-        if (replace) {
-            Files.move(target, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        }
+        Files.move(next, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 }

@@ -119,6 +119,10 @@ public class GenerateRoutes {
         // checking and unpacking a large snapshot takes a while: off the event loop, then back on it to answer
         io.vertx.core.buffer.Buffer body = rc.body().buffer();
         KvSnapshot.Shape shape = engine.kvShape();
+        if (shape == null) {
+            rc.response().setStatusCode(503).putHeader("Content-Type", "application/json").end(error("the model is not loaded yet"));
+            return;
+        }
         rc.vertx().<KvSnapshot.Contents>executeBlocking(() -> KvSnapshot.decode(body.getBytes(), shape), false).onComplete(done -> {
             if (done.failed()) {
                 rc.response().setStatusCode(400).putHeader("Content-Type", "application/json")
