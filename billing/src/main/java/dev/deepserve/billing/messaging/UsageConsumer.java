@@ -94,7 +94,9 @@ public class UsageConsumer {
                 .onFailure().invoke(state::failed)
                 // poison was set aside above, so what fails here is the world's: wait it out, never give the batch up
                 .onFailure().retry().withBackOff(Duration.ofSeconds(1), Duration.ofSeconds(30)).indefinitely()
-                .invoke(state::applied);
+                .invoke(state::applied)
+                // the crash test's point: the ledger is committed, the Kafka offset is not
+                .invoke(() -> Failpoint.reach("after-ledger-commit"));
     }
 
     /** The batch in one transaction; if a record in it is poison, each event alone, the poison ones dead-lettered. */
