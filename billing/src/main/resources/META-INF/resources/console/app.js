@@ -269,10 +269,12 @@
       const dl = await api('/admin/usage/dead-letters?limit=50');
       dead.replaceChildren(el('h2', {}, 'Dead-lettered usage ', el('span', { class: dl.total ? 'badge revoked' : 'badge', id: 'dead-count' }, String(dl.total))),
         dl.data.length ? el('table', { id: 'dead-letters' },
-          el('thead', {}, el('tr', {}, ['Received', 'Event', 'Account', 'Reason', 'Bytes'].map((h) => el('th', {}, h)))),
+          el('thead', {}, el('tr', {}, ['Received', 'Event', 'Account', 'Reason', 'Bytes', 'Resolution'].map((h) => el('th', {}, h)))),
           el('tbody', {}, dl.data.map((d) => el('tr', {}, el('td', {}, d.received_at.substring(0, 19).replace('T', ' ')),
             el('td', {}, el('code', {}, d.event_id || '–')), el('td', {}, d.account_id || '–'), el('td', { class: 'reason' }, d.reason),
-            el('td', { class: 'num' }, int(d.bytes))))))
+            el('td', { class: 'num' }, int(d.bytes)),
+            // replayed or written off through POST /admin/usage/dead-letters/{id}/replay | write-off
+            el('td', {}, d.resolution ? d.resolution.replace('_', ' ') + (d.written_off ? ' ' + d.written_off : '') : 'open')))))
           : el('p', { class: 'muted' }, 'None: every usage record was applied.'));
     }
     async function csv() {

@@ -55,6 +55,8 @@ class AdminApiTest {
         given().get("/admin/accounts").then().statusCode(401).body("error.message", equalTo("missing admin key: send Authorization: Bearer <admin key>"));
         // the dead letters hold usage payloads: an operator's page like the rest
         given().get("/admin/usage/dead-letters").then().statusCode(401);
+        given().post("/admin/usage/dead-letters/1/replay").then().statusCode(401);
+        given().contentType("application/json").body("{}").post("/admin/usage/dead-letters/1/write-off").then().statusCode(401);
         given().header("Idempotency-Key", "k").contentType(ContentType.JSON).body("{\"amount\":\"1\"}").post("/admin/accounts/acct_x/top-ups").then().statusCode(401);
         given().header("Authorization", "Bearer sk-" + "0".repeat(64)).get("/admin/accounts").then().statusCode(401)
                 .body("error.message", equalTo("invalid admin key"));

@@ -1,5 +1,7 @@
 package dev.deepserve.billing;
 
+import dev.deepserve.billing.api.ApiError;
+import dev.deepserve.billing.messaging.DeadLetterResolution;
 import dev.deepserve.embedded.EmbeddedKafkaResource;
 import dev.deepserve.embedded.EmbeddedPostgresResource;
 import io.quarkus.test.common.QuarkusTestResource;
@@ -26,6 +28,9 @@ class UsageConsumerTest {
 
     @Inject
     Pool pool;
+
+    @Inject
+    DeadLetterResolution resolution;
 
 
     static String event(UUID id, String account, int completion, String cost) {
@@ -91,6 +96,50 @@ class UsageConsumerTest {
         } finally {
             pool.query("ALTER TABLE billing.usage_ledger DROP CONSTRAINT refuses_the_poison").execute().await().indefinitely();
         }
+    }
+
+    /**
+     * Dead letters are resolved by an administrator, once: one whose cause was fixed is replayed into the ledger, one
+     * that can never be applied is written off and the cost set aside for it leaves the account's reserved.
+     */
+    @Test
+    void aDeadLetterIsReplayedOrWrittenOffOnce() {
+        String account = "acct-" + UUID.randomUUID();
+        pool.preparedQuery("INSERT INTO billing.accounts (id, name, granted_balance, reserved) VALUES ($1, 'dl', 1, 0.000007)").execute(Tuple.of(account))
+                .await().indefinitely();
+        UUID refused = UUID.randomUUID();
+        UUID invalid = UUID.randomUUID();
+        pool.query("ALTER TABLE billing.usage_ledger ADD CONSTRAINT refuses_for_now CHECK (request_id <> 'fixed-later') NOT VALID").execute().await().indefinitely();
+        try {
+            TestUsage.send(event(refused, account, 3, "0.000003").replace("req-1", "fixed-later").replace("\n", ""));
+            TestUsage.send(event(invalid, account, 4, "0.000004").replace("deepseek-chat", "ds/a\\u0000b").replace("\n", ""));
+            await().atMost(Duration.ofSeconds(20)).until(() -> deadLetters(account) == 2);
+        } finally {
+            pool.query("ALTER TABLE billing.usage_ledger DROP CONSTRAINT refuses_for_now").execute().await().indefinitely();
+        }
+        long refusedId = deadLetterId(refused);
+        long invalidId = deadLetterId(invalid);
+        // the invalid one is still invalid: a replay says why and changes nothing
+        ApiError still = org.junit.jupiter.api.Assertions.assertThrows(ApiError.class, () -> resolution.replay(invalidId).await().indefinitely());
+        assertEquals(422, still.getResponse().getStatus());
+        // the refused one applies now that its cause is gone
+        assertEquals("replayed", resolution.replay(refusedId).await().indefinitely().get("resolution"));
+        assertEquals(1, count(account));
+        assertEquals(409, org.junit.jupiter.api.Assertions.assertThrows(ApiError.class, () -> resolution.replay(refusedId).await().indefinitely())
+                .getResponse().getStatus(), "once");
+        // the invalid one is written off: never charged, its cost leaves reserved
+        assertEquals("0.000004", resolution.writeOff(invalidId, "bad model name from a broken upstream").await().indefinitely().get("written_off"));
+        Row a = pool.preparedQuery("SELECT reserved, granted_balance FROM billing.accounts WHERE id = $1").execute(Tuple.of(account)).await().indefinitely()
+                .iterator().next();
+        assertEquals(0, new BigDecimal("0.000000").compareTo(a.getBigDecimal("reserved")), "0.000007 reserved - 0.000003 applied - 0.000004 written off");
+        assertEquals(0, new BigDecimal("0.999997").compareTo(a.getBigDecimal("granted_balance")), "only the replayed event was charged");
+        assertEquals(404, org.junit.jupiter.api.Assertions.assertThrows(ApiError.class, () -> resolution.writeOff(Long.MAX_VALUE, null).await().indefinitely())
+                .getResponse().getStatus());
+    }
+
+    long deadLetterId(UUID event) {
+        return pool.preparedQuery("SELECT id FROM billing.usage_dead_letters WHERE event_id = $1").execute(Tuple.of(event)).await().indefinitely()
+                .iterator().next().getLong(0);
     }
 
     long deadLetters(String account) {

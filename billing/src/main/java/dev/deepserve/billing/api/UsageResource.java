@@ -1,9 +1,13 @@
 package dev.deepserve.billing.api;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import dev.deepserve.billing.config.BillingConfig;
 import dev.deepserve.billing.store.UsageStore;
+import dev.deepserve.billing.messaging.DeadLetterResolution;
 import io.smallrye.mutiny.Uni;
+import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.GET;
+import jakarta.ws.rs.POST;
 import jakarta.ws.rs.Path;
 import jakarta.ws.rs.PathParam;
 import jakarta.ws.rs.Produces;
@@ -29,10 +33,12 @@ public class UsageResource {
 
     private final UsageStore store;
     private final BillingConfig config;
+    private final DeadLetterResolution deadLetters;
 
-    UsageResource(UsageStore store, BillingConfig config) {
+    UsageResource(UsageStore store, BillingConfig config, DeadLetterResolution deadLetters) {
         this.store = store;
         this.config = config;
+        this.deadLetters = deadLetters;
     }
 
     static UsageStore.Filter filter(String account, String key, String model, String from, String to, String group) {
@@ -59,6 +65,24 @@ public class UsageResource {
             throw ApiError.badRequest("limit must be between 1 and 1000");
         }
         return store.deadLetters(n);
+    }
+
+    /** Applies a dead letter to the ledger now (after its cause was fixed); 422 naming why when it still cannot be. */
+    @POST
+    @Path("usage/dead-letters/{id}/replay")
+    @Produces(MediaType.APPLICATION_JSON)
+    public Uni<Map<String, Object>> replay(@PathParam("id") long id) {
+        return deadLetters.replay(id);
+    }
+
+    /** Never charges a dead letter and releases the cost set aside for it; {@code {"note": "..."}} says why. */
+    @POST
+    @Path("usage/dead-letters/{id}/write-off")
+    @Consumes(MediaType.APPLICATION_JSON)
+    @Produces(MediaType.APPLICATION_JSON)
+    public Uni<Map<String, Object>> writeOff(@PathParam("id") long id, JsonNode body) {
+        String note = body == null || body.isNull() ? null : AdminInput.text(AdminInput.object(body), "note", false);
+        return deadLetters.writeOff(id, note);
     }
 
     private static OffsetDateTime time(String s, String name) {

@@ -133,8 +133,9 @@ public class UsageStore {
      * (and re-send fixed, or write off). The payload is shown as text, its first 2 KiB, undecodable bytes replaced.
      */
     public Uni<Map<String, Object>> deadLetters(int limit) {
-        return pool.query("SELECT count(*) FROM billing.usage_dead_letters").execute().chain(count -> pool.preparedQuery("""
-                        SELECT id, event_id, account_id, reason, received_at, length(payload) AS bytes, substring(payload FROM 1 FOR 2048) AS head
+        return pool.query("SELECT count(*) FILTER (WHERE resolution IS NULL) FROM billing.usage_dead_letters").execute().chain(count -> pool.preparedQuery("""
+                        SELECT id, event_id, account_id, reason, received_at, length(payload) AS bytes, substring(payload FROM 1 FOR 2048) AS head,
+                               resolution, resolved_at, written_off
                         FROM billing.usage_dead_letters ORDER BY id DESC LIMIT $1""").execute(Tuple.of(limit)).map(rows -> {
                     List<Map<String, Object>> data = new ArrayList<>();
                     for (Row r : rows) {
@@ -146,10 +147,13 @@ public class UsageStore {
                         d.put("received_at", r.getOffsetDateTime("received_at").toString());
                         d.put("bytes", r.getInteger("bytes"));
                         d.put("payload", new String(r.getBuffer("head").getBytes(), java.nio.charset.StandardCharsets.UTF_8));
+                        d.put("resolution", r.getString("resolution"));
+                        d.put("resolved_at", r.getOffsetDateTime("resolved_at") == null ? null : r.getOffsetDateTime("resolved_at").toString());
+                        d.put("written_off", r.getBigDecimal("written_off") == null ? null : r.getBigDecimal("written_off").toPlainString());
                         data.add(d);
                     }
                     Map<String, Object> out = new LinkedHashMap<>();
-                    out.put("total", count.iterator().next().getLong(0));
+                    out.put("total", count.iterator().next().getLong(0)); // unresolved
                     out.put("data", data);
                     return out;
                 }));
