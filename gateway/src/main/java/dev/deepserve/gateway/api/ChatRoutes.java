@@ -22,6 +22,7 @@ import jakarta.enterprise.event.Observes;
 import org.jboss.logging.Logger;
 
 import java.math.BigDecimal;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -189,7 +190,10 @@ public class ChatRoutes {
                         throw Metering.tooManyStreams(config.maxStreamsPerKey());
                     }
                 })
-                .chain(key -> engine.tokenize(call.request.tokenizeBody()))
+                .chain(key -> engine.tokenize(call.request.tokenizeBody())
+                        // a tokenizer that is restarting is waited for (a few seconds), like an engine, not reported at once
+                        .onFailure(t -> t instanceof OpenAiError e && e.status == 503).retry()
+                        .withBackOff(Duration.ofMillis(250), Duration.ofSeconds(2)).expireIn(TOKENIZER_WAIT.toMillis()))
                 .invoke(tokens -> {
                     JsonArray ids = tokens.getJsonArray("ids");
                     call.promptIds = new int[ids.size()];
@@ -214,6 +218,9 @@ public class ChatRoutes {
                     Metering.fail(rc, t);
                 });
     }
+
+    /** How long a request waits for an unreachable tokenizer (a restart takes seconds) before its 503. */
+    static final Duration TOKENIZER_WAIT = Duration.ofSeconds(15);
 
     private void run(RoutingContext rc, Call call) {
         requests.increment();
