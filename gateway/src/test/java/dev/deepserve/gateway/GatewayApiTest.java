@@ -374,7 +374,7 @@ class GatewayApiTest {
         String key = account("1", null);
         EngineTwin.refuse = 503;
         post(key, HI + "}").then().statusCode(503).body("error.type", equalTo("service_unavailable"))
-                .body("error.message", equalTo("the decode queue is full"));
+                .body("error.message", equalTo("the engine is unavailable; retry shortly"));
         assertEquals(0, held(key).signum(), "nothing generated, nothing charged or held");
     }
 

@@ -55,7 +55,9 @@ public class EngineClient {
                     if (resp.statusCode() == 400 || resp.statusCode() == 422 || resp.statusCode() == 413) {
                         throw new OpenAiError(resp.statusCode(), "invalid_request_error", "messages", "invalid_request_error", message, 0);
                     }
-                    throw OpenAiError.unavailable("tokenizer service: " + message);
+                    // its words may name files or addresses: they go to the log, the client learns what failed
+                    LOG.warnf("tokenizer service answered %d: %s", resp.statusCode(), message);
+                    throw OpenAiError.unavailable("the tokenizer service is unavailable; retry shortly");
                 }))
                 .toCompletionStage())
                 // the client learns what failed, not internal addresses or exception text (the log has those)
@@ -112,9 +114,13 @@ public class EngineClient {
                         resp.body().onComplete(ar -> {
                             JsonObject json = ar.succeeded() ? parse(ar.result()) : new JsonObject();
                             String message = json.getJsonObject("error", new JsonObject()).getString("message", "decode service answered " + resp.statusCode());
+                            if (resp.statusCode() != 400) {
+                                LOG.warnf("decode instance %s answered %d: %s", target.base(), resp.statusCode(), message);
+                            }
+                            // a 400 is about the request itself; anything else is the engine's business, not the client's
                             failed.accept(resp.statusCode() == 400
                                     ? OpenAiError.invalid(null, message)
-                                    : OpenAiError.unavailable(message));
+                                    : OpenAiError.unavailable("the engine is unavailable; retry shortly"));
                         });
                         return;
                     }

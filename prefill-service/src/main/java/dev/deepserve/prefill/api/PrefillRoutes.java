@@ -184,7 +184,8 @@ public class PrefillRoutes {
                     decodes.failed(target);
                     // the decode instance may have taken the sequence before going quiet: let it go there too
                     forwardCancel(relay);
-                    relay.finish(503, error("decode instance unreachable: " + e.getMessage()), "application/json");
+                    LOG.warnf("request %s: decode instance %s unreachable: %s", relay.id, target.base, e.getMessage());
+                    relay.finish(503, error("the decode instance is unreachable"), "application/json");
                 })
                 .onSuccess(resp -> {
                     transferTime.record(System.nanoTime() - sent, java.util.concurrent.TimeUnit.NANOSECONDS);
