@@ -98,15 +98,17 @@ public final class ChaosBench {
             if (!options.kafkaFreeze().isZero()) {
                 faults.add(new String[] {"Kafka broker frozen " + options.kafkaFreeze().toSeconds() + " s", "@kafka"});
             }
+            if (!options.quick()) {
+                faults.add(new String[] {"2 gateways, one SIGKILLed + restarted", "@replica"});
+            }
             List<Row> rows = new ArrayList<>();
-            out.printf("%n%-34s %7s %7s %5s %5s %8s %12s %12s%n", "fault", "served", "failed", "cut", "lost", "doubled", "drift", "held");
+            out.printf("%n%-40s %7s %7s %5s %5s %8s %12s %12s%n", "fault", "served", "failed", "cut", "lost", "doubled", "drift", "held");
             for (String[] f : faults) {
                 Row row = phase(stack, options, f[0], () -> inject(stack, options, f[1]));
                 rows.add(row);
-                out.printf("%-34s %7d %7d %5d %5d %8d %12s %12s%n", row.fault(), row.served(), row.failed(), row.cut(), row.lost(), row.doubled(),
+                out.printf("%-40s %7d %7d %5d %5d %8d %12s %12s%n", row.fault(), row.served(), row.failed(), row.cut(), row.lost(), row.doubled(),
                         row.drift().toPlainString(), row.held().toPlainString());
             }
-            out.println("not run: two gateway replicas with one killed (the local stack runs one gateway; LeasesTest covers two replicas' leases)");
             return rows;
         }
     }
@@ -120,6 +122,7 @@ public final class ChaosBench {
             case "" -> { }
             case "@pg" -> stack.freeze(stack.postgresPids(), options.pgFreeze());
             case "@kafka" -> stack.freeze(List.of(stack.supervisorPid()), options.kafkaFreeze());
+            case "@replica" -> stack.restartReplica();
             default -> stack.kill(what);
         }
     }
@@ -127,6 +130,9 @@ public final class ChaosBench {
     /** Load during {@code fault}, then quiet until the pipeline caught up, then the money checks for this phase. */
     private static Row phase(LocalStack stack, Options options, String name, Fault fault) throws Exception {
         Object[] before = stack.balanceNow();
+        if (name.startsWith("2 gateways")) {
+            stack.startReplica();
+        }
         Load load = new Load(stack, options.clients());
         load.start();
         Thread.sleep(options.phase().toMillis() / 2);
@@ -166,6 +172,11 @@ public final class ChaosBench {
             this.clients = clients;
         }
 
+        /** The gateway a client talks to: with a second replica up, every other client uses it. */
+        private String gatewayOf(int client) {
+            return stack.replica != null && client % 2 == 1 ? stack.replicaUrl : stack.gateway;
+        }
+
         void start() {
             for (int i = 0; i < clients; i++) {
                 int client = i;
@@ -191,7 +202,7 @@ public final class ChaosBench {
             String id = null;
             boolean output = false;
             try {
-                HttpResponse<java.io.InputStream> r = http.send(HttpRequest.newBuilder(URI.create(stack.gateway + "/v1/chat/completions"))
+                HttpResponse<java.io.InputStream> r = http.send(HttpRequest.newBuilder(URI.create(gatewayOf(client) + "/v1/chat/completions"))
                         .timeout(Duration.ofSeconds(120)).header("Authorization", "Bearer " + stack.apiKey).header("Content-Type", "application/json")
                         .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofInputStream());
                 id = r.headers().firstValue("X-Request-Id").orElse(null);
@@ -251,6 +262,10 @@ public final class ChaosBench {
         String gateway;
         String apiKey;
         String account;
+        /** A second gateway replica this bench runs itself (the stack runs one), on its own journal. */
+        Process replica;
+        String replicaUrl;
+        int replicaPort;
 
         private LocalStack(Path project, Path home, java.io.PrintStream out) {
             this.project = project;
@@ -430,8 +445,66 @@ public final class ChaosBench {
             }
         }
 
+        /** Starts a second gateway beside the stack's: the same database, Kafka, engines and credentials. */
+        void startReplica() throws Exception {
+            if (replicaPort == 0) {
+                replicaPort = freePort();
+                replicaUrl = "http://127.0.0.1:" + replicaPort;
+            }
+            Path jar = project.resolve("gateway/target/quarkus-app/quarkus-run.jar");
+            ProcessBuilder pb = new ProcessBuilder(ProcessHandle.current().info().command().orElse("java"), "-Xmx512m", "-XX:+UseSerialGC",
+                    "-jar", jar.toString()).redirectErrorStream(true)
+                    .redirectOutput(ProcessBuilder.Redirect.appendTo(home.resolve("logs/gateway-replica.log").toFile()));
+            Map<String, String> e = pb.environment();
+            e.put("QUARKUS_HTTP_PORT", Integer.toString(replicaPort));
+            e.put("QUARKUS_HTTP_HOST", "127.0.0.1");
+            e.put("DEEPSERVE_PG_HOST", "127.0.0.1");
+            e.put("DEEPSERVE_PG_PORT", Integer.toString(ports.get("PG")));
+            e.put("DEEPSERVE_PG_DATABASE", "deepserve");
+            e.put("DEEPSERVE_PG_USER", "deepserve");
+            e.put("DEEPSERVE_PG_PASSWORD", Files.readAllLines(home.resolve("pg/data/deepserve-credentials")).get(1).strip());
+            e.put("DEEPSERVE_KAFKA_BOOTSTRAP", "127.0.0.1:" + ports.get("KAFKA"));
+            e.put("DEEPSERVE_TOKENIZER_URL", "http://127.0.0.1:" + ports.get("TOKENIZER"));
+            e.put("DEEPSERVE_PREFILL_URL", "http://127.0.0.1:" + ports.get("PREFILL"));
+            e.put("DEEPSERVE_DECODE_URL", "http://127.0.0.1:" + ports.get("DECODE"));
+            e.put("DEEPSERVE_BILLING_URL", "http://127.0.0.1:" + ports.get("BILLING"));
+            e.put("DEEPSERVE_ADMIN_KEY", Files.readString(home.resolve("secrets/admin-key")).strip());
+            e.put("DEEPSERVE_INTERNAL_TOKEN", Files.readString(home.resolve("secrets/internal-token")).strip());
+            e.put("DEEPSERVE_USAGE_JOURNAL_DIR", home.resolve("usage-journal-replica").toString());
+            e.put("DEEPSERVE_LEASE_ORPHANED_AFTER", "15s");
+            replica = pb.start();
+            HttpClient http = HttpClient.newHttpClient();
+            long deadline = System.nanoTime() + Duration.ofMinutes(2).toNanos();
+            while (System.nanoTime() < deadline) {
+                try {
+                    if (http.send(HttpRequest.newBuilder(URI.create(replicaUrl + "/q/health/ready")).timeout(Duration.ofSeconds(5)).build(),
+                            HttpResponse.BodyHandlers.discarding()).statusCode() == 200) {
+                        return;
+                    }
+                } catch (IOException notYet) {
+                    // starting
+                }
+                Thread.sleep(500);
+            }
+            throw new IllegalStateException("the second gateway did not become ready (log: " + home.resolve("logs/gateway-replica.log") + ")");
+        }
+
+        /**
+         * SIGKILL of the second replica under load; it comes back a few seconds later on the same journal (as a
+         * StatefulSet pod would on its volume) and replays what it had journaled but not written.
+         */
+        void restartReplica() throws Exception {
+            replica.destroyForcibly().waitFor();
+            Thread.sleep(3000);
+            startReplica();
+        }
+
         @Override
         public void close() throws Exception {
+            if (replica != null) {
+                replica.destroy();
+                replica.waitFor(30, TimeUnit.SECONDS);
+            }
             deepserve(Duration.ofMinutes(3), "down");
         }
 

@@ -246,7 +246,19 @@ class StackIT {
                     .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
             assertEquals(403, wrong.statusCode(), call[0] + call[1] + ": " + wrong.body());
         }
+        // with the credential, the 34-byte KV body that claims 1024 layers × 900,000 tokens: a 400 from its header, no
+        // allocation (no OutOfMemoryError in the log), and decode goes on serving
+        java.nio.ByteBuffer kv = java.nio.ByteBuffer.allocate(34);
+        java.util.zip.CRC32 crc = new java.util.zip.CRC32();
+        crc.update(new byte[2]);
+        kv.putInt(0x44534B56).putInt(1).putInt(2).put(new byte[2]).putInt((int) crc.getValue()).putInt(1024).putInt(512).putInt(64).putInt(900_000);
+        HttpResponse<String> refused = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get("DECODE") + "/internal/kv"))
+                .header("Content-Type", "application/octet-stream").header(dev.deepserve.internal.InternalToken.HEADER, internalToken())
+                .POST(HttpRequest.BodyPublishers.ofByteArray(kv.array())).build(), HttpResponse.BodyHandlers.ofString());
+        assertEquals(400, refused.statusCode(), refused.body());
+        assertTrue(ready(http, PORTS.get("DECODE")), "decode still serves");
         Path home = Path.of(ENV.get("DEEPSERVE_HOME"));
+        assertFalse(Files.readString(home.resolve("logs").resolve("decode-service.log")).contains("OutOfMemoryError"));
         for (String dir : List.of("secrets", "logs", "usage-journal")) {
             assertEquals("rwx------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(home.resolve(dir))), dir);
         }
