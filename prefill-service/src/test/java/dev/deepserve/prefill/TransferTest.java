@@ -118,7 +118,7 @@ class TransferTest {
         FakeDecode.mode = FakeDecode.Mode.DIE;
         double failures = metric("deepserve_kv_transfer_failures_total");
         given().contentType("application/json").body(request("die-" + UUID.randomUUID())).post("/internal/generate").then().statusCode(503)
-                .body(containsString("decode instance unreachable"));
+                .body(containsString("the decode instance is unreachable"));
         assertEquals(0.0, metric("deepserve_prefill_kv_reserved_tokens"));
         assertEquals((Double.isNaN(failures) ? 0 : failures) + 1, metric("deepserve_kv_transfer_failures_total"));
         // and the instance goes on serving
