@@ -88,6 +88,8 @@ public class UsageWriter {
             }
         } else {
             this.journal = null;
+            LOG.warn("the usage journal is off (DEEPSERVE_USAGE_JOURNAL_ENABLED=false): an answer then waits for PostgreSQL, and usage "
+                    + "PostgreSQL keeps refusing is retried only in memory, so it is lost if this process dies during the outage");
         }
     }
 
@@ -305,7 +307,12 @@ public class UsageWriter {
                                          WHERE l.id = s.l RETURNING 1),
                              orphaned AS (UPDATE billing.accounts a SET reserved = a.reserved + s.c
                                           FROM (SELECT f.a, sum(f.c) AS c FROM fresh f WHERE f.l IS NULL OR f.l NOT IN (SELECT id FROM held) GROUP BY f.a) s
-                                          WHERE a.id = s.a RETURNING 1)
+                                          WHERE a.id = s.a RETURNING 1),
+                             -- a spend-capped key's request settled here (handed over after its own settlement kept
+                             -- failing): its cost counts against the cap, as Ledger.settle would have counted it
+                             capped AS (UPDATE billing.api_keys k SET spent = k.spent + s.c
+                                        FROM (SELECT f.p::json->>'api_key_id' AS key, sum(f.c) AS c FROM fresh f WHERE f.l IS NULL GROUP BY 1) s
+                                        WHERE k.id = s.key AND k.spend_cap IS NOT NULL RETURNING 1)
                         SELECT event_id FROM ev""")
                 .execute(Tuple.of(ids, payloads, leaseIds, costs, accounts, sent))
                 .subscribe().with(rows -> {

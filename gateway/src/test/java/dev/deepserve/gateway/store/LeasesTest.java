@@ -323,6 +323,35 @@ class LeasesTest {
         }
     }
 
+    /**
+     * A spend-capped key's settlement that PostgreSQL kept refusing is handed to the usage writer (and its journal):
+     * when it is written, its cost lands on the account's reserved for billing and counts against the key's cap, and
+     * the reservation row is left for the sweeper — together exactly what Ledger.settle would have done.
+     */
+    @Test
+    void aCappedKeysSettlementHandedToTheJournalCountsAgainstItsCap(@TempDir Path journal) throws Exception {
+        String account = account("1");
+        String key = ApiKeys.newId("key");
+        String secret = ApiKeys.newSecret();
+        pool.preparedQuery("INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256, spend_cap) VALUES ($1, $2, 'k', $3, $4, 1)")
+                .execute(Tuple.of(key, account, ApiKeys.prefix(secret), ApiKeys.sha256(secret))).await().indefinitely();
+        Ledger.Reservation r = ledger.reserve(UUID.randomUUID().toString(), account, key, true, available -> 1, tokens -> EACH)
+                .await().indefinitely().orElseThrow();
+        UsageWriter w = writerOver(pool, new Leases(pool, config.lease()), journal);
+        UUID event = UUID.randomUUID();
+        w.write(r, new BigDecimal("0.000005"), event, new JsonObject(event(event, account, "0.00000500")).put("api_key_id", key).encode())
+                .await().atMost(Duration.ofSeconds(5));
+        w.drain().get(10, TimeUnit.SECONDS);
+        w.close(Duration.ofSeconds(1));
+        assertEquals(0, new BigDecimal("0.000005").compareTo(row("SELECT spent FROM billing.api_keys WHERE id = $1", key).getBigDecimal(0)));
+        // the reservation row is released by the sweeper: then only the cost stays, for billing
+        pool.preparedQuery("UPDATE gateway.reservations SET created_at = now() - interval '1 day' WHERE request_id = $1").execute(Tuple.of(r.requestId()))
+                .await().indefinitely();
+        ledger.sweep(Duration.ofMinutes(30)).await().indefinitely();
+        assertEquals(0, new BigDecimal("0.000005").compareTo(reserved(account)));
+        assertEquals(0, row("SELECT reserved FROM billing.api_keys WHERE id = $1", key).getBigDecimal(0).signum(), "the key's reservation is released");
+    }
+
     /** Kafka as the writer sees it: takes what {@code up} says, refuses the rest. */
     static final class FakeKafka extends UsagePublisher {
         final List<UUID> sent = new java.util.concurrent.CopyOnWriteArrayList<>();
