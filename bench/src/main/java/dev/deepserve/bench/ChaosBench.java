@@ -36,7 +36,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * its own phase, after which the load stops and the money is checked once the pipeline has caught up:
  * <ul>
  *   <li>served / failed: requests whose stream ended with its usage chunk, and the others;</li>
- *   <li>cut: failed streams that had already delivered output (what a killed gateway could not settle);</li>
+ *   <li>cut: failed streams that had already delivered output; unbilled: those of them with no ledger row (must be 0:
+ *       a gateway killed mid-stream bills, at its next start, what it had streamed);</li>
  *   <li>lost: served requests with no ledger row (must be 0); doubled: requests with more than one (must be 0);</li>
  *   <li>drift: the balance change minus the ledger's costs for the phase (must be 0);</li>
  *   <li>held: what the account still holds aside once everything settled — {@code reserved} minus live leases'
@@ -49,9 +50,9 @@ import java.util.concurrent.atomic.AtomicInteger;
 public final class ChaosBench {
 
     /** One line of the table. */
-    public record Row(String fault, int served, int failed, int cut, long lost, long doubled, BigDecimal drift, BigDecimal held) {
+    public record Row(String fault, int served, int failed, int cut, long unbilled, long lost, long doubled, BigDecimal drift, BigDecimal held) {
         public boolean clean() {
-            return lost == 0 && doubled == 0 && drift.signum() == 0 && held.signum() == 0;
+            return unbilled == 0 && lost == 0 && doubled == 0 && drift.signum() == 0 && held.signum() == 0;
         }
     }
 
@@ -102,11 +103,11 @@ public final class ChaosBench {
                 faults.add(new String[] {"2 gateways, one SIGKILLed + restarted", "@replica"});
             }
             List<Row> rows = new ArrayList<>();
-            out.printf("%n%-40s %7s %7s %5s %5s %8s %12s %12s%n", "fault", "served", "failed", "cut", "lost", "doubled", "drift", "held");
+            out.printf("%n%-40s %7s %7s %5s %8s %5s %8s %12s %12s%n", "fault", "served", "failed", "cut", "unbilled", "lost", "doubled", "drift", "held");
             for (String[] f : faults) {
                 Row row = phase(stack, options, f[0], () -> inject(stack, options, f[1]));
                 rows.add(row);
-                out.printf("%-40s %7d %7d %5d %5d %8d %12s %12s%n", row.fault(), row.served(), row.failed(), row.cut(), row.lost(), row.doubled(),
+                out.printf("%-40s %7d %7d %5d %8d %5d %8d %12s %12s%n", row.fault(), row.served(), row.failed(), row.cut(), row.unbilled(), row.lost(), row.doubled(),
                         row.drift().toPlainString(), row.held().toPlainString());
             }
             return rows;
@@ -142,7 +143,8 @@ public final class ChaosBench {
         load.stop();
         // the pipeline catches up: every served request in the ledger, nothing left to publish
         long deadline = System.nanoTime() + Duration.ofMinutes(3).toNanos();
-        while (System.nanoTime() < deadline && (stack.missing(load.served.keySet()) > 0 || stack.unpublished() > 0 || stack.held().signum() != 0)) {
+        while (System.nanoTime() < deadline && (stack.missing(load.served.keySet()) > 0 || stack.missing(load.cutIds) > 0 || stack.unpublished() > 0
+                || stack.held().signum() != 0)) {
             Thread.sleep(1000);
         }
         List<String> ids = new ArrayList<>(load.served.keySet());
@@ -151,7 +153,7 @@ public final class ChaosBench {
         // billing changes the balance in the transaction that writes the ledger row: the two must move together
         BigDecimal charged = stack.ledgerCostBetween((java.time.OffsetDateTime) before[0], (java.time.OffsetDateTime) after[0]);
         BigDecimal drift = ((BigDecimal) before[1]).subtract((BigDecimal) after[1]).subtract(charged).stripTrailingZeros();
-        return new Row(name, load.served.size(), load.failed.get(), load.cut.get(), stack.missing(load.served.keySet()), stack.doubled(ids), drift,
+        return new Row(name, load.served.size(), load.failed.get(), load.cut.get(), stack.missing(load.cutIds), stack.missing(load.served.keySet()), stack.doubled(ids), drift,
                 stack.held());
     }
 
@@ -163,6 +165,7 @@ public final class ChaosBench {
         final List<String> failedIds = java.util.Collections.synchronizedList(new ArrayList<>());
         final AtomicInteger failed = new AtomicInteger();
         final AtomicInteger cut = new AtomicInteger();
+        final List<String> cutIds = java.util.Collections.synchronizedList(new ArrayList<>());
         final AtomicBoolean running = new AtomicBoolean(true);
         final List<Thread> threads = new ArrayList<>();
         final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
@@ -243,6 +246,9 @@ public final class ChaosBench {
             }
             if (output) {
                 cut.incrementAndGet();
+                if (id != null) {
+                    cutIds.add(id);
+                }
             }
             try {
                 Thread.sleep(200); // a failing stack is not hammered

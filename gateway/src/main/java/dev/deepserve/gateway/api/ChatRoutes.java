@@ -328,6 +328,8 @@ public class ChatRoutes {
                 }
                 if (call.request.stream() && !call.clientGone() && (!text.isEmpty() || lp != null)) {
                     response.write(sse(chunk(call, text, lp, null)));
+                    // what reached the client is billed even if this gateway dies before the stream ends
+                    metering.progress(call, call.promptTokens, call.tokensReceived, null);
                     if (response.writeQueueFull()) {
                         // a slow reader: stop reading from the engine until the client catches up
                         call.stream.pause();

@@ -82,6 +82,9 @@ public class Metering {
         private Ledger.Reservation reservation;
         private PriceCatalog catalog;
         private boolean clientGone;
+        private UUID eventId;
+        private UsageWriter.Provisional provisional;
+        private long provisionalAt;
 
         protected Billable() {
         }
@@ -131,6 +134,14 @@ public class Metering {
         /** The price catalog as it was when the request was admitted; settlement prices from it, never re-reading it. */
         final PriceCatalog catalog() {
             return catalog;
+        }
+
+        /** The id of this request's usage event, fixed at its first use (a provisional record or the settlement). */
+        final UUID eventId() {
+            if (eventId == null) {
+                eventId = EventIds.next();
+            }
+            return eventId;
         }
     }
 
@@ -291,33 +302,20 @@ public class Metering {
         PriceCatalog fresh = call.catalog() != null ? call.catalog() : prices.cached();
         Uni<PriceCatalog> catalogs = fresh != null ? null : prices.catalog();
         Consumer<PriceCatalog> withCatalog = catalog -> {
-            Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
-            if (!price.currency().equals(call.key().currency())) {
-                // a row in another currency (from before billing kept one currency per model): the admission's ceiling,
-                // checked against the account's currency, is what this request agreed to pay
-                price = catalog.ceiling(call.model(), call.created() == 0 ? completedAt : Instant.ofEpochSecond(call.created())).orElse(price);
-            }
             int hit = Math.min(cached, prompt);
-            BigDecimal cost = price.cost(hit, prompt - hit, completion);
-            // never more than was reserved: what an upstream generated beyond the bound is counted, not charged
-            JsonObject fields = extra;
-            BigDecimal reserved = call.reservation() == null ? null : call.reservation().amount();
-            if (reserved != null && cost.compareTo(reserved) > 0) {
-                BigDecimal overrun = cost.subtract(reserved);
-                LOG.warnf("request %s: usage cost %s exceeds its reservation %s; charged the reservation, overrun %s recorded", call.id(),
-                        Money.plain(cost), Money.plain(reserved), Money.plain(overrun));
-                overruns.increment();
-                cost = reserved;
-                fields = (extra == null ? new JsonObject() : extra.copy()).put("overrun", Money.plain(overrun));
-            }
-            UUID eventId = EventIds.next();
-            String event = eventJson(eventId, call, hit, prompt - hit, completion, cost, price.currency(), reason, completedAt, error, fields);
+            Charge charge = charge(call, catalog, hit, prompt, completion, completedAt, extra, true);
+            BigDecimal cost = charge.cost();
+            UUID eventId = call.eventId();
+            String event = eventJson(eventId, call, hit, prompt - hit, completion, cost, charge.currency(), reason, completedAt, error, charge.fields());
             JsonObject usage = new JsonObject().put("prompt_tokens", prompt).put("completion_tokens", completion).put("total_tokens", prompt + completion)
                     .put("prompt_tokens_details", new JsonObject().put("cached_tokens", hit)).put("prompt_cache_hit_tokens", hit)
                     .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
                     .put("cost", Money.plain(cost));
             BigDecimal charged = cost;
             settleWithRetry(call, charged, eventId, event, 0, () -> {
+                // the settlement is safe: the provisional record of what the request had streamed is superseded
+                Metering.this.usage.release(call.provisional);
+                call.provisional = null;
                 if (call.key().tpm() != null) {
                     limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
                 }
@@ -333,8 +331,62 @@ public class Metering {
             if (call.reservation().lease() != null) {
                 leases.release(call.reservation());
             }
+            usage.release(call.provisional);
+            call.provisional = null;
             then.then(new JsonObject(), t);
         });
+    }
+
+    /** A request's cost at its admission's price, never above its reservation, and the event fields that go with it. */
+    private record Charge(BigDecimal cost, String currency, JsonObject fields) {
+    }
+
+    private Charge charge(Billable call, PriceCatalog catalog, int hit, int prompt, int completion, Instant completedAt, JsonObject extra, boolean count) {
+        Price price = catalog.at(call.model(), completedAt).orElseGet(() -> catalog.ceiling(call.model(), completedAt).orElseThrow());
+        if (!price.currency().equals(call.key().currency())) {
+            // a row in another currency (from before billing kept one currency per model): the admission's ceiling,
+            // checked against the account's currency, is what this request agreed to pay
+            price = catalog.ceiling(call.model(), call.created() == 0 ? completedAt : Instant.ofEpochSecond(call.created())).orElse(price);
+        }
+        BigDecimal cost = price.cost(hit, prompt - hit, completion);
+        // never more than was reserved: what an upstream generated beyond the bound is counted, not charged
+        JsonObject fields = extra;
+        BigDecimal reserved = call.reservation() == null ? null : call.reservation().amount();
+        if (reserved != null && cost.compareTo(reserved) > 0) {
+            BigDecimal overrun = cost.subtract(reserved);
+            if (count) {
+                LOG.warnf("request %s: usage cost %s exceeds its reservation %s; charged the reservation, overrun %s recorded", call.id(),
+                        Money.plain(cost), Money.plain(reserved), Money.plain(overrun));
+                overruns.increment();
+            }
+            cost = reserved;
+            fields = (extra == null ? new JsonObject() : extra.copy()).put("overrun", Money.plain(overrun));
+        }
+        return new Charge(cost, price.currency(), fields);
+    }
+
+    /** How often a streaming request's provisional record is renewed: the most output a crash can leave unbilled. */
+    static final long PROGRESS_NANOS = java.util.concurrent.TimeUnit.SECONDS.toNanos(1);
+
+    /**
+     * A streaming request has sent {@code completion} output tokens to its client: at most once a second, what it has
+     * cost so far goes into the usage journal as a provisional record under its event id (the settlement supersedes
+     * it). Should the gateway die before the request settles, its next start bills that record, flagged
+     * {@code estimated} and {@code interrupted}: the output that reached the client, and the prompt at the cache-hit
+     * price (the cache split is known only at the end, and an estimate never charges more than the request cost).
+     */
+    public void progress(Billable call, int prompt, int completion, JsonObject extra) {
+        long now = System.nanoTime();
+        if (call.reservation() == null || call.catalog() == null || (call.provisional != null && now - call.provisionalAt < PROGRESS_NANOS)) {
+            return;
+        }
+        call.provisionalAt = now;
+        Instant at = Instant.now();
+        JsonObject fields = (extra == null ? new JsonObject() : extra.copy()).put("estimated", true).put("interrupted", true);
+        Charge charge = charge(call, call.catalog(), prompt, prompt, completion, at, fields, false);
+        String event = eventJson(call.eventId(), call, prompt, 0, completion, charge.cost(), charge.currency(), "interrupted", at,
+                "the gateway stopped while this request streamed; billed for the output that had reached the client", charge.fields());
+        call.provisional = usage.provisional(call.reservation(), charge.cost(), call.eventId(), event, call.provisional);
     }
 
     /**
@@ -392,14 +444,8 @@ public class Metering {
             });
             return;
         }
-        ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> {
-            if (attempt <= QUICK_SETTLE_ATTEMPTS) {
-                done.run();
-            } else {
-                LOG.infof("request %s: settled after %d attempts", call.id(), attempt + 1);
-            }
-        }, t -> {
-            if (attempt == QUICK_SETTLE_ATTEMPTS && usage.durable()) {
+        ledger.settle(call.reservation(), cost, eventId, event).subscribe().with(v -> done.run(), t -> {
+            if (attempt == QUICK_SETTLE_ATTEMPTS) {
                 // the answer waits no longer, and the event must outlive this process: the usage journal takes it
                 // (replayed at the next start if this one dies; its cost lands on the account's reserved, and the
                 // reservation row is released by the sweeper — together what the settlement would have done)
@@ -408,22 +454,14 @@ public class Metering {
                 done.run();
                 return;
             }
-            if (attempt == QUICK_SETTLE_ATTEMPTS) {
-                // without a journal: the answer waits no longer; the event is retried for as long as this process runs,
-                // and its reservation stays in the database meanwhile
-                LOG.errorf("request %s: settlement failed %d times (%s); answering, and retrying in the background", call.id(), attempt + 1, t.getMessage());
-                done.run();
-            } else {
-                LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());
-            }
-            long delay = Math.min(MAX_SETTLE_RETRY_MILLIS, 250L << Math.min(attempt, 10));
+            LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());
+            long delay = 250L << attempt;
             vertx.setTimer(delay, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
         });
     }
 
-    /** Tries before the answer stops waiting for its settlement (about 16 s of backoff in all). */
+    /** Tries before the settlement is handed to the usage journal (about 16 s of backoff in all). */
     static final int QUICK_SETTLE_ATTEMPTS = 6;
-    static final long MAX_SETTLE_RETRY_MILLIS = 30_000;
 
     @Scheduled(every = "1m", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
     Uni<Void> sweepReservations() {

@@ -34,7 +34,7 @@ import java.util.zip.CRC32C;
  * the next start replays what the journal still holds, and the outbox insert is idempotent on the event id.
  * <p>
  * One line per event, {@code <crc32c as 8 hex digits> <json>\n}, the json being
- * {@code {"lease":…,"cost":…,"event":<the usage event>}}; a line whose checksum does not match (a write torn by a
+ * {@code {"lease":…,"cost":…,["provisional":true,]"event":<the usage event>}}; a line whose checksum does not match (a write torn by a
  * crash) is reported and skipped. Lines go into segment files {@code usage-<n>.journal}; a new segment starts
  * when the current one is full or old, and a segment is deleted once every event in it is committed to
  * PostgreSQL. The current segment is mapped into memory, so an append is a copy into the page cache rather than a
@@ -51,8 +51,15 @@ final class UsageJournal implements AutoCloseable {
     private static final long SEGMENT_NANOS = Duration.ofSeconds(10).toNanos();
     private static final CompletableFuture<Void> DONE = CompletableFuture.completedFuture(null);
 
-    /** One settled event: the lease it was charged to ({@code null} for none) and its exact cost. */
-    record Entry(UUID eventId, UUID lease, String accountId, BigDecimal cost, String payload) {
+    /**
+     * One settled event: the lease it was charged to ({@code null} for none) and its exact cost. A
+     * {@code provisional} entry is what a request still streaming has cost so far, under the event id its settlement
+     * will use: replayed only when no settled entry for that id is found (the gateway died mid-stream).
+     */
+    record Entry(UUID eventId, UUID lease, String accountId, BigDecimal cost, String payload, boolean provisional) {
+        Entry(UUID eventId, UUID lease, String accountId, BigDecimal cost, String payload) {
+            this(eventId, lease, accountId, cost, payload, false);
+        }
     }
 
     /** An entry read back at startup, when its event was completed (null if it does not say), and its segment. */
@@ -211,7 +218,7 @@ final class UsageJournal implements AutoCloseable {
             JsonObject event = o.getJsonObject("event");
             String lease = o.getString("lease");
             Entry entry = new Entry(UUID.fromString(event.getString("event_id")), lease == null ? null : UUID.fromString(lease), event.getString("account_id"),
-                    new BigDecimal(o.getString("cost")), event.encode());
+                    new BigDecimal(o.getString("cost")), event.encode(), o.getBoolean("provisional", false));
             return new Recovered(entry, completedAt(event), segment);
         } catch (RuntimeException e) {
             return null;
@@ -231,7 +238,8 @@ final class UsageJournal implements AutoCloseable {
     /** Appends one event; it is in the operating system's hands on return, on disk when {@code synced} completes. */
     Appended append(Entry e) throws IOException {
         byte[] payload = e.payload().getBytes(StandardCharsets.UTF_8);
-        String head = "{\"lease\":" + (e.lease() == null ? "null" : "\"" + e.lease() + "\"") + ",\"cost\":\"" + e.cost().toPlainString() + "\",\"event\":";
+        String head = "{\"lease\":" + (e.lease() == null ? "null" : "\"" + e.lease() + "\"") + ",\"cost\":\"" + e.cost().toPlainString() + "\","
+                + (e.provisional() ? "\"provisional\":true," : "") + "\"event\":";
         synchronized (this) {
             if (closed) {
                 throw new ClosedChannelException();

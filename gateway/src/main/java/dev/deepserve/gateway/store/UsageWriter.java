@@ -38,17 +38,17 @@ import java.util.concurrent.TimeUnit;
  * event whose lease is gone (returned by the sweeper while the event waited) is charged to its account's
  * {@code reserved} instead, where billing collects it.
  * <p>
- * With the journal (the default), a request's answer is released once its event is in the local
- * {@link UsageJournal}; groups are sent every {@code group-wait} behind the answers and retried until PostgreSQL
- * takes them, and what is still in the journal when the gateway stops is replayed at its next start. Without it, a
- * group is sent as soon as the previous one is done and each answer waits for its event's commit.
+ * A request's answer is released once its event is in the local {@link UsageJournal}; groups are sent every
+ * {@code group-wait} behind the answers and retried until PostgreSQL takes them, and what is still in the journal
+ * when the gateway stops is replayed at its next start. An event the journal cannot take (a full disk) waits in
+ * memory, its answer held until PostgreSQL commits it. A request still streaming keeps a provisional record of what
+ * it has cost so far, so a gateway that dies mid-stream bills, at its next start, the output that reached a client.
  */
 @ApplicationScoped
 public class UsageWriter {
 
     private static final Logger LOG = Logger.getLogger(UsageWriter.class);
     private static final int MAX_GROUP = 2000;
-    private static final int MAX_ATTEMPTS = 7;
     private static final long MAX_BACKOFF_MS = 5000;
     private static final long PUBLISH_PAUSE_NANOS = TimeUnit.SECONDS.toNanos(30);
 
@@ -80,22 +80,33 @@ public class UsageWriter {
         this.vertx = vertx;
         this.groupWaitMs = usage.groupWait().toMillis();
         this.retention = outbox.retention();
-        if (usage.journal().enabled()) {
-            try {
-                this.journal = UsageJournal.open(usage.journal().dir().toAbsolutePath(), usage.journal().fsync());
-            } catch (IOException e) {
-                throw new UncheckedIOException("cannot open the usage journal " + usage.journal().dir().toAbsolutePath() + ": " + e.getMessage(), e);
-            }
-        } else {
-            this.journal = null;
-            LOG.warn("the usage journal is off (DEEPSERVE_USAGE_JOURNAL_ENABLED=false): an answer then waits for PostgreSQL, and usage "
-                    + "PostgreSQL keeps refusing is retried only in memory, so it is lost if this process dies during the outage");
+        if (!usage.journal().enabled()) {
+            // an answer whose event lived only in memory would be free if this process died before PostgreSQL took it
+            throw new IllegalStateException("DEEPSERVE_USAGE_JOURNAL_ENABLED=false is not supported: usage events are journaled before an answer "
+                    + "goes out; give each replica a DEEPSERVE_USAGE_JOURNAL_DIR on storage that outlives the process");
+        }
+        try {
+            this.journal = UsageJournal.open(usage.journal().dir().toAbsolutePath(), usage.journal().fsync());
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot open the usage journal " + usage.journal().dir().toAbsolutePath() + ": " + e.getMessage(), e);
         }
     }
 
     /**
-     * One event on its way: {@code segment} is the journal segment holding it ({@code null} when it is not
-     * journaled, and then {@code done} completes at its commit); {@code reservation} is {@code null} for an event
+     * What a request still streaming has cost so far, kept in the journal under the event id its settlement will use
+     * (see {@link #provisional}); opaque outside this package.
+     */
+    public static final class Provisional {
+        private final UsageJournal.Segment segment;
+
+        private Provisional(UsageJournal.Segment segment) {
+            this.segment = segment;
+        }
+    }
+
+    /**
+     * One event on its way: {@code segment} is the journal segment holding it ({@code null} when the journal could
+     * not take it, and then {@code done} completes at its commit); {@code reservation} is {@code null} for an event
      * replayed from an earlier run's journal, whose lease this process never held.
      */
     private record Item(UUID eventId, String payload, UUID lease, String accountId, Ledger.Reservation reservation, BigDecimal cost,
@@ -109,10 +120,7 @@ public class UsageWriter {
     }
 
     void start(@Observes StartupEvent ev) {
-        if (journal == null) {
-            return;
-        }
-        List<UsageJournal.Recovered> left = journal.takeRecovered();
+        List<UsageJournal.Recovered> left = settledOrInterrupted(journal.takeRecovered());
         if (left.isEmpty()) {
             LOG.debugf("usage journal %s is empty", journal.dir());
             return;
@@ -121,6 +129,7 @@ public class UsageWriter {
         Set<UUID> applied = appliedAmong(left.stream().filter(r -> r.completedAt() != null && r.completedAt().isBefore(tooOld))
                 .map(r -> r.entry().eventId()).toList());
         int replayed = 0;
+        int interrupted = 0;
         synchronized (this) {
             for (UsageJournal.Recovered r : left) {
                 UsageJournal.Entry e = r.entry();
@@ -142,15 +151,45 @@ public class UsageWriter {
                 queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false));
                 accepted++;
                 replayed++;
+                if (e.provisional()) {
+                    interrupted++;
+                }
             }
         }
-        LOG.infof("replaying %d usage event(s) left in the journal %s by an earlier run", replayed, journal.dir());
+        LOG.infof("replaying %d usage event(s) left in the journal %s by an earlier run%s", replayed, journal.dir(),
+                interrupted == 0 ? "" : ", " + interrupted + " of them for requests cut off mid-stream (billed for what they had streamed)");
         kick();
     }
 
-    /** Whether events written here are journaled (they then survive this process until PostgreSQL has them). */
-    public boolean durable() {
-        return journal != null;
+    /**
+     * The recovered entries to replay: every settled event, and for a request that never settled (this gateway died
+     * while it streamed) its last provisional entry; the provisional entries a settlement superseded are let go.
+     */
+    private List<UsageJournal.Recovered> settledOrInterrupted(List<UsageJournal.Recovered> recovered) {
+        Set<UUID> settled = new HashSet<>();
+        java.util.Map<UUID, UsageJournal.Recovered> last = new java.util.HashMap<>();
+        for (UsageJournal.Recovered r : recovered) {
+            if (!r.entry().provisional()) {
+                settled.add(r.entry().eventId());
+            }
+        }
+        List<UsageJournal.Recovered> out = new ArrayList<>(recovered.size());
+        for (UsageJournal.Recovered r : recovered) {
+            UUID id = r.entry().eventId();
+            if (!r.entry().provisional()) {
+                out.add(r);
+            } else if (settled.contains(id)) {
+                journal.committed(r.segment());
+            } else {
+                // journal order is append order: a later provisional entry has streamed at least as much
+                UsageJournal.Recovered earlier = last.put(id, r);
+                if (earlier != null) {
+                    journal.committed(earlier.segment());
+                }
+            }
+        }
+        out.addAll(last.values());
+        return out;
     }
 
     /** Which of these event ids billing's ledger has, or null when it cannot be read now. */
@@ -180,12 +219,10 @@ public class UsageWriter {
     public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, String payload) {
         leases.settling(r, cost);
         UsageJournal.Appended appended = null;
-        if (journal != null) {
-            try {
-                appended = journal.append(new UsageJournal.Entry(eventId, r.lease(), r.accountId(), cost, payload));
-            } catch (IOException e) {
-                LOG.errorf("usage journal %s not writable (%s); request %s waits for PostgreSQL instead", journal.dir(), e.getMessage(), r.requestId());
-            }
+        try {
+            appended = journal.append(new UsageJournal.Entry(eventId, r.lease(), r.accountId(), cost, payload));
+        } catch (IOException e) {
+            LOG.errorf("usage journal %s not writable (%s); request %s waits for PostgreSQL instead", journal.dir(), e.getMessage(), r.requestId());
         }
         CompletableFuture<Void> committed = appended == null ? new CompletableFuture<>() : null;
         synchronized (this) {
@@ -196,7 +233,32 @@ public class UsageWriter {
         return appended == null ? committed : appended.synced();
     }
 
-    /** Completes once every event accepted before the call has been committed (or given up on and logged). */
+    /**
+     * Records what a request still streaming has cost so far ({@code payload}: the usage event it would settle with
+     * now, under the event id its settlement will use), replacing {@code previous}; nothing is sent anywhere. Should
+     * this process die before the request settles, the next start replays the last such record, so output that
+     * reached a client is billed; once the settlement is in the journal, {@link #release} lets it go.
+     */
+    public Provisional provisional(Ledger.Reservation r, BigDecimal cost, UUID eventId, String payload, Provisional previous) {
+        Provisional now;
+        try {
+            now = new Provisional(journal.append(new UsageJournal.Entry(eventId, r.lease(), r.accountId(), cost, payload, true)).segment());
+        } catch (IOException e) {
+            LOG.debugf("usage journal not writable (%s); request %s's progress not recorded", e.getMessage(), r.requestId());
+            return previous;
+        }
+        release(previous);
+        return now;
+    }
+
+    /** A request's provisional record is superseded (its settlement is safe): its segment may go. */
+    public void release(Provisional p) {
+        if (p != null) {
+            journal.committed(p.segment);
+        }
+    }
+
+    /** Completes once every event accepted before the call has been committed. */
     public CompletableFuture<Void> drain() {
         CompletableFuture<Void> done = new CompletableFuture<>();
         synchronized (this) {
@@ -208,7 +270,7 @@ public class UsageWriter {
         return done;
     }
 
-    /** Starts a group unless one is on its way: at once without the journal, after {@code group-wait} with it. */
+    /** Starts a group unless one is on its way, after {@code group-wait} (at once when that is zero or the queue is long). */
     private void kick() {
         boolean now;
         synchronized (this) {
@@ -216,7 +278,7 @@ public class UsageWriter {
                 return;
             }
             sending = true;
-            now = journal == null || groupWaitMs <= 0 || queue.size() >= MAX_GROUP;
+            now = groupWaitMs <= 0 || queue.size() >= MAX_GROUP;
         }
         if (now) {
             send(0);
@@ -244,11 +306,11 @@ public class UsageWriter {
                 unique.add(it);
             }
         }
-        if (journal == null || publisher == null || System.nanoTime() < publishPausedUntil) {
+        if (publisher == null || System.nanoTime() < publishPausedUntil) {
             insert(group, unique, seen, Set.of(), attempt);
             return;
         }
-        // journaled: each event goes to Kafka first, and into the outbox already stamped as published, so the relay
+        // each event goes to Kafka first, and into the outbox already stamped as published, so the relay
         // has nothing to read back or stamp; what Kafka does not take now goes in unstamped for the relay to send
         List<UUID> toSend = new ArrayList<>(unique.size());
         List<String> payloads = new ArrayList<>(unique.size());
@@ -357,41 +419,33 @@ public class UsageWriter {
         kick();
     }
 
+    /** A group was not written: every event in it is retried (never dropped), what Kafka already took not sent again. */
     private void failed(List<Item> group, Set<UUID> acked, int attempt, Throwable e) {
-        List<Item> retry = new ArrayList<>();
-        int givenUp = 0;
+        List<Item> retry = new ArrayList<>(group.size());
+        int unjournaled = 0;
         for (Item it : group) {
-            if (it.segment() == null && attempt + 1 >= MAX_ATTEMPTS) {
-                LOG.errorf("request %s: usage event not written after %d attempts (%s); kept in this log for replay: %s",
-                        it.reservation() == null ? it.eventId() : it.reservation().requestId(), MAX_ATTEMPTS, e.getMessage(), it.payload());
-                finish(it, false);
-                givenUp++;
-            } else {
-                // what Kafka already took is not sent again
-                retry.add(it.again(it.published() || acked.contains(it.eventId())));
+            retry.add(it.again(it.published() || acked.contains(it.eventId())));
+            if (it.segment() == null) {
+                unjournaled++;
             }
         }
         if (attempt == 0 || attempt % 10 == 9) {
-            LOG.warnf("writing %d usage event(s) to PostgreSQL failed (%s), retrying%s", group.size(), e.getMessage(),
-                    journal == null ? "" : "; they are safe in the journal meanwhile");
+            LOG.warnf("writing %d usage event(s) to PostgreSQL failed (%s), retrying; %s", group.size(), e.getMessage(),
+                    unjournaled == 0 ? "they are safe in the journal meanwhile" : unjournaled + " of them the journal could not take wait in memory, their answers held");
         }
         synchronized (this) {
-            finished += givenUp;
             for (int i = retry.size() - 1; i >= 0; i--) {
                 queue.addFirst(retry.get(i));
             }
         }
         long backoff = Math.min(MAX_BACKOFF_MS, 250L << Math.min(attempt, 10));
-        int next = givenUp > 0 ? 0 : attempt + 1;
-        vertx.setTimer(backoff, t -> send(next));
+        vertx.setTimer(backoff, t -> send(attempt + 1));
     }
 
     /** Ends a journal segment whose events are all in PostgreSQL, so an idle replica's journal holds nothing. */
     @Scheduled(every = "10s", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
     void tidy() {
-        if (journal != null) {
-            journal.tidy();
-        }
+        journal.tidy();
     }
 
     /** Before the leases are returned: what is queued goes to PostgreSQL, or stays in the journal for the next start. */
@@ -408,15 +462,12 @@ public class UsageWriter {
             synchronized (this) {
                 left = accepted - finished;
             }
-            LOG.warnf("%d usage event(s) not written to PostgreSQL at shutdown%s", left,
-                    journal == null ? "; they are lost" : "; the journal " + journal.dir() + " keeps them for the next start");
+            LOG.warnf("%d usage event(s) not written to PostgreSQL at shutdown; the journal %s keeps them for the next start", left, journal.dir());
         }
-        if (journal != null) {
-            try {
-                journal.close();
-            } catch (IOException e) {
-                LOG.warnf("closing the usage journal: %s", e.getMessage());
-            }
+        try {
+            journal.close();
+        } catch (IOException e) {
+            LOG.warnf("closing the usage journal: %s", e.getMessage());
         }
     }
 }

@@ -112,4 +112,31 @@ public final class SseScanner {
         }
         return out == null ? null : out.toString();
     }
+
+    private static final byte[] CONTENT = "\"content\":\"".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+    private static final byte[] TEXT = "\"text\":\"".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+
+    /**
+     * Whether an event carries generated text: a non-empty {@code "content"} (chat) or {@code "text"} (completions)
+     * string, as upstreams write it (no space after the colon). A byte scan, no decoding: it runs on every relayed event.
+     */
+    public static boolean carriesText(Buffer event) {
+        return nonEmptyString(event, CONTENT) || nonEmptyString(event, TEXT);
+    }
+
+    private static boolean nonEmptyString(Buffer event, byte[] key) {
+        int n = event.length() - key.length;
+        outer:
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < key.length; j++) {
+                if (event.getByte(i + j) != key[j]) {
+                    continue outer;
+                }
+            }
+            if (event.getByte(i + key.length) != '"') {
+                return true;
+            }
+        }
+        return false;
+    }
 }

@@ -111,6 +111,8 @@ public class UpstreamProxy {
         JsonObject usageChunk;
         final SseScanner scanner = new SseScanner();
         final List<Buffer> events = new ArrayList<>();
+        /** Events with generated text relayed to the client: a lower bound on the output tokens that reached it. */
+        int relayed;
 
         Call(RoutingContext rc, ApiKey key, JsonObject body, boolean chat) {
             super(key);
@@ -392,6 +394,9 @@ public class UpstreamProxy {
             int usageAt = SseScanner.usageObject(event);
             if (usageAt < 0) {
                 out.appendBuffer(event);
+                if (SseScanner.carriesText(event)) {
+                    call.relayed++;
+                }
                 return;
             }
             String data = SseScanner.data(event);
@@ -422,6 +427,9 @@ public class UpstreamProxy {
         });
         if (out.length() > 0 && !call.clientGone()) {
             response.write(out);
+            // should this gateway die before the stream ends, what reached the client is billed: one token per data
+            // event with text relayed (each carries at least one) and no prompt — the least it can have cost
+            metering.progress(call, 0, call.relayed, extra(call, true));
             if (response.writeQueueFull()) {
                 resp.pause();
                 response.drainHandler(v -> resp.resume());

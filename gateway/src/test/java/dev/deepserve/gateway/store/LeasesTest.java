@@ -236,6 +236,77 @@ class LeasesTest {
         assertEquals(2L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = ANY($1)", (Object) new UUID[] {ea, eb}).getLong(0));
     }
 
+    /**
+     * A gateway that dies while requests stream bills, at its next start, each cut-off request's last provisional
+     * record (what had reached the client), and a request whose settlement made it into the journal exactly its
+     * settled cost — the provisional records under the same event id are let go, never billed beside it.
+     */
+    @Test
+    void aRequestCutOffMidStreamIsBilledFromItsLastProvisionalRecordAndASettledOneOnlyOnce(@TempDir Path journal) throws Exception {
+        String cutAccount = account("1");
+        String settledAccount = account("1");
+        Leases replica = new Leases(pool, config.lease());
+        Ledger.Reservation cut = reserveOne(replica, cutAccount).await().indefinitely().orElseThrow();
+        Ledger.Reservation settled = reserveOne(replica, settledAccount).await().indefinitely().orElseThrow();
+        Pool unreachable = PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
+                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
+        UsageWriter dying = writerOver(unreachable, replica, journal);
+        UUID ec = UUID.randomUUID();
+        UUID es = UUID.randomUUID();
+        // the cut request streamed for a while: two provisional records, the second superseding the first
+        UsageWriter.Provisional p = dying.provisional(cut, new BigDecimal("0.000001"), ec, event(ec, cutAccount, "0.00000100"), null);
+        p = dying.provisional(cut, new BigDecimal("0.000003"), ec, event(ec, cutAccount, "0.00000300"), p);
+        // the settled one: a provisional record, then its settlement — and the process dies before letting the record go
+        dying.provisional(settled, new BigDecimal("0.000002"), es, event(es, settledAccount, "0.00000200"), null);
+        dying.write(settled, new BigDecimal("0.000004"), es, event(es, settledAccount, "0.00000400")).await().atMost(Duration.ofSeconds(5));
+        dying.close(Duration.ofMillis(300));
+        unreachable.closeAndAwait();
+
+        UsageWriter next = writerOver(pool, new Leases(pool, config.lease()), journal);
+        next.start(null);
+        next.drain().get(10, TimeUnit.SECONDS);
+        next.close(Duration.ofSeconds(1));
+        assertEquals("0.00000300", new JsonObject(row("SELECT payload::text FROM gateway.usage_outbox WHERE event_id = $1", ec).getString(0)).getString("cost"),
+                "the cut request is billed from its last provisional record");
+        assertEquals("0.00000400", new JsonObject(row("SELECT payload::text FROM gateway.usage_outbox WHERE event_id = $1", es).getString(0)).getString("cost"),
+                "the settled request is billed its settlement");
+        assertEquals(0, new BigDecimal("0.000003").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = $1", cut.lease()).getBigDecimal(0)));
+        assertEquals(0, new BigDecimal("0.000004").compareTo(row("SELECT consumed FROM gateway.leases WHERE id = $1", settled.lease()).getBigDecimal(0)),
+                "charged once: the superseded provisional record is not");
+        try (var files = Files.list(journal)) {
+            assertEquals(List.of(), files.filter(f -> f.toString().endsWith(".journal")).toList(), "nothing is left in the journal");
+        }
+    }
+
+    /** There is no journal-less mode: an event held only in memory would be free if the process died. */
+    @Test
+    void aGatewayWithoutItsUsageJournalDoesNotStart(@TempDir Path journal) {
+        GatewayConfig.Usage off = new GatewayConfig.Usage() {
+            public Journal journal() {
+                return new Journal() {
+                    public boolean enabled() {
+                        return false;
+                    }
+
+                    public Path dir() {
+                        return journal;
+                    }
+
+                    public boolean fsync() {
+                        return false;
+                    }
+                };
+            }
+
+            public Duration groupWait() {
+                return Duration.ofMillis(5);
+            }
+        };
+        IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+                () -> new UsageWriter(pool, leases, vertx, null, off, config.outbox()));
+        assertTrue(e.getMessage().contains("DEEPSERVE_USAGE_JOURNAL_ENABLED=false is not supported"), e.getMessage());
+    }
+
     /** The test's lease settings with a sweep TTL of one second, so a "paused" replica can be shown in a test. */
     GatewayConfig.Lease quickSweep() {
         GatewayConfig.Lease base = config.lease();

@@ -51,6 +51,17 @@ class UpstreamPartsTest {
         assertNull(SseScanner.data(Buffer.buffer(": keep-alive\n\n")));
     }
 
+    /** What a gateway killed mid-stream bills for an upstream stream: one token per relayed event that carried text. */
+    @Test
+    void onlyEventsWithGeneratedTextCountAsOutput() {
+        assertFalse(SseScanner.carriesText(Buffer.buffer("data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n")));
+        assertTrue(SseScanner.carriesText(Buffer.buffer("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n")));
+        assertTrue(SseScanner.carriesText(Buffer.buffer("data: {\"choices\":[{\"text\":\" there\",\"index\":0}]}\n\n")));
+        assertFalse(SseScanner.carriesText(Buffer.buffer("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")));
+        assertFalse(SseScanner.carriesText(Buffer.buffer(": keep-alive\n\n")));
+        assertFalse(SseScanner.carriesText(Buffer.buffer("data: {\"content\":\"")), "an event cut at the key");
+    }
+
     @Test
     void theBreakerOpensAfterConsecutiveFailuresAndLetsOneTrialThrough() {
         long pass = CircuitBreaker.PASS;
