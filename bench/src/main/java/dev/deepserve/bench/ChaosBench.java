@@ -32,7 +32,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * The chaos suite: the real stack ({@code ./deepserve up -d}, loopback, its own data directory and ports) under
- * streaming load, one fault at a time — SIGKILL of each service, PostgreSQL frozen, the Kafka broker frozen — each in
+ * streaming load, one fault at a time — SIGKILL of each service and of the Kafka broker (the stack restarts them),
+ * PostgreSQL frozen, the Kafka broker frozen — each in
  * its own phase, after which the load stops and the money is checked once the pipeline has caught up:
  * <ul>
  *   <li>served / failed: requests whose stream ended with its usage chunk, and the others;</li>
@@ -92,7 +93,7 @@ public final class ChaosBench {
         try (LocalStack stack = LocalStack.up(project, out)) {
             List<String[]> faults = new ArrayList<>();
             faults.add(new String[] {"none (baseline)", ""});
-            for (String service : List.of("gateway", "billing", "decode-service", "prefill-service", "tokenizer-service")) {
+            for (String service : List.of("gateway", "billing", "decode-service", "prefill-service", "tokenizer-service", "kafka")) {
                 faults.add(new String[] {"SIGKILL " + service, service});
             }
             faults.add(new String[] {"PostgreSQL frozen " + options.pgFreeze().toSeconds() + " s", "@pg"});
@@ -122,7 +123,7 @@ public final class ChaosBench {
         switch (what) {
             case "" -> { }
             case "@pg" -> stack.freeze(stack.postgresPids(), options.pgFreeze());
-            case "@kafka" -> stack.freeze(List.of(stack.supervisorPid()), options.kafkaFreeze());
+            case "@kafka" -> stack.freeze(List.of(stack.pidOf("kafka")), options.kafkaFreeze());
             case "@replica" -> stack.restartReplica();
             default -> stack.kill(what);
         }
@@ -326,8 +327,8 @@ public final class ChaosBench {
             return JSON.readTree(home.resolve("stack.json").toFile());
         }
 
-        long supervisorPid() throws IOException {
-            return state().path("pid").asLong();
+        long pidOf(String service) throws IOException {
+            return state().path("services").path(service).path("pid").asLong();
         }
 
         void kill(String service) throws Exception {

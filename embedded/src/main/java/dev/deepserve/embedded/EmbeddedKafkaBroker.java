@@ -15,8 +15,9 @@ import java.nio.file.Path;
 import java.util.Properties;
 
 /**
- * A single-node Kafka broker in KRaft mode (combined broker + controller), running inside this JVM.
- * Storage is formatted on first start and kept in {@code logDir} across restarts.
+ * A single-node Kafka broker in KRaft mode (combined broker + controller), running inside this JVM — a test's, or
+ * its own process ({@link #main}, as the local stack runs it, so a broker crash is a child restarted, not the stack
+ * gone). Storage is formatted on first start and kept in {@code logDir} across restarts.
  */
 public final class EmbeddedKafkaBroker implements AutoCloseable {
 
@@ -77,6 +78,36 @@ public final class EmbeddedKafkaBroker implements AutoCloseable {
         KafkaRaftServer server = new KafkaRaftServer(config, Time.SYSTEM);
         server.startup();
         return new EmbeddedKafkaBroker(server, port);
+    }
+
+    /**
+     * The broker as a process of its own: {@code <logDir> <port> <controllerPort> <bind> <host> <readyFile>}. Once it
+     * serves, its pid is written to {@code readyFile} (beside, then renamed: a reader never sees half of it); SIGTERM
+     * shuts it down cleanly and removes the file.
+     */
+    public static void main(String[] args) throws Exception {
+        if (args.length != 6) {
+            System.err.println("usage: EmbeddedKafkaBroker <logDir> <port> <controllerPort> <bind> <host> <readyFile>");
+            System.exit(2);
+        }
+        Path ready = Path.of(args[5]);
+        Files.deleteIfExists(ready);
+        EmbeddedKafkaBroker broker = start(Path.of(args[0]), Integer.parseInt(args[1]), Integer.parseInt(args[2]), args[3], args[4]);
+        java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            try {
+                Files.deleteIfExists(ready);
+            } catch (IOException ignored) {
+                // a stale file names a pid that is gone: readers check it
+            }
+            broker.close();
+            stopped.countDown();
+        }, "kafka-stop"));
+        Path beside = ready.resolveSibling(ready.getFileName() + ".tmp");
+        Files.writeString(beside, Long.toString(ProcessHandle.current().pid()));
+        Files.move(beside, ready, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        System.out.println("kafka broker serving on " + args[3] + ":" + args[1] + " (data in " + args[0] + ")");
+        stopped.await();
     }
 
     private static void format(Path logDir) throws IOException {

@@ -198,15 +198,26 @@ public final class Cli {
         } catch (IOException e) {
             // still starting: no state yet
         }
+        JsonNode broker = state == null ? null : state.path("services").path("kafka");
+        if (broker != null && !broker.isMissingNode()) {
+            ServiceProcess.Readiness readiness = ServiceProcess.byReadyFile(settings.home().resolve("kafka.ready"), broker.path("pid").asLong());
+            allReady &= readiness.ready();
+            out.printf("  %-18s %-28s %s%s%n", "kafka", state.path("kafka").asText(), readiness.ready() ? "ready" : "NOT READY: " + readiness.body(),
+                    restarts(broker));
+        }
         for (String name : StackSettings.SERVICES) {
             ServiceProcess.Readiness readiness = ServiceProcess.probe(settings.url(name));
             allReady &= readiness.ready();
             JsonNode svc = state == null ? null : state.path("services").path(name);
-            String restarts = svc == null || svc.path("restarts").asInt() == 0 ? ""
-                    : "  (restarted " + svc.path("restarts").asInt() + "x, last exit " + svc.path("last_exit").asText("?") + ")";
-            out.printf("  %-18s %-28s %s%s%n", name, settings.url(name), readiness.ready() ? "ready" : "NOT READY: " + HealthSummary.reasons(readiness), restarts);
+            out.printf("  %-18s %-28s %s%s%n", name, settings.url(name), readiness.ready() ? "ready" : "NOT READY: " + HealthSummary.reasons(readiness),
+                    restarts(svc));
         }
         return allReady ? 0 : 1;
+    }
+
+    private static String restarts(JsonNode svc) {
+        return svc == null || svc.path("restarts").asInt() == 0 ? ""
+                : "  (restarted " + svc.path("restarts").asInt() + "x, last exit " + svc.path("last_exit").asText("?") + ")";
     }
 
     private static Duration startTimeout(Map<String, String> env) {

@@ -14,8 +14,9 @@ import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 /**
- * One service JVM of the stack: started from its Quarkus fast-jar, output to its own log file, and started again
- * with the same command when it exits on its own (the supervisor decides when).
+ * One service JVM of the stack: started from its Quarkus fast-jar (or, for the Kafka broker, a main class of the
+ * stack's own jar), output to its own log file, and started again with the same command when it exits on its own
+ * (the supervisor decides when).
  */
 final class ServiceProcess {
 
@@ -25,9 +26,10 @@ final class ServiceProcess {
     final String url;
     final Path log;
     private volatile Process process;
-    private Path jar;
+    private List<String> program;
     private List<String> jvmOptions;
     private Map<String, String> env;
+    private java.util.function.Function<ServiceProcess, Readiness> probe = s -> probe(s.url);
     private long startedAt;
     /** Restarts so far, the last unexpected exit ("code N at TIME"), and when the next restart is due (0: none). */
     int restarts;
@@ -42,10 +44,21 @@ final class ServiceProcess {
     }
 
     void start(Path jar, List<String> jvmOptions, Map<String, String> env) throws IOException {
-        this.jar = jar;
+        start(List.of("-jar", jar.toString()), jvmOptions, env);
+    }
+
+    /** Starts {@code java <jvmOptions> <program>}, e.g. {@code -cp <jar> <main class> <args>}. */
+    void start(List<String> program, List<String> jvmOptions, Map<String, String> env) throws IOException {
+        this.program = List.copyOf(program);
         this.jvmOptions = List.copyOf(jvmOptions);
         this.env = Map.copyOf(env);
         launch();
+    }
+
+    /** How readiness is read when it is not the service's {@code /q/health/ready}. */
+    ServiceProcess readinessBy(java.util.function.Function<ServiceProcess, Readiness> probe) {
+        this.probe = probe;
+        return this;
     }
 
     /** Starts it again with the command it first had. */
@@ -69,8 +82,7 @@ final class ServiceProcess {
         List<String> command = new ArrayList<>();
         command.add(ProcessHandle.current().info().command().orElse("java"));
         command.addAll(jvmOptions);
-        command.add("-jar");
-        command.add(jar.toString());
+        command.addAll(program);
         ProcessBuilder builder = new ProcessBuilder(command)
                 .redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
@@ -90,7 +102,23 @@ final class ServiceProcess {
 
     /** HTTP status of /q/health/ready and its body, or -1 and the connection error. */
     Readiness readiness() {
-        return probe(url);
+        return probe.apply(this);
+    }
+
+    /**
+     * A process that says it is ready by writing its pid to {@code readyFile}: ready while that file names {@code pid}
+     * (a file left by an earlier process of the same service names another).
+     */
+    static Readiness byReadyFile(Path readyFile, long pid) {
+        try {
+            String named = Files.readString(readyFile).strip();
+            if (named.equals(Long.toString(pid)) && ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+                return new Readiness(200, "serving");
+            }
+            return new Readiness(-1, "starting");
+        } catch (IOException e) {
+            return new Readiness(-1, "starting");
+        }
     }
 
     static Readiness probe(String baseUrl) {

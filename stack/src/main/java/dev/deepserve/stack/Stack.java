@@ -36,8 +36,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 
 /**
- * The local stack: embedded PostgreSQL, an in-process Kafka broker and the five service JVMs, supervised by this
- * process. Stopping this process (Ctrl-C, SIGTERM, {@code ./deepserve down}) stops everything it started.
+ * The local stack: embedded PostgreSQL, a Kafka broker and the five service JVMs, supervised by this process (the
+ * broker and the services as child processes, each restarted with backoff when it dies). Stopping this process (Ctrl-C, SIGTERM, {@code ./deepserve down}) stops everything it started.
  */
 final class Stack {
 
@@ -50,7 +50,7 @@ final class Stack {
     private final CountDownLatch stopped = new CountDownLatch(1);
     private volatile boolean stopping;
     private EmbeddedPostgresServer postgres;
-    private EmbeddedKafkaBroker kafka;
+    private ServiceProcess kafka;
 
     Stack(StackSettings settings, PrintStream out) {
         this.settings = settings;
@@ -94,14 +94,8 @@ final class Stack {
             throw new CliException("embedded PostgreSQL did not start: " + oneLine(e));
         }
         out.println("postgres: 127.0.0.1:" + postgres.port() + " (embedded, data in " + settings.home().resolve("pg/data") + ")");
-        try {
-            kafka = EmbeddedKafkaBroker.start(settings.home().resolve("kafka"), settings.kafkaPort(), settings.kafkaControllerPort(), settings.bind(),
-                    settings.host());
-            createTopics(kafka.bootstrapServers());
-        } catch (IOException | RuntimeException e) {
-            throw new CliException("in-process Kafka did not start: " + oneLine(e));
-        }
-        out.println("kafka: " + kafka.bootstrapServers() + " (in-process KRaft, data in " + settings.home().resolve("kafka") + ")");
+        startKafka(startTimeout);
+        out.println("kafka: " + bootstrap() + " (KRaft broker, pid " + kafka.pid() + ", data in " + settings.home().resolve("kafka") + ")");
 
         ModelBootstrap.ensure(settings, out);
         String adminKey = Secrets.adminKey(settings.secrets());
@@ -116,7 +110,7 @@ final class Stack {
         env.put("DEEPSERVE_PG_DATABASE", EmbeddedPostgresServer.DATABASE);
         env.put("DEEPSERVE_PG_USER", EmbeddedPostgresServer.USER);
         env.put("DEEPSERVE_PG_PASSWORD", postgres.password());
-        env.put("DEEPSERVE_KAFKA_BOOTSTRAP", kafka.bootstrapServers());
+        env.put("DEEPSERVE_KAFKA_BOOTSTRAP", bootstrap());
         env.put("DEEPSERVE_MODEL_DIR", settings.modelDir().toString());
         env.put("DEEPSERVE_TOKENIZER_URL", settings.url("tokenizer-service"));
         env.put("DEEPSERVE_PREFILL_URL", settings.url("prefill-service"));
@@ -144,6 +138,40 @@ final class Stack {
         awaitReady(startTimeout);
         Secrets.ensureUserKey(settings, adminKey, out);
         writeState();
+    }
+
+    private String bootstrap() {
+        return settings.host() + ":" + settings.kafkaPort();
+    }
+
+    /**
+     * The broker in a JVM of its own (a main class of this jar), supervised like the services: a broker that dies is
+     * restarted on its data, and the stack stays up. Ready once it has written its pid to {@code kafka.ready}.
+     */
+    private void startKafka(Duration timeout) {
+        Path data = settings.home().resolve("kafka");
+        Path ready = settings.home().resolve("kafka.ready");
+        kafka = new ServiceProcess("kafka", "kafka://" + bootstrap(), settings.logs().resolve("kafka.log"))
+                .readinessBy(s -> ServiceProcess.byReadyFile(ready, s.pid()));
+        List<String> program = List.of("-cp", System.getProperty("java.class.path"), EmbeddedKafkaBroker.class.getName(), data.toString(),
+                Integer.toString(settings.kafkaPort()), Integer.toString(settings.kafkaControllerPort()), settings.bind(), settings.host(), ready.toString());
+        try {
+            kafka.start(program, List.of("-Xmx512m", "-XX:+UseSerialGC"), Map.of());
+        } catch (IOException e) {
+            throw new CliException("could not start the Kafka broker: " + oneLine(e));
+        }
+        services.add(kafka);
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (!kafka.readiness().ready()) {
+            if (!kafka.alive()) {
+                throw new CliException("the Kafka broker exited during start; last lines of " + kafka.log + ":" + System.lineSeparator() + kafka.tail(15));
+            }
+            if (System.nanoTime() > deadline) {
+                throw new CliException("the Kafka broker was not serving after " + timeout.toSeconds() + "s (log: " + kafka.log + ")");
+            }
+            sleep(Duration.ofMillis(200));
+        }
+        createTopics(bootstrap());
     }
 
     private List<String> jvmOptions(String service) {
@@ -272,8 +300,8 @@ final class Stack {
     }
 
     /**
-     * Stops the services first (the gateway returns its balance leases and writes what its usage journal holds as it
-     * stops, both into PostgreSQL), then Kafka, then PostgreSQL.
+     * Stops the services first, in the reverse of their start (the gateway returns its balance leases and writes what
+     * its usage journal holds as it stops, both into PostgreSQL), the Kafka broker last of them, then PostgreSQL.
      */
     private synchronized void shutdown() {
         if (stopped.getCount() == 0) {
@@ -282,13 +310,6 @@ final class Stack {
         stopping = true;
         for (int i = services.size() - 1; i >= 0; i--) {
             services.get(i).stop(STOP_GRACE);
-        }
-        if (kafka != null) {
-            try {
-                kafka.close();
-            } catch (RuntimeException e) {
-                out.println("deepserve: Kafka did not stop cleanly: " + oneLine(e));
-            }
         }
         if (postgres != null) {
             try {
@@ -379,7 +400,7 @@ final class Stack {
         ObjectNode state = JSON.createObjectNode();
         state.put("pid", ProcessHandle.current().pid());
         state.put("postgres", "127.0.0.1:" + postgres.port());
-        state.put("kafka", kafka.bootstrapServers());
+        state.put("kafka", bootstrap());
         state.put("model_dir", settings.modelDir().toString());
         ObjectNode svc = state.putObject("services");
         for (ServiceProcess s : services) {

@@ -34,7 +34,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Boots the embedded stack exactly as a user does ({@code ./deepserve up -d}): embedded PostgreSQL, the in-process
+ * Boots the embedded stack exactly as a user does ({@code ./deepserve up -d}): embedded PostgreSQL, the
  * Kafka broker and the five service JVMs, on free ports and a fresh data directory. Proves every service is ready,
  * that PostgreSQL and Kafka carry real traffic between services, and that {@code down} leaves nothing running.
  */
@@ -207,7 +207,8 @@ class StackIT {
         JsonNode state = new ObjectMapper().readTree(Path.of(ENV.get("DEEPSERVE_HOME"), "stack.json").toFile());
         List<Long> pids = new ArrayList<>();
         state.path("services").forEach(s -> pids.add(s.path("pid").asLong()));
-        assertEquals(5, pids.size());
+        assertEquals(6, pids.size(), "the Kafka broker and the five services: " + state.path("services"));
+        assertTrue(state.path("services").has("kafka"), "the broker is a supervised process of its own");
         for (long pid : pids) {
             assertTrue(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false), "service pid " + pid + " is alive while up");
         }
