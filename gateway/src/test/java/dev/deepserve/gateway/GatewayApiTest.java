@@ -216,24 +216,30 @@ class GatewayApiTest {
     }
 
     @Test
-    void aClientThatGoesAwayMidStreamPaysExactlyForWhatWasGenerated() throws Exception {
+    void aClientThatGoesAwayMidStreamPaysForWhatWasSentToItNotForWhatTheCancelMissed() throws Exception {
         String key = account("1", null);
         EngineTwin.answerTokens = 100_000;
         EngineTwin.delayMillis = 5;
         HttpResponse<InputStream> r = exchange(key, HI + ",\"stream\":true,\"max_tokens\":8000}", HttpResponse.BodyHandlers.ofInputStream());
         String id;
+        int read = 0;
         try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
             id = new JsonObject(in.readLine().substring(6)).getString("id");
             for (int lines = 0; lines < 20; lines++) {
-                in.readLine();
+                String line = in.readLine();
+                if (line.contains("\"content\":\"") && !line.contains("\"content\":\"\"")) {
+                    read++;
+                }
             }
         }
         await().atMost(Duration.ofSeconds(20)).until(() -> event(id) != null);
         JsonObject event = event(id);
         assertEquals("cancelled", event.getString("finish_reason"));
         assertEquals(true, event.getBoolean("client_disconnected"));
-        assertEquals(EngineTwin.generated.get(id).get(), event.getInteger("completion_tokens"), "billed tokens = generated tokens");
-        assertTrue(event.getInteger("completion_tokens") < 8000);
+        int billed = event.getInteger("completion_tokens");
+        assertTrue(read >= 9 && billed >= read, "at least what the client read: " + billed + " < " + read);
+        assertTrue(billed <= EngineTwin.generated.get(id).get(), "never what the engine made after the client left");
+        assertTrue(billed < 8000);
     }
 
     @Test

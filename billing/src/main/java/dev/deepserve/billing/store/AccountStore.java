@@ -122,7 +122,7 @@ public class AccountStore {
 
     @WithSession
     public Uni<List<Map<String, Object>>> keys(String accountId) {
-        return ApiKey.<ApiKey>list("accountId = ?1 order by createdAt", accountId).map(list -> list.stream().map(ApiKey::view).toList());
+        return ApiKey.<ApiKey>list("accountId = ?1 and parentKeyId is null order by createdAt", accountId).map(list -> list.stream().map(ApiKey::view).toList());
     }
 
     /** Revokes a key (once: a second revocation keeps the first time); every gateway drops it from its cache at once. */

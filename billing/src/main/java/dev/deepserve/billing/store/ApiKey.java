@@ -64,6 +64,10 @@ public class ApiKey extends PanacheEntityBase {
     @Column(name = "last_used_at", insertable = false, updatable = false)
     public OffsetDateTime lastUsedAt;
 
+    /** Set on a browser token (minted by the gateway from this key's parent); admin lists show keys, not tokens. */
+    @Column(name = "parent_key_id", insertable = false, updatable = false)
+    public String parentKeyId;
+
     /** The admin API's view; the secret is never part of it (only creation returns it, once). */
     public Map<String, Object> view() {
         Map<String, Object> k = new LinkedHashMap<>();

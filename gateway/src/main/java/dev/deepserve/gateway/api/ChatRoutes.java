@@ -90,7 +90,13 @@ public class ChatRoutes {
     }
 
     private void balance(RoutingContext rc) {
-        metering.authenticate(rc).chain(key -> ledger.balance(key.accountId())).subscribe().with(row -> {
+        metering.authenticate(rc).chain(key -> {
+            if (key.browserToken()) {
+                // a page is given a token to generate with, not a view of the account behind it
+                throw new OpenAiError(403, "permission_error", null, "browser_token_not_allowed", "a browser token cannot read the account balance", 0);
+            }
+            return ledger.balance(key.accountId());
+        }).subscribe().with(row -> {
             if (row.isEmpty()) {
                 Metering.fail(rc, OpenAiError.unauthorized("Authentication Fails: the account of this key no longer exists"));
                 return;
@@ -117,6 +123,8 @@ public class ChatRoutes {
         final StringBuilder text = new StringBuilder();
         final JsonArray logprobs = new JsonArray();
         int tokensReceived;
+        /** Tokens received up to the last chunk written to a streaming client (what reached it, should it leave). */
+        int tokensSent;
         boolean finished;
         boolean sentRole;
         long keepAliveTimer = -1;
@@ -328,6 +336,7 @@ public class ChatRoutes {
                 }
                 if (call.request.stream() && !call.clientGone() && (!text.isEmpty() || lp != null)) {
                     response.write(sse(chunk(call, text, lp, null)));
+                    call.tokensSent = call.tokensReceived;
                     // what reached the client is billed even if this gateway dies before the stream ends
                     metering.progress(call, call.promptTokens, call.tokensReceived, null);
                     if (response.writeQueueFull()) {
@@ -357,7 +366,10 @@ public class ChatRoutes {
                     clientReason = "tool_calls";
                 }
                 final String finishReason = clientReason;
-                int completion = event.getInteger("completion_tokens", 0);
+                int generated = event.getInteger("completion_tokens", 0);
+                // a streaming client that left (a page's AbortController, a closed tab) pays for what reached it, not
+                // for what the engine made before the cancel caught up
+                int completion = call.request.stream() && call.clientGone() ? Math.min(generated, call.tokensSent) : generated;
                 int cached = event.getInteger("cached_tokens", 0);
                 // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
                 int promptTaken = Math.min(call.promptTokens, event.getInteger("prompt_tokens", call.promptTokens));

@@ -181,7 +181,27 @@ public class Metering {
         }
         return keys.find(header.substring(7).trim())
                 .onFailure().transform(e -> OpenAiError.unavailable("key store unavailable"))
-                .map(k -> k.orElseThrow(() -> OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")));
+                .map(k -> k.orElseThrow(() -> OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")))
+                .invoke(key -> fromItsOrigin(rc, key));
+    }
+
+    /**
+     * A browser token is good only until it expires and only from the origins it was minted for: the request must
+     * carry one of them as its {@code Origin} (a browser always sends it on a cross-origin fetch and a page cannot
+     * forge it), so a token copied out of a page is useless to a script elsewhere.
+     */
+    static void fromItsOrigin(RoutingContext rc, ApiKey key) {
+        if (!key.browserToken()) {
+            return;
+        }
+        if (key.browser().expired(Instant.now())) {
+            throw OpenAiError.unauthorized("Authentication Fails: this browser token has expired");
+        }
+        String origin = rc.request().getHeader("Origin");
+        if (origin == null || !key.browser().origins().contains(origin)) {
+            throw OpenAiError.unauthorized("Authentication Fails: this browser token is not valid from "
+                    + (origin == null ? "a request without an Origin" : "this origin"));
+        }
     }
 
     /**
@@ -192,6 +212,12 @@ public class Metering {
         String header = rc.request().getHeader("Authorization");
         ApiKey cached = header != null && header.regionMatches(true, 0, "Bearer ", 0, 7) ? keys.cached(header.substring(7).trim()) : null;
         if (cached != null) {
+            try {
+                fromItsOrigin(rc, cached);
+            } catch (OpenAiError e) {
+                fail(rc, e);
+                return;
+            }
             run(rc, then, cached);
             return;
         }
@@ -262,7 +288,10 @@ public class Metering {
      * up to {@code wantedTokens} of output, capped to what the balance (and the key's spend cap) pays for; fails
      * with 402 when not even one output token is affordable.
      */
-    public Uni<Void> reserve(Billable call, int promptTokens, int wantedTokens) {
+    public Uni<Void> reserve(Billable call, int promptTokens, int asked) {
+        // a browser token's per-request bound caps the output like the balance does (the reservation carries it)
+        ApiKey.Browser browser = call.key().browser();
+        int wantedTokens = browser != null && browser.maxTokens() != null ? Math.min(asked, browser.maxTokens()) : asked;
         return prices.catalog().chain(catalog -> {
             call.catalog = catalog;
             Price ceiling = catalog.ceiling(call.model(), Instant.now())

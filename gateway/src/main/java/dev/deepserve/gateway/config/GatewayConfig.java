@@ -32,6 +32,13 @@ public interface GatewayConfig {
     @WithDefault("http://127.0.0.1:8004")
     URI billingUrl();
 
+    /**
+     * Web pages allowed to call the public API from a browser (DEEPSERVE_CORS_ORIGINS, comma-separated): exact
+     * origins ({@code https://app.example.com}, {@code http://localhost:5173}), or {@code *} for any. None by default:
+     * a request carrying any other {@code Origin} is refused.
+     */
+    Optional<List<String>> corsOrigins();
+
     /** The service credential the engines and the tokenizer service require of internal calls (DEEPSERVE_INTERNAL_TOKEN). */
     Optional<String> internalToken();
 

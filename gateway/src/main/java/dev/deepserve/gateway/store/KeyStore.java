@@ -71,7 +71,9 @@ public class KeyStore {
                 })
                 .handler(keyId -> {
                     changes.incrementAndGet();
-                    cache.values().removeIf(c -> c.key().id().equals(keyId));
+                    // a key's change also drops the browser tokens it minted (their rows change too, but at once is better)
+                    cache.values().removeIf(c -> c.key().id().equals(keyId)
+                            || c.key().browserToken() && c.key().browser().parentKeyId().equals(keyId));
                 });
         subscriber.closeHandler(v -> {
             if (listening) {
@@ -103,6 +105,9 @@ public class KeyStore {
         if (c == null || System.nanoTime() - c.at() >= CACHE_FOR) {
             return null;
         }
+        if (c.key().browserToken() && c.key().browser().expired(java.time.Instant.now())) {
+            return null;
+        }
         touch(c.key().id());
         return c.key();
     }
@@ -120,10 +125,13 @@ public class KeyStore {
         // cached only if no change notice arrives while the row is read (or listening stops)
         boolean cacheable = listening;
         long seen = changes.get();
+        // a browser token counts only until it expires, and only while the key that minted it does
         return pool.preparedQuery("""
-                        SELECT k.id, k.account_id, a.currency, k.models, k.rpm, k.tpm, k.spend_cap
+                        SELECT k.id, k.account_id, a.currency, k.models, k.rpm, k.tpm, k.spend_cap, k.parent_key_id, k.expires_at, k.origins, k.max_tokens
                         FROM billing.api_keys k JOIN billing.accounts a ON a.id = k.account_id
-                        WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL""")
+                             LEFT JOIN billing.api_keys p ON p.id = k.parent_key_id
+                        WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
+                          AND (k.parent_key_id IS NULL OR p.revoked_at IS NULL)""")
                 .execute(Tuple.of(hash))
                 .map(rows -> {
                     if (!rows.iterator().hasNext()) {
@@ -158,7 +166,10 @@ public class KeyStore {
 
     private static ApiKey key(Row r) {
         String[] models = r.getArrayOfStrings("models");
+        String parent = r.getString("parent_key_id");
+        ApiKey.Browser browser = parent == null ? null : new ApiKey.Browser(parent, r.getOffsetDateTime("expires_at").toInstant(),
+                List.of(r.getArrayOfStrings("origins")), r.getInteger("max_tokens"));
         return new ApiKey(r.getString("id"), r.getString("account_id"), r.getString("currency"), models == null ? null : List.of(models),
-                r.getInteger("rpm"), r.getInteger("tpm"), r.getBigDecimal("spend_cap"));
+                r.getInteger("rpm"), r.getInteger("tpm"), r.getBigDecimal("spend_cap"), browser);
     }
 }

@@ -1,0 +1,49 @@
+package dev.deepserve.gateway.store;
+
+import dev.deepserve.accounting.ApiKeys;
+import io.smallrye.mutiny.Uni;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Tuple;
+import jakarta.enterprise.context.ApplicationScoped;
+
+import java.math.BigDecimal;
+import java.time.Instant;
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * Mints browser tokens: each is a key row of its own in {@code billing.api_keys}, on the minting key's account,
+ * with the minting key as its parent (revoked or deleted with it), its spend limit as its spend cap (so every use is
+ * reserved and settled against it exactly, on any replica), its origins, per-request output bound and expiry, and
+ * the parent's rate limits. Only the secret's SHA-256 is stored; the secret is returned once.
+ */
+@ApplicationScoped
+public class BrowserTokens {
+
+    private final Pool pool;
+
+    BrowserTokens(Pool pool) {
+        this.pool = pool;
+    }
+
+    /** A minted token: its secret (shown once), id and expiry. */
+    public record Minted(String secret, String id, Instant expiresAt) {
+    }
+
+    /** Empty when the parent key was revoked or deleted meanwhile. */
+    public Uni<Optional<Minted>> mint(ApiKey parent, List<String> origins, List<String> models, Integer maxTokens, BigDecimal spendLimit, int expiresIn) {
+        String secret = ApiKeys.newSecret();
+        String id = ApiKeys.newId("btok");
+        return pool.preparedQuery("""
+                        INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256, models, rpm, tpm, spend_cap, parent_key_id, expires_at, origins, max_tokens)
+                        SELECT $1, account_id, 'browser token', $2, $3, $4, rpm, tpm, $5, id, now() + $6 * interval '1 second', $7, $8
+                        FROM billing.api_keys WHERE id = $9 AND revoked_at IS NULL AND parent_key_id IS NULL
+                        RETURNING expires_at""")
+                .execute(Tuple.tuple().addValue(id).addValue(ApiKeys.prefix(secret)).addValue(ApiKeys.sha256(secret))
+                        .addValue(models == null ? null : models.toArray(String[]::new)).addValue(spendLimit).addValue(expiresIn)
+                        .addValue(origins.toArray(String[]::new)).addValue(maxTokens).addValue(parent.id()))
+                .map(rows -> rows.iterator().hasNext()
+                        ? Optional.of(new Minted(secret, id, rows.iterator().next().getOffsetDateTime("expires_at").toInstant()))
+                        : Optional.empty());
+    }
+}
