@@ -239,6 +239,14 @@ class WebClientsTest {
                 .post("/v1/client_tokens").then().statusCode(413);
         given().contentType(ContentType.JSON).body(ask("http://page.test").encode()).post("/v1/client_tokens").then().statusCode(401)
                 .body(not(containsString("sk-")));
+        // minting writes a row: a key holds at most so many live tokens at a time
+        pool.preparedQuery("""
+                        INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256, spend_cap, parent_key_id, expires_at, origins)
+                        SELECT 'btok_fill_' || k.id || '_' || g, k.account_id, 'browser token', 'sk-x', sha256((k.id || g)::bytea), 1, k.id,
+                               now() + interval '10 minutes', ARRAY['http://page.test']
+                        FROM billing.api_keys k, generate_series(1, $2) g WHERE k.secret_sha256 = $1""")
+                .execute(Tuple.of(ApiKeys.sha256(key), dev.deepserve.gateway.store.BrowserTokens.MAX_LIVE_PER_KEY)).await().indefinitely();
+        mint(key, ask("http://page.test")).then().statusCode(429).header("Retry-After", equalTo("60"));
     }
 
     // ---- the example page in a real browser

@@ -60,12 +60,14 @@ public class ClientTokenRoutes {
                 throw OpenAiError.invalid(null, "request body must be a JSON object");
             }
             ClientTokenRequest ask = ClientTokenRequest.parse(body, cors, parent, config.maxMaxTokens());
-            tokens.mint(parent, ask.origins(), ask.models(), ask.maxTokens(), ask.spendLimit(), ask.expiresIn()).subscribe().with(minted -> {
-                if (minted.isEmpty()) {
-                    Metering.fail(rc, OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked"));
+            tokens.mint(parent, ask.origins(), ask.models(), ask.maxTokens(), ask.spendLimit(), ask.expiresIn()).subscribe().with(outcome -> {
+                if (outcome instanceof BrowserTokens.Refused refused) {
+                    Metering.fail(rc, refused.revoked() ? OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")
+                            : OpenAiError.rateLimited("this API key already has " + BrowserTokens.MAX_LIVE_PER_KEY
+                                    + " unexpired browser tokens; mint more as they expire", 60));
                     return;
                 }
-                BrowserTokens.Minted m = minted.get();
+                BrowserTokens.Minted m = (BrowserTokens.Minted) outcome;
                 JsonObject out = new JsonObject().put("object", "client_token").put("id", m.id()).put("client_token", m.secret())
                         .put("expires_at", m.expiresAt().getEpochSecond()).put("origins", new JsonArray(ask.origins()))
                         .put("models", ask.models() == null ? null : new JsonArray(ask.models())).put("max_tokens", ask.maxTokens())

@@ -9,7 +9,6 @@ import jakarta.enterprise.context.ApplicationScoped;
 import java.math.BigDecimal;
 import java.time.Instant;
 import java.util.List;
-import java.util.Optional;
 
 /**
  * Mints browser tokens: each is a key row of its own in {@code billing.api_keys}, on the minting key's account,
@@ -20,6 +19,9 @@ import java.util.Optional;
 @ApplicationScoped
 public class BrowserTokens {
 
+    /** Unexpired tokens one key may have at a time: minting is a row insert, so a key cannot fill the table. */
+    public static final int MAX_LIVE_PER_KEY = 1000;
+
     private final Pool pool;
 
     BrowserTokens(Pool pool) {
@@ -27,23 +29,32 @@ public class BrowserTokens {
     }
 
     /** A minted token: its secret (shown once), id and expiry. */
-    public record Minted(String secret, String id, Instant expiresAt) {
+    public record Minted(String secret, String id, Instant expiresAt) implements Outcome {
     }
 
-    /** Empty when the parent key was revoked or deleted meanwhile. */
-    public Uni<Optional<Minted>> mint(ApiKey parent, List<String> origins, List<String> models, Integer maxTokens, BigDecimal spendLimit, int expiresIn) {
+    /** What minting gave: a token, or why not. */
+    public sealed interface Outcome permits Minted, Refused {
+    }
+
+    /** No token: the parent key was revoked or deleted meanwhile ({@code revoked}), or it has too many live tokens. */
+    public record Refused(boolean revoked) implements Outcome {
+    }
+
+    public Uni<Outcome> mint(ApiKey parent, List<String> origins, List<String> models, Integer maxTokens, BigDecimal spendLimit, int expiresIn) {
         String secret = ApiKeys.newSecret();
         String id = ApiKeys.newId("btok");
         return pool.preparedQuery("""
                         INSERT INTO billing.api_keys (id, account_id, name, prefix, secret_sha256, models, rpm, tpm, spend_cap, parent_key_id, expires_at, origins, max_tokens)
                         SELECT $1, account_id, 'browser token', $2, $3, $4, rpm, tpm, $5, id, now() + $6 * interval '1 second', $7, $8
                         FROM billing.api_keys WHERE id = $9 AND revoked_at IS NULL AND parent_key_id IS NULL
+                          AND (SELECT count(*) FROM billing.api_keys WHERE parent_key_id = $9 AND expires_at > now()) < $10
                         RETURNING expires_at""")
                 .execute(Tuple.tuple().addValue(id).addValue(ApiKeys.prefix(secret)).addValue(ApiKeys.sha256(secret))
                         .addValue(models == null ? null : models.toArray(String[]::new)).addValue(spendLimit).addValue(expiresIn)
-                        .addValue(origins.toArray(String[]::new)).addValue(maxTokens).addValue(parent.id()))
-                .map(rows -> rows.iterator().hasNext()
-                        ? Optional.of(new Minted(secret, id, rows.iterator().next().getOffsetDateTime("expires_at").toInstant()))
-                        : Optional.empty());
+                        .addValue(origins.toArray(String[]::new)).addValue(maxTokens).addValue(parent.id()).addValue(MAX_LIVE_PER_KEY))
+                .chain(rows -> rows.iterator().hasNext()
+                        ? Uni.createFrom().<Outcome>item(new Minted(secret, id, rows.iterator().next().getOffsetDateTime("expires_at").toInstant()))
+                        : pool.preparedQuery("SELECT 1 FROM billing.api_keys WHERE id = $1 AND revoked_at IS NULL").execute(Tuple.of(parent.id()))
+                                .map(alive -> new Refused(!alive.iterator().hasNext())));
     }
 }
