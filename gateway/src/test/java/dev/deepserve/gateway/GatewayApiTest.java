@@ -368,11 +368,26 @@ class GatewayApiTest {
                 throw new RuntimeException(e);
             }
         });
-        Thread.sleep(700);
+        // while it is held, the gauge that wakes engine pools from zero counts it
+        await().atMost(Duration.ofSeconds(5)).until(() -> waiting() == 1.0);
         EngineTwin.refuse = 0; // the decode pool is back
         String body = pending.get().body();
         assertTrue(body.contains(": keep-alive"), body);
         assertTrue(body.contains("\"finish_reason\":\"stop\""), body);
+        assertEquals(0.0, waiting(), "no longer waiting once the engine answered");
+        String metrics = given().get("/q/metrics").asString();
+        for (String histogram : List.of("deepserve_gateway_ttft_seconds_bucket{model=\"deepseek-chat\",le=\"0.5\"}",
+                "deepserve_gateway_tpot_seconds_count{model=\"deepseek-chat\"}", "deepserve_gateway_engine_wait_seconds_bucket{model=\"deepseek-chat\",le=\"1.0\"}",
+                "deepserve_gateway_request_seconds_count{model=\"deepseek-chat\",outcome=\"ok\"}")) {
+            assertTrue(metrics.contains(histogram), histogram + " in\n" + metrics.lines().filter(l -> l.startsWith("deepserve_gateway")).toList());
+        }
+    }
+
+    /** The gauge of requests held for the local engine pool, for the test model. */
+    static double waiting() {
+        return given().get("/q/metrics").asString().lines()
+                .filter(l -> l.startsWith("deepserve_gateway_engine_waiting{") && l.contains("model=\"deepseek-chat\"") && l.contains("pool=\"engine\""))
+                .mapToDouble(l -> Double.parseDouble(l.substring(l.lastIndexOf(' ') + 1))).findFirst().orElse(-1);
     }
 
     @Test

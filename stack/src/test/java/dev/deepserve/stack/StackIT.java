@@ -293,6 +293,59 @@ class StackIT {
     }
 
     /**
+     * Every metric an autoscaler or dashboard in k8s/ queries is one the services really export (a renamed metric
+     * fails the build instead of silently reading 0 through {@code or vector(0)}). Runs after requests were served,
+     * so request-driven series exist.
+     */
+    @Test
+    @Order(Integer.MAX_VALUE - 2)
+    void everyMetricTheManifestsQueryIsExported() throws Exception {
+        HttpClient http = HttpClient.newHttpClient();
+        // each service's metric names, under the name its pods have in k8s/ (the queries' service="..." label)
+        Map<String, java.util.Set<String>> byService = new HashMap<>();
+        java.util.Set<String> all = new java.util.TreeSet<>();
+        Map<String, String> k8sNames = Map.of("GATEWAY", "gateway", "TOKENIZER", "tokenizer-service", "PREFILL", "prefill-service",
+                "DECODE", "decode-service", "BILLING", "billing");
+        for (Map.Entry<String, String> service : k8sNames.entrySet()) {
+            String body = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get(service.getKey()) + "/q/metrics")).build(),
+                    HttpResponse.BodyHandlers.ofString()).body();
+            java.util.Set<String> names = new java.util.TreeSet<>();
+            for (String line : body.split("\n")) {
+                if (!line.isEmpty() && !line.startsWith("#")) {
+                    names.add(line.split("[{ ]", 2)[0]);
+                }
+            }
+            byService.put(service.getValue(), names);
+            all.addAll(names);
+        }
+        java.util.regex.Pattern metric = java.util.regex.Pattern.compile("([a-zA-Z_:][a-zA-Z0-9_:]*)\\{([^}]*)\\}");
+        java.util.regex.Pattern serviceLabel = java.util.regex.Pattern.compile("service=\\\\?\"([a-z-]+)\\\\?\"");
+        List<String> missing = new ArrayList<>();
+        int queried = 0;
+        try (var files = Files.walk(Path.of("..", "k8s"))) {
+            for (Path yaml : files.filter(f -> f.toString().endsWith(".yaml") || f.toString().endsWith(".json"))
+                    .filter(f -> !f.toString().contains("node_modules") && !f.toString().contains("target")).toList()) {
+                for (String line : Files.readAllLines(yaml)) {
+                    if (!line.contains("query") && !line.contains("\"expr\"")) {
+                        continue;
+                    }
+                    var m = metric.matcher(line);
+                    while (m.find()) {
+                        queried++;
+                        var label = serviceLabel.matcher(m.group(2));
+                        java.util.Set<String> names = label.find() ? byService.getOrDefault(label.group(1), java.util.Set.of()) : all;
+                        if (!names.contains(m.group(1))) {
+                            missing.add(yaml.getFileName() + ": " + m.group(1) + (label.find(0) ? " from " + label.group(1) : ""));
+                        }
+                    }
+                }
+            }
+        }
+        assertTrue(queried >= 6, "the manifests' queries were found (" + queried + ")");
+        assertEquals(List.of(), missing, "queried in k8s/ but exported by no service");
+    }
+
+    /**
      * The crash between billing's two commits: billing halts (like kill -9) right after its ledger transaction and
      * before Kafka has its offset; restarted by the stack, it is handed the same records again and charges nothing
      * twice — one ledger row, the balance down by the cost exactly once.

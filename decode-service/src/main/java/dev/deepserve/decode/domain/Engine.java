@@ -10,6 +10,7 @@ import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
 import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.DistributionSummary;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
@@ -19,6 +20,7 @@ import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 
 import java.util.Optional;
+import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -92,6 +94,11 @@ public class Engine {
         return l != null && l.cancel(requestId);
     }
 
+    /** Step-time buckets from a tenth of a millisecond (a GPU step) to seconds (a long CPU prefill chunk). */
+    static final Duration[] STEP_BUCKETS = {Duration.ofNanos(250_000), Duration.ofNanos(500_000), Duration.ofMillis(1), Duration.ofMillis(2),
+            Duration.ofMillis(5), Duration.ofMillis(10), Duration.ofMillis(20), Duration.ofMillis(50), Duration.ofMillis(100), Duration.ofMillis(250),
+            Duration.ofMillis(500), Duration.ofSeconds(1), Duration.ofSeconds(2), Duration.ofSeconds(5), Duration.ofSeconds(10)};
+
     private DecodeLoop.Metrics metrics(PrefixCache prefix) {
         Gauge.builder("deepserve.expert.rebalances", host, h -> h.expertParallel() == null ? 0 : h.expertParallel().rebalances())
                 .description("EPLB placements switched to since start (expert parallelism)").register(registry);
@@ -118,11 +125,17 @@ public class Engine {
         Counter rejected = Counter.builder("deepserve.mtp.drafts").tag("outcome", "rejected").description("MTP draft tokens").register(registry);
         Counter preemptions = Counter.builder("deepserve.decode.preemptions")
                 .description("sequences that gave up their KV blocks to older ones (recomputed when readmitted)").register(registry);
-        Timer step = Timer.builder("deepserve.decode.step").description("one batched forward step").register(registry);
+        // histograms (Prometheus buckets), so step time and batch size can be read as distributions per pod
+        Timer step = Timer.builder("deepserve.decode.step").description("one batched forward step")
+                .serviceLevelObjectives(STEP_BUCKETS).minimumExpectedValue(Duration.ofNanos(100_000)).maximumExpectedValue(Duration.ofSeconds(30))
+                .register(registry);
+        DistributionSummary batch = DistributionSummary.builder("deepserve.decode.batch.size").description("sequences in a forward step")
+                .serviceLevelObjectives(1, 2, 4, 8, 16, 32, 64, 128, 256).register(registry);
         return new DecodeLoop.Metrics() {
             @Override
             public void step(int sequences, long nanos) {
                 step.record(nanos, TimeUnit.NANOSECONDS);
+                batch.record(sequences);
             }
 
             @Override

@@ -48,9 +48,11 @@ public class ChatRoutes {
     private final Vertx vertx;
     private final Counter requests;
     private final Counter aborted;
+    private final LatencyMetrics latency;
 
     ChatRoutes(GatewayConfig config, Metering metering, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
-               MeterRegistry registry) {
+               MeterRegistry registry, LatencyMetrics latency) {
+        this.latency = latency;
         this.config = config;
         this.metering = metering;
         this.prices = prices;
@@ -125,6 +127,12 @@ public class ChatRoutes {
         int tokensReceived;
         /** Tokens received up to the last chunk written to a streaming client (what reached it, should it leave). */
         int tokensSent;
+        final long arrived = System.nanoTime();
+        long admittedAt;
+        long firstTokenAt;
+        boolean answered;
+        /** Counted in the gauge of requests waiting for an engine that does not answer. */
+        boolean waiting;
         boolean finished;
         boolean sentRole;
         long keepAliveTimer = -1;
@@ -232,6 +240,7 @@ public class ChatRoutes {
 
     private void run(RoutingContext rc, Call call) {
         requests.increment();
+        call.admittedAt = System.nanoTime();
         AtomicInteger open = call.open;
         HttpServerResponse response = rc.response();
         if (response.closed()) {
@@ -284,18 +293,37 @@ public class ChatRoutes {
             boolean unavailable = t instanceof OpenAiError e ? e.status == 503 : true;
             long waited = System.nanoTime() - call.waitingSince;
             if (unavailable && call.tokensReceived == 0 && !call.clientGone() && waited < config.engineWait().toNanos()) {
+                if (!call.waiting) {
+                    call.waiting = true;
+                    latency.waiting(LatencyMetrics.ENGINE_POOL, call.model()).incrementAndGet();
+                }
                 long delay = Math.min(5000, 250L << Math.min(attempt, 5));
                 vertx.setTimer(delay, x -> startGeneration(rc, call, gen, open, attempt + 1));
                 return;
             }
             open.decrementAndGet();
             stopTimers(call);
+            answered(call);
+            latency.request(call.model(), call.clientGone() ? "cancelled" : "error", System.nanoTime() - call.arrived);
             // The stream broke (or never started): charge the tokens that reached us, release the rest, report it.
             call.finished = true;
             Throwable reported = unavailable && call.tokensReceived == 0 && !(t instanceof OpenAiError)
                     ? OpenAiError.unavailable("the engine is unavailable (waited " + (waited / 1_000_000_000) + " s); retry shortly") : t;
             metering.settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), null, (usage, e) -> Metering.fail(rc, reported));
         });
+    }
+
+    /** The engine answered (or gave up): the wait for it ends, and it no longer counts as waiting. */
+    private void answered(Call call) {
+        if (call.answered) {
+            return;
+        }
+        call.answered = true;
+        latency.engineWait(call.model(), System.nanoTime() - call.admittedAt);
+        if (call.waiting) {
+            call.waiting = false;
+            latency.waiting(LatencyMetrics.ENGINE_POOL, call.model()).decrementAndGet();
+        }
     }
 
     private void stopTimers(Call call) {
@@ -314,8 +342,13 @@ public class ChatRoutes {
             return; // nothing after a final event: one settlement, one slot given back
         }
         HttpServerResponse response = rc.response();
+        answered(call);
         switch (event.getString("type")) {
             case "token" -> {
+                if (call.firstTokenAt == 0) {
+                    call.firstTokenAt = System.nanoTime();
+                    latency.firstToken(call.model(), call.firstTokenAt - call.arrived);
+                }
                 if (call.keepAliveTimer >= 0) {
                     vertx.cancelTimer(call.keepAliveTimer);
                     call.keepAliveTimer = -1;
@@ -370,6 +403,11 @@ public class ChatRoutes {
                 // a streaming client that left (a page's AbortController, a closed tab) pays for what reached it, not
                 // for what the engine made before the cancel caught up
                 int completion = call.request.stream() && call.clientGone() ? Math.min(generated, call.tokensSent) : generated;
+                long now = System.nanoTime();
+                latency.request(call.model(), call.clientGone() ? "cancelled" : "error".equals(reason) ? "error" : "ok", now - call.arrived);
+                if (generated > 1 && call.firstTokenAt != 0) {
+                    latency.perToken(call.model(), (now - call.firstTokenAt) / (generated - 1));
+                }
                 int cached = event.getInteger("cached_tokens", 0);
                 // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
                 int promptTaken = Math.min(call.promptTokens, event.getInteger("prompt_tokens", call.promptTokens));

@@ -53,10 +53,13 @@ public class UpstreamProxy {
     private final UpstreamRegistry registry;
     private final EngineClient engine;
     private final Vertx vertx;
+    private final dev.deepserve.gateway.api.LatencyMetrics latency;
     private final MeterRegistry meters;
     private final Map<String, Counter> outcomes = new ConcurrentHashMap<>();
 
-    UpstreamProxy(GatewayConfig config, Metering metering, UpstreamRegistry registry, EngineClient engine, Vertx vertx, MeterRegistry meters) {
+    UpstreamProxy(GatewayConfig config, Metering metering, UpstreamRegistry registry, EngineClient engine, Vertx vertx, MeterRegistry meters,
+                  dev.deepserve.gateway.api.LatencyMetrics latency) {
+        this.latency = latency;
         this.config = config;
         this.metering = metering;
         this.registry = registry;
@@ -113,6 +116,8 @@ public class UpstreamProxy {
         final List<Buffer> events = new ArrayList<>();
         /** Events with generated text relayed to the client: a lower bound on the output tokens that reached it. */
         int relayed;
+        /** When the attempt in flight was sent (for the upstream latency histogram). */
+        long sentAt;
 
         Call(RoutingContext rc, ApiKey key, JsonObject body, boolean chat) {
             super(key);
@@ -306,8 +311,10 @@ public class UpstreamProxy {
         if (u.authorization() != null) {
             options.putHeader("Authorization", u.authorization());
         }
+        call.sentAt = System.nanoTime();
         registry.http().request(options).onComplete(ar -> {
             if (ar.failed()) {
+                latency.upstream(u.name(), 0, System.nanoTime() - call.sentAt);
                 failed(call, ar.cause(), 0, null, null);
                 return;
             }
@@ -329,6 +336,7 @@ public class UpstreamProxy {
     }
 
     private void answered(Call call, HttpClientResponse resp) {
+        latency.upstream(call.route().upstream().name(), resp.statusCode(), System.nanoTime() - call.sentAt);
         if (call.done || call.clientGone() && call.stream) {
             return;
         }
