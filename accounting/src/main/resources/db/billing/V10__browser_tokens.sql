@@ -9,12 +9,13 @@ ALTER TABLE api_keys
     ADD COLUMN max_tokens    integer CHECK (max_tokens > 0),
     ADD CONSTRAINT browser_token_bound CHECK (parent_key_id IS NULL
         OR (expires_at IS NOT NULL AND origins IS NOT NULL AND spend_cap IS NOT NULL));
-CREATE INDEX api_keys_parent ON api_keys (parent_key_id) WHERE parent_key_id IS NOT NULL;
+CREATE INDEX api_keys_parent ON api_keys (parent_key_id, expires_at) WHERE parent_key_id IS NOT NULL;
 
--- A key revoked takes its browser tokens with it (each change is announced, so gateways drop them from their caches).
+-- A key revoked takes its live browser tokens with it (each change is announced, so gateways drop them from their
+-- caches; expired ones are refused anyway and left as they are).
 CREATE FUNCTION api_key_revoke_tokens() RETURNS trigger AS $$
 BEGIN
-    UPDATE billing.api_keys SET revoked_at = NEW.revoked_at WHERE parent_key_id = NEW.id AND revoked_at IS NULL;
+    UPDATE billing.api_keys SET revoked_at = NEW.revoked_at WHERE parent_key_id = NEW.id AND revoked_at IS NULL AND expires_at > now();
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;

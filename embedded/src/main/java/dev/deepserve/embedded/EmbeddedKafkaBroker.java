@@ -92,15 +92,18 @@ public final class EmbeddedKafkaBroker implements AutoCloseable {
         }
         Path ready = Path.of(args[5]);
         Files.deleteIfExists(ready);
+        // started by the stack's supervisor: should it die (even by SIGKILL), the broker stops too, cleanly, rather
+        // than hold the stack's ports and data for a process nobody supervises
+        ProcessHandle.current().parent().ifPresent(parent -> parent.onExit().thenRun(() -> System.exit(0)));
         EmbeddedKafkaBroker broker = start(Path.of(args[0]), Integer.parseInt(args[1]), Integer.parseInt(args[2]), args[3], args[4]);
         java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            broker.close();
             try {
                 Files.deleteIfExists(ready);
             } catch (IOException ignored) {
                 // a stale file names a pid that is gone: readers check it
             }
-            broker.close();
             stopped.countDown();
         }, "kafka-stop"));
         Path beside = ready.resolveSibling(ready.getFileName() + ".tmp");

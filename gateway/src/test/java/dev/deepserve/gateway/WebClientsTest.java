@@ -219,6 +219,29 @@ class WebClientsTest {
         chat(tiny, "http://page.test", HI).then().statusCode(402).body("error.code", equalTo("spend_cap_reached"));
     }
 
+    /** Tokens share the minting key's rate limit (and stream slots): minting many cannot multiply them. */
+    @Test
+    void tokensCountAgainstTheMintingKeysRateLimit() {
+        String key = Accounts.create(pool, "1", 2);
+        String a = mint(key, ask("http://page.test")).then().statusCode(200).extract().path("client_token");
+        String b = mint(key, ask("http://page.test")).then().statusCode(200).extract().path("client_token");
+        chat(a, "http://page.test", HI).then().statusCode(429);
+        chat(b, "http://page.test", HI).then().statusCode(429);
+        mint(key, ask("http://page.test")).then().statusCode(429);
+    }
+
+    /** A multipart body is never written to disk (Vert.x would keep uploads in ./file-uploads, before any key check). */
+    @Test
+    void uploadsAreNotWrittenToDiskAndATrailingSlashIsStillThePublicApi() {
+        given().multiPart("file", "x.bin", new byte[4096]).post("/v1/chat/completions").then().statusCode(401);
+        given().multiPart("file", "x.bin", new byte[4096]).post("/v1/client_tokens").then().statusCode(401);
+        assertTrue(!Files.exists(Path.of("file-uploads")) || Files.isDirectory(Path.of("file-uploads")) && Path.of("file-uploads").toFile().list().length == 0,
+                "nothing uploaded was kept");
+        given().header("Origin", "http://evil.test").header("Access-Control-Request-Method", "POST").options("/v1/chat/completions/")
+                .then().statusCode(403);
+        given().get("/v1/models").then().header("Vary", containsString("Origin"));
+    }
+
     @Test
     void badMintRequestsGet400NamingTheField() {
         String key = Accounts.create(pool, "1", null);

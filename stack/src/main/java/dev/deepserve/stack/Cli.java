@@ -153,7 +153,8 @@ public final class Cli {
         int killed = 0;
         for (long pid : servicePids(settings)) {
             Optional<ProcessHandle> handle = ProcessHandle.of(pid).filter(ProcessHandle::isAlive)
-                    .filter(h -> h.info().commandLine().orElse("").contains("quarkus-run.jar"));
+                    .filter(h -> h.info().commandLine().orElse("").contains("quarkus-run.jar")
+                            || h.info().commandLine().orElse("").contains("EmbeddedKafkaBroker"));
             if (handle.isPresent()) {
                 handle.get().destroy();
                 try {

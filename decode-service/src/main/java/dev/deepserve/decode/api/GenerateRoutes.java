@@ -47,7 +47,7 @@ public class GenerateRoutes {
     }
 
     void routes(@Observes Router router) {
-        router.post("/internal/generate").handler(BodyHandler.create().setBodyLimit(8 << 20)).handler(this::generate);
+        router.post("/internal/generate").handler(BodyHandler.create(false).setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
         // the size a transfer may have follows the model (a real DeepSeek-V3 prompt of 8K tokens is over 1 GiB of latents)
         router.post("/internal/kv").handler(this::transferSize).handler(this::prefilled);
@@ -110,7 +110,7 @@ public class GenerateRoutes {
         }
         BodyHandler body = kvBody;
         if (body == null) {
-            kvBody = body = BodyHandler.create().setBodyLimit(max);
+            kvBody = body = BodyHandler.create(false).setBodyLimit(max);
         }
         body.handle(rc);
     }

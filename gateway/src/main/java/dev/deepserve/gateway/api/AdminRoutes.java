@@ -32,7 +32,7 @@ public class AdminRoutes {
     void routes(@Observes Router router) {
         router.route("/admin/*").handler(this::authorize);
         router.get("/admin/upstreams").handler(this::list);
-        router.post("/admin/upstreams").handler(BodyHandler.create().setBodyLimit(64 << 10)).handler(this::add);
+        router.post("/admin/upstreams").handler(BodyHandler.create(false).setBodyLimit(64 << 10)).handler(this::add);
         router.delete("/admin/upstreams/:name").handler(this::remove);
     }
 

@@ -65,7 +65,7 @@ public class ChatRoutes {
     }
 
     void routes(@Observes Router router) {
-        BodyHandler body = BodyHandler.create().setBodyLimit(4 << 20);
+        BodyHandler body = BodyHandler.create(false).setBodyLimit(4 << 20);
         for (String prefix : new String[] {"", "/v1"}) {
             router.post(prefix + "/chat/completions").handler(body).handler(rc -> completion(rc, true));
             router.post(prefix + "/completions").handler(body).handler(rc -> completion(rc, false));

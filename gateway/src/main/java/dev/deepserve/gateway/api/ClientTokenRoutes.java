@@ -34,7 +34,7 @@ public class ClientTokenRoutes {
     }
 
     void routes(@Observes Router router) {
-        BodyHandler body = BodyHandler.create().setBodyLimit(64 << 10);
+        BodyHandler body = BodyHandler.create(false).setBodyLimit(64 << 10);
         for (String prefix : new String[] {"", "/v1"}) {
             router.post(prefix + "/client_tokens").handler(body).handler(this::mint);
         }
@@ -60,7 +60,9 @@ public class ClientTokenRoutes {
                 throw OpenAiError.invalid(null, "request body must be a JSON object");
             }
             ClientTokenRequest ask = ClientTokenRequest.parse(body, cors, parent, config.maxMaxTokens());
-            tokens.mint(parent, ask.origins(), ask.models(), ask.maxTokens(), ask.spendLimit(), ask.expiresIn()).subscribe().with(outcome -> {
+            // a mint counts as a request against the key's rate limit
+            metering.admit(parent, 0).chain(() -> tokens.mint(parent, ask.origins(), ask.models(), ask.maxTokens(), ask.spendLimit(), ask.expiresIn()))
+                    .subscribe().with(outcome -> {
                 if (outcome instanceof BrowserTokens.Refused refused) {
                     Metering.fail(rc, refused.revoked() ? OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")
                             : OpenAiError.rateLimited("this API key already has " + BrowserTokens.MAX_LIVE_PER_KEY
@@ -73,7 +75,7 @@ public class ClientTokenRoutes {
                         .put("models", ask.models() == null ? null : new JsonArray(ask.models())).put("max_tokens", ask.maxTokens())
                         .put("spend_limit", Money.plain(ask.spendLimit()));
                 rc.response().setStatusCode(200).putHeader("Content-Type", "application/json").putHeader("Cache-Control", "no-store").end(out.encode());
-            }, t -> Metering.fail(rc, OpenAiError.unavailable("key store unavailable")));
+            }, t -> Metering.fail(rc, t instanceof OpenAiError e ? e : OpenAiError.unavailable("key store unavailable")));
         });
     }
 }

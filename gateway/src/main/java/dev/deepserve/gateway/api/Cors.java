@@ -73,21 +73,28 @@ public class Cors {
         return any || origins.contains(origin);
     }
 
+    /** The public API's paths, as the router matches them (a trailing slash routes to the same handler). */
     static boolean publicPath(String path) {
         if (path == null) {
             return false;
         }
-        return PUBLIC.contains(path.startsWith("/v1/") ? path.substring(3) : path);
+        String p = path.length() > 1 && path.endsWith("/") ? path.substring(0, path.length() - 1) : path;
+        return PUBLIC.contains(p.startsWith("/v1/") ? p.substring(3) : p);
     }
 
     void handle(RoutingContext rc) {
-        String origin = rc.request().getHeader(HttpHeaders.ORIGIN);
-        if (origin == null || !publicPath(rc.normalizedPath())) {
+        if (!publicPath(rc.normalizedPath())) {
             rc.next();
             return;
         }
         HttpServerResponse response = rc.response();
+        // every public answer varies by Origin, so a shared cache never hands one origin's answer to another
         response.putHeader(HttpHeaders.VARY, "Origin");
+        String origin = rc.request().getHeader(HttpHeaders.ORIGIN);
+        if (origin == null) {
+            rc.next();
+            return;
+        }
         if (!allows(origin)) {
             Metering.fail(rc, new OpenAiError(403, "permission_error", null, "origin_not_allowed",
                     "this origin may not call the API (an administrator lists allowed web origins in DEEPSERVE_CORS_ORIGINS)", 0));

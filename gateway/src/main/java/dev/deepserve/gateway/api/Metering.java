@@ -85,6 +85,9 @@ public class Metering {
         private UUID eventId;
         private UsageWriter.Provisional provisional;
         private long provisionalAt;
+        private String provisionalEvent;
+        private BigDecimal provisionalCost;
+        private io.vertx.core.Context context;
 
         protected Billable() {
         }
@@ -188,7 +191,8 @@ public class Metering {
     /**
      * A browser token is good only until it expires and only from the origins it was minted for: the request must
      * carry one of them as its {@code Origin} (a browser always sends it on a cross-origin fetch and a page cannot
-     * forge it), so a token copied out of a page is useless to a script elsewhere.
+     * forge it), so another site's page cannot use it. A non-browser client can send any Origin: what bounds a
+     * token copied out of a page is its expiry, spend limit, models and output bound.
      */
     static void fromItsOrigin(RoutingContext rc, ApiKey key) {
         if (!key.browserToken()) {
@@ -261,7 +265,7 @@ public class Metering {
      * {@code deepserve.max-streams-per-key}, null when the key already has that many (the caller answers 429).
      */
     public java.util.concurrent.atomic.AtomicInteger openStream(ApiKey key) {
-        java.util.concurrent.atomic.AtomicInteger open = openPerKey.computeIfAbsent(key.id(), k -> new java.util.concurrent.atomic.AtomicInteger());
+        java.util.concurrent.atomic.AtomicInteger open = openPerKey.computeIfAbsent(key.limitId(), k -> new java.util.concurrent.atomic.AtomicInteger());
         if (open.incrementAndGet() > config.maxStreamsPerKey()) {
             open.decrementAndGet();
             return null;
@@ -343,8 +347,7 @@ public class Metering {
             BigDecimal charged = cost;
             settleWithRetry(call, charged, eventId, event, 0, () -> {
                 // the settlement is safe: the provisional record of what the request had streamed is superseded
-                Metering.this.usage.release(call.provisional);
-                call.provisional = null;
+                letGo(call);
                 if (call.key().tpm() != null) {
                     limits.record(call.key(), prompt + completion).subscribe().with(v -> { }, e -> LOG.debugf("rate usage not recorded: %s", e.getMessage()));
                 }
@@ -360,8 +363,7 @@ public class Metering {
             if (call.reservation().lease() != null) {
                 leases.release(call.reservation());
             }
-            usage.release(call.provisional);
-            call.provisional = null;
+            letGo(call);
             then.then(new JsonObject(), t);
         });
     }
@@ -404,19 +406,63 @@ public class Metering {
      * {@code estimated} and {@code interrupted}: the output that reached the client, and the prompt at the cache-hit
      * price (the cache split is known only at the end, and an estimate never charges more than the request cost).
      */
-    public void progress(Billable call, int prompt, int completion, JsonObject extra) {
+    public void progress(Billable call, int prompt, int completion, java.util.function.Supplier<JsonObject> extra) {
         long now = System.nanoTime();
-        if (call.reservation() == null || call.catalog() == null || (call.provisional != null && now - call.provisionalAt < PROGRESS_NANOS)) {
+        // throttled on the last attempt, not the last success: a journal that refuses (a full disk) is not retried per token
+        if (call.reservation() == null || call.catalog() == null || call.provisionalAt != 0 && now - call.provisionalAt < PROGRESS_NANOS) {
             return;
         }
         call.provisionalAt = now;
-        Instant at = Instant.now();
-        JsonObject fields = (extra == null ? new JsonObject() : extra.copy()).put("estimated", true).put("interrupted", true);
-        Charge charge = charge(call, call.catalog(), prompt, prompt, completion, at, fields, false);
-        String event = eventJson(call.eventId(), call, prompt, 0, completion, charge.cost(), charge.currency(), "interrupted", at,
-                "the gateway stopped while this request streamed; billed for the output that had reached the client", charge.fields());
-        call.provisional = usage.provisional(call.reservation(), charge.cost(), call.eventId(), event, call.provisional);
+        try {
+            Instant at = Instant.now();
+            JsonObject given = extra == null ? null : extra.get();
+            JsonObject fields = (given == null ? new JsonObject() : given.copy()).put("estimated", true).put("interrupted", true);
+            Charge charge = charge(call, call.catalog(), prompt, prompt, completion, at, fields, false);
+            call.provisionalEvent = eventJson(call.eventId(), call, prompt, 0, completion, charge.cost(), charge.currency(), "interrupted", at,
+                    "the gateway stopped while this request streamed; billed for the output that had reached the client", charge.fields());
+            call.provisionalCost = charge.cost();
+            call.context = io.vertx.core.Vertx.currentContext();
+            call.provisional = usage.provisional(call.reservation(), call.provisionalCost, call.eventId(), call.provisionalEvent, call.provisional);
+            if (call.provisional != null) {
+                provisionals.add(call);
+            }
+        } catch (RuntimeException e) {
+            LOG.debugf("request %s: progress not recorded (%s)", call.id(), e.getMessage());
+        }
     }
+
+    /** The settlement is safe (or there is none to make): the request's provisional record may go. */
+    private void letGo(Billable call) {
+        provisionals.remove(call);
+        usage.release(call.provisional);
+        call.provisional = null;
+    }
+
+    /** Streaming requests holding a provisional record (renewed while they stall, see {@link #renewStalled}). */
+    private final java.util.Set<Billable> provisionals = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /**
+     * A stream that stalls (a slow reader, a long pause) writes no new record, and its last one would keep its journal
+     * segment (and every segment after it) on disk until the request ends: every 10 s, a record older than 30 s is
+     * written again into the current segment, on the request's own context, so the journal stays a few segments long.
+     */
+    @Scheduled(every = "10s", concurrentExecution = Scheduled.ConcurrentExecution.SKIP)
+    void renewStalled() {
+        long now = System.nanoTime();
+        for (Billable call : provisionals) {
+            if (now - call.provisionalAt < RENEW_NANOS || call.context == null) {
+                continue;
+            }
+            call.context.runOnContext(v -> {
+                if (call.provisional != null && provisionals.contains(call)) {
+                    call.provisionalAt = System.nanoTime();
+                    call.provisional = usage.provisional(call.reservation(), call.provisionalCost, call.eventId(), call.provisionalEvent, call.provisional);
+                }
+            });
+        }
+    }
+
+    static final long RENEW_NANOS = java.util.concurrent.TimeUnit.SECONDS.toNanos(30);
 
     /**
      * The usage event as billing reads it, written field by field (no map built, then encoded, per request); the
@@ -478,9 +524,16 @@ public class Metering {
                 // the answer waits no longer, and the event must outlive this process: the usage journal takes it
                 // (replayed at the next start if this one dies; its cost lands on the account's reserved, and the
                 // reservation row is released by the sweeper — together what the settlement would have done)
-                LOG.errorf("request %s: settlement failed %d times (%s); answering, the event is in the usage journal", call.id(), attempt + 1, t.getMessage());
-                usage.submit(call.reservation(), cost, eventId, event);
-                done.run();
+                LOG.errorf("request %s: settlement failed %d times (%s); the event goes to the usage journal", call.id(), attempt + 1, t.getMessage());
+                // answered once the journal has it (or, should the journal refuse it, once PostgreSQL commits it)
+                io.vertx.core.Context context = io.vertx.core.Vertx.currentContext();
+                usage.submit(call.reservation(), cost, eventId, event).whenComplete((v, x) -> {
+                    if (context != null) {
+                        context.runOnContext(y -> done.run());
+                    } else {
+                        done.run();
+                    }
+                });
                 return;
             }
             LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());

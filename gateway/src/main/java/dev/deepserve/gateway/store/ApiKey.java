@@ -36,4 +36,12 @@ public record ApiKey(String id, String accountId, String currency, List<String> 
     public boolean browserToken() {
         return browser != null;
     }
+
+    /**
+     * Whose rate limits and concurrent-stream slots this key's requests count against: a browser token shares the
+     * key that minted it (minting many tokens must not multiply that key's limits).
+     */
+    public String limitId() {
+        return browser != null ? browser.parentKeyId() : id;
+    }
 }

@@ -151,6 +151,9 @@ public class KeyStore {
 
     private void touch(String keyId) {
         long now = System.nanoTime();
+        if (touched.size() > MAX_CACHED) {
+            touched.clear(); // at worst one extra last_used_at write per key
+        }
         Long last = touched.get(keyId);
         if (last != null && now - last < TOUCH_EVERY) {
             return;

@@ -35,7 +35,7 @@ public class RateLimiter {
                         INSERT INTO gateway.rate_usage AS r (api_key_id, minute, requests) VALUES ($1, $2, 1)
                         ON CONFLICT (api_key_id, minute) DO UPDATE SET requests = r.requests + 1
                         RETURNING requests, tokens""")
-                .execute(Tuple.of(key.id(), minute))
+                .execute(Tuple.of(key.limitId(), minute))
                 .onItem().transformToUni(rows -> {
                     Row r = rows.iterator().next();
                     boolean overRequests = key.rpm() != null && r.getInteger("requests") > key.rpm();
@@ -45,7 +45,7 @@ public class RateLimiter {
                     }
                     // refused requests do not count against the window
                     return tx.preparedQuery("UPDATE gateway.rate_usage SET requests = requests - 1 WHERE api_key_id = $1 AND minute = $2")
-                            .execute(Tuple.of(key.id(), minute)).replaceWith(retryAfter);
+                            .execute(Tuple.of(key.limitId(), minute)).replaceWith(retryAfter);
                 }));
     }
 
@@ -58,6 +58,6 @@ public class RateLimiter {
         return pool.preparedQuery("""
                         INSERT INTO gateway.rate_usage AS r (api_key_id, minute, tokens) VALUES ($1, $2, $3)
                         ON CONFLICT (api_key_id, minute) DO UPDATE SET tokens = r.tokens + EXCLUDED.tokens""")
-                .execute(Tuple.of(key.id(), minute, tokens)).replaceWithVoid();
+                .execute(Tuple.of(key.limitId(), minute, tokens)).replaceWithVoid();
     }
 }

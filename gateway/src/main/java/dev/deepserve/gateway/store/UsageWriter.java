@@ -110,9 +110,9 @@ public class UsageWriter {
      * replayed from an earlier run's journal, whose lease this process never held.
      */
     private record Item(UUID eventId, String payload, UUID lease, String accountId, Ledger.Reservation reservation, BigDecimal cost,
-                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried, boolean published) {
+                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried, boolean published, boolean provisional) {
         Item again(boolean sent) {
-            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true, sent);
+            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true, sent, provisional);
         }
     }
 
@@ -148,7 +148,7 @@ public class UsageWriter {
                     }
                     LOG.warnf("usage event %s is older than the outbox retention and not in the ledger: replayed", e.eventId());
                 }
-                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false));
+                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false, e.provisional()));
                 accepted++;
                 replayed++;
                 if (e.provisional()) {
@@ -226,7 +226,7 @@ public class UsageWriter {
         }
         CompletableFuture<Void> committed = appended == null ? new CompletableFuture<>() : null;
         synchronized (this) {
-            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false, false));
+            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false, false, false));
             accepted++;
         }
         kick();
@@ -315,7 +315,9 @@ public class UsageWriter {
         List<UUID> toSend = new ArrayList<>(unique.size());
         List<String> payloads = new ArrayList<>(unique.size());
         for (Item it : unique) {
-            if (!it.published()) {
+            // a replayed provisional record goes only into the outbox, where it yields to a settlement committed
+            // there before the crash (same event id); Kafka gets whichever the outbox holds, from the relay
+            if (!it.published() && !it.provisional()) {
                 toSend.add(it.eventId());
                 payloads.add(it.payload());
             }

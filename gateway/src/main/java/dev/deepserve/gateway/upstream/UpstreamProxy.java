@@ -437,7 +437,7 @@ public class UpstreamProxy {
             response.write(out);
             // should this gateway die before the stream ends, what reached the client is billed: one token per data
             // event with text relayed (each carries at least one) and no prompt — the least it can have cost
-            metering.progress(call, 0, call.relayed, extra(call, true));
+            metering.progress(call, 0, call.relayed, () -> extra(call, true));
             if (response.writeQueueFull()) {
                 resp.pause();
                 response.drainHandler(v -> resp.resume());

@@ -278,6 +278,33 @@ class LeasesTest {
         }
     }
 
+    /**
+     * A request settled straight into PostgreSQL (a spend-capped key, a browser token) leaves only its provisional
+     * record in the journal when the gateway dies before letting it go: the replay must yield to the settlement —
+     * not sent to Kafka ahead of the outbox (billing would keep the first payload of an id), not charged again.
+     */
+    @Test
+    void aProvisionalRecordOfARequestSettledInPostgresYieldsToTheSettlement(@TempDir Path journal) throws Exception {
+        String account = account("1");
+        Ledger.Reservation r = reserveOne(leases, account).await().indefinitely().orElseThrow();
+        UUID id = UUID.randomUUID();
+        UsageWriter dying = writerOver(pool, leases, journal);
+        dying.provisional(r, new BigDecimal("0.000002"), id, event(id, account, "0.00000200"), null);
+        // its settlement committed by the per-request path (Ledger.settle writes the outbox row itself)
+        pool.preparedQuery("INSERT INTO gateway.usage_outbox (event_id, payload) VALUES ($1, $2::text::json)")
+                .execute(Tuple.of(id, event(id, account, "0.00000700"))).await().indefinitely();
+        dying.close(Duration.ofMillis(300));
+
+        FakeKafka kafka = new FakeKafka();
+        UsageWriter next = writerOver(pool, new Leases(pool, config.lease()), journal, kafka);
+        next.start(null);
+        next.drain().get(10, TimeUnit.SECONDS);
+        next.close(Duration.ofSeconds(1));
+        assertEquals(List.of(), kafka.sent, "a replayed provisional record is not published ahead of the outbox");
+        assertEquals("0.00000700", new JsonObject(row("SELECT payload::text FROM gateway.usage_outbox WHERE event_id = $1", id).getString(0)).getString("cost"),
+                "the settlement stays the event");
+    }
+
     /** There is no journal-less mode: an event held only in memory would be free if the process died. */
     @Test
     void aGatewayWithoutItsUsageJournalDoesNotStart(@TempDir Path journal) {

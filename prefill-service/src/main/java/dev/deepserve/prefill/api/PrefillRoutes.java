@@ -115,7 +115,7 @@ public class PrefillRoutes {
     }
 
     void routes(@Observes Router router) {
-        router.post("/internal/generate").handler(BodyHandler.create().setBodyLimit(8 << 20)).handler(this::generate);
+        router.post("/internal/generate").handler(BodyHandler.create(false).setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
     }
 
