@@ -126,6 +126,10 @@ final class ServiceProcess {
             HttpResponse<String> response = HTTP.send(HttpRequest.newBuilder(URI.create(baseUrl + "/q/health/ready"))
                     .timeout(Duration.ofSeconds(5)).GET().build(), HttpResponse.BodyHandlers.ofString());
             return new Readiness(response.statusCode(), response.body());
+        } catch (java.net.ConnectException e) {
+            return new Readiness(-1, "starting (not listening yet)");
+        } catch (java.net.http.HttpTimeoutException e) {
+            return new Readiness(-1, "busy (its readiness check did not answer within 5 s)");
         } catch (IOException e) {
             return new Readiness(-1, "unreachable: " + (e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()));
         } catch (InterruptedException e) {

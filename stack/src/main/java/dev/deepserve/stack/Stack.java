@@ -195,6 +195,7 @@ final class Stack {
         List<ServiceProcess> pending = new ArrayList<>(services);
         out.print("starting services");
         out.flush();
+        long nextReport = start + REPORT_EVERY.toNanos();
         while (!pending.isEmpty()) {
             for (ServiceProcess service : List.copyOf(pending)) {
                 if (!service.alive()) {
@@ -213,6 +214,16 @@ final class Stack {
             if (pending.isEmpty()) {
                 break;
             }
+            if (System.nanoTime() > nextReport) {
+                // what each service still waits for, in its own words (its readiness checks): a person sees progress
+                nextReport = System.nanoTime() + REPORT_EVERY.toNanos();
+                StringBuilder waiting = new StringBuilder();
+                for (ServiceProcess service : pending) {
+                    waiting.append(waiting.isEmpty() ? "" : "; ").append(service.name).append(": ").append(HealthSummary.reasons(last.get(service.name)));
+                }
+                out.printf("%n  waiting %4.0fs  %s", (System.nanoTime() - start) / 1e9, waiting);
+                out.flush();
+            }
             if (System.nanoTime() > deadline) {
                 out.println();
                 StringBuilder why = new StringBuilder("not ready after " + timeout.toSeconds() + "s:");
@@ -226,6 +237,9 @@ final class Stack {
         }
         out.println();
     }
+
+    /** How often the start says what the services not yet ready are waiting for. */
+    static final Duration REPORT_EVERY = Duration.ofSeconds(5);
 
     /** Restarts wait 1 s, 2 s, 4 s, ... up to this; a service that then stays up this long starts over at 1 s. */
     static final Duration MAX_RESTART_BACKOFF = Duration.ofSeconds(30);
