@@ -51,10 +51,12 @@ final class Stack {
     private volatile boolean stopping;
     private EmbeddedPostgresServer postgres;
     private ServiceProcess kafka;
+    private final AotCache aot;
 
     Stack(StackSettings settings, PrintStream out) {
         this.settings = settings;
         this.out = out;
+        this.aot = new AotCache(settings.home().resolve("aot"), !"false".equalsIgnoreCase(System.getenv("DEEPSERVE_AOT")));
     }
 
     /**
@@ -129,7 +131,9 @@ final class Stack {
                 serviceEnv.put("DEEPSERVE_DECODE_URL", settings.url("prefill-service"));
             }
             try {
-                service.start(settings.serviceJar(name), jvmOptions(name), serviceEnv);
+                List<String> options = new ArrayList<>(jvmOptions(name));
+                options.addAll(aot.options(name, settings.serviceJar(name), options));
+                service.start(settings.serviceJar(name), options, serviceEnv);
             } catch (IOException e) {
                 throw new CliException("could not start " + name + ": " + oneLine(e));
             }
