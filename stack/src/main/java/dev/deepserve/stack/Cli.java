@@ -134,6 +134,9 @@ public final class Cli {
             return 0;
         }
         ProcessHandle handle = ProcessHandle.of(pid.get()).orElseThrow();
+        if (recordingAotCaches(settings)) {
+            out.println("stack: stopping; the services write their start-up caches on this first stop (up to a minute), later starts are faster");
+        }
         handle.destroy();
         try {
             handle.onExit().get(90, java.util.concurrent.TimeUnit.SECONDS);
@@ -146,6 +149,16 @@ public final class Cli {
         killLeftovers(settings);
         out.println("stack: stopped");
         return 0;
+    }
+
+    /** Whether a service of the running stack records its AOT cache at this stop (a stamp without its cache). */
+    private static boolean recordingAotCaches(StackSettings settings) {
+        try (var files = Files.list(settings.home().resolve("aot"))) {
+            return files.map(Path::toString).filter(f -> f.endsWith(".aot.stamp"))
+                    .anyMatch(stamp -> !Files.exists(Path.of(stamp.substring(0, stamp.length() - ".stamp".length()))));
+        } catch (IOException e) {
+            return false;
+        }
     }
 
     /** Service processes recorded in the state file that outlived their supervisor (e.g. it was SIGKILLed). */
