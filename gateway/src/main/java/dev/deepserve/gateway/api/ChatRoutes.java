@@ -163,22 +163,9 @@ public class ChatRoutes {
     private void completion(RoutingContext rc, boolean chat) {
         Call call = new Call(chat);
         metering.authenticate(rc, key -> {
-            JsonObject body;
-            try {
-                body = rc.body().asJsonObject();
-            } catch (RuntimeException e) {
-                body = null;
-            }
-            if (body == null) {
-                Metering.fail(rc, OpenAiError.invalid(null, "request body must be a JSON object"));
-                return;
-            }
-            try {
-                ModelNames.check(body.getValue("model"));
-            } catch (OpenAiError e) {
-                Metering.fail(rc, e);
-                return;
-            }
+            // a body that is not a JSON object, or a bad model name, is answered 400 by authenticate's handler
+            JsonObject body = Metering.jsonBody(rc);
+            ModelNames.check(body.getValue("model"));
             if (body.getValue("model") instanceof String model && upstreams.serves(model)) {
                 upstreams.complete(rc, key, body, chat);
             } else {

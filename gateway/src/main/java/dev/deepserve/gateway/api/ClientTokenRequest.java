@@ -28,24 +28,23 @@ public record ClientTokenRequest(List<String> origins, List<String> models, Inte
     static ClientTokenRequest parse(JsonObject body, Cors cors, ApiKey parent, int maxMaxTokens) {
         List<String> origins = origins(body.getValue("origins"), cors);
         List<String> models = models(body.getValue("models"), parent);
-        Integer maxTokens = null;
-        Object mt = body.getValue("max_tokens");
-        if (mt != null) {
-            if (!(mt instanceof Number n) || n.doubleValue() != Math.rint(n.doubleValue()) || n.longValue() < 1 || n.longValue() > maxMaxTokens) {
-                throw OpenAiError.invalid("max_tokens", "max_tokens must be an integer from 1 to " + maxMaxTokens);
-            }
-            maxTokens = n.intValue();
-        }
+        Integer maxTokens = wholeNumber(body, "max_tokens", 1, maxMaxTokens, "max_tokens must be an integer from 1 to " + maxMaxTokens);
         BigDecimal spend = spend(body.getValue("spend_limit"));
-        int expiresIn = DEFAULT_EXPIRES_IN;
-        Object e = body.getValue("expires_in");
-        if (e != null) {
-            if (!(e instanceof Number n) || n.doubleValue() != Math.rint(n.doubleValue()) || n.longValue() < 60 || n.longValue() > MAX_EXPIRES_IN) {
-                throw OpenAiError.invalid("expires_in", "expires_in must be a whole number of seconds from 60 to " + MAX_EXPIRES_IN);
-            }
-            expiresIn = n.intValue();
-        }
+        Integer asked = wholeNumber(body, "expires_in", 60, MAX_EXPIRES_IN, "expires_in must be a whole number of seconds from 60 to " + MAX_EXPIRES_IN);
+        int expiresIn = asked == null ? DEFAULT_EXPIRES_IN : asked;
         return new ClientTokenRequest(origins, models, maxTokens, spend, expiresIn);
+    }
+
+    /** An optional whole number within [min, max] (a JSON number with no fraction), or a 400 naming the field. */
+    private static Integer wholeNumber(JsonObject body, String field, long min, long max, String message) {
+        Object value = body.getValue(field);
+        if (value == null) {
+            return null;
+        }
+        if (!(value instanceof Number n) || n.doubleValue() != Math.rint(n.doubleValue()) || n.longValue() < min || n.longValue() > max) {
+            throw OpenAiError.invalid(field, message);
+        }
+        return n.intValue();
     }
 
     private static List<String> origins(Object value, Cors cors) {

@@ -50,16 +50,7 @@ public class ClientTokenRoutes {
                 throw OpenAiError.invalid(null, "this API key has a spend cap; mint browser tokens with a key without one "
                         + "(each token's spend_limit bounds what it may spend)");
             }
-            JsonObject body;
-            try {
-                body = rc.body().asJsonObject();
-            } catch (RuntimeException e) {
-                body = null;
-            }
-            if (body == null) {
-                throw OpenAiError.invalid(null, "request body must be a JSON object");
-            }
-            ClientTokenRequest ask = ClientTokenRequest.parse(body, cors, parent, config.maxMaxTokens());
+            ClientTokenRequest ask = ClientTokenRequest.parse(Metering.jsonBody(rc), cors, parent, config.maxMaxTokens());
             // a mint counts as a request against the key's rate limit
             metering.admit(parent, 0).chain(() -> tokens.mint(parent, ask.origins(), ask.models(), ask.maxTokens(), ask.spendLimit(), ask.expiresIn()))
                     .subscribe().with(outcome -> {

@@ -177,6 +177,20 @@ public class Metering {
         r.end(e.body().encode());
     }
 
+    /** A request's body as a JSON object, or a 400 in the API's error shape. */
+    static JsonObject jsonBody(RoutingContext rc) {
+        JsonObject body;
+        try {
+            body = rc.body().asJsonObject();
+        } catch (RuntimeException e) {
+            body = null;
+        }
+        if (body == null) {
+            throw OpenAiError.invalid(null, "request body must be a JSON object");
+        }
+        return body;
+    }
+
     public Uni<ApiKey> authenticate(RoutingContext rc) {
         String header = rc.request().getHeader("Authorization");
         if (header == null || !header.regionMatches(true, 0, "Bearer ", 0, 7)) {

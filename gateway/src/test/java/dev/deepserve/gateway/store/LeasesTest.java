@@ -149,9 +149,14 @@ class LeasesTest {
     }
 
     UsageWriter writerOver(Pool on, Leases with, Path journal, UsagePublisher kafka) {
+        return new UsageWriter(on, with, vertx, kafka, usage(journal, true), config.outbox());
+    }
+
+    /** The usage settings of a test writer: its journal (on or off) and a short group wait. */
+    static GatewayConfig.Usage usage(Path journal, boolean enabled) {
         GatewayConfig.Usage.Journal j = new GatewayConfig.Usage.Journal() {
             public boolean enabled() {
-                return true;
+                return enabled;
             }
 
             public Path dir() {
@@ -162,7 +167,7 @@ class LeasesTest {
                 return false;
             }
         };
-        GatewayConfig.Usage usage = new GatewayConfig.Usage() {
+        return new GatewayConfig.Usage() {
             public Journal journal() {
                 return j;
             }
@@ -171,7 +176,12 @@ class LeasesTest {
                 return Duration.ofMillis(5);
             }
         };
-        return new UsageWriter(on, with, vertx, kafka, usage, config.outbox());
+    }
+
+    /** A pool to a PostgreSQL that is not there: every statement fails, as during an outage. */
+    Pool unreachable() {
+        return PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
+                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
     }
 
     String event(UUID id, String account, String cost) {
@@ -189,8 +199,7 @@ class LeasesTest {
         BigDecimal leasedB = reserved(swept);
 
         // this replica's PostgreSQL goes away: its answers still go out, their events safe in the journal
-        Pool unreachable = PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
-                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
+        Pool unreachable = unreachable();
         UsageWriter down = writerOver(unreachable, replica, journal);
         UUID ea = UUID.randomUUID();
         UUID eb = UUID.randomUUID();
@@ -248,8 +257,7 @@ class LeasesTest {
         Leases replica = new Leases(pool, config.lease());
         Ledger.Reservation cut = reserveOne(replica, cutAccount).await().indefinitely().orElseThrow();
         Ledger.Reservation settled = reserveOne(replica, settledAccount).await().indefinitely().orElseThrow();
-        Pool unreachable = PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
-                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
+        Pool unreachable = unreachable();
         UsageWriter dying = writerOver(unreachable, replica, journal);
         UUID ec = UUID.randomUUID();
         UUID es = UUID.randomUUID();
@@ -308,29 +316,8 @@ class LeasesTest {
     /** There is no journal-less mode: an event held only in memory would be free if the process died. */
     @Test
     void aGatewayWithoutItsUsageJournalDoesNotStart(@TempDir Path journal) {
-        GatewayConfig.Usage off = new GatewayConfig.Usage() {
-            public Journal journal() {
-                return new Journal() {
-                    public boolean enabled() {
-                        return false;
-                    }
-
-                    public Path dir() {
-                        return journal;
-                    }
-
-                    public boolean fsync() {
-                        return false;
-                    }
-                };
-            }
-
-            public Duration groupWait() {
-                return Duration.ofMillis(5);
-            }
-        };
         IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
-                () -> new UsageWriter(pool, leases, vertx, null, off, config.outbox()));
+                () -> new UsageWriter(pool, leases, vertx, null, usage(journal, false), config.outbox()));
         assertTrue(e.getMessage().contains("DEEPSERVE_USAGE_JOURNAL_ENABLED=false is not supported"), e.getMessage());
     }
 
@@ -391,8 +378,7 @@ class LeasesTest {
         Leases replica = new Leases(pool, config.lease());
         Ledger.Reservation a = reserveOne(replica, account).await().indefinitely().orElseThrow();
         Ledger.Reservation b = reserveOne(replica, account).await().indefinitely().orElseThrow();
-        Pool unreachable = PgBuilder.pool().connectingTo(new PgConnectOptions().setHost("127.0.0.1").setPort(1).setDatabase("none")
-                .setUser("none").setPassword("none").setConnectTimeout(200)).using(io.vertx.mutiny.core.Vertx.newInstance(vertx)).build();
+        Pool unreachable = unreachable();
         UsageWriter down = writerOver(unreachable, replica, journal);
         String longAgo = java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).minusDays(3).toString();
         UUID applied = UUID.randomUUID();
