@@ -6,6 +6,10 @@ import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.CpuStepRunner;
+import dev.deepserve.serving.KvAdmission;
+import dev.deepserve.serving.LoopMetrics;
+import dev.deepserve.serving.LoopSettings;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -43,13 +47,13 @@ public final class KvAdmissionBench {
         dir = DecodeBench.model(dir);
         Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
         try (CpuOps ops = CpuOps.best(); Transformer model = Transformer.load(dir, ops)) {
-            run(model, tokenizer, DecodeLoop.KvAdmission.ON_DEMAND, 4, budget, answer); // warm-up
+            run(model, tokenizer, KvAdmission.ON_DEMAND, 4, budget, answer); // warm-up
             System.out.printf("%d requests: 64-token prompts, max_tokens 1024, each answer ends after %d tokens; KV budget %d tokens, max batch 32%n%n",
                     requests, answer, budget);
             System.out.printf("%-10s %10s %10s %12s %12s%n", "admission", "tokens/s", "wall s", "mean batch", "preemptions");
-            double[] reserve = run(model, tokenizer, DecodeLoop.KvAdmission.RESERVE, requests, budget, answer);
+            double[] reserve = run(model, tokenizer, KvAdmission.RESERVE, requests, budget, answer);
             print("reserve", reserve);
-            double[] onDemand = run(model, tokenizer, DecodeLoop.KvAdmission.ON_DEMAND, requests, budget, answer);
+            double[] onDemand = run(model, tokenizer, KvAdmission.ON_DEMAND, requests, budget, answer);
             print("on-demand", onDemand);
             System.out.printf("%non-demand / reserve: %.1fx tokens/s, %.1fx mean batch%n", onDemand[0] / reserve[0], onDemand[2] / reserve[2]);
         }
@@ -60,11 +64,11 @@ public final class KvAdmissionBench {
     }
 
     /** {tokens/s, wall seconds, mean batch, preemptions}. */
-    static double[] run(Transformer model, Tokenizer tokenizer, DecodeLoop.KvAdmission admission, int requests, long budget, int answer) throws Exception {
+    static double[] run(Transformer model, Tokenizer tokenizer, KvAdmission admission, int requests, long budget, int answer) throws Exception {
         AtomicLong steps = new AtomicLong();
         AtomicLong batched = new AtomicLong();
-        DecodeLoop loop = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(32, 8192, budget, 64, 512, 10_000, false, Duration.ofMinutes(1), admission),
-                new DecodeLoop.Metrics() {
+        DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(32, 8192, budget, 64, 512, 10_000, false, Duration.ofMinutes(1), admission),
+                new LoopMetrics() {
                     @Override
                     public void step(int sequences, long nanos) {
                         steps.incrementAndGet();

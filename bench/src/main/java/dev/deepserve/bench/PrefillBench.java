@@ -7,6 +7,9 @@ import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.CpuStepRunner;
+import dev.deepserve.serving.LoopMetrics;
+import dev.deepserve.serving.LoopSettings;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -73,8 +76,8 @@ public final class PrefillBench {
     }
 
     static DecodeLoop loop(Transformer model, Tokenizer tokenizer, PrefixCache cache, int chunk, AtomicLong computed) {
-        return new DecodeLoop(model, tokenizer, cache, new DecodeLoop.Settings(16, 1 << 16, 1L << 24, 64, chunk, 10_000, false, Duration.ofMinutes(5)),
-                new DecodeLoop.Metrics() {
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, cache, new LoopSettings(16, 1 << 16, 1L << 24, 64, chunk, 10_000, false, Duration.ofMinutes(5)),
+                new LoopMetrics() {
                     @Override
                     public void prefilled(int tokens) {
                         computed.addAndGet(tokens);

@@ -7,6 +7,9 @@ import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.CpuStepRunner;
+import dev.deepserve.serving.LoopMetrics;
+import dev.deepserve.serving.LoopSettings;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -70,8 +73,8 @@ public final class TpotBench {
     }
 
     static DecodeLoop loop(Transformer model, Tokenizer tokenizer) {
-        return new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(DECODERS + 8, 1 << 16, 1L << 24, 64, 512, 10_000, false, Duration.ofMinutes(5)),
-                DecodeLoop.Metrics.NONE);
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(DECODERS + 8, 1 << 16, 1L << 24, 64, 512, 10_000, false, Duration.ofMinutes(5)),
+                LoopMetrics.NONE);
     }
 
     static int[] prompt(int length, int seed) {

@@ -5,6 +5,9 @@ import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.CpuStepRunner;
+import dev.deepserve.serving.LoopMetrics;
+import dev.deepserve.serving.LoopSettings;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -52,8 +55,8 @@ class ExpertParallelServiceTest {
     /** Greedy tokens of the same checkpoint with every expert in this (test) process. */
     static List<Integer> alone(int[] prompt, int maxTokens) throws InterruptedException {
         try (Transformer model = Transformer.load(SmallModel.dir(), CpuOps.best())) {
-            DecodeLoop loop = new DecodeLoop(model, Tokenizer.load(SmallModel.dir()), null,
-                    new DecodeLoop.Settings(1, 4096, 1 << 16, 64, 7, 10, true, Duration.ofMinutes(1)), DecodeLoop.Metrics.NONE);
+            DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), Tokenizer.load(SmallModel.dir()), null,
+                    new LoopSettings(1, 4096, 1 << 16, 64, 7, 10, true, Duration.ofMinutes(1)), LoopMetrics.NONE);
             List<Integer> ids = new ArrayList<>();
             boolean[] done = {false};
             loop.submit(new GenerationRequest("alone", prompt, maxTokens, SamplingParams.GREEDY, List.of()), new TokenSink() {

@@ -34,6 +34,13 @@ import static org.hamcrest.Matchers.equalTo;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * decode-service's {@code /internal/generate} over HTTP on the tiny-test checkpoint: a greedy stream of exactly
+ * max_tokens whose text decodes its ids, eight concurrent sequences giving exactly the tokens each gives alone, stop
+ * strings cut and never sent, cancellation with the exact count and the KV blocks given back, and a repeated prompt
+ * served from the prefix cache in whole blocks with the same answer. Internal routes need the service credential
+ * (probes do not), and bad requests and oversized, overclaiming or malformed KV transfers are refused with reasons.
+ */
 @QuarkusTest
 @TestProfile(SmallModel.class)
 class GenerateTest {

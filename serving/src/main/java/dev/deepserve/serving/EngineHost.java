@@ -37,7 +37,7 @@ public final class EngineHost {
     /** The loop's settings plus where the model is and what to keep. */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
                           int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
-                          Experts experts, String backend, DecodeLoop.KvAdmission kvAdmission) {
+                          Experts experts, String backend, KvAdmission kvAdmission) {
     }
 
     /**
@@ -50,7 +50,7 @@ public final class EngineHost {
 
     private final String name;
     private final Options options;
-    private final Function<PrefixCache, DecodeLoop.Metrics> metrics;
+    private final Function<PrefixCache, LoopMetrics> metrics;
     private final Consumer<DecodeLoop> configure;
     private volatile State state = State.LOADING;
     private volatile String problem;
@@ -65,7 +65,7 @@ public final class EngineHost {
      * @param metrics   builds the loop's metrics (given the prefix cache, or null when it is off)
      * @param configure last touches to the loop before it serves (e.g. a prefill instance's handoff)
      */
-    public EngineHost(String name, Options options, Function<PrefixCache, DecodeLoop.Metrics> metrics, Consumer<DecodeLoop> configure) {
+    public EngineHost(String name, Options options, Function<PrefixCache, LoopMetrics> metrics, Consumer<DecodeLoop> configure) {
         this.name = name;
         this.options = options;
         this.metrics = metrics;
@@ -115,7 +115,7 @@ public final class EngineHost {
     /** The loop when it serves, else a 503 refusal saying why. */
     public DecodeLoop serving() {
         if (state != State.READY) {
-            throw new DecodeLoop.Refused(503, state == State.LOADING ? "the model is still loading" : "the model failed to load: " + problem);
+            throw new Refused(503, state == State.LOADING ? "the model is still loading" : "the model failed to load: " + problem);
         }
         return loop;
     }
@@ -156,15 +156,16 @@ public final class EngineHost {
             tokenizer = Tokenizer.load(options.modelDir());
             String spread = expertParallel(model);
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
-            DecodeLoop l = new DecodeLoop(model, gpuModel, tokenizer, prefix, new DecodeLoop.Settings(options.maxBatch(), options.maxContext(),
+            // the backend is chosen here, once: everything the loop does above its runner is the same on both
+            StepRunner runner = gpuModel != null ? new GpuStepRunner(gpuModel) : new CpuStepRunner(model);
+            DecodeLoop l = new DecodeLoop(runner, tokenizer, prefix, new LoopSettings(options.maxBatch(), options.maxContext(),
                     options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
                     options.slowReaderTimeout(), options.kvAdmission()), metrics.apply(prefix));
             configure.accept(l);
             loop = l;
             state = State.READY;
-            String where = gpuModel != null ? gpuModel.describe() : ops.describe();
             LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; MTP speculation {5}; experts {6}", name,
-                    model.config().modelType(), options.modelDir(), where, (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off", spread);
+                    model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off", spread);
         } catch (RuntimeException | java.io.IOException e) {
             problem = e.getMessage();
             state = State.FAILED;

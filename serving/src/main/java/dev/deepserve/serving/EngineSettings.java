@@ -33,7 +33,7 @@ public interface EngineSettings {
      * out; reserve: promise prompt + max_tokens at admission, never preempt.
      */
     @WithDefault("on-demand")
-    DecodeLoop.KvAdmission kvAdmission();
+    KvAdmission kvAdmission();
 
     /** Tensor backend: auto (CUDA when a device, its driver and the compiled kernels are there, else CPU), cpu or cuda. */
     @WithDefault("auto")

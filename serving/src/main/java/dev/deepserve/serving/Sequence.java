@@ -14,14 +14,11 @@ public final class Sequence {
     final StopMatcher stop;
     /** KV blocks admission promises this sequence: enough for its prompt, max_tokens and a draft. */
     final long kvBlocks;
+    /** The main model's latent KV over the context. */
     KvCache cache;
-    KvCache mtpCache;
-    int draft = -1;
-    int drafts;
-    int acceptedDrafts;
-    boolean speculate = true;
+    /** The MTP module's KV and drafts. */
+    final Speculation speculation = new Speculation();
     boolean handoffPending;
-    float[] draftProbs;
     int prefilled;
     int cachedTokens;
     boolean stored;
@@ -102,10 +99,8 @@ public final class Sequence {
             context = null;
         }
         prefilled = 0;
-        draft = -1;
-        draftProbs = null;
         cache = null;
-        mtpCache = null;
+        speculation.dropKv();
         preemptions++;
     }
 }

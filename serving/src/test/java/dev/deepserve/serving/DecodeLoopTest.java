@@ -68,8 +68,8 @@ class DecodeLoopTest {
     }
 
     static DecodeLoop loop(boolean mtp, int maxBatch, PrefixCache prefix) {
-        return new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 4096, 1 << 20, 16, 5, 1000, mtp, Duration.ofSeconds(30)),
-                DecodeLoop.Metrics.NONE);
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, prefix, new LoopSettings(maxBatch, 4096, 1 << 20, 16, 5, 1000, mtp, Duration.ofSeconds(30)),
+                LoopMetrics.NONE);
     }
 
     static int[] prompt(int seed, int length) {
@@ -115,17 +115,17 @@ class DecodeLoopTest {
 
         // drafts that are always right: every step must accept and add a bonus token
         DecodeLoop perfect = loop(true, 8, null);
-        perfect.draftOverride = (s, mtpDraft) -> {
+        perfect.draftOverride((s, mtpDraft) -> {
             List<Integer> ref = plain.get(Integer.parseInt(s.requestId().substring(1))).ids;
             return s.generated < ref.size() ? ref.get(s.generated) : mtpDraft;
-        };
+        });
         Map<Integer, Collect> fast = run(perfect, 24, 16);
         // drafts right only every other time: rejected ones must be rolled back without a trace
         DecodeLoop flaky = loop(true, 8, null);
-        flaky.draftOverride = (s, mtpDraft) -> {
+        flaky.draftOverride((s, mtpDraft) -> {
             List<Integer> ref = plain.get(Integer.parseInt(s.requestId().substring(1))).ids;
             return s.generated < ref.size() && s.generated % 2 == 0 ? ref.get(s.generated) : 7;
-        };
+        });
         Map<Integer, Collect> mixed = run(flaky, 24, 16);
         for (int i = 0; i < 24; i++) {
             assertEquals(plain.get(i).ids, fast.get(i).ids, "perfect drafts, prompt " + i);
@@ -138,7 +138,7 @@ class DecodeLoopTest {
     void perfectDraftsHalveTheSteps() throws Exception {
         Map<Integer, Collect> plain = run(loop(false, 1, null), 1, 20);
         DecodeLoop perfect = loop(true, 1, null);
-        perfect.draftOverride = (s, mtpDraft) -> s.generated < plain.get(0).ids.size() ? plain.get(0).ids.get(s.generated) : mtpDraft;
+        perfect.draftOverride((s, mtpDraft) -> s.generated < plain.get(0).ids.size() ? plain.get(0).ids.get(s.generated) : mtpDraft);
         Collect c = new Collect();
         perfect.submit(new GenerationRequest("r0", prompt(0, 3), 20, SamplingParams.GREEDY, List.of()), c);
         int steps = 0;
@@ -197,11 +197,11 @@ class DecodeLoopTest {
      */
     @Test
     void pagedKvNeverLeaksAcrossManyRequests() throws Exception {
-        for (DecodeLoop.KvAdmission admission : DecodeLoop.KvAdmission.values()) {
+        for (KvAdmission admission : KvAdmission.values()) {
             PrefixCache prefix = new PrefixCache(16, 1 << 26);
-            int blocks = admission == DecodeLoop.KvAdmission.RESERVE ? 40 : 24;
-            DecodeLoop l = new DecodeLoop(model, tokenizer, prefix, new DecodeLoop.Settings(6, 4096, 16 * blocks, 16, 7, 1000, true,
-                    Duration.ofSeconds(30), admission), DecodeLoop.Metrics.NONE);
+            int blocks = admission == KvAdmission.RESERVE ? 40 : 24;
+            DecodeLoop l = new DecodeLoop(new CpuStepRunner(model), tokenizer, prefix, new LoopSettings(6, 4096, 16 * blocks, 16, 7, 1000, true,
+                    Duration.ofSeconds(30), admission), LoopMetrics.NONE);
             java.util.SplittableRandom r = new java.util.SplittableRandom(42);
             int[] shared = prompt(77, 48);
             List<Collect> sinks = new ArrayList<>();
@@ -224,7 +224,7 @@ class DecodeLoopTest {
                 int used = l.kvPool().used();
                 maxUsed = Math.max(maxUsed, used);
                 assertTrue(used <= blocks && l.mtpPool().used() <= blocks, admission + ": the pool was overrun");
-                if (admission == DecodeLoop.KvAdmission.RESERVE) {
+                if (admission == KvAdmission.RESERVE) {
                     // blocks only sequences hold (the rest are the prefix cache's, reclaimable) never exceed the promise
                     int[] held = prefix.heldBlocks();
                     assertTrue(used - held[0] <= l.kvReserved() / 16, "blocks in use (" + used + ") beyond those promised (" + l.kvReserved() / 16 + ")");
@@ -239,7 +239,7 @@ class DecodeLoopTest {
             assertTrue(maxUsed > blocks / 2, admission + ": the pool was actually under pressure: " + maxUsed + " of " + blocks + " blocks");
             assertTrue(sinks.stream().noneMatch(c -> c.finish.startsWith("error")), admission + ": no request failed");
             assertTrue(sinks.stream().anyMatch(c -> c.finish.equals("cancelled")) && sinks.stream().anyMatch(c -> c.cached > 0));
-            if (admission == DecodeLoop.KvAdmission.ON_DEMAND) {
+            if (admission == KvAdmission.ON_DEMAND) {
                 assertTrue(l.preemptions() > 0, "on-demand admission preempted along the way");
             } else {
                 assertEquals(0, l.preemptions());
@@ -255,8 +255,8 @@ class DecodeLoopTest {
     @Test
     void preemptedSequencesStreamExactlyWhatTheyStreamAlone() throws Exception {
         for (boolean mtp : new boolean[] {false, true}) {
-            DecodeLoop tight = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(6, 4096, 16 * 10, 16, 7, 1000, mtp,
-                    Duration.ofSeconds(30), DecodeLoop.KvAdmission.ON_DEMAND), DecodeLoop.Metrics.NONE);
+            DecodeLoop tight = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(6, 4096, 16 * 10, 16, 7, 1000, mtp,
+                    Duration.ofSeconds(30), KvAdmission.ON_DEMAND), LoopMetrics.NONE);
             Map<Integer, Collect> out = new HashMap<>();
             List<Sequence> seqs = new ArrayList<>();
             for (int i = 0; i < 6; i++) {
@@ -287,20 +287,20 @@ class DecodeLoopTest {
     @Test
     void speculationStopsForASequenceWhoseDraftsKeepFailing() throws Exception {
         int[] drafts = {0};
-        DecodeLoop.Metrics count = new DecodeLoop.Metrics() {
+        LoopMetrics count = new LoopMetrics() {
             @Override
             public void draft(boolean accepted) {
                 drafts[0]++;
             }
         };
-        DecodeLoop l = new DecodeLoop(model, tokenizer, null, new DecodeLoop.Settings(1, 4096, 1 << 20, 16, 5, 1000, true, Duration.ofSeconds(30)), count);
-        l.draftOverride = (s, mtpDraft) -> 7; // never right
+        DecodeLoop l = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(1, 4096, 1 << 20, 16, 5, 1000, true, Duration.ofSeconds(30)), count);
+        l.draftOverride((s, mtpDraft) -> 7); // never right
         Collect c = new Collect();
         l.submit(new GenerationRequest("r0", prompt(1, 4), 80, SamplingParams.GREEDY, List.of()), c);
         while (c.finish == null) {
             l.runOnce(1);
         }
-        assertEquals(DecodeLoop.PROBE_DRAFTS, drafts[0], "after the probe window, no more drafts");
+        assertEquals(Speculation.PROBE_DRAFTS, drafts[0], "after the probe window, no more drafts");
         assertEquals(0, l.mtpPool().used(), "the MTP cache dropped when speculation stopped went back to its pool");
         assertEquals(0, l.kvPool().used());
         DecodeLoop plain = loop(false, 1, null);

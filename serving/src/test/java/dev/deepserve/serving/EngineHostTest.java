@@ -9,6 +9,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * Expert-worker addresses: {@code lws:PORT} expands to the other pods of the leader's LeaderWorkerSet group (none in a
+ * group of one) next to the workers listed outright, and without LWS_LEADER_ADDRESS it is refused naming that variable.
+ */
 class EngineHostTest {
 
     @Test

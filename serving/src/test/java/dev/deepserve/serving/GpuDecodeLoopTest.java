@@ -70,8 +70,8 @@ class GpuDecodeLoopTest {
     }
 
     static DecodeLoop loop(GpuModel gpu, int maxBatch, long kvTokens, PrefixCache prefix, boolean mtp) {
-        return new DecodeLoop(model, gpu, tokenizer, prefix, new DecodeLoop.Settings(maxBatch, 256, kvTokens, 16, 7, 1000, mtp,
-                Duration.ofSeconds(30)), DecodeLoop.Metrics.NONE);
+        return new DecodeLoop(gpu == null ? new CpuStepRunner(model) : new GpuStepRunner(gpu), tokenizer, prefix, new LoopSettings(maxBatch, 256, kvTokens, 16, 7, 1000, mtp,
+                Duration.ofSeconds(30)), LoopMetrics.NONE);
     }
 
     static Map<Integer, DecodeLoopTest.Collect> run(DecodeLoop loop, int count, int maxTokens) throws Exception {
@@ -117,7 +117,7 @@ class GpuDecodeLoopTest {
     }
 
     /** Counts drafts and accepted drafts. */
-    static final class Drafts implements DecodeLoop.Metrics {
+    static final class Drafts implements LoopMetrics {
         int drafted;
         int accepted;
 
@@ -129,7 +129,7 @@ class GpuDecodeLoopTest {
     }
 
     static DecodeLoop speculative(GpuModel gpu, Drafts metrics) {
-        return new DecodeLoop(model, gpu, tokenizer, new PrefixCache(16, 1 << 20), new DecodeLoop.Settings(6, 256, 1 << 12, 16, 7, 1000, true,
+        return new DecodeLoop(gpu == null ? new CpuStepRunner(model) : new GpuStepRunner(gpu), tokenizer, new PrefixCache(16, 1 << 20), new LoopSettings(6, 256, 1 << 12, 16, 7, 1000, true,
                 Duration.ofSeconds(30)), metrics);
     }
 

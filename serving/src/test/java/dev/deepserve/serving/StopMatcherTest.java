@@ -7,6 +7,11 @@ import java.util.List;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * Stop strings over streamed text: one split across deltas is caught and none of it is sent, held text is released once
+ * it can no longer start a stop, the earliest of several stops wins, surrogate pairs are never split, and without stops
+ * everything passes through.
+ */
 class StopMatcherTest {
 
     static String feed(StopMatcher m, String... deltas) {

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.Refused;
 import dev.deepserve.decode.domain.Engine;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
@@ -149,7 +150,7 @@ public class GenerateRoutes {
         try {
             sequence = engine.submitPrefilled(request, sink, kv.main(), kv.mtp(), meta.path("first_token").asInt(-1), meta.path("draft").asInt(-1),
                     meta.path("cached_tokens").asInt(0));
-        } catch (DecodeLoop.Refused e) {
+        } catch (Refused e) {
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }
@@ -170,7 +171,7 @@ public class GenerateRoutes {
         Sequence sequence;
         try {
             sequence = engine.submit(request, sink);
-        } catch (DecodeLoop.Refused e) {
+        } catch (Refused e) {
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }

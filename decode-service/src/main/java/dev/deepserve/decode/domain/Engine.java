@@ -4,6 +4,7 @@ import dev.deepserve.decode.config.DecodeConfig;
 import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
@@ -99,7 +100,7 @@ public class Engine {
             Duration.ofMillis(5), Duration.ofMillis(10), Duration.ofMillis(20), Duration.ofMillis(50), Duration.ofMillis(100), Duration.ofMillis(250),
             Duration.ofMillis(500), Duration.ofSeconds(1), Duration.ofSeconds(2), Duration.ofSeconds(5), Duration.ofSeconds(10)};
 
-    private DecodeLoop.Metrics metrics(PrefixCache prefix) {
+    private LoopMetrics metrics(PrefixCache prefix) {
         Gauge.builder("deepserve.expert.rebalances", host, h -> h.expertParallel() == null ? 0 : h.expertParallel().rebalances())
                 .description("EPLB placements switched to since start (expert parallelism)").register(registry);
         Gauge.builder("deepserve.expert.workers", host, h -> h.expertParallel() == null ? 1 : h.expertParallel().workers())
@@ -131,7 +132,7 @@ public class Engine {
                 .register(registry);
         DistributionSummary batch = DistributionSummary.builder("deepserve.decode.batch.size").description("sequences in a forward step")
                 .serviceLevelObjectives(1, 2, 4, 8, 16, 32, 64, 128, 256).register(registry);
-        return new DecodeLoop.Metrics() {
+        return new LoopMetrics() {
             @Override
             public void step(int sequences, long nanos) {
                 step.record(nanos, TimeUnit.NANOSECONDS);

@@ -10,6 +10,7 @@ import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.prefill.domain.PrefillEngine;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.Refused;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
@@ -148,7 +149,7 @@ public class PrefillRoutes {
         }
         try {
             engine.submit(request, relay);
-        } catch (DecodeLoop.Refused e) {
+        } catch (Refused e) {
             relays.remove(request.requestId());
             rc.response().setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;

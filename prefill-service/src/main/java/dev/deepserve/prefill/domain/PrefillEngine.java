@@ -4,6 +4,8 @@ import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.Handoff;
+import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
@@ -57,7 +59,7 @@ public class PrefillEngine {
      * Prefill tokens/s ({@code rate(deepserve_prefill_tokens_total)}), cache hits, the hit ratio so far, the prefix
      * cache's memory and the prefill step time.
      */
-    private static DecodeLoop.Metrics metrics(MeterRegistry registry, PrefixCache prefix) {
+    private static LoopMetrics metrics(MeterRegistry registry, PrefixCache prefix) {
         Counter computed = Counter.builder("deepserve.prefill.tokens").description("prompt tokens run through the model (not from the cache)").register(registry);
         Counter hits = Counter.builder("deepserve.prefix.cache.hit.tokens").description("prompt tokens served from the prefix cache").register(registry);
         Timer step = Timer.builder("deepserve.prefill.step").description("one batched prefill step").register(registry);
@@ -69,7 +71,7 @@ public class PrefillEngine {
         if (prefix != null) {
             Gauge.builder("deepserve.prefix.cache.bytes", prefix, PrefixCache::usedBytes).description("memory held by the prefix cache").register(registry);
         }
-        return new DecodeLoop.Metrics() {
+        return new LoopMetrics() {
             @Override
             public void step(int sequences, long nanos) {
                 step.record(nanos, TimeUnit.NANOSECONDS);

@@ -13,6 +13,11 @@ import java.util.concurrent.atomic.AtomicLong;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
 
+/**
+ * Prefill's choice of decode instance: the one with the most free KV gets the sequence, what was sent since its last
+ * report counts against it so back-to-back picks spread, a failed instance sits out until it reports again, and a lone
+ * instance is always the choice.
+ */
 class DecodePickerTest {
 
     final Vertx vertx = Vertx.vertx();

@@ -1,0 +1,72 @@
+package dev.deepserve.serving;
+
+import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvSnapshot;
+
+/**
+ * What a request must be for this engine to take it, checked before it waits for anything: token ids inside the
+ * vocabulary, prompt + max_tokens inside the context and the KV budget; for a sequence prefilled elsewhere, KV of this
+ * model's shape covering exactly its prompt. Each refusal is a {@link Refused} with the status the service answers.
+ */
+final class RequestLimits {
+
+    private final ModelConfig config;
+    private final int maxContext;
+    private final long kvBudgetTokens;
+
+    RequestLimits(ModelConfig config, int maxContext, long kvBudgetTokens) {
+        this.config = config;
+        this.maxContext = maxContext;
+        this.kvBudgetTokens = kvBudgetTokens;
+    }
+
+    /** @param kvTokensAtMost the KV tokens the request may need at most, in whole blocks */
+    void check(GenerationRequest request, long kvTokensAtMost) {
+        if (request.prompt().length == 0) {
+            throw new Refused(400, "prompt is empty");
+        }
+        for (int id : request.prompt()) {
+            if (id < 0 || id >= config.vocabSize()) {
+                throw new Refused(400, "prompt token id " + id + " is outside the vocabulary [0, " + config.vocabSize() + ")");
+            }
+        }
+        long total = (long) request.prompt().length + request.maxTokens();
+        if (total > maxContext) {
+            throw new Refused(400, "prompt (" + request.prompt().length + " tokens) + max_tokens (" + request.maxTokens()
+                    + ") exceeds the context of " + maxContext + " tokens");
+        }
+        if (kvTokensAtMost > kvBudgetTokens) {
+            throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + kvBudgetTokens);
+        }
+    }
+
+    /** A transferred prompt KV and first token this engine can continue from. */
+    void checkTransfer(GenerationRequest request, KvCache main, int firstToken) {
+        if (main.layers() != config.numHiddenLayers() || main.kvLoraRank() != config.kvLoraRank()
+                || main.stride() != config.kvLoraRank() + config.qkRopeHeadDim()) {
+            throw new Refused(400, "the transferred KV does not have this model's shape");
+        }
+        if (main.length() != request.prompt().length) {
+            throw new Refused(400, "the transferred KV covers " + main.length() + " tokens, the prompt has " + request.prompt().length);
+        }
+        if (firstToken < 0 || firstToken >= config.vocabSize()) {
+            throw new Refused(400, "first token " + firstToken + " is outside the vocabulary");
+        }
+    }
+
+    /**
+     * The largest KV transfer a prefill instance can send: a prompt of the whole context, every layer's latent plus
+     * the MTP module's, as float32, with room for the snapshot's framing.
+     */
+    long maxKvTransferBytes() {
+        long perToken = (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * Float.BYTES;
+        return perToken * maxContext + (16 << 20);
+    }
+
+    /** The KV snapshots this engine can take over: its model's shape and longest context. */
+    KvSnapshot.Shape kvShape() {
+        // an MTP cache, when one comes, is the module's one layer (Mtp.newCache); without MTP here it is not used
+        return new KvSnapshot.Shape(config.numHiddenLayers(), 1, config.kvLoraRank(), config.qkRopeHeadDim(), maxContext);
+    }
+}

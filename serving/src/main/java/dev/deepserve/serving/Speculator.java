@@ -1,0 +1,142 @@
+package dev.deepserve.serving;
+
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.sampling.SampledToken;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.BiFunction;
+
+/**
+ * Multi-token-prediction speculation (DeepSeek-V3 §2.2, §5.4.3). After each main step the MTP module sees the
+ * positions the step added — its row j pairs the main model's final hidden state at j with token j+1 — and drafts the
+ * token after each sequence's last one. The next step feeds that draft beside the last token, and the main model's
+ * logits verify it: greedy decoding accepts it exactly when the main model would have produced it (so the output is
+ * identical with and without MTP); sampling uses the speculative-sampling rule (accept with probability
+ * min(1, p/q), else draw from the normalized residual max(0, p − q)), which leaves the output distribution unchanged.
+ */
+final class Speculator {
+
+    private final StepRunner runner;
+    private final LoopMetrics metrics;
+    private final int vocab;
+    /** This step's MTP input: one step per sequence, the main rows its positions pair with, and who drafts from it. */
+    private final List<Transformer.Step> steps = new ArrayList<>();
+    private final List<Integer> mainRows = new ArrayList<>();
+    /** Per MTP step: the sequence that drafts from its last row, or null (a prompt chunk that does not end the prompt). */
+    private final List<Sequence> owners = new ArrayList<>();
+    /** Tests only: replaces the MTP draft (given the sequence and the MTP's own draft) to exercise accept and rollback paths. */
+    BiFunction<Sequence, Integer, Integer> draftOverride;
+
+    Speculator(StepRunner runner, LoopMetrics metrics) {
+        this.runner = runner;
+        this.metrics = metrics;
+        this.vocab = runner.config().vocabSize();
+    }
+
+    /** The MTP module sees a prompt chunk {@code [from, to)} at main rows from {@code firstRow}; it drafts once the prompt is done. */
+    void seeChunk(Sequence s, int[] chunk, int firstRow) {
+        int[] ctx = s.context();
+        int[] next = new int[chunk[1] - chunk[0]];
+        for (int j = chunk[0]; j < chunk[1]; j++) {
+            next[j - chunk[0]] = j + 1 < ctx.length ? ctx[j + 1] : s.lastToken; // after the prompt: the token just sampled
+            mainRows.add(firstRow + j - chunk[0]);
+        }
+        add(s, next, s.prefilling() ? null : s);
+    }
+
+    /** The MTP module sees a decode step's new positions: {@code firstRow} (and the next row) paired with {@code next}. */
+    void seeDecode(Sequence s, int firstRow, int... next) {
+        for (int k = 0; k < next.length; k++) {
+            mainRows.add(firstRow + k);
+        }
+        add(s, next, s);
+    }
+
+    private void add(Sequence s, int[] next, Sequence owner) {
+        steps.add(new Transformer.Step(next, s.speculation.kv));
+        owners.add(owner);
+    }
+
+    /**
+     * Runs the MTP module over what it was shown this step (filling its KV) and gives each sequence that drafts its
+     * draft. Returns those sequences.
+     */
+    List<Sequence> draft() {
+        if (steps.isEmpty()) {
+            return List.of();
+        }
+        List<Sequence> drafting = new ArrayList<>();
+        List<Integer> draftRows = new ArrayList<>();
+        int row = 0;
+        for (int i = 0; i < steps.size(); i++) {
+            row += steps.get(i).tokens().length;
+            if (owners.get(i) != null) {
+                drafting.add(owners.get(i));
+                draftRows.add(row - 1);
+            }
+        }
+        boolean greedy = drafting.stream().allMatch(s -> s.sampler.params().greedy());
+        StepScores scores = runner.draft(List.copyOf(steps), toArray(mainRows), toArray(draftRows), greedy);
+        for (int i = 0; i < drafting.size(); i++) {
+            Speculation spec = drafting.get(i).speculation;
+            if (drafting.get(i).sampler.params().greedy()) {
+                spec.draft = scores.argmax(i);
+                spec.draftProbs = null;
+                if (draftOverride != null) {
+                    spec.draft = draftOverride.apply(drafting.get(i), spec.draft);
+                }
+            } else {
+                spec.draftProbs = scores.probabilities(drafting.get(i).sampler, i);
+                spec.draft = drafting.get(i).sampler.draw(spec.draftProbs);
+            }
+        }
+        steps.clear();
+        mainRows.clear();
+        owners.clear();
+        return drafting;
+    }
+
+    /**
+     * The token for the draft's position. Greedy: the main model's own choice (the draft is accepted when they agree).
+     * Sampling: accept the draft d with probability min(1, p(d)/q(d)); otherwise draw from max(0, p − q), normalized.
+     */
+    SampledToken verify(Sequence s, StepScores scores, int row, int draft) {
+        float[] q = s.speculation.draftProbs;
+        if (s.sampler.params().greedy() || q == null) {
+            return scores.sample(s.sampler, row);
+        }
+        float[] p = scores.probabilities(s.sampler, row);
+        int chosen = q[draft] > 0 && s.sampler.uniform() < Math.min(1.0, p[draft] / (double) q[draft]) ? draft : s.sampler.draw(residual(p, q));
+        SampledToken t = scores.report(s.sampler, row, chosen);
+        s.sampler.accept(chosen);
+        return t;
+    }
+
+    /** max(0, p − q), normalized; p itself when q covers p everywhere. */
+    private float[] residual(float[] p, float[] q) {
+        float[] residual = new float[vocab];
+        double sum = 0;
+        for (int i = 0; i < vocab; i++) {
+            residual[i] = Math.max(0f, p[i] - q[i]);
+            sum += residual[i];
+        }
+        if (sum <= 0) {
+            return p;
+        }
+        for (int i = 0; i < vocab; i++) {
+            residual[i] /= (float) sum;
+        }
+        return residual;
+    }
+
+    /** Counts a verified draft; true when the sequence should stop speculating (see {@link Speculation#verified}). */
+    boolean verified(Sequence s, boolean accepted) {
+        metrics.draft(accepted);
+        return s.speculation.verified(accepted);
+    }
+
+    private static int[] toArray(List<Integer> list) {
+        return list.stream().mapToInt(Integer::intValue).toArray();
+    }
+}
