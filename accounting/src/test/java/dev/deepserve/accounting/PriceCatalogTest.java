@@ -10,6 +10,13 @@ import java.util.List;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+/**
+ * Costs are exact at DeepSeek's prices and rounded once, half up, at eight decimals; the off-peak window wraps midnight
+ * and is chosen by completion time, a later effective date replaces the whole set, and an upstream model without its
+ * own price takes the upstream's wildcard price ({@code ds/*}), which local model names never do. The ceiling covers
+ * every window, affordable output tokens are exact, invalid prices are rejected, and balances display truncated to
+ * cents.
+ */
 class PriceCatalogTest {
 
     static final Instant LAUNCH = Instant.parse("2025-01-01T00:00:00Z");

@@ -25,6 +25,13 @@ import static org.hamcrest.Matchers.notNullValue;
 import static org.hamcrest.Matchers.nullValue;
 import static org.hamcrest.Matchers.hasKey;
 
+/**
+ * billing's admin API: only the admin key is accepted; top-ups and grants are ledger entries, a top-up retried with its
+ * Idempotency-Key credits once (even sent by eight clients at once), and a key's secret is shown once. Usage is charged
+ * to the granted balance first and releases the reservation, the seeded prices are listed and new ones checked
+ * (cache-hit not above cache-miss, one currency per model), a credit never overwrites the gateways' columns, and
+ * hostile or malformed input is refused with a JSON error.
+ */
 @QuarkusTest
 @QuarkusTestResource(EmbeddedPostgresResource.class)
 @QuarkusTestResource(EmbeddedKafkaResource.class)

@@ -21,6 +21,13 @@ import static org.awaitility.Awaitility.await;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
+/**
+ * billing's usage consumer on embedded PostgreSQL and Kafka: duplicates are applied once; an event PostgreSQL refuses
+ * or one with invalid text is dead-lettered with its reason (once, even when redelivered) while its batch neighbours
+ * and the stream go on; each event of a multi-event record is stored with its own text and a damaged line costs only
+ * itself. A dead letter is replayed or written off exactly once, and the upstream and estimated fields are ledger
+ * columns.
+ */
 @QuarkusTest
 @QuarkusTestResource(EmbeddedPostgresResource.class)
 @QuarkusTestResource(EmbeddedKafkaResource.class)

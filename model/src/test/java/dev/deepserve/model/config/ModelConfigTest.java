@@ -10,6 +10,10 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * The tiny presets round-trip through config.json unchanged, and a missing, mistyped, out-of-range or unsupported value
+ * is rejected with a {@link ModelConfigException} naming its field.
+ */
 class ModelConfigTest {
 
     private static final ObjectMapper JSON = new ObjectMapper();

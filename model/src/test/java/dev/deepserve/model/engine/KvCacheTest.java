@@ -9,6 +9,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * Paged KV caches: reads and writes cross block boundaries correctly while two caches interleave their blocks in one
+ * pool; truncate and (idempotent) release give blocks back, a full pool refuses, a pool's memory grows on demand up to
+ * its capacity, and copyTo moves a private cache into a pool unchanged.
+ */
 class KvCacheTest {
 
     private static float[] random(int n, long seed) {

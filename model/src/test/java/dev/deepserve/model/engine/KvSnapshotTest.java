@@ -10,6 +10,11 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * KV snapshots round-trip bit for bit, with and without the MTP cache; a transfer that is corrupted (the checksum names
+ * its section), truncated, not a snapshot, of another model's cache shape, or whose header claims more than the
+ * transfer holds is refused with the reason.
+ */
 class KvSnapshotTest {
 
     static KvCache filled(int layers, int length, long seed) {

@@ -12,6 +12,11 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * The prefix cache serves exactly the whole blocks a prompt shares with a stored one, never its last token, and the
+ * logits after a hit match a full prefill's. It evicts least recently used blocks under its byte budget, and attached
+ * to a pool it shares the sequences' own blocks instead of copies and gives them back when the pool runs out.
+ */
 class PrefixCacheTest {
 
     @TempDir

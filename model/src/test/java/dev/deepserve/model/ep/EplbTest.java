@@ -10,6 +10,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * EPLB on skewed loads: hot experts (the shared expert included) get replicas on distinct workers while cold ones keep
+ * one, every worker gets the same number of slots, and the max/mean worker load drops below round-robin's and under
+ * 1.2. Layers are planned independently, one worker gets no replicas, and switching placements holds the union of both.
+ */
 class EplbTest {
 
     static SortedMap<Integer, long[]> load(long[]... layers) {

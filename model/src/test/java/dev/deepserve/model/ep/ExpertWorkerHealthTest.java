@@ -11,6 +11,10 @@ import java.net.http.HttpResponse;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * An expert worker's health port answers the services' probe paths, {@code /q/health/live} and {@code /q/health/ready},
+ * with 200 and status UP.
+ */
 class ExpertWorkerHealthTest {
 
     @Test

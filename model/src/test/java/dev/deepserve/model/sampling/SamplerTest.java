@@ -8,6 +8,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * The sampler against hand-computed distributions: greedy takes the argmax with the log-probability a float64 softmax
+ * gives and lists the top alternatives best first, temperature sampling follows the softmax within five standard
+ * errors, top-p and top-k keep the expected tokens, and penalties lower tokens already generated. A seed reproduces the
+ * same tokens; out-of-range parameters are rejected.
+ */
 class SamplerTest {
 
     static final float[] LOGITS = {0.5f, 2.0f, 1.0f, -1.0f, 1.9f};

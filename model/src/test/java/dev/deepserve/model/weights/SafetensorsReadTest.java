@@ -14,6 +14,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * Safetensors through the checkpoint mapping: every dtype (F32, BF16, F16, FP8 E4M3) reads back its values, a sharded
+ * checkpoint loads bit for bit like a single file, and a missing tensor, a wrong shape, a truncated file or a corrupt
+ * header length fails with a message naming the tensor or the fault.
+ */
 class SafetensorsReadTest {
 
     @TempDir

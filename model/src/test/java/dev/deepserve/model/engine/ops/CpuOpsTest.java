@@ -14,6 +14,12 @@ import java.util.SplittableRandom;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * FP8 NaN codes are found wherever they sit in a weight and make only their own output row NaN, on the scalar and
+ * vector kernels alike. FP8 activation quantization uses one scale per group of 128: every value becomes an E4M3 code
+ * times its group's scale, the group's largest magnitude is kept, zero stays zero, and the relative RMS error stays
+ * under 4%.
+ */
 class CpuOpsTest {
 
     @Test
