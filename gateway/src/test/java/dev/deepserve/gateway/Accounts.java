@@ -1,7 +1,7 @@
 package dev.deepserve.gateway;
 
+import dev.deepserve.gateway.usage.UsageWriter;
 import dev.deepserve.accounting.ApiKeys;
-import dev.deepserve.gateway.store.UsageWriter;
 import io.quarkus.arc.Arc;
 import io.vertx.mutiny.sqlclient.Pool;
 import io.vertx.mutiny.sqlclient.Row;

@@ -36,6 +36,11 @@ import static org.hamcrest.Matchers.equalTo;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * The public API end to end against a twin engine and a real billing schema: DeepSeek's response and SSE shapes, exact
+ * charges (cache hits at the hit price, spend caps, one currency), no overshoot under 200 concurrent requests, a
+ * leaving client paying for what reached it, keys revoked at once, and requests waiting for an engine that comes back.
+ */
 @QuarkusTest
 @QuarkusTestResource(BillingSchema.class)
 @QuarkusTestResource(EngineTwin.class)

@@ -1,8 +1,8 @@
 package dev.deepserve.gateway;
 
-import dev.deepserve.accounting.ApiKeys;
 import dev.deepserve.gateway.upstream.CircuitBreaker;
 import dev.deepserve.gateway.upstream.UpstreamRegistry;
+import dev.deepserve.accounting.ApiKeys;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.common.http.TestHTTPResource;
 import io.quarkus.test.junit.QuarkusTest;
@@ -42,6 +42,11 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * Billing any OpenAI-compatible upstream against scripted upstreams: their usage (or our tokenizer's estimate) charged
+ * exactly, the reservation capping what they may generate, errors in DeepSeek's shape charging nothing, retries,
+ * fallback, the circuit breaker, and clients that leave mid-stream paying for what was streamed.
+ */
 @QuarkusTest
 @QuarkusTestResource(BillingSchema.class)
 @QuarkusTestResource(EngineTwin.class)

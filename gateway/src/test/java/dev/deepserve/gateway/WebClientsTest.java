@@ -268,7 +268,7 @@ class WebClientsTest {
                         SELECT 'btok_fill_' || k.id || '_' || g, k.account_id, 'browser token', 'sk-x', sha256((k.id || g)::bytea), 1, k.id,
                                now() + interval '10 minutes', ARRAY['http://page.test']
                         FROM billing.api_keys k, generate_series(1, $2) g WHERE k.secret_sha256 = $1""")
-                .execute(Tuple.of(ApiKeys.sha256(key), dev.deepserve.gateway.store.BrowserTokens.MAX_LIVE_PER_KEY)).await().indefinitely();
+                .execute(Tuple.of(ApiKeys.sha256(key), dev.deepserve.gateway.auth.BrowserTokens.MAX_LIVE_PER_KEY)).await().indefinitely();
         mint(key, ask("http://page.test")).then().statusCode(429).header("Retry-After", equalTo("60"));
     }
 

@@ -12,8 +12,10 @@ import java.util.function.IntConsumer;
 /**
  * The tensor-ops seam on a {@link Gpu}: weight matrices are uploaded once, on first use, and stay there; {@link #matmul}
  * runs the FP8 block-scaled / BF16 / F32 decode-batch kernels with FP32 accumulation. Everything else runs on the CPU
- * backend it wraps, so activations cross PCIe at every matmul. This is what the serving engines use on a GPU machine
- * today; {@link GpuModel} is the device-resident decode step (KV cache and every kernel on the GPU).
+ * backend it wraps, so activations cross PCIe at every matmul. On a GPU machine the serving engines run the
+ * device-resident {@link GpuModel} (KV cache and every kernel on the GPU); this is the fallback that puts only the
+ * tensor products on the device, for when {@link GpuModel} cannot take the checkpoint (a weight format without its
+ * kernels) or the routed experts are spread over expert workers (the serving module's {@code EngineHost} chooses).
  */
 public final class CudaOps implements TensorOps, AutoCloseable {
 
@@ -27,10 +29,11 @@ public final class CudaOps implements TensorOps, AutoCloseable {
     private final TensorOps cpu;
     private final Map<Linear, DeviceLinear> resident = new IdentityHashMap<>();
     private long residentBytes;
-    private long x;
-    private long xBytes;
-    private long y;
-    private long yBytes;
+    /** Device buffers for a matmul's input and output rows, grown to the largest batch so far. */
+    private long input;
+    private long inputBytes;
+    private long output;
+    private long outputBytes;
 
     /** Opens CUDA device {@code ordinal}; {@code cpu} runs what has no kernel here. */
     public CudaOps(int ordinal, TensorOps cpu) {
@@ -63,17 +66,17 @@ public final class CudaOps implements TensorOps, AutoCloseable {
         }
         long inBytes = 4L * batch * w.in();
         long outBytes = 4L * batch * w.out();
-        if (inBytes > xBytes) {
-            x = grow(x, xBytes, inBytes);
-            xBytes = inBytes;
+        if (inBytes > inputBytes) {
+            input = grow(input, inputBytes, inBytes);
+            inputBytes = inBytes;
         }
-        if (outBytes > yBytes) {
-            y = grow(y, yBytes, outBytes);
-            yBytes = outBytes;
+        if (outBytes > outputBytes) {
+            output = grow(output, outputBytes, outBytes);
+            outputBytes = outBytes;
         }
-        gpu.write(x, xs, 0, batch * w.in());
-        kernels.gemm(dw, x, batch, y);
-        gpu.read(y, ys, 0, batch * w.out());
+        gpu.write(input, xs, 0, batch * w.in());
+        kernels.gemm(dw, input, batch, output);
+        gpu.read(output, ys, 0, batch * w.out());
     }
 
     private long grow(long old, long oldBytes, long bytes) {

@@ -4,11 +4,7 @@ import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
-import dev.deepserve.model.engine.Linear;
-import dev.deepserve.model.engine.Rope;
 import dev.deepserve.model.engine.Transformer;
-import dev.deepserve.model.weights.CheckpointWeights;
-import dev.deepserve.model.weights.Tensor;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -29,6 +25,11 @@ import java.util.Set;
  * multi-token-prediction module runs here too ({@link #draftPicks}, {@link #draftLogits}), from the last step's final
  * hidden states, which stay on the device, with its own paged cache ({@link #newMtpPool}). Not thread-safe: one engine
  * loop drives it.
+ *
+ * <p>What is resident is laid out elsewhere: the weights, their upload and byte counts in {@link GpuWeights}, the
+ * buffers a step works in (one per activation, with its shape) in {@link GpuScratch}. This class is the forward and
+ * the KV pools: {@code prepare} checks a step against its pool and uploads its metadata, {@code run} and
+ * {@code runMtp} launch the kernels.
  */
 public final class GpuModel implements AutoCloseable {
 
@@ -48,43 +49,14 @@ public final class GpuModel implements AutoCloseable {
         }
     }
 
-    private record Mlp(DeviceLinear gate, DeviceLinear up, DeviceLinear down) {
-    }
-
-    /** One projection of every routed expert: tables of their weight and scale addresses; {@code bytes} of one expert's. */
-    private record Experts(String kernel, long weights, long scales, int rows, int cols, int blockRows, int blockCols, long bytes) {
-    }
-
-    private record MoeLayer(DeviceLinear router, long bias, Experts gate, Experts up, Experts down, Mlp shared) {
-    }
-
-    /** The first multi-token-prediction module (DeepSeek-V3 §2.2), as the CPU {@code Mtp} reads it. */
-    private record MtpModule(String embedKernel, long embed, long enorm, long hnorm, DeviceLinear ehProj, Layer block, long headNorm,
-                             DeviceLinear head) {
-    }
-
-    private record Layer(long inputNorm, long postNorm, DeviceLinear qProj, DeviceLinear qA, long qANorm, DeviceLinear qB,
-                         DeviceLinear kvA, long kvANorm, DeviceLinear kvB, DeviceLinear oProj, Mlp dense, MoeLayer moe) {
-    }
-
     private final Gpu gpu;
-    private final DeviceKernels k;
-    private final ModelConfig c;
-    private final Options o;
-    private final List<Long> allocations = new ArrayList<>();
-    private final Layer[] layers;
-    private final long embed;
-    private final String embedKernel;
-    private final long norm;
-    private final DeviceLinear lmHead;
-    private final MtpModule mtpModule;
-    private KvBlockPool mtpPool;
-    private long mtpCache;
-    /** Rows of the last main step, whose final hidden states the MTP module may read. */
-    private int lastMainRows;
-    private final long cos;
-    private final long sin;
-    private final float scale;
+    private final DeviceKernels kernels;
+    private final ModelConfig config;
+    private final Options options;
+    /** The checkpoint's weights and the RoPE tables on the device. */
+    private final GpuWeights weights;
+    /** The buffers a step works in: activations, attention partials, routing, logits, picks, step metadata. */
+    private final GpuScratch scratch;
     private final int hidden;
     private final int heads;
     private final int nope;
@@ -94,45 +66,19 @@ public final class GpuModel implements AutoCloseable {
     private final int rank;
     private final int stride;
     private final int topK;
+    /** The router's top-k method as the kernel numbers it: 0 greedy, 1 group_limited_greedy, 2 noaux_tc. */
     private final int method;
-    private final long weightBytes;
+    /** The KV caches and the never-pick ids: what {@link #newPool}, {@link #newMtpPool} and {@link #neverPick} allocate. */
+    private final List<Long> allocations = new ArrayList<>();
     private KvBlockPool pool;
+    /** Each decoder layer's latent cache {@code [slot, kvLoraRank + ropeDim]}, once {@link #newPool} has run. */
     private long[] caches;
-    private long weightsResident;
+    private KvBlockPool mtpPool;
+    private long mtpCache;
+    /** Rows of the last main step, whose final hidden states the MTP module may read. */
+    private int lastMainRows;
     private long masked;
     private int maskedCount;
-    // activations, [maxRows, …] each
-    private final long x;
-    private final long normed;
-    private final long delta;
-    private final long q;
-    private final long qa;
-    private final long kv;
-    private final long qLat;
-    private final long oLat;
-    private final long partO;
-    private final long partML;
-    private final long attended;
-    private final long g;
-    private final long u;
-    private final long routerLogits;
-    private final long ids;
-    private final long routeWeights;
-    private final long offsets;
-    private final long slotOf;
-    private final long entryOf;
-    private final long xp;
-    private final long gp;
-    private final long up;
-    private final long yp;
-    private final long sharedOut;
-    private final long selected;
-    private final long finalHidden;
-    private final long cat;
-    private final long logits;
-    private final long picks;
-    private long meta;
-    private final int rowSplits;
 
     /** Upload progress: {@code done} of {@code total} decoder layers are on the device. */
     public interface Progress {
@@ -142,82 +88,26 @@ public final class GpuModel implements AutoCloseable {
     /** Uploads the checkpoint in {@code dir} to {@code gpu} (which stays the caller's), reporting each layer to {@code progress}. */
     public GpuModel(Gpu gpu, Path dir, Options options, Progress progress) {
         this.gpu = gpu;
-        this.k = new DeviceKernels(gpu);
+        this.kernels = new DeviceKernels(gpu);
         ModelDirectory md = new ModelDirectory(dir);
-        this.c = ModelConfig.read(md.config());
-        this.o = options;
-        this.hidden = c.hiddenSize();
-        this.heads = c.numAttentionHeads();
-        this.nope = c.qkNopeHeadDim();
-        this.ropeDim = c.qkRopeHeadDim();
-        this.vDim = c.vHeadDim();
-        this.qkHead = c.qkHeadDim();
-        this.rank = c.kvLoraRank();
+        this.config = ModelConfig.read(md.config());
+        this.options = options;
+        this.hidden = config.hiddenSize();
+        this.heads = config.numAttentionHeads();
+        this.nope = config.qkNopeHeadDim();
+        this.ropeDim = config.qkRopeHeadDim();
+        this.vDim = config.vHeadDim();
+        this.qkHead = config.qkHeadDim();
+        this.rank = config.kvLoraRank();
         this.stride = rank + ropeDim;
-        this.topK = c.numExpertsPerTok();
-        this.method = switch (c.topkMethod()) {
+        this.topK = config.numExpertsPerTok();
+        this.method = switch (config.topkMethod()) {
             case "greedy" -> 0;
             case "noaux_tc" -> 2;
             default -> 1;
         };
-        long bytes = 0;
-        try (CheckpointWeights w = CheckpointWeights.open(md)) {
-            Tensor e = w.tensor("model.embed_tokens.weight", c.vocabSize(), hidden);
-            this.embedKernel = embedKernel(e);
-            this.embed = keep(gpu.upload(e.data()));
-            this.layers = new Layer[c.numHiddenLayers()];
-            for (int l = 0; l < layers.length; l++) {
-                layers[l] = loadLayer(w, l);
-                progress.layers(l + 1, layers.length);
-            }
-            this.norm = keep(gpu.upload(vector(w, "model.norm.weight", hidden)));
-            this.lmHead = linear(w, "lm_head", c.vocabSize(), hidden);
-            this.mtpModule = c.numNextnPredictLayers() > 0 ? loadMtp(w, c.numHiddenLayers()) : null;
-            for (Layer layer : layers) {
-                bytes += layerBytes(layer);
-            }
-            this.weightBytes = bytes + lmHead.bytes();
-        }
-        Rope rope = new Rope(c);
-        rope.ensure(options.maxContext());
-        this.cos = keep(gpu.upload(rope.cos()));
-        this.sin = keep(gpu.upload(rope.sin()));
-        this.scale = (float) rope.softmaxScale();
-        int rows = options.maxRows();
-        int n = rows * Math.max(1, topK);
-        int experts = Math.max(1, c.nRoutedExperts());
-        int inter = Math.max(c.intermediateSize(), c.moeIntermediateSize() * Math.max(1, c.nSharedExperts()));
-        // split buffers for rows x splits: 16 splits per row for decode batches up to 64, one split per row at most rows
-        this.rowSplits = Math.max(rows, 16 * Math.min(rows, 64));
-        this.x = floats((long) rows * hidden);
-        this.normed = floats((long) rows * hidden);
-        this.delta = floats((long) rows * hidden);
-        this.q = floats((long) rows * heads * qkHead);
-        this.qa = floats((long) rows * (c.qLoraRank() == null ? 1 : c.qLoraRank()));
-        this.kv = floats((long) rows * stride);
-        this.qLat = floats((long) rows * heads * rank);
-        this.oLat = floats((long) rows * heads * rank);
-        this.partO = floats((long) rowSplits * heads * rank);
-        this.partML = floats((long) rowSplits * heads * 2);
-        this.attended = floats((long) rows * heads * vDim);
-        this.g = floats((long) rows * inter);
-        this.u = floats((long) rows * inter);
-        this.routerLogits = floats((long) rows * experts);
-        this.ids = floats(n);
-        this.routeWeights = floats(n);
-        this.offsets = floats(experts + 1L);
-        this.slotOf = floats(n);
-        this.entryOf = floats(n);
-        this.xp = floats((long) n * hidden);
-        this.gp = floats((long) n * c.moeIntermediateSize());
-        this.up = floats((long) n * c.moeIntermediateSize());
-        this.yp = floats((long) n * hidden);
-        this.sharedOut = floats((long) rows * hidden);
-        this.selected = floats((long) options.maxLogitRows() * hidden);
-        this.finalHidden = floats((long) rows * hidden);
-        this.cat = mtpModule == null ? 0 : floats(2L * rows * hidden);
-        this.logits = floats((long) options.maxLogitRows() * c.vocabSize());
-        this.picks = floats(options.maxLogitRows());
+        this.weights = new GpuWeights(gpu, md, config, options.maxContext(), progress);
+        this.scratch = new GpuScratch(gpu, config, options, weights.mtp != null);
         gpu.synchronize();
     }
 
@@ -230,133 +120,19 @@ public final class GpuModel implements AutoCloseable {
         return keep(gpu.alloc(4 * Math.max(1, n)));
     }
 
-    private DeviceLinear linear(CheckpointWeights w, String prefix, int out, int in) {
-        DeviceLinear d = DeviceLinear.upload(gpu, Linear.load(w, c, prefix, out, in));
-        weightsResident += d.bytes();
-        keep(d.weight());
-        if (d.scale() != 0) {
-            keep(d.scale());
-        }
-        return d;
-    }
-
-    private static float[] vector(CheckpointWeights w, String name, int n) {
-        Tensor t = w.tensor(name, n);
-        float[] v = new float[n];
-        for (int i = 0; i < n; i++) {
-            v[i] = t.get(i);
-        }
-        return v;
-    }
-
-    private Mlp mlp(CheckpointWeights w, String prefix, int inter) {
-        return new Mlp(linear(w, prefix + "gate_proj", inter, hidden), linear(w, prefix + "up_proj", inter, hidden),
-                linear(w, prefix + "down_proj", hidden, inter));
-    }
-
-    private Experts experts(CheckpointWeights w, String prefix, String proj, int out, int in) {
-        long[] ws = new long[c.nRoutedExperts()];
-        long[] ss = new long[ws.length];
-        DeviceLinear first = null;
-        for (int e = 0; e < ws.length; e++) {
-            DeviceLinear d = linear(w, prefix + "experts." + e + "." + proj, out, in);
-            if (first == null) {
-                first = d;
-            } else if (!d.kernel().equals(first.kernel()) || d.blockRows() != first.blockRows() || d.blockCols() != first.blockCols()) {
-                throw new UnsupportedOperationException(prefix + proj + ": experts of one layer must share their weight format on the GPU");
-            }
-            ws[e] = d.weight();
-            ss[e] = d.scale();
-        }
-        long scales = first.scale() == 0 ? 0 : keep(gpu.upload(ss));
-        return new Experts(first.kernel(), keep(gpu.upload(ws)), scales, out, in, first.blockRows(), first.blockCols(), first.bytes());
-    }
-
-    private Layer loadLayer(CheckpointWeights w, int l) {
-        String p = "model.layers." + l + ".";
-        String a = p + "self_attn.";
-        DeviceLinear qProj = null;
-        DeviceLinear qA = null;
-        DeviceLinear qB = null;
-        long qANorm = 0;
-        if (c.qLoraRank() == null) {
-            qProj = linear(w, a + "q_proj", heads * qkHead, hidden);
-        } else {
-            qA = linear(w, a + "q_a_proj", c.qLoraRank(), hidden);
-            qANorm = keep(gpu.upload(vector(w, a + "q_a_layernorm.weight", c.qLoraRank())));
-            qB = linear(w, a + "q_b_proj", heads * qkHead, c.qLoraRank());
-        }
-        DeviceLinear kvA = linear(w, a + "kv_a_proj_with_mqa", stride, hidden);
-        long kvANorm = keep(gpu.upload(vector(w, a + "kv_a_layernorm.weight", rank)));
-        DeviceLinear kvB = linear(w, a + "kv_b_proj", heads * (nope + vDim), rank);
-        DeviceLinear oProj = linear(w, a + "o_proj", hidden, heads * vDim);
-        Mlp dense = null;
-        MoeLayer moe = null;
-        String m = p + "mlp.";
-        if (c.isMoeLayer(l)) {
-            int inter = c.moeIntermediateSize();
-            DeviceLinear router = linear(w, m + "gate", c.nRoutedExperts(), hidden);
-            long bias = c.isV3() ? keep(gpu.upload(vector(w, m + "gate.e_score_correction_bias", c.nRoutedExperts()))) : 0;
-            Mlp shared = c.nSharedExperts() > 0 ? mlp(w, m + "shared_experts.", inter * c.nSharedExperts()) : null;
-            moe = new MoeLayer(router, bias, experts(w, m, "gate_proj", inter, hidden), experts(w, m, "up_proj", inter, hidden),
-                    experts(w, m, "down_proj", hidden, inter), shared);
-        } else {
-            dense = mlp(w, m, c.intermediateSize());
-        }
-        return new Layer(keep(gpu.upload(vector(w, p + "input_layernorm.weight", hidden))),
-                keep(gpu.upload(vector(w, p + "post_attention_layernorm.weight", hidden))),
-                qProj, qA, qANorm, qB, kvA, kvANorm, kvB, oProj, dense, moe);
-    }
-
-    /** The suffix of the embedding kernel for this table's format. */
-    private static String embedKernel(Tensor table) {
-        return switch (table.dtype()) {
-            case F32 -> "f32";
-            case BF16 -> "bf16";
-            default -> throw new UnsupportedOperationException("no GPU embedding kernel for " + table.dtype() + " tables");
-        };
-    }
-
-    private MtpModule loadMtp(CheckpointWeights w, int l) {
-        String p = "model.layers." + l + ".";
-        String embedKernel = this.embedKernel;
-        long ownEmbed = embed;
-        if (w.has(p + "embed_tokens.weight")) {
-            Tensor e = w.tensor(p + "embed_tokens.weight", c.vocabSize(), hidden);
-            embedKernel = embedKernel(e);
-            ownEmbed = keep(gpu.upload(e.data()));
-        }
-        DeviceLinear head = w.has(p + "shared_head.head.weight") ? linear(w, p + "shared_head.head", c.vocabSize(), hidden) : lmHead;
-        return new MtpModule(embedKernel, ownEmbed, keep(gpu.upload(vector(w, p + "enorm.weight", hidden))),
-                keep(gpu.upload(vector(w, p + "hnorm.weight", hidden))), linear(w, p + "eh_proj", hidden, 2 * hidden), loadLayer(w, l),
-                keep(gpu.upload(vector(w, p + "shared_head.norm.weight", hidden))), head);
-    }
-
-    private long layerBytes(Layer l) {
-        long b = l.kvA().bytes() + l.kvB().bytes() + l.oProj().bytes();
-        b += l.qProj() != null ? l.qProj().bytes() : l.qA().bytes() + l.qB().bytes();
-        if (l.dense() != null) {
-            return b + l.dense().gate().bytes() + l.dense().up().bytes() + l.dense().down().bytes();
-        }
-        MoeLayer moe = l.moe();
-        b += moe.router().bytes() + topK * (moe.gate().bytes() + moe.up().bytes() + moe.down().bytes());
-        Mlp s = moe.shared();
-        return s == null ? b : b + s.gate().bytes() + s.up().bytes() + s.down().bytes();
-    }
-
     public ModelConfig config() {
-        return c;
+        return config;
     }
 
     /** For logs: "cuda, device-resident on NVIDIA H100 (1234 MiB of weights, KV pool 512 MiB; every kernel on the GPU)". */
     public String describe() {
-        return "cuda, device-resident on " + gpu.name() + " (" + (weightsResident >> 20) + " MiB of weights"
+        return "cuda, device-resident on " + gpu.name() + " (" + (weights.residentBytes >> 20) + " MiB of weights"
                 + (pool == null ? "" : ", KV pool " + (pool.bytes() >> 20) + " MiB") + "; every kernel on the GPU; greedy picks, or the sampled rows' logits, to the host)";
     }
 
     /** Weight bytes one decode step reads for one token (attention, dense or top-k + shared experts, lm_head). */
     public long weightBytesPerToken() {
-        return weightBytes;
+        return weights.bytesPerToken;
     }
 
     /**
@@ -371,14 +147,14 @@ public final class GpuModel implements AutoCloseable {
             throw new IllegalStateException("this GPU model already has its KV pool");
         }
         int blocks = blocks(blockTokens, tokens);
-        long[] layerCaches = new long[layers.length];
+        long[] layerCaches = new long[weights.layers.length];
         for (int l = 0; l < layerCaches.length; l++) {
             layerCaches[l] = floats((long) blocks * blockTokens * stride);
         }
         this.caches = layerCaches;
         // a step's metadata: per row token, position, slot, visible keys, sequence, logit row, MTP's main row; a block table per sequence
-        this.meta = floats(7L * o.maxRows() + (long) o.maxRows() * DeviceKernels.ceil(o.maxContext(), blockTokens));
-        this.pool = new KvBlockPool(layers.length, rank, ropeDim, blockTokens, blocks, storage(layerCaches));
+        scratch.allocateStepMeta(blockTokens);
+        this.pool = new KvBlockPool(weights.layers.length, rank, ropeDim, blockTokens, blocks, storage(layerCaches));
         return pool;
     }
 
@@ -403,12 +179,12 @@ public final class GpuModel implements AutoCloseable {
 
     /** Whether the checkpoint has a multi-token-prediction module, which {@link #draftPicks} / {@link #draftLogits} run. */
     public boolean hasMtp() {
-        return mtpModule != null;
+        return weights.mtp != null;
     }
 
     /** The MTP module's own one-layer KV pool in device memory, like {@link #newPool}; after it, with its block size. */
     public KvBlockPool newMtpPool(int blockTokens, long tokens) {
-        if (mtpModule == null) {
+        if (weights.mtp == null) {
             throw new IllegalStateException("the checkpoint has no MTP module");
         }
         if (pool == null || pool.blockTokens() != blockTokens || mtpPool != null) {
@@ -430,7 +206,7 @@ public final class GpuModel implements AutoCloseable {
         runMtp(steps, mainRows, draftRows);
         int[] out = new int[draftRows.length];
         if (out.length > 0) {
-            gpu.read(picks, out);
+            gpu.read(scratch.picks, out);
         }
         return out;
     }
@@ -438,9 +214,9 @@ public final class GpuModel implements AutoCloseable {
     /** As {@link #draftPicks}, returning the draft rows' logits {@code [draftRows.length, vocab]} for drafting on the host. */
     public float[] draftLogits(List<Transformer.Step> steps, int[] mainRows, int[] draftRows) {
         runMtp(steps, mainRows, draftRows);
-        float[] out = new float[draftRows.length * c.vocabSize()];
+        float[] out = new float[draftRows.length * config.vocabSize()];
         if (out.length > 0) {
-            gpu.read(logits, out);
+            gpu.read(scratch.logits, out);
         }
         return out;
     }
@@ -457,20 +233,20 @@ public final class GpuModel implements AutoCloseable {
         }
         StepMeta m = prepare(steps, mtpPool, draftRows, mainRows);
         int rows = m.rows();
-        float eps = (float) c.rmsNormEps();
-        MtpModule t = mtpModule;
+        float eps = (float) config.rmsNormEps();
+        GpuWeights.MtpModule mtp = weights.mtp;
         // h' = eh_proj([enorm(Emb(t_{i+1})); hnorm(h_i)])
-        k.embed(t.embedKernel(), t.embed(), hidden, m.tokens(), normed, rows);
-        k.rmsNorm(normed, hidden, t.enorm(), eps, cat, 2 * hidden, hidden, rows);
-        k.gather(finalHidden, hidden, 1, m.extra(), delta, rows);
-        k.rmsNorm(delta, hidden, t.hnorm(), eps, cat + 4L * hidden, 2 * hidden, hidden, rows);
-        k.gemm(t.ehProj(), cat, 2 * hidden, rows, x, hidden);
-        layer(t.block(), mtpCache, m);
+        kernels.embed(mtp.embedKernel(), mtp.embed(), hidden, m.tokens(), scratch.normed, rows);
+        kernels.rmsNorm(scratch.normed, hidden, mtp.enorm(), eps, scratch.cat, 2 * hidden, hidden, rows);
+        kernels.gather(scratch.finalHidden, hidden, 1, m.extra(), scratch.delta, rows);
+        kernels.rmsNorm(scratch.delta, hidden, mtp.hnorm(), eps, scratch.cat + 4L * hidden, 2 * hidden, hidden, rows);
+        kernels.gemm(mtp.ehProj(), scratch.cat, 2 * hidden, rows, scratch.residual, hidden);
+        layer(mtp.block(), mtpCache, m);
         for (Transformer.Step s : steps) {
             s.cache().advance(s.tokens().length);
         }
-        k.rmsNorm(x, hidden, t.headNorm(), eps, x, hidden, hidden, rows);
-        project(t.head(), x, m, draftRows.length);
+        kernels.rmsNorm(scratch.residual, hidden, mtp.headNorm(), eps, scratch.residual, hidden, hidden, rows);
+        project(mtp.head(), scratch.residual, m, draftRows.length);
     }
 
     /**
@@ -479,9 +255,9 @@ public final class GpuModel implements AutoCloseable {
      */
     public float[] logits(List<Transformer.Step> steps, int[] rows) {
         run(steps, rows);
-        float[] out = new float[rows.length * c.vocabSize()];
+        float[] out = new float[rows.length * config.vocabSize()];
         if (rows.length > 0) {
-            gpu.read(logits, out);
+            gpu.read(scratch.logits, out);
         }
         return out;
     }
@@ -503,7 +279,7 @@ public final class GpuModel implements AutoCloseable {
         }
         run(steps, last);
         int[] out = new int[last.length];
-        gpu.read(picks, out);
+        gpu.read(scratch.picks, out);
         return out;
     }
 
@@ -515,7 +291,7 @@ public final class GpuModel implements AutoCloseable {
         run(steps, rows);
         int[] out = new int[rows.length];
         if (rows.length > 0) {
-            gpu.read(picks, out);
+            gpu.read(scratch.picks, out);
         }
         return out;
     }
@@ -532,7 +308,7 @@ public final class GpuModel implements AutoCloseable {
 
     /** Rows (tokens) one step may hold. */
     public int maxRows() {
-        return o.maxRows();
+        return options.maxRows();
     }
 
     /** Where one step's metadata sits on the device, and the attention's split of its keys. */
@@ -561,22 +337,22 @@ public final class GpuModel implements AutoCloseable {
             if (cache.pool() != kv || !seen.add(cache)) {
                 throw new IllegalArgumentException("a sequence's KV cache is not from this GPU model's pool, or appears twice");
             }
-            if (cache.length() + s.tokens().length > o.maxContext()) {
+            if (cache.length() + s.tokens().length > options.maxContext()) {
                 throw new IllegalArgumentException("sequence of " + (cache.length() + s.tokens().length)
-                        + " tokens is longer than the GPU model's max context " + o.maxContext());
+                        + " tokens is longer than the GPU model's max context " + options.maxContext());
             }
             for (int t : s.tokens()) {
-                if (t < 0 || t >= c.vocabSize()) {
-                    throw new IllegalArgumentException("token id " + t + " is outside the vocabulary [0, " + c.vocabSize() + ")");
+                if (t < 0 || t >= config.vocabSize()) {
+                    throw new IllegalArgumentException("token id " + t + " is outside the vocabulary [0, " + config.vocabSize() + ")");
                 }
             }
             rows += s.tokens().length;
         }
-        if (rows > o.maxRows()) {
-            throw new IllegalArgumentException(rows + " rows in one step; the GPU model was sized for " + o.maxRows());
+        if (rows > options.maxRows()) {
+            throw new IllegalArgumentException(rows + " rows in one step; the GPU model was sized for " + options.maxRows());
         }
-        if (logitRows.length > o.maxLogitRows()) {
-            throw new IllegalArgumentException(logitRows.length + " rows of logits in one step; the GPU model was sized for " + o.maxLogitRows());
+        if (logitRows.length > options.maxLogitRows()) {
+            throw new IllegalArgumentException(logitRows.length + " rows of logits in one step; the GPU model was sized for " + options.maxLogitRows());
         }
         for (int r : logitRows) {
             if (r < 0 || r >= rows) {
@@ -618,8 +394,9 @@ public final class GpuModel implements AutoCloseable {
                 m[tablesAt + i * tableStride + b] = cache.blockAt(b);
             }
         }
+        long meta = scratch.stepMeta();
         gpu.write(meta, m);
-        int splits = Math.clamp(DeviceKernels.ceil(maxVisible, o.splitLen()), 1, Math.max(1, rowSplits / rows));
+        int splits = Math.clamp(DeviceKernels.ceil(maxVisible, options.splitLen()), 1, Math.max(1, scratch.rowSplits / rows));
         return new StepMeta(rows, meta, meta + 4L * rows, meta + 8L * rows, meta + 12L * rows, meta + 16L * rows, meta + 20L * rows,
                 meta + 4L * (5 * rows + logitRows.length), meta + 4L * tablesAt, tableStride, blockTokens, splits, DeviceKernels.ceil(maxVisible, splits));
     }
@@ -627,18 +404,18 @@ public final class GpuModel implements AutoCloseable {
     private void run(List<Transformer.Step> steps, int[] logitRows) {
         StepMeta m = prepare(steps, pool, logitRows, new int[0]);
         int rows = m.rows();
-        float eps = (float) c.rmsNormEps();
-        k.embed(embedKernel, embed, hidden, m.tokens(), x, rows);
-        for (int li = 0; li < layers.length; li++) {
-            layer(layers[li], caches[li], m);
+        float eps = (float) config.rmsNormEps();
+        kernels.embed(weights.embedKernel, weights.embed, hidden, m.tokens(), scratch.residual, rows);
+        for (int li = 0; li < weights.layers.length; li++) {
+            layer(weights.layers[li], caches[li], m);
         }
         for (Transformer.Step s : steps) {
             s.cache().advance(s.tokens().length);
         }
         // the final hidden states: the logits' input, and the MTP module's when it drafts after this step
-        k.rmsNorm(x, hidden, norm, eps, finalHidden, hidden, hidden, rows);
+        kernels.rmsNorm(scratch.residual, hidden, weights.norm, eps, scratch.finalHidden, hidden, hidden, rows);
         lastMainRows = rows;
-        project(lmHead, finalHidden, m, logitRows.length);
+        project(weights.lmHead, scratch.finalHidden, m, logitRows.length);
     }
 
     /** lm_head (or the MTP head) over the rows whose logits are wanted only, masked, and their greedy picks. */
@@ -646,80 +423,85 @@ public final class GpuModel implements AutoCloseable {
         if (n == 0) {
             return; // a prefill chunk that samples nothing: its KV is what was wanted
         }
-        k.gather(states, hidden, 1, m.logitRows(), selected, n);
-        k.gemm(head, selected, n, logits);
+        kernels.gather(states, hidden, 1, m.logitRows(), scratch.selected, n);
+        kernels.gemm(head, scratch.selected, n, scratch.logits);
         if (maskedCount > 0) {
-            k.maskColumns(logits, c.vocabSize(), masked, maskedCount, n);
+            kernels.maskColumns(scratch.logits, config.vocabSize(), masked, maskedCount, n);
         }
-        k.argmax(logits, c.vocabSize(), picks, n);
+        kernels.argmax(scratch.logits, config.vocabSize(), scratch.picks, n);
     }
 
-    /** One decoder layer over the step's rows of {@code x}, in place; its latents go to {@code cache}. */
-    private void layer(Layer l, long cache, StepMeta m) {
+    /** One decoder layer over the step's rows of {@code x} (the residual stream), in place; its latents go to {@code cache}. */
+    private void layer(GpuWeights.Layer l, long cache, StepMeta m) {
         int rows = m.rows();
-        float eps = (float) c.rmsNormEps();
-        k.rmsNorm(x, hidden, l.inputNorm(), eps, normed, hidden, hidden, rows);
+        float eps = (float) config.rmsNormEps();
+        kernels.rmsNorm(scratch.residual, hidden, l.inputNorm(), eps, scratch.normed, hidden, hidden, rows);
         if (l.qProj() != null) {
-            k.gemm(l.qProj(), normed, rows, q);
+            kernels.gemm(l.qProj(), scratch.normed, rows, scratch.query);
         } else {
-            k.gemm(l.qA(), normed, rows, qa);
-            k.rmsNorm(qa, l.qA().rows(), l.qANorm(), eps, qa, l.qA().rows(), l.qA().rows(), rows);
-            k.gemm(l.qB(), qa, rows, q);
+            kernels.gemm(l.qA(), scratch.normed, rows, scratch.qa);
+            kernels.rmsNorm(scratch.qa, l.qA().rows(), l.qANorm(), eps, scratch.qa, l.qA().rows(), l.qA().rows(), rows);
+            kernels.gemm(l.qB(), scratch.qa, rows, scratch.query);
         }
-        k.gemm(l.kvA(), normed, rows, kv);
-        k.kvWrite(kv, l.kvANorm(), eps, rank, ropeDim, m.positions(), m.slots(), cos, sin, cache, rows);
-        k.rope(q, heads * qkHead, heads, qkHead, nope, ropeDim / 2, m.positions(), cos, sin, rows);
-        k.absorbQuery(l.kvB(), q, heads, nope, vDim, qkHead, qLat, rows);
-        k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, m.tables(), m.seqOfRow(), m.tableStride(), m.blockTokens(),
-                m.visible(), scale, m.splitLen(), m.splits(), partO, partML, rows);
-        k.combineSplits(partO, partML, m.splits(), rank, oLat, heads, rows);
-        k.absorbOutput(l.kvB(), oLat, heads, nope, vDim, attended, rows);
-        k.gemm(l.oProj(), attended, rows, delta);
-        k.addTo(x, delta, rows * hidden);
-        k.rmsNorm(x, hidden, l.postNorm(), eps, normed, hidden, hidden, rows);
+        kernels.gemm(l.kvA(), scratch.normed, rows, scratch.kv);
+        kernels.kvWrite(scratch.kv, l.kvANorm(), eps, rank, ropeDim, m.positions(), m.slots(), weights.cos, weights.sin, cache, rows);
+        kernels.rope(scratch.query, heads * qkHead, heads, qkHead, nope, ropeDim / 2, m.positions(), weights.cos, weights.sin, rows);
+        kernels.absorbQuery(l.kvB(), scratch.query, heads, nope, vDim, qkHead, scratch.qLat, rows);
+        kernels.attend(scratch.qLat, scratch.query, heads, qkHead, nope, rank, ropeDim, cache, m.tables(), m.seqOfRow(), m.tableStride(),
+                m.blockTokens(), m.visible(), weights.softmaxScale, m.splitLen(), m.splits(), scratch.partO, scratch.partML, rows);
+        kernels.combineSplits(scratch.partO, scratch.partML, m.splits(), rank, scratch.oLat, heads, rows);
+        kernels.absorbOutput(l.kvB(), scratch.oLat, heads, nope, vDim, scratch.attended, rows);
+        kernels.gemm(l.oProj(), scratch.attended, rows, scratch.delta);
+        kernels.addTo(scratch.residual, scratch.delta, rows * hidden);
+        kernels.rmsNorm(scratch.residual, hidden, l.postNorm(), eps, scratch.normed, hidden, hidden, rows);
         if (l.dense() != null) {
-            mlp(l.dense(), normed, rows, delta);
+            mlp(l.dense(), scratch.normed, rows, scratch.delta);
         } else {
             moe(l.moe(), rows);
         }
-        k.addTo(x, delta, rows * hidden);
+        kernels.addTo(scratch.residual, scratch.delta, rows * hidden);
     }
 
-    private void mlp(Mlp m, long in, int rows, long out) {
+    private void mlp(GpuWeights.Mlp m, long in, int rows, long out) {
         int inter = m.gate().rows();
-        k.gemm(m.gate(), in, rows, g);
-        k.gemm(m.up(), in, rows, u);
-        k.siluMul(g, u, rows * inter);
-        k.gemm(m.down(), g, rows, out);
+        kernels.gemm(m.gate(), in, rows, scratch.gate);
+        kernels.gemm(m.up(), in, rows, scratch.up);
+        kernels.siluMul(scratch.gate, scratch.up, rows * inter);
+        kernels.gemm(m.down(), scratch.gate, rows, out);
     }
 
-    private void moe(MoeLayer m, int rows) {
-        int experts = c.nRoutedExperts();
+    private void moe(GpuWeights.MoeLayer m, int rows) {
+        int experts = config.nRoutedExperts();
         int n = rows * topK;
-        int inter = c.moeIntermediateSize();
-        k.gemm(m.router(), normed, rows, routerLogits);
-        k.route(routerLogits, rows, experts, m.bias(), c.nGroup(), c.topkGroup(), topK, method, c.scoringFunc().equals("sigmoid"),
-                c.normTopkProb(), c.isV3(), (float) c.routedScalingFactor(), ids, routeWeights);
-        k.permute(ids, n, experts, offsets, slotOf, entryOf);
-        k.gather(normed, hidden, topK, entryOf, xp, n);
-        expertGemm(m.gate(), xp, gp);
-        expertGemm(m.up(), xp, up);
-        k.siluMul(gp, up, n * inter);
-        expertGemm(m.down(), gp, yp);
+        int inter = config.moeIntermediateSize();
+        kernels.gemm(m.router(), scratch.normed, rows, scratch.routerLogits);
+        kernels.route(scratch.routerLogits, rows, experts, m.bias(), config.nGroup(), config.topkGroup(), topK, method,
+                config.scoringFunc().equals("sigmoid"), config.normTopkProb(), config.isV3(), (float) config.routedScalingFactor(),
+                scratch.ids, scratch.routeWeights);
+        kernels.permute(scratch.ids, n, experts, scratch.offsets, scratch.slotOf, scratch.entryOf);
+        kernels.gather(scratch.normed, hidden, topK, scratch.entryOf, scratch.expertIn, n);
+        expertGemm(m.gate(), scratch.expertIn, scratch.expertGate);
+        expertGemm(m.up(), scratch.expertIn, scratch.expertUp);
+        kernels.siluMul(scratch.expertGate, scratch.expertUp, n * inter);
+        expertGemm(m.down(), scratch.expertGate, scratch.expertOut);
         long shared = 0;
         if (m.shared() != null) {
-            mlp(m.shared(), normed, rows, sharedOut);
-            shared = sharedOut;
+            mlp(m.shared(), scratch.normed, rows, scratch.sharedOut);
+            shared = scratch.sharedOut;
         }
-        k.combine(yp, hidden, ids, routeWeights, slotOf, topK, shared, delta, rows);
+        kernels.combine(scratch.expertOut, hidden, scratch.ids, scratch.routeWeights, scratch.slotOf, topK, shared, scratch.delta, rows);
     }
 
-    private void expertGemm(Experts e, long in, long out) {
-        k.moeGemm(e.kernel(), e.weights(), e.scales(), c.nRoutedExperts(), e.rows(), e.cols(), e.blockRows(), e.blockCols(), in, offsets, out);
+    private void expertGemm(GpuWeights.Experts e, long in, long out) {
+        kernels.moeGemm(e.kernel(), e.weights(), e.scales(), config.nRoutedExperts(), e.rows(), e.cols(), e.blockRows(), e.blockCols(), in,
+                scratch.offsets, out);
     }
 
+    /** Frees the weights, the step buffers, the KV caches and the never-pick ids; the {@link Gpu} stays the caller's. */
     @Override
     public void close() {
+        weights.close();
+        scratch.close();
         for (long a : allocations) {
             gpu.free(a);
         }

@@ -6,7 +6,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.Refused;
-import dev.deepserve.decode.domain.Engine;
+import dev.deepserve.decode.domain.DecodeEngine;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
@@ -39,10 +39,10 @@ import java.nio.charset.StandardCharsets;
 @ApplicationScoped
 public class GenerateRoutes {
 
-    private final Engine engine;
+    private final DecodeEngine engine;
     private final ObjectMapper json;
 
-    GenerateRoutes(Engine engine, ObjectMapper json) {
+    GenerateRoutes(DecodeEngine engine, ObjectMapper json) {
         this.engine = engine;
         this.json = json;
     }

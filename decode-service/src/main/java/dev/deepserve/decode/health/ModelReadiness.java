@@ -1,7 +1,7 @@
 package dev.deepserve.decode.health;
 
 import dev.deepserve.decode.config.DecodeConfig;
-import dev.deepserve.decode.domain.Engine;
+import dev.deepserve.decode.domain.DecodeEngine;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.health.HealthCheck;
 import org.eclipse.microprofile.health.HealthCheckResponse;
@@ -13,9 +13,9 @@ import org.eclipse.microprofile.health.Readiness;
 public class ModelReadiness implements HealthCheck {
 
     private final DecodeConfig config;
-    private final Engine engine;
+    private final DecodeEngine engine;
 
-    ModelReadiness(DecodeConfig config, Engine engine) {
+    ModelReadiness(DecodeConfig config, DecodeEngine engine) {
         this.config = config;
         this.engine = engine;
     }

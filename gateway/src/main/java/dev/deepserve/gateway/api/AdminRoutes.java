@@ -1,10 +1,10 @@
 package dev.deepserve.gateway.api;
 
-import dev.deepserve.accounting.ApiKeys;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.upstream.CircuitBreaker;
 import dev.deepserve.gateway.upstream.Upstream;
 import dev.deepserve.gateway.upstream.UpstreamRegistry;
+import dev.deepserve.accounting.ApiKeys;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
 import io.vertx.ext.web.Router;
@@ -39,13 +39,13 @@ public class AdminRoutes {
     private void authorize(RoutingContext rc) {
         String admin = config.adminKey().filter(k -> !k.isBlank()).orElse(null);
         if (admin == null) {
-            Metering.fail(rc, OpenAiError.unavailable("the admin API is disabled: set DEEPSERVE_ADMIN_KEY"));
+            Http.fail(rc, OpenAiError.unavailable("the admin API is disabled: set DEEPSERVE_ADMIN_KEY"));
             return;
         }
         String header = rc.request().getHeader("Authorization");
         String token = header != null && header.regionMatches(true, 0, "Bearer ", 0, 7) ? header.substring(7).trim() : null;
         if (!ApiKeys.sameSecret(token, admin)) {
-            Metering.fail(rc, OpenAiError.unauthorized(token == null ? "missing admin key: send Authorization: Bearer <admin key>" : "invalid admin key"));
+            Http.fail(rc, OpenAiError.unauthorized(token == null ? "missing admin key: send Authorization: Bearer <admin key>" : "invalid admin key"));
             return;
         }
         rc.next();
@@ -72,26 +72,26 @@ public class AdminRoutes {
             body = null;
         }
         if (body == null || !(body.getValue("name") instanceof String name) || !(body.getValue("base_url") instanceof String url)) {
-            Metering.fail(rc, OpenAiError.invalid(null, "send {\"name\": ..., \"base_url\": ..., \"api_key_env\": optional DEEPSERVE_UPSTREAM_* variable}"));
+            Http.fail(rc, OpenAiError.invalid(null, "send {\"name\": ..., \"base_url\": ..., \"api_key_env\": optional DEEPSERVE_UPSTREAM_* variable}"));
             return;
         }
         if (body.containsKey("api_key")) {
-            Metering.fail(rc, OpenAiError.invalid("api_key", "API keys are not accepted here; set a DEEPSERVE_UPSTREAM_* env var on the gateway and send its name as api_key_env"));
+            Http.fail(rc, OpenAiError.invalid("api_key", "API keys are not accepted here; set a DEEPSERVE_UPSTREAM_* env var on the gateway and send its name as api_key_env"));
             return;
         }
         Object keyEnv = body.getValue("api_key_env");
         if (keyEnv != null && !(keyEnv instanceof String)) {
-            Metering.fail(rc, OpenAiError.invalid("api_key_env", "api_key_env must be a string"));
+            Http.fail(rc, OpenAiError.invalid("api_key_env", "api_key_env must be a string"));
             return;
         }
         try {
             upstreams.add(name, url, (String) keyEnv).subscribe().with(
                     u -> rc.response().setStatusCode(201).putHeader("Content-Type", "application/json").end(describe(u).encode()),
-                    t -> Metering.fail(rc, OpenAiError.unavailable("could not store the upstream (database unavailable); retry shortly")));
+                    t -> Http.fail(rc, OpenAiError.unavailable("could not store the upstream (database unavailable); retry shortly")));
         } catch (IllegalArgumentException e) {
-            Metering.fail(rc, OpenAiError.invalid(null, e.getMessage()));
+            Http.fail(rc, OpenAiError.invalid(null, e.getMessage()));
         } catch (IllegalStateException e) {
-            Metering.fail(rc, new OpenAiError(409, "invalid_request_error", "name", "conflict", e.getMessage(), 0));
+            Http.fail(rc, new OpenAiError(409, "invalid_request_error", "name", "conflict", e.getMessage(), 0));
         }
     }
 
@@ -102,11 +102,11 @@ public class AdminRoutes {
                 if (found) {
                     rc.response().setStatusCode(204).end();
                 } else {
-                    Metering.fail(rc, new OpenAiError(404, "invalid_request_error", "name", "not_found", "no upstream named " + name, 0));
+                    Http.fail(rc, new OpenAiError(404, "invalid_request_error", "name", "not_found", "no upstream named " + name, 0));
                 }
-            }, t -> Metering.fail(rc, OpenAiError.unavailable("could not remove the upstream (database unavailable); retry shortly")));
+            }, t -> Http.fail(rc, OpenAiError.unavailable("could not remove the upstream (database unavailable); retry shortly")));
         } catch (IllegalStateException e) {
-            Metering.fail(rc, new OpenAiError(409, "invalid_request_error", "name", "conflict", e.getMessage(), 0));
+            Http.fail(rc, new OpenAiError(409, "invalid_request_error", "name", "conflict", e.getMessage(), 0));
         }
     }
 }

@@ -1,12 +1,15 @@
 package dev.deepserve.gateway.api;
 
-import dev.deepserve.accounting.Money;
+import dev.deepserve.gateway.Backoff;
+import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
-import dev.deepserve.gateway.store.ApiKey;
-import dev.deepserve.gateway.store.Ledger;
-import dev.deepserve.gateway.store.PriceStore;
+import dev.deepserve.gateway.metering.Billable;
+import dev.deepserve.gateway.metering.Ledger;
+import dev.deepserve.gateway.metering.Metering;
+import dev.deepserve.gateway.metering.PriceStore;
 import dev.deepserve.gateway.upstream.UpstreamProxy;
+import dev.deepserve.accounting.Money;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.mutiny.Uni;
@@ -37,10 +40,12 @@ import java.util.concurrent.atomic.AtomicInteger;
 public class ChatRoutes {
 
     private static final Logger LOG = Logger.getLogger(ChatRoutes.class);
-    private static final String FINGERPRINT = "fp_deepserve_0";
+    /** Retrying an engine that is not serving yet: from 250 ms, doubling, at most every 5 s (keep-alives flow meanwhile). */
+    private static final Backoff ENGINE_RETRY = new Backoff(250, 5000);
 
     private final GatewayConfig config;
     private final Metering metering;
+    private final Authentication authentication;
     private final PriceStore prices;
     private final Ledger ledger;
     private final EngineClient engine;
@@ -50,11 +55,12 @@ public class ChatRoutes {
     private final Counter aborted;
     private final LatencyMetrics latency;
 
-    ChatRoutes(GatewayConfig config, Metering metering, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
+    ChatRoutes(GatewayConfig config, Metering metering, Authentication authentication, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
                MeterRegistry registry, LatencyMetrics latency) {
         this.latency = latency;
         this.config = config;
         this.metering = metering;
+        this.authentication = authentication;
         this.prices = prices;
         this.ledger = ledger;
         this.engine = engine;
@@ -77,7 +83,7 @@ public class ChatRoutes {
     // ---- plumbing
 
     private void models(RoutingContext rc) {
-        metering.authenticate(rc).chain(key -> prices.catalog().map(catalog -> {
+        authentication.authenticate(rc).chain(key -> prices.catalog().map(catalog -> {
             JsonArray data = new JsonArray();
             for (String m : config.models()) {
                 if (catalog.at(m, Instant.now()).isPresent() && key.allows(m)) {
@@ -88,11 +94,11 @@ public class ChatRoutes {
             }
             upstreams.models(key).forEach(data::add);
             return new JsonObject().put("object", "list").put("data", data);
-        })).subscribe().with(json -> rc.response().putHeader("Content-Type", "application/json").end(json.encode()), t -> Metering.fail(rc, t));
+        })).subscribe().with(json -> rc.response().putHeader("Content-Type", "application/json").end(json.encode()), t -> Http.fail(rc, t));
     }
 
     private void balance(RoutingContext rc) {
-        metering.authenticate(rc).chain(key -> {
+        authentication.authenticate(rc).chain(key -> {
             if (key.browserToken()) {
                 // a page is given a token to generate with, not a view of the account behind it
                 throw new OpenAiError(403, "permission_error", null, "browser_token_not_allowed", "a browser token cannot read the account balance", 0);
@@ -100,7 +106,7 @@ public class ChatRoutes {
             return ledger.balance(key.accountId());
         }).subscribe().with(row -> {
             if (row.isEmpty()) {
-                Metering.fail(rc, OpenAiError.unauthorized("Authentication Fails: the account of this key no longer exists"));
+                Http.fail(rc, OpenAiError.unauthorized("Authentication Fails: the account of this key no longer exists"));
                 return;
             }
             var r = row.get();
@@ -111,13 +117,13 @@ public class ChatRoutes {
                     .put("granted_balance", Money.display(granted)).put("topped_up_balance", Money.display(toppedUp));
             rc.response().putHeader("Content-Type", "application/json")
                     .end(new JsonObject().put("is_available", available.signum() > 0).put("balance_infos", new JsonArray().add(info)).encode());
-        }, t -> Metering.fail(rc, t));
+        }, t -> Http.fail(rc, t));
     }
 
     // ---- completions
 
     /** Everything a completion carries from admission to settlement. */
-    private static final class Call extends Metering.Billable {
+    private static final class Call extends Billable {
         final boolean chat;
         ChatRequest request;
         int promptTokens;
@@ -144,8 +150,18 @@ public class ChatRoutes {
         long waitingSince;
         long timeoutTimer = -1;
 
+        private CompletionResponses responses;
+
         Call(boolean chat) {
             this.chat = chat;
+        }
+
+        /** This completion's response shapes (once its request is parsed). */
+        CompletionResponses responses() {
+            if (responses == null) {
+                responses = new CompletionResponses(id(), created(), request.model(), chat);
+            }
+            return responses;
         }
 
         @Override
@@ -162,9 +178,9 @@ public class ChatRoutes {
     /** The key first: nothing of a body is parsed, tokenized or counted for a caller without one. */
     private void completion(RoutingContext rc, boolean chat) {
         Call call = new Call(chat);
-        metering.authenticate(rc, key -> {
+        authentication.authenticate(rc, key -> {
             // a body that is not a JSON object, or a bad model name, is answered 400 by authenticate's handler
-            JsonObject body = Metering.jsonBody(rc);
+            JsonObject body = Http.jsonBody(rc);
             ModelNames.check(body.getValue("model"));
             if (body.getValue("model") instanceof String model && upstreams.serves(model)) {
                 upstreams.complete(rc, key, body, chat);
@@ -218,7 +234,7 @@ public class ChatRoutes {
                     if (call.open != null) {
                         call.open.decrementAndGet();
                     }
-                    Metering.fail(rc, t);
+                    Http.fail(rc, t);
                 });
     }
 
@@ -243,7 +259,10 @@ public class ChatRoutes {
         if (req.stream()) {
             response.setChunked(true).putHeader("Content-Type", "text/event-stream; charset=utf-8").putHeader("Cache-Control", "no-cache")
                     .putHeader("X-Request-Id", call.id());
-            writeRoleChunk(response, call);
+            if (call.chat && !call.sentRole) {
+                call.sentRole = true;
+                response.write(CompletionResponses.sse(call.responses().roleChunk()));
+            }
             call.keepAliveTimer = vertx.setPeriodic(config.keepAlive().toMillis(), t -> {
                 if (!call.clientGone() && !response.ended()) {
                     response.write(": keep-alive\n\n");
@@ -284,8 +303,7 @@ public class ChatRoutes {
                     call.waiting = true;
                     latency.waiting(LatencyMetrics.ENGINE_POOL, call.model()).incrementAndGet();
                 }
-                long delay = Math.min(5000, 250L << Math.min(attempt, 5));
-                vertx.setTimer(delay, x -> startGeneration(rc, call, gen, open, attempt + 1));
+                vertx.setTimer(ENGINE_RETRY.millis(attempt), x -> startGeneration(rc, call, gen, open, attempt + 1));
                 return;
             }
             open.decrementAndGet();
@@ -296,7 +314,7 @@ public class ChatRoutes {
             call.finished = true;
             Throwable reported = unavailable && call.tokensReceived == 0 && !(t instanceof OpenAiError)
                     ? OpenAiError.unavailable("the engine is unavailable (waited " + (waited / 1_000_000_000) + " s); retry shortly") : t;
-            metering.settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), null, (usage, e) -> Metering.fail(rc, reported));
+            metering.settle(call, "error", call.tokensReceived > 0 ? call.promptTokens : 0, call.tokensReceived, 0, t.getMessage(), null, (usage, e) -> Http.fail(rc, reported));
         });
     }
 
@@ -328,194 +346,108 @@ public class ChatRoutes {
         if (call.finished) {
             return; // nothing after a final event: one settlement, one slot given back
         }
-        HttpServerResponse response = rc.response();
         answered(call);
         switch (event.getString("type")) {
-            case "token" -> {
-                if (call.firstTokenAt == 0) {
-                    call.firstTokenAt = System.nanoTime();
-                    latency.firstToken(call.model(), call.firstTokenAt - call.arrived);
-                }
-                if (call.keepAliveTimer >= 0) {
-                    vertx.cancelTimer(call.keepAliveTimer);
-                    call.keepAliveTimer = -1;
-                }
-                call.tokensReceived++;
-                String text = event.getString("text", "");
-                JsonObject lp = call.request.logprobs() ? logprob(event) : null;
-                call.text.append(text);
-                if (lp != null) {
-                    call.logprobs.add(lp);
-                }
-                if (call.tools) {
-                    // once the model starts calling tools, the rest is tool calls, sent parsed at the end
-                    int marker = call.text.indexOf(ToolCalls.CALLS_BEGIN);
-                    int upTo = marker < 0 ? call.text.length() : marker;
-                    text = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
-                    call.sentUpTo = Math.max(call.sentUpTo, upTo);
-                }
-                if (call.request.stream() && !call.clientGone() && (!text.isEmpty() || lp != null)) {
-                    response.write(sse(chunk(call, text, lp, null)));
-                    call.tokensSent = call.tokensReceived;
-                    // what reached the client is billed even if this gateway dies before the stream ends
-                    metering.progress(call, call.promptTokens, call.tokensReceived, null);
-                    if (response.writeQueueFull()) {
-                        // a slow reader: stop reading from the engine until the client catches up
-                        call.stream.pause();
-                        response.drainHandler(v -> call.stream.resume());
-                    }
-                }
-            }
-            case "done", "error" -> {
-                open.decrementAndGet();
-                stopTimers(call);
-                call.finished = true;
-                String rest = event.getString("text", "");
-                call.text.append(rest);
-                ToolCalls.Parsed toolCalls = call.tools ? ToolCalls.parse(call.text.toString()) : null;
-                if (call.tools) {
-                    int marker = call.text.indexOf(ToolCalls.CALLS_BEGIN);
-                    int upTo = marker < 0 || toolCalls.calls().isEmpty() ? call.text.length() : marker;
-                    rest = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
-                    call.sentUpTo = upTo;
-                }
-                boolean calledTools = toolCalls != null && !toolCalls.calls().isEmpty();
-                String reason = "error".equals(event.getString("type")) ? "error" : event.getString("finish_reason");
-                String clientReason = "cancelled".equals(reason) || "error".equals(reason) ? "stop" : reason;
-                if (calledTools && "stop".equals(clientReason)) {
-                    clientReason = "tool_calls";
-                }
-                final String finishReason = clientReason;
-                int generated = event.getInteger("completion_tokens", 0);
-                // a streaming client that left (a page's AbortController, a closed tab) pays for what reached it, not
-                // for what the engine made before the cancel caught up
-                int completion = call.request.stream() && call.clientGone() ? Math.min(generated, call.tokensSent) : generated;
-                long now = System.nanoTime();
-                latency.request(call.model(), call.clientGone() ? "cancelled" : "error".equals(reason) ? "error" : "ok", now - call.arrived);
-                if (generated > 1 && call.firstTokenAt != 0) {
-                    latency.perToken(call.model(), (now - call.firstTokenAt) / (generated - 1));
-                }
-                int cached = event.getInteger("cached_tokens", 0);
-                // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
-                int promptTaken = Math.min(call.promptTokens, event.getInteger("prompt_tokens", call.promptTokens));
-                if (call.request.stream() && !call.clientGone() && !rest.isEmpty()) {
-                    response.write(sse(chunk(call, rest, null, null)));
-                }
-                metering.settle(call, reason, promptTaken, completion, cached, event.getString("message"), null, (usage, failure) -> {
-                    if (call.clientGone() || response.ended()) {
-                        return;
-                    }
-                    if (call.request.stream()) {
-                        if (calledTools) {
-                            JsonArray deltas = new JsonArray();
-                            for (int i = 0; i < toolCalls.calls().size(); i++) {
-                                deltas.add(toolCalls.calls().getJsonObject(i).copy().put("index", i));
-                            }
-                            response.write(sse(base(call).put("choices", new JsonArray().add(new JsonObject().put("index", 0)
-                                    .put("delta", new JsonObject().put("tool_calls", deltas)).putNull("logprobs").putNull("finish_reason")))));
-                        }
-                        response.write(sse(chunk(call, null, null, finishReason)));
-                        if (call.request.includeUsage()) {
-                            response.write(sse(base(call).put("choices", new JsonArray()).put("usage", usage)));
-                        }
-                        response.end("data: [DONE]\n\n");
-                    } else if ("error".equals(reason)) {
-                        Metering.fail(rc, OpenAiError.unavailable("generation failed: " + event.getString("message", "engine error")));
-                    } else {
-                        response.putHeader("Content-Type", "application/json").end(complete(call, finishReason, usage, toolCalls).encode());
-                    }
-                });
-            }
+            case "token" -> onToken(rc.response(), call, event);
+            case "done", "error" -> onEnd(rc, call, event, open);
             default -> LOG.debugf("ignoring engine event %s", event.getString("type"));
         }
     }
 
-    private static JsonObject logprob(JsonObject event) {
-        if (!event.containsKey("logprob")) {
-            return null;
+    /** A generated token: counted, kept for the final answer, streamed (tool-call text held back), billed provisionally. */
+    private void onToken(HttpServerResponse response, Call call, JsonObject event) {
+        if (call.firstTokenAt == 0) {
+            call.firstTokenAt = System.nanoTime();
+            latency.firstToken(call.model(), call.firstTokenAt - call.arrived);
         }
-        JsonArray top = new JsonArray();
-        for (Object o : event.getJsonArray("top_logprobs", new JsonArray())) {
-            JsonObject t = (JsonObject) o;
-            top.add(new JsonObject().put("token", t.getString("token")).put("logprob", t.getDouble("logprob")).put("bytes", t.getJsonArray("bytes")));
+        if (call.keepAliveTimer >= 0) {
+            vertx.cancelTimer(call.keepAliveTimer);
+            call.keepAliveTimer = -1;
         }
-        return new JsonObject().put("token", event.getString("token")).put("logprob", event.getDouble("logprob"))
-                .put("bytes", event.getJsonArray("bytes")).put("top_logprobs", top);
-    }
-
-    // ---- response shapes
-
-    private JsonObject base(Call call) {
-        return new JsonObject().put("id", call.id()).put("object", call.chat ? "chat.completion.chunk" : "text_completion")
-                .put("created", call.created()).put("model", call.request.model()).put("system_fingerprint", FINGERPRINT);
-    }
-
-    private void writeRoleChunk(HttpServerResponse response, Call call) {
-        if (call.chat && !call.sentRole) {
-            call.sentRole = true;
-            JsonObject delta = new JsonObject().put("role", "assistant").put("content", "");
-            response.write(sse(base(call).put("choices", new JsonArray().add(new JsonObject().put("index", 0).put("delta", delta)
-                    .putNull("logprobs").putNull("finish_reason")))));
+        call.tokensReceived++;
+        String text = event.getString("text", "");
+        JsonObject lp = call.request.logprobs() ? CompletionResponses.logprob(event) : null;
+        call.text.append(text);
+        if (lp != null) {
+            call.logprobs.add(lp);
         }
-    }
-
-    private JsonObject chunk(Call call, String text, JsonObject logprob, String finishReason) {
-        JsonObject choice = new JsonObject().put("index", 0);
-        if (call.chat) {
-            JsonObject delta = new JsonObject();
-            if (text != null) {
-                delta.put("content", text);
+        if (call.tools) {
+            // once the model starts calling tools, the rest is tool calls, sent parsed at the end
+            int marker = call.text.indexOf(ToolCalls.CALLS_BEGIN);
+            int upTo = marker < 0 ? call.text.length() : marker;
+            text = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
+            call.sentUpTo = Math.max(call.sentUpTo, upTo);
+        }
+        if (call.request.stream() && !call.clientGone() && (!text.isEmpty() || lp != null)) {
+            response.write(CompletionResponses.sse(call.responses().chunk(text, lp, null)));
+            call.tokensSent = call.tokensReceived;
+            // what reached the client is billed even if this gateway dies before the stream ends
+            metering.progress(call, call.promptTokens, call.tokensReceived, null);
+            if (response.writeQueueFull()) {
+                // a slow reader: stop reading from the engine until the client catches up
+                call.stream.pause();
+                response.drainHandler(v -> call.stream.resume());
             }
-            choice.put("delta", delta);
-            choice.put("logprobs", logprob == null ? null : new JsonObject().put("content", new JsonArray().add(logprob)));
-        } else {
-            choice.put("text", text == null ? "" : text);
-            choice.put("logprobs", logprob == null ? null : legacyLogprobs(new JsonArray().add(logprob)));
         }
-        choice.put("finish_reason", finishReason);
-        return base(call).put("choices", new JsonArray().add(choice));
     }
 
-    private JsonObject complete(Call call, String finishReason, JsonObject usage, ToolCalls.Parsed toolCalls) {
-        JsonObject choice = new JsonObject().put("index", 0);
-        if (call.chat) {
-            JsonObject message = new JsonObject().put("role", "assistant");
-            if (toolCalls != null && !toolCalls.calls().isEmpty()) {
-                message.put("content", toolCalls.content()).put("tool_calls", toolCalls.calls());
+    /** The engine's last event: the finish reason and exact counts; settle, then answer (the last chunks, or the whole response). */
+    private void onEnd(RoutingContext rc, Call call, JsonObject event, AtomicInteger open) {
+        HttpServerResponse response = rc.response();
+        open.decrementAndGet();
+        stopTimers(call);
+        call.finished = true;
+        String rest = event.getString("text", "");
+        call.text.append(rest);
+        ToolCalls.Parsed toolCalls = call.tools ? ToolCalls.parse(call.text.toString()) : null;
+        if (call.tools) {
+            int marker = call.text.indexOf(ToolCalls.CALLS_BEGIN);
+            int upTo = marker < 0 || toolCalls.calls().isEmpty() ? call.text.length() : marker;
+            rest = upTo > call.sentUpTo ? call.text.substring(call.sentUpTo, upTo) : "";
+            call.sentUpTo = upTo;
+        }
+        boolean calledTools = toolCalls != null && !toolCalls.calls().isEmpty();
+        String reason = "error".equals(event.getString("type")) ? "error" : event.getString("finish_reason");
+        String clientReason = "cancelled".equals(reason) || "error".equals(reason) ? "stop" : reason;
+        if (calledTools && "stop".equals(clientReason)) {
+            clientReason = "tool_calls";
+        }
+        final String finishReason = clientReason;
+        int generated = event.getInteger("completion_tokens", 0);
+        // a streaming client that left (a page's AbortController, a closed tab) pays for what reached it, not
+        // for what the engine made before the cancel caught up
+        int completion = call.request.stream() && call.clientGone() ? Math.min(generated, call.tokensSent) : generated;
+        long now = System.nanoTime();
+        latency.request(call.model(), call.clientGone() ? "cancelled" : "error".equals(reason) ? "error" : "ok", now - call.arrived);
+        if (generated > 1 && call.firstTokenAt != 0) {
+            latency.perToken(call.model(), (now - call.firstTokenAt) / (generated - 1));
+        }
+        int cached = event.getInteger("cached_tokens", 0);
+        // the engine reports the prompt tokens it actually took in (fewer only when cancelled before or during prefill)
+        int promptTaken = Math.min(call.promptTokens, event.getInteger("prompt_tokens", call.promptTokens));
+        if (call.request.stream() && !call.clientGone() && !rest.isEmpty()) {
+            response.write(CompletionResponses.sse(call.responses().chunk(rest, null, null)));
+        }
+        metering.settle(call, reason, promptTaken, completion, cached, event.getString("message"), null, (usage, failure) -> {
+            if (call.clientGone() || response.ended()) {
+                return;
+            }
+            if (call.request.stream()) {
+                if (calledTools) {
+                    response.write(CompletionResponses.sse(call.responses().toolCallsChunk(toolCalls.calls())));
+                }
+                response.write(CompletionResponses.sse(call.responses().chunk(null, null, finishReason)));
+                if (call.request.includeUsage()) {
+                    response.write(CompletionResponses.sse(call.responses().usageChunk(usage)));
+                }
+                response.end("data: [DONE]\n\n");
+            } else if ("error".equals(reason)) {
+                Http.fail(rc, OpenAiError.unavailable("generation failed: " + event.getString("message", "engine error")));
             } else {
-                message.put("content", call.text.toString());
+                response.putHeader("Content-Type", "application/json").end(call.responses().complete(call.text.toString(), call.request.logprobs() ? call.logprobs : null, toolCalls, finishReason, usage).encode());
             }
-            choice.put("message", message);
-            choice.put("logprobs", call.request.logprobs() ? new JsonObject().put("content", call.logprobs) : null);
-        } else {
-            choice.put("text", call.text.toString());
-            choice.put("logprobs", call.request.logprobs() ? legacyLogprobs(call.logprobs) : null);
-        }
-        choice.put("finish_reason", finishReason);
-        return new JsonObject().put("id", call.id()).put("object", call.chat ? "chat.completion" : "text_completion").put("created", call.created())
-                .put("model", call.request.model()).put("choices", new JsonArray().add(choice)).put("usage", usage)
-                .put("system_fingerprint", FINGERPRINT);
+        });
     }
 
-    private static JsonObject legacyLogprobs(JsonArray entries) {
-        JsonArray tokens = new JsonArray();
-        JsonArray values = new JsonArray();
-        JsonArray top = new JsonArray();
-        for (Object o : entries) {
-            JsonObject e = (JsonObject) o;
-            tokens.add(e.getString("token"));
-            values.add(e.getDouble("logprob"));
-            JsonObject alternatives = new JsonObject();
-            for (Object t : e.getJsonArray("top_logprobs")) {
-                alternatives.put(((JsonObject) t).getString("token"), ((JsonObject) t).getDouble("logprob"));
-            }
-            top.add(alternatives);
-        }
-        return new JsonObject().put("tokens", tokens).put("token_logprobs", values).put("top_logprobs", top);
-    }
-
-    private static String sse(JsonObject json) {
-        return "data: " + json.encode() + "\n\n";
-    }
 
 }

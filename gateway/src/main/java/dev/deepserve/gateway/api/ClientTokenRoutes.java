@@ -1,9 +1,9 @@
 package dev.deepserve.gateway.api;
 
-import dev.deepserve.accounting.Money;
+import dev.deepserve.gateway.auth.BrowserTokens;
 import dev.deepserve.gateway.config.GatewayConfig;
-import dev.deepserve.gateway.store.ApiKey;
-import dev.deepserve.gateway.store.BrowserTokens;
+import dev.deepserve.gateway.metering.Metering;
+import dev.deepserve.accounting.Money;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
 import io.vertx.ext.web.Router;
@@ -22,12 +22,14 @@ import jakarta.enterprise.event.Observes;
 public class ClientTokenRoutes {
 
     private final Metering metering;
+    private final Authentication authentication;
     private final BrowserTokens tokens;
     private final Cors cors;
     private final GatewayConfig config;
 
-    ClientTokenRoutes(Metering metering, BrowserTokens tokens, Cors cors, GatewayConfig config) {
+    ClientTokenRoutes(Metering metering, Authentication authentication, BrowserTokens tokens, Cors cors, GatewayConfig config) {
         this.metering = metering;
+        this.authentication = authentication;
         this.tokens = tokens;
         this.cors = cors;
         this.config = config;
@@ -42,7 +44,7 @@ public class ClientTokenRoutes {
 
     /** The key first (a browser token is refused), then the body, then one insert. */
     private void mint(RoutingContext rc) {
-        metering.authenticate(rc, parent -> {
+        authentication.authenticate(rc, parent -> {
             if (parent.browserToken()) {
                 throw new OpenAiError(403, "permission_error", null, "browser_token_cannot_mint", "a browser token cannot mint another token", 0);
             }
@@ -50,12 +52,12 @@ public class ClientTokenRoutes {
                 throw OpenAiError.invalid(null, "this API key has a spend cap; mint browser tokens with a key without one "
                         + "(each token's spend_limit bounds what it may spend)");
             }
-            ClientTokenRequest ask = ClientTokenRequest.parse(Metering.jsonBody(rc), cors, parent, config.maxMaxTokens());
+            ClientTokenRequest ask = ClientTokenRequest.parse(Http.jsonBody(rc), cors, parent, config.maxMaxTokens());
             // a mint counts as a request against the key's rate limit
             metering.admit(parent, 0).chain(() -> tokens.mint(parent, ask.origins(), ask.models(), ask.maxTokens(), ask.spendLimit(), ask.expiresIn()))
                     .subscribe().with(outcome -> {
                 if (outcome instanceof BrowserTokens.Refused refused) {
-                    Metering.fail(rc, refused.revoked() ? OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")
+                    Http.fail(rc, refused.revoked() ? OpenAiError.unauthorized("Authentication Fails: the API key is invalid or revoked")
                             : OpenAiError.rateLimited("this API key already has " + BrowserTokens.MAX_LIVE_PER_KEY
                                     + " unexpired browser tokens; mint more as they expire", 60));
                     return;
@@ -66,7 +68,7 @@ public class ClientTokenRoutes {
                         .put("models", ask.models() == null ? null : new JsonArray(ask.models())).put("max_tokens", ask.maxTokens())
                         .put("spend_limit", Money.plain(ask.spendLimit()));
                 rc.response().setStatusCode(200).putHeader("Content-Type", "application/json").putHeader("Cache-Control", "no-store").end(out.encode());
-            }, t -> Metering.fail(rc, t instanceof OpenAiError e ? e : OpenAiError.unavailable("key store unavailable")));
+            }, t -> Http.fail(rc, t instanceof OpenAiError e ? e : OpenAiError.unavailable("key store unavailable")));
         });
     }
 }

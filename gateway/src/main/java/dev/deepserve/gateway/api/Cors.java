@@ -96,7 +96,7 @@ public class Cors {
             return;
         }
         if (!allows(origin)) {
-            Metering.fail(rc, new OpenAiError(403, "permission_error", null, "origin_not_allowed",
+            Http.fail(rc, new OpenAiError(403, "permission_error", null, "origin_not_allowed",
                     "this origin may not call the API (an administrator lists allowed web origins in DEEPSERVE_CORS_ORIGINS)", 0));
             return;
         }

@@ -2,6 +2,7 @@ package dev.deepserve.gateway.config;
 
 import io.smallrye.config.ConfigMapping;
 import io.smallrye.config.WithDefault;
+import io.smallrye.config.WithName;
 
 import java.net.URI;
 import java.time.Duration;
@@ -19,11 +20,13 @@ public interface GatewayConfig {
     URI prefillUrl();
 
     /**
-     * Where generations go: the decode instances (colocated) or the prefill instances (disaggregated), comma-separated;
-     * with several, each request goes to the one most likely to hold its prompt prefix among the least loaded.
+     * The engine instances generations go to ({@code DEEPSERVE_DECODE_URL}, comma-separated): decode instances when
+     * prefill is colocated, prefill instances when it is disaggregated (they hand each sequence on to a decode
+     * instance). With several, each request goes to the one most likely to hold its prompt prefix among the least loaded.
      */
+    @WithName("decode-url")
     @WithDefault("http://127.0.0.1:8003")
-    List<URI> decodeUrl();
+    List<URI> engineUrls();
 
     /** How many more requests in flight than the least loaded instance a prefix-matching instance may have and still be chosen. */
     @WithDefault("4")

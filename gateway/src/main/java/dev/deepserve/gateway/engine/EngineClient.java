@@ -18,7 +18,7 @@ import java.net.URI;
 import java.util.function.Consumer;
 
 /**
- * Calls to the engine services: the tokenizer service (chat template + ids) and the decode service's NDJSON
+ * Calls to the engine services: the tokenizer service (chat template + ids) and an engine instance's NDJSON
  * generation stream. Runs on the caller's Vert.x context, so callbacks arrive on the request's event loop.
  */
 @ApplicationScoped
@@ -32,7 +32,7 @@ public class EngineClient {
 
     EngineClient(GatewayConfig config, Vertx vertx) {
         this.config = config;
-        this.router = new EngineRouter(config.decodeUrl(), config.routingSlack());
+        this.router = new EngineRouter(config.engineUrls(), config.routingSlack());
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(512).setKeepAlive(true).setConnectTimeout(5000));
     }
 
@@ -103,7 +103,7 @@ public class EngineClient {
                 .compose(req -> req.send(body.toBuffer()))
                 .onFailure(e -> {
                     router.sitOut(target);
-                    LOG.warnf("decode instance %s unreachable: %s", target.base(), e.getMessage());
+                    LOG.warnf("engine instance %s unreachable: %s", target.base(), e.getMessage());
                     failed.accept(OpenAiError.unavailable("the engine is unreachable; retry shortly"));
                 })
                 .onSuccess(resp -> {
@@ -113,9 +113,9 @@ public class EngineClient {
                         }
                         resp.body().onComplete(ar -> {
                             JsonObject json = ar.succeeded() ? parse(ar.result()) : new JsonObject();
-                            String message = json.getJsonObject("error", new JsonObject()).getString("message", "decode service answered " + resp.statusCode());
+                            String message = json.getJsonObject("error", new JsonObject()).getString("message", "engine answered " + resp.statusCode());
                             if (resp.statusCode() != 400) {
-                                LOG.warnf("decode instance %s answered %d: %s", target.base(), resp.statusCode(), message);
+                                LOG.warnf("engine instance %s answered %d: %s", target.base(), resp.statusCode(), message);
                             }
                             // a 400 is about the request itself; anything else is the engine's business, not the client's
                             failed.accept(resp.statusCode() == 400
@@ -147,7 +147,7 @@ public class EngineClient {
                     lines.endHandler(v -> {
                         if (!ended[0]) {
                             ended[0] = true;
-                            failed.accept(new IllegalStateException("the decode stream ended without a final event"));
+                            failed.accept(new IllegalStateException("the engine stream ended without a final event"));
                         }
                     });
                 });
@@ -155,7 +155,7 @@ public class EngineClient {
     }
 
     /**
-     * Flow control for one generation stream: pausing stops reading from the decode service, so TCP backpressure
+     * Flow control for one generation stream: pausing stops reading from the engine, so TCP backpressure
      * reaches it and a client that reads slowly slows its own generation (and is cut off there if it stalls).
      */
     public static final class Stream {
@@ -184,7 +184,7 @@ public class EngineClient {
         }
     }
 
-    /** Asks the decode service to stop a request; its stream then ends with the exact count. */
+    /** Asks the engine to stop a request; its stream then ends with the exact count. */
     public void cancel(String requestId) {
         EngineRouter.Instance target = router.of(requestId);
         if (target == null) {

@@ -17,7 +17,7 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 
 /**
- * The gateway is ready only when the services it forwards to are alive: tokenizer, prefill, decode and billing.
+ * The gateway is ready only when the services it forwards to are alive: tokenizer, prefill, the engine instances and billing.
  * It probes their liveness (not readiness) so that one slow model load does not cascade into a gateway restart loop.
  */
 @Readiness
@@ -38,9 +38,9 @@ public class UpstreamsReadiness implements AsyncHealthCheck {
         upstreams.put("tokenizer", config.tokenizerUrl());
         upstreams.put("prefill", config.prefillUrl());
         upstreams.put("billing", config.billingUrl());
-        List<URI> engines = config.decodeUrl();
+        List<URI> engines = config.engineUrls();
         for (int i = 0; i < engines.size(); i++) {
-            upstreams.put(engines.size() == 1 ? "decode" : "decode-" + (i + 1), engines.get(i));
+            upstreams.put(engines.size() == 1 ? "engine" : "engine-" + (i + 1), engines.get(i));
         }
         Map<String, CompletableFuture<String>> probes = new LinkedHashMap<>();
         upstreams.forEach((name, url) -> probes.put(name, probe(url)));
@@ -51,7 +51,7 @@ public class UpstreamsReadiness implements AsyncHealthCheck {
                     for (var e : probes.entrySet()) {
                         String status = e.getValue().join();
                         builder.withData(e.getKey(), status);
-                        if (e.getKey().startsWith("decode")) {
+                        if (e.getKey().startsWith("engine")) {
                             anEngineUp |= status.equals("UP");
                         } else if (!status.equals("UP")) {
                             builder.down();

@@ -1,10 +1,10 @@
 package dev.deepserve.gateway.upstream;
 
+import dev.deepserve.gateway.Backoff;
 import java.time.Duration;
 import java.time.ZonedDateTime;
 import java.time.format.DateTimeFormatter;
 import java.time.format.DateTimeParseException;
-import java.util.concurrent.ThreadLocalRandom;
 
 /**
  * How long to wait before retrying an upstream: what its {@code Retry-After} asks (seconds or an HTTP date), else an
@@ -32,9 +32,7 @@ public final class RetryDelay {
         if (asked >= 0) {
             return asked > maxMillis ? DO_NOT_RETRY : asked;
         }
-        long ceiling = Math.min(maxMillis, BASE_MILLIS << Math.min(attempt, 20));
-        long half = ceiling / 2;
-        return half + ThreadLocalRandom.current().nextLong(ceiling - half + 1);
+        return new Backoff(Math.min(BASE_MILLIS, Math.max(1, maxMillis)), Math.max(1, maxMillis)).jittered(attempt);
     }
 
     /** The wait a {@code Retry-After} value asks for in milliseconds, or -1 when there is none or it cannot be read. */

@@ -1,11 +1,13 @@
 package dev.deepserve.gateway.upstream;
 
-import dev.deepserve.gateway.api.Metering;
+import dev.deepserve.gateway.api.Http;
 import dev.deepserve.gateway.api.ModelNames;
 import dev.deepserve.gateway.api.OpenAiError;
+import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
-import dev.deepserve.gateway.store.ApiKey;
+import dev.deepserve.gateway.metering.Billable;
+import dev.deepserve.gateway.metering.Metering;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.mutiny.Uni;
@@ -45,7 +47,6 @@ import java.util.regex.Pattern;
 public class UpstreamProxy {
 
     private static final Logger LOG = Logger.getLogger(UpstreamProxy.class);
-    private static final Pattern SECRET = Pattern.compile("(?i)(sk-|key-|bearer\\s+)[A-Za-z0-9_*.\\-]{6,}");
     private static final int UPSTREAM_MAX_TOKENS = 1_000_000;
 
     private final GatewayConfig config;
@@ -88,7 +89,7 @@ public class UpstreamProxy {
     }
 
     /** One proxied request from admission to settlement. */
-    static final class Call extends Metering.Billable {
+    static final class Call extends Billable {
         final RoutingContext rc;
         final JsonObject body;
         final String model;
@@ -158,13 +159,13 @@ public class UpstreamProxy {
             call = new Call(rc, key, body, chat);
             wanted = check(call, body);
         } catch (OpenAiError e) {
-            Metering.fail(rc, e);
+            Http.fail(rc, e);
             return;
         }
         call.routes = registry.chain(call.model);
         if (call.routes.isEmpty()) {
             // its upstream was removed since the request was routed here
-            Metering.fail(rc, new OpenAiError(400, "invalid_request_error", "model", "model_not_found", "Model Not Exist: " + call.model, 0));
+            Http.fail(rc, new OpenAiError(400, "invalid_request_error", "model", "model_not_found", "Model Not Exist: " + call.model, 0));
             return;
         }
         // Without the upstream's tokenizer, the request's size in bytes bounds its prompt tokens (byte-level BPE
@@ -173,12 +174,12 @@ public class UpstreamProxy {
         // the key's concurrency is counted before any database work is done for it
         call.open = metering.openStream(key);
         if (call.open == null) {
-            Metering.fail(rc, Metering.tooManyStreams(config.maxStreamsPerKey()));
+            Http.fail(rc, Metering.tooManyStreams(config.maxStreamsPerKey()));
             return;
         }
         metering.admitAndReserve(call, promptBound, wanted, () -> start(call), t -> {
             call.open.decrementAndGet();
-            Metering.fail(rc, t);
+            Http.fail(rc, t);
         });
     }
 
@@ -514,7 +515,7 @@ public class UpstreamProxy {
                     "upstream " + u.name() + (timeout ? " timed out" : " is unreachable") + "; retry shortly", 0));
             return;
         }
-        giveUp(call, upstreamError(u, status, body, retryAfter));
+        giveUp(call, UpstreamResponses.upstreamError(u, status, body, retryAfter));
     }
 
     private static void breakerSuccess(Call call) {
@@ -527,45 +528,6 @@ public class UpstreamProxy {
         call.permit = CircuitBreaker.PASS;
     }
 
-    /** The upstream's error in DeepSeek's shape with the upstream's status; its credentials problems are ours (502). */
-    static OpenAiError upstreamError(Upstream u, int status, Buffer body, String retryAfter) {
-        if (status == 401 || status == 403) {
-            return new OpenAiError(502, "api_error", null, "upstream_auth_failed",
-                    "upstream " + u.name() + " refused the gateway's credentials (HTTP " + status + "); an administrator must fix its API key", 0);
-        }
-        String message = null;
-        String type = status == 429 ? "rate_limit_error" : status >= 500 ? "api_error" : "invalid_request_error";
-        String param = null;
-        String code = null;
-        try {
-            JsonObject json = body == null || body.length() == 0 ? null : new JsonObject(body);
-            Object err = json == null ? null : json.getValue("error");
-            if (err instanceof JsonObject e) {
-                message = e.getValue("message") instanceof String m ? m : null;
-                type = e.getValue("type") instanceof String t ? t : type;
-                param = e.getValue("param") instanceof String p ? p : null;
-                code = e.getValue("code") == null ? null : String.valueOf(e.getValue("code"));
-            } else if (err instanceof String s) {
-                message = s;
-            } else if (json != null && json.getValue("detail") instanceof String d) {
-                message = d;
-            }
-        } catch (RuntimeException notJson) {
-            String text = body.toString(StandardCharsets.UTF_8);
-            message = text.length() > 300 ? text.substring(0, 300) + "…" : text;
-        }
-        if (message == null || message.isBlank()) {
-            message = "upstream " + u.name() + " answered HTTP " + status;
-        }
-        long wait = RetryDelay.retryAfterMillis(retryAfter, System.currentTimeMillis());
-        long retryAfterSeconds = wait <= 0 ? 0 : Math.min(86_400, (wait + 999) / 1000);
-        return new OpenAiError(status, type, param, code == null ? "upstream_error" : code, redact(u.redact(message)), retryAfterSeconds);
-    }
-
-    static String redact(String message) {
-        return message == null ? null : SECRET.matcher(message).replaceAll("$1[redacted]");
-    }
-
     /** Ends a request that got nothing from any upstream: nothing is charged, the reservation is released, the event records why. */
     private void giveUp(Call call, OpenAiError error) {
         if (call.done) {
@@ -573,7 +535,7 @@ public class UpstreamProxy {
         }
         call.done = true;
         call.open.decrementAndGet();
-        metering.settle(call, "error", 0, 0, 0, error.getMessage(), extra(call, false), (usage, failure) -> Metering.fail(call.rc, error));
+        metering.settle(call, "error", 0, 0, 0, error.getMessage(), extra(call, false), (usage, failure) -> Http.fail(call.rc, error));
     }
 
     /**
@@ -587,10 +549,10 @@ public class UpstreamProxy {
         call.done = true;
         call.open.decrementAndGet();
         if (call.usage != null) {
-            int prompt = intOf(call.usage, "prompt_tokens");
-            int completion = intOf(call.usage, "completion_tokens");
-            int cached = call.usage.containsKey("prompt_cache_hit_tokens") ? intOf(call.usage, "prompt_cache_hit_tokens")
-                    : call.usage.getValue("prompt_tokens_details") instanceof JsonObject d ? intOf(d, "cached_tokens") : 0;
+            int prompt = UpstreamResponses.intOf(call.usage, "prompt_tokens");
+            int completion = UpstreamResponses.intOf(call.usage, "completion_tokens");
+            int cached = call.usage.containsKey("prompt_cache_hit_tokens") ? UpstreamResponses.intOf(call.usage, "prompt_cache_hit_tokens")
+                    : call.usage.getValue("prompt_tokens_details") instanceof JsonObject d ? UpstreamResponses.intOf(d, "cached_tokens") : 0;
             settled(call, reason, prompt, completion, cached, error, false);
             return;
         }
@@ -611,14 +573,14 @@ public class UpstreamProxy {
             }
             if (!call.stream) {
                 response.putHeader("Content-Type", "application/json").putHeader("X-Request-Id", call.id())
-                        .end(failure == null ? withOurUsage(call.heldBack, usage) : call.heldBack);
+                        .end(failure == null ? UpstreamResponses.withOurUsage(call.heldBack, usage) : call.heldBack);
                 return;
             }
             if (call.clientWantsUsage && failure == null && error == null) {
                 JsonObject chunk = call.usageChunk != null ? call.usageChunk
                         : new JsonObject().put("id", call.id()).put("object", call.chat ? "chat.completion.chunk" : "text_completion")
                                 .put("model", call.model).put("choices", new JsonArray());
-                chunk.put("usage", merged(chunk.getValue("usage") instanceof JsonObject u ? u : null, usage));
+                chunk.put("usage", UpstreamResponses.merged(chunk.getValue("usage") instanceof JsonObject u ? u : null, usage));
                 response.write(Buffer.buffer("data: ").appendBuffer(chunk.toBuffer()).appendString("\n\n"));
             } else if (call.usageChunk != null) {
                 response.write(Buffer.buffer("data: ").appendBuffer(call.usageChunk.toBuffer()).appendString("\n\n"));
@@ -635,58 +597,16 @@ public class UpstreamProxy {
         });
     }
 
-    /**
-     * The upstream's usage with what ours has and it lacks — the cache split, {@code prompt_tokens_details} — and
-     * our {@code cost}, the amount charged, so a client reads the same usage shape from every model. Ours alone when
-     * the upstream reported none (the counts are then our tokenizer's).
-     */
-    static JsonObject merged(JsonObject upstream, JsonObject ours) {
-        if (ours == null || ours.isEmpty()) {
-            return upstream;
-        }
-        if (upstream == null) {
-            return ours.copy();
-        }
-        JsonObject out = upstream.copy();
-        for (String field : ours.fieldNames()) {
-            if (!out.containsKey(field) || out.getValue(field) == null) {
-                out.put(field, ours.getValue(field));
-            }
-        }
-        if (out.getValue("prompt_tokens_details") instanceof JsonObject d && !d.containsKey("cached_tokens")) {
-            d.put("cached_tokens", ours.getValue("prompt_cache_hit_tokens"));
-        }
-        return out.put("cost", ours.getValue("cost"));
-    }
-
-    /** A non-streamed answer with the merged usage; the upstream's bytes unchanged when it is not a JSON object. */
-    private static Buffer withOurUsage(Buffer body, JsonObject usage) {
-        if (usage == null || usage.isEmpty()) {
-            return body;
-        }
-        try {
-            JsonObject answer = new JsonObject(body);
-            return answer.put("usage", merged(answer.getValue("usage") instanceof JsonObject u ? u : null, usage)).toBuffer();
-        } catch (RuntimeException notAnObject) {
-            return body;
-        }
-    }
-
     private static JsonObject extra(Call call, boolean estimated) {
         UpstreamRegistry.Route r = call.served();
         return new JsonObject().put("estimated", estimated).put("upstream", r.upstream().name()).put("upstream_model", r.model());
-    }
-
-    /** A token count an upstream reported: never negative, never so large that sums of them overflow. */
-    private static int intOf(JsonObject o, String field) {
-        return o.getValue(field) instanceof Number n ? (int) Math.max(0, Math.min(n.longValue(), 100_000_000L)) : 0;
     }
 
     /** {prompt, completion} counted with our tokenizer (a byte-based guess when the tokenizer service is down). */
     private Uni<int[]> estimate(Call call) {
         StringBuilder text = new StringBuilder();
         for (Buffer event : call.events) {
-            collectText(call, event, text);
+            UpstreamResponses.collectText(call.stream, event, text);
         }
         JsonObject promptBody;
         if (call.chat) {
@@ -700,60 +620,11 @@ public class UpstreamProxy {
         }
         String generated = text.toString();
         Uni<Integer> prompt = engine.tokenize(promptBody).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
-                .onFailure().recoverWithItem(() -> guess(promptBody.encode()));
+                .onFailure().recoverWithItem(() -> UpstreamResponses.guess(promptBody.encode()));
         Uni<Integer> completion = generated.isEmpty() ? Uni.createFrom().item(0)
                 : engine.tokenize(new JsonObject().put("text", generated)).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
-                        .onFailure().recoverWithItem(() -> guess(generated));
+                        .onFailure().recoverWithItem(() -> UpstreamResponses.guess(generated));
         return Uni.combine().all().unis(prompt, completion).with((p, c) -> new int[] {p, c});
-    }
-
-    private static int guess(String s) {
-        return (s.getBytes(StandardCharsets.UTF_8).length + 3) / 4;
-    }
-
-    /** Appends the generated text of one streamed event (or of a whole non-streamed answer). */
-    private static void collectText(Call call, Buffer event, StringBuilder out) {
-        String data = call.stream ? SseScanner.data(event) : event.toString(StandardCharsets.UTF_8);
-        if (data == null || data.startsWith("[DONE]")) {
-            return;
-        }
-        JsonObject json;
-        try {
-            json = new JsonObject(data);
-        } catch (RuntimeException e) {
-            return;
-        }
-        if (!(json.getValue("choices") instanceof JsonArray choices)) {
-            return;
-        }
-        for (Object c : choices) {
-            if (!(c instanceof JsonObject choice)) {
-                continue;
-            }
-            if (choice.getValue("text") instanceof String t) {
-                out.append(t);
-            }
-            Object part = choice.getValue(call.stream ? "delta" : "message");
-            if (part instanceof JsonObject m) {
-                for (String field : new String[] {"reasoning_content", "content"}) {
-                    if (m.getValue(field) instanceof String s) {
-                        out.append(s);
-                    }
-                }
-                if (m.getValue("tool_calls") instanceof JsonArray calls) {
-                    for (Object tc : calls) {
-                        if (tc instanceof JsonObject t && t.getValue("function") instanceof JsonObject f) {
-                            if (f.getValue("name") instanceof String n) {
-                                out.append(n);
-                            }
-                            if (f.getValue("arguments") instanceof String a) {
-                                out.append(a);
-                            }
-                        }
-                    }
-                }
-            }
-        }
     }
 
     private void count(Call call, String outcome) {

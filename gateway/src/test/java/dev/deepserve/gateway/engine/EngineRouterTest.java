@@ -11,6 +11,10 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
 
+/**
+ * Engine instance choice: a shared prompt prefix goes back to the instance that saw it, unless load beyond the slack
+ * says otherwise; refusing instances sit out.
+ */
 class EngineRouterTest {
 
     static final URI A = URI.create("http://a:1");

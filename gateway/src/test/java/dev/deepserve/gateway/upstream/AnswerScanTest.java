@@ -10,6 +10,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+/**
+ * Reading an upstream's whole answer: its usage and first finish reason whatever else it carries, and refusing what is
+ * not one JSON object.
+ */
 class AnswerScanTest {
 
     @Test

@@ -17,6 +17,10 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * The upstream proxy's parts on their own: SSE framing across split bytes, what counts as usage and output, the circuit
+ * breaker's states, retry waits, error mapping with secrets redacted, config checks.
+ */
 class UpstreamPartsTest {
 
     static final String STREAM = "data: {\"a\":1,\"usage\":null}\n\n: keep-alive\n\ndata: {\"b\":\"x\\n\"}\r\n\r\n"
@@ -152,20 +156,20 @@ class UpstreamPartsTest {
     @Test
     void upstreamErrorsAreMappedAndSecretsRedacted() {
         Upstream u = new Upstream("ds", URI.create("https://api.example.com/v1"), "sk-secret-abcdef", "config", new CircuitBreaker(1, 1));
-        var e = UpstreamProxy.upstreamError(u, 400, Buffer.buffer(
+        var e = UpstreamResponses.upstreamError(u, 400, Buffer.buffer(
                 "{\"error\":{\"message\":\"bad key sk-abcdef0123456789 here\",\"type\":\"invalid_request_error\",\"param\":\"x\",\"code\":\"bad\"}}"), null);
         assertEquals(400, e.status);
         assertEquals("bad key sk-[redacted] here", e.getMessage());
         assertEquals("x", e.param);
         assertEquals("bad", e.code);
-        assertEquals(502, UpstreamProxy.upstreamError(u, 401, Buffer.buffer("{}"), null).status);
-        assertEquals("upstream ds answered HTTP 500", UpstreamProxy.upstreamError(u, 500, Buffer.buffer(""), null).getMessage());
-        assertEquals("<html>oops</html>", UpstreamProxy.upstreamError(u, 502, Buffer.buffer("<html>oops</html>"), null).getMessage());
-        assertEquals(7, UpstreamProxy.upstreamError(u, 429, Buffer.buffer("{}"), "7").retryAfterSeconds, "the upstream's Retry-After reaches the client");
-        assertEquals("echoed [redacted] back", UpstreamProxy.upstreamError(u, 400, Buffer.buffer("{\"error\":{\"message\":\"echoed sk-secret-abcdef back\"}}"), null)
+        assertEquals(502, UpstreamResponses.upstreamError(u, 401, Buffer.buffer("{}"), null).status);
+        assertEquals("upstream ds answered HTTP 500", UpstreamResponses.upstreamError(u, 500, Buffer.buffer(""), null).getMessage());
+        assertEquals("<html>oops</html>", UpstreamResponses.upstreamError(u, 502, Buffer.buffer("<html>oops</html>"), null).getMessage());
+        assertEquals(7, UpstreamResponses.upstreamError(u, 429, Buffer.buffer("{}"), "7").retryAfterSeconds, "the upstream's Retry-After reaches the client");
+        assertEquals("echoed [redacted] back", UpstreamResponses.upstreamError(u, 400, Buffer.buffer("{\"error\":{\"message\":\"echoed sk-secret-abcdef back\"}}"), null)
                 .getMessage(), "the configured key is redacted whatever its shape");
         Upstream odd = new Upstream("v", URI.create("https://v.example/v1"), "token/with.odd~chars", "config", new CircuitBreaker(1, 1));
-        assertEquals("bad [redacted]", UpstreamProxy.upstreamError(odd, 400, Buffer.buffer("{\"error\":\"bad token/with.odd~chars\"}"), null).getMessage());
+        assertEquals("bad [redacted]", UpstreamResponses.upstreamError(odd, 400, Buffer.buffer("{\"error\":\"bad token/with.odd~chars\"}"), null).getMessage());
         assertEquals(443, u.port());
         assertEquals("/v1", u.pathPrefix());
         assertFalse(u.toString().contains("secret"));

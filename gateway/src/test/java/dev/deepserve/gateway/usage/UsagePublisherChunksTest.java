@@ -1,0 +1,69 @@
+package dev.deepserve.gateway.usage;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Usage events grouped into Kafka records: every event once and in order, oversized ones alone, and only what Kafka
+ * refuses for good dead-lettered.
+ */
+class UsagePublisherChunksTest {
+
+    @Test
+    void aGroupBecomesFewRecordsHoldingEveryEventOnceInOrder() {
+        List<UUID> ids = new ArrayList<>();
+        List<String> payloads = new ArrayList<>();
+        for (int i = 0; i < 3000; i++) {
+            UUID id = UUID.randomUUID();
+            ids.add(id);
+            // about 500 characters, as a real event
+            payloads.add("{\"event_id\":\"" + id + "\",\"n\":" + i + ",\"pad\":\"" + "x".repeat(440) + "\"}");
+        }
+        List<UsagePublisher.Chunk> chunks = UsagePublisher.chunks(ids, payloads);
+        assertTrue(chunks.size() >= 6 && chunks.size() <= 8, "3000 events of ~500 characters fill 6 to 8 records of 256K: " + chunks.size());
+        List<String> back = new ArrayList<>();
+        int next = 0;
+        for (UsagePublisher.Chunk c : chunks) {
+            assertTrue(c.value().length() <= UsagePublisher.RECORD_CHARS);
+            assertEquals(next, c.from(), "records follow each other without gaps");
+            assertEquals(ids.get(c.from()).toString(), c.key(), "a record is keyed by its first event");
+            back.addAll(List.of(c.value().split("\n")));
+            next = c.to();
+        }
+        assertEquals(ids.size(), next);
+        assertEquals(payloads, back);
+    }
+
+    @Test
+    void anEventLargerThanARecordGoesAloneAndAcksFollowTheirRecord() {
+        List<UUID> ids = List.of(UUID.randomUUID(), UUID.randomUUID(), UUID.randomUUID());
+        List<String> payloads = List.of("{\"a\":1}", "{\"big\":\"" + "y".repeat(UsagePublisher.RECORD_CHARS) + "\"}", "{\"c\":3}");
+        List<UsagePublisher.Chunk> chunks = UsagePublisher.chunks(ids, payloads);
+        assertEquals(3, chunks.size());
+        assertEquals(payloads.get(1), chunks.get(1).value());
+
+        List<CompletableFuture<Void>> acks = List.of(new CompletableFuture<>(), new CompletableFuture<>(), new CompletableFuture<>());
+        chunks.get(1).complete(acks, new IllegalStateException("too large"));
+        chunks.get(2).complete(acks, null);
+        assertFalse(acks.get(0).isDone(), "an ack belongs to its own record only");
+        assertTrue(acks.get(1).isCompletedExceptionally());
+        assertTrue(acks.get(2).isDone() && !acks.get(2).isCompletedExceptionally());
+    }
+
+    @Test
+    void onlyWhatKafkaRefusesForGoodIsDeadLetteredByTheRelay() {
+        assertTrue(OutboxRelay.refusedForGood(new org.apache.kafka.common.errors.RecordTooLargeException("1.1 MB")));
+        assertTrue(OutboxRelay.refusedForGood(new java.util.concurrent.CompletionException(new org.apache.kafka.common.InvalidRecordException("bad"))));
+        assertFalse(OutboxRelay.refusedForGood(new org.apache.kafka.common.errors.TimeoutException("broker away")), "a retry outlives it");
+        assertFalse(OutboxRelay.refusedForGood(new org.apache.kafka.common.errors.NotLeaderOrFollowerException("moving")));
+        assertFalse(OutboxRelay.refusedForGood(new IllegalStateException("not connected yet")));
+    }
+}
