@@ -3,9 +3,10 @@ package dev.deepserve.gateway;
 import java.util.concurrent.ThreadLocalRandom;
 
 /**
- * The gateway's one retry schedule: exponential from {@code baseMillis}, doubling per attempt, never above
- * {@code maxMillis}. Used where the gateway waits and tries again — a settlement PostgreSQL refused, a usage-event
- * batch the outbox could not write, an engine not yet serving, an upstream that failed.
+ * The schedule of the gateway's own retries: exponential from {@code baseMillis}, doubling per attempt, never above
+ * {@code maxMillis}. Used where the gateway waits and tries again by hand — a settlement PostgreSQL refused, a
+ * usage-event batch it could not write, an engine not yet serving, an upstream that failed. (The wait for a
+ * restarting tokenizer is a Mutiny {@code retry().withBackOff} on its call.)
  */
 public record Backoff(long baseMillis, long maxMillis) {
 

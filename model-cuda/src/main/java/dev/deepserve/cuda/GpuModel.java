@@ -431,7 +431,7 @@ public final class GpuModel implements AutoCloseable {
         kernels.argmax(scratch.logits, config.vocabSize(), scratch.picks, n);
     }
 
-    /** One decoder layer over the step's rows of {@code x} (the residual stream), in place; its latents go to {@code cache}. */
+    /** One decoder layer over the step's rows of the residual stream ({@code scratch.residual}), in place; its latents go to {@code cache}. */
     private void layer(GpuWeights.Layer l, long cache, StepMeta m) {
         int rows = m.rows();
         float eps = (float) config.rmsNormEps();

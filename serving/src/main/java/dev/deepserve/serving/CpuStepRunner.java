@@ -74,10 +74,15 @@ public final class CpuStepRunner implements StepRunner {
     }
 
     @Override
-    public StepScores draft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice) {
+    public StepScores forwardDraft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice) {
         float[] states = mtp.forward(gather(lastHidden, mainRows), steps, model);
         float[] logits = draftRows.length == 0 ? new float[0] : mtp.logits(gather(states, draftRows), 0, draftRows.length, model);
         return StepScores.ofLogits(logits, draftRows.length, vocab, unusable);
+    }
+
+    @Override
+    public void endStep() {
+        lastHidden = null; // [rows, hidden] of a whole step: not kept past it
     }
 
     private float[] gather(float[] states, int[] rows) {

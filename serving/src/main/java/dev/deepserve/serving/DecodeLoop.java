@@ -6,7 +6,6 @@ import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.KvSnapshot;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.sampling.SampledToken;
-import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.tokenizer.Tokenizer;
 
 import java.util.ArrayList;
@@ -115,14 +114,14 @@ public final class DecodeLoop {
     }
 
     private void validate(GenerationRequest request) {
-        limits.check(request, scheduler.admission.blocksFor(request) * pool.blockTokens());
+        limits.check(request, scheduler.maxBlocksFor(request) * pool.blockTokens());
         if (scheduler.waiting() >= settings.maxQueue()) {
             throw new Refused(503, "the decode queue is full (" + settings.maxQueue() + " waiting)");
         }
     }
 
     private Sequence register(GenerationRequest request, TokenSink sink) {
-        Sequence s = new Sequence(request, sink, tokenizer.streamDecoder(true), scheduler.admission.promiseFor(request, handoff != null));
+        Sequence s = new Sequence(request, sink, tokenizer.streamDecoder(true), scheduler.promiseFor(request, handoff != null));
         scheduler.register(s);
         return s;
     }
@@ -138,7 +137,7 @@ public final class DecodeLoop {
 
     /** Latent-KV tokens taken by active sequences (see {@link KvAdmissionPolicy#reservedTokens}). */
     public long kvReserved() {
-        return scheduler.admission.reservedTokens();
+        return scheduler.kvReservedTokens();
     }
 
     /** The largest KV transfer a prefill instance can send this loop (see {@link RequestLimits#maxKvTransferBytes}). */
@@ -153,7 +152,7 @@ public final class DecodeLoop {
 
     /** Sequences preempted so far to make room (on-demand admission). */
     public long preemptions() {
-        return scheduler.admission.preemptions();
+        return scheduler.preemptions();
     }
 
     /** The latent-KV tokens this loop may hold at once (its admission budget, in whole blocks). */
@@ -187,12 +186,16 @@ public final class DecodeLoop {
                 step();
             }
         } catch (RuntimeException e) {
+            if (speculator != null) {
+                speculator.reset(); // nothing this failed step showed the MTP module may reach the next one
+            }
             for (Sequence s : List.copyOf(scheduler.active())) {
                 s.sink.failed("engine error: " + e.getMessage(), s.promptTaken(), s.generated);
                 leave(s);
             }
             throw e;
         } finally {
+            runner.endStep();
             for (KvCache c : leaving) {
                 c.release();
             }
@@ -210,7 +213,7 @@ public final class DecodeLoop {
         }
         lastBatch = plan.entries().size();
         long t0 = System.nanoTime();
-        boolean picksSuffice = plan.entries().stream().allMatch(e -> plainGreedy(e.sequence()));
+        boolean picksSuffice = plan.entries().stream().allMatch(e -> e.sequence().plainGreedy());
         StepScores scores = runner.forward(plan.steps(), plan.logitRows(), picksSuffice);
         for (StepPlan.Entry e : plan.entries()) {
             if (e.decoding()) {
@@ -220,7 +223,7 @@ public final class DecodeLoop {
             }
         }
         if (speculator != null) {
-            for (Sequence s : speculator.draft()) {
+            for (Sequence s : speculator.proposeDrafts()) {
                 storePrompt(s); // its MTP KV now covers the prompt too
             }
         }
@@ -251,12 +254,6 @@ public final class DecodeLoop {
                 s.unwritableSince = 0;
             }
         }
-    }
-
-    /** Greedy without penalties or logprobs: the backend's own argmax is the whole of sampling. */
-    private static boolean plainGreedy(Sequence s) {
-        SamplingParams p = s.sampler.params();
-        return p.greedy() && !p.logprobs() && p.frequencyPenalty() == 0 && p.presencePenalty() == 0;
     }
 
     /** After a prompt chunk: the first token when the prompt is done (emitted, or kept for the handoff); MTP sees the chunk. */
@@ -292,7 +289,7 @@ public final class DecodeLoop {
      */
     private void afterDecode(StepPlan.Entry e, StepScores scores) {
         Sequence s = e.sequence();
-        int draft = e.draft();
+        int draft = e.draftToVerify();
         int row = e.logitRow();
         if (draft < 0) {
             SampledToken next = scores.sample(s.sampler, row);

@@ -65,7 +65,7 @@ public final class GpuStepRunner implements StepRunner {
     }
 
     @Override
-    public StepScores draft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice) {
+    public StepScores forwardDraft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice) {
         int vocab = gpu.config().vocabSize();
         return picksSuffice ? StepScores.ofPicks(gpu.draftPicks(steps, mainRows, draftRows), vocab)
                 : StepScores.ofLogits(gpu.draftLogits(steps, mainRows, draftRows), draftRows.length, vocab, unusable);

@@ -14,7 +14,7 @@ public interface LoopMetrics {
     default void tokens(int n) {
     }
 
-    /** Prompt tokens a newly admitted sequence found in the prefix cache. */
+    /** Prompt tokens a sequence found in the prefix cache at admission (again at each readmission after a preemption). */
     default void cacheHit(int tokens) {
     }
 

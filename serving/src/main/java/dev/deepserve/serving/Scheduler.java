@@ -33,7 +33,7 @@ final class Scheduler {
     /** Admitted sequences, oldest first. */
     private final List<Sequence> active = new ArrayList<>();
     private final Map<String, Sequence> byId = new ConcurrentHashMap<>();
-    final KvAdmissionPolicy admission;
+    private final KvAdmissionPolicy admission;
 
     private record Prefilled(Sequence sequence, int firstToken) {
     }
@@ -45,6 +45,24 @@ final class Scheduler {
         this.metrics = metrics;
         this.maxBatch = settings.maxBatch();
         this.admission = new KvAdmissionPolicy(settings.admission(), pool, mtpPool, active, metrics);
+    }
+
+    /** KV blocks a request may need at most (see {@link KvAdmissionPolicy#blocksFor}). */
+    long maxBlocksFor(GenerationRequest request) {
+        return admission.blocksFor(request);
+    }
+
+    /** KV blocks admission promises a request (see {@link KvAdmissionPolicy#promiseFor}). */
+    long promiseFor(GenerationRequest request, boolean prefillOnly) {
+        return admission.promiseFor(request, prefillOnly);
+    }
+
+    long kvReservedTokens() {
+        return admission.reservedTokens();
+    }
+
+    long preemptions() {
+        return admission.preemptions();
     }
 
     /** Makes the request's id known (refusing one already running). */

@@ -72,6 +72,12 @@ public final class Sequence {
         return prefilled < context().length;
     }
 
+    /** Greedy without penalties or logprobs: a backend's own argmax is the whole of its sampling. */
+    boolean plainGreedy() {
+        var p = sampler.params();
+        return p.greedy() && !p.logprobs() && p.frequencyPenalty() == 0 && p.presencePenalty() == 0;
+    }
+
     /** Prompt tokens taken in: all of them once the prompt was prefilled (even if recomputed since), else those so far. */
     int promptTaken() {
         return resumed ? request.prompt().length : Math.min(prefilled, request.prompt().length);

@@ -62,10 +62,25 @@ final class Speculator {
      * Runs the MTP module over what it was shown this step (filling its KV) and gives each sequence that drafts its
      * draft. Returns those sequences.
      */
-    List<Sequence> draft() {
+    List<Sequence> proposeDrafts() {
         if (steps.isEmpty()) {
             return List.of();
         }
+        try {
+            return runDraft();
+        } finally {
+            reset();
+        }
+    }
+
+    /** Forgets what this step showed the module (after drafting, or when the step failed before it). */
+    void reset() {
+        steps.clear();
+        mainRows.clear();
+        owners.clear();
+    }
+
+    private List<Sequence> runDraft() {
         List<Sequence> drafting = new ArrayList<>();
         List<Integer> draftRows = new ArrayList<>();
         int row = 0;
@@ -77,7 +92,7 @@ final class Speculator {
             }
         }
         boolean greedy = drafting.stream().allMatch(s -> s.sampler.params().greedy());
-        StepScores scores = runner.draft(List.copyOf(steps), toArray(mainRows), toArray(draftRows), greedy);
+        StepScores scores = runner.forwardDraft(List.copyOf(steps), toArray(mainRows), toArray(draftRows), greedy);
         for (int i = 0; i < drafting.size(); i++) {
             Speculation spec = drafting.get(i).speculation;
             if (drafting.get(i).sampler.params().greedy()) {
@@ -91,9 +106,6 @@ final class Speculator {
                 spec.draft = drafting.get(i).sampler.draw(spec.draftProbs);
             }
         }
-        steps.clear();
-        mainRows.clear();
-        owners.clear();
         return drafting;
     }
 

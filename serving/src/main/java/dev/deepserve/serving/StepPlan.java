@@ -28,7 +28,7 @@ record StepPlan(List<Entry> entries, List<Transformer.Step> steps, int[] logitRo
         }
 
         /** The draft this decode step verifies (its second row), or -1. */
-        int draft() {
+        int draftToVerify() {
             return decoding() && tokens.length == 2 ? tokens[1] : -1;
         }
     }

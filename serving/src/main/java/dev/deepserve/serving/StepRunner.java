@@ -35,8 +35,8 @@ public interface StepRunner {
 
     /**
      * Runs the main model over {@code steps} (each sequence's new tokens and its cache, which advances) and scores
-     * the rows {@code logitRows} (indices into the step's {@code Σ tokens} rows). {@code picksSuffice}: every scored
-     * row is plain greedy, so the backend may return only its picks.
+     * the rows {@code logitRows} (indices into the step's {@code Σ tokens} rows). {@code picksSuffice}: every
+     * sequence in the step samples plain greedy, so the backend may return only its picks.
      */
     StepScores forward(List<Transformer.Step> steps, int[] logitRows, boolean picksSuffice);
 
@@ -45,5 +45,9 @@ public interface StepRunner {
      * {@code mainRows[r]} with the step token that follows it ({@code steps}' tokens, caches from
      * {@link #newDraftPool}); scores the rows {@code draftRows} (the draft for each drafting sequence's next position).
      */
-    StepScores draft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice);
+    StepScores forwardDraft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice);
+
+    /** The step is over (done or failed): what it kept for the MTP module can go. */
+    default void endStep() {
+    }
 }

@@ -18,6 +18,7 @@ import java.util.Map;
 import java.util.stream.IntStream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -41,7 +42,7 @@ class DecodeLoopTest {
         model.close();
     }
 
-    static final class Collect implements TokenSink {
+    static class Collect implements TokenSink {
         final List<Integer> ids = new ArrayList<>();
         String finish;
         int completion;
@@ -102,6 +103,31 @@ class DecodeLoopTest {
             assertEquals(c.ids, together.get(i).ids, "sequence " + i);
         }
         assertTrue(together.values().stream().allMatch(c -> c.completion == c.ids.size()));
+    }
+
+    @Test
+    void aStepThatFailsMidwayLeavesNothingBehindForTheNextOne() throws Exception {
+        Map<Integer, Collect> clean = run(loop(true, 4, null), 1, 10);
+        DecodeLoop l = loop(true, 4, null);
+        Collect first = new Collect();
+        Collect broken = new Collect() {
+            @Override
+            public void token(int id, String text, SampledToken sampled) {
+                throw new IllegalStateException("the client's stream broke");
+            }
+        };
+        // the first sequence's prompt chunk reaches the MTP module's input before the second one's sink throws
+        l.submit(new GenerationRequest("a", prompt(5, 4), 10, SamplingParams.GREEDY, List.of()), first);
+        l.submit(new GenerationRequest("b", prompt(6, 4), 10, SamplingParams.GREEDY, List.of()), broken);
+        assertThrows(IllegalStateException.class, () -> {
+            while (first.finish == null) {
+                l.runOnce(1);
+            }
+        });
+        assertTrue(first.finish.startsWith("error: "), "the failed step's sequences were failed: " + first.finish);
+        Map<Integer, Collect> after = run(l, 1, 10);
+        assertEquals(clean.get(0).ids, after.get(0).ids, "the next request decodes as on a fresh loop");
+        assertEquals("length", after.get(0).finish);
     }
 
     @Test

@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.Refused;
 import dev.deepserve.decode.domain.DecodeEngine;
 import dev.deepserve.serving.GenerationRequest;

@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.api;
 
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.upstream.CircuitBreaker;
 import dev.deepserve.gateway.upstream.Upstream;

@@ -1,6 +1,7 @@
 package dev.deepserve.gateway.api;
 
 import dev.deepserve.gateway.Backoff;
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;

@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.api;
 
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.auth.ApiKey;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;

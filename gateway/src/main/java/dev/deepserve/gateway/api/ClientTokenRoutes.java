@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.api;
 
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.auth.BrowserTokens;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.metering.Metering;

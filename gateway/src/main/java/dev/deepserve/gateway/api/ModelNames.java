@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.api;
 
+import dev.deepserve.gateway.OpenAiError;
 /**
  * What a model name may be, checked where it enters (a request's {@code model}, an upstream's model list): 1 to 256
  * characters of {@code A-Z a-z 0-9 . _ - : / @ +}. A model name is written into every usage event, the ledger and

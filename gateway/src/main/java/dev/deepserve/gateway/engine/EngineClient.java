@@ -1,6 +1,6 @@
 package dev.deepserve.gateway.engine;
 
-import dev.deepserve.gateway.api.OpenAiError;
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.internal.InternalGuard;
 import io.smallrye.mutiny.Uni;

@@ -48,6 +48,9 @@ public abstract class Billable {
 
     /** Set once the key is verified (a request's body is read before that). */
     public final void key(ApiKey verified) {
+        if (key != null && key != verified) {
+            throw new IllegalStateException("request " + id + " already has its key");
+        }
         this.key = verified;
     }
 

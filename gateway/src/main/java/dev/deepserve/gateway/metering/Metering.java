@@ -1,7 +1,7 @@
 package dev.deepserve.gateway.metering;
 
 import dev.deepserve.gateway.Backoff;
-import dev.deepserve.gateway.api.OpenAiError;
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.usage.UsageEvents;
@@ -18,7 +18,6 @@ import org.jboss.logging.Logger;
 
 import java.math.BigDecimal;
 import java.time.Instant;
-import java.util.Map;
 import java.util.UUID;
 import java.util.function.Consumer;
 import java.util.function.Function;
@@ -26,10 +25,10 @@ import java.util.function.Function;
 /**
  * What every billed request goes through once its key is known ({@code api/Authentication}), whoever serves it (the
  * local engine or an upstream provider): rate limits, the reservation of the most it can cost (in the replica's
- * balance lease, or in PostgreSQL for capped keys), and the settlement of its exact cost. A settlement's usage event
- * goes into the replica's usage journal and the answer waits for that, not for PostgreSQL: leased settlements are
- * written in groups by {@code usage/UsageWriter}; capped keys' settle in PostgreSQL, retried, then handed to the
- * journal. The reservation keeps the money safe meanwhile, and a streaming request keeps a provisional record.
+ * balance lease, or in PostgreSQL for capped keys), and the settlement of its exact cost. A leased settlement's usage
+ * event goes into the replica's usage journal and the answer waits for that alone (written to PostgreSQL and Kafka in
+ * groups by {@code usage/UsageWriter}); a capped key's settles in one PostgreSQL transaction, retried, then handed to
+ * the journal. The reservation keeps the money safe meanwhile, and a streaming request keeps a provisional record.
  */
 @ApplicationScoped
 public class Metering {

@@ -1,8 +1,8 @@
 package dev.deepserve.gateway.upstream;
 
+import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.api.Http;
 import dev.deepserve.gateway.api.ModelNames;
-import dev.deepserve.gateway.api.OpenAiError;
 import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
@@ -30,7 +30,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.regex.Pattern;
 
 /**
  * Serves {@code upstream/model} completions from an upstream provider with the same metering as the local engine:

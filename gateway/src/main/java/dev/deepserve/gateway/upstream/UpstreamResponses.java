@@ -1,6 +1,6 @@
 package dev.deepserve.gateway.upstream;
 
-import dev.deepserve.gateway.api.OpenAiError;
+import dev.deepserve.gateway.OpenAiError;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;

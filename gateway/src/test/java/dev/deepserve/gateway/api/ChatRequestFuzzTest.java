@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.api;
 
+import dev.deepserve.gateway.OpenAiError;
 import com.code_intelligence.jazzer.junit.FuzzTest;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.json.DecodeException;

@@ -9,7 +9,6 @@ import dev.deepserve.model.engine.KvSnapshot;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.prefill.domain.PrefillEngine;
-import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.Refused;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;

@@ -4,7 +4,6 @@ import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.serving.DecodeLoop;
-import dev.deepserve.serving.Handoff;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.GenerationRequest;

@@ -1,4 +1,4 @@
-package dev.deepserve.gateway.api;
+package dev.deepserve.gateway;
 
 import io.vertx.core.json.JsonObject;
 
