@@ -87,7 +87,9 @@ class GenerateTest {
         given().get("/internal/load").then().statusCode(200)
                 .body("kv_budget_tokens", org.hamcrest.Matchers.greaterThan(0))
                 .body("kv_free_tokens", org.hamcrest.Matchers.greaterThan(0))
-                .body("queued", org.hamcrest.Matchers.greaterThanOrEqualTo(0));
+                .body("queued", org.hamcrest.Matchers.greaterThanOrEqualTo(0))
+                // the model's max_position_embeddings (163,840) bounded by the default KV budget (131,072 tokens, less a draft's slot)
+                .body("context_length", equalTo(131_071));
     }
 
     @TestHTTPResource("/internal/generate")
@@ -241,8 +243,9 @@ class GenerateTest {
                 .then().statusCode(400).body("error.message", equalTo("prompt must be a non-empty array of token ids"));
         given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[999999999],\"max_tokens\":5}").post("/internal/generate")
                 .then().statusCode(400).body("error.message", equalTo("prompt token id 999999999 is outside the vocabulary [0, 129280)"));
-        given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[1],\"max_tokens\":100000}").post("/internal/generate")
-                .then().statusCode(400);
+        given().contentType("application/json").body("{\"request_id\":\"x\",\"prompt\":[1],\"max_tokens\":200000}").post("/internal/generate")
+                .then().statusCode(400).body("error.message", equalTo("This model's maximum context length is 131071 tokens. However, you requested "
+                        + "200001 tokens (1 in the prompt, 200000 in the completion). Please reduce the length of the prompt or completion."));
         given().post("/internal/generate/nope/cancel").then().statusCode(404);
     }
 

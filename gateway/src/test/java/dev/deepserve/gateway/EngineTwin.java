@@ -32,6 +32,10 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     public static volatile java.util.List<String> script = null;
     /** When set, generation requests are refused with this status (the decode service overloaded or down). */
     public static volatile int refuse = 0;
+    /** The context the twin reports at {@code /internal/load}, as an engine does. */
+    public static volatile int contextLength = 8192;
+    /** max_tokens of the last generation request the twin received. */
+    public static volatile int lastMaxTokens;
     public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
     private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
 
@@ -73,12 +77,15 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
             }
             String id = body.getString("request_id");
             int max = body.getInteger("max_tokens");
+            lastMaxTokens = max;
             HttpServerResponse r = rc.response().setChunked(true).putHeader("Content-Type", "application/x-ndjson");
             AtomicInteger count = generated.computeIfAbsent(id, k -> new AtomicInteger());
             int prompt = body.getJsonArray("prompt").size();
             r.closeHandler(v -> cancelled.put(id, true));
             emit(r, id, count, max, prompt);
         });
+        router.get("/internal/load").handler(rc -> rc.response().putHeader("Content-Type", "application/json")
+                .end(new JsonObject().put("context_length", contextLength).put("queued", 0).encode()));
         router.post("/internal/generate/:id/cancel").handler(rc -> {
             cancelled.put(rc.pathParam("id"), true);
             rc.response().setStatusCode(202).end("{}");

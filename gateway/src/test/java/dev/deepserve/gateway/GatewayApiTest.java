@@ -248,6 +248,23 @@ class GatewayApiTest {
     }
 
     @Test
+    void theContextIsTheEnginesAndAPromptBeyondItIsRefusedInDeepSeeksWords() {
+        String key = account("1", null);
+        // the twin serves a context of 8192 and tokenizes a message of n characters as n + 2 tokens
+        String chars8000 = "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"" + "a".repeat(8000) + "\"}]";
+        post(key, chars8000 + ",\"max_tokens\":500}").then().statusCode(400).body("error.param", equalTo("messages"))
+                .body("error.type", equalTo("invalid_request_error"))
+                .body("error.message", equalTo("This model's maximum context length is 8192 tokens. However, you requested 8502 tokens "
+                        + "(8002 in the messages, 500 in the completion). Please reduce the length of the messages or completion."));
+        post(key, chars8000.replace("a".repeat(8000), "a".repeat(8190)) + "}").then().statusCode(400)
+                .body("error.message", equalTo("This model's maximum context length is 8192 tokens. However, your messages resulted in 8192 "
+                        + "tokens. Please reduce the length of the messages."));
+        // without max_tokens the default (4096) is cut to what the prompt leaves
+        post(key, chars8000 + "}").then().statusCode(200).body("usage.prompt_tokens", equalTo(8002));
+        assertEquals(190, EngineTwin.lastMaxTokens);
+    }
+
+    @Test
     void badRequestsGetDeepSeekShapedErrors() {
         String key = account("1", null);
         post(key, HI + ",\"temperature\":3}").then().statusCode(400).body("error.message", equalTo("temperature must be between 0 and 2"))

@@ -102,6 +102,13 @@ class TransferTest {
     }
 
     @Test
+    void loadTellsTheGatewayTheContextAndNeedsTheCredential() {
+        // the model's max_position_embeddings (163,840) bounded by the default KV budget (131,072 tokens, less a draft's slot)
+        given().get("/internal/load").then().statusCode(200).body("context_length", org.hamcrest.Matchers.equalTo(131_071));
+        given().header(InternalToken.HEADER, "").get("/internal/load").then().statusCode(401);
+    }
+
+    @Test
     void aPrefilledSequenceTravelsToDecodeAndIsMetered() throws Exception {
         double tokensBefore = metric("deepserve_prefill_tokens_total");
         given().contentType("application/json").body(request("t-" + UUID.randomUUID())).post("/internal/generate").then().statusCode(200)

@@ -155,6 +155,11 @@ public final class DecodeLoop {
         return scheduler.preemptions();
     }
 
+    /** The most tokens (prompt + generated) one sequence may hold here. */
+    public int maxContext() {
+        return settings.maxContext();
+    }
+
     /** The latent-KV tokens this loop may hold at once (its admission budget, in whole blocks). */
     public long kvBudget() {
         return (long) pool.capacity() * pool.blockTokens();

@@ -2,6 +2,7 @@ package dev.deepserve.serving;
 
 import dev.deepserve.internal.InternalToken;
 import dev.deepserve.model.ModelDirectory;
+import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.cuda.CudaOps;
@@ -34,7 +35,7 @@ public final class EngineHost {
 
     public enum State { LOADING, READY, FAILED }
 
-    /** The loop's settings plus where the model is and what to keep. */
+    /** The loop's settings plus where the model is and what to keep ({@code maxContext} 0: from the model, see {@link #context}). */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
                           int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
                           Experts experts, String backend, KvAdmission kvAdmission) {
@@ -140,6 +141,8 @@ public final class EngineHost {
     private void run() {
         try {
             long t0 = System.nanoTime();
+            int maxContext = context(options.maxContext(), ModelConfig.read(options.modelDir().resolve("config.json")).maxPositionEmbeddings(),
+                    options.kvBudgetTokens(), options.kvBlockTokens());
             CpuOps cpu = CpuOps.create(CpuOps.vectorAvailable(), options.threads().orElse(Runtime.getRuntime().availableProcessors()), false);
             boolean spreadExperts = !options.experts().workers().isEmpty() || options.experts().localWorkers() > 0;
             TensorOps ops = cpu;
@@ -148,7 +151,7 @@ public final class EngineHost {
                 if (spreadExperts) {
                     ops = new CudaOps(0, cpu); // experts on workers: the device runs this process's products
                 } else {
-                    gpuModel = deviceResident();
+                    gpuModel = deviceResident(maxContext);
                     ops = gpuModel == null ? new CudaOps(0, cpu) : cpu;
                 }
             }
@@ -158,14 +161,15 @@ public final class EngineHost {
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
             // the backend is chosen here, once: everything the loop does above its runner is the same on both
             StepRunner runner = gpuModel != null ? new GpuStepRunner(gpuModel) : new CpuStepRunner(model);
-            DecodeLoop l = new DecodeLoop(runner, tokenizer, prefix, new LoopSettings(options.maxBatch(), options.maxContext(),
+            DecodeLoop l = new DecodeLoop(runner, tokenizer, prefix, new LoopSettings(options.maxBatch(), maxContext,
                     options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
                     options.slowReaderTimeout(), options.kvAdmission()), metrics.apply(prefix));
             configure.accept(l);
             loop = l;
             state = State.READY;
-            LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; MTP speculation {5}; experts {6}", name,
-                    model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000, l.speculating() ? "on" : "off", spread);
+            LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; context {5} tokens; MTP speculation {6}; experts {7}", name,
+                    model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000, String.valueOf(maxContext),
+                    l.speculating() ? "on" : "off", spread);
         } catch (RuntimeException | java.io.IOException e) {
             problem = e.getMessage();
             state = State.FAILED;
@@ -181,6 +185,23 @@ public final class EngineHost {
                 LOG.log(System.Logger.Level.ERROR, name + ": step failed; the sequences in it were failed", e);
             }
         }
+    }
+
+    /**
+     * The longest sequence this engine serves: {@code configured} when set (refused above the model's
+     * {@code max_position_embeddings}: positions past it were never trained, YaRN included), else the model's own limit,
+     * bounded by what the KV budget holds for one sequence (its whole blocks, less the slot a draft takes).
+     */
+    static int context(int configured, int modelMax, long kvBudgetTokens, int kvBlockTokens) {
+        if (configured > modelMax) {
+            throw new IllegalArgumentException("DEEPSERVE_ENGINE_MAX_CONTEXT=" + configured + " is beyond the model's max_position_embeddings ("
+                    + modelMax + ")");
+        }
+        if (configured > 0) {
+            return configured;
+        }
+        long wholeBlocks = kvBudgetTokens / kvBlockTokens * kvBlockTokens;
+        return (int) Math.max(1, Math.min(modelMax, wholeBlocks - 1));
     }
 
     /**
@@ -212,11 +233,11 @@ public final class EngineHost {
      * The device-resident model (weights, KV cache and every kernel on the GPU), sized for this engine's batches; null
      * when the checkpoint has a weight format without kernels (then the products alone run on the GPU).
      */
-    private GpuModel deviceResident() {
+    private GpuModel deviceResident(int maxContext) {
         JCudaGpu gpu = new JCudaGpu(0);
         try {
             return new GpuModel(gpu, options.modelDir(),
-                    new GpuModel.Options(2 * options.maxBatch() + options.prefillChunk(), 2 * options.maxBatch(), options.maxContext()),
+                    new GpuModel.Options(2 * options.maxBatch() + options.prefillChunk(), 2 * options.maxBatch(), maxContext),
                     (done, total) -> LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, total));
         } catch (UnsupportedOperationException e) {
             gpu.close();

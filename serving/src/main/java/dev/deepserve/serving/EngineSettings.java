@@ -16,9 +16,12 @@ public interface EngineSettings {
     @WithDefault("16")
     int maxBatch();
 
-    /** Most tokens (prompt + generated) one sequence may hold. */
-    @WithDefault("8192")
-    int maxContext();
+    /**
+     * Most tokens (prompt + generated) one sequence may hold. Default: the model's {@code max_position_embeddings}
+     * (163,840 for DeepSeek-V3 with YaRN), bounded by what the KV budget can hold for one sequence; a value above the
+     * model's own limit refuses to load.
+     */
+    Optional<Integer> maxContext();
 
     /** Latent-KV tokens all active sequences may hold together; admission waits when a newcomer would exceed it. */
     @WithDefault("131072")
@@ -64,7 +67,7 @@ public interface EngineSettings {
 
     /** The engine host's options from these settings and what only the service knows. */
     default EngineHost.Options options(Path modelDir, Duration slowReaderTimeout, EngineHost.Experts experts) {
-        return new EngineHost.Options(modelDir, threads(), prefixCacheMb(), prefixBlockTokens(), mtp(), maxBatch(), maxContext(),
+        return new EngineHost.Options(modelDir, threads(), prefixCacheMb(), prefixBlockTokens(), mtp(), maxBatch(), maxContext().orElse(0),
                 kvBudgetTokens(), kvBlockTokens(), prefillChunk(), maxQueue(), slowReaderTimeout, experts, backend(), kvAdmission());
     }
 }

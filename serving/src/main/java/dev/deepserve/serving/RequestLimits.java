@@ -33,8 +33,10 @@ final class RequestLimits {
         }
         long total = (long) request.prompt().length + request.maxTokens();
         if (total > maxContext) {
-            throw new Refused(400, "prompt (" + request.prompt().length + " tokens) + max_tokens (" + request.maxTokens()
-                    + ") exceeds the context of " + maxContext + " tokens");
+            // DeepSeek's words (the gateway says the same before a request gets here, when it knows this context)
+            throw new Refused(400, "This model's maximum context length is " + maxContext + " tokens. However, you requested " + total
+                    + " tokens (" + request.prompt().length + " in the prompt, " + request.maxTokens() + " in the completion). Please reduce the"
+                    + " length of the prompt or completion.");
         }
         if (kvTokensAtMost > kvBudgetTokens) {
             throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + kvBudgetTokens);

@@ -12,6 +12,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * Expert-worker addresses: {@code lws:PORT} expands to the other pods of the leader's LeaderWorkerSet group (none in a
  * group of one) next to the workers listed outright, and without LWS_LEADER_ADDRESS it is refused naming that variable.
+ * The engine's context: the model's own limit unless the KV budget holds less, a configured one taken as it is, and one
+ * beyond the model's refused.
  */
 class EngineHostTest {
 
@@ -24,5 +26,15 @@ class EngineHostTest {
                 "a group of one has no workers");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EngineHost.workerAddresses(List.of("lws:9100"), Map.of()));
         assertTrue(e.getMessage().contains("LWS_LEADER_ADDRESS"));
+    }
+
+    @Test
+    void theContextComesFromTheModelBoundedByTheKvBudget() {
+        assertEquals(163_840, EngineHost.context(0, 163_840, 1 << 20, 64), "DeepSeek-V3's 163,840 when the pool holds more");
+        assertEquals(131_071, EngineHost.context(0, 163_840, 131_072, 64), "whole blocks of the budget, less a draft's slot");
+        assertEquals(131_007, EngineHost.context(0, 163_840, 131_050, 64), "a part block of the budget does not count");
+        assertEquals(8192, EngineHost.context(8192, 163_840, 131_072, 64), "a configured context is taken as it is");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EngineHost.context(200_000, 163_840, 1 << 20, 64));
+        assertTrue(e.getMessage().contains("max_position_embeddings"), e.getMessage());
     }
 }

@@ -68,14 +68,18 @@ public class DecodeEngine {
         return host.serving().submitPrefilled(request, sink, main, mtp, firstToken, draft, cachedTokens);
     }
 
-    /** What a router needs to choose this instance: {@code kv_free_tokens}, {@code queued}, {@code batch}; null until loaded. */
+    /**
+     * What a router needs to choose this instance — {@code kv_free_tokens}, {@code queued}, {@code batch} — and the
+     * gateway to check requests: {@code context_length}, the most tokens (prompt + output) one request may hold; null
+     * until loaded.
+     */
     public java.util.Map<String, Long> load() {
         DecodeLoop l = host.loop();
         if (l == null) {
             return null;
         }
         return java.util.Map.of("kv_budget_tokens", l.kvBudget(), "kv_free_tokens", Math.max(0, l.kvBudget() - l.kvReserved()),
-                "queued", (long) l.queued(), "batch", (long) l.lastBatch());
+                "queued", (long) l.queued(), "batch", (long) l.lastBatch(), "context_length", (long) l.maxContext());
     }
 
     /** The largest KV transfer this instance takes (its model at its max context), or 0 before the model is loaded. */

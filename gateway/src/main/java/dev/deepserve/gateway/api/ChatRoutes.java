@@ -5,6 +5,7 @@ import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.gateway.engine.EngineClient;
+import dev.deepserve.gateway.engine.EngineLimits;
 import dev.deepserve.gateway.metering.Billable;
 import dev.deepserve.gateway.metering.Ledger;
 import dev.deepserve.gateway.metering.Metering;
@@ -28,6 +29,7 @@ import org.jboss.logging.Logger;
 import java.math.BigDecimal;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.OptionalInt;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -46,6 +48,7 @@ public class ChatRoutes {
 
     private final GatewayConfig config;
     private final Metering metering;
+    private final EngineLimits limits;
     private final Authentication authentication;
     private final PriceStore prices;
     private final Ledger ledger;
@@ -56,11 +59,12 @@ public class ChatRoutes {
     private final Counter aborted;
     private final LatencyMetrics latency;
 
-    ChatRoutes(GatewayConfig config, Metering metering, Authentication authentication, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
+    ChatRoutes(GatewayConfig config, Metering metering, EngineLimits limits, Authentication authentication, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
                MeterRegistry registry, LatencyMetrics latency) {
         this.latency = latency;
         this.config = config;
         this.metering = metering;
+        this.limits = limits;
         this.authentication = authentication;
         this.prices = prices;
         this.ledger = ledger;
@@ -89,8 +93,10 @@ public class ChatRoutes {
             for (String m : config.models()) {
                 if (catalog.at(m, Instant.now()).isPresent() && key.allows(m)) {
                     // the limits this gateway enforces, the numbers its "maximum context length" errors name
-                    data.add(new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek")
-                            .put("context_length", config.maxPromptTokens()).put("max_output_tokens", config.maxMaxTokens()));
+                    JsonObject model = new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek");
+                    limits.known().ifPresent(context -> model.put("context_length", context));
+                    config.maxPromptTokens().ifPresent(cap -> model.put("max_prompt_tokens", cap));
+                    data.add(model.put("max_output_tokens", config.maxMaxTokens()));
                 }
             }
             upstreams.models(key).forEach(data::add);
@@ -129,6 +135,8 @@ public class ChatRoutes {
         ChatRequest request;
         int promptTokens;
         int[] promptIds;
+        /** The output the request may have: what it asked, or the default cut to what its prompt leaves of the context. */
+        int maxTokens;
         final StringBuilder text = new StringBuilder();
         final JsonArray logprobs = new JsonArray();
         int tokensReceived;
@@ -214,7 +222,7 @@ public class ChatRoutes {
                         // a tokenizer that is restarting is waited for (a few seconds), like an engine, not reported at once
                         .onFailure(t -> t instanceof OpenAiError e && e.status == 503).retry()
                         .withBackOff(Duration.ofMillis(250), Duration.ofSeconds(2)).expireIn(TOKENIZER_WAIT.toMillis()))
-                .invoke(tokens -> {
+                .chain(tokens -> {
                     JsonArray ids = tokens.getJsonArray("ids");
                     call.promptIds = new int[ids.size()];
                     for (int i = 0; i < ids.size(); i++) {
@@ -224,13 +232,13 @@ public class ChatRoutes {
                     if (call.promptTokens == 0) {
                         throw OpenAiError.invalid("prompt", "the prompt is empty");
                     }
-                    if (call.promptTokens > config.maxPromptTokens()) {
-                        throw OpenAiError.invalid("messages", "This model's maximum context length is " + config.maxPromptTokens()
-                                + " tokens. However, you requested " + call.promptTokens + " tokens in the messages.");
-                    }
+                    return limits.context();
                 })
+                // the prompt and the output it asks for must fit the engines' context, checked before any money moves
+                .invoke(context -> call.maxTokens = ContextLimit.maxTokens(context, config.maxPromptTokens().map(OptionalInt::of).orElse(OptionalInt.empty()),
+                        call.chat ? "messages" : "prompt", call.promptTokens, call.request.maxTokens(), call.request.maxTokensGiven()))
                 .chain(() -> metering.admit(call.key(), call.promptTokens))
-                .chain(() -> metering.reserve(call, call.promptTokens, call.request.maxTokens()))
+                .chain(() -> metering.reserve(call, call.promptTokens, call.maxTokens))
                 .subscribe().with(ignored -> run(rc, call), t -> {
                     if (call.open != null) {
                         call.open.decrementAndGet();

@@ -57,9 +57,12 @@ public interface GatewayConfig {
     @WithDefault("5s")
     Duration priceRefresh();
 
-    /** Most prompt tokens a request may have (the served model's context). */
-    @WithDefault("8192")
-    int maxPromptTokens();
+    /**
+     * An operator's cap on prompt tokens below the model's context. Unset (the default), prompts are bounded only by
+     * the context the engines serve ({@code engine/EngineLimits}: the model's {@code max_position_embeddings} unless
+     * their KV budget holds less).
+     */
+    Optional<Integer> maxPromptTokens();
 
     /** max_tokens when the request does not say, and the most it may ask for. */
     @WithDefault("4096")

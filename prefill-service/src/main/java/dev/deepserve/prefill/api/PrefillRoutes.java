@@ -117,6 +117,17 @@ public class PrefillRoutes {
     void routes(@Observes Router router) {
         router.post("/internal/generate").handler(BodyHandler.create(false).setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
+        router.get("/internal/load").handler(this::load);
+    }
+
+    /** What the gateway reads to check requests before sending them: the context this instance serves (503 while loading). */
+    private void load(RoutingContext rc) {
+        var load = engine.load();
+        if (load == null) {
+            rc.response().setStatusCode(503).putHeader("Content-Type", "application/json").end(error("the model is not loaded yet"));
+            return;
+        }
+        rc.response().putHeader("Content-Type", "application/json").end(json.valueToTree(load).toString());
     }
 
     private String error(String message) {

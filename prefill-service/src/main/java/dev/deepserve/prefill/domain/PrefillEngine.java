@@ -100,6 +100,12 @@ public class PrefillEngine {
         return host.notReady();
     }
 
+    /** {@code context_length} (the most tokens one request may hold) and {@code queued}; null until loaded. */
+    public java.util.Map<String, Long> load() {
+        DecodeLoop l = host.loop();
+        return l == null ? null : java.util.Map.of("context_length", (long) l.maxContext(), "queued", (long) l.queued());
+    }
+
     public void handoff(Handoff h) {
         this.handoff = h;
     }
