@@ -88,13 +88,14 @@ public class ChatRoutes {
     // ---- plumbing
 
     private void models(RoutingContext rc) {
-        authentication.authenticate(rc).chain(key -> prices.catalog().map(catalog -> {
+        authentication.authenticate(rc).chain(key -> Uni.combine().all().unis(prices.catalog(), limits.context()).asTuple().map(known -> {
+            var catalog = known.getItem1();
             JsonArray data = new JsonArray();
             for (String m : config.models()) {
                 if (catalog.at(m, Instant.now()).isPresent() && key.allows(m)) {
                     // the limits this gateway enforces, the numbers its "maximum context length" errors name
                     JsonObject model = new JsonObject().put("id", m).put("object", "model").put("owned_by", "deepseek");
-                    limits.known().ifPresent(context -> model.put("context_length", context));
+                    known.getItem2().ifPresent(context -> model.put("context_length", context));
                     config.maxPromptTokens().ifPresent(cap -> model.put("max_prompt_tokens", cap));
                     data.add(model.put("max_output_tokens", config.maxMaxTokens()));
                 }

@@ -44,11 +44,6 @@ public class EngineLimits {
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(4).setKeepAlive(true).setConnectTimeout(2000));
     }
 
-    /** What is known now, without asking. */
-    public OptionalInt known() {
-        return context > 0 ? OptionalInt.of(context) : OptionalInt.empty();
-    }
-
     /**
      * The engines' context: at once when it was learned (re-read in the background once it is 30 s old), else asked
      * now; empty when no instance answers.
