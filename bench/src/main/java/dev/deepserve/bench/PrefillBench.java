@@ -30,17 +30,23 @@ import java.util.concurrent.atomic.AtomicLong;
  * prefilled, with chunked prefill (512-token chunks: the newcomer waits for one chunk-sized step, then its chunks are
  * batched in beside the others') against whole prompts per step (it waits until every prompt ahead is done).
  *
- * <p>Run: {@code bench/run prefill [--prompt 1024] [--model DIR]}.
+ * <p>With {@code --lengths 1024,2048,...}: time to first token and prompt tokens/s of one prompt alone at each length
+ * (colocated: this loop computes the whole prompt), as a ratio to the shortest, and the latent-KV bytes a prompt of that
+ * length holds (what a disaggregated transfer carries).
+ *
+ * <p>Run: {@code bench/run prefill [--prompt 1024] [--lengths 1024,2048,4096,8192,16384] [--model DIR]}.
  */
 public final class PrefillBench {
 
     public static void main(String[] args) throws Exception {
         int length = 1024;
+        int[] lengths = null;
         Path dir = DecodeBench.TINY;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--prompt" -> length = Integer.parseInt(args[++i]);
                 case "--model" -> dir = Path.of(args[++i]);
+                case "--lengths" -> lengths = java.util.Arrays.stream(args[++i].split(",")).mapToInt(v -> Integer.parseInt(v.strip())).toArray();
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
@@ -48,6 +54,10 @@ public final class PrefillBench {
         Tokenizer tokenizer = Tokenizer.load(ModelCli.tokenizerDir(System.getenv()));
         try (CpuOps ops = CpuOps.best(); Transformer model = Transformer.load(dir, ops)) {
             throughput(model, tokenizer, 4, 256, false); // warm-up
+            if (lengths != null) {
+                byContextLength(model, tokenizer, lengths);
+                return;
+            }
             System.out.printf("prompt tokens/s, batches of 8 prompts of %d tokens (one output token each)%n", length);
             double cold = throughput(model, tokenizer, 8, length, false);
             double warm = throughput(model, tokenizer, 8, length, true);
@@ -63,6 +73,24 @@ public final class PrefillBench {
                 System.out.printf("  %-38s %10.0fms %10.0fms %10.0fms   (chunked / whole = %.2f)%n", newcomer + "-token prompt", alone, chunked, whole,
                         chunked / whole);
             }
+        }
+    }
+
+    /** TTFT and prompt tokens/s of one prompt alone at each length, and the latent KV it holds. */
+    static void byContextLength(Transformer model, Tokenizer tokenizer, int[] lengths) throws Exception {
+        var c = model.config();
+        long kvPerToken = (long) c.numHiddenLayers() * (c.kvLoraRank() + c.qkRopeHeadDim()) * Float.BYTES;
+        System.out.printf("one prompt alone, colocated (512-token chunks), %s on %s; latent KV float32: %d bytes/token%n", c.modelType(),
+                model.ops().describe(), kvPerToken);
+        System.out.printf("  %8s %12s %16s %10s %14s%n", "tokens", "TTFT", "prompt tokens/s", "vs first", "latent KV");
+        double base = 0;
+        for (int length : lengths) {
+            double ms = ttft(model, tokenizer, length, 0, length, 512);
+            double perSecond = length / (ms / 1000);
+            if (base == 0) {
+                base = perSecond;
+            }
+            System.out.printf("  %8d %10.0fms %16.0f %9.2fx %11.1f MiB%n", length, ms, perSecond, perSecond / base, length * kvPerToken / 1048576.0);
         }
     }
 
