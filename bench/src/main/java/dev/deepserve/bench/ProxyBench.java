@@ -43,6 +43,9 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <p>Run: {@code bench/run proxy [--seconds 5] [--warmup 60] [--streams 1000] [--conns 1,16,64] [--rows-only] [--no-portkey] [--portkey-node22]};
  * {@code --rows-only} measures only the latency rows (no max throughput, first token or streams), for quick comparisons.
+ * {@code --cold}: a freshly started gateway (what a replica scaled up just now serves) gets traffic at once; its added
+ * latency second by second for its first 5 s, then in 5 s windows to 30 s, each as a ratio to its steady state measured
+ * after {@code --warmup} seconds of the same load, in the same run (goal: the first 5 s within 2x).
  */
 public final class ProxyBench {
 
@@ -79,6 +82,7 @@ public final class ProxyBench {
                 case "--portkey-node22" -> PORTKEY_NODE22 = true;
                 case "--conns" -> CONNS = java.util.Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
                 case "--rows-only" -> ROWS_ONLY = true;
+                case "--cold" -> COLD = true;
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
@@ -96,6 +100,15 @@ public final class ProxyBench {
             Process gateway = infra.service("gateway", port, gatewayEnv(mock), "/q/health/live");
             List<Target> targets = new ArrayList<>();
             targets.add(new Target("direct", mock.port(), "/v1/chat/completions", "mock-chat", Map.of("Authorization", "Bearer none"), null));
+            if (COLD) {
+                try {
+                    cold(clientVertx, targets.getFirst(), new Target("deepserve", port, "/v1/chat/completions", "mock/mock-chat",
+                            Map.of("Authorization", "Bearer " + key), gateway.toHandle()));
+                } finally {
+                    BenchInfra.stop(gateway);
+                }
+                return;
+            }
             if (portkey) {
                 int pkPort = BenchInfra.freePort();
                 portkeyProcess = startPortkey(infra.work, pkPort);
@@ -136,6 +149,54 @@ public final class ProxyBench {
     /** The connection counts of the latency rows ({@code --conns}); {@code --rows-only} skips max throughput, first token and streams. */
     static int[] CONNS = {1, 16, 64};
     static boolean ROWS_ONLY;
+    static boolean COLD;
+    /** Connections of the --cold load. */
+    static final int COLD_CONNS = 16;
+
+    /**
+     * The cold start as a client sees it: the gateway was started just now (its health probe answered, nothing else),
+     * and 16 connections of traffic begin at once. The direct path is measured the same way, warmed, as the baseline.
+     */
+    static void cold(Vertx vertx, Target direct, Target gateway) throws Exception {
+        closedLoop(vertx, direct, COLD_CONNS, 5, false); // the mock and this load generator warm, not the gateway
+        Run base = closedLoop(vertx, direct, COLD_CONNS, 5, false);
+        System.out.printf("a gateway started just now, %d connections of non-streamed requests from its first second; direct path p50 %.3f ms, p99 %.3f ms%n%n",
+                COLD_CONNS, base.p(50), base.p(99));
+        List<String> labels = new ArrayList<>();
+        List<Run> windows = new ArrayList<>();
+        int elapsed = 0;
+        while (elapsed < 30) {
+            int length = elapsed < 5 ? 1 : 5;
+            windows.add(closedLoop(vertx, gateway, COLD_CONNS, length, false));
+            labels.add(elapsed + "-" + (elapsed + length) + " s");
+            elapsed += length;
+        }
+        closedLoop(vertx, gateway, COLD_CONNS, Math.max(0, warmup - 30), false);
+        Run steady = closedLoop(vertx, gateway, COLD_CONNS, 5, false);
+        double steadyP50 = steady.p(50) - base.p(50);
+        double steadyP99 = steady.p(99) - base.p(99);
+        System.out.printf("%-12s %10s %10s %12s %12s %10s %10s%n", "since start", "req/s", "p50", "added p50", "added p99", "x steady", "(p99)");
+        long first5 = 0;
+        List<Long> early = new ArrayList<>();
+        for (int i = 0; i < windows.size(); i++) {
+            Run w = windows.get(i);
+            System.out.printf("%-12s %10.0f %8.3fms %+10.3fms %+10.3fms %9.1fx %9.1fx%s%n", labels.get(i), w.perSecond(), w.p(50), w.p(50) - base.p(50),
+                    w.p(99) - base.p(99), (w.p(50) - base.p(50)) / steadyP50, (w.p(99) - base.p(99)) / steadyP99,
+                    w.errors() > 0 ? "  (" + w.errors() + " errors: " + w.firstError() + ")" : "");
+            if (i < 5) {
+                for (long l : w.latencies()) {
+                    early.add(l);
+                }
+                first5 += w.latencies().length;
+            }
+        }
+        System.out.printf("%-12s %10.0f %8.3fms %+10.3fms %+10.3fms%n%n", "steady (" + warmup + " s)", steady.perSecond(), steady.p(50), steadyP50, steadyP99);
+        long[] all = early.stream().mapToLong(Long::longValue).toArray();
+        Run firstFive = new Run(all, 0, 5_000_000_000L, null);
+        double added = firstFive.p(50) - base.p(50);
+        System.out.printf("first 5 s (%d requests): added p50 %+.3f ms = %.1fx steady, added p99 %+.3f ms = %.1fx steady (goal: within 2x)%n", first5, added,
+                added / steadyP50, firstFive.p(99) - base.p(99), (firstFive.p(99) - base.p(99)) / steadyP99);
+    }
 
     /** The floor: {@link BareProxy} in its own JVM with the gateway's heap, in front of the same mock. */
     static Process startBare(Path work, int port, MockUpstream mock) throws Exception {

@@ -114,7 +114,7 @@ public final class DecodeLoop {
     }
 
     private void validate(GenerationRequest request) {
-        limits.check(request, scheduler.maxBlocksFor(request) * pool.blockTokens());
+        limits.check(request, scheduler.maxBlocksFor(request) * pool.blockTokens(), handoff != null);
         if (scheduler.waiting() >= settings.maxQueue()) {
             throw new Refused(503, "the decode queue is full (" + settings.maxQueue() + " waiting)");
         }
@@ -157,7 +157,7 @@ public final class DecodeLoop {
 
     /** The most tokens (prompt + generated) one sequence may hold here. */
     public int maxContext() {
-        return settings.maxContext();
+        return limits.maxContext(handoff != null);
     }
 
     /** The latent-KV tokens this loop may hold at once (its admission budget, in whole blocks). */

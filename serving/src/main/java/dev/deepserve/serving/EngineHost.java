@@ -193,15 +193,24 @@ public final class EngineHost {
      * bounded by what the KV budget holds for one sequence (its whole blocks, less the slot a draft takes).
      */
     static int context(int configured, int modelMax, long kvBudgetTokens, int kvBlockTokens) {
+        if (configured < 0) {
+            throw new IllegalArgumentException("DEEPSERVE_ENGINE_MAX_CONTEXT must be positive, not " + configured);
+        }
         if (configured > modelMax) {
             throw new IllegalArgumentException("DEEPSERVE_ENGINE_MAX_CONTEXT=" + configured + " is beyond the model's max_position_embeddings ("
                     + modelMax + ")");
         }
-        if (configured > 0) {
-            return configured;
+        if (kvBlockTokens <= 0 || kvBudgetTokens < kvBlockTokens) {
+            throw new IllegalArgumentException("the KV budget (" + kvBudgetTokens + " tokens) must hold at least one block of " + kvBlockTokens + " tokens");
         }
         long wholeBlocks = kvBudgetTokens / kvBlockTokens * kvBlockTokens;
-        return (int) Math.max(1, Math.min(modelMax, wholeBlocks - 1));
+        int wanted = configured > 0 ? configured : modelMax;
+        int bounded = (int) Math.max(1, Math.min(wanted, wholeBlocks - 1));
+        if (bounded < wanted && configured > 0) {
+            LOG.log(System.Logger.Level.WARNING, "DEEPSERVE_ENGINE_MAX_CONTEXT={0} is more than the KV budget holds for one sequence; serving {1}",
+                    configured, bounded);
+        }
+        return bounded;
     }
 
     /**

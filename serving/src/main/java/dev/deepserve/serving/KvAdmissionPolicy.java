@@ -50,8 +50,9 @@ final class KvAdmissionPolicy {
         if (mode == KvAdmission.RESERVE) {
             return reservedBlocks.get() + s.kvBlocks <= pool.capacity();
         }
-        // on demand: the whole context must fit now, beside what the admitted prefills still have to take
-        long need = pool.blocksFor(s.context().length + 2L) + watermark();
+        // on demand: the whole context must fit now, beside what the admitted prefills still have to take; the
+        // watermark keeps room for running sequences to grow, so with none running a context up to the pool fits
+        long need = pool.blocksFor(s.context().length + 2L) + (active.isEmpty() ? 0 : watermark());
         return pool.canTake(need + prefillsToCome(pool, false))
                 && (draftPool == null || draftPool.canTake(need + prefillsToCome(draftPool, true)));
     }

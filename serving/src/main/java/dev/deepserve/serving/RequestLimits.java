@@ -21,8 +21,30 @@ final class RequestLimits {
         this.kvBudgetTokens = kvBudgetTokens;
     }
 
-    /** @param kvTokensAtMost the KV tokens the request may need at most, in whole blocks */
-    void check(GenerationRequest request, long kvTokensAtMost) {
+    /**
+     * The most tokens one request may hold here. A prefill instance hands each prompt's KV on as one snapshot, which
+     * must stay under what one transfer can carry (a Java array: ~2 GiB, about 15K tokens of DeepSeek-V3's float32
+     * latents); until the transfer streams layer by layer, that bounds its context too.
+     */
+    int maxContext(boolean handsOff) {
+        return handsOff ? (int) Math.min(maxContext, transferableTokens()) : maxContext;
+    }
+
+    /** Prompt tokens whose KV (every layer's latent and the MTP module's) fits in one transfer body. */
+    long transferableTokens() {
+        long perToken = (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * Float.BYTES;
+        return (Integer.MAX_VALUE - (16L << 20)) / perToken;
+    }
+
+    /**
+     * @param kvTokensAtMost the KV tokens the request may need at most, in whole blocks
+     * @param handsOff       this is a prefill instance (see {@link #maxContext})
+     */
+    void check(GenerationRequest request, long kvTokensAtMost, boolean handsOff) {
+        if (handsOff && request.prompt().length > transferableTokens()) {
+            throw new Refused(400, "This model's maximum context length is " + maxContext(true) + " tokens on disaggregated prefill. However, your"
+                    + " prompt resulted in " + request.prompt().length + " tokens. Please reduce the length of the prompt.");
+        }
         if (request.prompt().length == 0) {
             throw new Refused(400, "prompt is empty");
         }
@@ -39,7 +61,9 @@ final class RequestLimits {
                     + " length of the prompt or completion.");
         }
         if (kvTokensAtMost > kvBudgetTokens) {
-            throw new Refused(400, "request needs " + total + " KV tokens, more than the whole budget of " + kvBudgetTokens);
+            throw new Refused(400, "This model's maximum context length is " + (kvBudgetTokens - 1) + " tokens here. However, you requested "
+                    + total + " tokens (" + request.prompt().length + " in the prompt, " + request.maxTokens() + " in the completion). Please"
+                    + " reduce the length of the prompt or completion.");
         }
     }
 

@@ -106,6 +106,24 @@ class DecodeLoopTest {
     }
 
     @Test
+    void aRequestAsLongAsTheWholeContextIsAdmittedIntoAnIdlePool() throws Exception {
+        // 10 blocks of 16: the context is 159 tokens (whole blocks less a draft's slot); admission's watermark, kept
+        // for running sequences to grow into, must not keep the longest request out of a pool with nothing running
+        for (boolean mtp : new boolean[] {false, true}) {
+            DecodeLoop l = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(4, 159, 16 * 10, 16, 64, 1000, mtp,
+                    Duration.ofSeconds(30)), LoopMetrics.NONE);
+            Collect c = new Collect();
+            l.submit(new GenerationRequest("long", prompt(3, 150), 9, SamplingParams.GREEDY, List.of()), c);
+            for (int i = 0; i < 2000 && c.finish == null; i++) {
+                l.runOnce(1);
+            }
+            assertEquals("length", c.finish, "mtp " + mtp);
+            assertEquals(9, c.completion);
+            assertEquals(150, c.prompt);
+        }
+    }
+
+    @Test
     void aStepThatFailsMidwayLeavesNothingBehindForTheNextOne() throws Exception {
         Map<Integer, Collect> clean = run(loop(true, 4, null), 1, 10);
         DecodeLoop l = loop(true, 4, null);

@@ -34,6 +34,9 @@ class EngineHostTest {
         assertEquals(131_071, EngineHost.context(0, 163_840, 131_072, 64), "whole blocks of the budget, less a draft's slot");
         assertEquals(131_007, EngineHost.context(0, 163_840, 131_050, 64), "a part block of the budget does not count");
         assertEquals(8192, EngineHost.context(8192, 163_840, 131_072, 64), "a configured context is taken as it is");
+        assertEquals(131_071, EngineHost.context(131_072, 163_840, 131_072, 64), "a configured one is bounded by the budget too");
+        assertThrows(IllegalArgumentException.class, () -> EngineHost.context(-1, 163_840, 131_072, 64));
+        assertThrows(IllegalArgumentException.class, () -> EngineHost.context(0, 163_840, 131_072, 0));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EngineHost.context(200_000, 163_840, 1 << 20, 64));
         assertTrue(e.getMessage().contains("max_position_embeddings"), e.getMessage());
     }

@@ -14,6 +14,7 @@ import jakarta.enterprise.context.ApplicationScoped;
 import org.jboss.logging.Logger;
 
 import java.net.URI;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.OptionalInt;
@@ -55,7 +56,10 @@ public class EngineLimits {
             }
             return Uni.createFrom().item(OptionalInt.of(context));
         }
-        return ask();
+        // the answer comes on whichever event loop asked first: each caller goes on on its own request's context
+        io.vertx.core.Context caller = Vertx.currentContext();
+        Uni<OptionalInt> answer = ask();
+        return caller == null ? answer : answer.emitOn(task -> caller.runOnContext(v -> task.run()));
     }
 
     /** Asks every instance (one question in flight at a time); keeps the smallest context any of them reports. */
@@ -81,11 +85,19 @@ public class EngineLimits {
                 context = smallest;
                 learnedAt = System.nanoTime();
             }
-            return Future.succeededFuture(context > 0 ? OptionalInt.of(context) : OptionalInt.empty());
-        }).toCompletionStage()).memoize().indefinitely();
+            return Future.succeededFuture(known());
+        }).toCompletionStage())
+                // an engine that trickles bytes or never ends its answer holds no request up: after 3 s, what is known
+                .ifNoItem().after(Duration.ofSeconds(3)).recoverWithItem(this::known)
+                .onFailure().recoverWithItem(this::known)
+                .memoize().indefinitely();
         asking = question;
         question.subscribe().with(c -> clear(), t -> clear());
         return question;
+    }
+
+    private OptionalInt known() {
+        return context > 0 ? OptionalInt.of(context) : OptionalInt.empty();
     }
 
     private synchronized void clear() {
@@ -98,6 +110,9 @@ public class EngineLimits {
                 .setPort(base.getPort()).setURI(prefix + "/internal/load").setIdleTimeout(2000), config.internalToken());
         return http.request(get).compose(req -> req.send()).compose(resp -> resp.body().map(body -> {
             if (resp.statusCode() != 200) {
+                if (resp.statusCode() != 503) { // 503: still loading
+                    LOG.warnf("engine instance %s answered %d to /internal/load; its context is not known", base, resp.statusCode());
+                }
                 return 0;
             }
             try {

@@ -101,6 +101,11 @@ public class Metering {
 
     /** Counts the request against the key's rate limits, or fails with 429 and the seconds to wait. */
     public Uni<Void> admit(ApiKey key, int promptTokens) {
+        if (key.tpm() != null && promptTokens > key.tpm()) {
+            // no minute ever has room for it: a 429 would have the client retry for ever
+            return Uni.createFrom().failure(OpenAiError.invalid(null, "the prompt (" + promptTokens + " tokens) is more than this API key's limit of "
+                    + key.tpm() + " tokens per minute"));
+        }
         return limits.admit(key, promptTokens).onFailure().transform(e -> OpenAiError.unavailable("rate limiter unavailable"))
                 .invoke(wait -> {
                     if (wait > 0) {
