@@ -32,8 +32,12 @@ final class RequestLimits {
 
     /** Prompt tokens whose KV (every layer's latent and the MTP module's) fits in one transfer body. */
     long transferableTokens() {
-        long perToken = (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * Float.BYTES;
-        return (Integer.MAX_VALUE - (16L << 20)) / perToken;
+        return (Integer.MAX_VALUE - (16L << 20)) / transferBytesPerToken();
+    }
+
+    /** One token's KV in a transfer: every layer's latent plus the MTP module's, as float32. */
+    private long transferBytesPerToken() {
+        return (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * Float.BYTES;
     }
 
     /**
@@ -86,8 +90,7 @@ final class RequestLimits {
      * the MTP module's, as float32, with room for the snapshot's framing.
      */
     long maxKvTransferBytes() {
-        long perToken = (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * Float.BYTES;
-        return perToken * maxContext + (16 << 20);
+        return transferBytesPerToken() * maxContext + (16 << 20);
     }
 
     /** The KV snapshots this engine can take over: its model's shape and longest context. */

@@ -37,9 +37,14 @@ public class EngineClient {
     }
 
     private RequestOptions post(URI base, String path) {
+        return internal(HttpMethod.POST, base, path, config).putHeader("Content-Type", "application/json");
+    }
+
+    /** A call to an engine service's {@code path} under {@code base} (its path prefix kept), with the service credential. */
+    static RequestOptions internal(HttpMethod method, URI base, String path, GatewayConfig config) {
         String prefix = base.getPath() == null || base.getPath().equals("/") ? "" : base.getPath().replaceAll("/+$", "");
-        return InternalGuard.withCredential(new RequestOptions().setMethod(HttpMethod.POST).setHost(base.getHost()).setPort(base.getPort())
-                .setURI(prefix + path).putHeader("Content-Type", "application/json"), config.internalToken());
+        return InternalGuard.withCredential(new RequestOptions().setMethod(method).setHost(base.getHost()).setPort(base.getPort())
+                .setURI(prefix + path), config.internalToken());
     }
 
     /** Renders and tokenizes a conversation: {@code {"ids": [...], "count": n, "prompt": "..."}}. */

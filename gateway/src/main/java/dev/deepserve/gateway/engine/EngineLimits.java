@@ -1,7 +1,6 @@
 package dev.deepserve.gateway.engine;
 
 import dev.deepserve.gateway.config.GatewayConfig;
-import dev.deepserve.internal.InternalGuard;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Future;
 import io.vertx.core.Vertx;
@@ -105,9 +104,7 @@ public class EngineLimits {
     }
 
     private Future<Integer> contextOf(URI base) {
-        String prefix = base.getPath() == null || base.getPath().equals("/") ? "" : base.getPath().replaceAll("/+$", "");
-        RequestOptions get = InternalGuard.withCredential(new RequestOptions().setMethod(HttpMethod.GET).setHost(base.getHost())
-                .setPort(base.getPort()).setURI(prefix + "/internal/load").setIdleTimeout(2000), config.internalToken());
+        RequestOptions get = EngineClient.internal(HttpMethod.GET, base, "/internal/load", config).setIdleTimeout(2000);
         return http.request(get).compose(req -> req.send()).compose(resp -> resp.body().map(body -> {
             if (resp.statusCode() != 200) {
                 if (resp.statusCode() != 503) { // 503: still loading
