@@ -1,6 +1,7 @@
 // Multi-head Latent Attention for decode, absorbed form (DeepSeek-V3 section 2.1.1), over the paged latent KV cache.
-// Each token's cache entry is [c_kv (kv_lora_rank) ; k_pe (qk_rope_head_dim)] floats at slot
-// table[block] * blockTokens + position % blockTokens of the layer's cache. Attention runs on the latents directly:
+// Each token's cache entry is [c_kv (kv_lora_rank) ; k_pe (qk_rope_head_dim)] values at slot
+// table[block] * blockTokens + position % blockTokens of the layer's cache: float32, or BF16 (the paper's cache
+// precision; kernels suffixed _bf16), widened to float32 as they are read and rounded to nearest-even once as stored. Attention runs on the latents directly:
 // q_nope is carried into the latent space by W_UK^T (mla_absorb_q), scores are q_lat . c + q_pe . k_pe, the weighted
 // sum of latents is split over key ranges (split-KV, as FlashMLA does for long contexts) and merged by log-sum-exp
 // (mla_combine), and W_UV carries it back to v_head_dim per head (mla_absorb_out).
@@ -8,16 +9,37 @@
 #include "common.cuh"
 #include "gemm.cu"
 
+// The cache's element type: how a value is read (widened to float32) and stored (rounded to nearest, ties to even,
+// as KvCache.write and PyTorch do; NaN stays NaN).
+struct KvF32 {
+    float* p;
+    __device__ __forceinline__ float get(size_t i) const { return p[i]; }
+    __device__ __forceinline__ void set(size_t i, float v) const { p[i] = v; }
+};
+
+struct KvBf16 {
+    unsigned short* p;
+    __device__ __forceinline__ float get(size_t i) const { return bf16(p[i]); }
+    __device__ __forceinline__ void set(size_t i, float v) const {
+        unsigned int bits = (unsigned int) __float_as_int(v);
+        if ((bits & 0x7fffffffu) > 0x7f800000u) {
+            p[i] = (unsigned short) ((bits >> 16) | 0x40);
+        } else {
+            p[i] = (unsigned short) ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+        }
+    }
+};
+
 // Writes the new tokens' latents: c_kv = RMSNorm(kv[r, :rank]) * norm, k_pe = RoPE(kv[r, rank:], positions[r]),
-// into cache slot slots[r]. Grid: rows.
-extern "C" __global__ void mla_kv_write(const float* __restrict__ kv, const float* __restrict__ norm, float eps,
-                                        int rank, int ropeDim, const int* __restrict__ positions,
-                                        const int* __restrict__ slots, const float* __restrict__ cos,
-                                        const float* __restrict__ sin, float* cache) {
+// computed in float32, into cache slot slots[r]. Grid: rows.
+template <typename Kv>
+__device__ __forceinline__ void mlaKvWrite(const float* __restrict__ kv, const float* __restrict__ norm, float eps, int rank, int ropeDim,
+                                           const int* __restrict__ positions, const int* __restrict__ slots,
+                                           const float* __restrict__ cos, const float* __restrict__ sin, Kv cache) {
     __shared__ float scratch[32];
     int stride = rank + ropeDim;
     const float* src = kv + (size_t) blockIdx.x * stride;
-    float* dst = cache + (size_t) slots[blockIdx.x] * stride;
+    size_t dst = (size_t) slots[blockIdx.x] * stride;
     float ss = 0.f;
     for (int i = threadIdx.x; i < rank; i += blockDim.x) {
         ss += src[i] * src[i];
@@ -25,7 +47,7 @@ extern "C" __global__ void mla_kv_write(const float* __restrict__ kv, const floa
     ss = blockSum(ss, scratch);
     float inv = 1.0f / sqrtf(ss / rank + eps);
     for (int i = threadIdx.x; i < rank; i += blockDim.x) {
-        dst[i] = src[i] * inv * norm[i];
+        cache.set(dst + i, src[i] * inv * norm[i]);
     }
     int pairs = ropeDim / 2;
     const float* c = cos + (size_t) positions[blockIdx.x] * pairs;
@@ -33,10 +55,20 @@ extern "C" __global__ void mla_kv_write(const float* __restrict__ kv, const floa
     for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
         float a = src[rank + 2 * p];
         float b = src[rank + 2 * p + 1];
-        dst[rank + 2 * p] = a * c[p] - b * s[p];
-        dst[rank + 2 * p + 1] = a * s[p] + b * c[p];
+        cache.set(dst + rank + 2 * p, a * c[p] - b * s[p]);
+        cache.set(dst + rank + 2 * p + 1, a * s[p] + b * c[p]);
     }
 }
+
+#define MLA_KV_WRITE(suffix, Kv, Element)                                                                              \
+    extern "C" __global__ void mla_kv_write_##suffix(const float* __restrict__ kv, const float* __restrict__ norm,      \
+                                                     float eps, int rank, int ropeDim, const int* __restrict__ positions, \
+                                                     const int* __restrict__ slots, const float* __restrict__ cos,     \
+                                                     const float* __restrict__ sin, Element* cache) {                  \
+        mlaKvWrite(kv, norm, eps, rank, ropeDim, positions, slots, cos, sin, Kv{cache});                               \
+    }
+MLA_KV_WRITE(f32, KvF32, float)
+MLA_KV_WRITE(bf16, KvBf16, unsigned short)
 
 // qLat[r, h, :] = W_UK[h]^T q_nope[r, h]: W_UK[h] is rows [h * (nope + vDim), + nope) of kv_b_proj [heads * (nope +
 // vDim), rank]. Grid: (heads, rows); threads over the rank.
@@ -74,20 +106,21 @@ FOR_EACH_WEIGHT(MLA_ABSORB_Q)
 // max and sum (rescaling what came before, as flash-decoding does), and each thread owns latent columns and
 // accumulates every head's weighted sum. Grid: (ceil(heads / MLA_HEADS), rows, splits); 256 threads; dynamic shared
 // memory: MLA_HEADS * (rank + ropeDim + MLA_TILE + 3) floats + MLA_TILE ints.
-extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const float* __restrict__ q, int heads, int qkHead,
-                                      int nope, int rank, int ropeDim, const float* __restrict__ cache,
-                                      const int* __restrict__ tables, const int* __restrict__ seqOfRow,
-                                      int tableStride, int blockTokens,
-                                      const int* __restrict__ visible, float softmaxScale, int splitLen, float* partO,
-                                      float* partML) {
-    DYN_SHARED(float, smem);
+template <typename Kv>
+__device__ __forceinline__ void mlaAttend(const float* __restrict__ qLat, const float* __restrict__ q, int heads, int qkHead,
+                                          int nope, int rank, int ropeDim, Kv cache,
+                                          const int* __restrict__ tables, const int* __restrict__ seqOfRow,
+                                          int tableStride, int blockTokens,
+                                          const int* __restrict__ visible, float softmaxScale, int splitLen, float* partO,
+                                          float* partML) {
+    DYN_SHARED(float, attendSmem);
     int h0 = blockIdx.x * MLA_HEADS;
     int group = min(MLA_HEADS, heads - h0);
     int r = blockIdx.y;
     int split = blockIdx.z;
     int splits = gridDim.z;
     int stride = rank + ropeDim;
-    float* query = smem;                                // [MLA_HEADS, stride]
+    float* query = attendSmem;                          // [MLA_HEADS, stride]
     float* p = query + MLA_HEADS * stride;              // [MLA_HEADS, MLA_TILE]
     float* runMax = p + MLA_HEADS * MLA_TILE;           // [MLA_HEADS]
     float* runSum = runMax + MLA_HEADS;                 // [MLA_HEADS]
@@ -138,12 +171,12 @@ extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const floa
         }
         __syncthreads();
         for (int k = warp; k < tile; k += warps) {
-            const float* key = cache + (size_t) slot[k] * stride;
+            size_t key = (size_t) slot[k] * stride;
             float kv[MLA_KEY_LANES];
 #pragma unroll
             for (int i = 0; i < MLA_KEY_LANES; i++) {
                 int c = lane + WARP * i;
-                kv[i] = c < stride ? key[c] : 0.f;
+                kv[i] = c < stride ? cache.get(key + c) : 0.f;
             }
             for (int h = 0; h < group; h++) {
                 const float* qh = query + h * stride;
@@ -193,7 +226,7 @@ extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const floa
                     acc[j][h] *= h < group ? rescale[h] : 0.f;
                 }
                 for (int k = 0; k < tile; k++) {
-                    float v = cache[(size_t) slot[k] * stride + c];
+                    float v = cache.get((size_t) slot[k] * stride + c);
 #pragma unroll
                     for (int h = 0; h < MLA_HEADS; h++) {
                         acc[j][h] += p[h * MLA_TILE + k] * v; // heads past the group hold stale values and are not written
@@ -219,6 +252,18 @@ extern "C" __global__ void mla_attend(const float* __restrict__ qLat, const floa
         partML[part * 2 + 1] = runSum[threadIdx.x];
     }
 }
+
+#define MLA_ATTEND(suffix, Kv, Element)                                                                                \
+    extern "C" __global__ void mla_attend_##suffix(const float* __restrict__ qLat, const float* __restrict__ q, int heads,  \
+                                                   int qkHead, int nope, int rank, int ropeDim, Element* cache,        \
+                                                   const int* __restrict__ tables, const int* __restrict__ seqOfRow,   \
+                                                   int tableStride, int blockTokens, const int* __restrict__ visible,  \
+                                                   float softmaxScale, int splitLen, float* partO, float* partML) {     \
+        mlaAttend(qLat, q, heads, qkHead, nope, rank, ropeDim, Kv{cache}, tables, seqOfRow, tableStride, blockTokens,   \
+                  visible, softmaxScale, splitLen, partO, partML);                                                     \
+    }
+MLA_ATTEND(f32, KvF32, float)
+MLA_ATTEND(bf16, KvBf16, unsigned short)
 
 // oLat[r, h, :] = the softmax-weighted sum of latents, merged from the splits. Grid: (heads, rows).
 extern "C" __global__ void mla_combine(const float* __restrict__ partO, const float* __restrict__ partML, int splits,

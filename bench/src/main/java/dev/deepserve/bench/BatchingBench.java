@@ -4,6 +4,7 @@ import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.CpuStepRunner;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.model.cli.ModelCli;
 import dev.deepserve.model.engine.Transformer;
@@ -60,7 +61,8 @@ public final class BatchingBench {
         AtomicLong steps = new AtomicLong();
         AtomicLong drafts = new AtomicLong();
         AtomicLong accepted = new AtomicLong();
-        DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(batch, 8192, 1 << 22, 64, 512, 10_000, mtp, Duration.ofMinutes(1)),
+        DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(batch, 8192, 1 << 22, 64, 512, 10_000, mtp, Duration.ofMinutes(1))
+                .withKvPrecision(KvPrecision.BF16),
                 new LoopMetrics() {
                     @Override
                     public void step(int sequences, long nanos) {

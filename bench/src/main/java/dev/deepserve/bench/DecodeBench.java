@@ -96,7 +96,7 @@ public final class DecodeBench {
         long t0 = System.nanoTime();
         for (int s = 0; s < steps; s++) {
             for (KvCache cache : caches) {
-                kvBytes += (cache.length() + 1) * cache.floatsPerToken() * 4;
+                kvBytes += (cache.length() + 1) * cache.bytesPerToken();
             }
             step(model, caches, next);
         }

@@ -6,6 +6,7 @@ import dev.deepserve.cuda.GpuModel;
 import dev.deepserve.cuda.JCudaGpu;
 import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.Linear;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.weights.DType;
@@ -147,63 +148,65 @@ public final class GpuBench {
         int stride = rank + ropeDim;
         int blockTokens = 64;
         int splitLen = 256;
-        System.out.printf("MLA absorbed decode attention (128 heads, latent 512 + rope 64, FP32 cache, %d-token context, split-KV %d), "
-                + "bytes = each row's cached latents once%n", context, splitLen);
-        for (int rows : new int[] {1, 8, 64}) {
-            int tableStride = context / blockTokens;
-            int splits = (context + splitLen - 1) / splitLen;
-            long cacheBytes = 4L * rows * context * stride;
-            long cache = gpu.alloc(cacheBytes);
-            gpu.clear(cache, cacheBytes);
-            int[] tables = new int[rows * tableStride];
-            for (int i = 0; i < tables.length; i++) {
-                tables[i] = i;
+        for (KvPrecision precision : KvPrecision.values()) {
+            System.out.printf("MLA absorbed decode attention (128 heads, latent 512 + rope 64, %s cache, %d-token context, split-KV %d), "
+                    + "bytes = each row's cached latents once%n", precision.label(), context, splitLen);
+            for (int rows : new int[] {1, 8, 64}) {
+                int tableStride = context / blockTokens;
+                int splits = (context + splitLen - 1) / splitLen;
+                long cacheBytes = (long) precision.bytes() * rows * context * stride;
+                long cache = gpu.alloc(cacheBytes);
+                gpu.clear(cache, cacheBytes);
+                int[] tables = new int[rows * tableStride];
+                for (int i = 0; i < tables.length; i++) {
+                    tables[i] = i;
+                }
+                int[] seqOfRow = new int[rows];
+                int[] visible = new int[rows];
+                for (int r = 0; r < rows; r++) {
+                    seqOfRow[r] = r;
+                    visible[r] = context;
+                }
+                long q = gpu.alloc(4L * rows * heads * qkHead);
+                long qLat = gpu.alloc(4L * rows * heads * rank);
+                gpu.clear(q, 4L * rows * heads * qkHead);
+                gpu.clear(qLat, 4L * rows * heads * rank);
+                long partO = gpu.alloc(4L * rows * heads * splits * rank);
+                long partML = gpu.alloc(8L * rows * heads * splits);
+                long oLat = gpu.alloc(4L * rows * heads * rank);
+                long dTables = gpu.upload(tables);
+                long dSeq = gpu.upload(seqOfRow);
+                long dVisible = gpu.upload(visible);
+                Runnable run = () -> {
+                    k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, precision, dTables, dSeq, tableStride, blockTokens, dVisible,
+                            0.1f, splitLen, splits, partO, partML, rows);
+                    k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
+                };
+                for (int i = 0; i < 3; i++) {
+                    run.run();
+                }
+                gpu.synchronize();
+                int n = 20;
+                long t0 = System.nanoTime();
+                for (int i = 0; i < n; i++) {
+                    run.run();
+                }
+                gpu.synchronize();
+                double s = seconds(t0) / n;
+                System.out.printf("  batch %2d: %8.1f µs  %6.0f GB/s  %3.0f%% of peak  %3.0f%% of copy%n",
+                        rows, s * 1e6, cacheBytes / s / 1e9, 100 * cacheBytes / s / peak, 100 * cacheBytes / s / copy);
+                for (long a : new long[] {cache, q, qLat, partO, partML, oLat, dTables, dSeq, dVisible}) {
+                    gpu.free(a);
+                }
             }
-            int[] seqOfRow = new int[rows];
-            int[] visible = new int[rows];
-            for (int r = 0; r < rows; r++) {
-                seqOfRow[r] = r;
-                visible[r] = context;
-            }
-            long q = gpu.alloc(4L * rows * heads * qkHead);
-            long qLat = gpu.alloc(4L * rows * heads * rank);
-            gpu.clear(q, 4L * rows * heads * qkHead);
-            gpu.clear(qLat, 4L * rows * heads * rank);
-            long partO = gpu.alloc(4L * rows * heads * splits * rank);
-            long partML = gpu.alloc(8L * rows * heads * splits);
-            long oLat = gpu.alloc(4L * rows * heads * rank);
-            long dTables = gpu.upload(tables);
-            long dSeq = gpu.upload(seqOfRow);
-            long dVisible = gpu.upload(visible);
-            Runnable run = () -> {
-                k.attend(qLat, q, heads, qkHead, nope, rank, ropeDim, cache, dTables, dSeq, tableStride, blockTokens, dVisible,
-                        0.1f, splitLen, splits, partO, partML, rows);
-                k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
-            };
-            for (int i = 0; i < 3; i++) {
-                run.run();
-            }
-            gpu.synchronize();
-            int n = 20;
-            long t0 = System.nanoTime();
-            for (int i = 0; i < n; i++) {
-                run.run();
-            }
-            gpu.synchronize();
-            double s = seconds(t0) / n;
-            System.out.printf("  batch %2d: %8.1f µs  %6.0f GB/s  %3.0f%% of peak  %3.0f%% of copy%n",
-                    rows, s * 1e6, cacheBytes / s / 1e9, 100 * cacheBytes / s / peak, 100 * cacheBytes / s / copy);
-            for (long a : new long[] {cache, q, qLat, partO, partML, oLat, dTables, dSeq, dVisible}) {
-                gpu.free(a);
-            }
+            System.out.println();
         }
-        System.out.println();
     }
 
     static void decode(JCudaGpu gpu, Path model, int steps) {
         long t0 = System.nanoTime();
         try (GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 1024), (done, total) -> { })) {
-            KvBlockPool pool = m.newPool(64, 64 * 1024);
+            KvBlockPool pool = m.newPool(64, 64 * 1024, KvPrecision.BF16); // what the engines serve with
             System.out.printf("decode on the GPU, %s (weights uploaded in %.1f s, %.1f MB read per token at batch 1)%n",
                     model.getFileName(), seconds(t0), m.weightBytesPerToken() / 1e6);
             SplittableRandom r = new SplittableRandom(1);

@@ -10,6 +10,7 @@ import dev.deepserve.serving.CpuStepRunner;
 import dev.deepserve.serving.KvAdmission;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -67,7 +68,8 @@ public final class KvAdmissionBench {
     static double[] run(Transformer model, Tokenizer tokenizer, KvAdmission admission, int requests, long budget, int answer) throws Exception {
         AtomicLong steps = new AtomicLong();
         AtomicLong batched = new AtomicLong();
-        DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(32, 8192, budget, 64, 512, 10_000, false, Duration.ofMinutes(1), admission),
+        DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(32, 8192, budget, 64, 512, 10_000, false, Duration.ofMinutes(1), admission)
+                .withKvPrecision(KvPrecision.BF16),
                 new LoopMetrics() {
                     @Override
                     public void step(int sequences, long nanos) {

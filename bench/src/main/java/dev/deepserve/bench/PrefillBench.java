@@ -10,6 +10,7 @@ import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.CpuStepRunner;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -76,21 +77,22 @@ public final class PrefillBench {
         }
     }
 
-    /** TTFT and prompt tokens/s of one prompt alone at each length, and the latent KV it holds. */
+    /**
+     * TTFT and prompt tokens/s of one prompt alone at each length, and the latent KV it holds, with the KV cache in
+     * float32 and in BF16 one after the other at each length (same run, same prompt).
+     */
     static void byContextLength(Transformer model, Tokenizer tokenizer, int[] lengths) throws Exception {
         var c = model.config();
-        long kvPerToken = (long) c.numHiddenLayers() * (c.kvLoraRank() + c.qkRopeHeadDim()) * Float.BYTES;
-        System.out.printf("one prompt alone, colocated (512-token chunks), %s on %s; latent KV float32: %d bytes/token%n", c.modelType(),
-                model.ops().describe(), kvPerToken);
-        System.out.printf("  %8s %12s %16s %10s %14s%n", "tokens", "TTFT", "prompt tokens/s", "vs first", "latent KV");
-        double base = 0;
+        long values = (long) c.numHiddenLayers() * (c.kvLoraRank() + c.qkRopeHeadDim());
+        System.out.printf("one prompt alone, colocated (512-token chunks), %s on %s; latent KV per token: float32 %d bytes, bf16 %d bytes%n",
+                c.modelType(), model.ops().describe(), values * KvPrecision.FLOAT32.bytes(), values * KvPrecision.BF16.bytes());
+        System.out.printf("  %8s %12s %12s %14s %14s %10s %12s %12s%n", "tokens", "TTFT f32", "TTFT bf16", "f32 tokens/s", "bf16 tokens/s",
+                "bf16/f32", "KV f32", "KV bf16");
         for (int length : lengths) {
-            double ms = ttft(model, tokenizer, length, 0, length, 512);
-            double perSecond = length / (ms / 1000);
-            if (base == 0) {
-                base = perSecond;
-            }
-            System.out.printf("  %8d %10.0fms %16.0f %9.2fx %11.1f MiB%n", length, ms, perSecond, perSecond / base, length * kvPerToken / 1048576.0);
+            double f32 = ttft(model, tokenizer, length, 0, length, 512, KvPrecision.FLOAT32);
+            double bf16 = ttft(model, tokenizer, length, 0, length, 512, KvPrecision.BF16);
+            System.out.printf("  %8d %10.0fms %10.0fms %14.0f %14.0f %9.2fx %8.1f MiB %8.1f MiB%n", length, f32, bf16, length / (f32 / 1000),
+                    length / (bf16 / 1000), f32 / bf16, length * values * 4 / 1048576.0, length * values * 2 / 1048576.0);
         }
     }
 
@@ -103,8 +105,10 @@ public final class PrefillBench {
         return p;
     }
 
-    static DecodeLoop loop(Transformer model, Tokenizer tokenizer, PrefixCache cache, int chunk, AtomicLong computed) {
-        return new DecodeLoop(new CpuStepRunner(model), tokenizer, cache, new LoopSettings(16, 1 << 16, 1L << 24, 64, chunk, 10_000, false, Duration.ofMinutes(5)),
+    /** A loop as the services run one: the KV cache at {@code precision} (BF16 unless configured). */
+    static DecodeLoop loop(Transformer model, Tokenizer tokenizer, PrefixCache cache, int chunk, AtomicLong computed, KvPrecision precision) {
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, cache, new LoopSettings(16, 1 << 16, 1L << 24, 64, chunk, 10_000, false, Duration.ofMinutes(5))
+                .withKvPrecision(precision),
                 new LoopMetrics() {
                     @Override
                     public void prefilled(int tokens) {
@@ -144,7 +148,7 @@ public final class PrefillBench {
     static double throughput(Transformer model, Tokenizer tokenizer, int n, int length, boolean shared) throws Exception {
         PrefixCache cache = shared ? new PrefixCache(64, 1L << 30) : null;
         AtomicLong computed = new AtomicLong();
-        DecodeLoop loop = loop(model, tokenizer, cache, 512, computed);
+        DecodeLoop loop = loop(model, tokenizer, cache, 512, computed, KvPrecision.BF16);
         Map<String, Long> first = new ConcurrentHashMap<>();
         AtomicInteger done = new AtomicInteger();
         int sharedPrefix = shared ? length - 64 : 0;
@@ -166,8 +170,12 @@ public final class PrefillBench {
      * {@code aheadLength} tokens are being prefilled (the engine runs on its own thread, as in the service).
      */
     static double ttft(Transformer model, Tokenizer tokenizer, int length, int ahead, int aheadLength, int chunk) throws Exception {
+        return ttft(model, tokenizer, length, ahead, aheadLength, chunk, KvPrecision.BF16);
+    }
+
+    static double ttft(Transformer model, Tokenizer tokenizer, int length, int ahead, int aheadLength, int chunk, KvPrecision precision) throws Exception {
         AtomicLong computed = new AtomicLong();
-        DecodeLoop loop = loop(model, tokenizer, null, chunk, computed);
+        DecodeLoop loop = loop(model, tokenizer, null, chunk, computed, precision);
         Map<String, Long> first = new ConcurrentHashMap<>();
         AtomicInteger done = new AtomicInteger();
         Thread engine = Thread.ofPlatform().start(() -> {

@@ -10,6 +10,7 @@ import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.CpuStepRunner;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -73,7 +74,8 @@ public final class TpotBench {
     }
 
     static DecodeLoop loop(Transformer model, Tokenizer tokenizer) {
-        return new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(DECODERS + 8, 1 << 16, 1L << 24, 64, 512, 10_000, false, Duration.ofMinutes(5)),
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(DECODERS + 8, 1 << 16, 1L << 24, 64, 512, 10_000, false, Duration.ofMinutes(5))
+                .withKvPrecision(KvPrecision.BF16),
                 LoopMetrics.NONE);
     }
 

@@ -1,5 +1,6 @@
 package dev.deepserve.decode;
 
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
@@ -52,11 +53,11 @@ class ExpertParallelServiceTest {
     @TestHTTPResource("/internal/generate")
     URL generate;
 
-    /** Greedy tokens of the same checkpoint with every expert in this (test) process. */
+    /** Greedy tokens of the same checkpoint with every expert in this (test) process, on the service's BF16 KV cache. */
     static List<Integer> alone(int[] prompt, int maxTokens) throws InterruptedException {
         try (Transformer model = Transformer.load(SmallModel.dir(), CpuOps.best())) {
             DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), Tokenizer.load(SmallModel.dir()), null,
-                    new LoopSettings(1, 4096, 1 << 16, 64, 7, 10, true, Duration.ofMinutes(1)), LoopMetrics.NONE);
+                    new LoopSettings(1, 4096, 1 << 16, 64, 7, 10, true, Duration.ofMinutes(1)).withKvPrecision(KvPrecision.BF16), LoopMetrics.NONE);
             List<Integer> ids = new ArrayList<>();
             boolean[] done = {false};
             loop.submit(new GenerationRequest("alone", prompt, maxTokens, SamplingParams.GREEDY, List.of()), new TokenSink() {

@@ -117,6 +117,26 @@ public final class CudaOps implements TensorOps, AutoCloseable {
     }
 
     @Override
+    public void toBf16Order(float[] xs, int off, int n, float[] out, int outOff) {
+        cpu.toBf16Order(xs, off, n, out, outOff);
+    }
+
+    @Override
+    public void fromBf16Order(float[] xs, int off, int n, float[] out, int outOff) {
+        cpu.fromBf16Order(xs, off, n, out, outOff);
+    }
+
+    @Override
+    public float dotBf16(float[] xs, int xOff, short[] v, int off, int n) {
+        return cpu.dotBf16(xs, xOff, v, off, n);
+    }
+
+    @Override
+    public void axpyBf16(float alpha, short[] v, int off, float[] ys, int yOff, int n) {
+        cpu.axpyBf16(alpha, v, off, ys, yOff, n);
+    }
+
+    @Override
     public void softmax(float[] xs, int off, int n) {
         cpu.softmax(xs, off, n);
     }

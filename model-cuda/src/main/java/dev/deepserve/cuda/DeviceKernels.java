@@ -1,5 +1,7 @@
 package dev.deepserve.cuda;
 
+import dev.deepserve.model.engine.KvPrecision;
+
 /**
  * Typed launches of the kernels in {@code src/main/cuda}: grid and block shapes and argument order in one place. All
  * pointers are device addresses; {@code [a, b]} is a row-major float matrix. Comments name the CPU code each kernel
@@ -101,9 +103,21 @@ public final class DeviceKernels {
         gpu.launch("moe_combine", rows, 1, 1, THREADS, 0, yp, hidden, ids, weights, slotOf, topK, shared, out);
     }
 
-    /** Normalises, rotates and stores the new tokens' latents in their cache slots (Mla.forward's cache write). */
-    public void kvWrite(long kv, long norm, float eps, int rank, int ropeDim, long positions, long slots, long cos, long sin, long cache, int rows) {
-        gpu.launch("mla_kv_write", rows, 1, 1, THREADS, 0, kv, norm, eps, rank, ropeDim, positions, slots, cos, sin, cache);
+    /**
+     * Normalises, rotates and stores the new tokens' latents in their cache slots (Mla.forward's cache write), rounded
+     * to the cache's {@code precision}.
+     */
+    public void kvWrite(long kv, long norm, float eps, int rank, int ropeDim, long positions, long slots, long cos, long sin, long cache,
+                        KvPrecision precision, int rows) {
+        gpu.launch("mla_kv_write_" + suffix(precision), rows, 1, 1, THREADS, 0, kv, norm, eps, rank, ropeDim, positions, slots, cos, sin, cache);
+    }
+
+    /** The kernel name suffix for a cache of this precision. */
+    private static String suffix(KvPrecision precision) {
+        return switch (precision) {
+            case FLOAT32 -> "f32";
+            case BF16 -> "bf16";
+        };
     }
 
     /** {@code qLat[r, h] = W_UK[h]ᵀ q_nope[r, h]} (Mla.absorbed's first matvecRowsTransposed). */
@@ -129,14 +143,14 @@ public final class DeviceKernels {
      * Split-KV absorbed attention: partial latent sums {@code partO [rows, heads, splits, rank]} and (max, sum)
      * pairs {@code partML [rows, heads, splits, 2]} over keys {@code [s·splitLen, …)} of each row's visible prefix.
      */
-    public void attend(long qLat, long q, int heads, int qkHead, int nope, int rank, int ropeDim, long cache, long tables,
+    public void attend(long qLat, long q, int heads, int qkHead, int nope, int rank, int ropeDim, long cache, KvPrecision precision, long tables,
                        long seqOfRow, int tableStride, int blockTokens, long visible, float scale, int splitLen, int splits,
                        long partO, long partML, int rows) {
         if (rank + ropeDim > 32 * MLA_KEY_LANES || rank > 2 * MLA_THREADS) {
             throw new IllegalArgumentException("kv_lora_rank " + rank + " + qk_rope_head_dim " + ropeDim + " is above the attention kernel's limits ("
                     + 2 * MLA_THREADS + ", " + 32 * MLA_KEY_LANES + ")");
         }
-        gpu.launch("mla_attend", ceil(heads, MLA_HEADS), rows, splits, MLA_THREADS, attendSharedBytes(rank, ropeDim),
+        gpu.launch("mla_attend_" + suffix(precision), ceil(heads, MLA_HEADS), rows, splits, MLA_THREADS, attendSharedBytes(rank, ropeDim),
                 qLat, q, heads, qkHead, nope, rank, ropeDim, cache, tables, seqOfRow, tableStride, blockTokens, visible, scale,
                 splitLen, partO, partML);
     }

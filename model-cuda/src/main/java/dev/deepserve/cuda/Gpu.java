@@ -29,6 +29,9 @@ public interface Gpu extends AutoCloseable {
 
     void write(long dst, long[] src);
 
+    /** Copies {@code src[off, off + n)} (BF16 bit patterns, say) to the device at {@code dst}. */
+    void write(long dst, short[] src, int off, int n);
+
     /** Copies host memory (a memory-mapped checkpoint tensor, say) to the device. */
     void write(long dst, MemorySegment src);
 
@@ -40,6 +43,9 @@ public interface Gpu extends AutoCloseable {
     }
 
     void read(long src, int[] dst);
+
+    /** Copies {@code n} shorts from the device at {@code src} to {@code dst[off, off + n)}; waits for earlier launches. */
+    void read(long src, short[] dst, int off, int n);
 
     void launch(String kernel, int gridX, int gridY, int gridZ, int blockThreads, int sharedBytes, Object... args);
 

@@ -4,6 +4,8 @@ import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvPrecision;
+import dev.deepserve.model.weights.Bf16;
 import dev.deepserve.model.engine.Transformer;
 
 import java.nio.file.Path;
@@ -75,6 +77,8 @@ public final class GpuModel implements AutoCloseable {
     private long[] caches;
     private KvBlockPool mtpPool;
     private long mtpCache;
+    /** How both pools keep their values: the kernels that write and read them are picked by it. */
+    private KvPrecision kvPrecision = KvPrecision.FLOAT32;
     /** Rows of the last main step, whose final hidden states the MTP module may read. */
     private int lastMainRows;
     private long masked;
@@ -116,10 +120,6 @@ public final class GpuModel implements AutoCloseable {
         return address;
     }
 
-    private long floats(long n) {
-        return keep(gpu.alloc(4 * Math.max(1, n)));
-    }
-
     public ModelConfig config() {
         return config;
     }
@@ -143,36 +143,69 @@ public final class GpuModel implements AutoCloseable {
      * prefix-cache copies). One pool per model.
      */
     public KvBlockPool newPool(int blockTokens, long tokens) {
+        return newPool(blockTokens, tokens, KvPrecision.FLOAT32);
+    }
+
+    /** As {@link #newPool(int, long)}, keeping values at {@code precision} (the MTP pool follows it). */
+    public KvBlockPool newPool(int blockTokens, long tokens, KvPrecision precision) {
         if (pool != null) {
             throw new IllegalStateException("this GPU model already has its KV pool");
         }
+        this.kvPrecision = precision;
         int blocks = blocks(blockTokens, tokens);
         long[] layerCaches = new long[weights.layers.length];
         for (int l = 0; l < layerCaches.length; l++) {
-            layerCaches[l] = floats((long) blocks * blockTokens * stride);
+            layerCaches[l] = cacheValues((long) blocks * blockTokens * stride);
         }
         this.caches = layerCaches;
         // a step's metadata: per row token, position, slot, visible keys, sequence, logit row, MTP's main row; a block table per sequence
         scratch.allocateStepMeta(blockTokens);
-        this.pool = new KvBlockPool(weights.layers.length, rank, ropeDim, blockTokens, blocks, storage(layerCaches));
+        this.pool = new KvBlockPool(weights.layers.length, rank, ropeDim, blockTokens, blocks, precision, storage(layerCaches));
         return pool;
+    }
+
+    /** Device memory for {@code n} cache values at the pools' precision. */
+    private long cacheValues(long n) {
+        return keep(gpu.alloc((long) kvPrecision.bytes() * Math.max(1, n)));
     }
 
     private static int blocks(int blockTokens, long tokens) {
         return (int) Math.min(Integer.MAX_VALUE, Math.max(1, (tokens + blockTokens - 1) / blockTokens));
     }
 
-    /** Copies in and out of per-layer device caches {@code [slot, stride]}. */
+    /**
+     * Copies in and out of per-layer device caches {@code [slot, stride]}; a BF16 cache's values are rounded (to
+     * nearest, ties to even) on the way in and widened on the way out, as the heap pool does.
+     */
     private KvBlockPool.Storage storage(long[] layerCaches) {
+        KvPrecision precision = kvPrecision;
         return new KvBlockPool.Storage() {
             @Override
             public void write(int layer, int slot, float[] src, int srcOff, int tokens) {
-                gpu.write(layerCaches[layer] + 4L * slot * stride, src, srcOff, tokens * stride);
+                long at = layerCaches[layer] + (long) precision.bytes() * slot * stride;
+                if (precision == KvPrecision.FLOAT32) {
+                    gpu.write(at, src, srcOff, tokens * stride);
+                    return;
+                }
+                short[] bits = new short[tokens * stride];
+                for (int i = 0; i < bits.length; i++) {
+                    bits[i] = Bf16.encode(src[srcOff + i]);
+                }
+                gpu.write(at, bits, 0, bits.length);
             }
 
             @Override
             public void read(int layer, int slot, float[] dst, int dstOff, int tokens) {
-                gpu.read(layerCaches[layer] + 4L * slot * stride, dst, dstOff, tokens * stride);
+                long at = layerCaches[layer] + (long) precision.bytes() * slot * stride;
+                if (precision == KvPrecision.FLOAT32) {
+                    gpu.read(at, dst, dstOff, tokens * stride);
+                    return;
+                }
+                short[] bits = new short[tokens * stride];
+                gpu.read(at, bits, 0, bits.length);
+                for (int i = 0; i < bits.length; i++) {
+                    dst[dstOff + i] = Bf16.decode(bits[i]);
+                }
             }
         };
     }
@@ -183,6 +216,14 @@ public final class GpuModel implements AutoCloseable {
     }
 
     /** The MTP module's own one-layer KV pool in device memory, like {@link #newPool}; after it, with its block size. */
+    public KvBlockPool newMtpPool(int blockTokens, long tokens, KvPrecision precision) {
+        if (precision != kvPrecision) {
+            throw new IllegalStateException("the MTP pool keeps the main pool's precision (" + kvPrecision.label() + "), not " + precision.label());
+        }
+        return newMtpPool(blockTokens, tokens);
+    }
+
+    /** The MTP module's pool at the main pool's precision. */
     public KvBlockPool newMtpPool(int blockTokens, long tokens) {
         if (weights.mtp == null) {
             throw new IllegalStateException("the checkpoint has no MTP module");
@@ -191,9 +232,9 @@ public final class GpuModel implements AutoCloseable {
             throw new IllegalStateException("the MTP pool comes once, after the main pool, with the same block size");
         }
         int blocks = blocks(blockTokens, tokens);
-        long cache = floats((long) blocks * blockTokens * stride);
+        long cache = cacheValues((long) blocks * blockTokens * stride);
         this.mtpCache = cache;
-        this.mtpPool = new KvBlockPool(1, rank, ropeDim, blockTokens, blocks, storage(new long[] {cache}));
+        this.mtpPool = new KvBlockPool(1, rank, ropeDim, blockTokens, blocks, kvPrecision, storage(new long[] {cache}));
         return mtpPool;
     }
 
@@ -444,10 +485,10 @@ public final class GpuModel implements AutoCloseable {
             kernels.gemm(l.qB(), scratch.qa, rows, scratch.query);
         }
         kernels.gemm(l.kvA(), scratch.normed, rows, scratch.kv);
-        kernels.kvWrite(scratch.kv, l.kvANorm(), eps, rank, ropeDim, m.positions(), m.slots(), weights.cos, weights.sin, cache, rows);
+        kernels.kvWrite(scratch.kv, l.kvANorm(), eps, rank, ropeDim, m.positions(), m.slots(), weights.cos, weights.sin, cache, kvPrecision, rows);
         kernels.rope(scratch.query, heads * qkHead, heads, qkHead, nope, ropeDim / 2, m.positions(), weights.cos, weights.sin, rows);
         kernels.absorbQuery(l.kvB(), scratch.query, heads, nope, vDim, qkHead, scratch.qLat, rows);
-        kernels.attend(scratch.qLat, scratch.query, heads, qkHead, nope, rank, ropeDim, cache, m.tables(), m.seqOfRow(), m.tableStride(),
+        kernels.attend(scratch.qLat, scratch.query, heads, qkHead, nope, rank, ropeDim, cache, kvPrecision, m.tables(), m.seqOfRow(), m.tableStride(),
                 m.blockTokens(), m.visible(), weights.softmaxScale, m.splitLen(), m.splits(), scratch.partO, scratch.partML, rows);
         kernels.combineSplits(scratch.partO, scratch.partML, m.splits(), rank, scratch.oLat, heads, rows);
         kernels.absorbOutput(l.kvB(), scratch.oLat, heads, nope, vDim, scratch.attended, rows);

@@ -154,6 +154,13 @@ public final class JCudaGpu implements Gpu {
     }
 
     @Override
+    public synchronized void write(long dst, short[] src, int off, int n) {
+        java.util.Objects.checkFromIndexSize(off, n, src.length);
+        cuCtxSetCurrent(context);
+        cuMemcpyHtoD(at(dst), Pointer.to(src).withByteOffset(2L * off), 2L * n);
+    }
+
+    @Override
     public synchronized void write(long dst, MemorySegment src) {
         cuCtxSetCurrent(context);
         long bytes = src.byteSize();
@@ -168,6 +175,13 @@ public final class JCudaGpu implements Gpu {
         java.util.Objects.checkFromIndexSize(off, n, dst.length);
         cuCtxSetCurrent(context);
         cuMemcpyDtoH(Pointer.to(dst).withByteOffset(4L * off), at(src), 4L * n);
+    }
+
+    @Override
+    public synchronized void read(long src, short[] dst, int off, int n) {
+        java.util.Objects.checkFromIndexSize(off, n, dst.length);
+        cuCtxSetCurrent(context);
+        cuMemcpyDtoH(Pointer.to(dst).withByteOffset(2L * off), at(src), 2L * n);
     }
 
     @Override

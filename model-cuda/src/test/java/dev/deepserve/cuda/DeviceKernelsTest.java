@@ -1,5 +1,8 @@
 package dev.deepserve.cuda;
 
+import dev.deepserve.model.engine.KvPrecision;
+import dev.deepserve.model.weights.Bf16;
+
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.Gate;
@@ -300,12 +303,13 @@ class DeviceKernelsTest {
     void splitKvAbsorbedAttentionOverPagedBlocksMatchesTheCpuMath(Devices.Named device) {
         for (int heads : new int[] {2, 11}) { // within one group of heads, and over two with a partial one
             for (int splitLen : new int[] {64, 300, 1024}) { // one tile per split; several tiles online; one split
-                attention(device, heads, splitLen);
+                attention(device, heads, splitLen, KvPrecision.FLOAT32);
             }
         }
+        attention(device, 11, 300, KvPrecision.BF16); // the BF16 cache: the same math over the rounded values
     }
 
-    private void attention(Devices.Named device, int heads, int splitLen) {
+    private void attention(Devices.Named device, int heads, int splitLen, KvPrecision precision) {
         int nope = 16;
         int ropeDim = 8;
         int vDim = 12;
@@ -333,8 +337,13 @@ class DeviceKernelsTest {
             }
         }
         float[] cache = random(blocks * blockTokens * stride, 21);
+        short[] bf16 = new short[cache.length];
         for (int i = 0; i < cache.length; i++) {
             cache[i] *= 20;
+            bf16[i] = Bf16.encode(cache[i]);
+            if (precision == KvPrecision.BF16) {
+                cache[i] = Bf16.decode(bf16[i]); // what the kernel reads
+            }
         }
         float[] q = random(rows * heads * qkHead, 22);
         for (int i = 0; i < q.length; i++) {
@@ -370,13 +379,19 @@ class DeviceKernelsTest {
             long oLat = gpu.alloc(4L * rows * heads * rank);
             long out = gpu.alloc(4L * rows * heads * vDim);
             k.absorbQuery(dkvB, dq, heads, nope, vDim, qkHead, qLat, rows);
-            k.attend(qLat, dq, heads, qkHead, nope, rank, ropeDim, gpu.upload(cache), gpu.upload(tables), gpu.upload(new int[] {0, 1, 2}),
+            long dCache = gpu.alloc((long) precision.bytes() * cache.length);
+            if (precision == KvPrecision.BF16) {
+                gpu.write(dCache, bf16, 0, bf16.length);
+            } else {
+                gpu.write(dCache, cache);
+            }
+            k.attend(qLat, dq, heads, qkHead, nope, rank, ropeDim, dCache, precision, gpu.upload(tables), gpu.upload(new int[] {0, 1, 2}),
                     tableStride, blockTokens, gpu.upload(visible), scale, splitLen, splits, partO, partML, rows);
             k.combineSplits(partO, partML, splits, rank, oLat, heads, rows);
             k.absorbOutput(dkvB, oLat, heads, nope, vDim, out, rows);
             float[] got = new float[expected.length];
             gpu.read(out, got);
-            assertClose(expected, got, 1e-5, "absorbed split-KV attention, " + heads + " heads, splits of " + splitLen);
+            assertClose(expected, got, 1e-5, "absorbed split-KV attention, " + precision.label() + " cache, " + heads + " heads, splits of " + splitLen);
         }
     }
 }

@@ -90,6 +90,11 @@ public final class EmulatedGpu implements Gpu {
     }
 
     @Override
+    public void write(long dst, short[] src, int off, int n) {
+        MemorySegment.copy(src, off, at(dst, 2L * n), ValueLayout.JAVA_SHORT, 0, n);
+    }
+
+    @Override
     public void write(long dst, MemorySegment src) {
         at(dst, src.byteSize()).copyFrom(src);
     }
@@ -97,6 +102,11 @@ public final class EmulatedGpu implements Gpu {
     @Override
     public void read(long src, float[] dst, int off, int n) {
         MemorySegment.copy(at(src, 4L * n), ValueLayout.JAVA_FLOAT, 0, dst, off, n);
+    }
+
+    @Override
+    public void read(long src, short[] dst, int off, int n) {
+        MemorySegment.copy(at(src, 2L * n), ValueLayout.JAVA_SHORT, 0, dst, off, n);
     }
 
     @Override

@@ -1,5 +1,7 @@
 package dev.deepserve.cuda;
 
+import dev.deepserve.model.engine.KvPrecision;
+
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
@@ -69,64 +71,75 @@ class GpuModelTest {
     @MethodSource("devices")
     void logitsMatchTheCpuEnginePositionByPosition(Devices.Named device, @TempDir Path dir) throws IOException {
         for (String preset : new String[] {"tiny-v3", "tiny-v2lite"}) {
-            Path model = checkpoint(dir, preset);
-            try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
-                 Gpu gpu = device.open().get();
-                 GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), (done, total) -> { })) {
-                int vocab = VOCAB;
-                KvBlockPool pool = m.newPool(4, 160);
-                KvCache cacheA = cpu.newCache(128);
-                KvCache cacheB = cpu.newCache(128);
-                KvCache a = new KvCache(pool);
-                KvCache b = new KvCache(pool);
-                int[] promptA = tokens(45, 1); // past one 32-key split
-                int[] promptB = tokens(5, 2);
-                float[] expected = cpu.logits(cpu.forward(List.of(new Transformer.Step(promptA, cacheA), new Transformer.Step(promptB, cacheB))), 0, 50);
-                float[] actual = m.logits(List.of(new Transformer.Step(promptA, a), new Transformer.Step(promptB, b)));
-                assertClose(expected, actual, 2e-4, preset + " prefill logits");
-                int nextA = Sampler.argmax(Arrays.copyOfRange(expected, 44 * vocab, 45 * vocab));
-                int nextB = Sampler.argmax(Arrays.copyOfRange(expected, 49 * vocab, 50 * vocab));
-                for (int step = 0; step < 6; step++) {
-                    float[] cpuLogits = cpu.logits(cpu.forward(List.of(new Transformer.Step(new int[] {nextA}, cacheA),
-                            new Transformer.Step(new int[] {nextB}, cacheB))), 0, 2);
-                    int[] want = {Sampler.argmax(Arrays.copyOfRange(cpuLogits, 0, vocab)), Sampler.argmax(Arrays.copyOfRange(cpuLogits, vocab, 2 * vocab))};
-                    List<Transformer.Step> steps = List.of(new Transformer.Step(new int[] {nextA}, a), new Transformer.Step(new int[] {nextB}, b));
-                    if (step % 2 == 0) {
-                        assertClose(cpuLogits, m.logits(steps), 2e-4, preset + " decode step " + step);
-                    } else {
-                        assertArrayEquals(want, m.greedy(steps), preset + " greedy picks at decode step " + step);
-                    }
-                    nextA = want[0];
-                    nextB = want[1];
-                }
-                assertEquals(51, a.length());
-                assertEquals(11, b.length());
+            matchesTheCpuEngine(device, checkpoint(dir, preset), preset, KvPrecision.FLOAT32);
+        }
+    }
 
-                // the device cache reads back what the CPU engine cached (KV transfers and prefix copies go this way)
-                float[] hostKv = new float[51 * cacheA.stride()];
-                float[] deviceKv = new float[hostKv.length];
-                for (int layer = 0; layer < cacheA.layers(); layer++) {
-                    cacheA.read(layer, 0, hostKv, 0, 51);
-                    a.read(layer, 0, deviceKv, 0, 51);
-                    assertClose(hostKv, deviceKv, 1e-5, preset + " cached latents of layer " + layer);
-                }
-                // and a cache written from the host decodes like one the device filled itself
-                KvCache copied = cacheB.copyTo(pool);
-                float[] fromCopy = m.logits(List.of(new Transformer.Step(new int[] {nextB}, copied)));
-                float[] fromOwn = m.logits(List.of(new Transformer.Step(new int[] {nextB}, b)));
-                assertClose(fromOwn, fromCopy, 1e-5, preset + " decode from a cache written through the host");
-                copied.release();
+    /** The same checks with both engines on a BF16 latent cache: the device kernels round and read it as the CPU does. */
+    @ParameterizedTest
+    @MethodSource("devices")
+    void logitsMatchTheCpuEngineOnABf16Cache(Devices.Named device, @TempDir Path dir) throws IOException {
+        matchesTheCpuEngine(device, checkpoint(dir, "tiny-v3"), "tiny-v3", KvPrecision.BF16);
+    }
 
-                // released blocks are reused by a new sequence, which must not see what was there
-                a.release();
-                KvCache c = new KvCache(pool);
-                int[] promptC = tokens(30, 3);
-                float[] fresh = cpu.logits(cpu.forward(promptC, cpu.newCache(64)), 0, 30);
-                assertClose(fresh, m.logits(List.of(new Transformer.Step(promptC, c))), 2e-4, preset + " prompt on reused blocks");
-                b.release();
-                c.release();
-                assertEquals(0, pool.used(), "every block back in the pool");
+    private void matchesTheCpuEngine(Devices.Named device, Path model, String preset, KvPrecision precision) {
+        double latentTolerance = precision == KvPrecision.BF16 ? 8e-3 : 1e-5; // a value may round to the next BF16 on one side
+        try (Transformer cpu = Transformer.load(model, CpuOps.create(false, 1, false));
+             Gpu gpu = device.open().get();
+             GpuModel m = new GpuModel(gpu, model, new GpuModel.Options(64, 64, 128, 32), (done, total) -> { })) {
+            int vocab = VOCAB;
+            KvBlockPool pool = m.newPool(4, 160, precision);
+            KvCache cacheA = cpu.newCache(128, precision);
+            KvCache cacheB = cpu.newCache(128, precision);
+            KvCache a = new KvCache(pool);
+            KvCache b = new KvCache(pool);
+            int[] promptA = tokens(45, 1); // past one 32-key split
+            int[] promptB = tokens(5, 2);
+            float[] expected = cpu.logits(cpu.forward(List.of(new Transformer.Step(promptA, cacheA), new Transformer.Step(promptB, cacheB))), 0, 50);
+            float[] actual = m.logits(List.of(new Transformer.Step(promptA, a), new Transformer.Step(promptB, b)));
+            assertClose(expected, actual, 2e-4, preset + " prefill logits");
+            int nextA = Sampler.argmax(Arrays.copyOfRange(expected, 44 * vocab, 45 * vocab));
+            int nextB = Sampler.argmax(Arrays.copyOfRange(expected, 49 * vocab, 50 * vocab));
+            for (int step = 0; step < 6; step++) {
+                float[] cpuLogits = cpu.logits(cpu.forward(List.of(new Transformer.Step(new int[] {nextA}, cacheA),
+                        new Transformer.Step(new int[] {nextB}, cacheB))), 0, 2);
+                int[] want = {Sampler.argmax(Arrays.copyOfRange(cpuLogits, 0, vocab)), Sampler.argmax(Arrays.copyOfRange(cpuLogits, vocab, 2 * vocab))};
+                List<Transformer.Step> steps = List.of(new Transformer.Step(new int[] {nextA}, a), new Transformer.Step(new int[] {nextB}, b));
+                if (step % 2 == 0) {
+                    assertClose(cpuLogits, m.logits(steps), 2e-4, preset + " decode step " + step);
+                } else {
+                    assertArrayEquals(want, m.greedy(steps), preset + " greedy picks at decode step " + step);
+                }
+                nextA = want[0];
+                nextB = want[1];
             }
+            assertEquals(51, a.length());
+            assertEquals(11, b.length());
+
+            // the device cache reads back what the CPU engine cached (KV transfers and prefix copies go this way)
+            float[] hostKv = new float[51 * cacheA.stride()];
+            float[] deviceKv = new float[hostKv.length];
+            for (int layer = 0; layer < cacheA.layers(); layer++) {
+                cacheA.read(layer, 0, hostKv, 0, 51);
+                a.read(layer, 0, deviceKv, 0, 51);
+                assertClose(hostKv, deviceKv, latentTolerance, preset + " cached latents of layer " + layer);
+            }
+            // and a cache written from the host decodes like one the device filled itself
+            KvCache copied = cacheB.copyTo(pool);
+            float[] fromCopy = m.logits(List.of(new Transformer.Step(new int[] {nextB}, copied)));
+            float[] fromOwn = m.logits(List.of(new Transformer.Step(new int[] {nextB}, b)));
+            assertClose(fromOwn, fromCopy, precision == KvPrecision.BF16 ? 2e-3 : 1e-5, preset + " decode from a cache written through the host");
+            copied.release();
+
+            // released blocks are reused by a new sequence, which must not see what was there
+            a.release();
+            KvCache c = new KvCache(pool);
+            int[] promptC = tokens(30, 3);
+            float[] fresh = cpu.logits(cpu.forward(promptC, cpu.newCache(64, precision)), 0, 30);
+            assertClose(fresh, m.logits(List.of(new Transformer.Step(promptC, c))), 2e-4, preset + " prompt on reused blocks");
+            b.release();
+            c.release();
+            assertEquals(0, pool.used(), "every block back in the pool");
         }
     }
 

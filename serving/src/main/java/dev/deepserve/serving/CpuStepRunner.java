@@ -2,6 +2,7 @@ package dev.deepserve.serving;
 
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.Mla;
 import dev.deepserve.model.engine.Mtp;
 import dev.deepserve.model.engine.Transformer;
@@ -52,13 +53,13 @@ public final class CpuStepRunner implements StepRunner {
     }
 
     @Override
-    public KvBlockPool newPool(int blockTokens, long tokens) {
-        return model.newPool(blockTokens, tokens);
+    public KvBlockPool newPool(int blockTokens, long tokens, KvPrecision precision) {
+        return model.newPool(blockTokens, tokens, precision);
     }
 
     @Override
-    public KvBlockPool newDraftPool(int blockTokens, long tokens) {
-        return mtp.newPool(blockTokens, tokens);
+    public KvBlockPool newDraftPool(int blockTokens, long tokens, KvPrecision precision) {
+        return mtp.newPool(blockTokens, tokens, precision);
     }
 
     @Override

@@ -49,10 +49,10 @@ public final class DecodeLoop {
         this.settings = settings;
         this.metrics = metrics;
         this.speculator = settings.mtp() && runner.canDraft() ? new Speculator(runner, metrics) : null;
-        this.pool = runner.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
-        this.mtpPool = speculator == null ? null : runner.newDraftPool(settings.kvBlockTokens(), settings.kvBudgetTokens());
+        this.pool = runner.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens(), settings.kvPrecision());
+        this.mtpPool = speculator == null ? null : runner.newDraftPool(settings.kvBlockTokens(), settings.kvBudgetTokens(), settings.kvPrecision());
         this.scheduler = new Scheduler(settings, pool, mtpPool, prefixCache, metrics);
-        this.limits = new RequestLimits(config, settings.maxContext(), kvBudget());
+        this.limits = new RequestLimits(config, settings.maxContext(), kvBudget(), settings.kvPrecision());
         if (prefixCache != null) {
             prefixCache.attach(pool, mtpPool); // cached prefixes become shared pool blocks (when the block sizes agree)
         }

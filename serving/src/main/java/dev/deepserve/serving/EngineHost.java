@@ -3,6 +3,7 @@ package dev.deepserve.serving;
 import dev.deepserve.internal.InternalToken;
 import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.cuda.CudaOps;
@@ -38,7 +39,7 @@ public final class EngineHost {
     /** The loop's settings plus where the model is and what to keep ({@code maxContext} 0: from the model, see {@link #context}). */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
                           int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
-                          Experts experts, String backend, KvAdmission kvAdmission) {
+                          Experts experts, String backend, KvAdmission kvAdmission, KvPrecision kvPrecision) {
     }
 
     /**
@@ -163,13 +164,14 @@ public final class EngineHost {
             StepRunner runner = gpuModel != null ? new GpuStepRunner(gpuModel) : new CpuStepRunner(model);
             DecodeLoop l = new DecodeLoop(runner, tokenizer, prefix, new LoopSettings(options.maxBatch(), maxContext,
                     options.kvBudgetTokens(), options.kvBlockTokens(), options.prefillChunk(), options.maxQueue(), options.mtp() && model.mtp() != null,
-                    options.slowReaderTimeout(), options.kvAdmission()), metrics.apply(prefix));
+                    options.slowReaderTimeout(), options.kvAdmission(), options.kvPrecision()), metrics.apply(prefix));
             configure.accept(l);
             loop = l;
             state = State.READY;
-            LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; context {5} tokens; MTP speculation {6}; experts {7}", name,
-                    model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000, String.valueOf(maxContext),
-                    l.speculating() ? "on" : "off", spread);
+            LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; context {5} tokens; KV cache {6}, {7} bytes per token;"
+                    + " MTP speculation {8}; experts {9}", name, model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000,
+                    String.valueOf(maxContext), options.kvPrecision().label(), String.valueOf(l.kvPool().layers() * (long) l.kvPool().stride()
+                            * options.kvPrecision().bytes()), l.speculating() ? "on" : "off", spread);
         } catch (RuntimeException | java.io.IOException e) {
             problem = e.getMessage();
             state = State.FAILED;

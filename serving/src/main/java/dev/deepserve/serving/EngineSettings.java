@@ -1,5 +1,6 @@
 package dev.deepserve.serving;
 
+import dev.deepserve.model.engine.KvPrecision;
 import io.smallrye.config.WithDefault;
 
 import java.nio.file.Path;
@@ -30,6 +31,13 @@ public interface EngineSettings {
     /** Tokens per latent-KV block (a power of two): the cache is paged in blocks of this size, FlashMLA-style. */
     @WithDefault("64")
     int kvBlockTokens();
+
+    /**
+     * How the latent-KV cache keeps its values: bf16 (as the DeepSeek-V3 paper keeps MLA's cache; half the memory and
+     * transfer bytes, float32 accumulation) or float32 (bit-for-bit the reference, twice the bytes).
+     */
+    @WithDefault("bf16")
+    String kvCacheDtype();
 
     /**
      * on-demand: admit when the context fits now and preempt (then recompute) the newest sequences if the pool runs
@@ -68,6 +76,7 @@ public interface EngineSettings {
     /** The engine host's options from these settings and what only the service knows. */
     default EngineHost.Options options(Path modelDir, Duration slowReaderTimeout, EngineHost.Experts experts) {
         return new EngineHost.Options(modelDir, threads(), prefixCacheMb(), prefixBlockTokens(), mtp(), maxBatch(), maxContext().orElse(0),
-                kvBudgetTokens(), kvBlockTokens(), prefillChunk(), maxQueue(), slowReaderTimeout, experts, backend(), kvAdmission());
+                kvBudgetTokens(), kvBlockTokens(), prefillChunk(), maxQueue(), slowReaderTimeout, experts, backend(), kvAdmission(),
+                KvPrecision.parse(kvCacheDtype()));
     }
 }

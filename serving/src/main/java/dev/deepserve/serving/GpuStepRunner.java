@@ -3,6 +3,7 @@ package dev.deepserve.serving;
 import dev.deepserve.cuda.GpuModel;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.Transformer;
 
 import java.util.List;
@@ -42,13 +43,13 @@ public final class GpuStepRunner implements StepRunner {
     }
 
     @Override
-    public KvBlockPool newPool(int blockTokens, long tokens) {
-        return gpu.newPool(blockTokens, tokens);
+    public KvBlockPool newPool(int blockTokens, long tokens, KvPrecision precision) {
+        return gpu.newPool(blockTokens, tokens, precision);
     }
 
     @Override
-    public KvBlockPool newDraftPool(int blockTokens, long tokens) {
-        return gpu.newMtpPool(blockTokens, tokens);
+    public KvBlockPool newDraftPool(int blockTokens, long tokens, KvPrecision precision) {
+        return gpu.newMtpPool(blockTokens, tokens, precision);
     }
 
     @Override

@@ -2,6 +2,7 @@ package dev.deepserve.serving;
 
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.KvSnapshot;
 
 /**
@@ -14,30 +15,32 @@ final class RequestLimits {
     private final ModelConfig config;
     private final int maxContext;
     private final long kvBudgetTokens;
+    private final KvPrecision precision;
 
-    RequestLimits(ModelConfig config, int maxContext, long kvBudgetTokens) {
+    RequestLimits(ModelConfig config, int maxContext, long kvBudgetTokens, KvPrecision precision) {
         this.config = config;
         this.maxContext = maxContext;
         this.kvBudgetTokens = kvBudgetTokens;
+        this.precision = precision;
     }
 
     /**
      * The most tokens one request may hold here. A prefill instance hands each prompt's KV on as one snapshot, which
-     * must stay under what one transfer can carry (a Java array: ~2 GiB, about 15K tokens of DeepSeek-V3's float32
-     * latents); until the transfer streams layer by layer, that bounds its context too.
+     * must stay under what one transfer can carry (a Java array: ~2 GiB, about 30K tokens of DeepSeek-V3's BF16
+     * latents, 15K of float32 ones); until the transfer streams layer by layer, that bounds its context too.
      */
     int maxContext(boolean handsOff) {
         return handsOff ? (int) Math.min(maxContext, transferableTokens()) : maxContext;
     }
 
-    /** Prompt tokens whose KV (every layer's latent and the MTP module's) fits in one transfer body. */
+    /** Prompt tokens whose KV (every layer's latent and the MTP module's) fits in one transfer body, as this engine sends it. */
     long transferableTokens() {
-        return (Integer.MAX_VALUE - (16L << 20)) / transferBytesPerToken();
+        return (Integer.MAX_VALUE - (16L << 20)) / transferBytesPerToken(precision.bytes());
     }
 
-    /** One token's KV in a transfer: every layer's latent plus the MTP module's, as float32. */
-    private long transferBytesPerToken() {
-        return (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * Float.BYTES;
+    /** One token's KV in a transfer: every layer's latent plus the MTP module's, {@code valueBytes} per value. */
+    private long transferBytesPerToken(int valueBytes) {
+        return (long) (config.numHiddenLayers() + 1) * (config.kvLoraRank() + config.qkRopeHeadDim()) * valueBytes;
     }
 
     /**
@@ -86,11 +89,11 @@ final class RequestLimits {
     }
 
     /**
-     * The largest KV transfer a prefill instance can send: a prompt of the whole context, every layer's latent plus
-     * the MTP module's, as float32, with room for the snapshot's framing.
+     * The largest KV transfer this engine takes: a prompt of the whole context, every layer's latent plus the MTP
+     * module's, as float32 (the wider of the two precisions a prefill instance may send), with room for the framing.
      */
     long maxKvTransferBytes() {
-        return transferBytesPerToken() * maxContext + (16 << 20);
+        return transferBytesPerToken(Float.BYTES) * maxContext + (16 << 20);
     }
 
     /** The KV snapshots this engine can take over: its model's shape and longest context. */

@@ -2,6 +2,7 @@ package dev.deepserve.serving;
 
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.Transformer;
 
 import java.util.List;
@@ -24,11 +25,11 @@ public interface StepRunner {
     /** Whether this backend can run the model's MTP module (DeepSeek-V3 §2.2) for speculation. */
     boolean canDraft();
 
-    /** The main model's paged latent-KV pool of {@code tokens} tokens in blocks of {@code blockTokens}. */
-    KvBlockPool newPool(int blockTokens, long tokens);
+    /** The main model's paged latent-KV pool of {@code tokens} tokens in blocks of {@code blockTokens}, at {@code precision}. */
+    KvBlockPool newPool(int blockTokens, long tokens, KvPrecision precision);
 
     /** The MTP module's pool (only when {@link #canDraft}). */
-    KvBlockPool newDraftPool(int blockTokens, long tokens);
+    KvBlockPool newDraftPool(int blockTokens, long tokens, KvPrecision precision);
 
     /** Token ids never to choose (ids the tokenizer cannot decode): masked in every score this runner returns. */
     void neverPick(int[] ids);

@@ -1,5 +1,6 @@
 package dev.deepserve.serving;
 
+import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
@@ -69,8 +70,12 @@ class DecodeLoopTest {
     }
 
     static DecodeLoop loop(boolean mtp, int maxBatch, PrefixCache prefix) {
-        return new DecodeLoop(new CpuStepRunner(model), tokenizer, prefix, new LoopSettings(maxBatch, 4096, 1 << 20, 16, 5, 1000, mtp, Duration.ofSeconds(30)),
-                LoopMetrics.NONE);
+        return loop(mtp, maxBatch, prefix, KvPrecision.FLOAT32);
+    }
+
+    static DecodeLoop loop(boolean mtp, int maxBatch, PrefixCache prefix, KvPrecision precision) {
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, prefix, new LoopSettings(maxBatch, 4096, 1 << 20, 16, 5, 1000, mtp, Duration.ofSeconds(30))
+                .withKvPrecision(precision), LoopMetrics.NONE);
     }
 
     static int[] prompt(int seed, int length) {
@@ -193,6 +198,57 @@ class DecodeLoopTest {
         assertEquals(plain.get(0).ids, c.ids);
         // 1 prefill step (3 tokens, chunk 5) gives token 1; then each step gives 2 tokens
         assertTrue(steps <= 1 + 10, "steps " + steps);
+    }
+
+    /**
+     * The services' default, a BF16 latent pool: batching, MTP speculation, the prefix cache and a disaggregated hand-off
+     * (the snapshot travels as BF16) stay exact against the same engine alone, colocated and without speculation; the
+     * greedy output equals the float32 pool's on these prompts; and the pool holds half the bytes.
+     */
+    @Test
+    void onABf16PoolBatchingSpeculationPrefixHitsAndHandOffStayExact() throws Exception {
+        Map<Integer, Collect> reference = run(loop(false, 8, null, KvPrecision.FLOAT32), 12, 14);
+        Map<Integer, Collect> plain = run(loop(false, 8, null, KvPrecision.BF16), 12, 14);
+        Map<Integer, Collect> speculative = run(loop(true, 8, null, KvPrecision.BF16), 12, 14);
+        DecodeLoop warm = loop(true, 8, new PrefixCache(16, 1 << 26), KvPrecision.BF16);
+        run(warm, 12, 14);
+        Map<Integer, Collect> cached = run(warm, 12, 14);
+        DecodeLoop prefill = loop(true, 8, null, KvPrecision.BF16);
+        DecodeLoop decode = loop(true, 8, null, KvPrecision.BF16);
+        Map<Integer, Collect> handedOff = new HashMap<>();
+        Map<String, Collect> sinks = new HashMap<>();
+        long[] transferBytes = {0};
+        prefill.handoff((seq, first, draft, main, mtpKv) -> {
+            byte[] snapshot = dev.deepserve.model.engine.KvSnapshot.encode("{}", main, mtpKv);
+            transferBytes[0] += snapshot.length;
+            var contents = dev.deepserve.model.engine.KvSnapshot.decode(snapshot);
+            assertEquals(KvPrecision.BF16, contents.main().precision());
+            decode.submitPrefilled(seq.request(), sinks.get(seq.requestId()), contents.main(), contents.mtp(), first, draft, seq.cachedTokens());
+        });
+        for (int i = 0; i < 12; i++) {
+            Collect c = new Collect();
+            handedOff.put(i, c);
+            sinks.put("r" + i, c);
+            prefill.submit(new GenerationRequest("r" + i, prompt(i, 3 + (i * 5) % 23), 14, SamplingParams.GREEDY, List.of()), new Collect());
+        }
+        while (handedOff.values().stream().anyMatch(c -> c.finish == null)) {
+            prefill.runOnce(1);
+            decode.runOnce(1);
+        }
+        for (int i = 0; i < 12; i++) {
+            assertEquals(plain.get(i).ids, speculative.get(i).ids, "bf16, MTP, prompt " + i);
+            assertEquals(plain.get(i).ids, cached.get(i).ids, "bf16, prefix-cache hit, prompt " + i);
+            assertEquals(plain.get(i).ids, handedOff.get(i).ids, "bf16, disaggregated, prompt " + i);
+            assertEquals(reference.get(i).ids, plain.get(i).ids, "bf16 vs float32 pool, prompt " + i);
+        }
+        assertTrue(cached.values().stream().anyMatch(c -> c.cached > 0), "the prefix cache served some prompts");
+        assertEquals(0, prefill.kvPool().used() + decode.kvPool().used(), "every KV block back in its pool");
+        DecodeLoop f32 = loop(false, 8, null, KvPrecision.FLOAT32);
+        DecodeLoop bf16 = loop(false, 8, null, KvPrecision.BF16);
+        run(f32, 4, 8);
+        run(bf16, 4, 8);
+        assertEquals(f32.kvPool().bytes(), 2 * bf16.kvPool().bytes(), "a BF16 pool holds half the bytes");
+        assertTrue(transferBytes[0] > 0);
     }
 
     /**

@@ -9,7 +9,7 @@ import java.util.Arrays;
  * what sequences actually hold instead of what they might reach, and nothing is copied when a sequence grows.
  *
  * <p>Layout: per layer one array {@code [block, token-in-block, stride]}; block {@code b}'s token {@code i} starts at
- * {@code (b * blockTokens + i) * stride}. A bounded pool has at most {@code maxBlocks} blocks (the engine's KV budget)
+ * {@code (b * blockTokens + i) * stride}. The array holds floats, or BF16 bit patterns ({@link KvPrecision}). A bounded pool has at most {@code maxBlocks} blocks (the engine's KV budget)
  * and {@link #allocate} fails beyond them; its arrays grow on demand up to that size, so an idle engine does not hold
  * its whole budget. A pool is used by one engine thread; counters may be read from any thread.
  *
@@ -25,7 +25,9 @@ public final class KvBlockPool {
     private final int blockTokens;
     private final int shift;
     private final int maxBlocks;
+    private final KvPrecision precision;
     private float[][] data;
+    private short[][] half;
     private int grown;
     private int[] free;
     private int freeCount;
@@ -62,8 +64,16 @@ public final class KvBlockPool {
         this(layers, kvLoraRank, ropeDim, blockTokens, maxBlocks, null);
     }
 
-    /** A pool of {@code maxBlocks} blocks whose values live in {@code storage} (null: on the heap). */
+    /** A float32 pool of {@code maxBlocks} blocks whose values live in {@code storage} (null: on the heap). */
     public KvBlockPool(int layers, int kvLoraRank, int ropeDim, int blockTokens, int maxBlocks, Storage storage) {
+        this(layers, kvLoraRank, ropeDim, blockTokens, maxBlocks, KvPrecision.FLOAT32, storage);
+    }
+
+    /**
+     * A pool of {@code maxBlocks} blocks keeping values at {@code precision}, in {@code storage} (null: on the heap; a
+     * storage converts from and to floats itself).
+     */
+    public KvBlockPool(int layers, int kvLoraRank, int ropeDim, int blockTokens, int maxBlocks, KvPrecision precision, Storage storage) {
         if (blockTokens < 1 || Integer.bitCount(blockTokens) != 1) {
             throw new IllegalArgumentException("KV block size must be a power of two, not " + blockTokens);
         }
@@ -78,14 +88,16 @@ public final class KvBlockPool {
         long perLayer = (long) maxBlocks * blockTokens * stride;
         this.maxBlocks = storage == null && perLayer > Integer.MAX_VALUE - 16 ? (Integer.MAX_VALUE - 16) / (blockTokens * stride) : maxBlocks;
         this.storage = storage;
-        this.data = new float[layers][0];
+        this.precision = precision;
+        this.data = precision == KvPrecision.FLOAT32 ? new float[layers][0] : null;
+        this.half = precision == KvPrecision.BF16 ? new short[layers][0] : null;
         this.free = new int[0];
     }
 
     /** A bounded pool holding {@code tokens} latent-KV tokens, rounded up to whole blocks. */
-    public static KvBlockPool forTokens(int layers, int kvLoraRank, int ropeDim, int blockTokens, long tokens) {
+    public static KvBlockPool forTokens(int layers, int kvLoraRank, int ropeDim, int blockTokens, long tokens, KvPrecision precision) {
         long blocks = Math.max(1, (tokens + blockTokens - 1) / blockTokens);
-        return new KvBlockPool(layers, kvLoraRank, ropeDim, blockTokens, (int) Math.min(Integer.MAX_VALUE, blocks));
+        return new KvBlockPool(layers, kvLoraRank, ropeDim, blockTokens, (int) Math.min(Integer.MAX_VALUE, blocks), precision, null);
     }
 
     /** Takes a free block (reclaiming one from the prefix cache when none is); throws when the pool is exhausted. */
@@ -150,7 +162,11 @@ public final class KvBlockPool {
         }
         int target = (int) Math.min(maxBlocks, Math.max(4L, grown * 2L));
         for (int l = 0; storage == null && l < layers; l++) {
-            data[l] = Arrays.copyOf(data[l], target * blockTokens * stride);
+            if (data != null) {
+                data[l] = Arrays.copyOf(data[l], target * blockTokens * stride);
+            } else {
+                half[l] = Arrays.copyOf(half[l], target * blockTokens * stride);
+            }
         }
         if (free.length < target) {
             free = Arrays.copyOf(free, target);
@@ -163,12 +179,31 @@ public final class KvBlockPool {
         grown = target;
     }
 
-    /** The layer's block storage; see the class comment for the layout. Valid until the next allocation. */
+    /** The layer's float32 block storage; see the class comment for the layout. Valid until the next allocation. */
     float[] layer(int layer) {
         if (storage != null) {
             throw new IllegalStateException("this KV pool keeps its values on the device, not in the heap");
         }
+        if (data == null) {
+            throw new IllegalStateException("this KV pool keeps " + precision.label() + " values, not floats");
+        }
         return data[layer];
+    }
+
+    /** The layer's BF16 block storage (bit patterns), laid out as {@link #layer}'s. Valid until the next allocation. */
+    short[] bf16Layer(int layer) {
+        if (storage != null) {
+            throw new IllegalStateException("this KV pool keeps its values on the device, not in the heap");
+        }
+        if (half == null) {
+            throw new IllegalStateException("this KV pool keeps " + precision.label() + " values, not BF16");
+        }
+        return half[layer];
+    }
+
+    /** How the values are kept. */
+    public KvPrecision precision() {
+        return precision;
     }
 
     /** Where the values live when not in the heap, else null. */
@@ -217,6 +252,6 @@ public final class KvBlockPool {
 
     /** Bytes of memory behind the blocks: allocated so far on the heap (grown on demand), the whole pool in a storage. */
     public long bytes() {
-        return (long) layers * (storage == null ? grown : maxBlocks) * blockTokens * stride * Float.BYTES;
+        return (long) layers * (storage == null ? grown : maxBlocks) * blockTokens * stride * precision.bytes();
     }
 }

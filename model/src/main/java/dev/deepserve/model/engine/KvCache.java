@@ -1,5 +1,7 @@
 package dev.deepserve.model.engine;
 
+import dev.deepserve.model.weights.Bf16;
+
 import java.util.Arrays;
 
 /**
@@ -31,7 +33,12 @@ public final class KvCache {
      * initial capacity of 0 nothing is allocated until the first token.
      */
     public KvCache(int layers, int kvLoraRank, int ropeDim, int initialCapacity) {
-        this(new KvBlockPool(layers, kvLoraRank, ropeDim, 64, Integer.MAX_VALUE));
+        this(layers, kvLoraRank, ropeDim, initialCapacity, KvPrecision.FLOAT32);
+    }
+
+    /** As {@link #KvCache(int, int, int, int)}, keeping values at {@code precision}. */
+    public KvCache(int layers, int kvLoraRank, int ropeDim, int initialCapacity, KvPrecision precision) {
+        this(new KvBlockPool(layers, kvLoraRank, ropeDim, 64, Integer.MAX_VALUE, precision, null));
         if (initialCapacity > 0) {
             reserveBlocks(pool.blocksFor(initialCapacity));
         }
@@ -65,9 +72,19 @@ public final class KvCache {
         return blocks;
     }
 
-    /** The layer's storage: token {@code t} of this sequence starts at {@link #offset offset(t)} in it. */
+    /** How the values are kept: {@link #layer} serves float32 caches, {@link #bf16Layer} BF16 ones. */
+    public KvPrecision precision() {
+        return pool.precision();
+    }
+
+    /** The layer's float32 storage: token {@code t} of this sequence starts at {@link #offset offset(t)} in it. */
     public float[] layer(int layer) {
         return pool.layer(layer);
+    }
+
+    /** The layer's BF16 storage (bit patterns), indexed as {@link #layer}'s. */
+    public short[] bf16Layer(int layer) {
+        return pool.bf16Layer(layer);
     }
 
     /** Where token {@code t}'s values start in {@link #layer}'s array. */
@@ -143,12 +160,15 @@ public final class KvCache {
         released = true;
     }
 
-    /** Copies {@code tokens} tokens of {@code layer} from {@code src} into positions {@code from ..} (already reserved). */
+    /**
+     * Copies {@code tokens} tokens of {@code layer} from {@code src} into positions {@code from ..} (already reserved),
+     * rounding them to the cache's precision.
+     */
     public void write(int layer, int from, float[] src, int srcOff, int tokens) {
         copy(layer, from, src, srcOff, tokens, true);
     }
 
-    /** Copies {@code tokens} tokens of {@code layer} from positions {@code from ..} into {@code dst}, contiguous. */
+    /** Copies {@code tokens} tokens of {@code layer} from positions {@code from ..} into {@code dst}, contiguous, as floats. */
     public void read(int layer, int from, float[] dst, int dstOff, int tokens) {
         copy(layer, from, dst, dstOff, tokens, false);
     }
@@ -158,7 +178,9 @@ public final class KvCache {
             throw new IndexOutOfBoundsException("tokens " + from + ".." + (from + tokens) + " are outside the cache's blocks");
         }
         KvBlockPool.Storage storage = pool.storage();
-        float[] data = storage == null ? pool.layer(layer) : null;
+        boolean bf16 = storage == null && pool.precision() == KvPrecision.BF16;
+        float[] data = storage == null && !bf16 ? pool.layer(layer) : null;
+        short[] half = bf16 ? pool.bf16Layer(layer) : null;
         int stride = pool.stride();
         int t = from;
         int end = from + tokens;
@@ -173,6 +195,14 @@ public final class KvCache {
                 } else {
                     storage.read(layer, slot, flat, flatAt, run);
                 }
+            } else if (bf16) {
+                for (int i = 0; i < run * stride; i++) {
+                    if (toCache) {
+                        half[at + i] = Bf16.encode(flat[flatAt + i]);
+                    } else {
+                        flat[flatAt + i] = Bf16.decode(half[at + i]);
+                    }
+                }
             } else if (toCache) {
                 System.arraycopy(flat, flatAt, data, at, run * stride);
             } else {
@@ -182,7 +212,10 @@ public final class KvCache {
         }
     }
 
-    /** A copy of this cache's tokens in blocks of {@code target} (same shape); throws when {@code target} lacks room. */
+    /**
+     * A copy of this cache's tokens in blocks of {@code target} (same shape; values rounded to its precision); throws
+     * when {@code target} lacks room.
+     */
     public KvCache copyTo(KvBlockPool target) {
         if (target.layers() != layers() || target.stride() != stride() || target.kvLoraRank() != kvLoraRank()) {
             throw new IllegalArgumentException("the pool holds KV of another shape");
@@ -202,8 +235,13 @@ public final class KvCache {
         return copy;
     }
 
-    /** Floats held per token across all layers: what the decode service budgets memory by. */
-    public long floatsPerToken() {
+    /** Values held per token across all layers. */
+    public long valuesPerToken() {
         return (long) layers() * stride();
+    }
+
+    /** Bytes held per token across all layers, at the cache's precision. */
+    public long bytesPerToken() {
+        return valuesPerToken() * precision().bytes();
     }
 }

@@ -1,5 +1,7 @@
 package dev.deepserve.model.engine;
 
+import dev.deepserve.model.weights.Bf16;
+
 import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
@@ -13,14 +15,16 @@ import java.util.zip.CRC32;
 
 /**
  * The wire form of a prefilled sequence's latent KV, for handing it from a prefill instance to a decode instance
- * (DeepSeek-V3 §3.4 prefill/decode disaggregation): a header (magic, version, JSON metadata, cache shape) and then, per
- * layer, its {@code tokens × (kv_lora_rank + rope)} floats little-endian, each section followed by its CRC-32, so a
- * truncated or corrupted transfer is refused with the section named instead of decoding into wrong attention.
+ * (DeepSeek-V3 §3.4 prefill/decode disaggregation): a header (magic, version, JSON metadata, cache shape and value
+ * width) and then, per layer, its {@code tokens × (kv_lora_rank + rope)} values little-endian — float32, or BF16 when
+ * the sender's cache keeps BF16 (half the bytes, nothing lost: the values are BF16 already) — each section followed by
+ * its CRC-32, so a truncated or corrupted transfer is refused with the section named instead of decoding into wrong
+ * attention. Version 1 (float32 only, no width field) is still read.
  */
 public final class KvSnapshot {
 
     private static final int MAGIC = 0x44534B56; // "DSKV"
-    private static final int VERSION = 1;
+    private static final int VERSION = 2;
 
     /** What travels: metadata the receiver needs (request, first token, …) as JSON text, the main cache, the MTP cache or null. */
     public record Contents(String metadata, KvCache main, KvCache mtp) {
@@ -63,14 +67,23 @@ public final class KvSnapshot {
             d.writeInt(c.kvLoraRank());
             d.writeInt(c.stride() - c.kvLoraRank());
             d.writeInt(c.length());
-            ByteBuffer buf = ByteBuffer.allocate(c.length() * c.stride() * 4).order(ByteOrder.LITTLE_ENDIAN);
-            float[] layer = new float[c.length() * c.stride()];
+            KvPrecision precision = c.precision();
+            d.writeInt(precision.bytes());
+            int values = c.length() * c.stride();
+            ByteBuffer buf = ByteBuffer.allocate(values * precision.bytes()).order(ByteOrder.LITTLE_ENDIAN);
+            float[] layer = new float[values];
             for (int l = 0; l < c.layers(); l++) {
                 buf.clear();
                 c.read(l, 0, layer, 0, c.length());
-                buf.asFloatBuffer().put(layer);
-                d.write(buf.array(), 0, c.length() * c.stride() * 4);
-                d.writeInt(crc(buf.array(), 0, c.length() * c.stride() * 4));
+                if (precision == KvPrecision.BF16) {
+                    for (float v : layer) {
+                        buf.putShort(Bf16.encode(v)); // exact: the cache held this BF16 value
+                    }
+                } else {
+                    buf.asFloatBuffer().put(layer);
+                }
+                d.write(buf.array(), 0, buf.capacity());
+                d.writeInt(crc(buf.array(), 0, buf.capacity()));
             }
         }
         d.flush();
@@ -106,7 +119,7 @@ public final class KvSnapshot {
                 throw new IllegalArgumentException("KV transfer: not a KV snapshot (bad magic)");
             }
             int version = d.readInt();
-            if (version != VERSION) {
+            if (version != VERSION && version != 1) {
                 throw new IllegalArgumentException("KV transfer: unsupported version " + version);
             }
             int metaLength = d.readInt();
@@ -117,8 +130,8 @@ public final class KvSnapshot {
             check(d, meta, meta.length, "metadata");
             left[0] -= 12L + metaLength + 4;
             // after the main cache there is at least the MTP cache's layer count
-            KvCache main = readCache(d, "main", left, 4, expected == null ? -1 : expected.layers(), expected);
-            KvCache mtp = readCache(d, "mtp", left, 0, expected == null ? -1 : expected.mtpLayers(), expected);
+            KvCache main = readCache(d, version, "main", left, 4, expected == null ? -1 : expected.layers(), expected);
+            KvCache mtp = readCache(d, version, "mtp", left, 0, expected == null ? -1 : expected.mtpLayers(), expected);
             if (main == null) {
                 throw new IllegalArgumentException("KV transfer: no main cache");
             }
@@ -128,7 +141,8 @@ public final class KvSnapshot {
         }
     }
 
-    private static KvCache readCache(DataInputStream d, String name, long[] left, int after, int expectedLayers, Shape expected) throws IOException {
+    private static KvCache readCache(DataInputStream d, int version, String name, long[] left, int after, int expectedLayers, Shape expected)
+            throws IOException {
         int layers = d.readInt();
         if (layers == 0) {
             return null;
@@ -136,6 +150,12 @@ public final class KvSnapshot {
         int kvLora = d.readInt();
         int rope = d.readInt();
         int length = d.readInt();
+        int width = version == 1 ? Float.BYTES : d.readInt();
+        KvPrecision precision = switch (width) {
+            case 4 -> KvPrecision.FLOAT32;
+            case 2 -> KvPrecision.BF16;
+            default -> throw new IllegalArgumentException("KV transfer: " + name + " cache values of " + width + " bytes are neither float32 nor BF16");
+        };
         if (expected != null && (layers != expectedLayers || kvLora != expected.kvLoraRank() || rope != expected.ropeDim()
                 || length < 0 || length > expected.maxTokens())) {
             throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope
@@ -144,19 +164,19 @@ public final class KvSnapshot {
         }
         // each field bounded on its own first, so the products below cannot overflow (a fuzzer found one that did)
         if (layers < 0 || layers > 1024 || kvLora <= 0 || kvLora > 1 << 16 || rope < 0 || rope > 1 << 16 || length < 0 || length > 1 << 24
-                || (long) length * (kvLora + rope) * 4 > Integer.MAX_VALUE) {
+                || (long) length * (kvLora + rope) * Float.BYTES > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope + ") is not plausible");
         }
-        long needed = 16L + layers * ((long) length * (kvLora + rope) * 4 + 4);
+        long needed = (version == 1 ? 16L : 20L) + layers * ((long) length * (kvLora + rope) * width + 4);
         if (needed > left[0] - after) {
             throw new IllegalArgumentException("KV transfer: truncated: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope
                     + ") needs " + needed + " bytes, more than the transfer holds");
         }
         left[0] -= needed;
         // blocks only for tokens the transfer carries: an empty cache of absurd width allocates nothing
-        KvCache cache = new KvCache(layers, kvLora, rope, length);
+        KvCache cache = new KvCache(layers, kvLora, rope, length, precision);
         cache.reserve(length);
-        int bytes = length * (kvLora + rope) * 4;
+        int bytes = length * (kvLora + rope) * width;
         float[] layer = new float[length * (kvLora + rope)];
         for (int l = 0; l < layers; l++) {
             byte[] data = d.readNBytes(bytes);
@@ -164,7 +184,14 @@ public final class KvSnapshot {
                 throw new IllegalArgumentException("KV transfer: truncated in " + name + " layer " + l);
             }
             check(d, data, bytes, name + " layer " + l);
-            ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(layer);
+            ByteBuffer values = ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN);
+            if (precision == KvPrecision.BF16) {
+                for (int i = 0; i < layer.length; i++) {
+                    layer[i] = Bf16.decode(values.getShort());
+                }
+            } else {
+                values.asFloatBuffer().get(layer);
+            }
             cache.write(l, 0, layer, 0, length);
         }
         cache.advance(length);

@@ -77,15 +77,15 @@ public final class Mla {
         float[] kv = new float[rows * (kvLora + ropeDim)];
         ops.matmul(kvA, x, kv, rows);
         int stride = kvLora + ropeDim;
+        float[] latent = new float[stride];
         for (Segment s : segments) {
-            float[] cache = s.cache().layer(layer);
             for (int t = 0; t < s.count(); t++) {
                 int r = s.row() + t;
                 int pos = s.start() + t;
-                int dst = s.cache().offset(pos);
-                ops.rmsNorm(kv, r * stride, kvANorm, eps, cache, dst, kvLora);
-                System.arraycopy(kv, r * stride + kvLora, cache, dst + kvLora, ropeDim);
-                ops.rope(cache, dst + kvLora, rope.cos(), rope.sin(), pos * rope.pairs(), rope.pairs());
+                ops.rmsNorm(kv, r * stride, kvANorm, eps, latent, 0, kvLora);
+                System.arraycopy(kv, r * stride + kvLora, latent, kvLora, ropeDim);
+                ops.rope(latent, kvLora, rope.cos(), rope.sin(), pos * rope.pairs(), rope.pairs());
+                s.cache().write(layer, pos, latent, 0, 1); // computed in float32, rounded once to the cache's precision
                 for (int h = 0; h < heads; h++) {
                     ops.rope(q, (r * heads + h) * qkHead + nope, rope.cos(), rope.sin(), pos * rope.pairs(), rope.pairs());
                 }
@@ -122,11 +122,12 @@ public final class Mla {
     /** Eqs. 9–11 as written: per-head keys {@code [k_nope; k_pe]} and values decompressed from every cached latent. */
     private void naive(float[] q, Segment s, int layer, float[] attended) {
         int keys = s.start() + s.count();
-        KvCache kvCache = s.cache();
-        float[] cache = kvCache.layer(layer);
+        int stride = kvLora + ropeDim;
+        float[] cached = new float[keys * stride]; // [c_kv; k_pe] per key, widened to float32 from the cache's precision
+        s.cache().read(layer, 0, cached, 0, keys);
         float[] latents = new float[keys * kvLora];
         for (int k = 0; k < keys; k++) {
-            System.arraycopy(cache, kvCache.offset(k), latents, k * kvLora, kvLora);
+            System.arraycopy(cached, k * stride, latents, k * kvLora, kvLora);
         }
         int kvWidth = heads * (nope + vDim);
         float[] kv = new float[keys * kvWidth];
@@ -140,7 +141,7 @@ public final class Mla {
             float[] scores = new float[visible];
             for (int k = 0; k < visible; k++) {
                 int kOff = k * kvWidth + h * (nope + vDim);
-                scores[k] = (ops.dot(q, qOff, kv, kOff, nope) + ops.dot(q, qOff + nope, cache, kvCache.offset(k) + kvLora, ropeDim)) * scale;
+                scores[k] = (ops.dot(q, qOff, kv, kOff, nope) + ops.dot(q, qOff + nope, cached, k * stride + kvLora, ropeDim)) * scale;
             }
             ops.softmax(scores, 0, visible);
             int outOff = (r * heads + h) * vDim;
@@ -156,9 +157,8 @@ public final class Mla {
      */
     private void absorbed(float[] q, Segment s, int layer, float[] attended) {
         int stride = kvLora + ropeDim;
-        KvCache kvCache = s.cache();
-        float[] cache = kvCache.layer(layer);
         int rowsPerHead = nope + vDim;
+        LatentReader latents = s.cache().precision() == KvPrecision.BF16 ? new Bf16Latents(s.cache(), layer) : new FloatLatents(s.cache(), layer);
         ops.parallelFor(s.count() * heads, (long) (s.start() + s.count()) * 2 * stride + 2L * rowsPerHead * kvLora, i -> {
             int t = i / heads;
             int h = i % heads;
@@ -167,18 +167,102 @@ public final class Mla {
             int qOff = (r * heads + h) * qkHead;
             float[] qLatent = new float[kvLora];
             ops.matvecRowsTransposed(kvB, h * rowsPerHead, nope, q, qOff, qLatent, 0);
+            float[] query = latents.query(qLatent, q, qOff + nope);
             float[] scores = new float[visible];
             for (int k = 0; k < visible; k++) {
-                int at = kvCache.offset(k);
-                scores[k] = (ops.dot(qLatent, 0, cache, at, kvLora) + ops.dot(q, qOff + nope, cache, at + kvLora, ropeDim)) * scale;
+                scores[k] = latents.score(query, k) * scale;
             }
             ops.softmax(scores, 0, visible);
             float[] oLatent = new float[kvLora];
             for (int k = 0; k < visible; k++) {
-                ops.axpy(scores[k], cache, kvCache.offset(k), oLatent, 0, kvLora);
+                latents.accumulate(scores[k], k, oLatent);
             }
-            ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, oLatent, 0, attended, (r * heads + h) * vDim);
+            ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, latents.result(oLatent), 0, attended, (r * heads + h) * vDim);
         });
+    }
+
+    /**
+     * One layer of a sequence's cached latents as the absorbed form reads them: the query {@code [q_lat; q_pe]} is put
+     * in the order the reads pair values with, every key is scored and summed into the latent output from the cache
+     * as it is stored (float32, or BF16 widened as it is read, float32 accumulation), and the sum put back in order.
+     */
+    private interface LatentReader {
+        float[] query(float[] qLatent, float[] q, int qPeOff);
+
+        float score(float[] query, int key);
+
+        void accumulate(float p, int key, float[] oLatent);
+
+        float[] result(float[] oLatent);
+    }
+
+    private final class FloatLatents implements LatentReader {
+        private final KvCache cache;
+        private final float[] values;
+
+        FloatLatents(KvCache cache, int layer) {
+            this.cache = cache;
+            this.values = cache.layer(layer);
+        }
+
+        @Override
+        public float[] query(float[] qLatent, float[] q, int qPeOff) {
+            float[] query = java.util.Arrays.copyOf(qLatent, kvLora + ropeDim);
+            System.arraycopy(q, qPeOff, query, kvLora, ropeDim);
+            return query;
+        }
+
+        @Override
+        public float score(float[] query, int key) {
+            int at = cache.offset(key);
+            return ops.dot(query, 0, values, at, kvLora) + ops.dot(query, kvLora, values, at + kvLora, ropeDim);
+        }
+
+        @Override
+        public void accumulate(float p, int key, float[] oLatent) {
+            ops.axpy(p, values, cache.offset(key), oLatent, 0, kvLora);
+        }
+
+        @Override
+        public float[] result(float[] oLatent) {
+            return oLatent;
+        }
+    }
+
+    private final class Bf16Latents implements LatentReader {
+        private final KvCache cache;
+        private final short[] values;
+
+        Bf16Latents(KvCache cache, int layer) {
+            this.cache = cache;
+            this.values = cache.bf16Layer(layer);
+        }
+
+        @Override
+        public float[] query(float[] qLatent, float[] q, int qPeOff) {
+            float[] query = new float[kvLora + ropeDim];
+            ops.toBf16Order(qLatent, 0, kvLora, query, 0);
+            ops.toBf16Order(q, qPeOff, ropeDim, query, kvLora);
+            return query;
+        }
+
+        @Override
+        public float score(float[] query, int key) {
+            int at = cache.offset(key);
+            return ops.dotBf16(query, 0, values, at, kvLora) + ops.dotBf16(query, kvLora, values, at + kvLora, ropeDim);
+        }
+
+        @Override
+        public void accumulate(float p, int key, float[] oLatent) {
+            ops.axpyBf16(p, values, cache.offset(key), oLatent, 0, kvLora);
+        }
+
+        @Override
+        public float[] result(float[] oLatent) {
+            float[] natural = new float[kvLora];
+            ops.fromBf16Order(oLatent, 0, kvLora, natural, 0);
+            return natural;
+        }
     }
 
     long weightBytes() {

@@ -47,14 +47,24 @@ public final class Mtp {
         return block;
     }
 
-    /** A cache for this module's attention (one layer). */
+    /** A float32 cache for this module's attention (one layer). */
     public KvCache newCache(int capacity) {
-        return new KvCache(1, config.kvLoraRank(), config.qkRopeHeadDim(), capacity);
+        return newCache(capacity, KvPrecision.FLOAT32);
     }
 
-    /** A shared pool of blocks for this module's cache, holding {@code tokens} tokens in all. */
+    /** A cache for this module's attention (one layer) keeping values at {@code precision}. */
+    public KvCache newCache(int capacity, KvPrecision precision) {
+        return new KvCache(1, config.kvLoraRank(), config.qkRopeHeadDim(), capacity, precision);
+    }
+
+    /** A shared float32 pool of blocks for this module's cache, holding {@code tokens} tokens in all. */
     public KvBlockPool newPool(int blockTokens, long tokens) {
-        return KvBlockPool.forTokens(1, config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens);
+        return newPool(blockTokens, tokens, KvPrecision.FLOAT32);
+    }
+
+    /** A shared pool of blocks for this module's cache at {@code precision}, holding {@code tokens} tokens in all. */
+    public KvBlockPool newPool(int blockTokens, long tokens, KvPrecision precision) {
+        return KvBlockPool.forTokens(1, config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens, precision);
     }
 
     /**

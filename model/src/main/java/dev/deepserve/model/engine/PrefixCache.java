@@ -58,11 +58,21 @@ public final class PrefixCache {
 
     /**
      * Keeps blocks in these pools instead of copies from now on (when their blocks are {@link #blockTokens} long; else
-     * nothing changes), and lets the pools reclaim blocks only this cache holds.
+     * nothing changes), and lets the pools reclaim blocks only this cache holds. Blocks held in pools attached before
+     * are given back to them and forgotten.
      */
     public synchronized void attach(KvBlockPool main, KvBlockPool mtp) {
         if (main.blockTokens() != blockTokens || mtp != null && mtp.blockTokens() != blockTokens) {
             return;
+        }
+        if (mainPool != null && (mainPool != main || mtpPool != mtp)) {
+            // block numbers mean nothing in other pools: give the old pools theirs back and forget them
+            blocks.values().removeIf(b -> {
+                if (b.pooled()) {
+                    drop(b);
+                }
+                return b.pooled();
+            });
         }
         this.mainPool = main;
         this.mtpPool = mtp;
@@ -211,7 +221,7 @@ public final class PrefixCache {
             if (mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool)) {
                 int mainId = cache.blockAt(b);
                 int mtpId = mtp == null ? -1 : mtp.blockAt(b);
-                long bytes = blockBytes(cache, mtp);
+                long bytes = blockBytes(cache, mtp, cache.precision().bytes());
                 if (bytes > budgetBytes) {
                     return;
                 }
@@ -233,7 +243,7 @@ public final class PrefixCache {
                 mtpLayer = new float[blockTokens * mtp.stride()];
                 mtp.read(0, b * blockTokens, mtpLayer, 0, blockTokens);
             }
-            long bytes = blockBytes(cache, mtp);
+            long bytes = blockBytes(cache, mtp, Float.BYTES);
             if (bytes > budgetBytes) {
                 return;
             }
@@ -243,9 +253,12 @@ public final class PrefixCache {
         }
     }
 
-    /** What one block costs against the budget, held or copied alike: its latents (main and MTP), token ids, bookkeeping. */
-    private long blockBytes(KvCache cache, KvCache mtp) {
-        return ((long) cache.layers() * cache.stride() + (mtp == null ? 0 : mtp.stride())) * blockTokens * 4L + blockTokens * 4L + 64;
+    /**
+     * What one block costs against the budget: its latents (main and MTP) at {@code valueBytes} each (the pool's
+     * precision when held, float32 when copied), token ids, bookkeeping.
+     */
+    private long blockBytes(KvCache cache, KvCache mtp, int valueBytes) {
+        return ((long) cache.layers() * cache.stride() + (mtp == null ? 0 : mtp.stride())) * blockTokens * valueBytes + blockTokens * 4L + 64;
     }
 
     private void evict() {

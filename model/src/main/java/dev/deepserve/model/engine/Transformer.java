@@ -86,14 +86,24 @@ public final class Transformer implements AutoCloseable {
         return form;
     }
 
-    /** A cache with memory of its own, growing as needed. */
+    /** A float32 cache with memory of its own, growing as needed. */
     public KvCache newCache(int capacity) {
-        return new KvCache(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), capacity);
+        return newCache(capacity, KvPrecision.FLOAT32);
     }
 
-    /** A shared pool of latent-KV blocks for this model's layers, holding {@code tokens} tokens in all. */
+    /** A cache with memory of its own keeping values at {@code precision}, growing as needed. */
+    public KvCache newCache(int capacity, KvPrecision precision) {
+        return new KvCache(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), capacity, precision);
+    }
+
+    /** A shared float32 pool of latent-KV blocks for this model's layers, holding {@code tokens} tokens in all. */
     public KvBlockPool newPool(int blockTokens, long tokens) {
-        return KvBlockPool.forTokens(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens);
+        return newPool(blockTokens, tokens, KvPrecision.FLOAT32);
+    }
+
+    /** A shared pool of latent-KV blocks for this model's layers at {@code precision}, holding {@code tokens} tokens. */
+    public KvBlockPool newPool(int blockTokens, long tokens, KvPrecision precision) {
+        return KvBlockPool.forTokens(config.numHiddenLayers(), config.kvLoraRank(), config.qkRopeHeadDim(), blockTokens, tokens, precision);
     }
 
     /** Where the MoE layers' experts run: {@link #localExperts()} (the default) or an expert-parallel backend. */

@@ -77,7 +77,7 @@ class KvCacheTest {
 
     @Test
     void aPoolGrowsItsMemoryOnDemandUpToItsCapacity() {
-        KvBlockPool pool = KvBlockPool.forTokens(3, 8, 4, 16, 16 * 1000);
+        KvBlockPool pool = KvBlockPool.forTokens(3, 8, 4, 16, 16 * 1000, KvPrecision.FLOAT32);
         assertEquals(1000, pool.capacity());
         assertEquals(0, pool.bytes(), "nothing allocated before the first block");
         KvCache c = new KvCache(pool);

@@ -11,7 +11,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * KV snapshots round-trip bit for bit, with and without the MTP cache; a transfer that is corrupted (the checksum names
+ * KV snapshots round-trip bit for bit, with and without the MTP cache, float32 and BF16 (half the bytes), and version
+ * 1 transfers are still read; a transfer whose values are neither width, or that is corrupted (the checksum names
  * its section), truncated, not a snapshot, of another model's cache shape, or whose header claims more than the
  * transfer holds is refused with the reason.
  */
@@ -54,13 +55,13 @@ class KvSnapshotTest {
 
     @Test
     void aHeaderClaimingMoreThanTheTransferHoldsIsRefusedBeforeAnyAllocation() {
-        // 34 bytes whose main cache claims 1024 layers × 10,000 tokens × (512 + 64) floats: 23.6 GB, each layer under
+        // 38 bytes whose main cache claims 1024 layers × 10,000 tokens × (512 + 64) floats: 23.6 GB, each layer under
         // the per-layer bound, so only the transfer's own size can refuse it before the cache is allocated
-        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(34);
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(38);
         byte[] meta = new byte[2];
         java.util.zip.CRC32 crc = new java.util.zip.CRC32();
         crc.update(meta);
-        b.putInt(0).putInt(0).putInt(meta.length).put(meta).putInt((int) crc.getValue()).putInt(1024).putInt(512).putInt(64).putInt(10_000);
+        b.putInt(0).putInt(0).putInt(meta.length).put(meta).putInt((int) crc.getValue()).putInt(1024).putInt(512).putInt(64).putInt(10_000).putInt(4);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KvSnapshot.decode(withMagic(b.array())));
         assertTrue(e.getMessage().contains("more than the transfer holds"), e.getMessage());
     }
@@ -80,6 +81,62 @@ class KvSnapshotTest {
     }
 
     /** The header as the writer makes it: the real magic and version. */
+    @Test
+    void aBf16CacheTravelsAsBf16InHalfTheBytesAndArrivesBitExact() {
+        KvCache floats = filled(3, 40, 4);
+        KvCache bf16 = floats.copyTo(KvBlockPool.forTokens(3, 8, 4, 64, 64, KvPrecision.BF16));
+        byte[] wide = KvSnapshot.encode("{}", floats, null);
+        byte[] narrow = KvSnapshot.encode("{}", bf16, null);
+        int header = wide.length - 3 * (40 * 12 * 4 + 4);
+        assertEquals(header + 3 * (40 * 12 * 2 + 4), narrow.length, "two bytes per value");
+        KvSnapshot.Contents back = KvSnapshot.decode(narrow, new KvSnapshot.Shape(3, 1, 8, 4, 64));
+        assertEquals(KvPrecision.BF16, back.main().precision());
+        for (int l = 0; l < 3; l++) {
+            assertArrayEquals(tokens(bf16, l), tokens(back.main(), l));
+        }
+    }
+
+    @Test
+    void aVersionOneTransferOfFloatsIsStillRead() throws Exception {
+        KvCache main = filled(2, 3, 5);
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        java.io.DataOutputStream d = new java.io.DataOutputStream(out);
+        d.writeInt(0x44534B56);
+        d.writeInt(1);
+        d.writeInt(2);
+        d.write(new byte[] {'{', '}'});
+        d.writeInt(crc(new byte[] {'{', '}'}));
+        d.writeInt(2);
+        d.writeInt(8);
+        d.writeInt(4);
+        d.writeInt(3);
+        for (int l = 0; l < 2; l++) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(3 * 12 * 4).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            b.asFloatBuffer().put(tokens(main, l));
+            d.write(b.array());
+            d.writeInt(crc(b.array()));
+        }
+        d.writeInt(0);
+        KvSnapshot.Contents back = KvSnapshot.decode(out.toByteArray());
+        assertEquals(KvPrecision.FLOAT32, back.main().precision());
+        assertArrayEquals(tokens(main, 1), tokens(back.main(), 1));
+    }
+
+    @Test
+    void valuesOfAnUnknownWidthAreRefusedByName() {
+        byte[] bytes = KvSnapshot.encode("{}", filled(1, 2, 6), null);
+        int widthAt = 8 + 4 + 2 + 4 + 16; // magic, version, metadata length, "{}", its CRC, four shape ints
+        java.nio.ByteBuffer.wrap(bytes).putInt(widthAt, 3);
+        var e = assertThrows(IllegalArgumentException.class, () -> KvSnapshot.decode(bytes));
+        assertEquals("KV transfer: main cache values of 3 bytes are neither float32 nor BF16", e.getMessage());
+    }
+
+    private static int crc(byte[] b) {
+        java.util.zip.CRC32 c = new java.util.zip.CRC32();
+        c.update(b);
+        return (int) c.getValue();
+    }
+
     private static byte[] withMagic(byte[] body) {
         byte[] real = KvSnapshot.encode("{}", new KvCache(1, 4, 2, 1), null);
         System.arraycopy(real, 0, body, 0, 8);

@@ -146,4 +146,29 @@ class PrefixCacheTest {
         other.release();
         assertEquals(0, pool.used());
     }
+
+    /** Attached to new pools, the cache gives the old ones their blocks back and never serves their numbers in the new. */
+    @Test
+    void reattachedToAnotherPoolItGivesTheOldBlocksBackAndServesNoneOfThem() {
+        KvBlockPool old = new KvBlockPool(2, 4, 2, 4, 6);
+        PrefixCache cache = new PrefixCache(4, 1 << 20);
+        cache.attach(old, null);
+        int[] prompt = IntStream.range(0, 9).toArray();
+        KvCache first = new KvCache(old);
+        first.reserve(9);
+        first.write(0, 0, new float[9 * 6], 0, 9);
+        first.write(1, 0, new float[9 * 6], 0, 9);
+        first.advance(9);
+        cache.store(prompt, first);
+        first.release();
+        assertEquals(2, old.used(), "the cache holds the prompt's two full blocks");
+
+        KvBlockPool fresh = new KvBlockPool(2, 4, 2, 4, 6);
+        cache.attach(fresh, null);
+        assertEquals(0, old.used(), "the old pool got its blocks back");
+        assertEquals(0, cache.blocks());
+        KvCache second = new KvCache(fresh);
+        assertEquals(0, cache.load(prompt, second), "no block number from the old pool is served in the new one");
+        second.release();
+    }
 }

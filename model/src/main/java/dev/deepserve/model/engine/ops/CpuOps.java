@@ -189,6 +189,26 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     }
 
     @Override
+    public void toBf16Order(float[] x, int off, int n, float[] out, int outOff) {
+        kernels.toLayout(DType.BF16, 1, x, off, n, out, outOff);
+    }
+
+    @Override
+    public void fromBf16Order(float[] x, int off, int n, float[] out, int outOff) {
+        kernels.fromLayout(DType.BF16, 1, x, off, n, out, outOff);
+    }
+
+    @Override
+    public float dotBf16(float[] x, int xOff, short[] v, int off, int n) {
+        return kernels.dotBf16(x, xOff, v, off, n);
+    }
+
+    @Override
+    public void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n) {
+        kernels.axpyBf16(alpha, v, off, y, yOff, n);
+    }
+
+    @Override
     public void softmax(float[] x, int off, int n) {
         float max = Float.NEGATIVE_INFINITY;
         for (int i = 0; i < n; i++) {

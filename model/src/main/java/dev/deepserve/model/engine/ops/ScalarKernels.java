@@ -1,5 +1,6 @@
 package dev.deepserve.model.engine.ops;
 
+import dev.deepserve.model.weights.Bf16;
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 
@@ -81,5 +82,21 @@ final class ScalarKernels implements Kernels {
             sum += x[off + i] * x[off + i];
         }
         return sum;
+    }
+
+    @Override
+    public float dotBf16(float[] x, int xOff, short[] v, int off, int n) {
+        float sum = 0;
+        for (int i = 0; i < n; i++) {
+            sum += x[xOff + i] * Bf16.decode(v[off + i]);
+        }
+        return sum;
+    }
+
+    @Override
+    public void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n) {
+        for (int i = 0; i < n; i++) {
+            y[yOff + i] += alpha * Bf16.decode(v[off + i]);
+        }
     }
 }

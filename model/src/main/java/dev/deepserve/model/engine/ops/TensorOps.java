@@ -38,6 +38,21 @@ public interface TensorOps {
     /** {@code y += alpha · x} */
     void axpy(float alpha, float[] x, int xOff, float[] y, int yOff, int n);
 
+    /**
+     * Puts n values into the order {@link #dotBf16} and {@link #axpyBf16} pair BF16 values with (the identity on some
+     * backends); {@link #fromBf16Order} undoes it. A query is put in this order once and then scores every cached key.
+     */
+    void toBf16Order(float[] x, int off, int n, float[] out, int outOff);
+
+    /** The inverse of {@link #toBf16Order}. */
+    void fromBf16Order(float[] x, int off, int n, float[] out, int outOff);
+
+    /** {@code Σ x[xOff + i] · v_i} over n BF16 values (bit patterns) {@code v[off..]}; x in {@link #toBf16Order} order. */
+    float dotBf16(float[] x, int xOff, short[] v, int off, int n);
+
+    /** {@code y += alpha · v} over n BF16 values {@code v[off..]}; y in {@link #toBf16Order} order. */
+    void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n);
+
     /** In-place softmax over n values (max-subtracted, float32). */
     void softmax(float[] x, int off, int n);
 

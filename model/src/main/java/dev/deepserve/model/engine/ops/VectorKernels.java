@@ -1,5 +1,6 @@
 package dev.deepserve.model.engine.ops;
 
+import dev.deepserve.model.weights.Bf16;
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 import jdk.incubator.vector.FloatVector;
@@ -41,7 +42,7 @@ final class VectorKernels implements Kernels {
     private final ScalarKernels scalar = new ScalarKernels();
 
     static boolean usable() {
-        return I.length() == L && L >= 4;
+        return I.length() == L && L >= 4 && ByteOrder.nativeOrder() == LE;
     }
 
     /** Elements per decoded chunk for this dtype, or 1 when rows of it are read in natural order. */
@@ -384,5 +385,46 @@ final class VectorKernels implements Kernels {
     @Override
     public float sumSquares(float[] x, int off, int n) {
         return dot(x, off, x, off, n);
+    }
+
+    /**
+     * The BF16 pairs of a {@code short[]} read as int lanes, as {@link #dotBf16(Tensor, long, int, float[], int)}
+     * reads a checkpoint's: the heap segment exposes the array's bytes in the platform's order, little-endian here
+     * ({@link #usable}), so an int holds element 2j in its low half.
+     */
+    @Override
+    public float dotBf16(float[] x, int xOff, short[] v, int off, int n) {
+        MemorySegment seg = MemorySegment.ofArray(v);
+        int c = 2 * L;
+        int full = n - n % c;
+        FloatVector even = FloatVector.zero(F);
+        FloatVector odd = FloatVector.zero(F);
+        for (int i = 0; i < full; i += c) {
+            IntVector pair = IntVector.fromMemorySegment(I, seg, 2L * (off + i), LE);
+            even = pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i), even);
+            odd = pair.and(0xFFFF0000).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i + L), odd);
+        }
+        float sum = sum(even.add(odd));
+        for (int i = full; i < n; i++) {
+            sum += x[xOff + i] * Bf16.decode(v[off + i]);
+        }
+        return sum;
+    }
+
+    @Override
+    public void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n) {
+        MemorySegment seg = MemorySegment.ofArray(v);
+        FloatVector a = FloatVector.broadcast(F, alpha);
+        int c = 2 * L;
+        int full = n - n % c;
+        for (int i = 0; i < full; i += c) {
+            IntVector pair = IntVector.fromMemorySegment(I, seg, 2L * (off + i), LE);
+            int yi = yOff + i;
+            pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(a, FloatVector.fromArray(F, y, yi)).intoArray(y, yi);
+            pair.and(0xFFFF0000).reinterpretAsFloats().fma(a, FloatVector.fromArray(F, y, yi + L)).intoArray(y, yi + L);
+        }
+        for (int i = full; i < n; i++) {
+            y[yOff + i] += alpha * Bf16.decode(v[off + i]);
+        }
     }
 }

@@ -114,4 +114,48 @@ class KernelsTest {
             }
         }
     }
+
+    /**
+     * The BF16 latent-KV products against their definition: a query put in the BF16 order and dotted with BF16
+     * values at any offset (odd ones too, as a cache's k_pe part starts mid-row), a weighted sum into an order-laid
+     * output and back; lengths with and without a tail.
+     */
+    @Test
+    void bf16CacheProductsMatchTheScalarDefinitionAtAnyOffset() {
+        Kernels k = vector();
+        Kernels scalar = new ScalarKernels();
+        SplittableRandom random = new SplittableRandom(5);
+        for (int n : new int[] {7, 16, 64, 512 + 64, 600}) {
+            for (int off : new int[] {0, 1, 3, 64}) {
+                short[] v = new short[off + n + 5];
+                for (int i = 0; i < v.length; i++) {
+                    v[i] = Bf16.encode((float) random.nextGaussian());
+                }
+                float[] x = new float[n];
+                for (int i = 0; i < n; i++) {
+                    x[i] = (float) random.nextGaussian();
+                }
+                double exact = 0;
+                for (int i = 0; i < n; i++) {
+                    exact += (double) x[i] * Bf16.decode(v[off + i]);
+                }
+                float[] ordered = new float[n];
+                k.toLayout(DType.BF16, 1, x, 0, n, ordered, 0);
+                assertEquals(exact, k.dotBf16(ordered, 0, v, off, n), 1e-4 * n, "dot, n=" + n + " off=" + off);
+                assertEquals(exact, scalar.dotBf16(x, 0, v, off, n), 1e-4 * n, "scalar dot, n=" + n + " off=" + off);
+
+                float[] y = new float[n];
+                float[] yScalar = new float[n];
+                for (int rep = 0; rep < 3; rep++) {
+                    k.axpyBf16(0.5f + rep, v, off + rep, y, 0, n);
+                    scalar.axpyBf16(0.5f + rep, v, off + rep, yScalar, 0, n);
+                }
+                float[] natural = new float[n];
+                k.fromLayout(DType.BF16, 1, y, 0, n, natural, 0);
+                for (int i = 0; i < n; i++) {
+                    assertEquals(yScalar[i], natural[i], 1e-5f * Math.max(1, Math.abs(yScalar[i])), "axpy, n=" + n + " off=" + off + " i=" + i);
+                }
+            }
+        }
+    }
 }
