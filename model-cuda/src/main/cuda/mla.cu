@@ -11,15 +11,24 @@
 
 // The cache's element type: how a value is read (widened to float32) and stored (rounded to nearest, ties to even,
 // as KvCache.write and PyTorch do; NaN stays NaN).
+// Attention reads through the const, restrict-qualified readers (read-only loads); the cache write uses the writers.
+struct KvF32Reader {
+    const float* __restrict__ p;
+    __device__ __forceinline__ float get(size_t i) const { return p[i]; }
+};
+
+struct KvBf16Reader {
+    const unsigned short* __restrict__ p;
+    __device__ __forceinline__ float get(size_t i) const { return bf16(p[i]); }
+};
+
 struct KvF32 {
     float* p;
-    __device__ __forceinline__ float get(size_t i) const { return p[i]; }
     __device__ __forceinline__ void set(size_t i, float v) const { p[i] = v; }
 };
 
 struct KvBf16 {
     unsigned short* p;
-    __device__ __forceinline__ float get(size_t i) const { return bf16(p[i]); }
     __device__ __forceinline__ void set(size_t i, float v) const {
         unsigned int bits = (unsigned int) __float_as_int(v);
         if ((bits & 0x7fffffffu) > 0x7f800000u) {
@@ -255,15 +264,16 @@ __device__ __forceinline__ void mlaAttend(const float* __restrict__ qLat, const 
 
 #define MLA_ATTEND(suffix, Kv, Element)                                                                                \
     extern "C" __global__ void mla_attend_##suffix(const float* __restrict__ qLat, const float* __restrict__ q, int heads,  \
-                                                   int qkHead, int nope, int rank, int ropeDim, Element* cache,        \
+                                                   int qkHead, int nope, int rank, int ropeDim,                        \
+                                                   const Element* __restrict__ cache,                                  \
                                                    const int* __restrict__ tables, const int* __restrict__ seqOfRow,   \
                                                    int tableStride, int blockTokens, const int* __restrict__ visible,  \
                                                    float softmaxScale, int splitLen, float* partO, float* partML) {     \
         mlaAttend(qLat, q, heads, qkHead, nope, rank, ropeDim, Kv{cache}, tables, seqOfRow, tableStride, blockTokens,   \
                   visible, softmaxScale, splitLen, partO, partML);                                                     \
     }
-MLA_ATTEND(f32, KvF32, float)
-MLA_ATTEND(bf16, KvBf16, unsigned short)
+MLA_ATTEND(f32, KvF32Reader, float)
+MLA_ATTEND(bf16, KvBf16Reader, unsigned short)
 
 // oLat[r, h, :] = the softmax-weighted sum of latents, merged from the splits. Grid: (heads, rows).
 extern "C" __global__ void mla_combine(const float* __restrict__ partO, const float* __restrict__ partML, int splits,

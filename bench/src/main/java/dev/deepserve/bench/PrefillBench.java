@@ -11,10 +11,12 @@ import dev.deepserve.serving.CpuStepRunner;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
 import dev.deepserve.model.engine.KvPrecision;
+import dev.deepserve.model.engine.PrefixDiskTier;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
 
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -62,8 +64,12 @@ public final class PrefillBench {
             System.out.printf("prompt tokens/s, batches of 8 prompts of %d tokens (one output token each)%n", length);
             double cold = throughput(model, tokenizer, 8, length, false);
             double warm = throughput(model, tokenizer, 8, length, true);
+            long[] diskHits = {0};
+            double disk = diskThroughput(model, tokenizer, 8, length, diskHits);
             System.out.printf("  distinct prompts:                      %10.0f prompt tokens/s%n", cold);
             System.out.printf("  shared %d-token prefix in the cache:  %10.0f prompt tokens/s  (%.1fx)%n", length - 64, warm, warm / cold);
+            System.out.printf("  the same prefix from the disk tier:    %10.0f prompt tokens/s  (%.1fx; %d blocks read from disk)%n", disk, disk / cold,
+                    diskHits[0]);
             System.out.println();
             System.out.printf("time to first token while 4 prompts of %d tokens are being prefilled%n", length);
             System.out.printf("  %-38s %12s %12s %12s%n", "newcomer", "alone", "chunked 512", "whole");
@@ -163,6 +169,42 @@ public final class PrefillBench {
         }
         drain(loop, done, n);
         return (double) n * length / ((System.nanoTime() - t0) / 1e9);
+    }
+
+    /**
+     * As {@link #throughput} with a shared prefix, but the memory tier holds no block (its budget is below one), so
+     * every cached block is written to and read back from a disk tier in a temporary directory.
+     */
+    static double diskThroughput(Transformer model, Tokenizer tokenizer, int n, int length, long[] diskHits) throws Exception {
+        Path dir = Files.createTempDirectory("deepserve-prefix-disk");
+        try (PrefixDiskTier tier = new PrefixDiskTier(dir, 1L << 32, 64)) {
+            PrefixCache cache = new PrefixCache(64, 1);
+            cache.spillTo(tier);
+            AtomicLong computed = new AtomicLong();
+            DecodeLoop loop = loop(model, tokenizer, cache, 512, computed, KvPrecision.BF16);
+            Map<String, Long> first = new ConcurrentHashMap<>();
+            AtomicInteger done = new AtomicInteger();
+            int sharedPrefix = length - 64;
+            submit(loop, "seed", prompt(length, 999, sharedPrefix), first, done);
+            drain(loop, done, 1);
+            done.set(0);
+            tier.flush();
+            long t0 = System.nanoTime();
+            for (int i = 0; i < n; i++) {
+                submit(loop, "p" + i, prompt(length, i + 1, sharedPrefix), first, done);
+            }
+            drain(loop, done, n);
+            double perSecond = (double) n * length / ((System.nanoTime() - t0) / 1e9);
+            diskHits[0] = cache.diskHits();
+            return perSecond;
+        } finally {
+            try (var files = Files.list(dir)) {
+                for (Path f : files.toList()) {
+                    Files.deleteIfExists(f);
+                }
+            }
+            Files.deleteIfExists(dir);
+        }
     }
 
     /**

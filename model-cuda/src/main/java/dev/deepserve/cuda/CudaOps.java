@@ -127,12 +127,12 @@ public final class CudaOps implements TensorOps, AutoCloseable {
     }
 
     @Override
-    public float dotBf16(float[] xs, int xOff, short[] v, int off, int n) {
+    public float dotBf16(float[] xs, int xOff, int[] v, int off, int n) {
         return cpu.dotBf16(xs, xOff, v, off, n);
     }
 
     @Override
-    public void axpyBf16(float alpha, short[] v, int off, float[] ys, int yOff, int n) {
+    public void axpyBf16(float alpha, int[] v, int off, float[] ys, int yOff, int n) {
         cpu.axpyBf16(alpha, v, off, ys, yOff, n);
     }
 

@@ -5,6 +5,7 @@ import dev.deepserve.model.ModelDirectory;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.PrefixCache;
+import dev.deepserve.model.engine.PrefixDiskTier;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.cuda.CudaOps;
 import dev.deepserve.cuda.GpuModel;
@@ -39,7 +40,8 @@ public final class EngineHost {
     /** The loop's settings plus where the model is and what to keep ({@code maxContext} 0: from the model, see {@link #context}). */
     public record Options(Path modelDir, Optional<Integer> threads, int prefixCacheMb, int prefixBlockTokens, boolean mtp, int maxBatch,
                           int maxContext, long kvBudgetTokens, int kvBlockTokens, int prefillChunk, int maxQueue, Duration slowReaderTimeout,
-                          Experts experts, String backend, KvAdmission kvAdmission, KvPrecision kvPrecision) {
+                          Experts experts, String backend, KvAdmission kvAdmission, KvPrecision kvPrecision, Optional<Path> prefixCacheDir,
+                          long prefixCacheDiskMb) {
     }
 
     /**
@@ -60,6 +62,7 @@ public final class EngineHost {
     private volatile DecodeLoop loop;
     private volatile Tokenizer tokenizer;
     private volatile ExpertParallel experts;
+    private volatile PrefixDiskTier diskTier;
     private final List<ExpertWorker.Spawned> spawned = new ArrayList<>();
     private Thread thread;
 
@@ -83,6 +86,10 @@ public final class EngineHost {
         if (thread != null) {
             thread.interrupt();
         }
+        PrefixDiskTier tier = diskTier;
+        if (tier != null) {
+            tier.close(); // the blocks already evicted reach the disk
+        }
         ExpertParallel ep = experts;
         if (ep != null) {
             ep.close();
@@ -90,6 +97,23 @@ public final class EngineHost {
         synchronized (spawned) {
             spawned.forEach(ExpertWorker.Spawned::close);
         }
+    }
+
+    /**
+     * Gives the prefix cache its disk tier when one is configured: under {@code <dir>/<engine name>/<fingerprint>}, the
+     * fingerprint naming this checkpoint, block size and KV precision, so a block is only ever found by the model
+     * that computed it. Returns what the load log says about it.
+     */
+    private String diskTier(PrefixCache prefix) throws java.io.IOException {
+        if (prefix == null || options.prefixCacheDir().isEmpty() || options.prefixCacheDiskMb() <= 0) {
+            return "off";
+        }
+        Path dir = options.prefixCacheDir().get().resolve(name).resolve(ModelFingerprint.of(options.modelDir(),
+                "block " + options.prefixBlockTokens() + ", " + options.kvPrecision().label()));
+        PrefixDiskTier tier = new PrefixDiskTier(dir, options.prefixCacheDiskMb() << 20, options.prefixBlockTokens());
+        prefix.spillTo(tier);
+        diskTier = tier;
+        return dir + " (" + tier.blocks() + " blocks, " + (tier.usedBytes() >> 20) + " of " + options.prefixCacheDiskMb() + " MiB)";
     }
 
     /** The expert-parallel backend when the experts are spread over workers, else null. */
@@ -160,6 +184,7 @@ public final class EngineHost {
             tokenizer = Tokenizer.load(options.modelDir());
             String spread = expertParallel(model);
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
+            String disk = diskTier(prefix);
             // the backend is chosen here, once: everything the loop does above its runner is the same on both
             StepRunner runner = gpuModel != null ? new GpuStepRunner(gpuModel) : new CpuStepRunner(model);
             DecodeLoop l = new DecodeLoop(runner, tokenizer, prefix, new LoopSettings(options.maxBatch(), maxContext,
@@ -169,9 +194,9 @@ public final class EngineHost {
             loop = l;
             state = State.READY;
             LOG.log(System.Logger.Level.INFO, "{0}: model {1} loaded from {2} on {3} in {4} ms; context {5} tokens; KV cache {6}, {7} bytes per token;"
-                    + " MTP speculation {8}; experts {9}", name, model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000,
+                    + " prefix cache disk tier {10}; MTP speculation {8}; experts {9}", name, model.config().modelType(), options.modelDir(), l.backend(), (System.nanoTime() - t0) / 1_000_000,
                     String.valueOf(maxContext), options.kvPrecision().label(), String.valueOf(l.kvPool().layers() * (long) l.kvPool().stride()
-                            * options.kvPrecision().bytes()), l.speculating() ? "on" : "off", spread);
+                            * options.kvPrecision().bytes()), l.speculating() ? "on" : "off", spread, disk);
         } catch (RuntimeException | java.io.IOException e) {
             problem = e.getMessage();
             state = State.FAILED;

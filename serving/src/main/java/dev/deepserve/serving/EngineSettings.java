@@ -73,10 +73,21 @@ public interface EngineSettings {
     @WithDefault("512")
     int prefixCacheMb();
 
+    /**
+     * Where prefix-cache blocks evicted from memory go (a disk tier; the stack sets {@code $DEEPSERVE_HOME/kv-cache}):
+     * each engine keeps them under {@code <dir>/<engine>/<model fingerprint>}, finds them again by the same hash chain,
+     * after restarts too, and serves them as cache hits. Unset: evicted blocks are gone.
+     */
+    Optional<Path> prefixCacheDir();
+
+    /** Disk the prefix cache's disk tier may hold, in MiB (least recently used blocks deleted beyond it). */
+    @WithDefault("8192")
+    long prefixCacheDiskMb();
+
     /** The engine host's options from these settings and what only the service knows. */
     default EngineHost.Options options(Path modelDir, Duration slowReaderTimeout, EngineHost.Experts experts) {
         return new EngineHost.Options(modelDir, threads(), prefixCacheMb(), prefixBlockTokens(), mtp(), maxBatch(), maxContext().orElse(0),
                 kvBudgetTokens(), kvBlockTokens(), prefillChunk(), maxQueue(), slowReaderTimeout, experts, backend(), kvAdmission(),
-                KvPrecision.parse(kvCacheDtype()));
+                KvPrecision.parse(kvCacheDtype()), prefixCacheDir(), prefixCacheDiskMb());
     }
 }

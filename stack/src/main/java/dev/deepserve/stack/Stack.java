@@ -121,6 +121,7 @@ final class Stack {
         env.put("DEEPSERVE_ADMIN_KEY", adminKey);
         env.put(InternalToken.ENV, internalToken);
         env.put("DEEPSERVE_USAGE_JOURNAL_DIR", settings.home().resolve("usage-journal").toString());
+        env.put("DEEPSERVE_ENGINE_PREFIX_CACHE_DIR", settings.home().resolve("kv-cache").toString()); // the prefix cache's disk tier
 
         for (String name : StackSettings.SERVICES) {
             ServiceProcess service = new ServiceProcess(name, settings.url(name), settings.logs().resolve(name + ".log"));

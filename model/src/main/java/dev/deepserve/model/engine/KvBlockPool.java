@@ -1,5 +1,7 @@
 package dev.deepserve.model.engine;
 
+import dev.deepserve.model.weights.Bf16;
+
 import java.util.Arrays;
 
 /**
@@ -27,7 +29,8 @@ public final class KvBlockPool {
     private final int maxBlocks;
     private final KvPrecision precision;
     private float[][] data;
-    private short[][] half;
+    /** BF16 values packed two per int ({@link Bf16#packed}), when the precision is BF16. */
+    private int[][] half;
     private int grown;
     private int[] free;
     private int freeCount;
@@ -88,9 +91,9 @@ public final class KvBlockPool {
         long perLayer = (long) maxBlocks * blockTokens * stride;
         this.maxBlocks = storage == null && perLayer > Integer.MAX_VALUE - 16 ? (Integer.MAX_VALUE - 16) / (blockTokens * stride) : maxBlocks;
         this.storage = storage;
-        this.precision = precision;
+        this.precision = java.util.Objects.requireNonNull(precision, "precision");
         this.data = precision == KvPrecision.FLOAT32 ? new float[layers][0] : null;
-        this.half = precision == KvPrecision.BF16 ? new short[layers][0] : null;
+        this.half = precision == KvPrecision.BF16 ? new int[layers][0] : null;
         this.free = new int[0];
     }
 
@@ -165,7 +168,7 @@ public final class KvBlockPool {
             if (data != null) {
                 data[l] = Arrays.copyOf(data[l], target * blockTokens * stride);
             } else {
-                half[l] = Arrays.copyOf(half[l], target * blockTokens * stride);
+                half[l] = Arrays.copyOf(half[l], Bf16.packedLength((long) target * blockTokens * stride));
             }
         }
         if (free.length < target) {
@@ -190,8 +193,11 @@ public final class KvBlockPool {
         return data[layer];
     }
 
-    /** The layer's BF16 block storage (bit patterns), laid out as {@link #layer}'s. Valid until the next allocation. */
-    short[] bf16Layer(int layer) {
+    /**
+     * The layer's BF16 block storage, packed two values per int ({@link Bf16#packed}), indexed by element as
+     * {@link #layer}'s. Valid until the next allocation.
+     */
+    int[] bf16Layer(int layer) {
         if (storage != null) {
             throw new IllegalStateException("this KV pool keeps its values on the device, not in the heap");
         }
@@ -199,6 +205,21 @@ public final class KvBlockPool {
             throw new IllegalStateException("this KV pool keeps " + precision.label() + " values, not BF16");
         }
         return half[layer];
+    }
+
+    /** Copies block {@code block}'s tokens of {@code layer} into {@code dst[off..]} as floats (wherever the values live). */
+    void readBlock(int layer, int block, float[] dst, int off) {
+        int slot = block * blockTokens;
+        if (storage != null) {
+            storage.read(layer, slot, dst, off, blockTokens);
+        } else if (data != null) {
+            System.arraycopy(data[layer], slot * stride, dst, off, blockTokens * stride);
+        } else {
+            int[] values = half[layer];
+            for (int i = 0; i < blockTokens * stride; i++) {
+                dst[off + i] = Bf16.packed(values, slot * stride + i);
+            }
+        }
     }
 
     /** How the values are kept. */

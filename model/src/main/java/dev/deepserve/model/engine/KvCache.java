@@ -82,8 +82,8 @@ public final class KvCache {
         return pool.layer(layer);
     }
 
-    /** The layer's BF16 storage (bit patterns), indexed as {@link #layer}'s. */
-    public short[] bf16Layer(int layer) {
+    /** The layer's BF16 storage, packed two per int ({@link Bf16#packed}), indexed by element as {@link #layer}'s. */
+    public int[] bf16Layer(int layer) {
         return pool.bf16Layer(layer);
     }
 
@@ -180,7 +180,7 @@ public final class KvCache {
         KvBlockPool.Storage storage = pool.storage();
         boolean bf16 = storage == null && pool.precision() == KvPrecision.BF16;
         float[] data = storage == null && !bf16 ? pool.layer(layer) : null;
-        short[] half = bf16 ? pool.bf16Layer(layer) : null;
+        int[] half = bf16 ? pool.bf16Layer(layer) : null;
         int stride = pool.stride();
         int t = from;
         int end = from + tokens;
@@ -198,9 +198,9 @@ public final class KvCache {
             } else if (bf16) {
                 for (int i = 0; i < run * stride; i++) {
                     if (toCache) {
-                        half[at + i] = Bf16.encode(flat[flatAt + i]);
+                        Bf16.pack(half, at + i, flat[flatAt + i]);
                     } else {
-                        flat[flatAt + i] = Bf16.decode(half[at + i]);
+                        flat[flatAt + i] = Bf16.packed(half, at + i);
                     }
                 }
             } else if (toCache) {

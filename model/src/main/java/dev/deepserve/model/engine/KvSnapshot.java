@@ -53,8 +53,10 @@ public final class KvSnapshot {
     public static void write(OutputStream out, String metadata, KvCache main, KvCache mtp) throws IOException {
         DataOutputStream d = new DataOutputStream(out);
         byte[] meta = metadata.getBytes(StandardCharsets.UTF_8);
+        // all-float32 snapshots keep version 1's bytes, so an engine of the previous release still takes them
+        int version = main.precision() == KvPrecision.FLOAT32 && (mtp == null || mtp.precision() == KvPrecision.FLOAT32) ? 1 : VERSION;
         d.writeInt(MAGIC);
-        d.writeInt(VERSION);
+        d.writeInt(version);
         d.writeInt(meta.length);
         d.write(meta);
         d.writeInt(crc(meta, 0, meta.length));
@@ -68,7 +70,9 @@ public final class KvSnapshot {
             d.writeInt(c.stride() - c.kvLoraRank());
             d.writeInt(c.length());
             KvPrecision precision = c.precision();
-            d.writeInt(precision.bytes());
+            if (version != 1) {
+                d.writeInt(precision.bytes());
+            }
             int values = c.length() * c.stride();
             ByteBuffer buf = ByteBuffer.allocate(values * precision.bytes()).order(ByteOrder.LITTLE_ENDIAN);
             float[] layer = new float[values];

@@ -231,7 +231,7 @@ public final class Mla {
 
     private final class Bf16Latents implements LatentReader {
         private final KvCache cache;
-        private final short[] values;
+        private final int[] values;
 
         Bf16Latents(KvCache cache, int layer) {
             this.cache = cache;

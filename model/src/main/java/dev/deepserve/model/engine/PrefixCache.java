@@ -30,6 +30,7 @@ public final class PrefixCache {
     private long usedBytes;
     private long hits;
     private long lookups;
+    private long diskHits;
 
     /**
      * A block's KV: copied (the main layers and, when speculative decoding keeps one, the MTP module's layer), or held
@@ -43,6 +44,8 @@ public final class PrefixCache {
 
     private KvBlockPool mainPool;
     private KvBlockPool mtpPool;
+    /** Where evicted blocks go and are found again (null: evicted blocks are gone). */
+    private PrefixDiskTier disk;
 
     public PrefixCache(int blockTokens, long budgetBytes) {
         if (blockTokens < 1) {
@@ -57,6 +60,18 @@ public final class PrefixCache {
     }
 
     /**
+     * Spills blocks evicted from memory to {@code tier} and looks there when memory misses; a block found there is
+     * copied into the sequence's cache and served (and billed) like a memory hit.
+     */
+    public synchronized void spillTo(PrefixDiskTier tier) {
+        this.disk = tier;
+    }
+
+    public synchronized PrefixDiskTier disk() {
+        return disk;
+    }
+
+    /**
      * Keeps blocks in these pools instead of copies from now on (when their blocks are {@link #blockTokens} long; else
      * nothing changes), and lets the pools reclaim blocks only this cache holds. Blocks held in pools attached before
      * are given back to them and forgotten.
@@ -66,13 +81,17 @@ public final class PrefixCache {
             return;
         }
         if (mainPool != null && (mainPool != main || mtpPool != mtp)) {
-            // block numbers mean nothing in other pools: give the old pools theirs back and forget them
+            // block numbers mean nothing in other pools: give the old pools theirs back, forget them, stop reclaiming there
             blocks.values().removeIf(b -> {
                 if (b.pooled()) {
                     drop(b);
                 }
                 return b.pooled();
             });
+            mainPool.reclaimer(null);
+            if (mtpPool != null) {
+                mtpPool.reclaimer(null);
+            }
         }
         this.mainPool = main;
         this.mtpPool = mtp;
@@ -89,9 +108,11 @@ public final class PrefixCache {
                 synchronized (PrefixCache.this) {
                     Iterator<Map.Entry<String, Block>> it = blocks.entrySet().iterator();
                     while (it.hasNext()) {
-                        Block b = it.next().getValue();
+                        Map.Entry<String, Block> e = it.next();
+                        Block b = e.getValue();
                         if (b.pooled() && onlyHere(b, mtpSide)) {
                             it.remove();
+                            spill(e.getKey(), b);
                             drop(b);
                             return true;
                         }
@@ -169,6 +190,15 @@ public final class PrefixCache {
         for (int b = 0; b < usable; b++) {
             key = chain(key, prompt, b);
             Block block = blocks.get(key);
+            if (block == null && disk != null) {
+                PrefixDiskTier.Block found = disk.read(key, cache.layers(), cache.stride(), mtp == null ? 0 : mtp.stride());
+                if (found == null || !Arrays.equals(found.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)
+                        || mtp != null && found.mtp() == null) {
+                    break;
+                }
+                block = new Block(found.tokens(), found.layers(), found.mtp(), 0, -1, -1); // copied in below, like a copy-mode hit
+                diskHits++;
+            }
             if (block == null || !Arrays.equals(block.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)
                     || mtp != null && block.mtp() == null && block.mtpId() < 0) {
                 break;
@@ -211,46 +241,48 @@ public final class PrefixCache {
     public synchronized void store(int[] prompt, KvCache cache, KvCache mtp) {
         int full = Math.min(prompt.length, mtp == null ? cache.length() : Math.min(cache.length(), mtp.length())) / blockTokens;
         String key = "";
-        int stride = cache.stride();
         for (int b = 0; b < full; b++) {
             key = chain(key, prompt, b);
             if (blocks.containsKey(key)) {
                 blocks.get(key);
                 continue;
             }
-            if (mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool)) {
+            boolean pooled = mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool);
+            long bytes = blockBytes(cache, mtp, pooled ? cache.precision().bytes() : Float.BYTES);
+            if (bytes > budgetBytes) {
+                if (disk != null) { // memory cannot hold even one block: straight to the disk tier
+                    spill(key, copy(prompt, cache, mtp, b, bytes));
+                }
+                continue;
+            }
+            if (pooled) {
                 int mainId = cache.blockAt(b);
                 int mtpId = mtp == null ? -1 : mtp.blockAt(b);
-                long bytes = blockBytes(cache, mtp, cache.precision().bytes());
-                if (bytes > budgetBytes) {
-                    return;
-                }
                 mainPool.retain(mainId);
                 if (mtpId >= 0) {
                     mtpPool.retain(mtpId);
                 }
                 blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), null, null, bytes, mainId, mtpId));
-                usedBytes += bytes;
-                evict();
-                continue;
+            } else {
+                blocks.put(key, copy(prompt, cache, mtp, b, bytes));
             }
-            float[][] layers = new float[cache.layers()][blockTokens * stride];
-            for (int l = 0; l < layers.length; l++) {
-                cache.read(l, b * blockTokens, layers[l], 0, blockTokens);
-            }
-            float[] mtpLayer = null;
-            if (mtp != null) {
-                mtpLayer = new float[blockTokens * mtp.stride()];
-                mtp.read(0, b * blockTokens, mtpLayer, 0, blockTokens);
-            }
-            long bytes = blockBytes(cache, mtp, Float.BYTES);
-            if (bytes > budgetBytes) {
-                return;
-            }
-            blocks.put(key, new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, mtpLayer, bytes, -1, -1));
             usedBytes += bytes;
             evict();
         }
+    }
+
+    /** Block {@code b} of the sequence's KV, copied out as floats. */
+    private Block copy(int[] prompt, KvCache cache, KvCache mtp, int b, long bytes) {
+        float[][] layers = new float[cache.layers()][blockTokens * cache.stride()];
+        for (int l = 0; l < layers.length; l++) {
+            cache.read(l, b * blockTokens, layers[l], 0, blockTokens);
+        }
+        float[] mtpLayer = null;
+        if (mtp != null) {
+            mtpLayer = new float[blockTokens * mtp.stride()];
+            mtp.read(0, b * blockTokens, mtpLayer, 0, blockTokens);
+        }
+        return new Block(Arrays.copyOfRange(prompt, b * blockTokens, (b + 1) * blockTokens), layers, mtpLayer, bytes, -1, -1);
     }
 
     /**
@@ -264,10 +296,33 @@ public final class PrefixCache {
     private void evict() {
         Iterator<Map.Entry<String, Block>> it = blocks.entrySet().iterator();
         while (usedBytes > budgetBytes && it.hasNext()) {
-            Block b = it.next().getValue();
+            Map.Entry<String, Block> e = it.next();
             it.remove();
-            drop(b);
+            spill(e.getKey(), e.getValue());
+            drop(e.getValue());
         }
+    }
+
+    /** Hands an evicted block's KV to the disk tier, copied out of its pool before the pool may reuse it. */
+    private void spill(String key, Block b) {
+        if (disk == null) {
+            return;
+        }
+        float[][] layers = b.layers();
+        float[] mtp = b.mtp();
+        KvPrecision precision = KvPrecision.FLOAT32;
+        if (b.pooled()) {
+            precision = mainPool.precision();
+            layers = new float[mainPool.layers()][blockTokens * mainPool.stride()];
+            for (int l = 0; l < layers.length; l++) {
+                mainPool.readBlock(l, b.mainId(), layers[l], 0);
+            }
+            if (b.mtpId() >= 0) {
+                mtp = new float[blockTokens * mtpPool.stride()];
+                mtpPool.readBlock(0, b.mtpId(), mtp, 0);
+            }
+        }
+        disk.spill(key, new PrefixDiskTier.Block(b.tokens(), layers, mtp, precision));
     }
 
     /** SHA-256 over the parent key and the block's token ids: the key of block {@code b} names the whole prefix up to it. */
@@ -292,6 +347,11 @@ public final class PrefixCache {
 
     public synchronized int blocks() {
         return blocks.size();
+    }
+
+    /** Blocks served from the disk tier so far. */
+    public synchronized long diskHits() {
+        return diskHits;
     }
 
     /** Lookups that served at least one block, and all lookups. */

@@ -80,7 +80,6 @@ class KvSnapshotTest {
         }
     }
 
-    /** The header as the writer makes it: the real magic and version. */
     @Test
     void aBf16CacheTravelsAsBf16InHalfTheBytesAndArrivesBitExact() {
         KvCache floats = filled(3, 40, 4);
@@ -88,7 +87,9 @@ class KvSnapshotTest {
         byte[] wide = KvSnapshot.encode("{}", floats, null);
         byte[] narrow = KvSnapshot.encode("{}", bf16, null);
         int header = wide.length - 3 * (40 * 12 * 4 + 4);
-        assertEquals(header + 3 * (40 * 12 * 2 + 4), narrow.length, "two bytes per value");
+        assertEquals(1, java.nio.ByteBuffer.wrap(wide).getInt(4), "float32 snapshots keep version 1's bytes (older engines take them)");
+        assertEquals(2, java.nio.ByteBuffer.wrap(narrow).getInt(4));
+        assertEquals(header + 4 + 3 * (40 * 12 * 2 + 4), narrow.length, "a width field, then two bytes per value");
         KvSnapshot.Contents back = KvSnapshot.decode(narrow, new KvSnapshot.Shape(3, 1, 8, 4, 64));
         assertEquals(KvPrecision.BF16, back.main().precision());
         for (int l = 0; l < 3; l++) {
@@ -124,7 +125,7 @@ class KvSnapshotTest {
 
     @Test
     void valuesOfAnUnknownWidthAreRefusedByName() {
-        byte[] bytes = KvSnapshot.encode("{}", filled(1, 2, 6), null);
+        byte[] bytes = KvSnapshot.encode("{}", filled(1, 2, 6).copyTo(KvBlockPool.forTokens(1, 8, 4, 64, 64, KvPrecision.BF16)), null);
         int widthAt = 8 + 4 + 2 + 4 + 16; // magic, version, metadata length, "{}", its CRC, four shape ints
         java.nio.ByteBuffer.wrap(bytes).putInt(widthAt, 3);
         var e = assertThrows(IllegalArgumentException.class, () -> KvSnapshot.decode(bytes));
@@ -137,8 +138,9 @@ class KvSnapshotTest {
         return (int) c.getValue();
     }
 
+    /** The header as the writer makes it: the real magic and version (2, with the width field). */
     private static byte[] withMagic(byte[] body) {
-        byte[] real = KvSnapshot.encode("{}", new KvCache(1, 4, 2, 1), null);
+        byte[] real = KvSnapshot.encode("{}", new KvCache(1, 4, 2, 1, KvPrecision.BF16), null);
         System.arraycopy(real, 0, body, 0, 8);
         return body;
     }

@@ -199,12 +199,12 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     }
 
     @Override
-    public float dotBf16(float[] x, int xOff, short[] v, int off, int n) {
+    public float dotBf16(float[] x, int xOff, int[] v, int off, int n) {
         return kernels.dotBf16(x, xOff, v, off, n);
     }
 
     @Override
-    public void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n) {
+    public void axpyBf16(float alpha, int[] v, int off, float[] y, int yOff, int n) {
         kernels.axpyBf16(alpha, v, off, y, yOff, n);
     }
 

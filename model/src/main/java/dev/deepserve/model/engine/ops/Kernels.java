@@ -49,11 +49,11 @@ interface Kernels {
     float sumSquares(float[] x, int off, int n);
 
     /**
-     * {@code Σ x[xOff + i] · v_i} over the n BF16 values (bit patterns) {@code v[off..]}, with x in the BF16
+     * {@code Σ x[xOff + i] · v_i} over the n BF16 values from element {@code off} of {@code v}, packed two per int ({@code Bf16.packed}), with x in the BF16
      * {@link #toLayout layout}: the latent-KV cache's score product.
      */
-    float dotBf16(float[] x, int xOff, short[] v, int off, int n);
+    float dotBf16(float[] x, int xOff, int[] v, int off, int n);
 
-    /** {@code y += alpha · v} over n BF16 values {@code v[off..]}, y in the BF16 {@link #toLayout layout}. */
-    void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n);
+    /** {@code y += alpha · v} over n packed BF16 values from element {@code off} of {@code v}, y in the BF16 {@link #toLayout layout}. */
+    void axpyBf16(float alpha, int[] v, int off, float[] y, int yOff, int n);
 }

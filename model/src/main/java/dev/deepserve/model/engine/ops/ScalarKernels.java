@@ -85,18 +85,18 @@ final class ScalarKernels implements Kernels {
     }
 
     @Override
-    public float dotBf16(float[] x, int xOff, short[] v, int off, int n) {
+    public float dotBf16(float[] x, int xOff, int[] v, int off, int n) {
         float sum = 0;
         for (int i = 0; i < n; i++) {
-            sum += x[xOff + i] * Bf16.decode(v[off + i]);
+            sum += x[xOff + i] * Bf16.packed(v, off + i);
         }
         return sum;
     }
 
     @Override
-    public void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n) {
+    public void axpyBf16(float alpha, int[] v, int off, float[] y, int yOff, int n) {
         for (int i = 0; i < n; i++) {
-            y[yOff + i] += alpha * Bf16.decode(v[off + i]);
+            y[yOff + i] += alpha * Bf16.packed(v, off + i);
         }
     }
 }

@@ -47,11 +47,11 @@ public interface TensorOps {
     /** The inverse of {@link #toBf16Order}. */
     void fromBf16Order(float[] x, int off, int n, float[] out, int outOff);
 
-    /** {@code Σ x[xOff + i] · v_i} over n BF16 values (bit patterns) {@code v[off..]}; x in {@link #toBf16Order} order. */
-    float dotBf16(float[] x, int xOff, short[] v, int off, int n);
+    /** {@code Σ x[xOff + i] · v_i} over n BF16 values from element {@code off} of {@code v}, packed two per int ({@code Bf16.packed}); x in {@link #toBf16Order} order. */
+    float dotBf16(float[] x, int xOff, int[] v, int off, int n);
 
-    /** {@code y += alpha · v} over n BF16 values {@code v[off..]}; y in {@link #toBf16Order} order. */
-    void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n);
+    /** {@code y += alpha · v} over n packed BF16 values from element {@code off} of {@code v}; y in {@link #toBf16Order} order. */
+    void axpyBf16(float alpha, int[] v, int off, float[] y, int yOff, int n);
 
     /** In-place softmax over n values (max-subtracted, float32). */
     void softmax(float[] x, int off, int n);

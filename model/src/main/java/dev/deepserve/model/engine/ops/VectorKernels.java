@@ -42,7 +42,7 @@ final class VectorKernels implements Kernels {
     private final ScalarKernels scalar = new ScalarKernels();
 
     static boolean usable() {
-        return I.length() == L && L >= 4 && ByteOrder.nativeOrder() == LE;
+        return I.length() == L && L >= 4;
     }
 
     /** Elements per decoded chunk for this dtype, or 1 when rows of it are read in natural order. */
@@ -388,43 +388,61 @@ final class VectorKernels implements Kernels {
     }
 
     /**
-     * The BF16 pairs of a {@code short[]} read as int lanes, as {@link #dotBf16(Tensor, long, int, float[], int)}
-     * reads a checkpoint's: the heap segment exposes the array's bytes in the platform's order, little-endian here
-     * ({@link #usable}), so an int holds element 2j in its low half.
+     * Packed BF16 values read as int lanes, as {@link #dotBf16(Tensor, long, int, float[], int)} reads a checkpoint's:
+     * an int holds elements 2j and 2j+1. From an odd element the pairs straddle ints, so those values (never the case
+     * for the latent caches of published models, whose widths are even) are widened into the layout first.
      */
     @Override
-    public float dotBf16(float[] x, int xOff, short[] v, int off, int n) {
-        MemorySegment seg = MemorySegment.ofArray(v);
+    public float dotBf16(float[] x, int xOff, int[] v, int off, int n) {
+        if ((off & 1) != 0) {
+            return dot(x, xOff, widenedInLayout(v, off, n), 0, n);
+        }
         int c = 2 * L;
         int full = n - n % c;
+        int pairs = off >> 1;
         FloatVector even = FloatVector.zero(F);
         FloatVector odd = FloatVector.zero(F);
         for (int i = 0; i < full; i += c) {
-            IntVector pair = IntVector.fromMemorySegment(I, seg, 2L * (off + i), LE);
+            IntVector pair = IntVector.fromArray(I, v, pairs + (i >> 1));
             even = pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i), even);
             odd = pair.and(0xFFFF0000).reinterpretAsFloats().fma(FloatVector.fromArray(F, x, xOff + i + L), odd);
         }
         float sum = sum(even.add(odd));
         for (int i = full; i < n; i++) {
-            sum += x[xOff + i] * Bf16.decode(v[off + i]);
+            sum += x[xOff + i] * Bf16.packed(v, off + i);
         }
         return sum;
     }
 
+    /** n packed BF16 values from element {@code off}, as floats in the BF16 layout. */
+    private float[] widenedInLayout(int[] v, int off, int n) {
+        float[] natural = new float[n];
+        for (int i = 0; i < n; i++) {
+            natural[i] = Bf16.packed(v, off + i);
+        }
+        float[] laid = new float[n];
+        toLayout(DType.BF16, 1, natural, 0, n, laid, 0);
+        return laid;
+    }
+
     @Override
-    public void axpyBf16(float alpha, short[] v, int off, float[] y, int yOff, int n) {
-        MemorySegment seg = MemorySegment.ofArray(v);
+    public void axpyBf16(float alpha, int[] v, int off, float[] y, int yOff, int n) {
+        if ((off & 1) != 0) {
+            axpy(alpha, widenedInLayout(v, off, n), 0, y, yOff, n);
+            return;
+        }
         FloatVector a = FloatVector.broadcast(F, alpha);
         int c = 2 * L;
         int full = n - n % c;
+        int pairs = off >> 1;
         for (int i = 0; i < full; i += c) {
-            IntVector pair = IntVector.fromMemorySegment(I, seg, 2L * (off + i), LE);
+            IntVector pair = IntVector.fromArray(I, v, pairs + (i >> 1));
             int yi = yOff + i;
             pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(a, FloatVector.fromArray(F, y, yi)).intoArray(y, yi);
             pair.and(0xFFFF0000).reinterpretAsFloats().fma(a, FloatVector.fromArray(F, y, yi + L)).intoArray(y, yi + L);
         }
         for (int i = full; i < n; i++) {
-            y[yOff + i] += alpha * Bf16.decode(v[off + i]);
+            y[yOff + i] += alpha * Bf16.packed(v, off + i);
         }
     }
 }

@@ -116,9 +116,9 @@ class KernelsTest {
     }
 
     /**
-     * The BF16 latent-KV products against their definition: a query put in the BF16 order and dotted with BF16
-     * values at any offset (odd ones too, as a cache's k_pe part starts mid-row), a weighted sum into an order-laid
-     * output and back; lengths with and without a tail.
+     * The BF16 latent-KV products against their definition: a query put in the BF16 order and dotted with packed BF16
+     * values at any element offset (odd ones take the scalar path), a weighted sum into an order-laid output and back;
+     * lengths with and without a tail.
      */
     @Test
     void bf16CacheProductsMatchTheScalarDefinitionAtAnyOffset() {
@@ -127,9 +127,9 @@ class KernelsTest {
         SplittableRandom random = new SplittableRandom(5);
         for (int n : new int[] {7, 16, 64, 512 + 64, 600}) {
             for (int off : new int[] {0, 1, 3, 64}) {
-                short[] v = new short[off + n + 5];
-                for (int i = 0; i < v.length; i++) {
-                    v[i] = Bf16.encode((float) random.nextGaussian());
+                int[] v = new int[Bf16.packedLength(off + n + 5)];
+                for (int i = 0; i < off + n + 5; i++) {
+                    Bf16.pack(v, i, (float) random.nextGaussian());
                 }
                 float[] x = new float[n];
                 for (int i = 0; i < n; i++) {
@@ -137,7 +137,7 @@ class KernelsTest {
                 }
                 double exact = 0;
                 for (int i = 0; i < n; i++) {
-                    exact += (double) x[i] * Bf16.decode(v[off + i]);
+                    exact += (double) x[i] * Bf16.packed(v, off + i);
                 }
                 float[] ordered = new float[n];
                 k.toLayout(DType.BF16, 1, x, 0, n, ordered, 0);

@@ -1,0 +1,326 @@
+package dev.deepserve.model.engine;
+
+import dev.deepserve.model.weights.Bf16;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.FileTime;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.regex.Pattern;
+import java.util.zip.CRC32;
+
+/**
+ * The prefix cache's disk tier (DeepSeek's context cache lives on disk): blocks the memory tier evicts are written to
+ * one file each under a directory of this model's own, named by the block's hash-chain key, and found again by the same
+ * key when a later prompt shares the prefix — after a restart too, since the directory is read back at start. Files
+ * are written off the step thread (one writer thread; a block still being written is served from its pending copy),
+ * replaced atomically, kept under a byte budget least-recently-used first, and carry a CRC-32 over everything: a file
+ * that is truncated, corrupted or of another shape is deleted and its tokens computed again, never served.
+ *
+ * <p>File layout (little-endian): magic "DSPB", version, block tokens, layers, stride, MTP stride (0: none), value width
+ * (2: BF16, 4: float32), the block's token ids, then per layer (main, then MTP) its {@code tokens × stride} values,
+ * then the CRC-32 of all bytes before it.
+ */
+public final class PrefixDiskTier implements AutoCloseable {
+
+    private static final System.Logger LOG = System.getLogger(PrefixDiskTier.class.getName());
+    private static final int MAGIC = 0x44535042; // "DSPB"
+    private static final int VERSION = 1;
+    private static final int HEADER = 7 * Integer.BYTES;
+    private static final Pattern NAME = Pattern.compile("[0-9a-f]{32}\\.kvb");
+
+    /** One block's KV as floats (already rounded to the cache's precision when it came from a BF16 cache). */
+    public record Block(int[] tokens, float[][] layers, float[] mtp, KvPrecision precision) {
+    }
+
+    private final Path dir;
+    private final long budgetBytes;
+    private final int blockTokens;
+    /** Files on disk by key, least recently used first, with their sizes. */
+    private final LinkedHashMap<String, Long> files = new LinkedHashMap<>(256, 0.75f, true);
+    /** Blocks handed to the writer and not on disk yet: served from here meanwhile. */
+    private final Map<String, Block> pending = new HashMap<>();
+    private final ExecutorService writer;
+    private final AtomicLong hits = new AtomicLong();
+    private final AtomicLong dropped = new AtomicLong();
+    private long usedBytes;
+
+    /**
+     * A tier in {@code dir} (created if needed) holding at most {@code budgetBytes}; the files already there are its
+     * contents, most recently modified last. {@code dir} must be this model's own: keys name token prefixes, not models.
+     */
+    public PrefixDiskTier(Path dir, long budgetBytes, int blockTokens) throws IOException {
+        if (budgetBytes <= 0) {
+            throw new IllegalArgumentException("the disk tier needs a positive byte budget");
+        }
+        this.dir = Files.createDirectories(dir);
+        this.budgetBytes = budgetBytes;
+        this.blockTokens = blockTokens;
+        List<Path> found = new ArrayList<>();
+        try (DirectoryStream<Path> s = Files.newDirectoryStream(dir)) {
+            for (Path p : s) {
+                String name = p.getFileName().toString();
+                if (NAME.matcher(name).matches()) {
+                    found.add(p);
+                } else if (name.endsWith(".tmp")) {
+                    Files.deleteIfExists(p); // a write the process did not finish
+                }
+            }
+        }
+        found.sort(Comparator.comparing(PrefixDiskTier::modified));
+        for (Path p : found) {
+            long size = Files.size(p);
+            files.put(p.getFileName().toString().substring(0, 32), size);
+            usedBytes += size;
+        }
+        this.writer = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "prefix-disk-writer");
+            t.setDaemon(true);
+            return t;
+        });
+        trim();
+    }
+
+    private static FileTime modified(Path p) {
+        try {
+            return Files.getLastModifiedTime(p);
+        } catch (IOException e) {
+            return FileTime.fromMillis(0);
+        }
+    }
+
+    /** Keeps {@code block} under {@code key}: copied now, written by the writer thread. */
+    public void spill(String key, Block block) {
+        if (!NAME.matcher(key + ".kvb").matches() || block.tokens().length != blockTokens) {
+            throw new IllegalArgumentException("not a prefix block key or a block of " + blockTokens + " tokens");
+        }
+        synchronized (this) {
+            if (files.containsKey(key) || pending.containsKey(key)) {
+                return;
+            }
+            pending.put(key, block);
+        }
+        writer.execute(() -> write(key, block));
+    }
+
+    private void write(String key, Block block) {
+        byte[] bytes = encode(block);
+        Path tmp = dir.resolve(key + ".tmp");
+        Path file = dir.resolve(key + ".kvb");
+        try {
+            Files.write(tmp, bytes);
+            try {
+                Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING);
+            }
+            synchronized (this) {
+                pending.remove(key);
+                files.put(key, (long) bytes.length);
+                usedBytes += bytes.length;
+                trim();
+            }
+        } catch (IOException | UncheckedIOException e) {
+            synchronized (this) {
+                pending.remove(key);
+            }
+            LOG.log(System.Logger.Level.WARNING, "prefix cache: cannot write a block to {0}: {1}", dir, e.getMessage());
+            try {
+                Files.deleteIfExists(tmp);
+            } catch (IOException ignored) {
+                // the next start deletes it
+            }
+        }
+    }
+
+    /** Deletes least recently used files until the tier is within its budget. Holds the lock. */
+    private void trim() {
+        var it = files.entrySet().iterator();
+        while (usedBytes > budgetBytes && it.hasNext()) {
+            var e = it.next();
+            it.remove();
+            usedBytes -= e.getValue();
+            delete(e.getKey());
+        }
+    }
+
+    private void delete(String key) {
+        try {
+            Files.deleteIfExists(dir.resolve(key + ".kvb"));
+        } catch (IOException e) {
+            LOG.log(System.Logger.Level.WARNING, "prefix cache: cannot delete {0}: {1}", key, e.getMessage());
+        }
+    }
+
+    /**
+     * The block kept under {@code key} with this shape, or null: absent, or dropped now because its file is damaged or
+     * of another shape (counted in {@link #dropped}). Reads on the caller's thread.
+     */
+    public Block read(String key, int layers, int stride, int mtpStride) {
+        Block waiting;
+        synchronized (this) {
+            waiting = pending.get(key);
+            if (waiting == null && files.get(key) == null) {
+                return null;
+            }
+        }
+        if (waiting != null) {
+            hits.incrementAndGet();
+            return waiting;
+        }
+        Path file = dir.resolve(key + ".kvb");
+        try {
+            Block b = decode(Files.readAllBytes(file), layers, stride, mtpStride);
+            hits.incrementAndGet();
+            return b;
+        } catch (IOException | IllegalArgumentException e) {
+            LOG.log(System.Logger.Level.WARNING, "prefix cache: dropping disk block {0}: {1}", key, e.getMessage());
+            synchronized (this) {
+                Long size = files.remove(key);
+                if (size != null) {
+                    usedBytes -= size;
+                }
+                delete(key);
+            }
+            dropped.incrementAndGet();
+            return null;
+        }
+    }
+
+    private byte[] encode(Block b) {
+        int width = b.precision().bytes();
+        int stride = b.layers()[0].length / blockTokens;
+        int mtpStride = b.mtp() == null ? 0 : b.mtp().length / blockTokens;
+        long values = (long) b.layers().length * stride * blockTokens + (long) mtpStride * blockTokens;
+        ByteBuffer buf = ByteBuffer.allocate(Math.toIntExact(HEADER + 4L * blockTokens + values * width + 4)).order(ByteOrder.LITTLE_ENDIAN);
+        buf.putInt(MAGIC).putInt(VERSION).putInt(blockTokens).putInt(b.layers().length).putInt(stride).putInt(mtpStride).putInt(width);
+        for (int t : b.tokens()) {
+            buf.putInt(t);
+        }
+        for (float[] layer : b.layers()) {
+            put(buf, layer, width);
+        }
+        if (b.mtp() != null) {
+            put(buf, b.mtp(), width);
+        }
+        CRC32 crc = new CRC32();
+        crc.update(buf.array(), 0, buf.position());
+        buf.putInt((int) crc.getValue());
+        return buf.array();
+    }
+
+    private static void put(ByteBuffer buf, float[] values, int width) {
+        for (float v : values) {
+            if (width == 2) {
+                buf.putShort(Bf16.encode(v));
+            } else {
+                buf.putFloat(v);
+            }
+        }
+    }
+
+    private Block decode(byte[] bytes, int layers, int stride, int mtpStride) {
+        if (bytes.length < HEADER + 4) {
+            throw new IllegalArgumentException("truncated");
+        }
+        ByteBuffer buf = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
+        CRC32 crc = new CRC32();
+        crc.update(bytes, 0, bytes.length - 4);
+        if (buf.getInt(bytes.length - 4) != (int) crc.getValue()) {
+            throw new IllegalArgumentException("checksum mismatch");
+        }
+        if (buf.getInt() != MAGIC || buf.getInt() != VERSION) {
+            throw new IllegalArgumentException("not a prefix block of this version");
+        }
+        int tokens = buf.getInt();
+        int fileLayers = buf.getInt();
+        int fileStride = buf.getInt();
+        int fileMtp = buf.getInt();
+        int width = buf.getInt();
+        if (tokens != blockTokens || fileLayers != layers || fileStride != stride || (fileMtp != 0 && fileMtp != mtpStride) || (width != 2 && width != 4)) {
+            throw new IllegalArgumentException("a block of another shape (" + tokens + " tokens, " + fileLayers + "×" + fileStride + ", MTP "
+                    + fileMtp + ", " + width + "-byte values)");
+        }
+        long expected = HEADER + 4L * tokens + ((long) fileLayers * fileStride + fileMtp) * tokens * width + 4;
+        if (bytes.length != expected) {
+            throw new IllegalArgumentException("size " + bytes.length + ", expected " + expected);
+        }
+        int[] ids = new int[tokens];
+        for (int i = 0; i < tokens; i++) {
+            ids[i] = buf.getInt();
+        }
+        float[][] values = new float[fileLayers][];
+        for (int l = 0; l < fileLayers; l++) {
+            values[l] = get(buf, tokens * fileStride, width);
+        }
+        float[] mtp = fileMtp == 0 ? null : get(buf, tokens * fileMtp, width);
+        return new Block(ids, values, mtp, width == 2 ? KvPrecision.BF16 : KvPrecision.FLOAT32);
+    }
+
+    private static float[] get(ByteBuffer buf, int n, int width) {
+        float[] out = new float[n];
+        for (int i = 0; i < n; i++) {
+            out[i] = width == 2 ? Bf16.decode(buf.getShort()) : buf.getFloat();
+        }
+        return out;
+    }
+
+    /** Waits until every spilled block is on disk (tests, shutdown). */
+    public void flush() throws InterruptedException {
+        var done = writer.submit(() -> { });
+        try {
+            done.get(1, TimeUnit.MINUTES);
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+            throw new IllegalStateException("the disk tier's writer did not finish", e);
+        }
+    }
+
+    public synchronized long usedBytes() {
+        return usedBytes;
+    }
+
+    public synchronized int blocks() {
+        return files.size();
+    }
+
+    /** Blocks served from disk (or from a pending write) so far. */
+    public long hits() {
+        return hits.get();
+    }
+
+    /** Damaged or mismatched files dropped so far. */
+    public long dropped() {
+        return dropped.get();
+    }
+
+    public Path dir() {
+        return dir;
+    }
+
+    /** Finishes the writes already handed over, then stops the writer. */
+    @Override
+    public void close() {
+        writer.shutdown();
+        try {
+            writer.awaitTermination(30, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+}
