@@ -2,7 +2,6 @@ package dev.deepserve.bench;
 
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.CpuStepRunner;
-import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
 import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.serving.GenerationRequest;
@@ -58,25 +57,10 @@ public final class BatchingBench {
 
     /** {tokens/s, ms per step, draft acceptance}. */
     static double[] run(Transformer model, Tokenizer tokenizer, int batch, int tokens, boolean mtp) throws Exception {
-        AtomicLong steps = new AtomicLong();
-        AtomicLong drafts = new AtomicLong();
-        AtomicLong accepted = new AtomicLong();
+        StepCounter counter = new StepCounter();
         DecodeLoop loop = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(batch, 8192, 1 << 22, 64, 512, 10_000, mtp, Duration.ofMinutes(1))
                 .withKvPrecision(KvPrecision.BF16),
-                new LoopMetrics() {
-                    @Override
-                    public void step(int sequences, long nanos) {
-                        steps.incrementAndGet();
-                    }
-
-                    @Override
-                    public void draft(boolean ok) {
-                        drafts.incrementAndGet();
-                        if (ok) {
-                            accepted.incrementAndGet();
-                        }
-                    }
-                });
+                counter);
         AtomicInteger done = new AtomicInteger();
         AtomicLong generated = new AtomicLong();
         for (int b = 0; b < batch; b++) {
@@ -91,6 +75,6 @@ public final class BatchingBench {
             loop.runOnce(1);
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
-        return new double[] {generated.get() / seconds, 1000 * seconds / Math.max(1, steps.get()), drafts.get() == 0 ? 0 : (double) accepted.get() / drafts.get()};
+        return new double[] {generated.get() / seconds, 1000 * seconds / Math.max(1, counter.steps.get()), counter.acceptance()};
     }
 }

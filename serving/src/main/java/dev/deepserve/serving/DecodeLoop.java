@@ -52,6 +52,9 @@ public final class DecodeLoop {
         this.pool = runner.newPool(settings.kvBlockTokens(), settings.kvBudgetTokens(), settings.kvPrecision());
         this.mtpPool = speculator == null ? null : runner.newDraftPool(settings.kvBlockTokens(), settings.kvBudgetTokens(), settings.kvPrecision());
         this.scheduler = new Scheduler(settings, pool, mtpPool, prefixCache, metrics);
+        if (speculator != null) {
+            scheduler.speculateNewcomerWhen(speculator::worthTrying);
+        }
         this.limits = new RequestLimits(config, settings.maxContext(), kvBudget(), settings.kvPrecision());
         if (prefixCache != null) {
             prefixCache.attach(pool, mtpPool); // cached prefixes become shared pool blocks (when the block sizes agree)
@@ -175,9 +178,22 @@ public final class DecodeLoop {
         return mtpPool;
     }
 
-    /** Tests only: replaces each MTP draft (given the sequence and the module's own draft). */
-    void draftOverride(BiFunction<Sequence, Integer, Integer> override) {
+    /**
+     * Tests and benchmarks: replaces each greedy MTP draft (given the sequence and the module's own draft), e.g. by an
+     * oracle that knows the greedy continuation and is right at a chosen rate ({@code bench/run mtp}).
+     */
+    public void draftOverride(BiFunction<Sequence, Integer, Integer> override) {
         speculator.draftOverride = override;
+    }
+
+    /** Benchmarks: keep every sequence speculating whatever its acceptance (the losing side of the curve is measured too). */
+    public void keepSpeculating() {
+        speculator.adaptive = false;
+    }
+
+    /** The acceptance rate below which this loop stops a sequence's speculation (measured; see {@code Speculator.breakEven}). */
+    public double speculationBreakEven() {
+        return speculator == null ? Double.NaN : speculator.breakEven();
     }
 
     public int lastBatch() {
@@ -211,6 +227,10 @@ public final class DecodeLoop {
     /** One step: plan, run on the backend, update every stepping sequence from the scores. */
     private void step() {
         dropGoneReaders(System.nanoTime());
+        boolean decodeOnly = scheduler.active().stream().noneMatch(Sequence::prefilling);
+        if (speculator != null && decodeOnly) {
+            speculator.beginStep(scheduler.active());
+        }
         StepPlan plan = scheduler.schedule(runner.maxRows(), settings.prefillChunk());
         if (plan.isEmpty()) {
             Thread.onSpinWait();
@@ -220,6 +240,7 @@ public final class DecodeLoop {
         long t0 = System.nanoTime();
         boolean picksSuffice = plan.entries().stream().allMatch(e -> e.sequence().plainGreedy());
         StepScores scores = runner.forward(plan.steps(), plan.logitRows(), picksSuffice);
+        long mainNanos = System.nanoTime() - t0;
         for (StepPlan.Entry e : plan.entries()) {
             if (e.decoding()) {
                 afterDecode(e, scores);
@@ -228,7 +249,12 @@ public final class DecodeLoop {
             }
         }
         if (speculator != null) {
-            for (Sequence s : speculator.proposeDrafts()) {
+            long d0 = System.nanoTime();
+            List<Sequence> drafted = speculator.proposeDrafts();
+            if (decodeOnly) {
+                speculator.timed(mainNanos, drafted.isEmpty() ? 0 : System.nanoTime() - d0);
+            }
+            for (Sequence s : drafted) {
                 storePrompt(s); // its MTP KV now covers the prompt too
             }
         }

@@ -38,6 +38,9 @@ final class Scheduler {
     private record Prefilled(Sequence sequence, int firstToken) {
     }
 
+    /** Whether a newly admitted sequence should try speculating (the loop's speculator decides; default: yes). */
+    private java.util.function.BooleanSupplier speculateNewcomer = () -> true;
+
     Scheduler(LoopSettings settings, KvBlockPool pool, KvBlockPool mtpPool, PrefixCache prefixCache, LoopMetrics metrics) {
         this.pool = pool;
         this.mtpPool = mtpPool;
@@ -45,6 +48,10 @@ final class Scheduler {
         this.metrics = metrics;
         this.maxBatch = settings.maxBatch();
         this.admission = new KvAdmissionPolicy(settings.admission(), pool, mtpPool, active, metrics);
+    }
+
+    void speculateNewcomerWhen(java.util.function.BooleanSupplier rule) {
+        this.speculateNewcomer = rule;
     }
 
     /** KV blocks a request may need at most (see {@link KvAdmissionPolicy#blocksFor}). */
@@ -180,6 +187,9 @@ final class Scheduler {
     /** Gives an admitted sequence its caches, filled from the prefix cache where it can be, and makes it active. */
     private void start(Sequence s) {
         s.cache = new KvCache(pool);
+        if (mtpPool != null && s.speculation.on && s.preemptions == 0 && !speculateNewcomer.getAsBoolean()) {
+            s.speculation.on = false; // speculation measured as a loss here: this one decodes plainly
+        }
         s.speculation.kv = mtpPool == null || !s.speculation.on ? null : new KvCache(mtpPool);
         if (prefixCache != null) {
             int hit = prefixCache.load(s.context(), s.cache, s.speculation.kv);

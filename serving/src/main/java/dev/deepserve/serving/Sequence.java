@@ -51,6 +51,11 @@ public final class Sequence {
         return cachedTokens;
     }
 
+    /** Tokens generated so far. */
+    public int generated() {
+        return generated;
+    }
+
     public String requestId() {
         return request.requestId();
     }

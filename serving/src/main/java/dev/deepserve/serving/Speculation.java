@@ -31,14 +31,15 @@ final class Speculation {
     }
 
     /**
-     * Counts one verified draft; true when speculation should stop for this sequence: it costs an MTP pass per step,
-     * and below one accepted draft in four after the probe window it does not pay back (the output is the same
-     * either way).
+     * Counts one verified draft; true when speculation should stop for this sequence: each step costs an MTP pass
+     * on top of the main one, and a step gives 1 + (acceptance) tokens, so after the probe window an acceptance below
+     * {@code breakEven} (the MTP pass's measured share of a step, {@link Speculator#breakEven}) loses time. The output
+     * is the same either way.
      */
-    boolean verified(boolean wasAccepted) {
+    boolean verified(boolean wasAccepted, double breakEven) {
         proposed++;
         accepted += wasAccepted ? 1 : 0;
-        return proposed >= PROBE_DRAFTS && accepted * 4 < proposed;
+        return proposed >= PROBE_DRAFTS && (breakEven >= 1 || accepted < breakEven * proposed);
     }
 
     /** Forgets the KV and the pending draft (the caller gives the blocks back): after a preemption or at the end. */

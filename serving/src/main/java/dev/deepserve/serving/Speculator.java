@@ -25,8 +25,23 @@ final class Speculator {
     private final List<Integer> mainRows = new ArrayList<>();
     /** Per MTP step: the sequence that drafts from its last row, or null (a prompt chunk that does not end the prompt). */
     private final List<Sequence> owners = new ArrayList<>();
-    /** Tests only: replaces the MTP draft (given the sequence and the MTP's own draft) to exercise accept and rollback paths. */
+    /** Tests and benchmarks: replaces the MTP draft (given the sequence and the MTP's own draft). */
     BiFunction<Sequence, Integer, Integer> draftOverride;
+    /** Benchmarks: false keeps every sequence speculating whatever its acceptance (to measure the losing side too). */
+    boolean adaptive = true;
+    /** Every this many speculative decode steps, one control step runs plain (drafts dropped) to time plain decoding. */
+    static final int CONTROL_EVERY = 32;
+    private int sinceControl;
+    private boolean control;
+    /** Recent speculative decode steps' time (main pass with the draft rows + MTP pass), an average that follows the load. */
+    private double speculativeNanos;
+    /** Speculative step time over plain step time, averaged over control steps (0: none measured yet). */
+    private double costRatio;
+    /** Before any control step: the MTP pass's share of a speculative step's main pass (a lower bound of the cost). */
+    private double draftShare = 0.25;
+    /** When speculation cannot pay here, one newcomer in this many still tries it, so the measurement stays current. */
+    static final int PROBE_EVERY = 16;
+    private int newcomers;
 
     Speculator(StepRunner runner, LoopMetrics metrics) {
         this.runner = runner;
@@ -145,7 +160,69 @@ final class Speculator {
     /** Counts a verified draft; true when the sequence should stop speculating (see {@link Speculation#verified}). */
     boolean verified(Sequence s, boolean accepted) {
         metrics.draft(accepted);
-        return s.speculation.verified(accepted);
+        return s.speculation.verified(accepted, breakEven()) && adaptive;
+    }
+
+    /**
+     * Called before a decode-only step is planned: true when this step is a control step, whose pending drafts are
+     * dropped so it runs plain (the sequences draft again after it, as after a rejected draft; output unchanged).
+     */
+    boolean beginStep(List<Sequence> active) {
+        control = adaptive && ++sinceControl > CONTROL_EVERY;
+        if (control) {
+            sinceControl = 0;
+            for (Sequence s : active) {
+                s.speculation.draft = -1;
+                s.speculation.draftProbs = null;
+            }
+        }
+        return control;
+    }
+
+    /**
+     * A decode-only step's main pass and MTP pass took these times. Speculative steps feed a running average of their
+     * whole time; a control step's main pass is what plain decoding costs now, and their ratio is the cost of
+     * speculating.
+     */
+    void timed(long mainNanos, long draftNanos) {
+        if (mainNanos <= 0) {
+            return;
+        }
+        if (control) {
+            if (speculativeNanos > 0) {
+                double ratio = speculativeNanos / mainNanos;
+                costRatio = costRatio == 0 ? ratio : 0.7 * costRatio + 0.3 * ratio;
+            }
+            return;
+        }
+        if (draftNanos > 0) {
+            double step = mainNanos + draftNanos;
+            speculativeNanos = speculativeNanos == 0 ? step : 0.7 * speculativeNanos + 0.3 * step;
+            draftShare = 0.9 * draftShare + 0.1 * ((double) draftNanos / mainNanos);
+        }
+    }
+
+    /**
+     * Whether a newly admitted sequence should speculate: yes, unless the measured cost says no acceptance can pay
+     * (break-even at 100 % or more) — then only one newcomer in {@link #PROBE_EVERY}, whose steps keep the measurement
+     * current (the load, the batch size or the backend may change what speculation costs).
+     */
+    boolean worthTrying() {
+        if (!adaptive || costRatio == 0 || breakEven() < 1) {
+            return true;
+        }
+        return ++newcomers % PROBE_EVERY == 0;
+    }
+
+    /**
+     * The acceptance speculation must reach to pay: a speculative step gives 1 + a tokens in the time a plain step
+     * gives 1 times the measured cost ratio r, so a must exceed r − 1 (1 or more: it cannot pay). Before a control step
+     * has been timed, the MTP pass's share of the main pass stands in (it ignores the draft row's own cost). At least
+     * 5 %, so one odd measurement cannot switch every sequence off.
+     */
+    double breakEven() {
+        double needed = costRatio > 0 ? costRatio - 1 : draftShare;
+        return Math.max(0.05, needed);
     }
 
     private static int[] toArray(List<Integer> list) {

@@ -412,6 +412,81 @@ class DecodeLoopTest {
         assertEquals(p.ids, c.ids, "the same output before, during and after speculation");
     }
 
+    /**
+     * The switch-off rule follows the measured cost of speculating: control steps (every
+     * {@code Speculator.CONTROL_EVERY}) time plain decoding, speculative steps their main + MTP passes, and the
+     * acceptance needed is their ratio − 1 (at or past 1: it cannot pay, so every sequence stops after its probe
+     * window). Timings are fed by hand here; the loop below only shows they are measured and that output is unchanged.
+     */
+    @Test
+    void theBreakEvenAcceptanceIsTheMeasuredCostOfSpeculating() throws Exception {
+        Speculator spec = new Speculator(new CpuStepRunner(model), LoopMetrics.NONE);
+        assertEquals(0.25, spec.breakEven(), 1e-9, "before anything is timed: the classic one in four");
+        List<Sequence> none = List.of();
+        for (int i = 0; i < Speculator.CONTROL_EVERY; i++) {
+            assertTrue(!spec.beginStep(none));
+            spec.timed(10_000_000, 3_000_000); // speculative: 13 ms a step
+        }
+        assertTrue(spec.beginStep(none), "a control step after CONTROL_EVERY speculative ones");
+        spec.timed(10_000_000, 2_000_000); // plain: 10 ms (the MTP pass of a control step does not count)
+        assertEquals(0.3, spec.breakEven(), 1e-9, "13 ms for 1 + a tokens against 10 ms for 1: a must beat 30 %");
+        for (int accepted : new int[] {9, 10}) { // of the 32-draft probe window: 28 % stops, 31 % goes on
+            Speculation s = new Speculation();
+            boolean stop = false;
+            for (int i = 0; i < Speculation.PROBE_DRAFTS; i++) {
+                stop = s.verified(i < accepted, spec.breakEven());
+            }
+            assertEquals(accepted == 9, stop, accepted + " of " + Speculation.PROBE_DRAFTS + " accepted against a 30 % break-even");
+        }
+        Speculation hopeless = new Speculation();
+        boolean stop = false;
+        for (int i = 0; i < Speculation.PROBE_DRAFTS; i++) {
+            stop = hopeless.verified(true, 1.2);
+        }
+        assertTrue(stop, "every draft accepted still loses when a speculative step costs 2.2 plain ones");
+
+        assertTrue(spec.worthTrying(), "at a 30 % break-even every newcomer tries");
+        for (int i = 0; i < 4 * (Speculator.CONTROL_EVERY + 1); i++) { // four control steps: the averages follow the change
+            spec.beginStep(none);
+            spec.timed(10_000_000, 15_000_000); // now 25 ms against 10 ms: cannot pay
+        }
+        assertTrue(spec.breakEven() >= 1, "break-even " + spec.breakEven());
+        int trying = 0;
+        for (int i = 0; i < 4 * Speculator.PROBE_EVERY; i++) {
+            trying += spec.worthTrying() ? 1 : 0;
+        }
+        assertEquals(4, trying, "one newcomer in PROBE_EVERY keeps measuring");
+    }
+
+    /** Kept on by force ({@code keepSpeculating}), a never-right sequence keeps drafting to the end, output unchanged. */
+    @Test
+    void speculationCanBeKeptOnByForceAndTheLoopMeasuresItsBreakEven() throws Exception {
+        Map<Integer, Collect> plain = run(loop(false, 1, null), 1, 80);
+        int[] drafts = {0};
+        DecodeLoop l = new DecodeLoop(new CpuStepRunner(model), tokenizer, null, new LoopSettings(1, 4096, 1 << 20, 16, 5, 1000, true,
+                Duration.ofSeconds(30)), new LoopMetrics() {
+                    @Override
+                    public void draft(boolean accepted) {
+                        drafts[0]++;
+                    }
+                });
+        l.keepSpeculating();
+        l.draftOverride((s, own) -> 7); // never right, kept on anyway
+        Collect c = new Collect();
+        l.submit(new GenerationRequest("r0", prompt(0, 3), 80, SamplingParams.GREEDY, List.of()), c);
+        while (c.finish == null) {
+            l.runOnce(1);
+        }
+        assertEquals(plain.get(0).ids, c.ids, "the same output whatever the drafts");
+        assertTrue(drafts[0] > Speculation.PROBE_DRAFTS, "still drafting after the probe window: " + drafts[0] + " drafts");
+
+        DecodeLoop adaptive = loop(true, 1, null);
+        Map<Integer, Collect> out = run(adaptive, 1, 80);
+        assertEquals(plain.get(0).ids, out.get(0).ids, "control steps do not change the output");
+        double breakEven = adaptive.speculationBreakEven();
+        assertTrue(breakEven >= 0.05 && breakEven != 0.25, "a measured break-even: " + breakEven);
+    }
+
     @Test
     void prefixCacheHitsDoNotChangeGreedyOutputWithMtp() throws Exception {
         PrefixCache prefix = new PrefixCache(16, 1 << 26);

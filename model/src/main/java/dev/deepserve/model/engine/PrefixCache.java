@@ -250,8 +250,9 @@ public final class PrefixCache {
             boolean pooled = mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool);
             long bytes = blockBytes(cache, mtp, pooled ? cache.precision().bytes() : Float.BYTES);
             if (bytes > budgetBytes) {
-                if (disk != null) { // memory cannot hold even one block: straight to the disk tier
-                    spill(key, copy(prompt, cache, mtp, b, bytes));
+                if (disk != null) { // memory cannot hold even one block: straight to the disk tier, at the cache's precision
+                    Block c = copy(prompt, cache, mtp, b, bytes);
+                    disk.spill(key, new PrefixDiskTier.Block(c.tokens(), c.layers(), c.mtp(), cache.precision()));
                 }
                 continue;
             }

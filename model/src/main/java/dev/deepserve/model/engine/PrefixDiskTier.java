@@ -70,6 +70,7 @@ public final class PrefixDiskTier implements AutoCloseable {
             throw new IllegalArgumentException("the disk tier needs a positive byte budget");
         }
         this.dir = Files.createDirectories(dir);
+        owned(dir, "rwx------"); // the blocks carry prompts' token ids: only this user reads them
         this.budgetBytes = budgetBytes;
         this.blockTokens = blockTokens;
         List<Path> found = new ArrayList<>();
@@ -95,6 +96,13 @@ public final class PrefixDiskTier implements AutoCloseable {
             return t;
         });
         trim();
+    }
+
+    /** Narrows a path to its owner where the file system has POSIX permissions. */
+    private static void owned(Path p, String permissions) throws IOException {
+        if (Files.getFileStore(p).supportsFileAttributeView(java.nio.file.attribute.PosixFileAttributeView.class)) {
+            Files.setPosixFilePermissions(p, java.nio.file.attribute.PosixFilePermissions.fromString(permissions));
+        }
     }
 
     private static FileTime modified(Path p) {
@@ -125,6 +133,7 @@ public final class PrefixDiskTier implements AutoCloseable {
         Path file = dir.resolve(key + ".kvb");
         try {
             Files.write(tmp, bytes);
+            owned(tmp, "rw-------");
             try {
                 Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } catch (AtomicMoveNotSupportedException e) {

@@ -15,7 +15,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The prefix cache's disk tier: blocks evicted from memory (over the byte budget, or reclaimed by a full pool) are
  * written to disk and served again — bit for bit, counted as hits — by a fresh cache over the same directory (a
- * restarted engine); a damaged file is dropped and never served; the tier stays within its byte budget.
+ * restarted engine), readable by the owner only; a damaged file is dropped and never served; the tier stays within its
+ * byte budget.
  */
 class PrefixDiskTierTest {
 
@@ -58,6 +59,12 @@ class PrefixDiskTierTest {
         hog.release();
         tier.flush();
         assertEquals(3, tier.blocks());
+        try (Stream<Path> files = Files.list(dir)) {
+            for (Path f : files.toList()) { // they carry prompts' token ids
+                assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(f)), f.toString());
+            }
+        }
+        assertEquals("rwx------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(dir)));
         tier.close();
 
         // a restarted engine: new pool, new memory tier, the same directory
