@@ -241,6 +241,7 @@ public final class DecodeLoop {
         boolean picksSuffice = plan.entries().stream().allMatch(e -> e.sequence().plainGreedy());
         StepScores scores = runner.forward(plan.steps(), plan.logitRows(), picksSuffice);
         long mainNanos = System.nanoTime() - t0;
+        int drafting = (int) plan.entries().stream().filter(e -> e.draftToVerify() >= 0).count();
         for (StepPlan.Entry e : plan.entries()) {
             if (e.decoding()) {
                 afterDecode(e, scores);
@@ -252,7 +253,7 @@ public final class DecodeLoop {
             long d0 = System.nanoTime();
             List<Sequence> drafted = speculator.proposeDrafts();
             if (decodeOnly) {
-                speculator.timed(mainNanos, drafted.isEmpty() ? 0 : System.nanoTime() - d0);
+                speculator.timed(mainNanos, drafted.isEmpty() ? 0 : System.nanoTime() - d0, plan.entries().size(), drafting);
             }
             for (Sequence s : drafted) {
                 storePrompt(s); // its MTP KV now covers the prompt too

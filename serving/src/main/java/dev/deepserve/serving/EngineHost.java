@@ -63,6 +63,7 @@ public final class EngineHost {
     private volatile Tokenizer tokenizer;
     private volatile ExpertParallel experts;
     private volatile PrefixDiskTier diskTier;
+    private volatile PrefixCache prefixCache;
     private final List<ExpertWorker.Spawned> spawned = new ArrayList<>();
     private Thread thread;
 
@@ -86,9 +87,13 @@ public final class EngineHost {
         if (thread != null) {
             thread.interrupt();
         }
-        PrefixDiskTier tier = diskTier;
-        if (tier != null) {
-            tier.close(); // the blocks already evicted reach the disk
+        Thread t = thread;
+        if (t != null && diskTier != null) {
+            try {
+                t.join(30_000); // it writes the memory tier's prefixes to disk as it ends
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
         }
         ExpertParallel ep = experts;
         if (ep != null) {
@@ -110,9 +115,16 @@ public final class EngineHost {
         }
         Path dir = options.prefixCacheDir().get().resolve(name).resolve(ModelFingerprint.of(options.modelDir(),
                 "block " + options.prefixBlockTokens() + ", " + options.kvPrecision().label()));
-        PrefixDiskTier tier = new PrefixDiskTier(dir, options.prefixCacheDiskMb() << 20, options.prefixBlockTokens());
+        PrefixDiskTier tier;
+        try {
+            tier = new PrefixDiskTier(dir, options.prefixCacheDiskMb() << 20, options.prefixBlockTokens());
+        } catch (java.io.IOException | RuntimeException e) { // an optional cache: the engine serves without it
+            LOG.log(System.Logger.Level.WARNING, "{0}: prefix cache disk tier off: {1} is not usable ({2})", name, dir, e.getMessage());
+            return "off (" + dir + " is not usable)";
+        }
         prefix.spillTo(tier);
         diskTier = tier;
+        prefixCache = prefix;
         return dir + " (" + tier.blocks() + " blocks, " + (tier.usedBytes() >> 20) + " of " + options.prefixCacheDiskMb() + " MiB)";
     }
 
@@ -207,10 +219,31 @@ public final class EngineHost {
             try {
                 loop.runOnce(200);
             } catch (InterruptedException e) {
-                return;
+                break;
             } catch (RuntimeException e) {
                 LOG.log(System.Logger.Level.ERROR, name + ": step failed; the sequences in it were failed", e);
             }
+        }
+        keepPrefixesOnDisk();
+    }
+
+    /**
+     * On the engine thread, after its last step: the prefix blocks still in memory go to the disk tier too, so a
+     * restarted engine finds them; then the tier's writer finishes.
+     */
+    private void keepPrefixesOnDisk() {
+        PrefixDiskTier tier = diskTier;
+        if (tier == null) {
+            return;
+        }
+        try {
+            PrefixCache prefix = prefixCache;
+            int blocks = prefix == null ? 0 : prefix.spillAll();
+            LOG.log(System.Logger.Level.INFO, "{0}: {1} prefix-cache blocks kept on disk for the next start", name, blocks);
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, name + ": could not keep the prefix cache on disk", e);
+        } finally {
+            tier.close();
         }
     }
 

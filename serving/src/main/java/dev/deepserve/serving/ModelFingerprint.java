@@ -13,9 +13,11 @@ import java.util.stream.Stream;
 
 /**
  * A short name for one checkpoint as the engine serves it, for keeping what it computed apart from other models': the
- * SHA-256 of its {@code config.json}, each weight file's name and size and its first and last 64 KiB (a changed
- * tensor anywhere moves a file's size or its header, which lists every tensor's offsets, or its data at the ends),
- * and whatever the caller adds (block size, KV precision). Cheap on a 700 GB checkpoint: it reads a few MiB.
+ * SHA-256 of its {@code config.json}, and of each weight file its name, size, modification time, file key (inode) and
+ * first and last 64 KiB, and whatever the caller adds (block size, KV precision). A fine-tune of the same shape has the
+ * same sizes and safetensors headers, so the time and inode are what tell it apart when its edges match: the rule errs
+ * towards a new name (a copied checkpoint starts with an empty disk tier), never towards serving another model's KV.
+ * Cheap on a 700 GB checkpoint: it reads a few MiB.
  */
 final class ModelFingerprint {
 
@@ -33,8 +35,10 @@ final class ModelFingerprint {
                 weights = s.filter(p -> p.getFileName().toString().endsWith(".safetensors")).sorted().toList();
             }
             for (Path w : weights) {
-                long size = Files.size(w);
-                d.update((w.getFileName() + "\n" + size + "\n").getBytes(StandardCharsets.UTF_8));
+                var attributes = Files.readAttributes(w, java.nio.file.attribute.BasicFileAttributes.class);
+                long size = attributes.size();
+                d.update((w.getFileName() + "\n" + size + "\n" + attributes.lastModifiedTime().toMillis() + "\n" + attributes.fileKey() + "\n")
+                        .getBytes(StandardCharsets.UTF_8));
                 try (InputStream in = Files.newInputStream(w)) {
                     d.update(in.readNBytes(EDGE));
                     long skip = size - 2L * EDGE;

@@ -178,6 +178,12 @@ final class Scheduler {
                 continue;
             }
             s.cache = s.cache.copyTo(pool);
+            if (s.speculation.kv != null && !speculateNewcomer.getAsBoolean()) { // speculation measured as a loss here
+                s.speculation.on = false;
+                s.speculation.kv = null;
+                s.speculation.draft = -1;
+                s.speculation.draftProbs = null;
+            }
             s.speculation.kv = s.speculation.kv == null ? null : s.speculation.kv.copyTo(mtpPool);
             admission.admitted(s);
             takeOver.accept(s, p.firstToken());

@@ -29,14 +29,18 @@ final class Speculator {
     BiFunction<Sequence, Integer, Integer> draftOverride;
     /** Benchmarks: false keeps every sequence speculating whatever its acceptance (to measure the losing side too). */
     boolean adaptive = true;
-    /** Every this many speculative decode steps, one control step runs plain (drafts dropped) to time plain decoding. */
+    /** Every this many decode-only steps, one control step runs plain (drafts dropped) to time plain decoding. */
     static final int CONTROL_EVERY = 32;
     private int sinceControl;
     private boolean control;
-    /** Recent speculative decode steps' time (main pass with the draft rows + MTP pass), an average that follows the load. */
+    /**
+     * Speculative decode steps timed since the last control step: their time (main pass with the draft rows + MTP
+     * pass) and sequences per drafting sequence (B / k), averages that follow the load; reset at each control step.
+     */
     private double speculativeNanos;
-    /** Speculative step time over plain step time, averaged over control steps (0: none measured yet). */
-    private double costRatio;
+    private double perDrafter;
+    /** The acceptance that pays, averaged over control steps (0: none measured yet). */
+    private double measuredBreakEven;
     /** Before any control step: the MTP pass's share of a speculative step's main pass (a lower bound of the cost). */
     private double draftShare = 0.25;
     /** When speculation cannot pay here, one newcomer in this many still tries it, so the measurement stays current. */
@@ -180,24 +184,30 @@ final class Speculator {
     }
 
     /**
-     * A decode-only step's main pass and MTP pass took these times. Speculative steps feed a running average of their
-     * whole time; a control step's main pass is what plain decoding costs now, and their ratio is the cost of
-     * speculating.
+     * A decode-only step of {@code sequences} sequences, {@code drafting} of them with a draft, took these times (main
+     * pass, MTP pass). Speculative steps feed running averages of their whole time and of sequences per drafting one;
+     * a control step's main pass is what plain decoding costs now. With B sequences of which k draft, a speculative
+     * step gives B + k·a tokens in time T_s where plain gives B in T_p, so speculating pays when
+     * a > (B / k)·(T_s / T_p − 1): that is what each control step measures, against the speculative steps since the last.
      */
-    void timed(long mainNanos, long draftNanos) {
+    void timed(long mainNanos, long draftNanos, int sequences, int drafting) {
         if (mainNanos <= 0) {
             return;
         }
         if (control) {
             if (speculativeNanos > 0) {
-                double ratio = speculativeNanos / mainNanos;
-                costRatio = costRatio == 0 ? ratio : 0.7 * costRatio + 0.3 * ratio;
+                double needed = perDrafter * (speculativeNanos / mainNanos - 1);
+                measuredBreakEven = measuredBreakEven == 0 ? needed : 0.7 * measuredBreakEven + 0.3 * needed;
+                speculativeNanos = 0; // the next control step compares with fresh speculative steps only
+                perDrafter = 0;
             }
             return;
         }
-        if (draftNanos > 0) {
+        if (draftNanos > 0 && drafting > 0) {
             double step = mainNanos + draftNanos;
+            double ratio = (double) sequences / drafting;
             speculativeNanos = speculativeNanos == 0 ? step : 0.7 * speculativeNanos + 0.3 * step;
+            perDrafter = perDrafter == 0 ? ratio : 0.7 * perDrafter + 0.3 * ratio;
             draftShare = 0.9 * draftShare + 0.1 * ((double) draftNanos / mainNanos);
         }
     }
@@ -208,20 +218,19 @@ final class Speculator {
      * current (the load, the batch size or the backend may change what speculation costs).
      */
     boolean worthTrying() {
-        if (!adaptive || costRatio == 0 || breakEven() < 1) {
+        if (!adaptive || measuredBreakEven == 0 || breakEven() < 1) {
             return true;
         }
         return ++newcomers % PROBE_EVERY == 0;
     }
 
     /**
-     * The acceptance speculation must reach to pay: a speculative step gives 1 + a tokens in the time a plain step
-     * gives 1 times the measured cost ratio r, so a must exceed r − 1 (1 or more: it cannot pay). Before a control step
+     * The acceptance speculation must reach to pay (see {@link #timed}; 1 or more: it cannot pay). Before a control step
      * has been timed, the MTP pass's share of the main pass stands in (it ignores the draft row's own cost). At least
      * 5 %, so one odd measurement cannot switch every sequence off.
      */
     double breakEven() {
-        double needed = costRatio > 0 ? costRatio - 1 : draftShare;
+        double needed = measuredBreakEven != 0 ? measuredBreakEven : draftShare;
         return Math.max(0.05, needed);
     }
 

@@ -425,10 +425,10 @@ class DecodeLoopTest {
         List<Sequence> none = List.of();
         for (int i = 0; i < Speculator.CONTROL_EVERY; i++) {
             assertTrue(!spec.beginStep(none));
-            spec.timed(10_000_000, 3_000_000); // speculative: 13 ms a step
+            spec.timed(10_000_000, 3_000_000, 1, 1); // speculative: 13 ms a step, its one sequence drafting
         }
         assertTrue(spec.beginStep(none), "a control step after CONTROL_EVERY speculative ones");
-        spec.timed(10_000_000, 2_000_000); // plain: 10 ms (the MTP pass of a control step does not count)
+        spec.timed(10_000_000, 2_000_000, 1, 1); // plain: 10 ms (the MTP pass of a control step does not count)
         assertEquals(0.3, spec.breakEven(), 1e-9, "13 ms for 1 + a tokens against 10 ms for 1: a must beat 30 %");
         for (int accepted : new int[] {9, 10}) { // of the 32-draft probe window: 28 % stops, 31 % goes on
             Speculation s = new Speculation();
@@ -445,10 +445,19 @@ class DecodeLoopTest {
         }
         assertTrue(stop, "every draft accepted still loses when a speculative step costs 2.2 plain ones");
 
+        Speculator partial = new Speculator(new CpuStepRunner(model), LoopMetrics.NONE);
+        for (int i = 0; i < Speculator.CONTROL_EVERY; i++) {
+            partial.beginStep(none);
+            partial.timed(10_000_000, 3_000_000, 8, 2); // 2 of 8 sequences draft: the whole batch pays their cost
+        }
+        partial.beginStep(none);
+        partial.timed(10_000_000, 0, 8, 0);
+        assertEquals(1.2, partial.breakEven(), 1e-9, "(8 / 2) × (13 / 10 − 1): two drafters must win back the 8 sequences' 30 %");
+
         assertTrue(spec.worthTrying(), "at a 30 % break-even every newcomer tries");
         for (int i = 0; i < 4 * (Speculator.CONTROL_EVERY + 1); i++) { // four control steps: the averages follow the change
             spec.beginStep(none);
-            spec.timed(10_000_000, 15_000_000); // now 25 ms against 10 ms: cannot pay
+            spec.timed(10_000_000, 15_000_000, 1, 1); // now 25 ms against 10 ms: cannot pay
         }
         assertTrue(spec.breakEven() >= 1, "break-even " + spec.breakEven());
         int trying = 0;

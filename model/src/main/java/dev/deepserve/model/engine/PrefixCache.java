@@ -243,14 +243,17 @@ public final class PrefixCache {
         String key = "";
         for (int b = 0; b < full; b++) {
             key = chain(key, prompt, b);
-            if (blocks.containsKey(key)) {
-                blocks.get(key);
+            Block known = blocks.get(key);
+            if (known != null) {
+                if (mtp != null && known.mtp() == null && known.mtpId() < 0) {
+                    withMtp(key, known, mtp, b); // stored by a sequence that did not speculate: a speculating one adds its MTP part
+                }
                 continue;
             }
             boolean pooled = mainPool != null && cache.pool() == mainPool && (mtp == null || mtp.pool() == mtpPool);
             long bytes = blockBytes(cache, mtp, pooled ? cache.precision().bytes() : Float.BYTES);
             if (bytes > budgetBytes) {
-                if (disk != null) { // memory cannot hold even one block: straight to the disk tier, at the cache's precision
+                if (disk != null && !disk.has(key)) { // memory cannot hold even one block: straight to the disk tier, at the cache's precision
                     Block c = copy(prompt, cache, mtp, b, bytes);
                     disk.spill(key, new PrefixDiskTier.Block(c.tokens(), c.layers(), c.mtp(), cache.precision()));
                 }
@@ -270,6 +273,27 @@ public final class PrefixCache {
             usedBytes += bytes;
             evict();
         }
+    }
+
+    /** Gives a main-only block the MTP module's KV of the same tokens, so speculating sequences can use it too. */
+    private void withMtp(String key, Block known, KvCache mtp, int b) {
+        if (known.pooled()) {
+            if (mtp.pool() != mtpPool) {
+                return;
+            }
+            int mtpId = mtp.blockAt(b);
+            mtpPool.retain(mtpId);
+            long extra = (long) mtp.stride() * blockTokens * mtp.precision().bytes();
+            blocks.put(key, new Block(known.tokens(), null, null, known.bytes() + extra, known.mainId(), mtpId));
+            usedBytes += extra;
+        } else {
+            float[] layer = new float[blockTokens * mtp.stride()];
+            mtp.read(0, b * blockTokens, layer, 0, blockTokens);
+            long extra = (long) layer.length * Float.BYTES;
+            blocks.put(key, new Block(known.tokens(), known.layers(), layer, known.bytes() + extra, -1, -1));
+            usedBytes += extra;
+        }
+        evict();
     }
 
     /** Block {@code b} of the sequence's KV, copied out as floats. */
@@ -306,7 +330,7 @@ public final class PrefixCache {
 
     /** Hands an evicted block's KV to the disk tier, copied out of its pool before the pool may reuse it. */
     private void spill(String key, Block b) {
-        if (disk == null) {
+        if (disk == null || disk.has(key)) {
             return;
         }
         float[][] layers = b.layers();
@@ -347,6 +371,20 @@ public final class PrefixCache {
     }
 
     public synchronized int blocks() {
+        return blocks.size();
+    }
+
+    /**
+     * Hands every block in memory to the disk tier (those already there are skipped), keeping them in memory too:
+     * what an engine does as it stops, so that it finds its prefixes again when it starts. Returns the blocks handed.
+     */
+    public synchronized int spillAll() {
+        if (disk == null) {
+            return 0;
+        }
+        for (Map.Entry<String, Block> e : blocks.entrySet()) {
+            spill(e.getKey(), e.getValue());
+        }
         return blocks.size();
     }
 

@@ -59,7 +59,16 @@ public final class PrefixDiskTier implements AutoCloseable {
     private final ExecutorService writer;
     private final AtomicLong hits = new AtomicLong();
     private final AtomicLong dropped = new AtomicLong();
+    private final AtomicLong skipped = new AtomicLong();
     private long usedBytes;
+    /** Bytes of blocks handed to the writer and not written yet: bounded, so a slow disk cannot fill the heap. */
+    private long pendingBytes;
+    private long lastSpaceWarning;
+
+    /** Most bytes of blocks waiting for the writer; beyond it a spilled block is skipped (counted), never waited for. */
+    static final long MAX_PENDING_BYTES = 256L << 20;
+    /** Free space left on the file system for everything else (the usage journal lives there too). */
+    static final long RESERVE_BYTES = 1L << 30;
 
     /**
      * A tier in {@code dir} (created if needed) holding at most {@code budgetBytes}; the files already there are its
@@ -113,24 +122,81 @@ public final class PrefixDiskTier implements AutoCloseable {
         }
     }
 
-    /** Keeps {@code block} under {@code key}: copied now, written by the writer thread. */
+    /** Whether a block is kept (or being written) under {@code key}: callers skip copying one out again. */
+    public synchronized boolean has(String key) {
+        return files.containsKey(key) || pending.containsKey(key);
+    }
+
+    /**
+     * Keeps {@code block} under {@code key}, written by the writer thread. Skipped (and counted) when the writer is
+     * {@link #MAX_PENDING_BYTES} behind or the tier is closed: a cache may lose a block, the step thread never waits.
+     */
     public void spill(String key, Block block) {
         if (!NAME.matcher(key + ".kvb").matches() || block.tokens().length != blockTokens) {
             throw new IllegalArgumentException("not a prefix block key or a block of " + blockTokens + " tokens");
         }
+        long size = heapBytes(block);
         synchronized (this) {
             if (files.containsKey(key) || pending.containsKey(key)) {
                 return;
             }
+            if (pendingBytes + size > MAX_PENDING_BYTES) {
+                skipped.incrementAndGet();
+                return;
+            }
             pending.put(key, block);
+            pendingBytes += size;
         }
-        writer.execute(() -> write(key, block));
+        try {
+            writer.execute(() -> write(key, block));
+        } catch (java.util.concurrent.RejectedExecutionException e) { // closed
+            synchronized (this) {
+                pending.remove(key);
+                pendingBytes -= size;
+            }
+            skipped.incrementAndGet();
+        }
+    }
+
+    private static long heapBytes(Block b) {
+        long values = b.mtp() == null ? 0 : b.mtp().length;
+        for (float[] layer : b.layers()) {
+            values += layer.length;
+        }
+        return 4 * values + 4L * b.tokens().length;
+    }
+
+    /** Whether the file system keeps {@link #RESERVE_BYTES} free after {@code bytes} more (warns at most once a minute). */
+    private boolean roomFor(long bytes) {
+        try {
+            if (Files.getFileStore(dir).getUsableSpace() >= bytes + RESERVE_BYTES) {
+                return true;
+            }
+        } catch (IOException e) {
+            return false;
+        }
+        long now = System.nanoTime();
+        if (now - lastSpaceWarning > 60_000_000_000L || lastSpaceWarning == 0) {
+            lastSpaceWarning = now;
+            LOG.log(System.Logger.Level.WARNING, "prefix cache: the disk under {0} has less than {1} MiB free; not writing blocks", dir,
+                    RESERVE_BYTES >> 20);
+        }
+        return false;
     }
 
     private void write(String key, Block block) {
         byte[] bytes = encode(block);
         Path tmp = dir.resolve(key + ".tmp");
         Path file = dir.resolve(key + ".kvb");
+        long size = heapBytes(block);
+        if (!roomFor(bytes.length)) {
+            synchronized (this) {
+                pending.remove(key);
+                pendingBytes -= size;
+            }
+            skipped.incrementAndGet();
+            return;
+        }
         try {
             Files.write(tmp, bytes);
             owned(tmp, "rw-------");
@@ -141,6 +207,7 @@ public final class PrefixDiskTier implements AutoCloseable {
             }
             synchronized (this) {
                 pending.remove(key);
+                pendingBytes -= size;
                 files.put(key, (long) bytes.length);
                 usedBytes += bytes.length;
                 trim();
@@ -148,6 +215,7 @@ public final class PrefixDiskTier implements AutoCloseable {
         } catch (IOException | UncheckedIOException e) {
             synchronized (this) {
                 pending.remove(key);
+                pendingBytes -= size;
             }
             LOG.log(System.Logger.Level.WARNING, "prefix cache: cannot write a block to {0}: {1}", dir, e.getMessage());
             try {
@@ -179,7 +247,10 @@ public final class PrefixDiskTier implements AutoCloseable {
 
     /**
      * The block kept under {@code key} with this shape, or null: absent, or dropped now because its file is damaged or
-     * of another shape (counted in {@link #dropped}). Reads on the caller's thread.
+     * of another shape (counted in {@link #dropped}). {@code mtpStride} 0: the caller needs no MTP part (a file's is
+     * skipped); otherwise a block without one comes back with a null MTP part. Reads on the caller's thread, after
+     * checking that the file is a regular file of exactly a block's size, so nothing in the directory makes it read
+     * more than one block.
      */
     public Block read(String key, int layers, int stride, int mtpStride) {
         Block waiting;
@@ -195,9 +266,21 @@ public final class PrefixDiskTier implements AutoCloseable {
         }
         Path file = dir.resolve(key + ".kvb");
         try {
+            var attributes = Files.readAttributes(file, java.nio.file.attribute.BasicFileAttributes.class, java.nio.file.LinkOption.NOFOLLOW_LINKS);
+            if (!attributes.isRegularFile() || !plausibleSize(attributes.size(), layers, stride)) {
+                throw new IllegalArgumentException("not a block file of this model's size (" + attributes.size() + " bytes)");
+            }
             Block b = decode(Files.readAllBytes(file), layers, stride, mtpStride);
             hits.incrementAndGet();
             return b;
+        } catch (java.nio.file.NoSuchFileException e) {
+            synchronized (this) { // deleted by a trim between the lookup and the read: a plain miss
+                Long size = files.remove(key);
+                if (size != null) {
+                    usedBytes -= size;
+                }
+            }
+            return null;
         } catch (IOException | IllegalArgumentException e) {
             LOG.log(System.Logger.Level.WARNING, "prefix cache: dropping disk block {0}: {1}", key, e.getMessage());
             synchronized (this) {
@@ -210,6 +293,18 @@ public final class PrefixDiskTier implements AutoCloseable {
             dropped.incrementAndGet();
             return null;
         }
+    }
+
+    /** Whether {@code size} is what a block of this model has, with or without an MTP part, in either value width. */
+    private boolean plausibleSize(long size, int layers, int stride) {
+        for (int width : new int[] {2, 4}) {
+            for (int mtp : new int[] {0, stride}) {
+                if (size == HEADER + 4L * blockTokens + ((long) layers * stride + mtp) * blockTokens * width + 4) {
+                    return true;
+                }
+            }
+        }
+        return false;
     }
 
     private byte[] encode(Block b) {
@@ -262,7 +357,7 @@ public final class PrefixDiskTier implements AutoCloseable {
         int fileStride = buf.getInt();
         int fileMtp = buf.getInt();
         int width = buf.getInt();
-        if (tokens != blockTokens || fileLayers != layers || fileStride != stride || (fileMtp != 0 && fileMtp != mtpStride) || (width != 2 && width != 4)) {
+        if (tokens != blockTokens || fileLayers != layers || fileStride != stride || (fileMtp != 0 && fileMtp != stride) || (width != 2 && width != 4)) {
             throw new IllegalArgumentException("a block of another shape (" + tokens + " tokens, " + fileLayers + "×" + fileStride + ", MTP "
                     + fileMtp + ", " + width + "-byte values)");
         }
@@ -278,7 +373,7 @@ public final class PrefixDiskTier implements AutoCloseable {
         for (int l = 0; l < fileLayers; l++) {
             values[l] = get(buf, tokens * fileStride, width);
         }
-        float[] mtp = fileMtp == 0 ? null : get(buf, tokens * fileMtp, width);
+        float[] mtp = fileMtp == 0 || mtpStride == 0 ? null : get(buf, tokens * fileMtp, width); // a plain caller skips it
         return new Block(ids, values, mtp, width == 2 ? KvPrecision.BF16 : KvPrecision.FLOAT32);
     }
 
@@ -311,6 +406,11 @@ public final class PrefixDiskTier implements AutoCloseable {
     /** Blocks served from disk (or from a pending write) so far. */
     public long hits() {
         return hits.get();
+    }
+
+    /** Blocks not written: the writer too far behind, the disk short of space, or the tier closed. */
+    public long skipped() {
+        return skipped.get();
     }
 
     /** Damaged or mismatched files dropped so far. */

@@ -126,4 +126,74 @@ class PrefixDiskTierTest {
             assertTrue(tier.blocks() >= 1 && tier.blocks() < 10);
         }
     }
+
+    /** An engine that stops writes its memory tier to disk (spillAll), so the next start finds those prefixes too. */
+    @Test
+    void whatMemoryHeldAtStopIsFoundOnDiskAfterTheRestart(@TempDir Path dir) throws Exception {
+        int[] prompt = IntStream.range(0, 9).toArray();
+        KvBlockPool pool = new KvBlockPool(2, 4, 2, 4, 8, KvPrecision.BF16, null);
+        PrefixCache memory = new PrefixCache(4, 1 << 20);
+        memory.attach(pool, null);
+        float[] expected;
+        try (PrefixDiskTier tier = new PrefixDiskTier(dir, 1 << 20, 4)) {
+            memory.spillTo(tier);
+            KvCache first = filled(pool, 9, 3);
+            expected = layer(first, 0, 8);
+            memory.store(prompt, first);
+            assertEquals(0, tier.blocks(), "nothing evicted: nothing on disk yet");
+            assertEquals(2, memory.spillAll());
+        } // close() waits for the writer
+        PrefixCache restarted = new PrefixCache(4, 1 << 20);
+        try (PrefixDiskTier again = new PrefixDiskTier(dir, 1 << 20, 4)) {
+            restarted.spillTo(again);
+            KvCache second = new KvCache(2, 4, 2, 16, KvPrecision.BF16);
+            assertEquals(8, restarted.load(prompt, second));
+            assertArrayEquals(expected, layer(second, 0, 8));
+        }
+    }
+
+    /**
+     * A block written with its MTP part serves a sequence that does not speculate (the part is skipped, the file kept);
+     * a file of the wrong size or not a regular file is dropped without being read; a memory block stored without MTP
+     * gains it when a speculating sequence stores the same prefix.
+     */
+    @Test
+    void mtpPartsPlainReadersAndFilesOfTheWrongSize(@TempDir Path dir) throws Exception {
+        int[] prompt = IntStream.range(0, 5).toArray();
+        try (PrefixDiskTier tier = new PrefixDiskTier(dir, 1 << 20, 4)) {
+            PrefixCache memory = new PrefixCache(4, 1); // everything straight to disk
+            memory.spillTo(tier);
+            KvCache main = filled(new KvCache(2, 4, 2, 8).pool(), 5, 4);
+            KvCache mtp = filled(new KvCache(1, 4, 2, 8).pool(), 5, 5);
+            memory.store(prompt, main, mtp);
+            tier.flush();
+            assertEquals(1, tier.blocks());
+            PrefixCache reader = new PrefixCache(4, 1);
+            reader.spillTo(tier);
+            assertEquals(4, reader.load(prompt, new KvCache(2, 4, 2, 8), null), "a plain reader is served the main part");
+            assertEquals(0, tier.dropped());
+            assertEquals(1, tier.blocks(), "and the file stays for speculating readers");
+            KvCache mtpBack = new KvCache(1, 4, 2, 8);
+            assertEquals(4, reader.load(prompt, new KvCache(2, 4, 2, 8), mtpBack));
+            assertArrayEquals(layer(mtp, 0, 4), layer(mtpBack, 0, 4));
+
+            Path file;
+            try (Stream<Path> s = Files.list(dir)) {
+                file = s.filter(f -> f.toString().endsWith(".kvb")).findFirst().orElseThrow();
+            }
+            Files.write(file, new byte[1 << 20]); // a file of another size: dropped unread
+            assertEquals(0, reader.load(prompt, new KvCache(2, 4, 2, 8), null));
+            assertEquals(1, tier.dropped());
+            assertTrue(Files.notExists(file));
+        }
+
+        KvBlockPool pool = new KvBlockPool(2, 4, 2, 4, 8, KvPrecision.BF16, null);
+        KvBlockPool mtpPool = new KvBlockPool(1, 4, 2, 4, 8, KvPrecision.BF16, null);
+        PrefixCache memory = new PrefixCache(4, 1 << 20);
+        memory.attach(pool, mtpPool);
+        memory.store(prompt, filled(pool, 5, 6)); // a plain sequence: main only
+        assertEquals(0, memory.load(prompt, new KvCache(pool), new KvCache(mtpPool)), "a speculating reader needs the MTP part");
+        memory.store(prompt, filled(pool, 5, 6), filled(mtpPool, 5, 7)); // a speculating one stores the same prefix
+        assertEquals(4, memory.load(prompt, new KvCache(pool), new KvCache(mtpPool)), "now it has both parts");
+    }
 }
