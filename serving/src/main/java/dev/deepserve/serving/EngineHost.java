@@ -18,6 +18,7 @@ import dev.deepserve.model.ep.ExpertParallel;
 import dev.deepserve.model.ep.ExpertWorker;
 
 import java.net.InetSocketAddress;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -115,6 +116,7 @@ public final class EngineHost {
         }
         Path dir = options.prefixCacheDir().get().resolve(name).resolve(ModelFingerprint.of(options.modelDir(),
                 "block " + options.prefixBlockTokens() + ", " + options.kvPrecision().label()));
+        removeOtherModels(name, dir);
         PrefixDiskTier tier;
         try {
             tier = new PrefixDiskTier(dir, options.prefixCacheDiskMb() << 20, options.prefixBlockTokens());
@@ -126,6 +128,37 @@ public final class EngineHost {
         diskTier = tier;
         prefixCache = prefix;
         return dir + " (" + tier.blocks() + " blocks, " + (tier.usedBytes() >> 20) + " of " + options.prefixCacheDiskMb() + " MiB)";
+    }
+
+    /**
+     * Deletes the disk tiers this engine kept for other checkpoints (sibling fingerprint directories): nothing will
+     * find their blocks again. Only block files and the directories that held them go; anything else is left.
+     */
+    static void removeOtherModels(String name, Path current) {
+        Path parent = current.getParent();
+        if (parent == null || !Files.isDirectory(parent)) {
+            return;
+        }
+        try (var dirs = Files.newDirectoryStream(parent, p -> Files.isDirectory(p, java.nio.file.LinkOption.NOFOLLOW_LINKS)
+                && p.getFileName().toString().matches("[0-9a-f]{24}") && !p.equals(current))) {
+            for (Path old : dirs) {
+                long freed = 0;
+                try (var files = Files.newDirectoryStream(old, "*.{kvb,tmp}")) {
+                    for (Path f : files) {
+                        freed += Files.size(f);
+                        Files.delete(f);
+                    }
+                }
+                try {
+                    Files.delete(old);
+                } catch (java.nio.file.DirectoryNotEmptyException e) {
+                    // something else is in there: left as it is
+                }
+                LOG.log(System.Logger.Level.INFO, "{0}: removed another checkpoint''s prefix-cache disk tier {1} ({2} MiB)", name, old, freed >> 20);
+            }
+        } catch (java.io.IOException e) {
+            LOG.log(System.Logger.Level.WARNING, "{0}: could not remove old prefix-cache disk tiers under {1}: {2}", name, parent, e.getMessage());
+        }
     }
 
     /** The expert-parallel backend when the experts are spread over workers, else null. */

@@ -40,4 +40,24 @@ class EngineHostTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EngineHost.context(200_000, 163_840, 1 << 20, 64));
         assertTrue(e.getMessage().contains("max_position_embeddings"), e.getMessage());
     }
+
+    /** Starting on a new checkpoint removes the disk tiers kept for others, block files only; anything else stays. */
+    @Test
+    void theDiskTiersOfOtherCheckpointsAreRemovedAndNothingElse(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        java.nio.file.Path current = java.nio.file.Files.createDirectories(dir.resolve("aaaaaaaaaaaaaaaaaaaaaaaa"));
+        java.nio.file.Path old = java.nio.file.Files.createDirectories(dir.resolve("bbbbbbbbbbbbbbbbbbbbbbbb"));
+        java.nio.file.Path mixed = java.nio.file.Files.createDirectories(dir.resolve("cccccccccccccccccccccccc"));
+        java.nio.file.Path notOurs = java.nio.file.Files.createDirectories(dir.resolve("notes"));
+        java.nio.file.Files.write(current.resolve("0123456789abcdef0123456789abcdef.kvb"), new byte[10]);
+        java.nio.file.Files.write(old.resolve("0123456789abcdef0123456789abcdef.kvb"), new byte[10]);
+        java.nio.file.Files.write(mixed.resolve("0123456789abcdef0123456789abcdef.tmp"), new byte[10]);
+        java.nio.file.Files.write(mixed.resolve("README"), new byte[10]);
+        java.nio.file.Files.write(notOurs.resolve("x.kvb"), new byte[10]);
+        EngineHost.removeOtherModels("decode-engine", current);
+        assertTrue(java.nio.file.Files.exists(current.resolve("0123456789abcdef0123456789abcdef.kvb")), "this checkpoint's blocks stay");
+        assertTrue(java.nio.file.Files.notExists(old), "another checkpoint's tier is gone");
+        assertTrue(java.nio.file.Files.notExists(mixed.resolve("0123456789abcdef0123456789abcdef.tmp")));
+        assertTrue(java.nio.file.Files.exists(mixed.resolve("README")), "files that are not blocks are left");
+        assertTrue(java.nio.file.Files.exists(notOurs.resolve("x.kvb")), "directories that are not fingerprints are left");
+    }
 }
