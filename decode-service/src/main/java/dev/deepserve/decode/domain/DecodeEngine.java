@@ -6,13 +6,13 @@ import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
+import dev.deepserve.serving.PrefixCacheMetrics;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.DistributionSummary;
-import io.micrometer.core.instrument.FunctionCounter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
@@ -123,15 +123,7 @@ public class DecodeEngine {
         Gauge.builder("deepserve.decode.kv.bytes", host, h -> h.loop() == null ? 0 : h.loop().kvPool().bytes())
                 .description("memory behind the latent-KV block pool (grows on demand up to the budget)").register(registry);
         if (prefix != null) {
-            Gauge.builder("deepserve.prefix.cache.bytes", prefix, PrefixCache::usedBytes).description("memory held by the prefix cache").register(registry);
-            Gauge.builder("deepserve.prefix.cache.disk.bytes", prefix, p -> p.disk() == null ? 0 : p.disk().usedBytes())
-                    .description("disk held by the prefix cache's disk tier").register(registry);
-            FunctionCounter.builder("deepserve.prefix.cache.disk.blocks", prefix, p -> p.disk() == null ? 0 : p.disk().hits()).tag("outcome", "read")
-                    .description("prefix blocks served from the disk tier").register(registry);
-            FunctionCounter.builder("deepserve.prefix.cache.disk.blocks", prefix, p -> p.disk() == null ? 0 : p.disk().dropped()).tag("outcome", "dropped")
-                    .description("damaged or mismatched disk blocks deleted instead of served").register(registry);
-            FunctionCounter.builder("deepserve.prefix.cache.disk.blocks", prefix, p -> p.disk() == null ? 0 : p.disk().skipped()).tag("outcome", "skipped")
-                    .description("evicted blocks not written (writer behind, disk short of space)").register(registry);
+            PrefixCacheMetrics.register(registry, prefix);
         }
         Counter tokens = Counter.builder("deepserve.decode.tokens").description("tokens generated").register(registry);
         Counter hits = Counter.builder("deepserve.prefix.cache.hit.tokens").description("prompt tokens served from the prefix cache").register(registry);

@@ -6,11 +6,11 @@ import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
+import dev.deepserve.serving.PrefixCacheMetrics;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import io.micrometer.core.instrument.Counter;
-import io.micrometer.core.instrument.FunctionCounter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
@@ -69,15 +69,7 @@ public class PrefillEngine {
             return all == 0 ? 0 : h / all;
         }).description("share of prompt tokens served from the prefix cache since start").register(registry);
         if (prefix != null) {
-            Gauge.builder("deepserve.prefix.cache.bytes", prefix, PrefixCache::usedBytes).description("memory held by the prefix cache").register(registry);
-            Gauge.builder("deepserve.prefix.cache.disk.bytes", prefix, p -> p.disk() == null ? 0 : p.disk().usedBytes())
-                    .description("disk held by the prefix cache's disk tier").register(registry);
-            FunctionCounter.builder("deepserve.prefix.cache.disk.blocks", prefix, p -> p.disk() == null ? 0 : p.disk().hits()).tag("outcome", "read")
-                    .description("prefix blocks served from the disk tier").register(registry);
-            FunctionCounter.builder("deepserve.prefix.cache.disk.blocks", prefix, p -> p.disk() == null ? 0 : p.disk().dropped()).tag("outcome", "dropped")
-                    .description("damaged or mismatched disk blocks deleted instead of served").register(registry);
-            FunctionCounter.builder("deepserve.prefix.cache.disk.blocks", prefix, p -> p.disk() == null ? 0 : p.disk().skipped()).tag("outcome", "skipped")
-                    .description("evicted blocks not written (writer behind, disk short of space)").register(registry);
+            PrefixCacheMetrics.register(registry, prefix);
         }
         return new LoopMetrics() {
             @Override
