@@ -180,9 +180,7 @@ final class Scheduler {
             s.cache = s.cache.copyTo(pool);
             if (s.speculation.kv != null && !speculateNewcomer.getAsBoolean()) { // speculation measured as a loss here
                 s.speculation.on = false;
-                s.speculation.kv = null;
-                s.speculation.draft = -1;
-                s.speculation.draftProbs = null;
+                s.speculation.dropKv(); // the transferred MTP KV is on the heap, not in a pool: nothing to give back
             }
             s.speculation.kv = s.speculation.kv == null ? null : s.speculation.kv.copyTo(mtpPool);
             admission.admitted(s);

@@ -42,10 +42,15 @@ final class Speculation {
         return proposed >= PROBE_DRAFTS && (breakEven >= 1 || accepted < breakEven * proposed);
     }
 
+    /** Forgets the pending draft: the next step runs plain for this sequence, which drafts again after it. */
+    void dropDraft() {
+        draft = -1;
+        draftProbs = null;
+    }
+
     /** Forgets the KV and the pending draft (the caller gives the blocks back): after a preemption or at the end. */
     void dropKv() {
         kv = null;
-        draft = -1;
-        draftProbs = null;
+        dropDraft();
     }
 }

@@ -176,8 +176,7 @@ final class Speculator {
         if (control) {
             sinceControl = 0;
             for (Sequence s : active) {
-                s.speculation.draft = -1;
-                s.speculation.draftProbs = null;
+                s.speculation.dropDraft();
             }
         }
         return control;

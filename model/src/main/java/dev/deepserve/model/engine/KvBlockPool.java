@@ -209,16 +209,36 @@ public final class KvBlockPool {
 
     /** Copies block {@code block}'s tokens of {@code layer} into {@code dst[off..]} as floats (wherever the values live). */
     void readBlock(int layer, int block, float[] dst, int off) {
-        int slot = block * blockTokens;
+        copy(layer, block * blockTokens, dst, off, blockTokens, false);
+    }
+
+    /**
+     * Copies {@code tokens} tokens of {@code layer} starting at slot {@code slot} ({@code block · blockTokens + i}; the
+     * run stays in one block) to ({@code toPool}) or from {@code flat[flatOff..]} as floats: through the storage, into
+     * BF16 (rounded) or as they are.
+     */
+    void copy(int layer, int slot, float[] flat, int flatOff, int tokens, boolean toPool) {
+        int at = slot * stride;
+        int n = tokens * stride;
         if (storage != null) {
-            storage.read(layer, slot, dst, off, blockTokens);
-        } else if (data != null) {
-            System.arraycopy(data[layer], slot * stride, dst, off, blockTokens * stride);
-        } else {
-            int[] values = half[layer];
-            for (int i = 0; i < blockTokens * stride; i++) {
-                dst[off + i] = Bf16.packed(values, slot * stride + i);
+            if (toPool) {
+                storage.write(layer, slot, flat, flatOff, tokens);
+            } else {
+                storage.read(layer, slot, flat, flatOff, tokens);
             }
+        } else if (half != null) {
+            int[] values = half[layer];
+            for (int i = 0; i < n; i++) {
+                if (toPool) {
+                    Bf16.pack(values, at + i, flat[flatOff + i]);
+                } else {
+                    flat[flatOff + i] = Bf16.packed(values, at + i);
+                }
+            }
+        } else if (toPool) {
+            System.arraycopy(flat, flatOff, data[layer], at, n);
+        } else {
+            System.arraycopy(data[layer], at, flat, flatOff, n);
         }
     }
 

@@ -1,7 +1,5 @@
 package dev.deepserve.model.engine;
 
-import dev.deepserve.model.weights.Bf16;
-
 import java.util.Arrays;
 
 /**
@@ -177,37 +175,12 @@ public final class KvCache {
         if (from < 0 || (long) from + tokens > (long) blocks << shift) {
             throw new IndexOutOfBoundsException("tokens " + from + ".." + (from + tokens) + " are outside the cache's blocks");
         }
-        KvBlockPool.Storage storage = pool.storage();
-        boolean bf16 = storage == null && pool.precision() == KvPrecision.BF16;
-        float[] data = storage == null && !bf16 ? pool.layer(layer) : null;
-        int[] half = bf16 ? pool.bf16Layer(layer) : null;
         int stride = pool.stride();
         int t = from;
         int end = from + tokens;
         while (t < end) {
             int run = Math.min(end - t, mask + 1 - (t & mask)); // to the end of t's block
-            int at = offset(t);
-            int flatAt = flatOff + (t - from) * stride;
-            if (storage != null) {
-                int slot = at / stride;
-                if (toCache) {
-                    storage.write(layer, slot, flat, flatAt, run);
-                } else {
-                    storage.read(layer, slot, flat, flatAt, run);
-                }
-            } else if (bf16) {
-                for (int i = 0; i < run * stride; i++) {
-                    if (toCache) {
-                        Bf16.pack(half, at + i, flat[flatAt + i]);
-                    } else {
-                        flat[flatAt + i] = Bf16.packed(half, at + i);
-                    }
-                }
-            } else if (toCache) {
-                System.arraycopy(flat, flatAt, data, at, run * stride);
-            } else {
-                System.arraycopy(data, at, flat, flatAt, run * stride);
-            }
+            pool.copy(layer, offset(t) / stride, flat, flatOff + (t - from) * stride, run, toCache);
             t += run;
         }
     }

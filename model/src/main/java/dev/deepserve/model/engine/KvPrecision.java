@@ -1,5 +1,8 @@
 package dev.deepserve.model.engine;
 
+import dev.deepserve.model.weights.Bf16;
+
+import java.nio.ByteBuffer;
 import java.util.Locale;
 
 /**
@@ -22,6 +25,39 @@ public enum KvPrecision {
     /** Bytes one cached value takes. */
     public int bytes() {
         return bytes;
+    }
+
+    /** The precision whose values take {@code bytes} bytes, or null when none does (a width read from bytes sent or stored). */
+    public static KvPrecision ofBytes(int bytes) {
+        return switch (bytes) {
+            case 4 -> FLOAT32;
+            case 2 -> BF16;
+            default -> null;
+        };
+    }
+
+    /** Puts {@code values} into {@code buf} at this precision, in the buffer's byte order (BF16: rounded as stored). */
+    public void put(ByteBuffer buf, float[] values) {
+        if (this == FLOAT32) {
+            buf.asFloatBuffer().put(values); // a bulk copy; the view does not move the buffer's position
+            buf.position(buf.position() + Float.BYTES * values.length);
+            return;
+        }
+        for (float v : values) {
+            buf.putShort(Bf16.encode(v));
+        }
+    }
+
+    /** Fills {@code out} with values read from {@code buf} at this precision (BF16 widened exactly). */
+    public void get(ByteBuffer buf, float[] out) {
+        if (this == FLOAT32) {
+            buf.asFloatBuffer().get(out);
+            buf.position(buf.position() + Float.BYTES * out.length);
+            return;
+        }
+        for (int i = 0; i < out.length; i++) {
+            out[i] = Bf16.decode(buf.getShort());
+        }
     }
 
     /** The lower-case name a setting uses ({@code bf16}, {@code float32}). */

@@ -1,7 +1,5 @@
 package dev.deepserve.model.engine;
 
-import dev.deepserve.model.weights.Bf16;
-
 import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
@@ -79,13 +77,7 @@ public final class KvSnapshot {
             for (int l = 0; l < c.layers(); l++) {
                 buf.clear();
                 c.read(l, 0, layer, 0, c.length());
-                if (precision == KvPrecision.BF16) {
-                    for (float v : layer) {
-                        buf.putShort(Bf16.encode(v)); // exact: the cache held this BF16 value
-                    }
-                } else {
-                    buf.asFloatBuffer().put(layer);
-                }
+                precision.put(buf, layer); // exact: the cache held these values at this precision
                 d.write(buf.array(), 0, buf.capacity());
                 d.writeInt(crc(buf.array(), 0, buf.capacity()));
             }
@@ -155,11 +147,10 @@ public final class KvSnapshot {
         int rope = d.readInt();
         int length = d.readInt();
         int width = version == 1 ? Float.BYTES : d.readInt();
-        KvPrecision precision = switch (width) {
-            case 4 -> KvPrecision.FLOAT32;
-            case 2 -> KvPrecision.BF16;
-            default -> throw new IllegalArgumentException("KV transfer: " + name + " cache values of " + width + " bytes are neither float32 nor BF16");
-        };
+        KvPrecision precision = KvPrecision.ofBytes(width);
+        if (precision == null) {
+            throw new IllegalArgumentException("KV transfer: " + name + " cache values of " + width + " bytes are neither float32 nor BF16");
+        }
         if (expected != null && (layers != expectedLayers || kvLora != expected.kvLoraRank() || rope != expected.ropeDim()
                 || length < 0 || length > expected.maxTokens())) {
             throw new IllegalArgumentException("KV transfer: " + name + " cache shape " + layers + "×" + length + "×(" + kvLora + "+" + rope
@@ -188,14 +179,7 @@ public final class KvSnapshot {
                 throw new IllegalArgumentException("KV transfer: truncated in " + name + " layer " + l);
             }
             check(d, data, bytes, name + " layer " + l);
-            ByteBuffer values = ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN);
-            if (precision == KvPrecision.BF16) {
-                for (int i = 0; i < layer.length; i++) {
-                    layer[i] = Bf16.decode(values.getShort());
-                }
-            } else {
-                values.asFloatBuffer().get(layer);
-            }
+            precision.get(ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN), layer);
             cache.write(l, 0, layer, 0, length);
         }
         cache.advance(length);

@@ -190,18 +190,20 @@ public final class PrefixCache {
         for (int b = 0; b < usable; b++) {
             key = chain(key, prompt, b);
             Block block = blocks.get(key);
+            boolean fromDisk = false;
             if (block == null && disk != null) {
                 PrefixDiskTier.Block found = disk.read(key, cache.layers(), cache.stride(), mtp == null ? 0 : mtp.stride());
-                if (found == null || !Arrays.equals(found.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)
-                        || mtp != null && found.mtp() == null) {
-                    break;
+                if (found != null) { // checked and copied in below, like a copy-mode hit
+                    block = new Block(found.tokens(), found.layers(), found.mtp(), 0, -1, -1);
+                    fromDisk = true;
                 }
-                block = new Block(found.tokens(), found.layers(), found.mtp(), 0, -1, -1); // copied in below, like a copy-mode hit
-                diskHits++;
             }
             if (block == null || !Arrays.equals(block.tokens(), 0, blockTokens, prompt, b * blockTokens, (b + 1) * blockTokens)
                     || mtp != null && block.mtp() == null && block.mtpId() < 0) {
                 break;
+            }
+            if (fromDisk) {
+                diskHits++;
             }
             if (block.pooled()) {
                 if (cache.pool() != mainPool || mtp != null && mtp.pool() != mtpPool) {

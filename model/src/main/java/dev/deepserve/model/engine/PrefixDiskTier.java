@@ -1,7 +1,5 @@
 package dev.deepserve.model.engine;
 
-import dev.deepserve.model.weights.Bf16;
-
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
@@ -150,11 +148,22 @@ public final class PrefixDiskTier implements AutoCloseable {
         try {
             writer.execute(() -> write(key, block));
         } catch (java.util.concurrent.RejectedExecutionException e) { // closed
-            synchronized (this) {
-                pending.remove(key);
-                pendingBytes -= size;
-            }
+            unpend(key, size);
             skipped.incrementAndGet();
+        }
+    }
+
+    /** The writer is done with a pending block (written, skipped or failed). */
+    private synchronized void unpend(String key, long size) {
+        pending.remove(key);
+        pendingBytes -= size;
+    }
+
+    /** Forgets a file the index lists (deleted, or gone). */
+    private synchronized void forget(String key) {
+        Long size = files.remove(key);
+        if (size != null) {
+            usedBytes -= size;
         }
     }
 
@@ -190,10 +199,7 @@ public final class PrefixDiskTier implements AutoCloseable {
         Path file = dir.resolve(key + ".kvb");
         long size = heapBytes(block);
         if (!roomFor(bytes.length)) {
-            synchronized (this) {
-                pending.remove(key);
-                pendingBytes -= size;
-            }
+            unpend(key, size);
             skipped.incrementAndGet();
             return;
         }
@@ -206,17 +212,13 @@ public final class PrefixDiskTier implements AutoCloseable {
                 Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING);
             }
             synchronized (this) {
-                pending.remove(key);
-                pendingBytes -= size;
+                unpend(key, size);
                 files.put(key, (long) bytes.length);
                 usedBytes += bytes.length;
                 trim();
             }
         } catch (IOException | UncheckedIOException e) {
-            synchronized (this) {
-                pending.remove(key);
-                pendingBytes -= size;
-            }
+            unpend(key, size);
             LOG.log(System.Logger.Level.WARNING, "prefix cache: cannot write a block to {0}: {1}", dir, e.getMessage());
             try {
                 Files.deleteIfExists(tmp);
@@ -274,20 +276,12 @@ public final class PrefixDiskTier implements AutoCloseable {
             hits.incrementAndGet();
             return b;
         } catch (java.nio.file.NoSuchFileException e) {
-            synchronized (this) { // deleted by a trim between the lookup and the read: a plain miss
-                Long size = files.remove(key);
-                if (size != null) {
-                    usedBytes -= size;
-                }
-            }
+            forget(key); // deleted by a trim between the lookup and the read: a plain miss
             return null;
         } catch (IOException | IllegalArgumentException e) {
             LOG.log(System.Logger.Level.WARNING, "prefix cache: dropping disk block {0}: {1}", key, e.getMessage());
             synchronized (this) {
-                Long size = files.remove(key);
-                if (size != null) {
-                    usedBytes -= size;
-                }
+                forget(key);
                 delete(key);
             }
             dropped.incrementAndGet();
@@ -297,9 +291,9 @@ public final class PrefixDiskTier implements AutoCloseable {
 
     /** Whether {@code size} is what a block of this model has, with or without an MTP part, in either value width. */
     private boolean plausibleSize(long size, int layers, int stride) {
-        for (int width : new int[] {2, 4}) {
+        for (KvPrecision precision : KvPrecision.values()) {
             for (int mtp : new int[] {0, stride}) {
-                if (size == HEADER + 4L * blockTokens + ((long) layers * stride + mtp) * blockTokens * width + 4) {
+                if (size == fileBytes(layers, stride, mtp, precision.bytes())) {
                     return true;
                 }
             }
@@ -307,36 +301,30 @@ public final class PrefixDiskTier implements AutoCloseable {
         return false;
     }
 
+    /** A block file's size: header, token ids, every layer's values (and the MTP part's), the CRC. */
+    private long fileBytes(int layers, int stride, int mtpStride, int width) {
+        return HEADER + 4L * blockTokens + ((long) layers * stride + mtpStride) * blockTokens * width + 4;
+    }
+
     private byte[] encode(Block b) {
         int width = b.precision().bytes();
         int stride = b.layers()[0].length / blockTokens;
         int mtpStride = b.mtp() == null ? 0 : b.mtp().length / blockTokens;
-        long values = (long) b.layers().length * stride * blockTokens + (long) mtpStride * blockTokens;
-        ByteBuffer buf = ByteBuffer.allocate(Math.toIntExact(HEADER + 4L * blockTokens + values * width + 4)).order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer buf = ByteBuffer.allocate(Math.toIntExact(fileBytes(b.layers().length, stride, mtpStride, width))).order(ByteOrder.LITTLE_ENDIAN);
         buf.putInt(MAGIC).putInt(VERSION).putInt(blockTokens).putInt(b.layers().length).putInt(stride).putInt(mtpStride).putInt(width);
         for (int t : b.tokens()) {
             buf.putInt(t);
         }
         for (float[] layer : b.layers()) {
-            put(buf, layer, width);
+            b.precision().put(buf, layer);
         }
         if (b.mtp() != null) {
-            put(buf, b.mtp(), width);
+            b.precision().put(buf, b.mtp());
         }
         CRC32 crc = new CRC32();
         crc.update(buf.array(), 0, buf.position());
         buf.putInt((int) crc.getValue());
         return buf.array();
-    }
-
-    private static void put(ByteBuffer buf, float[] values, int width) {
-        for (float v : values) {
-            if (width == 2) {
-                buf.putShort(Bf16.encode(v));
-            } else {
-                buf.putFloat(v);
-            }
-        }
     }
 
     private Block decode(byte[] bytes, int layers, int stride, int mtpStride) {
@@ -357,11 +345,12 @@ public final class PrefixDiskTier implements AutoCloseable {
         int fileStride = buf.getInt();
         int fileMtp = buf.getInt();
         int width = buf.getInt();
-        if (tokens != blockTokens || fileLayers != layers || fileStride != stride || (fileMtp != 0 && fileMtp != stride) || (width != 2 && width != 4)) {
+        KvPrecision precision = KvPrecision.ofBytes(width);
+        if (tokens != blockTokens || fileLayers != layers || fileStride != stride || (fileMtp != 0 && fileMtp != stride) || precision == null) {
             throw new IllegalArgumentException("a block of another shape (" + tokens + " tokens, " + fileLayers + "×" + fileStride + ", MTP "
                     + fileMtp + ", " + width + "-byte values)");
         }
-        long expected = HEADER + 4L * tokens + ((long) fileLayers * fileStride + fileMtp) * tokens * width + 4;
+        long expected = fileBytes(fileLayers, fileStride, fileMtp, width);
         if (bytes.length != expected) {
             throw new IllegalArgumentException("size " + bytes.length + ", expected " + expected);
         }
@@ -369,20 +358,15 @@ public final class PrefixDiskTier implements AutoCloseable {
         for (int i = 0; i < tokens; i++) {
             ids[i] = buf.getInt();
         }
-        float[][] values = new float[fileLayers][];
-        for (int l = 0; l < fileLayers; l++) {
-            values[l] = get(buf, tokens * fileStride, width);
+        float[][] values = new float[fileLayers][tokens * fileStride];
+        for (float[] layer : values) {
+            precision.get(buf, layer);
         }
-        float[] mtp = fileMtp == 0 || mtpStride == 0 ? null : get(buf, tokens * fileMtp, width); // a plain caller skips it
-        return new Block(ids, values, mtp, width == 2 ? KvPrecision.BF16 : KvPrecision.FLOAT32);
-    }
-
-    private static float[] get(ByteBuffer buf, int n, int width) {
-        float[] out = new float[n];
-        for (int i = 0; i < n; i++) {
-            out[i] = width == 2 ? Bf16.decode(buf.getShort()) : buf.getFloat();
+        float[] mtp = fileMtp == 0 || mtpStride == 0 ? null : new float[tokens * fileMtp]; // a plain caller skips it
+        if (mtp != null) {
+            precision.get(buf, mtp);
         }
-        return out;
+        return new Block(ids, values, mtp, precision);
     }
 
     /** Waits until every spilled block is on disk (tests, shutdown). */

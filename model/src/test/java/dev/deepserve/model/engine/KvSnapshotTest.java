@@ -19,10 +19,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class KvSnapshotTest {
 
     static KvCache filled(int layers, int length, long seed) {
-        KvCache c = new KvCache(layers, 8, 4, 2);
+        return fill(new KvCache(layers, 8, 4, 2), length, seed);
+    }
+
+    /** {@code c} with {@code length} tokens of seeded Gaussian latents in every layer. */
+    static KvCache fill(KvCache c, int length, long seed) {
         c.reserve(length);
         SplittableRandom r = new SplittableRandom(seed);
-        for (int l = 0; l < layers; l++) {
+        for (int l = 0; l < c.layers(); l++) {
             float[] values = new float[length * c.stride()];
             for (int i = 0; i < values.length; i++) {
                 values[i] = (float) r.nextGaussian();

@@ -21,18 +21,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class PrefixDiskTierTest {
 
     static KvCache filled(KvBlockPool pool, int tokens, int seed) {
-        KvCache c = new KvCache(pool);
-        c.reserve(tokens);
-        java.util.SplittableRandom r = new java.util.SplittableRandom(seed);
-        for (int l = 0; l < pool.layers(); l++) {
-            float[] values = new float[tokens * pool.stride()];
-            for (int i = 0; i < values.length; i++) {
-                values[i] = (float) r.nextGaussian();
-            }
-            c.write(l, 0, values, 0, tokens);
-        }
-        c.advance(tokens);
-        return c;
+        return KvSnapshotTest.fill(new KvCache(pool), tokens, seed);
     }
 
     static float[] layer(KvCache c, int layer, int tokens) {
@@ -185,6 +174,7 @@ class PrefixDiskTierTest {
             assertEquals(0, reader.load(prompt, new KvCache(2, 4, 2, 8), null));
             assertEquals(1, tier.dropped());
             assertTrue(Files.notExists(file));
+
         }
 
         KvBlockPool pool = new KvBlockPool(2, 4, 2, 4, 8, KvPrecision.BF16, null);
