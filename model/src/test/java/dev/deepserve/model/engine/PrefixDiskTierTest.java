@@ -175,6 +175,15 @@ class PrefixDiskTierTest {
             assertEquals(1, tier.dropped());
             assertTrue(Files.notExists(file));
 
+            memory.store(prompt, main, mtp); // written again, then replaced by a link to a file outside the tier
+            tier.flush();
+            Path outside = Files.write(Files.createDirectories(dir.resolve("elsewhere")).resolve("block"), Files.readAllBytes(file));
+            Files.delete(file);
+            Files.createSymbolicLink(file, outside);
+            assertEquals(0, reader.load(prompt, new KvCache(2, 4, 2, 8), null), "a link is not followed, even to a valid block");
+            assertEquals(2, tier.dropped());
+            assertTrue(Files.notExists(file, java.nio.file.LinkOption.NOFOLLOW_LINKS), "the link is deleted");
+            assertTrue(Files.exists(outside), "what it pointed to is not");
         }
 
         KvBlockPool pool = new KvBlockPool(2, 4, 2, 4, 8, KvPrecision.BF16, null);
