@@ -1,12 +1,12 @@
 package dev.deepserve.bench;
 
 import dev.deepserve.model.cli.ModelCli;
-import dev.deepserve.model.engine.KvSnapshot;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.SamplingParams;
 import dev.deepserve.serving.DecodeLoop;
+import dev.deepserve.serving.KvLink;
 import dev.deepserve.serving.CpuStepRunner;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.LoopSettings;
@@ -136,10 +136,7 @@ public final class TpotBench {
         DecodeLoop decode = decodeModel == null ? first : loop(decodeModel, tokenizer);
         Map<String, TokenSink> sinks = new ConcurrentHashMap<>();
         if (decodeModel != null) {
-            first.handoff((seq, firstToken, draft, main, mtp) -> {
-                KvSnapshot.Contents kv = KvSnapshot.decode(KvSnapshot.encode("{\"request_id\":\"" + seq.requestId() + "\"}", main, mtp));
-                decode.submitPrefilled(seq.request(), sinks.remove(seq.requestId()), kv.main(), kv.mtp(), firstToken, draft, seq.cachedTokens());
-            });
+            first.handoff(new KvLink(decode, sinks::remove, 64L << 20)); // the wire format, streamed as each chunk is computed
         }
         AtomicBoolean stop = new AtomicBoolean();
         List<Thread> threads = new ArrayList<>();

@@ -39,7 +39,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * max_tokens whose text decodes its ids, eight concurrent sequences giving exactly the tokens each gives alone, stop
  * strings cut and never sent, cancellation with the exact count and the KV blocks given back, and a repeated prompt
  * served from the prefix cache in whole blocks with the same answer. Internal routes need the service credential
- * (probes do not), and bad requests and oversized, overclaiming or malformed KV transfers are refused with reasons.
+ * (probes do not), and bad requests are refused with reasons (KV streams: {@link KvStreamRouteTest}).
  */
 @QuarkusTest
 @TestProfile(SmallModel.class)
@@ -247,39 +247,5 @@ class GenerateTest {
                 .then().statusCode(400).body("error.message", equalTo("This model's maximum context length is 131071 tokens. However, you requested "
                         + "200001 tokens (1 in the prompt, 200000 in the completion). Please reduce the length of the prompt or completion."));
         given().post("/internal/generate/nope/cancel").then().statusCode(404);
-    }
-
-    @Test
-    void kvTransfersAreCheckedForSizeBeforeReadingAndForIntegrityAfter() throws Exception {
-        // larger than the whole context of this model could be: refused from the declared length, nothing read
-        try (java.net.Socket socket = new java.net.Socket(generate.getHost(), generate.getPort())) {
-            socket.getOutputStream().write(("POST /internal/kv HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
-                    + InternalToken.HEADER + ": " + TOKEN + "\r\n"
-                    + "Content-Length: 2000000000\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
-            socket.getOutputStream().flush();
-            socket.setSoTimeout(10_000);
-            StringBuilder answer = new StringBuilder();
-            java.io.InputStream in = socket.getInputStream();
-            while (!answer.toString().contains("}}")) { // the error body ends the answer; the connection may stay open
-                int c = in.read();
-                if (c < 0) {
-                    break;
-                }
-                answer.append((char) c);
-            }
-            assertTrue(answer.toString().startsWith("HTTP/1.1 413"), answer.toString());
-            assertTrue(answer.toString().contains("larger than this instance takes"), answer.toString());
-        }
-        // 34 bytes whose header claims 1024 layers × 900,000 tokens: refused from the header, and the service goes on
-        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(34);
-        java.util.zip.CRC32 crc = new java.util.zip.CRC32();
-        crc.update(new byte[2]);
-        b.putInt(0x44534B56).putInt(1).putInt(2).put(new byte[2]).putInt((int) crc.getValue()).putInt(1024).putInt(512).putInt(64).putInt(900_000);
-        given().contentType("application/octet-stream").body(b.array()).post("/internal/kv").then().statusCode(400)
-                .body("error.message", org.hamcrest.Matchers.containsString("does not fit this model"));
-        given().get("/internal/load").then().statusCode(200);
-        // not a snapshot: refused naming why
-        given().contentType("application/octet-stream").body(new byte[] {1, 2, 3, 4, 5, 6, 7, 8}).post("/internal/kv")
-                .then().statusCode(400).body("error.message", equalTo("KV transfer: not a KV snapshot (bad magic)"));
     }
 }

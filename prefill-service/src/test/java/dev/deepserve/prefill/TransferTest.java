@@ -27,7 +27,10 @@ import static org.hamcrest.Matchers.containsString;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The KV handoff to a decode instance over HTTP: metrics, a decode instance that dies, a client that leaves. */
+/**
+ * The KV stream to a decode instance over HTTP: sent chunk by chunk and metered, a decode instance that dies, goes
+ * quiet or refuses the stream midway, a client that leaves.
+ */
 @QuarkusTest
 @TestProfile(TransferTest.TinyModel.class)
 @QuarkusTestResource(FakeDecode.class)
@@ -115,6 +118,7 @@ class TransferTest {
                 .body(containsString("\"type\":\"done\""));
         assertTrue(metric("deepserve_prefill_tokens_total") - (Double.isNaN(tokensBefore) ? 0 : tokensBefore) >= 1, "prefill tokens counted");
         assertTrue(metric("deepserve_kv_transfer_bytes_total") > 0);
+        assertTrue(FakeDecode.pieces.get() > 1, "the KV went out in pieces as the 20-token prompt was computed in 7-token chunks");
         assertTrue(metric("deepserve_kv_transfer_seconds_count") >= 1);
         assertTrue(metric("deepserve_prefix_cache_hit_ratio") >= 0);
         assertEquals(0.0, metric("deepserve_prefill_kv_reserved_tokens"));
@@ -153,6 +157,16 @@ class TransferTest {
         waitFor(() -> FakeDecode.cancelled.contains(id), "the cancel to reach decode");
         assertTrue(System.nanoTime() - left < 2_000_000_000L, "the cancel followed the disconnect");
         assertEquals(0.0, metric("deepserve_prefill_kv_reserved_tokens"));
+    }
+
+    @Test
+    void aDecodeInstanceThatRefusesTheStreamMidwayGetsItsAnswerRelayedAndNothingIsLeftHere() throws Exception {
+        FakeDecode.mode = FakeDecode.Mode.REFUSE;
+        given().contentType("application/json").body(request("refused-" + UUID.randomUUID())).post("/internal/generate").then().statusCode(400)
+                .body(containsString("KV transfer: refused"));
+        waitFor(() -> metric("deepserve_prefill_kv_reserved_tokens") == 0.0, "the prefill blocks to be given back");
+        FakeDecode.mode = FakeDecode.Mode.ANSWER;
+        given().contentType("application/json").body(request("after-refusal-" + UUID.randomUUID())).post("/internal/generate").then().statusCode(200);
     }
 
     @Test

@@ -3,7 +3,7 @@ package dev.deepserve.serving;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvBlockPool;
 import dev.deepserve.model.engine.KvCache;
-import dev.deepserve.model.engine.KvSnapshot;
+import dev.deepserve.model.engine.KvStream;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -55,7 +55,7 @@ public final class DecodeLoop {
         if (speculator != null) {
             scheduler.speculateNewcomerWhen(speculator::worthTrying);
         }
-        this.limits = new RequestLimits(config, settings.maxContext(), kvBudget(), settings.kvPrecision());
+        this.limits = new RequestLimits(config, settings.maxContext(), kvBudget());
         if (prefixCache != null) {
             prefixCache.attach(pool, mtpPool); // cached prefixes become shared pool blocks (when the block sizes agree)
         }
@@ -95,29 +95,21 @@ public final class DecodeLoop {
     }
 
     /**
-     * Takes over a sequence prefilled elsewhere: its prompt's latent KV (and MTP KV), the first token the prefill
-     * instance chose (emitted here, as the first token of the stream) and its MTP draft. Decoding continues exactly as
-     * if the prompt had been computed here.
+     * A sequence whose prompt is being prefilled on a prefill instance and whose latent KV (and MTP KV) streams in
+     * through the returned {@link KvIntake}: checked here against the request before anything is taken; it waits for
+     * admission like any request, then its sections are written into this loop's blocks as they come, and it decodes
+     * from the first token its {@link Handover} names, exactly as if the prompt had been computed here.
      */
-    public Sequence submitPrefilled(GenerationRequest request, TokenSink sink, KvCache main, KvCache mtpKv, int firstToken, int draft, int cachedTokens) {
-        limits.checkTransfer(request, main, firstToken);
+    public KvIntake receive(GenerationRequest request, TokenSink sink, KvStream.Layout layout) {
+        limits.checkIncoming(request, layout);
         validate(request);
-        // never through the admission queue: the loop thread must not see it before its KV is attached
-        Sequence s = register(request, sink);
-        s.cache = main;
-        boolean keepMtp = speculator != null && mtpKv != null && mtpKv.length() == main.length();
-        s.speculation.kv = keepMtp ? mtpKv : null;
-        s.speculation.on = keepMtp;
-        s.speculation.draft = keepMtp ? draft : -1;
-        s.prefilled = request.prompt().length;
-        s.cachedTokens = cachedTokens;
-        s.stored = true;
-        scheduler.enqueuePrefilled(s, firstToken);
-        return s;
+        KvIntake in = new KvIntake(register(request, sink), layout, scheduler::wake);
+        scheduler.enqueue(in);
+        return in;
     }
 
     private void validate(GenerationRequest request) {
-        limits.check(request, scheduler.maxBlocksFor(request) * pool.blockTokens(), handoff != null);
+        limits.check(request, scheduler.maxBlocksFor(request) * pool.blockTokens());
         if (scheduler.waiting() >= settings.maxQueue()) {
             throw new Refused(503, "the decode queue is full (" + settings.maxQueue() + " waiting)");
         }
@@ -143,13 +135,8 @@ public final class DecodeLoop {
         return scheduler.kvReservedTokens();
     }
 
-    /** The largest KV transfer a prefill instance can send this loop (see {@link RequestLimits#maxKvTransferBytes}). */
-    public long maxKvTransferBytes() {
-        return limits.maxKvTransferBytes();
-    }
-
-    /** The KV snapshots this loop can take over: its model's shape and longest context. */
-    public KvSnapshot.Shape kvShape() {
+    /** The KV streams this loop can take in: its model's shape and longest context. */
+    public KvStream.Shape kvShape() {
         return limits.kvShape();
     }
 
@@ -160,7 +147,7 @@ public final class DecodeLoop {
 
     /** The most tokens (prompt + generated) one sequence may hold here. */
     public int maxContext() {
-        return limits.maxContext(handoff != null);
+        return limits.maxContext();
     }
 
     /** The latent-KV tokens this loop may hold at once (its admission budget, in whole blocks). */
@@ -233,7 +220,7 @@ public final class DecodeLoop {
         }
         StepPlan plan = scheduler.schedule(runner.maxRows(), settings.prefillChunk());
         if (plan.isEmpty()) {
-            Thread.onSpinWait();
+            java.util.concurrent.locks.LockSupport.parkNanos(100_000); // every sequence waits for its reader or its KV link
             return;
         }
         lastBatch = plan.entries().size();
@@ -260,15 +247,34 @@ public final class DecodeLoop {
             }
         }
         for (StepPlan.Entry e : plan.entries()) {
-            passOn(e.sequence());
+            passOn(e);
         }
         metrics.step(plan.entries().size(), System.nanoTime() - t0);
     }
 
-    /** A sequence prefilled elsewhere was admitted: the first token its prefill instance chose streams now. */
-    private void takeOver(Sequence s, int firstToken) {
-        s.sampler.accept(firstToken);
-        emit(s, new SampledToken(firstToken, 0f, List.of()));
+    /**
+     * A sequence prefilled elsewhere has all its KV here: it joins the running set and the first token its prefill
+     * instance chose streams now. Throws {@link Refused} (the intake lets go) when the handover does not fit.
+     */
+    private void takeOver(KvIntake in, Handover h) {
+        Sequence s = in.sequence;
+        limits.checkTransfer(s.request, s.cache, h.firstToken());
+        boolean keepMtp = s.speculation.on && s.speculation.kv != null && s.speculation.kv.length() == s.cache.length() && h.draft() >= 0;
+        if (!keepMtp) {
+            s.speculation.on = false;
+            if (s.speculation.kv != null) {
+                s.speculation.kv.release();
+            }
+            s.speculation.dropKv();
+        }
+        s.speculation.draft = keepMtp ? h.draft() : -1;
+        s.prefilled = s.request.prompt().length;
+        s.cachedTokens = h.cachedTokens();
+        s.stored = true;
+        scheduler.activate(s);
+        in.taken(s);
+        s.sampler.accept(h.firstToken());
+        emit(s, new SampledToken(h.firstToken(), 0f, List.of()));
     }
 
     /** Cancelled sequences finish; one whose reader has taken nothing for the slow-reader timeout is cancelled, others pause. */
@@ -367,8 +373,15 @@ public final class DecodeLoop {
         }
     }
 
-    /** A prefill instance's sequence whose prompt is done leaves with its KV, first token and draft. */
-    private void passOn(Sequence s) {
+    /**
+     * A prefill instance's sequence: after each prompt chunk its link sends the new KV; once the prompt is done it
+     * leaves with the rest of its KV, first token and draft.
+     */
+    private void passOn(StepPlan.Entry e) {
+        Sequence s = e.sequence();
+        if (handoff != null && !e.decoding() && !s.handoffPending && s.cache != null) {
+            handoff.progress(s, s.cache, s.speculation.kv);
+        }
         if (s.handoffPending) {
             s.handoffPending = false;
             KvCache main = s.cache;

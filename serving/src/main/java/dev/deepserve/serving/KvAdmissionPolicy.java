@@ -74,18 +74,26 @@ final class KvAdmissionPolicy {
         return n;
     }
 
-    void admitted(Sequence s) {
-        if (mode == KvAdmission.RESERVE) {
+    /** The sequence's blocks are promised (reserve), before it is active: its prompt KV is arriving from a prefill instance. */
+    void promise(Sequence s) {
+        if (!s.promised && mode == KvAdmission.RESERVE) {
             reservedBlocks.addAndGet(s.kvBlocks);
         }
+        s.promised = true;
+    }
+
+    void admitted(Sequence s) {
+        promise(s);
         active.add(s);
     }
 
-    /** The sequence is no longer active (finished, failed or handed off); its promise is released. */
+    /** The sequence is no longer active or arriving (finished, failed or handed off); its promise is released. */
     void left(Sequence s) {
-        if (active.remove(s) && mode == KvAdmission.RESERVE) {
+        active.remove(s);
+        if (s.promised && mode == KvAdmission.RESERVE) {
             reservedBlocks.addAndGet(-s.kvBlocks);
         }
+        s.promised = false;
     }
 
     /**

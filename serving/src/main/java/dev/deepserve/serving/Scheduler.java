@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiConsumer;
 
@@ -29,14 +30,16 @@ final class Scheduler {
     private final LoopMetrics metrics;
     private final int maxBatch;
     private final LinkedBlockingQueue<Sequence> queue = new LinkedBlockingQueue<>();
-    private final LinkedBlockingQueue<Prefilled> handedOff = new LinkedBlockingQueue<>();
+    /** Sequences whose prompt KV is arriving from a prefill instance, waiting for blocks. */
+    private final LinkedBlockingQueue<KvIntake> arriving = new LinkedBlockingQueue<>();
+    /** Admitted intakes: their blocks are taken and their sections are being written. */
+    private final List<KvIntake> receiving = new ArrayList<>();
+    /** Released whenever there is something for an idle engine thread to do. */
+    private final Semaphore wake = new Semaphore(0);
     /** Admitted sequences, oldest first. */
     private final List<Sequence> active = new ArrayList<>();
     private final Map<String, Sequence> byId = new ConcurrentHashMap<>();
     private final KvAdmissionPolicy admission;
-
-    private record Prefilled(Sequence sequence, int firstToken) {
-    }
 
     /** Whether a newly admitted sequence should try speculating (the loop's speculator decides; default: yes). */
     private java.util.function.BooleanSupplier speculateNewcomer = () -> true;
@@ -81,16 +84,23 @@ final class Scheduler {
 
     void enqueue(Sequence s) {
         queue.add(s);
+        wake();
     }
 
-    /** A sequence whose prompt KV came from a prefill instance, with the first token it chose. */
-    void enqueuePrefilled(Sequence s, int firstToken) {
-        handedOff.add(new Prefilled(s, firstToken));
+    /** A sequence whose prompt KV is arriving from a prefill instance. */
+    void enqueue(KvIntake in) {
+        arriving.add(in);
+        wake();
     }
 
-    /** Requests waiting for admission (queued or prefilled elsewhere). */
+    /** Something arrived for the engine thread (from any thread). */
+    void wake() {
+        wake.release();
+    }
+
+    /** Requests waiting for admission (queued or arriving from a prefill instance). */
     int waiting() {
-        return queue.size() + handedOff.size();
+        return queue.size() + arriving.size();
     }
 
     int queued() {
@@ -103,6 +113,7 @@ final class Scheduler {
             return false;
         }
         s.cancel();
+        wake();
         return true;
     }
 
@@ -117,22 +128,25 @@ final class Scheduler {
     }
 
     /**
-     * Admits what fits; waits up to {@code pollMillis} when nothing is running or waiting. Each sequence taken over
-     * from a prefill instance goes to {@code takeOver} with its first token as it is admitted. True when something runs.
+     * Admits what fits; waits up to {@code pollMillis} when nothing is running or waiting. Sequences arriving from a
+     * prefill instance take their blocks as they are admitted and their sections as they come; each goes to
+     * {@code takeOver} with its handover once its KV is complete. True when something runs.
      */
-    boolean admit(long pollMillis, BiConsumer<Sequence, Integer> takeOver) throws InterruptedException {
+    boolean admit(long pollMillis, BiConsumer<KvIntake, Handover> takeOver) throws InterruptedException {
+        wake.drainPermits(); // what arrives from here on wakes the wait below
+        receive(takeOver);
         if (!readmitPreempted()) {
             return !active.isEmpty(); // nothing newer is admitted while a preempted sequence waits
         }
-        admitPrefilled(takeOver);
-        if (active.isEmpty() && queue.isEmpty() && handedOff.isEmpty()) {
-            Sequence s = queue.poll(pollMillis, TimeUnit.MILLISECONDS);
-            if (s == null) {
+        admitArriving();
+        if (active.isEmpty() && queue.isEmpty()) {
+            if (!wake.tryAcquire(pollMillis, TimeUnit.MILLISECONDS)) {
                 return false;
             }
-            queue.add(s);
+            receive(takeOver);
+            admitArriving();
         }
-        for (Iterator<Sequence> it = queue.iterator(); it.hasNext() && active.size() < maxBatch; ) {
+        for (Iterator<Sequence> it = queue.iterator(); it.hasNext() && active.size() + receiving.size() < maxBatch; ) {
             Sequence s = it.next();
             if (s.cancelled()) {
                 it.remove();
@@ -167,25 +181,92 @@ final class Scheduler {
         return preempted.isEmpty();
     }
 
-    /** Sequences prefilled elsewhere: their KV moves into this engine's blocks now that they are admitted. */
-    private void admitPrefilled(BiConsumer<Sequence, Integer> takeOver) {
-        for (Prefilled p = handedOff.peek(); p != null && active.size() < maxBatch && admission.fits(p.sequence()); p = handedOff.peek()) {
-            handedOff.poll();
-            Sequence s = p.sequence();
-            if (s.cancelled()) {
-                byId.remove(s.requestId());
-                s.sink.done("cancelled", "", s.prefilled, s.cachedTokens, 0);
-                continue;
+    /**
+     * Sequences arriving from prefill instances, first come first served: one that fits takes blocks for its whole
+     * prompt now (its MTP part too, when it will speculate), so its sections are written straight into the pool.
+     */
+    private void admitArriving() {
+        for (KvIntake in = arriving.peek(); in != null && active.size() + receiving.size() < maxBatch; in = arriving.peek()) {
+            Sequence s = in.sequence;
+            if (in.aborted() == null && !s.cancelled() && !admission.fits(s)) {
+                break;
             }
-            s.cache = s.cache.copyTo(pool);
-            if (s.speculation.kv != null && !speculateNewcomer.getAsBoolean()) { // speculation measured as a loss here
-                s.speculation.on = false;
-                s.speculation.dropKv(); // the transferred MTP KV is on the heap, not in a pool: nothing to give back
+            arriving.poll();
+            receiving.add(in);
+            if (in.aborted() != null || s.cancelled()) {
+                continue; // let go of in receive()
             }
-            s.speculation.kv = s.speculation.kv == null ? null : s.speculation.kv.copyTo(mtpPool);
-            admission.admitted(s);
-            takeOver.accept(s, p.firstToken());
+            s.cache = new KvCache(pool);
+            s.cache.reserve(in.layout.tokens());
+            boolean speculate = mtpPool != null && in.layout.mtpLayers() > 0 && speculateNewcomer.getAsBoolean();
+            s.speculation.on = speculate;
+            if (speculate) {
+                s.speculation.kv = new KvCache(mtpPool);
+                s.speculation.kv.reserve(in.layout.tokens());
+            }
+            admission.promise(s);
+            in.admitted = true;
         }
+    }
+
+    /**
+     * Writes what arrived for admitted intakes into their blocks; one that is complete joins the running set through
+     * {@code takeOver}; one aborted, cancelled or refused gives its blocks back.
+     */
+    private void receive(BiConsumer<KvIntake, Handover> takeOver) {
+        for (Iterator<KvIntake> it = receiving.iterator(); it.hasNext(); ) {
+            KvIntake in = it.next();
+            Sequence s = in.sequence;
+            if (in.aborted() == null && !s.cancelled()) {
+                if (in.admitted) {
+                    in.apply();
+                }
+                if (!in.admitted || !in.complete()) {
+                    continue;
+                }
+            }
+            it.remove();
+            if (in.aborted() == null && !s.cancelled()) {
+                try {
+                    takeOver.accept(in, in.handover());
+                    continue;
+                } catch (Refused e) {
+                    in.refused(e);
+                }
+            } else if (in.aborted() == null) {
+                // cancelled (the prefill instance forwarded its client's cancel): the stream ends with the count
+                Handover h = in.handover();
+                in.taken(s);
+                s.sink.done("cancelled", "", h == null ? 0 : s.request.prompt().length, h == null ? 0 : h.cachedTokens(), 0);
+            } else {
+                in.refused(new Refused(400, in.aborted()));
+            }
+            in.discard();
+            dropIntake(s);
+        }
+    }
+
+    private void dropIntake(Sequence s) {
+        if (s.cache != null) {
+            s.cache.release();
+            s.cache = null;
+        }
+        if (s.speculation.kv != null) {
+            s.speculation.kv.release();
+        }
+        s.speculation.dropKv();
+        admission.left(s);
+        byId.remove(s.requestId());
+    }
+
+    /** An intake whose KV is complete decodes from here on. */
+    void activate(Sequence s) {
+        admission.admitted(s);
+    }
+
+    /** Intakes admitted and still receiving (tests). */
+    int receiving() {
+        return receiving.size();
     }
 
     /** Gives an admitted sequence its caches, filled from the prefix cache where it can be, and makes it active. */

@@ -19,6 +19,10 @@ public final class Sequence {
     /** The MTP module's KV and drafts. */
     final Speculation speculation = new Speculation();
     boolean handoffPending;
+    /** Its prompt KV is streaming out faster than the link takes it: no more prompt chunks until released ({@link #hold}). */
+    private volatile boolean held;
+    /** Its KV blocks are promised by admission (released once, when it leaves). */
+    boolean promised;
     int prefilled;
     int cachedTokens;
     boolean stored;
@@ -67,6 +71,18 @@ public final class Sequence {
 
     boolean cancelled() {
         return cancelled;
+    }
+
+    /**
+     * A prefill instance's transfer link: while held, the sequence's prompt is not advanced (its KV already computed
+     * waits to be sent); from any thread.
+     */
+    public void hold(boolean hold) {
+        held = hold;
+    }
+
+    boolean held() {
+        return held;
     }
 
     int[] context() {

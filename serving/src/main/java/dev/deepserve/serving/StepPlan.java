@@ -54,6 +54,9 @@ record StepPlan(List<Entry> entries, List<Transformer.Step> steps, int[] logitRo
                 continue; // paused until its reader catches up
             }
             if (s.prefilling()) {
+                if (s.held()) {
+                    continue; // its KV link is behind: the chunks already computed go out first
+                }
                 int n = Math.min(Math.min(prefillChunk, budget), s.context().length - s.prefilled);
                 if (n <= 0) {
                     continue; // no rows left in this step; its next chunk goes in a later one

@@ -217,14 +217,8 @@ class DecodeLoopTest {
         DecodeLoop decode = loop(true, 8, null, KvPrecision.BF16);
         Map<Integer, Collect> handedOff = new HashMap<>();
         Map<String, Collect> sinks = new HashMap<>();
-        long[] transferBytes = {0};
-        prefill.handoff((seq, first, draft, main, mtpKv) -> {
-            byte[] snapshot = dev.deepserve.model.engine.KvSnapshot.encode("{}", main, mtpKv);
-            transferBytes[0] += snapshot.length;
-            var contents = dev.deepserve.model.engine.KvSnapshot.decode(snapshot);
-            assertEquals(KvPrecision.BF16, contents.main().precision());
-            decode.submitPrefilled(seq.request(), sinks.get(seq.requestId()), contents.main(), contents.mtp(), first, draft, seq.cachedTokens());
-        });
+        KvLink link = new KvLink(decode, sinks::get, 1 << 20);
+        prefill.handoff(link);
         for (int i = 0; i < 12; i++) {
             Collect c = new Collect();
             handedOff.put(i, c);
@@ -248,12 +242,13 @@ class DecodeLoopTest {
         run(f32, 4, 8);
         run(bf16, 4, 8);
         assertEquals(f32.kvPool().bytes(), 2 * bf16.kvPool().bytes(), "a BF16 pool holds half the bytes");
-        assertTrue(transferBytes[0] > 0);
+        assertTrue(link.bytes() > 0);
     }
 
     /**
-     * Disaggregated in one JVM: a prefill loop hands each prefilled sequence — its latent KV (and MTP KV) through the
-     * wire format, its first token and draft — to a separate decode loop. Greedy output must equal colocated output.
+     * Disaggregated in one JVM: a prefill loop streams each sequence's latent KV (and MTP KV) through the wire format
+     * chunk by chunk as its prompt is computed — then its first token and draft — into a separate decode loop, with a
+     * link small enough that sequences are held while it drains. Greedy output must equal colocated output.
      */
     @Test
     void disaggregatedPrefillAndDecodeGiveExactlyTheColocatedOutput() throws Exception {
@@ -263,11 +258,7 @@ class DecodeLoopTest {
             DecodeLoop decode = loop(mtp, 8, null);
             Map<Integer, Collect> out = new HashMap<>();
             Map<String, Collect> sinks = new HashMap<>();
-            prefill.handoff((seq, first, draft, main, mtpKv) -> {
-                var contents = dev.deepserve.model.engine.KvSnapshot.decode(
-                        dev.deepserve.model.engine.KvSnapshot.encode("{\"request_id\":\"" + seq.requestId() + "\"}", main, mtpKv));
-                decode.submitPrefilled(seq.request(), sinks.get(seq.requestId()), contents.main(), contents.mtp(), first, draft, seq.cachedTokens());
-            });
+            prefill.handoff(new KvLink(decode, sinks::get, 1));
             for (int i = 0; i < 12; i++) {
                 Collect c = new Collect();
                 out.put(i, c);

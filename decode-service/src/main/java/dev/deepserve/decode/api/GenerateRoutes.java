@@ -9,10 +9,13 @@ import dev.deepserve.decode.domain.DecodeEngine;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
-import dev.deepserve.model.engine.KvSnapshot;
+import dev.deepserve.model.engine.KvStream;
+import dev.deepserve.serving.Handover;
+import dev.deepserve.serving.KvIntake;
 import dev.deepserve.model.sampling.SampledToken;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.ext.web.Router;
 import io.vertx.ext.web.RoutingContext;
@@ -49,8 +52,8 @@ public class GenerateRoutes {
     void routes(@Observes Router router) {
         router.post("/internal/generate").handler(BodyHandler.create(false).setBodyLimit(8 << 20)).handler(this::generate);
         router.post("/internal/generate/:id/cancel").handler(this::cancel);
-        // the size a transfer may have follows the model (a real DeepSeek-V3 prompt of 8K tokens is over 1 GiB of latents)
-        router.post("/internal/kv").handler(this::transferSize).handler(this::prefilled);
+        // streamed (a real DeepSeek-V3 prompt of 8K tokens is over half a GiB of latents): no body handler
+        router.post("/internal/kv").handler(this::receive);
         router.get("/internal/load").handler(this::load);
     }
 
@@ -74,86 +77,140 @@ public class GenerateRoutes {
                 .end(found ? "{\"cancelled\":true}" : error("no running request " + rc.pathParam("id")));
     }
 
-    /**
-     * A sequence prefilled on a prefill instance: the body is a {@link KvSnapshot} whose metadata is
-     * {@code {"request": <generate request>, "first_token", "draft", "cached_tokens"}}; the answer is the same NDJSON
-     * stream as {@code /internal/generate}, starting with the first token.
-     */
-    /** The body reader for KV transfers, made once the model (and so the largest transfer) is known. */
-    private volatile BodyHandler kvBody;
+    /** Sections waiting for the engine beyond which a KV stream's input is paused (about two prompt chunks of DeepSeek-V3). */
+    static final long PENDING_LIMIT = 64L << 20;
 
     /**
-     * The size a transfer may have follows the model (a real DeepSeek-V3 prompt of 8K tokens is over 1 GiB of latents):
-     * the declared length is checked against it before anything is read, then the body is read with that limit.
+     * A sequence being prefilled on a prefill instance: the body is a {@link KvStream} whose metadata is
+     * {@code {"request": <generate request>}}, read as it arrives (never buffered whole); each section goes into
+     * this engine's pool as soon as it is checked. The answer — once the END frame is in and the KV complete — is the
+     * same NDJSON stream as {@code /internal/generate}, starting with the first token; a stream that is refused, or
+     * cut, gets a 4xx (if anyone is still listening) and every block it took is given back.
      */
-    private void transferSize(RoutingContext rc) {
-        long max = Math.min(engine.maxKvTransferBytes(), Integer.MAX_VALUE - (1 << 20));
-        if (max <= 0) {
-            rc.response().setStatusCode(503).putHeader("Content-Type", "application/json").end(error("the model is not loaded yet"));
-            return;
-        }
-        String length = rc.request().getHeader("Content-Length");
-        long declared;
-        try {
-            declared = length == null ? -1 : Long.parseLong(length.strip());
-        } catch (NumberFormatException e) {
-            declared = -1;
-        }
-        if (declared < 0) {
-            rc.response().setStatusCode(411).putHeader("Content-Type", "application/json").end(error("a KV transfer needs a Content-Length"));
-            return;
-        }
-        if (declared > max) {
-            rc.response().setStatusCode(413).putHeader("Content-Type", "application/json")
-                    .end(error("KV transfer of " + declared + " bytes is larger than this instance takes (" + max + ")"));
-            return;
-        }
-        BodyHandler body = kvBody;
-        if (body == null) {
-            kvBody = body = BodyHandler.create(false).setBodyLimit(max);
-        }
-        body.handle(rc);
-    }
-
-    private void prefilled(RoutingContext rc) {
-        // checking and unpacking a large snapshot takes a while: off the event loop, then back on it to answer
-        io.vertx.core.buffer.Buffer body = rc.body().buffer();
-        KvSnapshot.Shape shape = engine.kvShape();
+    private void receive(RoutingContext rc) {
+        KvStream.Shape shape = engine.kvShape();
         if (shape == null) {
             rc.response().setStatusCode(503).putHeader("Content-Type", "application/json").end(error("the model is not loaded yet"));
             return;
         }
-        rc.vertx().<KvSnapshot.Contents>executeBlocking(() -> KvSnapshot.decode(body.getBytes(), shape), false).onComplete(done -> {
-            if (done.failed()) {
-                rc.response().setStatusCode(400).putHeader("Content-Type", "application/json")
-                        .end(error(done.cause() instanceof IllegalArgumentException ? done.cause().getMessage() : "KV transfer could not be read"));
-                return;
-            }
-            takeOver(rc, done.result());
-        });
+        new Incoming(rc, shape).start();
     }
 
-    private void takeOver(RoutingContext rc, KvSnapshot.Contents kv) {
-        GenerationRequest request;
-        JsonNode meta;
-        try {
-            meta = json.readTree(kv.metadata());
-            request = GenerationRequest.fromJson(meta.get("request"));
-        } catch (IllegalArgumentException | java.io.IOException e) {
-            rc.response().setStatusCode(400).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
-            return;
+    /** One KV stream coming in: the reader's listener, and the request's flow control. */
+    private final class Incoming implements KvStream.Listener {
+        private final HttpServerRequest request;
+        private final HttpServerResponse response;
+        private final Context context;
+        private final KvStream.Reader reader;
+        private KvIntake intake;
+        /** Refused or cut: nothing more is read. */
+        private boolean over;
+        private boolean taken;
+
+        Incoming(RoutingContext rc, KvStream.Shape shape) {
+            this.request = rc.request();
+            this.response = rc.response();
+            this.context = Vertx.currentContext();
+            this.reader = new KvStream.Reader(shape, this);
         }
-        HttpServerResponse response = rc.response();
-        Sink sink = new Sink(response, Vertx.currentContext(), request.prompt().length);
-        Sequence sequence;
-        try {
-            sequence = engine.submitPrefilled(request, sink, kv.main(), kv.mtp(), meta.path("first_token").asInt(-1), meta.path("draft").asInt(-1),
-                    meta.path("cached_tokens").asInt(0));
-        } catch (Refused e) {
-            response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
-            return;
+
+        void start() {
+            request.handler(this::feed);
+            request.endHandler(v -> ended());
+            request.exceptionHandler(e -> cut());
+            response.closeHandler(v -> cut());
+            request.resume();
         }
-        stream(response, sequence);
+
+        private void feed(io.vertx.core.buffer.Buffer data) {
+            if (over) {
+                return;
+            }
+            try {
+                reader.feed(data.getBytes());
+            } catch (IllegalArgumentException e) {
+                refuse(400, e.getMessage());
+                return;
+            } catch (Refused e) {
+                refuse(e.status, e.getMessage());
+                return;
+            }
+            if (intake != null && intake.pendingBytes() > PENDING_LIMIT) {
+                request.pause(); // the engine has not written what came yet: let TCP push back on the prefill instance
+                intake.whenDrained(() -> context.runOnContext(v -> {
+                    if (!over) {
+                        request.resume();
+                    }
+                }));
+            }
+        }
+
+        private void ended() {
+            if (over) {
+                return;
+            }
+            try {
+                reader.finish();
+            } catch (IllegalArgumentException e) {
+                refuse(400, e.getMessage());
+            }
+        }
+
+        /** The connection went away before the KV was taken: the engine lets go of it. */
+        private void cut() {
+            if (!taken && !over) {
+                over = true;
+                if (intake != null) {
+                    intake.abort("the KV stream was cut");
+                }
+            }
+        }
+
+        private void refuse(int status, String message) {
+            over = true;
+            if (intake != null) {
+                intake.abort(message);
+            }
+            if (!response.headWritten() && !response.closed()) {
+                // answered before the body is all in: close the connection after, so the sender stops
+                response.setStatusCode(status).putHeader("Content-Type", "application/json").putHeader("Connection", "close").end(error(message));
+            }
+        }
+
+        @Override
+        public void header(String metadata, KvStream.Layout layout) {
+            GenerationRequest r;
+            try {
+                JsonNode meta = json.readTree(metadata);
+                if (meta == null || !meta.path("request").isObject()) {
+                    throw new IllegalArgumentException("KV transfer: the metadata has no request");
+                }
+                r = GenerationRequest.fromJson(meta.get("request"));
+            } catch (java.io.IOException e) {
+                throw new IllegalArgumentException("KV transfer: the metadata is not JSON");
+            }
+            intake = engine.receive(r, new Sink(response, context, r.prompt().length), layout);
+            // completes on the engine thread before the first token is emitted, so the answer opens first
+            intake.taken().whenComplete((sequence, failure) -> context.runOnContext(v -> {
+                if (failure == null) {
+                    taken = true;
+                    stream(response, sequence);
+                } else {
+                    Throwable cause = failure instanceof java.util.concurrent.CompletionException ? failure.getCause() : failure;
+                    refuse(cause instanceof Refused rf ? rf.status : 500, cause.getMessage());
+                }
+            }));
+        }
+
+        @Override
+        public void section(int cache, int layer, int from, int count, byte[] values) {
+            intake.section(cache, layer, from, count, values);
+        }
+
+        @Override
+        public void end(String trailer) {
+            intake.end(Handover.parse(trailer));
+        }
     }
 
     private void generate(RoutingContext rc) {
@@ -179,9 +236,17 @@ public class GenerateRoutes {
 
     /** Opens the NDJSON answer; a caller that goes away cancels its sequence. */
     private static void stream(HttpServerResponse response, Sequence sequence) {
-        response.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
+        open(response);
         response.closeHandler(v -> sequence.cancel());
-        response.write("");
+        if (!response.ended() && !response.closed()) {
+            response.write("");
+        }
+    }
+
+    private static void open(HttpServerResponse response) {
+        if (!response.headWritten() && !response.ended() && !response.closed()) {
+            response.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
+        }
     }
 
     private String error(String message) {
@@ -216,6 +281,7 @@ public class GenerateRoutes {
                 if (response.ended() || response.closed()) {
                     return;
                 }
+                open(response);
                 if (last) {
                     response.end(text);
                 } else {

@@ -1,13 +1,14 @@
 package dev.deepserve.decode.domain;
 
 import dev.deepserve.decode.config.DecodeConfig;
-import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvStream;
 import dev.deepserve.model.engine.PrefixCache;
 import dev.deepserve.serving.DecodeLoop;
 import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.PrefixCacheMetrics;
 import dev.deepserve.serving.GenerationRequest;
+import dev.deepserve.serving.KvIntake;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.tokenizer.Tokenizer;
@@ -64,9 +65,9 @@ public class DecodeEngine {
         return host.serving().submit(request, sink);
     }
 
-    /** Takes over a sequence prefilled on a prefill instance (see {@link DecodeLoop#submitPrefilled}). */
-    public Sequence submitPrefilled(GenerationRequest request, TokenSink sink, KvCache main, KvCache mtp, int firstToken, int draft, int cachedTokens) {
-        return host.serving().submitPrefilled(request, sink, main, mtp, firstToken, draft, cachedTokens);
+    /** A sequence being prefilled on a prefill instance, whose KV streams in through the intake (see {@link DecodeLoop#receive}). */
+    public KvIntake receive(GenerationRequest request, TokenSink sink, KvStream.Layout layout) {
+        return host.serving().receive(request, sink, layout);
     }
 
     /**
@@ -83,14 +84,8 @@ public class DecodeEngine {
                 "queued", (long) l.queued(), "batch", (long) l.lastBatch(), "context_length", (long) l.maxContext());
     }
 
-    /** The largest KV transfer this instance takes (its model at its max context), or 0 before the model is loaded. */
-    public long maxKvTransferBytes() {
-        DecodeLoop l = host.loop();
-        return l == null ? 0 : l.maxKvTransferBytes();
-    }
-
-    /** The KV snapshots this instance can take (null until the model is loaded). */
-    public dev.deepserve.model.engine.KvSnapshot.Shape kvShape() {
+    /** The KV streams this instance can take in (null until the model is loaded). */
+    public KvStream.Shape kvShape() {
         DecodeLoop l = host.loop();
         return l == null ? null : l.kvShape();
     }

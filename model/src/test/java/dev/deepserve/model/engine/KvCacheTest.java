@@ -88,13 +88,13 @@ class KvCacheTest {
 
     @Test
     void copyToMovesAPrivateCacheIntoAPool() {
-        KvCache own = KvSnapshotTest.filled(2, 70, 9);
+        KvCache own = KvStreamTest.filled(2, 70, 9);
         KvBlockPool pool = new KvBlockPool(2, 8, 4, 16, 10);
         KvCache copy = own.copyTo(pool);
         assertEquals(70, copy.length());
         assertEquals(5, pool.used());
         for (int l = 0; l < 2; l++) {
-            assertArrayEquals(KvSnapshotTest.tokens(own, l), KvSnapshotTest.tokens(copy, l));
+            assertArrayEquals(KvStreamTest.tokens(own, l), KvStreamTest.tokens(copy, l));
         }
         assertThrows(IllegalArgumentException.class, () -> own.copyTo(new KvBlockPool(1, 8, 4, 16, 10)));
     }

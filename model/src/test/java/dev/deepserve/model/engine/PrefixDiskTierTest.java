@@ -21,7 +21,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class PrefixDiskTierTest {
 
     static KvCache filled(KvBlockPool pool, int tokens, int seed) {
-        return KvSnapshotTest.fill(new KvCache(pool), tokens, seed);
+        return KvStreamTest.fill(new KvCache(pool), tokens, seed);
     }
 
     static float[] layer(KvCache c, int layer, int tokens) {

@@ -5,12 +5,14 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.internal.InternalGuard;
 import dev.deepserve.model.engine.KvCache;
-import dev.deepserve.model.engine.KvSnapshot;
+import dev.deepserve.model.engine.KvStream;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.prefill.config.PrefillConfig;
 import dev.deepserve.prefill.domain.PrefillEngine;
 import dev.deepserve.serving.Refused;
 import dev.deepserve.serving.GenerationRequest;
+import dev.deepserve.serving.Handoff;
+import dev.deepserve.serving.Handover;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import io.micrometer.core.instrument.Counter;
@@ -19,7 +21,10 @@ import io.micrometer.core.instrument.Timer;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
+import io.vertx.core.Future;
 import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientRequest;
+import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpClientOptions;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerResponse;
@@ -34,13 +39,15 @@ import org.jboss.logging.Logger;
 import java.net.URI;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The prefill instance's side of the generate API — the same {@code POST /internal/generate} and cancel as the
- * decode service, so the gateway talks to either. A request is prefilled here; its latent KV then goes to the decode
- * instance ({@code POST /internal/kv}, {@link KvSnapshot} body with per-section checksums) and the decode instance's
- * token stream is relayed back unchanged. A cancel reaches whichever side holds the sequence; if the client or the
- * decode instance goes away mid-transfer, the other side lets go of the sequence too.
+ * decode service, so the gateway talks to either. A request is prefilled here; its latent KV streams to a decode
+ * instance while it is computed ({@code POST /internal/kv}, a chunked {@link KvStream} body: each prompt chunk's
+ * latents layer by layer, checksummed per section, then the first token), and the decode instance's token stream is
+ * relayed back unchanged. A cancel reaches whichever side holds the sequence; if the client or the decode instance
+ * goes away mid-transfer, the other side lets go of the sequence and every block it took.
  */
 @ApplicationScoped
 public class PrefillRoutes {
@@ -64,9 +71,11 @@ public class PrefillRoutes {
         final HttpServerResponse response;
         final Context context;
         volatile boolean handedOn;
-        /** The decode instance that holds the sequence once handed on. */
+        /** The decode instance its KV streams to (it holds the sequence once handed on). */
         volatile URI decode;
         volatile boolean clientGone;
+        /** The KV stream, from the first prompt chunk on (engine thread writes it once). */
+        volatile Upload upload;
 
         Relay(String id, JsonNode request, HttpServerResponse response, Context context) {
             this.id = id;
@@ -95,6 +104,9 @@ public class PrefillRoutes {
         void finish(int status, String body, String type) {
             relays.remove(id);
             context.runOnContext(v -> {
+                if (upload != null && !handedOn) {
+                    upload.cut(); // finished here before its KV was all sent: the decode instance lets go
+                }
                 if (!response.ended() && !response.closed()) {
                     response.setStatusCode(status).putHeader("Content-Type", type).end(body);
                 }
@@ -111,7 +123,17 @@ public class PrefillRoutes {
         this.json = json;
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(256).setKeepAlive(true).setConnectTimeout(5000));
         this.decodes = new DecodePicker(config.decodeUrl(), vertx, http, config.internalToken());
-        engine.handoff(this::transfer);
+        engine.handoff(new Handoff() {
+            @Override
+            public void progress(Sequence sequence, KvCache main, KvCache mtp) {
+                PrefillRoutes.this.progress(sequence, main, mtp);
+            }
+
+            @Override
+            public void prefilled(Sequence sequence, int firstToken, int draft, KvCache main, KvCache mtp) {
+                PrefillRoutes.this.prefilled(sequence, firstToken, draft, main, mtp);
+            }
+        });
     }
 
     void routes(@Observes Router router) {
@@ -174,74 +196,180 @@ public class PrefillRoutes {
         });
     }
 
-    /** On the engine thread: package the KV and hand it to the decode instance on the request's event loop. */
-    private void transfer(Sequence sequence, int firstToken, int draft, KvCache main, KvCache mtp) {
+    /** Bytes of a sequence's KV written but not yet on the wire beyond which its prompt waits (about two prompt chunks of DeepSeek-V3). */
+    static final long HOLD_LIMIT = 64L << 20;
+
+    /**
+     * Engine thread, after each prompt chunk: the new latents of every layer go out now. The first chunk opens the
+     * stream to the decode instance with the most free KV; a stream that falls {@link #HOLD_LIMIT} behind holds the
+     * sequence's prompt until it drains.
+     */
+    private void progress(Sequence sequence, KvCache main, KvCache mtp) {
         Relay relay = relays.get(sequence.requestId());
         if (relay == null) {
+            sequence.cancel(); // its client is gone and its answer given
             return;
         }
-        ObjectNode meta = json.createObjectNode();
-        meta.set("request", relay.request);
-        meta.put("first_token", firstToken).put("draft", draft).put("cached_tokens", sequence.cachedTokens());
-        byte[] bytes = KvSnapshot.encode(meta.toString(), main, mtp);
-        DecodePicker.Target target = decodes.pick(main.length());
-        relay.decode = target.base;
+        Upload upload = relay.upload;
+        if (upload == null) {
+            ObjectNode meta = json.createObjectNode();
+            meta.set("request", relay.request);
+            relay.upload = upload = new Upload(relay, sequence, new KvStream.Sender(meta.toString(), main, mtp, sequence.request().prompt().length));
+            upload.send(upload.sender.header(), false);
+        }
+        upload.send(upload.sender.next(main, mtp), false);
+    }
+
+    /** Engine thread, the prompt done: the last latents and the END frame (first token, draft, cache hits); the decode instance has it from here. */
+    private void prefilled(Sequence sequence, int firstToken, int draft, KvCache main, KvCache mtp) {
+        progress(sequence, main, mtp);
+        Relay relay = relays.get(sequence.requestId());
+        if (relay == null || relay.upload == null) {
+            return;
+        }
         relay.handedOn = true;
-        long sent = System.nanoTime();
-        relay.context.runOnContext(v -> http.request(post(target.base, "/internal/kv").setIdleTimeout(config.transferTimeout().toMillis()))
-                .compose(req -> req.putHeader("Content-Type", "application/octet-stream").send(Buffer.buffer(bytes)))
-                .onFailure(e -> {
-                    transferFailures.increment();
-                    decodes.failed(target);
-                    // the decode instance may have taken the sequence before going quiet: let it go there too
-                    forwardCancel(relay);
-                    LOG.warnf("request %s: decode instance %s unreachable: %s", relay.id, target.base, e.getMessage());
-                    relay.finish(503, error("the decode instance is unreachable"), "application/json");
-                })
-                .onSuccess(resp -> {
-                    transferTime.record(System.nanoTime() - sent, java.util.concurrent.TimeUnit.NANOSECONDS);
-                    if (resp.statusCode() != 200) {
-                        transferFailures.increment();
-                        resp.body().onComplete(b -> relay.finish(resp.statusCode(), b.succeeded() ? b.result().toString() : error("decode refused"), "application/json"));
-                        return;
+        relay.upload.send(relay.upload.sender.end(main, mtp, new Handover(firstToken, draft, sequence.cachedTokens()).json()), true);
+    }
+
+    /** One sequence's KV stream to its decode instance: written on the request's event loop in the order the engine produced it. */
+    private final class Upload {
+        final Relay relay;
+        final Sequence sequence;
+        final KvStream.Sender sender;
+        final DecodePicker.Target target;
+        final long opened = System.nanoTime();
+        /** Bytes handed to the event loop and not yet written to the connection. */
+        final AtomicLong pending = new AtomicLong();
+        /** Event loop only: the request, once connected. */
+        Future<HttpClientRequest> request;
+        boolean over;
+
+        Upload(Relay relay, Sequence sequence, KvStream.Sender sender) {
+            this.relay = relay;
+            this.sequence = sequence;
+            this.sender = sender;
+            this.target = decodes.pick(sequence.request().prompt().length);
+            relay.decode = target.base;
+        }
+
+        /** Engine thread: queue {@code data} for the wire ({@code last}: and end the body). */
+        void send(byte[] data, boolean last) {
+            if (data.length == 0 && !last) {
+                return;
+            }
+            if (pending.addAndGet(data.length) > HOLD_LIMIT) {
+                sequence.hold(true);
+            }
+            relay.context.runOnContext(v -> write(Buffer.buffer(data), last));
+        }
+
+        private void write(Buffer data, boolean last) {
+            if (over) {
+                return;
+            }
+            if (request == null) {
+                request = http.request(post(target.base, "/internal/kv")).map(req -> {
+                    req.setChunked(true).putHeader("Content-Type", "application/octet-stream");
+                    req.response().onSuccess(this::answered).onFailure(this::failed);
+                    return req;
+                });
+                request.onFailure(this::failed);
+            }
+            request.onSuccess(req -> {
+                if (over) {
+                    return;
+                }
+                (last ? req.end(data) : req.write(data)).onComplete(done -> {
+                    transferBytes.increment(data.length());
+                    if (pending.addAndGet(-data.length()) <= HOLD_LIMIT / 2) {
+                        sequence.hold(false);
                     }
-                    transferBytes.increment(bytes.length);
-                    if (relay.clientGone) {
-                        forwardCancel(relay);
+                });
+                if (last) {
+                    // from the END frame on, a decode instance that stays silent this long has failed
+                    req.idleTimeout(config.transferTimeout().toMillis());
+                }
+            });
+        }
+
+        /** Event loop: the sequence finished here without being handed on (cancelled, failed): the decode instance lets go. */
+        void cut() {
+            if (!over) {
+                over = true;
+                if (request != null) {
+                    request.onSuccess(req -> req.reset());
+                }
+            }
+        }
+
+        private void failed(Throwable e) {
+            if (over) {
+                return;
+            }
+            over = true;
+            transferFailures.increment();
+            decodes.failed(target);
+            LOG.warnf("request %s: decode instance %s unreachable: %s", relay.id, target.base, e.getMessage());
+            relay.finish(503, error("the decode instance is unreachable"), "application/json");
+            // the decode instance may have taken the sequence before going quiet: let it go there too, and here
+            forwardCancel(relay);
+            engine.cancel(relay.id);
+            sequence.hold(false);
+        }
+
+        private void answered(HttpClientResponse resp) {
+            transferTime.record(System.nanoTime() - opened, java.util.concurrent.TimeUnit.NANOSECONDS);
+            if (resp.statusCode() != 200) {
+                over = true;
+                transferFailures.increment();
+                sequence.hold(false);
+                resp.body().onComplete(b -> {
+                    relay.finish(resp.statusCode(), b.succeeded() ? b.result().toString() : error("decode refused"), "application/json");
+                    engine.cancel(relay.id); // still prefilling here: stop (its own answer comes after the decode instance's)
+                });
+                return;
+            }
+            if (relay.clientGone) {
+                forwardCancel(relay);
+            }
+            HttpServerResponse out = relay.response;
+            if (!out.ended() && !out.closed()) {
+                out.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
+            }
+            resp.handler(chunk -> {
+                if (!out.ended() && !out.closed()) {
+                    out.write(chunk);
+                    if (out.writeQueueFull()) {
+                        resp.pause();
+                        out.drainHandler(x -> resp.resume());
                     }
-                    HttpServerResponse out = relay.response;
-                    if (!out.ended() && !out.closed()) {
-                        out.setChunked(true).putHeader("Content-Type", "application/x-ndjson");
-                    }
-                    resp.handler(chunk -> {
-                        if (!out.ended() && !out.closed()) {
-                            out.write(chunk);
-                            if (out.writeQueueFull()) {
-                                resp.pause();
-                                out.drainHandler(x -> resp.resume());
-                            }
-                        }
-                    });
-                    resp.exceptionHandler(e -> {
-                        LOG.warnf("request %s: decode stream broke: %s", relay.id, e.getMessage());
-                        forwardCancel(relay);
-                        relays.remove(relay.id);
-                        if (!out.ended()) {
-                            out.reset();
-                        }
-                    });
-                    resp.endHandler(x -> {
-                        relays.remove(relay.id);
-                        if (!out.ended() && !out.closed()) {
-                            out.end();
-                        }
-                    });
-                }));
+                }
+            });
+            resp.exceptionHandler(e -> {
+                LOG.warnf("request %s: decode stream broke: %s", relay.id, e.getMessage());
+                forwardCancel(relay);
+                relays.remove(relay.id);
+                if (!out.ended()) {
+                    out.reset();
+                }
+            });
+            resp.endHandler(x -> {
+                relays.remove(relay.id);
+                if (!out.ended() && !out.closed()) {
+                    out.end();
+                }
+            });
+        }
     }
 
     private void forwardCancel(Relay relay) {
-        if (relay.decode != null) {
+        if (relay.decode == null) {
+            return;
+        }
+        try {
             http.request(post(relay.decode, "/internal/generate/" + relay.id + "/cancel")).compose(req -> req.send()).onSuccess(resp -> resp.body());
+        } catch (IllegalStateException shuttingDown) {
+            // the client is closed: this instance is stopping, and the decode instance hears the connections close
         }
     }
 

@@ -8,6 +8,7 @@ import dev.deepserve.serving.LoopMetrics;
 import dev.deepserve.serving.EngineHost;
 import dev.deepserve.serving.PrefixCacheMetrics;
 import dev.deepserve.serving.GenerationRequest;
+import dev.deepserve.serving.Handoff;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import io.micrometer.core.instrument.Counter;
@@ -26,15 +27,10 @@ import java.util.concurrent.TimeUnit;
 /**
  * The prefill instance (DeepSeek-V3 §3.4.1): batched, chunked prompt forward with the prefix cache, the first token
  * chosen from the prompt's logits (and, with MTP, the first draft); then the sequence leaves with its latent KV to a
- * decode instance through the {@link Handoff} the HTTP layer installs.
+ * decode instance through the {@link Handoff} the HTTP layer installs, its KV streaming out chunk by chunk as it is computed.
  */
 @ApplicationScoped
 public class PrefillEngine {
-
-    /** Where a prefilled sequence goes. */
-    public interface Handoff {
-        void transfer(Sequence sequence, int firstToken, int draft, KvCache main, KvCache mtp);
-    }
 
     private final EngineHost host;
     private volatile Handoff handoff;
@@ -42,13 +38,26 @@ public class PrefillEngine {
     PrefillEngine(PrefillConfig config, MeterRegistry registry) {
         this.host = new EngineHost("prefill-engine", config.engine().options(config.modelDir(), Duration.ofMinutes(5), EngineHost.Experts.NONE),
                 prefix -> metrics(registry, prefix),
-                loop -> loop.handoff((s, first, draft, main, mtp) -> {
-                    Handoff h = handoff;
-                    if (h == null) {
-                        s.cancel();
-                        return;
+                loop -> loop.handoff(new Handoff() {
+                    @Override
+                    public void progress(Sequence s, KvCache main, KvCache mtp) {
+                        Handoff h = handoff;
+                        if (h == null) {
+                            s.cancel(); // nowhere to send it (the HTTP layer is not up)
+                        } else {
+                            h.progress(s, main, mtp);
+                        }
                     }
-                    h.transfer(s, first, draft, main, mtp);
+
+                    @Override
+                    public void prefilled(Sequence s, int first, int draft, KvCache main, KvCache mtp) {
+                        Handoff h = handoff;
+                        if (h == null) {
+                            s.cancel();
+                        } else {
+                            h.prefilled(s, first, draft, main, mtp);
+                        }
+                    }
                 }));
         Gauge.builder("deepserve.prefill.queue", host, h -> h.loop() == null ? 0 : h.loop().queued()).description("prompts waiting to be prefilled").register(registry);
         Gauge.builder("deepserve.prefill.kv.reserved.tokens", host, h -> h.loop() == null ? 0 : h.loop().kvReserved())

@@ -1,0 +1,142 @@
+package dev.deepserve.serving;
+
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvStream;
+
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+
+/**
+ * A sequence whose prompt KV is streaming in from a prefill instance ({@link DecodeLoop#receive}). The transport hands
+ * in checked sections ({@link #section}), then the {@link Handover} ({@link #end}), or gives up ({@link #abort}); the
+ * engine thread writes the sections straight into the sequence's pool blocks — taken for the whole prompt when it is
+ * admitted — and, once the handover is in and every section written, makes it an ordinary decoding sequence. Sections
+ * that arrive before admission wait here: the transport pauses its input while {@link #pendingBytes} is over its
+ * bound and resumes when {@link #whenDrained} says so. An intake that is aborted, cancelled or refused gives every
+ * block back.
+ */
+public final class KvIntake {
+
+    private record Section(int cache, int layer, int from, int count, byte[] values) {
+    }
+
+    final Sequence sequence;
+    final KvStream.Layout layout;
+    private final Runnable wake;
+    private final ConcurrentLinkedQueue<Section> sections = new ConcurrentLinkedQueue<>();
+    private final AtomicLong pending = new AtomicLong();
+    private final AtomicReference<Runnable> drained = new AtomicReference<>();
+    private final CompletableFuture<Sequence> taken = new CompletableFuture<>();
+    private volatile Handover handover;
+    private volatile String aborted;
+    private volatile long pendingMost;
+    /** Engine thread: admitted, its caches are in the sequence. */
+    boolean admitted;
+
+    KvIntake(Sequence sequence, KvStream.Layout layout, Runnable wake) {
+        this.sequence = sequence;
+        this.layout = layout;
+        this.wake = wake;
+    }
+
+    /** One checked section, in stream order (any thread). */
+    public void section(int cache, int layer, int from, int count, byte[] values) {
+        if (aborted != null) {
+            return;
+        }
+        long now = pending.addAndGet(values.length);
+        if (now > pendingMost) {
+            pendingMost = now;
+        }
+        sections.add(new Section(cache, layer, from, count, values));
+        wake.run();
+    }
+
+    /** The stream's END: every main layer has been handed in. */
+    public void end(Handover h) {
+        handover = h;
+        wake.run();
+    }
+
+    /** The stream broke or was refused: the engine lets go of everything taken for it. */
+    public void abort(String why) {
+        aborted = why;
+        wake.run();
+    }
+
+    /** Bytes handed in and not yet written into the pool. */
+    public long pendingBytes() {
+        return pending.get();
+    }
+
+    /** The most bytes that waited here at once. */
+    public long pendingMost() {
+        return pendingMost;
+    }
+
+    /** Runs {@code r} once, on the engine thread, after the next time every waiting section has been written. */
+    public void whenDrained(Runnable r) {
+        drained.set(r);
+        wake.run();
+    }
+
+    /**
+     * Completes with the sequence once it decodes here (its first token goes out next), or exceptionally with a
+     * {@link Refused} naming why the KV was not taken.
+     */
+    public CompletableFuture<Sequence> taken() {
+        return taken;
+    }
+
+    public String requestId() {
+        return sequence.requestId();
+    }
+
+    String aborted() {
+        return aborted;
+    }
+
+    Handover handover() {
+        return handover;
+    }
+
+    /** Engine thread: writes what has arrived into the sequence's caches (MTP sections are dropped if it does not speculate). */
+    void apply() {
+        for (Section s = sections.poll(); s != null; s = sections.poll()) {
+            KvCache target = s.cache == 0 ? sequence.cache : sequence.speculation.kv;
+            if (target != null) {
+                KvStream.write(target, s.layer, s.from, s.count, s.values);
+            }
+            pending.addAndGet(-s.values.length);
+        }
+        Runnable r = drained.getAndSet(null);
+        if (r != null) {
+            r.run();
+        }
+    }
+
+    /** Engine thread: the handover is in and every section written. */
+    boolean complete() {
+        return handover != null && sections.isEmpty();
+    }
+
+    /** Engine thread: drops what waits (the intake is over). */
+    void discard() {
+        sections.clear();
+        pending.set(0);
+        Runnable r = drained.getAndSet(null);
+        if (r != null) {
+            r.run();
+        }
+    }
+
+    void taken(Sequence s) {
+        taken.complete(s);
+    }
+
+    void refused(Refused why) {
+        taken.completeExceptionally(why);
+    }
+}

@@ -1,0 +1,202 @@
+package dev.deepserve.serving;
+
+import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.KvPrecision;
+import dev.deepserve.model.engine.KvStream;
+import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.sampling.SamplingParams;
+import dev.deepserve.tokenizer.Tokenizer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The layer-streamed KV transfer between a prefill loop and a decode loop (through the real wire format, without
+ * HTTP): a 32K-token prompt decodes exactly as colocated while the transfer overlaps the prefill and buffers a bounded
+ * amount; a stream cut in the middle gives back every block on both sides.
+ */
+class StreamedTransferTest {
+
+    static Transformer model;
+    static Tokenizer tokenizer;
+
+    @BeforeAll
+    static void load() {
+        model = Transformer.load(TestModel.dir(), CpuOps.best());
+        tokenizer = Tokenizer.load(TestModel.dir());
+    }
+
+    @AfterAll
+    static void close() {
+        model.close();
+    }
+
+    static DecodeLoop loop(int maxContext, int prefillChunk, boolean mtp) {
+        return new DecodeLoop(new CpuStepRunner(model), tokenizer, null,
+                new LoopSettings(4, maxContext, maxContext + 256L, 64, prefillChunk, 100, mtp, Duration.ofSeconds(30)).withKvPrecision(KvPrecision.BF16),
+                LoopMetrics.NONE);
+    }
+
+    static GenerationRequest request(String id, int length, int maxTokens) {
+        int[] prompt = java.util.stream.IntStream.range(0, length).map(i -> 100 + (int) ((3L * 7919 + i * 104729L) % 120000)).toArray();
+        return new GenerationRequest(id, prompt, maxTokens, SamplingParams.GREEDY, List.of());
+    }
+
+    /** Runs {@code loop} on its own thread until {@code stop}. */
+    static Thread spin(DecodeLoop loop, AtomicBoolean stop) {
+        return Thread.ofPlatform().start(() -> {
+            try {
+                while (!stop.get()) {
+                    loop.runOnce(5);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+    }
+
+    @Test
+    void aThirtyTwoThousandTokenPromptDecodesAsColocatedWhileItsKvStreamsInBoundedPieces() throws Exception {
+        int length = 32_768;
+        int context = length + 64;
+        long t0 = System.nanoTime();
+        DecodeLoopTest.Collect colocated = new DecodeLoopTest.Collect();
+        DecodeLoop alone = loop(context, 1024, true);
+        alone.submit(request("colocated", length, 8), colocated);
+        while (colocated.finish == null) {
+            alone.runOnce(1);
+        }
+        long t1 = System.nanoTime();
+
+        DecodeLoop prefill = loop(context, 1024, true);
+        DecodeLoop decode = loop(context, 1024, true);
+        DecodeLoopTest.Collect out = new DecodeLoopTest.Collect();
+        KvLink link = new KvLink(decode, id -> out, 8 << 20);
+        AtomicLong beforeLastStep = new AtomicLong(-1);
+        AtomicLong decodeBlocksDuringPrefill = new AtomicLong();
+        prefill.handoff(new Handoff() {
+            @Override
+            public void progress(Sequence s, KvCache main, KvCache mtp) {
+                link.progress(s, main, mtp);
+                decodeBlocksDuringPrefill.accumulateAndGet(decode.kvPool().used(), Math::max);
+            }
+
+            @Override
+            public void prefilled(Sequence s, int firstToken, int draft, KvCache main, KvCache mtp) {
+                beforeLastStep.set(link.bytes());
+                link.prefilled(s, firstToken, draft, main, mtp);
+            }
+        });
+        AtomicBoolean stop = new AtomicBoolean();
+        Thread decoding = spin(decode, stop);
+        DecodeLoopTest.Collect prefillSide = new DecodeLoopTest.Collect();
+        prefill.submit(request("disaggregated", length, 8), prefillSide);
+        try {
+            while (out.finish == null) {
+                prefill.runOnce(1);
+            }
+        } finally {
+            stop.set(true);
+            decoding.join();
+        }
+        long t2 = System.nanoTime();
+
+        long total = link.bytes();
+        long perToken = (model.config().numHiddenLayers() + 1L) * (model.config().kvLoraRank() + model.config().qkRopeHeadDim()) * 2;
+        System.out.printf("32K-token prompt: colocated %.1f s, disaggregated %.1f s; %,d bytes streamed (%,d KV bytes per token), %,d of them before the"
+                        + " last prefill step; most buffered outside the pools at once %,d bytes (%.2f %% of the transfer)%n",
+                (t1 - t0) / 1e9, (t2 - t1) / 1e9, total, perToken, beforeLastStep.get(), link.bufferedMost(), 100.0 * link.bufferedMost() / total);
+        assertEquals(colocated.ids, out.ids, "disaggregated output equals colocated");
+        assertEquals("length", out.finish);
+        assertEquals(length, out.prompt, "prompt tokens exact");
+        assertEquals(8, out.completion);
+        assertTrue(total >= perToken * length, "every layer's latents and the MTP module's travelled");
+        assertTrue(beforeLastStep.get() > total * 9 / 10, "the transfer overlapped the prefill: most of it left before the prompt was done");
+        assertTrue(decodeBlocksDuringPrefill.get() > 0, "decode wrote sections into its pool while prefill was still computing");
+        assertTrue(link.bufferedMost() <= (8 << 20) + 2L * KvStream.MAX_SECTION_BYTES, "buffered at most the link's bound and a frame");
+        assertEquals(0, prefill.kvPool().used(), "prefill gave back its blocks");
+        assertEquals(0, decode.kvPool().used(), "decode gave back its blocks");
+    }
+
+    @Test
+    void aStreamCutMidTransferGivesBackEveryBlockOnBothSides() throws Exception {
+        DecodeLoop prefill = loop(4096, 16, true);
+        DecodeLoop decode = loop(4096, 16, true);
+        DecodeLoopTest.Collect decodeSide = new DecodeLoopTest.Collect();
+        DecodeLoopTest.Collect prefillSide = new DecodeLoopTest.Collect();
+        KvIntake[] intake = new KvIntake[1];
+        int[] chunks = {0};
+        prefill.handoff(new Handoff() {
+            KvStream.Sender sender;
+            KvStream.Reader reader;
+
+            @Override
+            public void progress(Sequence s, KvCache main, KvCache mtp) {
+                if (sender == null) {
+                    sender = new KvStream.Sender("{}", main, mtp, s.request().prompt().length);
+                    reader = new KvStream.Reader(decode.kvShape(), new KvStream.Listener() {
+                        @Override
+                        public void header(String metadata, KvStream.Layout layout) {
+                            intake[0] = decode.receive(s.request(), decodeSide, layout);
+                        }
+
+                        @Override
+                        public void section(int cache, int layer, int from, int count, byte[] values) {
+                            intake[0].section(cache, layer, from, count, values);
+                        }
+
+                        @Override
+                        public void end(String trailer) {
+                            intake[0].end(Handover.parse(trailer));
+                        }
+                    });
+                    reader.feed(sender.header());
+                }
+                reader.feed(sender.next(main, mtp));
+                if (++chunks[0] == 3) {
+                    // the connection drops: the decode side hears it, the prefill side's link cancels its sequence
+                    intake[0].abort("the prefill instance went away");
+                    s.cancel();
+                }
+            }
+
+            @Override
+            public void prefilled(Sequence s, int firstToken, int draft, KvCache main, KvCache mtp) {
+                throw new AssertionError("a cut stream never completes");
+            }
+        });
+        prefill.submit(request("cut", 200, 4), prefillSide);
+        for (int i = 0; i < 3; i++) {
+            prefill.runOnce(1);
+            decode.runOnce(1);
+        }
+        for (int steps = 0; prefillSide.finish == null || decode.kvPool().used() > 0 || decode.kvReserved() > 0; steps++) {
+            assertTrue(steps < 1000, "the cut stream was let go of");
+            prefill.runOnce(1);
+            decode.runOnce(1);
+        }
+        assertEquals("cancelled", prefillSide.finish);
+        assertTrue(intake[0].taken().isCompletedExceptionally(), "the decode side refused the rest");
+        assertEquals(null, decodeSide.finish, "nothing reached the decode side's client");
+        assertEquals(0, prefill.kvPool().used());
+        assertEquals(0, prefill.kvReserved());
+        assertEquals(0, decode.kvPool().used());
+        assertEquals(0, decode.kvReserved());
+        // and the decode loop serves the same request id afresh
+        DecodeLoopTest.Collect again = new DecodeLoopTest.Collect();
+        decode.submit(request("cut", 200, 4), again);
+        while (again.finish == null) {
+            decode.runOnce(1);
+        }
+        assertEquals(4, again.completion);
+    }
+}
