@@ -220,7 +220,7 @@ public final class DecodeLoop {
         }
         StepPlan plan = scheduler.schedule(runner.maxRows(), settings.prefillChunk());
         if (plan.isEmpty()) {
-            java.util.concurrent.locks.LockSupport.parkNanos(100_000); // every sequence waits for its reader or its KV link
+            java.util.concurrent.locks.LockSupport.parkNanos(1_000_000); // every sequence waits for its reader or its KV link
             return;
         }
         lastBatch = plan.entries().size();
@@ -258,8 +258,12 @@ public final class DecodeLoop {
      */
     private void takeOver(KvIntake in, Handover h) {
         Sequence s = in.sequence;
-        limits.checkTransfer(s.request, s.cache, h.firstToken());
-        boolean keepMtp = s.speculation.on && s.speculation.kv != null && s.speculation.kv.length() == s.cache.length() && h.draft() >= 0;
+        limits.checkTransfer(s.request, s.cache, h);
+        if (tokenizer.token(h.firstToken()) == null) {
+            throw new Refused(400, "first token " + h.firstToken() + " is not a token of this model's vocabulary");
+        }
+        boolean keepMtp = s.speculation.on && s.speculation.kv != null && s.speculation.kv.length() == s.cache.length() && h.draft() >= 0
+                && tokenizer.token(h.draft()) != null;
         if (!keepMtp) {
             s.speculation.on = false;
             if (s.speculation.kv != null) {

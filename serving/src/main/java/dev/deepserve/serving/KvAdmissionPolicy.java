@@ -106,14 +106,18 @@ final class KvAdmissionPolicy {
 
     /**
      * On demand: makes sure this step's new tokens find blocks, preempting the most recently admitted sequences (never
-     * the oldest) until they do. Preempted sequences leave {@code wants}.
+     * the oldest) until they do — and when only one is left, refusing sequences still arriving from prefill instances
+     * ({@code refuseAnIntake}). Preempted sequences leave {@code wants}.
      */
-    void makeRoom(List<StepPlan.Want> wants) {
+    void makeRoom(List<StepPlan.Want> wants, java.util.function.BooleanSupplier refuseAnIntake) {
         if (mode != KvAdmission.ON_DEMAND) {
             return;
         }
         while (!roomFor(wants)) {
             if (active.size() <= 1) {
+                if (refuseAnIntake.getAsBoolean()) {
+                    continue; // a sequence still arriving from a prefill instance gave its blocks back
+                }
                 throw new IllegalStateException("the KV pool cannot hold even one sequence's next step");
             }
             Sequence victim = active.removeLast();

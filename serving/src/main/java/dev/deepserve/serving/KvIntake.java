@@ -12,12 +12,15 @@ import java.util.concurrent.atomic.AtomicReference;
  * A sequence whose prompt KV is streaming in from a prefill instance ({@link DecodeLoop#receive}). The transport hands
  * in checked sections ({@link #section}), then the {@link Handover} ({@link #end}), or gives up ({@link #abort}); the
  * engine thread writes the sections straight into the sequence's pool blocks — taken for the whole prompt when it is
- * admitted — and, once the handover is in and every section written, makes it an ordinary decoding sequence. Sections
- * that arrive before admission wait here: the transport pauses its input while {@link #pendingBytes} is over its
- * bound and resumes when {@link #whenDrained} says so. An intake that is aborted, cancelled or refused gives every
- * block back.
+ * admitted — and, once the handover is in and every section written, makes it an ordinary decoding sequence. The
+ * transport pauses its input while {@link #shouldPause} and resumes when {@link #whenDrained} says so: before
+ * admission nothing more than what is in flight waits here, after it at most {@link #PENDING_LIMIT}. An intake that is
+ * aborted, cancelled or refused gives every block back, and from then on drops whatever still arrives.
  */
 public final class KvIntake {
+
+    /** Sections an admitted intake may have waiting for the engine (about two 512-token prompt chunks of DeepSeek-V3). */
+    public static final long PENDING_LIMIT = 64L << 20;
 
     private record Section(int cache, int layer, int from, int count, byte[] values) {
     }
@@ -32,8 +35,10 @@ public final class KvIntake {
     private volatile Handover handover;
     private volatile String aborted;
     private volatile long pendingMost;
-    /** Engine thread: admitted, its caches are in the sequence. */
-    boolean admitted;
+    /** Its blocks are taken (engine thread writes; the transport reads it to size its pauses). */
+    volatile boolean admitted;
+    /** Over: taken over, refused, aborted or cancelled and let go of; what still arrives is dropped. */
+    private volatile boolean closed;
 
     KvIntake(Sequence sequence, KvStream.Layout layout, Runnable wake) {
         this.sequence = sequence;
@@ -43,7 +48,7 @@ public final class KvIntake {
 
     /** One checked section, in stream order (any thread). */
     public void section(int cache, int layer, int from, int count, byte[] values) {
-        if (aborted != null) {
+        if (closed || aborted != null) {
             return;
         }
         long now = pending.addAndGet(values.length);
@@ -60,10 +65,19 @@ public final class KvIntake {
         wake.run();
     }
 
-    /** The stream broke or was refused: the engine lets go of everything taken for it. */
+    /**
+     * The stream broke or was refused, or its reader went away (any thread, at any point): the engine lets go of the
+     * sequence and every block taken for it — if it is already decoding, it is cancelled.
+     */
     public void abort(String why) {
         aborted = why;
+        sequence.cancel();
         wake.run();
+    }
+
+    /** Whether the transport should stop reading: anything waits before admission, or more than the limit after it. */
+    public boolean shouldPause() {
+        return !closed && pending.get() > (admitted ? PENDING_LIMIT : 0);
     }
 
     /** Bytes handed in and not yet written into the pool. */
@@ -76,9 +90,12 @@ public final class KvIntake {
         return pendingMost;
     }
 
-    /** Runs {@code r} once, on the engine thread, after the next time every waiting section has been written. */
+    /** Runs {@code r} once, after the next time every waiting section has been written (or at once, if none waits). */
     public void whenDrained(Runnable r) {
         drained.set(r);
+        if (closed || pending.get() == 0) {
+            runDrained(); // drained (or over) before the callback was set
+        }
         wake.run();
     }
 
@@ -105,16 +122,16 @@ public final class KvIntake {
     /** Engine thread: writes what has arrived into the sequence's caches (MTP sections are dropped if it does not speculate). */
     void apply() {
         for (Section s = sections.poll(); s != null; s = sections.poll()) {
-            KvCache target = s.cache == 0 ? sequence.cache : sequence.speculation.kv;
-            if (target != null) {
-                KvStream.write(target, s.layer, s.from, s.count, s.values);
+            try {
+                KvCache target = s.cache == 0 ? sequence.cache : sequence.speculation.kv;
+                if (target != null) {
+                    KvStream.write(target, layout.precision(), s.layer, s.from, s.count, s.values);
+                }
+            } finally {
+                pending.addAndGet(-s.values.length);
             }
-            pending.addAndGet(-s.values.length);
         }
-        Runnable r = drained.getAndSet(null);
-        if (r != null) {
-            r.run();
-        }
+        runDrained();
     }
 
     /** Engine thread: the handover is in and every section written. */
@@ -122,10 +139,15 @@ public final class KvIntake {
         return handover != null && sections.isEmpty();
     }
 
-    /** Engine thread: drops what waits (the intake is over). */
-    void discard() {
+    /** Engine thread: the intake is over; what waits, or still comes, is dropped and a paused transport may go on. */
+    void close() {
+        closed = true;
         sections.clear();
         pending.set(0);
+        runDrained();
+    }
+
+    private void runDrained() {
         Runnable r = drained.getAndSet(null);
         if (r != null) {
             r.run();

@@ -11,7 +11,8 @@ import java.util.function.Function;
  * Prefill/decode disaggregation inside one process, through the real wire format: a {@link Handoff} for a prefill
  * loop that streams each sequence's KV ({@link KvStream}) into a decode loop's {@link KvIntake}, chunk by chunk as the
  * prompt is computed, holding the sequence while the intake has more than {@code pendingLimit} bytes waiting — as the
- * services do over HTTP. For tests and benchmarks, and for measuring what the transfer itself costs.
+ * services do over HTTP. For tests and benchmarks, and for measuring what the transfer itself costs: it has no
+ * cancellation path (a prefill sequence cancelled midway leaves its intake waiting), which the services' HTTP layers do.
  */
 public final class KvLink implements Handoff {
 

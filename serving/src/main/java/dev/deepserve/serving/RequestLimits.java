@@ -62,13 +62,19 @@ final class RequestLimits {
         }
     }
 
-    /** A received prompt KV and first token this engine can continue from. */
-    void checkTransfer(GenerationRequest request, KvCache main, int firstToken) {
+    /** A received prompt KV and handover this engine can continue from: first token and draft in the vocabulary, cache hits within the prompt. */
+    void checkTransfer(GenerationRequest request, KvCache main, Handover h) {
         if (main.length() != request.prompt().length) {
             throw new Refused(400, "the transferred KV covers " + main.length() + " tokens, the prompt has " + request.prompt().length);
         }
-        if (firstToken < 0 || firstToken >= config.vocabSize()) {
-            throw new Refused(400, "first token " + firstToken + " is outside the vocabulary");
+        if (h.firstToken() < 0 || h.firstToken() >= config.vocabSize()) {
+            throw new Refused(400, "first token " + h.firstToken() + " is outside the vocabulary");
+        }
+        if (h.draft() < -1 || h.draft() >= config.vocabSize()) {
+            throw new Refused(400, "draft token " + h.draft() + " is outside the vocabulary");
+        }
+        if (h.cachedTokens() < 0 || h.cachedTokens() > request.prompt().length) {
+            throw new Refused(400, "cached_tokens " + h.cachedTokens() + " is not within the prompt's " + request.prompt().length);
         }
     }
 

@@ -128,24 +128,29 @@ final class Scheduler {
     }
 
     /**
-     * Admits what fits; waits up to {@code pollMillis} when nothing is running or waiting. Sequences arriving from a
-     * prefill instance take their blocks as they are admitted and their sections as they come; each goes to
-     * {@code takeOver} with its handover once its KV is complete. True when something runs.
+     * Admits what fits; waits up to {@code pollMillis} when nothing is running (until something arrives). Sequences
+     * arriving from a prefill instance take their blocks as they are admitted and their sections as they come; each
+     * goes to {@code takeOver} with its handover once its KV is complete. True when something runs.
      */
     boolean admit(long pollMillis, BiConsumer<KvIntake, Handover> takeOver) throws InterruptedException {
         wake.drainPermits(); // what arrives from here on wakes the wait below
-        receive(takeOver);
-        if (!readmitPreempted()) {
-            return !active.isEmpty(); // nothing newer is admitted while a preempted sequence waits
-        }
-        admitArriving();
-        if (active.isEmpty() && queue.isEmpty()) {
+        admitWhatFits(takeOver);
+        if (active.isEmpty()) {
             if (!wake.tryAcquire(pollMillis, TimeUnit.MILLISECONDS)) {
                 return false;
             }
-            receive(takeOver);
-            admitArriving();
+            admitWhatFits(takeOver);
         }
+        return !active.isEmpty();
+    }
+
+    private void admitWhatFits(BiConsumer<KvIntake, Handover> takeOver) {
+        sweepArriving();
+        receive(takeOver);
+        if (!readmitPreempted()) {
+            return; // nothing newer is admitted while a preempted sequence waits
+        }
+        admitArriving();
         for (Iterator<Sequence> it = queue.iterator(); it.hasNext() && active.size() + receiving.size() < maxBatch; ) {
             Sequence s = it.next();
             if (s.cancelled()) {
@@ -160,7 +165,6 @@ final class Scheduler {
             it.remove();
             start(s);
         }
-        return !active.isEmpty();
     }
 
     /** Readmits preempted sequences that fit, oldest first; true when none is left waiting. */
@@ -174,11 +178,22 @@ final class Scheduler {
                 s.sink.done("cancelled", "", s.promptTaken(), s.cachedTokens, s.generated);
             }
         }
-        for (Sequence s = preempted.peekFirst(); s != null && active.size() < maxBatch && admission.fits(s); s = preempted.peekFirst()) {
+        for (Sequence s = preempted.peekFirst(); s != null && active.size() + receiving.size() < maxBatch && admission.fits(s); s = preempted.peekFirst()) {
             preempted.pollFirst();
             start(s);
         }
         return preempted.isEmpty();
+    }
+
+    /** Arriving intakes that were aborted or cancelled while they waited leave the queue at once (not when they reach its head). */
+    private void sweepArriving() {
+        for (Iterator<KvIntake> it = arriving.iterator(); it.hasNext(); ) {
+            KvIntake in = it.next();
+            if (in.aborted() != null || in.sequence.cancelled()) {
+                it.remove();
+                receiving.add(in); // let go of (or answered) in receive(), without blocks
+            }
+        }
     }
 
     /**
@@ -186,67 +201,78 @@ final class Scheduler {
      * prompt now (its MTP part too, when it will speculate), so its sections are written straight into the pool.
      */
     private void admitArriving() {
-        for (KvIntake in = arriving.peek(); in != null && active.size() + receiving.size() < maxBatch; in = arriving.peek()) {
+        for (KvIntake in = arriving.peek(); in != null && active.size() + receiving.size() < maxBatch && admission.fits(in.sequence); in = arriving.peek()) {
             Sequence s = in.sequence;
-            if (in.aborted() == null && !s.cancelled() && !admission.fits(s)) {
+            boolean speculate = mtpPool != null && in.layout.mtpLayers() > 0 && speculateNewcomer.getAsBoolean();
+            try {
+                s.cache = new KvCache(pool);
+                s.cache.reserve(in.layout.tokens());
+                if (speculate) {
+                    s.speculation.kv = new KvCache(mtpPool);
+                    s.speculation.kv.reserve(in.layout.tokens());
+                }
+            } catch (RuntimeException noRoom) {
+                releaseBlocks(s); // admission said it fits, the pool could not give it all: it waits
                 break;
             }
             arriving.poll();
-            receiving.add(in);
-            if (in.aborted() != null || s.cancelled()) {
-                continue; // let go of in receive()
-            }
-            s.cache = new KvCache(pool);
-            s.cache.reserve(in.layout.tokens());
-            boolean speculate = mtpPool != null && in.layout.mtpLayers() > 0 && speculateNewcomer.getAsBoolean();
             s.speculation.on = speculate;
-            if (speculate) {
-                s.speculation.kv = new KvCache(mtpPool);
-                s.speculation.kv.reserve(in.layout.tokens());
-            }
             admission.promise(s);
             in.admitted = true;
+            receiving.add(in);
         }
     }
 
     /**
      * Writes what arrived for admitted intakes into their blocks; one that is complete joins the running set through
-     * {@code takeOver}; one aborted, cancelled or refused gives its blocks back.
+     * {@code takeOver}. One aborted (cut, refused) is let go of with every block; one cancelled gives its blocks back
+     * at once and answers "cancelled" when its handover comes — its prompt was computed, so it is billed.
      */
     private void receive(BiConsumer<KvIntake, Handover> takeOver) {
         for (Iterator<KvIntake> it = receiving.iterator(); it.hasNext(); ) {
             KvIntake in = it.next();
             Sequence s = in.sequence;
-            if (in.aborted() == null && !s.cancelled()) {
-                if (in.admitted) {
-                    in.apply();
-                }
-                if (!in.admitted || !in.complete()) {
-                    continue;
-                }
-            }
-            it.remove();
-            if (in.aborted() == null && !s.cancelled()) {
-                try {
-                    takeOver.accept(in, in.handover());
-                    continue;
-                } catch (Refused e) {
-                    in.refused(e);
-                }
-            } else if (in.aborted() == null) {
-                // cancelled (the prefill instance forwarded its client's cancel): the stream ends with the count
-                Handover h = in.handover();
-                in.taken(s);
-                s.sink.done("cancelled", "", h == null ? 0 : s.request.prompt().length, h == null ? 0 : h.cachedTokens(), 0);
-            } else {
+            if (in.aborted() != null) {
+                it.remove();
                 in.refused(new Refused(400, in.aborted()));
+                letGo(in);
+            } else if (s.cancelled()) {
+                in.close();
+                releaseBlocks(s);
+                admission.left(s);
+                Handover h = in.handover();
+                if (h != null) {
+                    it.remove();
+                    in.taken(s);
+                    byId.remove(s.requestId());
+                    int prompt = s.request.prompt().length;
+                    s.sink.done("cancelled", "", prompt, Math.max(0, Math.min(prompt, h.cachedTokens())), 0);
+                }
+            } else if (in.admitted) {
+                in.apply();
+                if (in.complete()) {
+                    it.remove();
+                    in.close();
+                    try {
+                        takeOver.accept(in, in.handover());
+                    } catch (Refused e) {
+                        in.refused(e);
+                        letGo(in);
+                    }
+                }
             }
-            in.discard();
-            dropIntake(s);
         }
     }
 
-    private void dropIntake(Sequence s) {
+    /** The intake is over without decoding here: every block back, its promise and its id released. */
+    private void letGo(KvIntake in) {
+        in.close();
+        releaseBlocks(in.sequence);
+        admission.left(in.sequence);
+        byId.remove(in.sequence.requestId());
+    }
+
+    private static void releaseBlocks(Sequence s) {
         if (s.cache != null) {
             s.cache.release();
             s.cache = null;
@@ -255,8 +281,23 @@ final class Scheduler {
             s.speculation.kv.release();
         }
         s.speculation.dropKv();
-        admission.left(s);
-        byId.remove(s.requestId());
+    }
+
+    /**
+     * On demand, when a step cannot find blocks even for its oldest sequence: the newest admitted intake is refused
+     * (503: the pool is needed by sequences already decoding) and gives its blocks back. False when there is none.
+     */
+    boolean refuseNewestIntake() {
+        for (int i = receiving.size() - 1; i >= 0; i--) {
+            KvIntake in = receiving.get(i);
+            if (in.admitted && in.aborted() == null && !in.sequence.cancelled()) {
+                receiving.remove(i);
+                in.refused(new Refused(503, "the decode instance's KV pool is needed by running sequences; retry"));
+                letGo(in);
+                return true;
+            }
+        }
+        return false;
     }
 
     /** An intake whose KV is complete decodes from here on. */
@@ -293,7 +334,7 @@ final class Scheduler {
      */
     StepPlan schedule(int maxRows, int prefillChunk) {
         List<StepPlan.Want> wants = StepPlan.wants(active, maxRows, prefillChunk);
-        admission.makeRoom(wants);
+        admission.makeRoom(wants, this::refuseNewestIntake);
         for (StepPlan.Want w : wants) {
             if (w.chunk() != null) {
                 w.sequence().prefilled = w.chunk()[1];

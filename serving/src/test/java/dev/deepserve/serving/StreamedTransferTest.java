@@ -22,7 +22,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The layer-streamed KV transfer between a prefill loop and a decode loop (through the real wire format, without
  * HTTP): a 32K-token prompt decodes exactly as colocated while the transfer overlaps the prefill and buffers a bounded
- * amount; a stream cut in the middle gives back every block on both sides.
+ * amount; a stream cut in the middle gives back every block on both sides; a cancel while the KV arrives answers
+ * "cancelled" with the whole prompt when its END comes; an intake aborted while queued leaves at once; a handover that
+ * does not fit is refused; a pool of the other precision takes the stream converted.
  */
 class StreamedTransferTest {
 
@@ -198,5 +200,141 @@ class StreamedTransferTest {
             decode.runOnce(1);
         }
         assertEquals(4, again.completion);
+    }
+
+    /** A well-formed stream of {@code prompt}'s length for this model (zero latents), cut as a prefill instance would send it. */
+    static byte[][] frames(int length, Handover handover) {
+        var c = model.config();
+        KvCache main = new KvCache(c.numHiddenLayers(), c.kvLoraRank(), c.qkRopeHeadDim(), length, KvPrecision.BF16);
+        main.reserve(length);
+        main.advance(length);
+        KvStream.Sender sender = new KvStream.Sender("{}", main, null, length);
+        return new byte[][] {sender.header(), sender.next(main, null), sender.end(main, null, handover.json())};
+    }
+
+    /** A reader handing {@code request}'s stream to {@code decode}; the intake lands in {@code intake[0]}. */
+    static KvStream.Reader into(DecodeLoop decode, GenerationRequest request, TokenSink sink, KvIntake[] intake) {
+        return new KvStream.Reader(decode.kvShape(), new KvStream.Listener() {
+            @Override
+            public void header(String metadata, KvStream.Layout layout) {
+                intake[0] = decode.receive(request, sink, layout);
+            }
+
+            @Override
+            public void section(int cache, int layer, int from, int count, byte[] values) {
+                intake[0].section(cache, layer, from, count, values);
+            }
+
+            @Override
+            public void end(String trailer) {
+                intake[0].end(Handover.parse(trailer));
+            }
+        });
+    }
+
+    @Test
+    void aCancelWhileTheKvArrivesGivesBlocksBackAtOnceAndAnswersCancelledWithTheWholePromptAtTheEnd() throws Exception {
+        DecodeLoop decode = loop(4096, 16, false);
+        GenerationRequest request = request("cancel-midway", 100, 4);
+        DecodeLoopTest.Collect sink = new DecodeLoopTest.Collect();
+        KvIntake[] intake = new KvIntake[1];
+        byte[][] f = frames(100, new Handover(77, -1, 32));
+        KvStream.Reader reader = into(decode, request, sink, intake);
+        reader.feed(f[0]);
+        reader.feed(f[1]);
+        decode.runOnce(1);
+        assertTrue(decode.kvReserved() > 0, "admitted: its blocks are taken");
+        assertTrue(decode.cancel("cancel-midway"));
+        decode.runOnce(1);
+        assertEquals(0, decode.kvReserved(), "the blocks went back at the cancel");
+        assertEquals(0, decode.kvPool().used());
+        assertEquals(null, sink.finish, "the answer waits for the END (its cache hits are in it)");
+        reader.feed(f[2]);
+        decode.runOnce(1);
+        assertEquals("cancelled", sink.finish);
+        assertEquals(100, sink.prompt, "the prefill instance computed the whole prompt");
+        assertEquals(32, sink.cached);
+        assertEquals(0, sink.completion);
+    }
+
+    @Test
+    void anIntakeAbortedWhileQueuedLeavesAtOnceAndItsIdIsFree() throws Exception {
+        DecodeLoop decode = new DecodeLoop(new CpuStepRunner(model), tokenizer, null,
+                new LoopSettings(1, 4096, 8192, 64, 16, 100, false, Duration.ofSeconds(30)).withKvPrecision(KvPrecision.BF16), LoopMetrics.NONE);
+        DecodeLoopTest.Collect running = new DecodeLoopTest.Collect();
+        decode.submit(request("busy", 20, 1000), running);
+        decode.runOnce(1);
+        KvIntake[] intake = new KvIntake[1];
+        DecodeLoopTest.Collect sink = new DecodeLoopTest.Collect();
+        KvStream.Reader reader = into(decode, request("queued", 50, 4), sink, intake);
+        for (byte[] part : frames(50, new Handover(77, -1, 0))) {
+            reader.feed(part);
+        }
+        decode.runOnce(1);
+        assertTrue(intake[0].shouldPause(), "waiting for a place in the batch: its connection pauses");
+        intake[0].abort("the KV stream was cut");
+        decode.runOnce(1);
+        assertTrue(intake[0].taken().isCompletedExceptionally());
+        assertEquals(0, intake[0].pendingBytes());
+        assertTrue(decode.cancel("busy"));
+        while (running.finish == null) {
+            decode.runOnce(1);
+        }
+        DecodeLoopTest.Collect again = new DecodeLoopTest.Collect();
+        decode.submit(request("queued", 20, 2), again);
+        while (again.finish == null) {
+            decode.runOnce(1);
+        }
+        assertEquals(2, again.completion, "the aborted intake's id was free again");
+        assertEquals(null, sink.finish);
+        assertEquals(0, decode.kvReserved());
+    }
+
+    @Test
+    void aHandoverThatDoesNotFitIsRefusedAndGivesBackItsBlocks() throws Exception {
+        int padding = model.config().vocabSize() - 1;
+        while (tokenizer.token(padding) != null) {
+            padding--;
+        }
+        DecodeLoop decode = loop(4096, 16, false);
+        for (Handover bad : List.of(new Handover(padding, -1, 0), new Handover(-3, -1, 0), new Handover(5, 1 << 30, 0), new Handover(5, -1, 41))) {
+            KvIntake[] intake = new KvIntake[1];
+            DecodeLoopTest.Collect sink = new DecodeLoopTest.Collect();
+            KvStream.Reader reader = into(decode, request("bad-" + bad.firstToken() + "-" + bad.draft() + "-" + bad.cachedTokens(), 40, 4), sink, intake);
+            for (byte[] part : frames(40, bad)) {
+                reader.feed(part);
+            }
+            for (int i = 0; i < 3 && !intake[0].taken().isDone(); i++) {
+                decode.runOnce(1);
+            }
+            var e = org.junit.jupiter.api.Assertions.assertThrows(java.util.concurrent.ExecutionException.class, () -> intake[0].taken().get());
+            assertEquals(400, ((Refused) e.getCause()).status, e.getCause().getMessage());
+            assertEquals(null, sink.finish, bad + ": nothing streamed");
+            assertEquals(0, decode.kvReserved());
+            assertEquals(0, decode.kvPool().used());
+        }
+    }
+
+    @Test
+    void aPrefillAndADecodeInstanceOfDifferentKvPrecisionsWorkTogether() throws Exception {
+        for (KvPrecision prefillPrecision : KvPrecision.values()) {
+            KvPrecision decodePrecision = prefillPrecision == KvPrecision.BF16 ? KvPrecision.FLOAT32 : KvPrecision.BF16;
+            DecodeLoop prefill = new DecodeLoop(new CpuStepRunner(model), tokenizer, null,
+                    new LoopSettings(4, 4096, 8192, 16, 16, 100, true, Duration.ofSeconds(30)).withKvPrecision(prefillPrecision), LoopMetrics.NONE);
+            DecodeLoop decode = new DecodeLoop(new CpuStepRunner(model), tokenizer, null,
+                    new LoopSettings(4, 4096, 8192, 16, 16, 100, true, Duration.ofSeconds(30)).withKvPrecision(decodePrecision), LoopMetrics.NONE);
+            DecodeLoopTest.Collect out = new DecodeLoopTest.Collect();
+            prefill.handoff(new KvLink(decode, id -> out, 1 << 20));
+            prefill.submit(request("mixed-" + prefillPrecision, 70, 6), new DecodeLoopTest.Collect());
+            for (int steps = 0; out.finish == null; steps++) {
+                assertTrue(steps < 500);
+                prefill.runOnce(1);
+                decode.runOnce(1);
+            }
+            assertEquals("length", out.finish, prefillPrecision + " → " + decodePrecision);
+            assertEquals(6, out.completion);
+            assertEquals(70, out.prompt);
+            assertEquals(0, decode.kvPool().used() + prefill.kvPool().used());
+        }
     }
 }

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.serving.Refused;
+import dev.deepserve.decode.config.DecodeConfig;
 import dev.deepserve.decode.domain.DecodeEngine;
 import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
@@ -43,10 +44,12 @@ public class GenerateRoutes {
 
     private final DecodeEngine engine;
     private final ObjectMapper json;
+    private final DecodeConfig config;
 
-    GenerateRoutes(DecodeEngine engine, ObjectMapper json) {
+    GenerateRoutes(DecodeEngine engine, ObjectMapper json, DecodeConfig config) {
         this.engine = engine;
         this.json = json;
+        this.config = config;
     }
 
     void routes(@Observes Router router) {
@@ -77,15 +80,13 @@ public class GenerateRoutes {
                 .end(found ? "{\"cancelled\":true}" : error("no running request " + rc.pathParam("id")));
     }
 
-    /** Sections waiting for the engine beyond which a KV stream's input is paused (about two prompt chunks of DeepSeek-V3). */
-    static final long PENDING_LIMIT = 64L << 20;
-
     /**
      * A sequence being prefilled on a prefill instance: the body is a {@link KvStream} whose metadata is
      * {@code {"request": <generate request>}}, read as it arrives (never buffered whole); each section goes into
-     * this engine's pool as soon as it is checked. The answer — once the END frame is in and the KV complete — is the
-     * same NDJSON stream as {@code /internal/generate}, starting with the first token; a stream that is refused, or
-     * cut, gets a 4xx (if anyone is still listening) and every block it took is given back.
+     * this engine's pool as soon as it is checked. The answer — the same NDJSON stream as {@code /internal/generate},
+     * starting with the first token — opens when the END frame is in. A stream refused before that gets a 4xx with the
+     * reason; one refused after it, an error event; one cut, or silent for the transfer timeout, is let go of with
+     * every block it took.
      */
     private void receive(RoutingContext rc) {
         KvStream.Shape shape = engine.kvShape();
@@ -96,18 +97,22 @@ public class GenerateRoutes {
         new Incoming(rc, shape).start();
     }
 
-    /** One KV stream coming in: the reader's listener, and the request's flow control. */
+    /** One KV stream coming in: the reader's listener, and the request's flow control and silence timer. */
     private final class Incoming implements KvStream.Listener {
+        private final Vertx vertx;
         private final HttpServerRequest request;
         private final HttpServerResponse response;
         private final Context context;
         private final KvStream.Reader reader;
         private KvIntake intake;
-        /** Refused or cut: nothing more is read. */
+        /** Refused, cut or answered to the end: nothing more is read. */
         private boolean over;
-        private boolean taken;
+        private boolean paused;
+        private long lastData = System.nanoTime();
+        private long timer = -1;
 
         Incoming(RoutingContext rc, KvStream.Shape shape) {
+            this.vertx = rc.vertx();
             this.request = rc.request();
             this.response = rc.response();
             this.context = Vertx.currentContext();
@@ -117,8 +122,17 @@ public class GenerateRoutes {
         void start() {
             request.handler(this::feed);
             request.endHandler(v -> ended());
-            request.exceptionHandler(e -> cut());
-            response.closeHandler(v -> cut());
+            request.exceptionHandler(e -> cut("the KV stream broke"));
+            response.closeHandler(v -> cut("the KV stream was cut"));
+            long timeout = config.transferTimeout().toMillis();
+            timer = vertx.setPeriodic(Math.max(50, timeout / 4), id -> {
+                if (over || reader.done()) {
+                    vertx.cancelTimer(id);
+                } else if (!paused && System.nanoTime() - lastData > timeout * 1_000_000L) {
+                    cut("the prefill instance sent nothing for " + config.transferTimeout().toSeconds() + " s");
+                    request.connection().close();
+                }
+            });
             request.resume();
         }
 
@@ -126,6 +140,7 @@ public class GenerateRoutes {
             if (over) {
                 return;
             }
+            lastData = System.nanoTime();
             try {
                 reader.feed(data.getBytes());
             } catch (IllegalArgumentException e) {
@@ -135,10 +150,14 @@ public class GenerateRoutes {
                 refuse(e.status, e.getMessage());
                 return;
             }
-            if (intake != null && intake.pendingBytes() > PENDING_LIMIT) {
-                request.pause(); // the engine has not written what came yet: let TCP push back on the prefill instance
+            if (intake != null && intake.shouldPause()) {
+                // the engine has not written what came yet (or not admitted the sequence): TCP pushes back on the prefill instance
+                paused = true;
+                request.pause();
                 intake.whenDrained(() -> context.runOnContext(v -> {
-                    if (!over) {
+                    if (!over && paused) {
+                        paused = false;
+                        lastData = System.nanoTime();
                         request.resume();
                     }
                 }));
@@ -156,24 +175,33 @@ public class GenerateRoutes {
             }
         }
 
-        /** The connection went away before the KV was taken: the engine lets go of it. */
-        private void cut() {
-            if (!taken && !over) {
+        /** The connection went away, broke or went silent: the engine lets go of the sequence (cancels it, if already decoding). */
+        private void cut(String why) {
+            if (!over) {
                 over = true;
+                vertx.cancelTimer(timer);
                 if (intake != null) {
-                    intake.abort("the KV stream was cut");
+                    intake.abort(why);
                 }
             }
         }
 
         private void refuse(int status, String message) {
             over = true;
+            vertx.cancelTimer(timer);
             if (intake != null) {
                 intake.abort(message);
             }
-            if (!response.headWritten() && !response.closed()) {
+            if (response.ended() || response.closed()) {
+                return;
+            }
+            if (!response.headWritten()) {
                 // answered before the body is all in: close the connection after, so the sender stops
                 response.setStatusCode(status).putHeader("Content-Type", "application/json").putHeader("Connection", "close").end(error(message));
+            } else {
+                ObjectNode n = json.createObjectNode();
+                n.put("type", "error").put("message", message).put("prompt_tokens", 0).put("completion_tokens", 0);
+                response.end(n.toString() + "\n");
             }
         }
 
@@ -190,12 +218,8 @@ public class GenerateRoutes {
                 throw new IllegalArgumentException("KV transfer: the metadata is not JSON");
             }
             intake = engine.receive(r, new Sink(response, context, r.prompt().length), layout);
-            // completes on the engine thread before the first token is emitted, so the answer opens first
             intake.taken().whenComplete((sequence, failure) -> context.runOnContext(v -> {
-                if (failure == null) {
-                    taken = true;
-                    stream(response, sequence);
-                } else {
+                if (failure != null) {
                     Throwable cause = failure instanceof java.util.concurrent.CompletionException ? failure.getCause() : failure;
                     refuse(cause instanceof Refused rf ? rf.status : 500, cause.getMessage());
                 }
@@ -210,6 +234,10 @@ public class GenerateRoutes {
         @Override
         public void end(String trailer) {
             intake.end(Handover.parse(trailer));
+            // the whole prompt's KV is here: the answer opens now, whether or not the engine has taken it yet
+            vertx.cancelTimer(timer);
+            open(response);
+            response.write("");
         }
     }
 

@@ -21,6 +21,13 @@ public interface DecodeConfig {
 
     Engine engine();
 
+    /**
+     * Longest silence from a prefill instance while its KV streams in (pauses this instance asks for do not count)
+     * before the stream counts as cut and every block taken for it goes back.
+     */
+    @WithDefault("300s")
+    Duration transferTimeout();
+
     /** The engine settings shared with prefill ({@link EngineSettings}) and decode's own. */
     interface Engine extends EngineSettings {
         /** A client whose stream stays unwritable this long is cut off, freeing its place in the batch. */

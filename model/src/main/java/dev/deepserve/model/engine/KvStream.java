@@ -33,7 +33,8 @@ public final class KvStream {
     /** The largest section a reader accepts; writers cut sections at a quarter of it. */
     public static final int MAX_SECTION_BYTES = 4 << 20;
     private static final int SEND_SECTION_BYTES = MAX_SECTION_BYTES / 4;
-    private static final int MAX_METADATA_BYTES = 16 << 20;
+    /** A generate request is at most 8 MiB of JSON (the routes' body limit), and the metadata wraps one. */
+    private static final int MAX_METADATA_BYTES = 9 << 20;
     private static final int MAX_TRAILER_BYTES = 64 << 10;
 
     private KvStream() {
@@ -425,7 +426,7 @@ public final class KvStream {
 
             @Override
             public void section(int cache, int layer, int from, int count, byte[] values) {
-                write(caches[cache], layer, from, count, values);
+                write(caches[cache], caches[cache].precision(), layer, from, count, values);
             }
 
             @Override
@@ -440,15 +441,19 @@ public final class KvStream {
     }
 
     /**
-     * Writes one received section into {@code cache}, whose layers fill in order: blocks are taken as the first layer
-     * reaches new tokens, and the cache's length is where its last layer has reached.
+     * Writes one received section, whose values are at {@code wire} precision (the stream's), into {@code cache} (at its
+     * own precision: BF16 widens exactly, float32 rounds once). Its layers fill in order: blocks are taken as the first
+     * layer reaches new tokens, and the cache's length is where its last layer has reached.
      */
-    public static void write(KvCache cache, int layer, int from, int count, byte[] values) {
+    public static void write(KvCache cache, KvPrecision wire, int layer, int from, int count, byte[] values) {
+        if (values.length != count * cache.stride() * wire.bytes()) {
+            throw new IllegalArgumentException("a section of " + count + " tokens has " + values.length + " bytes");
+        }
         if (layer == 0 && from + count > cache.length()) {
             cache.reserve(from + count - cache.length());
         }
         float[] floats = new float[count * cache.stride()];
-        cache.precision().get(ByteBuffer.wrap(values).order(ByteOrder.LITTLE_ENDIAN), floats);
+        wire.get(ByteBuffer.wrap(values).order(ByteOrder.LITTLE_ENDIAN), floats);
         cache.write(layer, from, floats, 0, count);
         if (layer == cache.layers() - 1) {
             cache.advance(from + count - cache.length());

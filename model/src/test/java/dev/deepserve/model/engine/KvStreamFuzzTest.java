@@ -31,7 +31,7 @@ class KvStreamFuzzTest {
 
                 @Override
                 public void section(int cache, int layer, int from, int count, byte[] values) {
-                    KvStream.write(caches[cache], layer, from, count, values);
+                    KvStream.write(caches[cache], caches[cache].precision(), layer, from, count, values);
                 }
 
                 @Override

@@ -113,13 +113,44 @@ class KvStreamTest {
 
             @Override
             public void section(int cache, int layer, int from, int count, byte[] values) {
-                KvStream.write(into[cache], layer, from, count, values);
+                KvStream.write(into[cache], into[cache].precision(), layer, from, count, values);
             }
 
             @Override
             public void end(String trailer) {
             }
         });
+    }
+
+    @Test
+    void aStreamIsWrittenIntoAPoolOfTheOtherPrecisionConverted() {
+        KvCache floats = filled(3, 20, 8);
+        KvCache bf16 = floats.copyTo(KvBlockPool.forTokens(3, 8, 4, 64, 64, KvPrecision.BF16));
+        for (KvCache sent : new KvCache[] {floats, bf16}) {
+            KvPrecision other = sent.precision() == KvPrecision.BF16 ? KvPrecision.FLOAT32 : KvPrecision.BF16;
+            KvCache into = new KvCache(3, 8, 4, 1, other);
+            KvStream.Reader reader = new KvStream.Reader(SHAPE, new KvStream.Listener() {
+                @Override
+                public void header(String metadata, KvStream.Layout layout) {
+                    assertEquals(sent.precision(), layout.precision());
+                }
+
+                @Override
+                public void section(int cache, int layer, int from, int count, byte[] values) {
+                    KvStream.write(into, sent.precision(), layer, from, count, values);
+                }
+
+                @Override
+                public void end(String trailer) {
+                }
+            });
+            reader.feed(KvStream.encode("{}", sent, null, "{}"));
+            reader.finish();
+            // BF16 widens exactly into float32; float32 rounds once into BF16: either way, the BF16 values
+            for (int l = 0; l < 3; l++) {
+                assertArrayEquals(tokens(bf16, l), tokens(into, l), sent.precision() + " into " + other + ", layer " + l);
+            }
+        }
     }
 
     @Test

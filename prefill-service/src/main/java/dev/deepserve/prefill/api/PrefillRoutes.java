@@ -58,6 +58,7 @@ public class PrefillRoutes {
     private final PrefillConfig config;
     private final ObjectMapper json;
     private final HttpClient http;
+    private final Vertx vertx;
     private final Map<String, Relay> relays = new ConcurrentHashMap<>();
     private final Counter transferBytes;
     private final Timer transferTime;
@@ -121,6 +122,7 @@ public class PrefillRoutes {
         this.engine = engine;
         this.config = config;
         this.json = json;
+        this.vertx = vertx;
         this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(256).setKeepAlive(true).setConnectTimeout(5000));
         this.decodes = new DecodePicker(config.decodeUrl(), vertx, http, config.internalToken());
         engine.handoff(new Handoff() {
@@ -243,6 +245,9 @@ public class PrefillRoutes {
         /** Event loop only: the request, once connected. */
         Future<HttpClientRequest> request;
         boolean over;
+        /** When bytes last went onto the wire (or the stream opened): a stream whose bytes stop moving fails after the transfer timeout. */
+        volatile long moved = System.nanoTime();
+        long stallTimer = -1;
 
         Upload(Relay relay, Sequence sequence, KvStream.Sender sender) {
             this.relay = relay;
@@ -268,6 +273,15 @@ public class PrefillRoutes {
                 return;
             }
             if (request == null) {
+                long timeout = config.transferTimeout().toMillis();
+                stallTimer = vertx.setPeriodic(Math.max(50, timeout / 4), id -> {
+                    if (over || relay.handedOn && pending.get() == 0) {
+                        vertx.cancelTimer(id);
+                    } else if (pending.get() > 0 && System.nanoTime() - moved > timeout * 1_000_000L) {
+                        failed(new java.util.concurrent.TimeoutException("no KV bytes taken for " + config.transferTimeout().toSeconds() + " s"));
+                        request.onSuccess(HttpClientRequest::reset);
+                    }
+                });
                 request = http.request(post(target.base, "/internal/kv")).map(req -> {
                     req.setChunked(true).putHeader("Content-Type", "application/octet-stream");
                     req.response().onSuccess(this::answered).onFailure(this::failed);
@@ -280,6 +294,7 @@ public class PrefillRoutes {
                     return;
                 }
                 (last ? req.end(data) : req.write(data)).onComplete(done -> {
+                    moved = System.nanoTime();
                     transferBytes.increment(data.length());
                     if (pending.addAndGet(-data.length()) <= HOLD_LIMIT / 2) {
                         sequence.hold(false);
@@ -296,6 +311,8 @@ public class PrefillRoutes {
         void cut() {
             if (!over) {
                 over = true;
+                vertx.cancelTimer(stallTimer);
+                sequence.hold(false);
                 if (request != null) {
                     request.onSuccess(req -> req.reset());
                 }
@@ -307,13 +324,14 @@ public class PrefillRoutes {
                 return;
             }
             over = true;
+            vertx.cancelTimer(stallTimer);
             transferFailures.increment();
             decodes.failed(target);
             LOG.warnf("request %s: decode instance %s unreachable: %s", relay.id, target.base, e.getMessage());
             relay.finish(503, error("the decode instance is unreachable"), "application/json");
             // the decode instance may have taken the sequence before going quiet: let it go there too, and here
             forwardCancel(relay);
-            engine.cancel(relay.id);
+            cancelHere(relay.id);
             sequence.hold(false);
         }
 
@@ -321,11 +339,12 @@ public class PrefillRoutes {
             transferTime.record(System.nanoTime() - opened, java.util.concurrent.TimeUnit.NANOSECONDS);
             if (resp.statusCode() != 200) {
                 over = true;
+                vertx.cancelTimer(stallTimer);
                 transferFailures.increment();
                 sequence.hold(false);
                 resp.body().onComplete(b -> {
                     relay.finish(resp.statusCode(), b.succeeded() ? b.result().toString() : error("decode refused"), "application/json");
-                    engine.cancel(relay.id); // still prefilling here: stop (its own answer comes after the decode instance's)
+                    cancelHere(relay.id); // still prefilling here: stop (its own answer comes after the decode instance's)
                 });
                 return;
             }
@@ -359,6 +378,15 @@ public class PrefillRoutes {
                     out.end();
                 }
             });
+        }
+    }
+
+    /** Stops the sequence if this engine still prefills it (a transfer that fails as the service stops finds no engine: nothing to stop). */
+    private void cancelHere(String id) {
+        try {
+            engine.cancel(id);
+        } catch (RuntimeException stopping) {
+            // the application is shutting down; the engine and its sequences go with it
         }
     }
 
