@@ -23,11 +23,10 @@ public final class KvLink implements Handoff {
     private volatile long bytes;
     private volatile long bufferedMost;
 
-    private final class Stream implements KvStream.Listener {
+    private final class Stream extends IntakeListener {
         final Sequence sequence;
         final KvStream.Sender sender;
         final KvStream.Reader reader;
-        KvIntake intake;
         Exception refused;
 
         Stream(Sequence sequence, KvCache main, KvCache mtp) {
@@ -39,16 +38,6 @@ public final class KvLink implements Handoff {
         @Override
         public void header(String metadata, KvStream.Layout layout) {
             intake = decode.receive(sequence.request(), sinkFor.apply(sequence.requestId()), layout);
-        }
-
-        @Override
-        public void section(int cache, int layer, int from, int count, byte[] values) {
-            intake.section(cache, layer, from, count, values);
-        }
-
-        @Override
-        public void end(String trailer) {
-            intake.end(Handover.parse(trailer));
         }
 
         void send(byte[] data) {

@@ -145,22 +145,7 @@ class StreamedTransferTest {
             public void progress(Sequence s, KvCache main, KvCache mtp) {
                 if (sender == null) {
                     sender = new KvStream.Sender("{}", main, mtp, s.request().prompt().length);
-                    reader = new KvStream.Reader(decode.kvShape(), new KvStream.Listener() {
-                        @Override
-                        public void header(String metadata, KvStream.Layout layout) {
-                            intake[0] = decode.receive(s.request(), decodeSide, layout);
-                        }
-
-                        @Override
-                        public void section(int cache, int layer, int from, int count, byte[] values) {
-                            intake[0].section(cache, layer, from, count, values);
-                        }
-
-                        @Override
-                        public void end(String trailer) {
-                            intake[0].end(Handover.parse(trailer));
-                        }
-                    });
+                    reader = into(decode, s.request(), decodeSide, intake);
                     reader.feed(sender.header());
                 }
                 reader.feed(sender.next(main, mtp));
@@ -212,22 +197,12 @@ class StreamedTransferTest {
         return new byte[][] {sender.header(), sender.next(main, null), sender.end(main, null, handover.json())};
     }
 
-    /** A reader handing {@code request}'s stream to {@code decode}; the intake lands in {@code intake[0]}. */
-    static KvStream.Reader into(DecodeLoop decode, GenerationRequest request, TokenSink sink, KvIntake[] intake) {
-        return new KvStream.Reader(decode.kvShape(), new KvStream.Listener() {
+    /** A reader handing {@code request}'s stream to {@code decode}; the intake lands in {@code landed[0]}. */
+    static KvStream.Reader into(DecodeLoop decode, GenerationRequest request, TokenSink sink, KvIntake[] landed) {
+        return new KvStream.Reader(decode.kvShape(), new IntakeListener() {
             @Override
             public void header(String metadata, KvStream.Layout layout) {
-                intake[0] = decode.receive(request, sink, layout);
-            }
-
-            @Override
-            public void section(int cache, int layer, int from, int count, byte[] values) {
-                intake[0].section(cache, layer, from, count, values);
-            }
-
-            @Override
-            public void end(String trailer) {
-                intake[0].end(Handover.parse(trailer));
+                landed[0] = intake = decode.receive(request, sink, layout);
             }
         });
     }

@@ -11,8 +11,7 @@ import dev.deepserve.serving.GenerationRequest;
 import dev.deepserve.serving.Sequence;
 import dev.deepserve.serving.TokenSink;
 import dev.deepserve.model.engine.KvStream;
-import dev.deepserve.serving.Handover;
-import dev.deepserve.serving.KvIntake;
+import dev.deepserve.serving.IntakeListener;
 import dev.deepserve.model.sampling.SampledToken;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
@@ -98,13 +97,12 @@ public class GenerateRoutes {
     }
 
     /** One KV stream coming in: the reader's listener, and the request's flow control and silence timer. */
-    private final class Incoming implements KvStream.Listener {
+    private final class Incoming extends IntakeListener {
         private final Vertx vertx;
         private final HttpServerRequest request;
         private final HttpServerResponse response;
         private final Context context;
         private final KvStream.Reader reader;
-        private KvIntake intake;
         /** Refused, cut or answered to the end: nothing more is read. */
         private boolean over;
         private boolean paused;
@@ -227,13 +225,8 @@ public class GenerateRoutes {
         }
 
         @Override
-        public void section(int cache, int layer, int from, int count, byte[] values) {
-            intake.section(cache, layer, from, count, values);
-        }
-
-        @Override
         public void end(String trailer) {
-            intake.end(Handover.parse(trailer));
+            super.end(trailer);
             // the whole prompt's KV is here: the answer opens now, whether or not the engine has taken it yet
             vertx.cancelTimer(timer);
             open(response);

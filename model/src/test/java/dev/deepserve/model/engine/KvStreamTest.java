@@ -50,6 +50,21 @@ class KvStreamTest {
 
     private static final KvStream.Shape SHAPE = new KvStream.Shape(3, 1, 8, 4, 64);
 
+    /** A listener that takes whatever the reader checked. */
+    private static final KvStream.Listener IGNORE = new KvStream.Listener() {
+        @Override
+        public void header(String metadata, KvStream.Layout layout) {
+        }
+
+        @Override
+        public void section(int cache, int layer, int from, int count, byte[] values) {
+        }
+
+        @Override
+        public void end(String trailer) {
+        }
+    };
+
     static void assertSame(KvCache expected, KvCache actual) {
         assertEquals(expected.length(), actual.length());
         assertEquals(expected.precision(), actual.precision());
@@ -248,19 +263,7 @@ class KvStreamTest {
     }
 
     private static String refusal(ByteBuffer frames) {
-        KvStream.Reader reader = new KvStream.Reader(new KvStream.Shape(2, 1, 8, 4, 64), new KvStream.Listener() {
-            @Override
-            public void header(String metadata, KvStream.Layout layout) {
-            }
-
-            @Override
-            public void section(int cache, int layer, int from, int count, byte[] values) {
-            }
-
-            @Override
-            public void end(String trailer) {
-            }
-        });
+        KvStream.Reader reader = new KvStream.Reader(new KvStream.Shape(2, 1, 8, 4, 64), IGNORE);
         return assertThrows(IllegalArgumentException.class, () -> {
             reader.feed(handMade(frames));
             reader.finish();
@@ -286,19 +289,7 @@ class KvStreamTest {
         KvCache wide = new KvCache(1, 60_000, 4, 1);
         byte[] header = new KvStream.Sender("{}", wide, null, 100).header();
         ByteBuffer head = ByteBuffer.allocate(header.length + 17).put(header).put((byte) 1).putInt(0).putInt(0).putInt(0).putInt(100);
-        KvStream.Reader reader = new KvStream.Reader(null, new KvStream.Listener() {
-            @Override
-            public void header(String metadata, KvStream.Layout layout) {
-            }
-
-            @Override
-            public void section(int cache, int layer, int from, int count, byte[] values) {
-            }
-
-            @Override
-            public void end(String trailer) {
-            }
-        });
+        KvStream.Reader reader = new KvStream.Reader(null, IGNORE);
         var e = assertThrows(IllegalArgumentException.class, () -> reader.feed(head.array()));
         assertTrue(e.getMessage().contains("section of 24001600 bytes is larger than 4194304"), e.getMessage());
     }

@@ -284,6 +284,7 @@ public class PrefillRoutes {
                 });
                 request = http.request(post(target.base, "/internal/kv")).map(req -> {
                     req.setChunked(true).putHeader("Content-Type", "application/octet-stream");
+                    req.exceptionHandler(e -> { }); // a broken connection fails the response future: failed() handles it
                     req.response().onSuccess(this::answered).onFailure(this::failed);
                     return req;
                 });
