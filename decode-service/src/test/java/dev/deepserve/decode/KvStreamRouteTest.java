@@ -203,6 +203,11 @@ class KvStreamRouteTest {
         // another format, an earlier release's whole snapshot
         given().contentType("application/octet-stream").body(new byte[] {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}).post("/internal/kv")
                 .then().statusCode(400).body("error.message", org.hamcrest.Matchers.equalTo("KV transfer: not a KV stream (bad magic)"));
+        // the same refusal to a client that upgrades to HTTP/2 (java.net.http's default): no HTTP/1-only header in it
+        HttpResponse<String> h2 = GenerateTest.HTTP.send(HttpRequest.newBuilder(kv.toURI()).version(java.net.http.HttpClient.Version.HTTP_2)
+                .header("Content-Type", "application/octet-stream").header(InternalToken.HEADER, GenerateTest.TOKEN)
+                .POST(HttpRequest.BodyPublishers.ofByteArray(new byte[] {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})).build(), HttpResponse.BodyHandlers.ofString());
+        assertEquals(400, h2.statusCode(), h2.body());
         byte[] v2 = java.nio.ByteBuffer.allocate(12).putInt(0x44534B56).putInt(2).putInt(0).array();
         given().contentType("application/octet-stream").body(v2).post("/internal/kv").then().statusCode(400)
                 .body("error.message", org.hamcrest.Matchers.containsString("same release"));

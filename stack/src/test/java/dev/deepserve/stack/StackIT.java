@@ -247,8 +247,8 @@ class StackIT {
                     .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
             assertEquals(403, wrong.statusCode(), call[0] + call[1] + ": " + wrong.body());
         }
-        // with the credential, the 34-byte KV body that claims 1024 layers × 900,000 tokens: a 400 from its header, no
-        // allocation (no OutOfMemoryError in the log), and decode goes on serving
+        // with the credential, a 34-byte KV body of an earlier release that claims 1024 layers × 900,000 tokens: a 400
+        // naming the release, no allocation (no OutOfMemoryError in the log), and decode goes on serving
         java.nio.ByteBuffer kv = java.nio.ByteBuffer.allocate(34);
         java.util.zip.CRC32 crc = new java.util.zip.CRC32();
         crc.update(new byte[2]);
@@ -257,6 +257,7 @@ class StackIT {
                 .header("Content-Type", "application/octet-stream").header(dev.deepserve.internal.InternalToken.HEADER, internalToken())
                 .POST(HttpRequest.BodyPublishers.ofByteArray(kv.array())).build(), HttpResponse.BodyHandlers.ofString());
         assertEquals(400, refused.statusCode(), refused.body());
+        assertTrue(refused.body().contains("same release"), refused.body());
         assertTrue(ready(http, PORTS.get("DECODE")), "decode still serves");
         Path home = Path.of(ENV.get("DEEPSERVE_HOME"));
         assertFalse(Files.readString(home.resolve("logs").resolve("decode-service.log")).contains("OutOfMemoryError"));

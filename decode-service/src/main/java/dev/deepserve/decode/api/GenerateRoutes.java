@@ -194,8 +194,13 @@ public class GenerateRoutes {
                 return;
             }
             if (!response.headWritten()) {
-                // answered before the body is all in: close the connection after, so the sender stops
-                response.setStatusCode(status).putHeader("Content-Type", "application/json").putHeader("Connection", "close").end(error(message));
+                response.setStatusCode(status).putHeader("Content-Type", "application/json");
+                if (request.version() != io.vertx.core.http.HttpVersion.HTTP_2) {
+                    // answered before the body is all in: HTTP/1 closes the connection after it, so the sender stops
+                    // (HTTP/2 forbids the header; its stream simply ends)
+                    response.putHeader("Connection", "close");
+                }
+                response.end(error(message));
             } else {
                 ObjectNode n = json.createObjectNode();
                 n.put("type", "error").put("message", message).put("prompt_tokens", 0).put("completion_tokens", 0);
