@@ -117,7 +117,7 @@ public class PrefillRoutes {
 
     PrefillRoutes(PrefillEngine engine, PrefillConfig config, ObjectMapper json, Vertx vertx, MeterRegistry registry) {
         this.transferBytes = Counter.builder("deepserve.kv.transfer.bytes").description("latent-KV bytes sent to decode instances").register(registry);
-        this.transferTime = Timer.builder("deepserve.kv.transfer").description("from sending a sequence's KV until the decode instance took it").register(registry);
+        this.transferTime = Timer.builder("deepserve.kv.transfer").description("from a sequence's first KV chunk on the wire until the decode instance answered (overlaps the prefill)").register(registry);
         this.transferFailures = Counter.builder("deepserve.kv.transfer.failures").description("KV transfers the decode instance refused or never answered").register(registry);
         this.engine = engine;
         this.config = config;
