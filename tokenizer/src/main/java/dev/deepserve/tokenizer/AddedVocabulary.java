@@ -57,11 +57,16 @@ final class AddedVocabulary {
     /** A character trie over token contents with leftmost-longest search. */
     private static final class Trie {
         private final Map<Character, Trie> children = new HashMap<>();
+        /** The characters some token starts with (root only): any other character is passed over without a map lookup. */
+        private final java.util.BitSet starts = new java.util.BitSet();
         private Token token;
         private boolean empty = true;
 
         void add(Token t) {
             empty = false;
+            if (!t.content().isEmpty()) {
+                starts.set(t.content().charAt(0));
+            }
             Trie node = this;
             for (int i = 0; i < t.content().length(); i++) {
                 node = node.children.computeIfAbsent(t.content().charAt(i), c -> new Trie());
@@ -78,7 +83,8 @@ final class AddedVocabulary {
             int gap = start;
             int i = start;
             while (i < end) {
-                Trie node = children.get(text.charAt(i));
+                char first = text.charAt(i);
+                Trie node = starts.get(first) ? children.get(first) : null;
                 if (node == null) {
                     i++;
                     continue;

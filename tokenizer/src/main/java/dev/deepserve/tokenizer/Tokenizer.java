@@ -224,7 +224,7 @@ public final class Tokenizer {
                 int pe = pieces.end(i);
                 buf = ensure(buf, 3 * (pe - ps));
                 int n = utf8(segment, ps, pe, buf);
-                bpe.encode(pe - ps <= 64 ? segment.substring(ps, pe) : null, buf, n, out);
+                bpe.encode(buf, n, out);
             }
         }
         return out.toArray();
