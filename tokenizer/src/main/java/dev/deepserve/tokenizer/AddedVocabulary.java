@@ -58,13 +58,16 @@ final class AddedVocabulary {
     private static final class Trie {
         private final Map<Character, Trie> children = new HashMap<>();
         /** The characters some token starts with (root only): any other character is passed over without a map lookup. */
-        private final java.util.BitSet starts = new java.util.BitSet();
+        private java.util.BitSet starts;
         private Token token;
         private boolean empty = true;
 
         void add(Token t) {
             empty = false;
             if (!t.content().isEmpty()) {
+                if (starts == null) {
+                    starts = new java.util.BitSet();
+                }
                 starts.set(t.content().charAt(0));
             }
             Trie node = this;
@@ -84,7 +87,7 @@ final class AddedVocabulary {
             int i = start;
             while (i < end) {
                 char first = text.charAt(i);
-                Trie node = starts.get(first) ? children.get(first) : null;
+                Trie node = starts != null && starts.get(first) ? children.get(first) : null;
                 if (node == null) {
                     i++;
                     continue;

@@ -71,9 +71,7 @@ final class Bpe {
             while (table[slot] != -1L && table[slot] >>> rankBits != key) {
                 slot = (slot + 1) & mask;
             }
-            if (table[slot] != -1L) {
-                continue; // a repeated merge keeps its first (best) rank
-            }
+            // a repeated merge takes its last rank, as Hugging Face's merge map does (later entries overwrite)
             table[slot] = key << rankBits | rank;
             mergedIds[rank] = (int) merges[rank][1];
         }

@@ -12,6 +12,7 @@ import java.util.Map;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 /**
@@ -109,6 +110,36 @@ class HuggingFaceOracleTest {
             int to = from + r.nextInt(ids.length - from + 1);
             long[] slice = Arrays.copyOfRange(longs, from, to);
             assertEquals(hf.decode(slice, false), ours.decode(Arrays.copyOfRange(ids, from, to), false), "slice of " + escape(text));
+        }
+    }
+
+    /**
+     * A merge listed twice takes its last rank, as in Hugging Face's merge map: the real tokenizer with its first
+     * merges repeated at the end of the list (so they apply last) must still give Hugging Face's ids on the same files.
+     */
+    @Test
+    void aRepeatedMergeTakesItsLastRankLikeHuggingFace(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        com.fasterxml.jackson.databind.ObjectMapper m = new com.fasterxml.jackson.databind.ObjectMapper();
+        var json = (com.fasterxml.jackson.databind.node.ObjectNode) m.readTree(TokenizerFiles.dir().resolve("tokenizer.json").toFile());
+        var merges = (com.fasterxml.jackson.databind.node.ArrayNode) json.get("model").get("merges");
+        for (int i = 0; i < 40; i++) {
+            merges.add(merges.get(i).deepCopy());
+        }
+        m.writeValue(dir.resolve("tokenizer.json").toFile(), json);
+        if (java.nio.file.Files.exists(TokenizerFiles.dir().resolve("tokenizer_config.json"))) {
+            java.nio.file.Files.copy(TokenizerFiles.dir().resolve("tokenizer_config.json"), dir.resolve("tokenizer_config.json"));
+        }
+        Tokenizer repeated = Tokenizer.load(dir);
+        try (HuggingFaceTokenizer oracle = HuggingFaceTokenizer.newInstance(dir,
+                Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false", "maxLength", "10000000"))) {
+            int differFromTheOriginal = 0;
+            for (String text : List.of("Hello world, the theory of these three thieves", "inheritance in the interface", "an internal interaction",
+                    "   indented\n\tthe end", "estimated rest of the test")) {
+                int[] expected = Arrays.stream(oracle.encode(text, false, false).getIds()).mapToInt(Math::toIntExact).toArray();
+                assertEquals(Arrays.toString(expected), Arrays.toString(repeated.encode(text)), text);
+                differFromTheOriginal += Arrays.equals(expected, ours.encode(text)) ? 0 : 1;
+            }
+            assertTrue(differFromTheOriginal > 0, "moving the first merges last changes some tokenization (else this test proves nothing)");
         }
     }
 }
