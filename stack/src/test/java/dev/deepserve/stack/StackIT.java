@@ -301,14 +301,16 @@ class StackIT {
     @Test
     @Order(Integer.MAX_VALUE - 2)
     void everyMetricTheManifestsQueryIsExported() throws Exception {
-        HttpClient http = HttpClient.newHttpClient();
+        // HTTP/1.1: java.net.http's h2c upgrade hung on billing's 59 KB metrics answer (a GET upgraded mid-response)
+        HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(10)).build();
         // each service's metric names, under the name its pods have in k8s/ (the queries' service="..." label)
         Map<String, java.util.Set<String>> byService = new HashMap<>();
         java.util.Set<String> all = new java.util.TreeSet<>();
         Map<String, String> k8sNames = Map.of("GATEWAY", "gateway", "TOKENIZER", "tokenizer-service", "PREFILL", "prefill-service",
                 "DECODE", "decode-service", "BILLING", "billing");
         for (Map.Entry<String, String> service : k8sNames.entrySet()) {
-            String body = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get(service.getKey()) + "/q/metrics")).build(),
+            String body = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get(service.getKey()) + "/q/metrics"))
+                            .timeout(Duration.ofSeconds(30)).build(),
                     HttpResponse.BodyHandlers.ofString()).body();
             java.util.Set<String> names = new java.util.TreeSet<>();
             for (String line : body.split("\n")) {
