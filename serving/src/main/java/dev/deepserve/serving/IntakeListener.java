@@ -20,9 +20,4 @@ public abstract class IntakeListener implements KvStream.Listener {
     public void end(String trailer) {
         intake.end(Handover.parse(trailer));
     }
-
-    /** The intake opened by the header, or null before it. */
-    public KvIntake intake() {
-        return intake;
-    }
 }

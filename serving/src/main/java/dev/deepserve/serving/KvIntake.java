@@ -34,7 +34,6 @@ public final class KvIntake {
     private final CompletableFuture<Sequence> taken = new CompletableFuture<>();
     private volatile Handover handover;
     private volatile String aborted;
-    private volatile long pendingMost;
     /** Its blocks are taken (engine thread writes; the transport reads it to size its pauses). */
     volatile boolean admitted;
     /** Over: taken over, refused, aborted or cancelled and let go of; what still arrives is dropped. */
@@ -51,10 +50,7 @@ public final class KvIntake {
         if (closed || aborted != null) {
             return;
         }
-        long now = pending.addAndGet(values.length);
-        if (now > pendingMost) {
-            pendingMost = now;
-        }
+        pending.addAndGet(values.length);
         sections.add(new Section(cache, layer, from, count, values));
         wake.run();
     }
@@ -85,11 +81,6 @@ public final class KvIntake {
         return pending.get();
     }
 
-    /** The most bytes that waited here at once. */
-    public long pendingMost() {
-        return pendingMost;
-    }
-
     /** Runs {@code r} once, after the next time every waiting section has been written (or at once, if none waits). */
     public void whenDrained(Runnable r) {
         drained.set(r);
@@ -105,10 +96,6 @@ public final class KvIntake {
      */
     public CompletableFuture<Sequence> taken() {
         return taken;
-    }
-
-    public String requestId() {
-        return sequence.requestId();
     }
 
     String aborted() {

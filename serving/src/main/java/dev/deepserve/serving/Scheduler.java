@@ -305,10 +305,6 @@ final class Scheduler {
         admission.admitted(s);
     }
 
-    /** Intakes admitted and still receiving (tests). */
-    int receiving() {
-        return receiving.size();
-    }
 
     /** Gives an admitted sequence its caches, filled from the prefix cache where it can be, and makes it active. */
     private void start(Sequence s) {

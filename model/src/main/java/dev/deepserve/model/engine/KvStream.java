@@ -87,10 +87,6 @@ public final class KvStream {
                     main.precision(), tokens);
         }
 
-        public Layout layout() {
-            return layout;
-        }
-
         /** Bytes produced so far. */
         public long bytes() {
             return bytes;
