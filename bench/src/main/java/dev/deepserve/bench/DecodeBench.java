@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.deepserve.model.config.ModelConfig;
 import dev.deepserve.model.engine.KvCache;
+import dev.deepserve.model.engine.Mla;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
 import dev.deepserve.model.sampling.Sampler;
@@ -23,7 +24,10 @@ import java.util.List;
  * bandwidth measured in the same run. Also reports resident memory against the Java heap: weights are memory-mapped,
  * so they show up in RSS as file-backed pages, not on the heap.
  *
- * <p>Run: {@code bench/run decode [--configs tiny-v3,wide] [--steps 40] [--batches 1,8]}.
+ * <p>Run: {@code bench/run decode [--configs tiny-v3,wide] [--steps 40] [--batches 1,8] [--warmup 5] [--phases]}: each
+ * config's first row is its cold start (no warm-up: the JIT compiles while it runs), the others run after
+ * {@code --warmup} seconds of steps on a batch of the same size. {@code --phases} prints where a warm step's time goes
+ * instead.
  */
 public final class DecodeBench {
 
@@ -39,25 +43,44 @@ public final class DecodeBench {
         List<String> configs = List.of("tiny-v3", "wide");
         int steps = 40;
         int[] batches = {1, 8};
+        double warmSeconds = 5;
+        boolean phases = false;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--configs" -> configs = List.of(args[++i].split(","));
                 case "--steps" -> steps = Integer.parseInt(args[++i]);
+                case "--phases" -> phases = true;
+                case "--warmup" -> warmSeconds = Double.parseDouble(args[++i]);
                 case "--batches" -> batches = java.util.Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
         Path models = Path.of(System.getProperty("bench.models", "bench/target/models"));
+        if (phases) {
+            for (String name : configs) {
+                PhaseTimer timer = new PhaseTimer(CpuOps.best());
+                try (Transformer model = Transformer.load(ensureModel(models, name), timer)) {
+                    model.attentionForm(Mla.Form.ABSORBED);
+                    for (int batch : batches) {
+                        run(model, null, name, batch, steps, warmSeconds, 0);
+                        phases(model, timer, name, batch, steps);
+                    }
+                }
+            }
+            return;
+        }
         double copy = copyBandwidth();
         System.out.printf("machine copy bandwidth (STREAM convention, read+write bytes): %.1f GB/s; %d cores%n%n",
                 copy / 1e9, Runtime.getRuntime().availableProcessors());
-        System.out.printf("%-8s %5s %10s %9s %11s %9s %9s%n", "config", "batch", "tokens/s", "ms/step", "MB/step", "GB/s", "vs copy");
+        System.out.printf("%-8s %5s %6s %10s %9s %11s %9s %9s%n", "config", "batch", "JIT", "tokens/s", "ms/step", "MB/step", "GB/s", "vs copy");
         for (String name : configs) {
             Path dir = ensureModel(models, name);
             CpuOps ops = CpuOps.best();
             try (Transformer model = Transformer.load(dir, ops)) {
+                model.attentionForm(Mla.Form.ABSORBED); // as the serving engine runs it
+                run(model, ops, name, batches[0], steps, 0, copy); // a just-loaded model: what a fresh replica serves first
                 for (int batch : batches) {
-                    run(model, ops, name, batch, steps, copy);
+                    run(model, ops, name, batch, steps, warmSeconds, copy);
                 }
             }
         }
@@ -69,7 +92,42 @@ public final class DecodeBench {
                 rss() >> 20, (rt.totalMemory() - rt.freeMemory()) >> 20, self.pid());
     }
 
-    static void run(Transformer model, CpuOps ops, String name, int batch, int steps, double copy) {
+    static void run(Transformer model, CpuOps ops, String name, int batch, int steps, double warmSeconds, double copy) {
+        // warm-up on caches of their own (re-made every 256 steps so their context stays short), then a fresh batch
+        long warmUntil = System.nanoTime() + (long) (warmSeconds * 1e9);
+        while (System.nanoTime() < warmUntil) {
+            Batch warm = prefill(model, batch, 256);
+            for (int s = 0; s < 256 && System.nanoTime() < warmUntil; s++) {
+                step(model, warm.caches, warm.next);
+            }
+        }
+        Batch b = prefill(model, batch, steps);
+        if (ops == null) {
+            return; // a warm-up only
+        }
+        long bytes0 = ops.weightBytesRead();
+        long kvBytes = 0;
+        long t0 = System.nanoTime();
+        for (int s = 0; s < steps; s++) {
+            for (KvCache cache : b.caches) {
+                kvBytes += (cache.length() + 1) * cache.bytesPerToken();
+            }
+            step(model, b.caches, b.next);
+        }
+        long nanos = System.nanoTime() - t0;
+        long weightBytes = ops.weightBytesRead() - bytes0;
+        double perStep = nanos / 1e9 / steps;
+        double bytesPerStep = (double) (weightBytes + kvBytes) / steps;
+        double bw = bytesPerStep / perStep;
+        System.out.printf("%-8s %5d %6s %10.1f %9.2f %11.1f %9.2f %8.0f%%%n", name, batch, warmSeconds == 0 ? "cold" : "warm",
+                batch / perStep, perStep * 1e3, bytesPerStep / 1e6, bw / 1e9, 100 * bw / copy);
+    }
+
+    /** {@code batch} sequences of a 16-token prompt each, prefilled, with room for {@code steps} more tokens. */
+    record Batch(List<KvCache> caches, int[] next) {
+    }
+
+    static Batch prefill(Transformer model, int batch, int steps) {
         ModelConfig c = model.config();
         List<KvCache> caches = new ArrayList<>();
         int[] next = new int[batch];
@@ -88,27 +146,13 @@ public final class DecodeBench {
         for (int b = 0; b < batch; b++) {
             next[b] = Sampler.argmax(java.util.Arrays.copyOfRange(model.logits(h, (b + 1) * prompt - 1, 1), 0, c.vocabSize()));
         }
-        for (int w = 0; w < 3; w++) {
-            step(model, caches, next);
-        }
-        long bytes0 = ops.weightBytesRead();
-        long kvBytes = 0;
-        long t0 = System.nanoTime();
-        for (int s = 0; s < steps; s++) {
-            for (KvCache cache : caches) {
-                kvBytes += (cache.length() + 1) * cache.bytesPerToken();
-            }
-            step(model, caches, next);
-        }
-        long nanos = System.nanoTime() - t0;
-        long weightBytes = ops.weightBytesRead() - bytes0;
-        double perStep = nanos / 1e9 / steps;
-        double bytesPerStep = (double) (weightBytes + kvBytes) / steps;
-        double bw = bytesPerStep / perStep;
-        System.out.printf("%-8s %5d %10.1f %9.2f %11.1f %9.2f %8.0f%%%n", name, batch, batch / perStep, perStep * 1e3,
-                bytesPerStep / 1e6, bw / 1e9, 100 * bw / copy);
+        return new Batch(caches, next);
     }
 
+    /** Nanoseconds the last {@link #step} spent picking tokens (the sampler over the whole vocabulary). */
+    static long samplingNanos;
+
+    /** One decode step as the engine runs it: forward, lm_head over each sequence's row, a greedy sampler per sequence. */
     static void step(Transformer model, List<KvCache> caches, int[] next) {
         List<Transformer.Step> steps = new ArrayList<>();
         for (int b = 0; b < caches.size(); b++) {
@@ -117,8 +161,39 @@ public final class DecodeBench {
         float[] h = model.forward(steps);
         float[] logits = model.logits(h, 0, caches.size());
         int vocab = model.config().vocabSize();
+        long t = System.nanoTime();
         for (int b = 0; b < caches.size(); b++) {
-            next[b] = Sampler.argmax(java.util.Arrays.copyOfRange(logits, b * vocab, (b + 1) * vocab));
+            next[b] = SAMPLER.sample(logits, b * vocab, vocab).id();
+        }
+        samplingNanos = System.nanoTime() - t;
+    }
+
+    private static final Sampler SAMPLER = new Sampler(dev.deepserve.model.sampling.SamplingParams.GREEDY);
+
+    /** Where a warm step's time goes, by phase (see {@link PhaseTimer}), as ms per step and share of the step. */
+    static void phases(Transformer model, PhaseTimer timer, String name, int batch, int steps) {
+        for (int w = 0; w < 2; w++) {
+            Batch b = prefill(model, batch, steps);
+            timer.reset();
+            long sampling = 0;
+            long t0 = System.nanoTime();
+            for (int s = 0; s < steps; s++) {
+                step(model, b.caches, b.next);
+                sampling += samplingNanos;
+            }
+            long total = System.nanoTime() - t0;
+            if (w == 0) {
+                continue; // the first pass warms the timer's own paths
+            }
+            System.out.printf("%n%s, batch %d: %.3f ms per step%n", name, batch, total / 1e6 / steps);
+            long accounted = sampling;
+            for (var e : timer.spent().entrySet()) {
+                accounted += e.getValue();
+                System.out.printf("  %-44s %8.3f ms %5.1f%%%n", e.getKey(), e.getValue() / 1e6 / steps, 100.0 * e.getValue() / total);
+            }
+            System.out.printf("  %-44s %8.3f ms %5.1f%%%n", "sampling (greedy, 129K logits per row)", sampling / 1e6 / steps, 100.0 * sampling / total);
+            long rest = total - accounted;
+            System.out.printf("  %-44s %8.3f ms %5.1f%%%n", "rest: norms, RoPE, routing, KV writes, glue", rest / 1e6 / steps, 100.0 * rest / total);
         }
     }
 

@@ -3,7 +3,6 @@ package dev.deepserve.serving;
 import dev.deepserve.model.sampling.SampledToken;
 import dev.deepserve.model.sampling.Sampler;
 
-import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -39,7 +38,7 @@ public record StepScores(float[] logits, int[] picks, int vocab) {
 
     /** The greedy choice of row {@code row}, without touching a sampler's state (an MTP draft). */
     int argmax(int row) {
-        return picks != null ? picks[row] : Sampler.argmax(Arrays.copyOfRange(logits, row * vocab, row * vocab + vocab));
+        return picks != null ? picks[row] : Sampler.argmax(logits, row * vocab, vocab);
     }
 
     /** Row {@code row}'s distribution under the sequence's sampling parameters. */

@@ -50,6 +50,7 @@ public final class Transformer implements AutoCloseable {
         }
         this.norm = Weights.vector(w, "model.norm.weight", hidden);
         this.lmHead = Linear.load(w, config, "lm_head", config.vocabSize(), hidden);
+        ops.prepare(lmHead);
         this.mtp = new Mtp[config.numNextnPredictLayers()];
         for (int m = 0; m < mtp.length; m++) {
             mtp[m] = new Mtp(w, config, config.numHiddenLayers() + m, ops, rope, embed, lmHead);

@@ -1,5 +1,7 @@
 package dev.deepserve.model.sampling;
 
+import dev.deepserve.model.engine.ops.Argmax;
+
 import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -12,6 +14,26 @@ import java.util.SplittableRandom;
  * completion) and the counts of tokens generated so far for the penalties. Not thread-safe: one per request.
  */
 public final class Sampler {
+
+    /**
+     * Scratch the size of the vocabulary, one per thread that samples (the engine thread), so a step allocates nothing
+     * per token: the penalized logits, the distribution and the selection heap.
+     */
+    private static final class Workspace {
+        float[] logits = new float[0];
+        float[] p = new float[0];
+        int[] heap = new int[0];
+
+        void ensure(int n) {
+            if (logits.length < n) {
+                logits = new float[n];
+                p = new float[n];
+                heap = new int[n];
+            }
+        }
+    }
+
+    private static final ThreadLocal<Workspace> WORKSPACE = ThreadLocal.withInitial(Workspace::new);
 
     private final SamplingParams params;
     private final SplittableRandom random;
@@ -28,38 +50,53 @@ public final class Sampler {
 
     /** Chooses the next token from {@code logits[off, off + vocab)} and records it for the penalties. */
     public SampledToken sample(float[] logits, int off, int vocab) {
-        float[] l = penalized(logits, off, vocab);
+        Workspace ws = WORKSPACE.get();
         int id;
-        if (params.greedy()) {
-            id = argmax(l);
+        SampledToken token;
+        if (!penalized()) {
+            id = params.greedy() ? Argmax.of(logits, off, vocab) : drawFrom(ws, logits, off, vocab);
+            token = report(logits, off, vocab, id, ws);
         } else {
-            float[] p = distribution(l);
-            id = draw(p);
+            float[] l = penalize(ws, logits, off, vocab);
+            id = params.greedy() ? Argmax.of(l, 0, vocab) : drawFrom(ws, l, 0, vocab);
+            token = report(l, 0, vocab, id, ws);
         }
         accept(id);
-        return report(l, id);
+        return token;
     }
 
     /**
      * The distribution tokens are drawn from — penalties, temperature, top-k, top-p applied — for speculative
-     * decoding's acceptance test; greedy gives a one-hot distribution. Does not record anything.
+     * decoding's acceptance test; greedy gives a one-hot distribution. Does not record anything. The array is the
+     * caller's to keep.
      */
     public float[] probabilities(float[] logits, int off, int vocab) {
-        float[] l = penalized(logits, off, vocab);
+        Workspace ws = WORKSPACE.get();
+        float[] l = logits;
+        int from = off;
+        if (penalized()) {
+            l = penalize(ws, logits, off, vocab);
+            from = 0;
+        }
+        float[] p = new float[vocab];
         if (params.greedy()) {
-            float[] p = new float[vocab];
-            p[argmax(l)] = 1;
+            p[Argmax.of(l, from, vocab)] = 1;
             return p;
         }
-        return distribution(l);
+        distribution(ws, l, from, vocab, p);
+        return p;
     }
 
     /** Draws from a probability vector with this request's random stream. */
     public int draw(float[] p) {
+        return draw(p, p.length);
+    }
+
+    private int draw(float[] p, int n) {
         double u = random.nextDouble();
         double cumulative = 0;
         int last = -1;
-        for (int i = 0; i < p.length; i++) {
+        for (int i = 0; i < n; i++) {
             if (p[i] > 0) {
                 cumulative += p[i];
                 last = i;
@@ -83,48 +120,62 @@ public final class Sampler {
 
     /** Report for a token chosen elsewhere (accepted speculative tokens), from the same logits. */
     public SampledToken report(float[] logits, int off, int vocab, int id) {
-        return report(penalized(logits, off, vocab), id);
+        Workspace ws = WORKSPACE.get();
+        if (!penalized()) {
+            return report(logits, off, vocab, id, ws);
+        }
+        return report(penalize(ws, logits, off, vocab), 0, vocab, id, ws);
     }
 
-    private float[] penalized(float[] logits, int off, int vocab) {
-        float[] l = java.util.Arrays.copyOfRange(logits, off, off + vocab);
-        if (params.frequencyPenalty() != 0 || params.presencePenalty() != 0) {
-            for (Map.Entry<Integer, Integer> e : generated.entrySet()) {
-                l[e.getKey()] -= (float) (e.getValue() * params.frequencyPenalty() + params.presencePenalty());
-            }
+    private boolean penalized() {
+        return !generated.isEmpty() && (params.frequencyPenalty() != 0 || params.presencePenalty() != 0);
+    }
+
+    /** The logits with this request's penalties subtracted, in the workspace (the caller's array is not touched). */
+    private float[] penalize(Workspace ws, float[] logits, int off, int vocab) {
+        ws.ensure(vocab);
+        float[] l = ws.logits;
+        System.arraycopy(logits, off, l, 0, vocab);
+        for (Map.Entry<Integer, Integer> e : generated.entrySet()) {
+            l[e.getKey()] -= (float) (e.getValue() * params.frequencyPenalty() + params.presencePenalty());
         }
         return l;
     }
 
-    private float[] distribution(float[] l) {
-        int n = l.length;
-        float[] p = new float[n];
+    private int drawFrom(Workspace ws, float[] l, int off, int vocab) {
+        ws.ensure(vocab);
+        distribution(ws, l, off, vocab, ws.p);
+        return draw(ws.p, vocab);
+    }
+
+    /** Softmax at the request's temperature into {@code p[0, n)}, then top-k / top-p truncation. */
+    private void distribution(Workspace ws, float[] l, int off, int n, float[] p) {
         float max = Float.NEGATIVE_INFINITY;
-        for (float v : l) {
-            max = Math.max(max, v);
+        for (int i = 0; i < n; i++) {
+            max = Math.max(max, l[off + i]);
         }
         double inv = 1 / params.temperature();
         double sum = 0;
         for (int i = 0; i < n; i++) {
-            p[i] = (float) Math.exp((l[i] - max) * inv);
+            p[i] = (float) Math.exp((l[off + i] - max) * inv);
             sum += p[i];
         }
         for (int i = 0; i < n; i++) {
             p[i] /= (float) sum;
         }
         if (params.topK() > 0 && params.topK() < n || params.topP() < 1) {
-            truncate(p);
+            truncate(ws, p, n);
         }
-        return p;
     }
 
     /**
      * Keeps the most likely tokens, best first, until top_k are kept or their mass reaches top_p; zeroes the rest and
-     * renormalizes. A binary max-heap gives the best tokens in order in O(V + kept·log V) instead of sorting the vocabulary.
+     * renormalizes. A binary max-heap gives the best tokens in order in O(V + kept·log V) instead of sorting the
+     * vocabulary; the kept ids end up in the heap array's tail, so nothing is allocated.
      */
-    private void truncate(float[] p) {
-        int n = p.length;
-        int[] heap = new int[n];
+    private void truncate(Workspace ws, float[] p, int n) {
+        ws.ensure(n);
+        int[] heap = ws.heap;
         for (int i = 0; i < n; i++) {
             heap[i] = i;
         }
@@ -132,26 +183,24 @@ public final class Sampler {
             siftDown(heap, i, n, p);
         }
         int limit = params.topK() > 0 ? Math.min(params.topK(), n) : n;
-        boolean[] keep = new boolean[n];
         double mass = 0;
         int size = n;
         for (int kept = 0; kept < limit && size > 0; kept++) {
             int best = heap[0];
-            keep[best] = true;
             mass += p[best];
             heap[0] = heap[--size];
+            heap[size] = best; // the kept ids collect at the end: heap[size, n)
             siftDown(heap, 0, size, p);
             if (mass >= params.topP()) {
                 break;
             }
         }
+        for (int k = 0; k < size; k++) {
+            p[heap[k]] = 0;
+        }
         double total = 0;
         for (int i = 0; i < n; i++) {
-            if (!keep[i]) {
-                p[i] = 0;
-            } else {
-                total += p[i];
-            }
+            total += p[i]; // in id order, zeros included, as every release has summed it
         }
         for (int i = 0; i < n; i++) {
             p[i] /= (float) total;
@@ -181,17 +230,17 @@ public final class Sampler {
         return key[a] > key[b] || key[a] == key[b] && a < b;
     }
 
-    private SampledToken report(float[] l, int id) {
+    private SampledToken report(float[] l, int off, int n, int id, Workspace ws) {
         if (!params.logprobs()) {
             return new SampledToken(id, 0f, List.of());
         }
         float max = Float.NEGATIVE_INFINITY;
-        for (float v : l) {
-            max = Math.max(max, v);
+        for (int i = 0; i < n; i++) {
+            max = Math.max(max, l[off + i]);
         }
         double sum = 0;
-        for (float v : l) {
-            sum += Math.exp(v - max);
+        for (int i = 0; i < n; i++) {
+            sum += Math.exp(l[off + i] - max);
         }
         float logZ = (float) (max + Math.log(sum));
         List<SampledToken.Alternative> top = new ArrayList<>();
@@ -199,12 +248,12 @@ public final class Sampler {
             int[] best = new int[params.topLogprobs()];
             java.util.Arrays.fill(best, -1);
             int last = best.length - 1;
-            for (int i = 0; i < l.length; i++) {
-                if (best[last] >= 0 && l[i] <= l[best[last]]) {
+            for (int i = 0; i < n; i++) {
+                if (best[last] >= 0 && l[off + i] <= l[off + best[last]]) {
                     continue;
                 }
                 for (int k = 0; k < best.length; k++) {
-                    if (best[k] < 0 || l[i] > l[best[k]]) {
+                    if (best[k] < 0 || l[off + i] > l[off + best[k]]) {
                         System.arraycopy(best, k, best, k + 1, best.length - k - 1);
                         best[k] = i;
                         break;
@@ -213,20 +262,20 @@ public final class Sampler {
             }
             for (int b : best) {
                 if (b >= 0) {
-                    top.add(new SampledToken.Alternative(b, l[b] - logZ));
+                    top.add(new SampledToken.Alternative(b, l[off + b] - logZ));
                 }
             }
         }
-        return new SampledToken(id, l[id] - logZ, top);
+        return new SampledToken(id, l[off + id] - logZ, top);
     }
 
+    /** The greedy choice over a whole array (the first index of its largest value). */
     public static int argmax(float[] l) {
-        int best = 0;
-        for (int i = 1; i < l.length; i++) {
-            if (l[i] > l[best]) {
-                best = i;
-            }
-        }
-        return best;
+        return Argmax.of(l, 0, l.length);
+    }
+
+    /** The greedy choice over {@code l[off, off + n)}, without copying it. */
+    public static int argmax(float[] l, int off, int n) {
+        return Argmax.of(l, off, n);
     }
 }

@@ -16,6 +16,10 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     /** Work (multiply-adds) below which splitting across threads costs more than it saves. */
     private static final long PARALLEL_THRESHOLD = 1 << 16;
+    /** Parallel items per thread in a matmul (see {@link #rowsPerItem}). */
+    private static final int ITEMS_PER_THREAD = 8;
+    /** Float outputs in one 64-byte cache line. */
+    private static final int ROWS_PER_LINE = 16;
 
     private final Kernels kernels;
     private final Kernels scalar = new ScalarKernels();
@@ -23,6 +27,8 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final int threads;
     private final boolean activationQuant;
     private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
+    /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
+    private final java.util.Map<Linear, Bf16Panels> panels = new java.util.concurrent.ConcurrentHashMap<>();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
 
     private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
@@ -75,16 +81,35 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 + (activationQuant ? ", fp8 activations" : "");
     }
 
+    /**
+     * Repacks a BF16 weight every step multiplies by all its rows (the lm_head) into {@link Bf16Panels}, when the Vector
+     * API kernels run: its products then reach the FMA units' speed at batch > 1, for a copy as large as the weight.
+     */
+    @Override
+    public void prepare(Linear w) {
+        if (kernels instanceof VectorKernels && Bf16Panels.fits(w)) {
+            panels.computeIfAbsent(w, Bf16Panels::pack);
+        }
+    }
+
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         weightBytesRead.add(w.bytes());
+        Bf16Panels packed = panels.isEmpty() ? null : panels.get(w);
+        if (packed != null) {
+            int perItem = Math.ceilDiv(Math.ceilDiv(packed.panels(), threads * ITEMS_PER_THREAD), 4) * 4;
+            int items = Math.ceilDiv(packed.panels(), perItem);
+            parallelFor(items, (long) perItem * Bf16Panels.panelRows() * w.in() * batch,
+                    i -> packed.multiply(x, batch, y, i * perItem, Math.min(packed.panels(), (i + 1) * perItem)));
+            return;
+        }
         Kernels kernels = kernelsFor(w);
         int in = w.in();
         int out = w.out();
         float[] input = inLayout(w, activationQuant && w.fp8() ? quantizeActivations(x, batch, in, w.blockCols()) : x, 0, batch);
         Tensor scales = w.scaleInv();
         int scaleCols = w.scaleColumns();
-        int chunk = 16;
+        int chunk = rowsPerItem(out);
         int chunks = (out + chunk - 1) / chunk;
         parallelFor(chunks, (long) chunk * in * batch, ci -> {
             int r0 = ci * chunk;
@@ -107,6 +132,17 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 }
             }
         });
+    }
+
+    /**
+     * Output rows one parallel item computes: about {@link #ITEMS_PER_THREAD} items per thread, so uneven items still
+     * balance, in whole cache lines of output, so two threads never write the same line of {@code y}. Items of 16
+     * rows made the lm_head's 8,080 claims contend on the shared counter and its cache lines: the 2-thread matmul
+     * took longer than one thread did alone.
+     */
+    private int rowsPerItem(int out) {
+        int perItem = Math.ceilDiv(out, threads * ITEMS_PER_THREAD);
+        return Math.ceilDiv(perItem, ROWS_PER_LINE) * ROWS_PER_LINE;
     }
 
     /** The scalar kernels for FP8 weights holding NaN codes (the vector decoder assumes none), else the backend's. */

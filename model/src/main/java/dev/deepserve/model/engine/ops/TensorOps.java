@@ -15,6 +15,13 @@ public interface TensorOps {
     /** Which backend this is, for logs ("cpu-vector, 2 threads"). */
     String describe();
 
+    /**
+     * Readies a weight that {@link #matmul} will read on every step (a backend may repack it for speed); called once,
+     * at load. Results may differ from an unprepared weight's in the last bits, never between batch sizes.
+     */
+    default void prepare(Linear w) {
+    }
+
     /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for {@code b < batch}: x is {@code [batch, in]}, y {@code [batch, out]}. */
     void matmul(Linear w, float[] x, float[] y, int batch);
 

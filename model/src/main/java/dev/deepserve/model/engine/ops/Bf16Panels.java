@@ -1,0 +1,205 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.engine.Linear;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+
+/**
+ * A BF16 weight {@code [out, in]} (the lm_head) repacked so that one pass over it serves every row of a batch at the
+ * speed of the FMA units, where the row-major dot products were bound by their loads and horizontal sums.
+ *
+ * <p>Layout: panels of {@code L} consecutive weight rows (L = the float vector length). Within a panel, for each column
+ * pair m, L ints: lane j holds row {@code L·p + j}'s elements {@code 2m} (low half) and {@code 2m+1} (high half). One
+ * int-vector load gives two columns of L rows, widened with a shift and a mask, and each is multiplied by a broadcast
+ * input element: L outputs build up lane-wise, with no horizontal sums, and four panels share each broadcast.
+ *
+ * <p>Every output is the sum over its columns in column order, one FMA at a time, whichever kernel computes it and
+ * whatever rows share the pass — so a sequence's logits are bitwise the same alone or in a batch.
+ *
+ * <p>The packed copy lives off the heap, as large as the weight (the checkpoint's mapped pages are not read again
+ * and the kernel may evict them).
+ */
+final class Bf16Panels {
+
+    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    private static final int L = F.length();
+    private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
+    private static final int HIGH = 0xFFFF0000;
+
+    private final MemorySegment panels;
+    private final int out;
+    private final int in;
+    private final int pairs;
+    /** Bytes from one panel to the next. */
+    private final long panelBytes;
+
+    private Bf16Panels(MemorySegment panels, int out, int in) {
+        this.panels = panels;
+        this.out = out;
+        this.in = in;
+        this.pairs = in / 2;
+        this.panelBytes = 4L * pairs * L;
+    }
+
+    /** Whether {@code w} can be packed: BF16 without block scales, an even number of columns, at least one panel. */
+    static boolean fits(Linear w) {
+        return w.weight().dtype() == dev.deepserve.model.weights.DType.BF16 && w.scaleInv() == null && w.in() % 2 == 0 && w.out() >= L
+                && I.length() == L;
+    }
+
+    static Bf16Panels pack(Linear w) {
+        int out = w.out();
+        int in = w.in();
+        int panels = panelsFor(out);
+        MemorySegment src = w.weight().data();
+        MemorySegment dst = Arena.ofAuto().allocate((long) panels * (in / 2) * L * 4, 64);
+        int pairs = in / 2;
+        int[] row = new int[pairs];
+        for (int r = 0; r < out; r++) {
+            MemorySegment.copy(src, ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE), (long) r * in * 2, row, 0, pairs);
+            long base = (long) (r / L) * pairs * L * 4 + (r % L) * 4L;
+            for (int m = 0; m < pairs; m++) {
+                dst.set(ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE), base + (long) m * L * 4, row[m]);
+            }
+        }
+        return new Bf16Panels(dst, out, in);
+    }
+
+    static int panelsFor(int rows) {
+        return Math.ceilDiv(rows, L);
+    }
+
+    /** Output rows per panel. */
+    static int panelRows() {
+        return L;
+    }
+
+    int panels() {
+        return panelsFor(out);
+    }
+
+    /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for rows of panels {@code [from, to)} and all {@code batch} rows of x. */
+    void multiply(float[] x, int batch, float[] y, int from, int to) {
+        int p = from;
+        for (; p + 4 <= to; p += 4) {
+            int b = 0;
+            for (; b + 4 <= batch; b += 4) {
+                fourByFour(p, x, b, y);
+            }
+            for (; b < batch; b++) {
+                fourByOne(p, x, b, y);
+            }
+        }
+        for (; p < to; p++) {
+            for (int b = 0; b < batch; b++) {
+                oneByOne(p, x, b, y);
+            }
+        }
+    }
+
+    private static IntVector load(MemorySegment seg, long off) {
+        return IntVector.fromMemorySegment(I, seg, off, LE);
+    }
+
+    private static FloatVector even(IntVector pair) {
+        return pair.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+    }
+
+    private static FloatVector odd(IntVector pair) {
+        return pair.and(HIGH).reinterpretAsFloats();
+    }
+
+    /** Four panels times four batch rows: 16 accumulators, each broadcast input element feeding four panels. */
+    private void fourByFour(int p, float[] x, int b, float[] y) {
+        MemorySegment seg = panels;
+        int in = this.in;
+        int pairs = this.pairs;
+        long step = panelBytes;
+        long p0 = p * step;
+        FloatVector z = FloatVector.zero(F);
+        FloatVector a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+        FloatVector c0 = z, c1 = z, c2 = z, c3 = z, d0 = z, d1 = z, d2 = z, d3 = z;
+        for (int m = 0; m < pairs; m++) {
+            long o = p0 + (long) m * L * 4;
+            IntVector v0 = load(seg, o), v1 = load(seg, o + step), v2 = load(seg, o + 2 * step), v3 = load(seg, o + 3 * step);
+            FloatVector w0 = even(v0), w1 = even(v1), w2 = even(v2), w3 = even(v3);
+            int c = b * in + 2 * m;
+            FloatVector s = FloatVector.broadcast(F, x[c]);
+            a0 = w0.fma(s, a0); b0 = w1.fma(s, b0); c0 = w2.fma(s, c0); d0 = w3.fma(s, d0);
+            s = FloatVector.broadcast(F, x[c + in]);
+            a1 = w0.fma(s, a1); b1 = w1.fma(s, b1); c1 = w2.fma(s, c1); d1 = w3.fma(s, d1);
+            s = FloatVector.broadcast(F, x[c + 2 * in]);
+            a2 = w0.fma(s, a2); b2 = w1.fma(s, b2); c2 = w2.fma(s, c2); d2 = w3.fma(s, d2);
+            s = FloatVector.broadcast(F, x[c + 3 * in]);
+            a3 = w0.fma(s, a3); b3 = w1.fma(s, b3); c3 = w2.fma(s, c3); d3 = w3.fma(s, d3);
+            w0 = odd(v0); w1 = odd(v1); w2 = odd(v2); w3 = odd(v3);
+            s = FloatVector.broadcast(F, x[c + 1]);
+            a0 = w0.fma(s, a0); b0 = w1.fma(s, b0); c0 = w2.fma(s, c0); d0 = w3.fma(s, d0);
+            s = FloatVector.broadcast(F, x[c + in + 1]);
+            a1 = w0.fma(s, a1); b1 = w1.fma(s, b1); c1 = w2.fma(s, c1); d1 = w3.fma(s, d1);
+            s = FloatVector.broadcast(F, x[c + 2 * in + 1]);
+            a2 = w0.fma(s, a2); b2 = w1.fma(s, b2); c2 = w2.fma(s, c2); d2 = w3.fma(s, d2);
+            s = FloatVector.broadcast(F, x[c + 3 * in + 1]);
+            a3 = w0.fma(s, a3); b3 = w1.fma(s, b3); c3 = w2.fma(s, c3); d3 = w3.fma(s, d3);
+        }
+        int r = p * L;
+        store(a0, y, b, r); store(b0, y, b, r + L); store(c0, y, b, r + 2 * L); store(d0, y, b, r + 3 * L);
+        store(a1, y, b + 1, r); store(b1, y, b + 1, r + L); store(c1, y, b + 1, r + 2 * L); store(d1, y, b + 1, r + 3 * L);
+        store(a2, y, b + 2, r); store(b2, y, b + 2, r + L); store(c2, y, b + 2, r + 2 * L); store(d2, y, b + 2, r + 3 * L);
+        store(a3, y, b + 3, r); store(b3, y, b + 3, r + L); store(c3, y, b + 3, r + 2 * L); store(d3, y, b + 3, r + 3 * L);
+    }
+
+    /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
+    private void fourByOne(int p, float[] x, int b, float[] y) {
+        MemorySegment seg = panels;
+        int pairs = this.pairs;
+        long step = panelBytes;
+        long p0 = p * step;
+        FloatVector z = FloatVector.zero(F);
+        FloatVector a0 = z, a1 = z, a2 = z, a3 = z;
+        int x0 = b * in;
+        for (int m = 0; m < pairs; m++) {
+            long o = p0 + (long) m * L * 4;
+            IntVector v0 = load(seg, o), v1 = load(seg, o + step), v2 = load(seg, o + 2 * step), v3 = load(seg, o + 3 * step);
+            FloatVector s = FloatVector.broadcast(F, x[x0 + 2 * m]);
+            a0 = even(v0).fma(s, a0); a1 = even(v1).fma(s, a1); a2 = even(v2).fma(s, a2); a3 = even(v3).fma(s, a3);
+            s = FloatVector.broadcast(F, x[x0 + 2 * m + 1]);
+            a0 = odd(v0).fma(s, a0); a1 = odd(v1).fma(s, a1); a2 = odd(v2).fma(s, a2); a3 = odd(v3).fma(s, a3);
+        }
+        int r = p * L;
+        store(a0, y, b, r); store(a1, y, b, r + L); store(a2, y, b, r + 2 * L); store(a3, y, b, r + 3 * L);
+    }
+
+    private void oneByOne(int p, float[] x, int b, float[] y) {
+        MemorySegment seg = panels;
+        int pairs = this.pairs;
+        FloatVector a = FloatVector.zero(F);
+        long p0 = p * panelBytes;
+        int x0 = b * in;
+        for (int m = 0; m < pairs; m++) {
+            IntVector v = load(seg, p0 + (long) m * L * 4);
+            a = even(v).fma(FloatVector.broadcast(F, x[x0 + 2 * m]), a);
+            a = odd(v).fma(FloatVector.broadcast(F, x[x0 + 2 * m + 1]), a);
+        }
+        store(a, y, b, p * L);
+    }
+
+    /** Writes L outputs of batch row b from weight row r on, dropping the last panel's padding rows. */
+    private void store(FloatVector v, float[] y, int b, int r) {
+        int off = b * out + r;
+        if (r + L <= out) {
+            v.intoArray(y, off);
+        } else {
+            v.intoArray(y, off, VectorMask.fromLong(F, (1L << (out - r)) - 1));
+        }
+    }
+}

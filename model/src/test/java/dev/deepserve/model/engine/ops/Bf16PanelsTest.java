@@ -1,0 +1,129 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.weights.Bf16;
+import dev.deepserve.model.weights.DType;
+import dev.deepserve.model.weights.Tensor;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The repacked BF16 lm_head ({@link Bf16Panels}) against the scalar kernels: the same products within float
+ * rounding, on shapes whose last panel is partly padding and whose panel count is not a multiple of four; and every
+ * batch row bitwise the same whatever the batch size, its position in the batch, or the number of threads.
+ */
+class Bf16PanelsTest {
+
+    static Linear bf16(int out, int in, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        MemorySegment data = Arena.ofAuto().allocate(2L * out * in);
+        for (long i = 0; i < (long) out * in; i++) {
+            data.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2 * i, Bf16.encode((float) r.nextGaussian()));
+        }
+        return new Linear("lm_head", new Tensor("lm_head.weight", DType.BF16, new long[] {out, in}, data), null, out, in, 1, 1);
+    }
+
+    static float[] input(int batch, int in, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        float[] x = new float[batch * in];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) r.nextGaussian();
+        }
+        return x;
+    }
+
+    @Test
+    void productsMatchTheScalarKernelsOnRaggedShapes() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int lanes = Bf16Panels.panelRows();
+        for (int[] shape : new int[][] {{lanes, 2}, {7 * lanes + 5, 64}, {5 * lanes - 1, 258}, {9 * lanes + 3, 100}}) {
+            int out = shape[0];
+            int in = shape[1];
+            Linear w = bf16(out, in, out);
+            for (int batch : new int[] {1, 3, 4, 9}) {
+                float[] x = input(batch, in, batch);
+                float[] expected = new float[batch * out];
+                CpuOps.create(false, 1, false).matmul(w, x, expected, batch);
+                try (CpuOps ops = CpuOps.create(true, 2, false)) {
+                    ops.prepare(w);
+                    float[] got = new float[batch * out];
+                    ops.matmul(w, x, got, batch);
+                    for (int i = 0; i < got.length; i++) {
+                        assertEquals(expected[i], got[i], 1e-4 * (1 + Math.abs(expected[i])), "out " + out + " in " + in + " batch " + batch + " at " + i);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void aRowsLogitsAreBitwiseTheSameInAnyBatchAndOnAnyThreads() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int out = 22 * Bf16Panels.panelRows() + 7; // 23 panels: groups of four, then three one at a time
+        int in = 96;
+        Linear w = bf16(out, in, 5);
+        float[] mine = input(1, in, 77);
+        float[] alone = new float[out];
+        try (CpuOps one = CpuOps.create(true, 1, false)) {
+            one.prepare(w);
+            one.matmul(w, mine, alone, 1);
+        }
+        for (int batch = 1; batch <= 9; batch++) {
+            for (int at = 0; at < batch; at++) {
+                float[] x = input(batch, in, 100 + batch);
+                System.arraycopy(mine, 0, x, at * in, in);
+                for (int threads : new int[] {1, 2, 3}) {
+                    try (CpuOps ops = CpuOps.create(true, threads, false)) {
+                        ops.prepare(w);
+                        float[] y = new float[batch * out];
+                        ops.matmul(w, x, y, batch);
+                        assertArrayEquals(alone, Arrays.copyOfRange(y, at * out, (at + 1) * out),
+                                "batch " + batch + ", row " + at + ", " + threads + " threads");
+                    }
+                }
+            }
+        }
+    }
+
+    /** The panel kernels (four panels at once, one at a time; four batch rows at once, one) agree bit for bit. */
+    @Test
+    void everyKernelSumsInTheSameOrder() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int out = 13 * Bf16Panels.panelRows() + 2;
+        int in = 130;
+        Bf16Panels packed = Bf16Panels.pack(bf16(out, in, 8));
+        for (int batch : new int[] {1, 4, 5}) {
+            float[] x = input(batch, in, 3);
+            float[] whole = new float[batch * out];
+            packed.multiply(x, batch, whole, 0, packed.panels());
+            for (int from = 1; from < 5; from++) { // shifts which panels go four at a time
+                float[] part = new float[batch * out];
+                packed.multiply(x, batch, part, from, packed.panels());
+                for (int b = 0; b < batch; b++) {
+                    int r0 = from * Bf16Panels.panelRows();
+                    assertArrayEquals(Arrays.copyOfRange(whole, b * out + r0, (b + 1) * out), Arrays.copyOfRange(part, b * out + r0, (b + 1) * out),
+                            "batch " + batch + ", from panel " + from);
+                }
+            }
+        }
+    }
+
+    @Test
+    void onlyUnscaledBf16WithEvenColumnsIsPacked() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        assertTrue(Bf16Panels.fits(bf16(64, 32, 1)));
+        assertFalse(Bf16Panels.fits(bf16(64, 33, 1)), "an odd column count would read past a row's last pair");
+        assertFalse(Bf16Panels.fits(bf16(Bf16Panels.panelRows() - 1, 32, 1)), "less than one panel is not worth packing");
+    }
+}
