@@ -7,7 +7,6 @@ import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -24,8 +23,8 @@ import java.nio.ByteOrder;
  * <p>Every output is the sum over its columns in column order, one FMA at a time, whichever kernel computes it and
  * whatever rows share the pass — so a sequence's logits are bitwise the same alone or in a batch.
  *
- * <p>The packed copy lives off the heap, as large as the weight (the checkpoint's mapped pages are not read again
- * and the kernel may evict them).
+ * <p>The packed copy lives off the heap on huge pages ({@link HugePageMemory}), as large as the weight (the
+ * checkpoint's mapped pages are not read again and the kernel may evict them).
  */
 final class Bf16Panels {
 
@@ -56,20 +55,28 @@ final class Bf16Panels {
                 && I.length() == L;
     }
 
+    private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE);
+
+    /** Copies the weight into panels, one panel's rows at a time (read in bulk, interleaved on the heap, written in bulk). */
     static Bf16Panels pack(Linear w) {
         int out = w.out();
         int in = w.in();
-        int panels = panelsFor(out);
-        MemorySegment src = w.weight().data();
-        MemorySegment dst = Arena.ofAuto().allocate((long) panels * (in / 2) * L * 4, 64);
         int pairs = in / 2;
-        int[] row = new int[pairs];
-        for (int r = 0; r < out; r++) {
-            MemorySegment.copy(src, ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE), (long) r * in * 2, row, 0, pairs);
-            long base = (long) (r / L) * pairs * L * 4 + (r % L) * 4L;
-            for (int m = 0; m < pairs; m++) {
-                dst.set(ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE), base + (long) m * L * 4, row[m]);
+        MemorySegment src = w.weight().data();
+        MemorySegment dst = HugePageMemory.allocate((long) panelsFor(out) * pairs * L * 4);
+        int[] rows = new int[L * pairs];
+        int[] panel = new int[L * pairs];
+        for (int p = 0; p < panelsFor(out); p++) {
+            int r0 = p * L;
+            int n = Math.min(L, out - r0);
+            MemorySegment.copy(src, INT, (long) r0 * in * 2, rows, 0, n * pairs);
+            java.util.Arrays.fill(rows, n * pairs, rows.length, 0); // the last panel's padding rows are zeros
+            for (int j = 0; j < L; j++) {
+                for (int m = 0; m < pairs; m++) {
+                    panel[m * L + j] = rows[j * pairs + m];
+                }
             }
+            MemorySegment.copy(panel, 0, dst, INT, (long) p * pairs * L * 4, panel.length);
         }
         return new Bf16Panels(dst, out, in);
     }
