@@ -73,6 +73,16 @@ final class PhaseTimer implements TensorOps {
     }
 
     @Override
+    public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
+        inner.matvecRows(w, rowFrom, rows, x, count, y, yOffs);
+    }
+
+    @Override
+    public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs) {
+        inner.matvecRowsTransposed(w, rowFrom, rows, x, xOffs, y, yOffs);
+    }
+
+    @Override
     public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
         inner.matvecRowsTransposed(w, rowFrom, rows, x, xOff, y, yOff);
     }

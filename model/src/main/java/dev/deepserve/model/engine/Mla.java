@@ -92,13 +92,17 @@ public final class Mla {
             }
         }
         float[] attended = new float[rows * heads * vDim];
+        java.util.List<Segment> absorbing = new java.util.ArrayList<>();
         for (Segment s : segments) {
             Form f = form == Form.AUTO ? (s.count() > 1 ? Form.NAIVE : Form.ABSORBED) : form;
             if (f == Form.ABSORBED) {
-                absorbed(q, s, layer, attended);
+                absorbing.add(s);
             } else {
                 naive(q, s, layer, attended);
             }
+        }
+        if (!absorbing.isEmpty()) {
+            absorbed(q, absorbing, layer, attended);
         }
         ops.matmul(oProj, attended, out, rows);
     }
@@ -153,32 +157,77 @@ public final class Mla {
 
     /**
      * The absorbed form: {@code q_nope·k_nope = q_nope·(W_UK c) = (W_UKᵀ q_nope)·c} and {@code Σ p·(W_UV c) = W_UV (Σ p·c)},
-     * so scores and the weighted sum run over the cached latents and each head touches {@code kv_b_proj} twice per token.
+     * so scores and the weighted sum run over the cached latents. All absorbed segments of a step go together, in groups
+     * of tokens per head: a head's {@code W_UK} band is dequantized once per group, its {@code W_UV} band once per four
+     * tokens (a batch of 8 decoding sequences used to dequantize both 8 times). The sums are the same as token by token.
      */
-    private void absorbed(float[] q, Segment s, int layer, float[] attended) {
+    private void absorbed(float[] q, java.util.List<Segment> segments, int layer, float[] attended) {
         int stride = kvLora + ropeDim;
+        int tokens = segments.stream().mapToInt(Segment::count).sum();
+        // every absorbed token of the step, in order: its row, how many keys it sees, which cache it reads
+        int[] rowOf = new int[tokens];
+        int[] visibleOf = new int[tokens];
+        LatentReader[] readerOf = new LatentReader[tokens];
+        long work = 0;
+        int j = 0;
+        for (Segment s : segments) {
+            LatentReader reader = s.cache().precision() == KvPrecision.BF16 ? new Bf16Latents(s.cache(), layer) : new FloatLatents(s.cache(), layer);
+            for (int t = 0; t < s.count(); t++, j++) {
+                rowOf[j] = s.row() + t;
+                visibleOf[j] = s.start() + t + 1;
+                readerOf[j] = reader;
+                work += visibleOf[j] * 2L * stride;
+            }
+        }
+        int groups = Math.ceilDiv(tokens, TOKENS_PER_ITEM);
+        // items run group by group, all heads of a group together, so the threads read the same keys at a time
+        ops.parallelFor(groups * heads, work / groups + 2L * (nope + vDim) * kvLora, i -> {
+            int from = i / heads * TOKENS_PER_ITEM;
+            int to = Math.min(tokens, from + TOKENS_PER_ITEM);
+            attendHead(q, i % heads, from, to, rowOf, visibleOf, readerOf, attended);
+        });
+    }
+
+    /**
+     * Tokens per parallel item of the absorbed form: a decode batch is one item per head (each band of {@code kv_b_proj}
+     * dequantized once for all its sequences), a prompt chunk is split so that both threads share each group's keys.
+     */
+    private static final int TOKENS_PER_ITEM = 16;
+
+    /** Head h of tokens {@code [from, to)}: {@code W_UK}, attention over the latents, {@code W_UV}. */
+    private void attendHead(float[] q, int h, int from, int to, int[] rowOf, int[] visibleOf, LatentReader[] readerOf, float[] attended) {
+        int n = to - from;
         int rowsPerHead = nope + vDim;
-        LatentReader latents = s.cache().precision() == KvPrecision.BF16 ? new Bf16Latents(s.cache(), layer) : new FloatLatents(s.cache(), layer);
-        ops.parallelFor(s.count() * heads, (long) (s.start() + s.count()) * 2 * stride + 2L * rowsPerHead * kvLora, i -> {
-            int t = i / heads;
-            int h = i % heads;
-            int r = s.row() + t;
-            int visible = s.start() + t + 1;
-            int qOff = (r * heads + h) * qkHead;
-            float[] qLatent = new float[kvLora];
-            ops.matvecRowsTransposed(kvB, h * rowsPerHead, nope, q, qOff, qLatent, 0);
-            float[] query = latents.query(qLatent, q, qOff + nope);
+        int[] qOffs = new int[n];
+        int[] outOffs = new int[n];
+        int[] latentOffs = new int[n];
+        for (int k = 0; k < n; k++) {
+            int r = rowOf[from + k];
+            qOffs[k] = (r * heads + h) * qkHead;
+            outOffs[k] = (r * heads + h) * vDim;
+            latentOffs[k] = k * kvLora;
+        }
+        // W_UK carries the queries into the latent space, each weight row dequantized once for all n tokens
+        float[] qLatents = new float[n * kvLora];
+        ops.matvecRowsTransposed(kvB, h * rowsPerHead, nope, q, qOffs, qLatents, latentOffs);
+        float[] outputs = new float[n * kvLora];
+        for (int k = 0; k < n; k++) {
+            LatentReader latents = readerOf[from + k];
+            int visible = visibleOf[from + k];
+            float[] query = latents.query(java.util.Arrays.copyOfRange(qLatents, k * kvLora, (k + 1) * kvLora), q, qOffs[k] + nope);
             float[] scores = new float[visible];
-            for (int k = 0; k < visible; k++) {
-                scores[k] = latents.score(query, k) * scale;
+            for (int key = 0; key < visible; key++) {
+                scores[key] = latents.score(query, key) * scale;
             }
             ops.softmax(scores, 0, visible);
             float[] oLatent = new float[kvLora];
-            for (int k = 0; k < visible; k++) {
-                latents.accumulate(scores[k], k, oLatent);
+            for (int key = 0; key < visible; key++) {
+                latents.accumulate(scores[key], key, oLatent);
             }
-            ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, latents.result(oLatent), 0, attended, (r * heads + h) * vDim);
-        });
+            System.arraycopy(latents.result(oLatent), 0, outputs, k * kvLora, kvLora);
+        }
+        // W_UV over the latent outputs, its weights dequantized once per four tokens
+        ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, outputs, n, attended, outOffs);
     }
 
     /**

@@ -178,6 +178,30 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     }
 
     @Override
+    public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
+        int in = w.in();
+        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
+        Kernels kernels = kernelsFor(w);
+        float[] input = inLayout(w, x, 0, count);
+        float[] four = new float[4];
+        for (int i = 0; i < rows; i++) {
+            int r = rowFrom + i;
+            long rowStart = (long) r * in;
+            long scaleStart = (long) (r / w.blockRows()) * w.scaleColumns();
+            int k = 0;
+            for (; k + 4 <= count; k += 4) {
+                kernels.dotRow4(w.weight(), rowStart, in, w.scaleInv(), scaleStart, w.blockCols(), input, k * in, in, four, 0, 1);
+                for (int j = 0; j < 4; j++) {
+                    y[yOffs[k + j] + i] = four[j];
+                }
+            }
+            for (; k < count; k++) {
+                y[yOffs[k] + i] = kernels.dotRow(w.weight(), rowStart, in, w.scaleInv(), scaleStart, w.blockCols(), input, k * in);
+            }
+        }
+    }
+
+    @Override
     public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
         int in = w.in();
         weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
@@ -190,6 +214,26 @@ public final class CpuOps implements TensorOps, AutoCloseable {
             kernels.axpy(x[xOff + i], row, 0, acc, 0, in);
         }
         kernels.fromLayout(w.weight().dtype(), w.blockCols(), acc, 0, in, y, yOff);
+    }
+
+    @Override
+    public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs) {
+        int in = w.in();
+        int count = xOffs.length;
+        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
+        Kernels kernels = kernelsFor(w);
+        float[] acc = new float[count * in];
+        float[] row = scratch(in);
+        for (int i = 0; i < rows; i++) {
+            int r = rowFrom + i;
+            kernels.decodeRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), row, 0);
+            for (int k = 0; k < count; k++) {
+                kernels.axpy(x[xOffs[k] + i], row, 0, acc, k * in, in);
+            }
+        }
+        for (int k = 0; k < count; k++) {
+            kernels.fromLayout(w.weight().dtype(), w.blockCols(), acc, k * in, in, y, yOffs[k]);
+        }
     }
 
     @Override

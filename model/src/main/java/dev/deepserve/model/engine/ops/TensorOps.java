@@ -29,10 +29,24 @@ public interface TensorOps {
     void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff);
 
     /**
+     * {@link #matvecRows} for {@code count} vectors {@code x[k·in ..]}, results to {@code y[yOffs[k] + i]}: each weight
+     * element is dequantized once per four vectors, and every result is the sum {@link #matvecRows} gives. Runs on the
+     * calling thread (callers parallelize over bands).
+     */
+    void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs);
+
+    /**
      * The transpose of a row band of W times one vector: {@code y[yOff + c] = Σ_i W[rowFrom + i, c] · x[xOff + i]},
      * c over all {@code in} columns. MLA's weight absorption uses it to carry a query into the latent space.
      */
     void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff);
+
+    /**
+     * {@link #matvecRowsTransposed} for several vectors, {@code x[xOffs[k] ..]} to {@code y[yOffs[k] ..]}: each weight
+     * row is dequantized once for all of them, and every result is the sum {@link #matvecRowsTransposed} gives. Runs on
+     * the calling thread (callers parallelize over bands).
+     */
+    void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs);
 
     /** Row {@code row} of an embedding table, as floats. */
     void embedding(Tensor table, int row, float[] out, int outOff);
