@@ -38,10 +38,64 @@ public final class Tokenizer {
     private final ChatTemplate chatTemplate;
     private final String bosToken;
     private final String eosToken;
+    /** The model vocabulary (shared with the BPE, never changed) and the added tokens, which take precedence. */
     private final Map<String, Integer> tokenToId;
+    private final Map<String, Integer> addedToId;
     private final long vocabBytes;
 
-    private Tokenizer(JsonNode json, JsonNode config, boolean fastSplit) {
+    private Tokenizer(Vocabulary v, boolean fastSplit) {
+        this.normalizer = v.normalizer() == null ? null : Normalizer.Form.valueOf(v.normalizer());
+        try {
+            this.preTokenizer = PreTokenizer.parse(JSON.readTree(v.preTokenizerJson()), fastSplit);
+        } catch (IOException e) {
+            throw new TokenizerFormatException("pre_tokenizer is not valid JSON: " + e.getMessage());
+        }
+        Map<String, Integer> vocab = v.vocab();
+        int maxId = -1;
+        for (int id : vocab.values()) {
+            maxId = Math.max(maxId, id);
+        }
+        for (AddedVocabulary.Token t : v.added()) {
+            maxId = Math.max(maxId, t.id());
+        }
+        this.added = new AddedVocabulary(v.added());
+        this.idToToken = new String[maxId + 1];
+        long bytes = 0;
+        for (Map.Entry<String, Integer> e : vocab.entrySet()) {
+            idToToken[e.getValue()] = e.getKey();
+            bytes += 40 + 2L * e.getKey().length();
+        }
+        for (AddedVocabulary.Token t : v.added()) {
+            idToToken[t.id()] = t.content();
+        }
+        this.tokenToId = vocab;
+        this.addedToId = new HashMap<>();
+        v.added().forEach(t -> addedToId.put(t.content(), t.id()));
+
+        int[] byteIds = new int[256];
+        for (int b = 0; b < 256; b++) {
+            Integer id = vocab.get(String.valueOf(ByteLevel.BYTE_TO_CHAR[b]));
+            if (id == null) {
+                throw new TokenizerFormatException("model.vocab lacks the byte-level symbol for byte " + b + " ('" + ByteLevel.BYTE_TO_CHAR[b] + "')");
+            }
+            byteIds[b] = id;
+        }
+        this.bpe = new Bpe(byteIds, v.merges(), vocab, v.ignoreMerges());
+        this.vocabBytes = bytes + bpe.memoryBytes();
+
+        JsonNode config;
+        try {
+            config = JSON.readTree(v.configJson());
+        } catch (IOException e) {
+            throw new TokenizerFormatException("tokenizer_config.json is not valid JSON: " + e.getMessage());
+        }
+        this.bosToken = tokenText(config, "bos_token");
+        this.eosToken = tokenText(config, "eos_token");
+        this.chatTemplate = ChatTemplate.from(config, bosToken, eosToken);
+    }
+
+    /** What a tokenizer is built from, read out of {@code tokenizer.json} (checked here) and the config's text. */
+    static Vocabulary parse(JsonNode json, String configJson) {
         JsonNode model = json.path("model");
         String type = model.path("type").asText("BPE");
         if (!type.equals("BPE")) {
@@ -60,50 +114,25 @@ public final class Tokenizer {
         if (!decoder.equals("ByteLevel")) {
             throw new TokenizerFormatException("decoder type '" + decoder + "' is not supported (expected ByteLevel)");
         }
-        this.normalizer = normalizer(json.get("normalizer"));
-        this.preTokenizer = PreTokenizer.parse(json.get("pre_tokenizer"), fastSplit);
+        Normalizer.Form normalizer = normalizer(json.get("normalizer"));
+        JsonNode pre = json.get("pre_tokenizer");
+        PreTokenizer.parse(pre, true); // refuses what it does not support, by name, before anything else is built
 
         JsonNode vocabNode = model.path("vocab");
         if (!vocabNode.isObject() || vocabNode.isEmpty()) {
             throw new TokenizerFormatException("model.vocab is missing or empty");
         }
         Map<String, Integer> vocab = new HashMap<>(vocabNode.size() * 2);
-        int maxId = -1;
         for (Map.Entry<String, JsonNode> e : vocabNode.properties()) {
-            int id = e.getValue().asInt();
-            vocab.put(e.getKey(), id);
-            maxId = Math.max(maxId, id);
+            vocab.put(e.getKey(), e.getValue().asInt());
         }
         List<AddedVocabulary.Token> addedTokens = new ArrayList<>();
         for (JsonNode t : json.path("added_tokens")) {
             if (t.path("single_word").asBoolean(false)) {
                 throw new TokenizerFormatException("added token '" + t.path("content").asText() + "' has single_word true, which is not supported");
             }
-            AddedVocabulary.Token token = new AddedVocabulary.Token(t.path("id").asInt(), t.path("content").asText(), t.path("special").asBoolean(false),
-                    t.path("lstrip").asBoolean(false), t.path("rstrip").asBoolean(false), t.path("normalized").asBoolean(!t.path("special").asBoolean(false)));
-            addedTokens.add(token);
-            maxId = Math.max(maxId, token.id());
-        }
-        this.added = new AddedVocabulary(addedTokens);
-        this.idToToken = new String[maxId + 1];
-        long bytes = 0;
-        for (Map.Entry<String, Integer> e : vocab.entrySet()) {
-            idToToken[e.getValue()] = e.getKey();
-            bytes += 40 + 2L * e.getKey().length();
-        }
-        for (AddedVocabulary.Token t : addedTokens) {
-            idToToken[t.id()] = t.content();
-        }
-        this.tokenToId = new HashMap<>(vocab);
-        addedTokens.forEach(t -> tokenToId.put(t.content(), t.id()));
-
-        int[] byteIds = new int[256];
-        for (int b = 0; b < 256; b++) {
-            Integer id = vocab.get(String.valueOf(ByteLevel.BYTE_TO_CHAR[b]));
-            if (id == null) {
-                throw new TokenizerFormatException("model.vocab lacks the byte-level symbol for byte " + b + " ('" + ByteLevel.BYTE_TO_CHAR[b] + "')");
-            }
-            byteIds[b] = id;
+            addedTokens.add(new AddedVocabulary.Token(t.path("id").asInt(), t.path("content").asText(), t.path("special").asBoolean(false),
+                    t.path("lstrip").asBoolean(false), t.path("rstrip").asBoolean(false), t.path("normalized").asBoolean(!t.path("special").asBoolean(false))));
         }
         JsonNode mergesNode = model.path("merges");
         long[][] merges = new long[mergesNode.size()][];
@@ -131,21 +160,26 @@ public final class Tokenizer {
             }
             merges[r] = new long[] {Bpe.pair(l, rt), merged};
         }
-        this.bpe = new Bpe(byteIds, merges, vocab, model.path("ignore_merges").asBoolean(false));
-        this.vocabBytes = bytes + bpe.memoryBytes();
-
-        this.bosToken = tokenText(config, "bos_token");
-        this.eosToken = tokenText(config, "eos_token");
-        this.chatTemplate = ChatTemplate.from(config, bosToken, eosToken);
+        return new Vocabulary(normalizer == null ? null : normalizer.name(), pre == null ? "null" : pre.toString(), vocab, addedTokens, merges,
+                model.path("ignore_merges").asBoolean(false), configJson);
     }
 
-    /** Loads {@code tokenizer.json} and, when present, {@code tokenizer_config.json} from a model directory. */
+    /**
+     * Loads {@code tokenizer.json} and, when present, {@code tokenizer_config.json} from a model directory — from the
+     * prebuilt binary vocabulary next to them when its checksum says it was built from these very files (see
+     * {@link PrebuiltVocabulary}), else from the JSON, writing the prebuilt form for the next start.
+     */
     public static Tokenizer load(Path modelDir) {
         return load(modelDir, true);
     }
 
     /** As {@link #load(Path)}; {@code fastSplit false} uses the regex pre-tokenizer path (the reference in tests). */
     public static Tokenizer load(Path modelDir, boolean fastSplit) {
+        return new Tokenizer(PrebuiltVocabulary.load(modelDir), fastSplit);
+    }
+
+    /** Reads the two JSON files, ignoring any prebuilt form (tests compare the two paths). */
+    static Vocabulary parseJson(Path modelDir) {
         Path tokenizerJson = modelDir.resolve("tokenizer.json");
         Path configJson = modelDir.resolve("tokenizer_config.json");
         if (!Files.isRegularFile(tokenizerJson)) {
@@ -153,11 +187,16 @@ public final class Tokenizer {
         }
         try {
             JsonNode json = JSON.readTree(tokenizerJson.toFile());
-            JsonNode config = Files.isRegularFile(configJson) ? JSON.readTree(configJson.toFile()) : JSON.createObjectNode();
-            return new Tokenizer(json, config, fastSplit);
+            String config = Files.isRegularFile(configJson) ? JSON.readTree(configJson.toFile()).toString() : "{}";
+            return parse(json, config);
         } catch (IOException e) {
             throw new TokenizerFormatException(tokenizerJson + " is not valid JSON: " + e.getMessage());
         }
+    }
+
+    /** A tokenizer from its parsed parts. */
+    static Tokenizer of(Vocabulary v, boolean fastSplit) {
+        return new Tokenizer(v, fastSplit);
     }
 
     private static Normalizer.Form normalizer(JsonNode n) {
@@ -346,7 +385,10 @@ public final class Tokenizer {
 
     /** Id of a token string (vocabulary or added token), or -1. */
     public int tokenId(String token) {
-        Integer id = tokenToId.get(token);
+        Integer id = addedToId.get(token);
+        if (id == null) {
+            id = tokenToId.get(token);
+        }
         return id == null ? -1 : id;
     }
 
