@@ -58,6 +58,8 @@ public final class EngineHost {
     private final Function<PrefixCache, LoopMetrics> metrics;
     private final Consumer<DecodeLoop> configure;
     private volatile State state = State.LOADING;
+    /** What the load is doing now, for the readiness probe (and so {@code ./deepserve up}'s waiting line). */
+    private volatile String loading = "loading the model";
     private volatile String problem;
     private volatile boolean running = true;
     private volatile DecodeLoop loop;
@@ -203,7 +205,7 @@ public final class EngineHost {
         }
         return switch (state) {
             case READY -> Optional.empty();
-            case LOADING -> Optional.of("loading the model");
+            case LOADING -> Optional.of(loading);
             case FAILED -> Optional.of(problem);
         };
     }
@@ -225,7 +227,18 @@ public final class EngineHost {
                     ops = gpuModel == null ? new CudaOps(0, cpu) : cpu;
                 }
             }
-            Transformer model = Transformer.load(options.modelDir(), ops);
+            long every = System.nanoTime();
+            long[] lastLog = {every};
+            Transformer model = Transformer.load(options.modelDir(), ops, (done, total, what) -> {
+                loading = "loading the model: " + what + " (" + done + " of " + total + ")";
+                long now = System.nanoTime();
+                if (now - lastLog[0] > 2_000_000_000L || done == total) { // a line every 2 s, and the last
+                    lastLog[0] = now;
+                    LOG.log(System.Logger.Level.INFO, "{0}: loading the model on the CPU: {1}, {2} of {3} steps, {4} ms", name, what, done, total,
+                            (now - every) / 1_000_000);
+                }
+            });
+            loading = "loading the tokenizer";
             tokenizer = Tokenizer.load(options.modelDir());
             String spread = expertParallel(model);
             PrefixCache prefix = options.prefixCacheMb() > 0 ? new PrefixCache(options.prefixBlockTokens(), (long) options.prefixCacheMb() << 20) : null;
@@ -340,7 +353,10 @@ public final class EngineHost {
         try {
             return new GpuModel(gpu, options.modelDir(),
                     new GpuModel.Options(2 * options.maxBatch() + options.prefillChunk(), 2 * options.maxBatch(), maxContext),
-                    (done, total) -> LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, total));
+                    (done, total) -> {
+                        loading = "uploading weights to " + gpu.name() + ": layer " + done + " of " + total;
+                        LOG.log(System.Logger.Level.INFO, "{0}: uploading weights to {1}: layer {2} of {3}", name, gpu.name(), done, total);
+                    });
         } catch (UnsupportedOperationException e) {
             gpu.close();
             LOG.log(System.Logger.Level.INFO, "{0}: the device-resident model does not take this checkpoint ({1}); only the products run on the GPU", name, e.getMessage());

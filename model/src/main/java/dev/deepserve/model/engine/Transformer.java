@@ -37,7 +37,14 @@ public final class Transformer implements AutoCloseable {
     private final ExpertBackend local = this::runLocal;
     private volatile ExpertBackend experts = local;
 
-    private Transformer(ModelConfig config, CheckpointWeights w, TensorOps ops) {
+    /** Where a load is: called on the loading thread after each step ({@code done} of {@code total}, named). */
+    public interface LoadProgress {
+        void step(int done, int total, String what);
+
+        LoadProgress NONE = (done, total, what) -> { };
+    }
+
+    private Transformer(ModelConfig config, CheckpointWeights w, TensorOps ops, LoadProgress progress) {
         this.config = config;
         this.ops = ops;
         this.weights = w;
@@ -45,25 +52,34 @@ public final class Transformer implements AutoCloseable {
         this.rope = new Rope(config);
         this.embed = w.tensor("model.embed_tokens.weight", config.vocabSize(), hidden);
         this.blocks = new Block[config.numHiddenLayers()];
+        int steps = blocks.length + config.numNextnPredictLayers() + 1;
         for (int l = 0; l < blocks.length; l++) {
-            blocks[l] = new Block(w, config, l, ops, rope);
+            blocks[l] = new Block(w, config, l, ops, rope); // maps its weights and reads every FP8 code once (NaN check)
+            progress.step(l + 1, steps, "layer " + l);
         }
         this.norm = Weights.vector(w, "model.norm.weight", hidden);
         this.lmHead = Linear.load(w, config, "lm_head", config.vocabSize(), hidden);
         ops.prepare(lmHead);
+        progress.step(blocks.length + 1, steps, "lm_head (" + (lmHead.bytes() >> 20) + " MiB)");
         this.mtp = new Mtp[config.numNextnPredictLayers()];
         for (int m = 0; m < mtp.length; m++) {
             mtp[m] = new Mtp(w, config, config.numHiddenLayers() + m, ops, rope, embed, lmHead);
+            progress.step(blocks.length + 2 + m, steps, "MTP module " + m);
         }
     }
 
     /** Opens the checkpoint in {@code dir} (config.json + safetensors) on the given backend. */
     public static Transformer load(Path dir, TensorOps ops) {
+        return load(dir, ops, LoadProgress.NONE);
+    }
+
+    /** As {@link #load(Path, TensorOps)}, saying where it is after each layer. */
+    public static Transformer load(Path dir, TensorOps ops, LoadProgress progress) {
         ModelDirectory md = new ModelDirectory(dir);
         ModelConfig config = ModelConfig.read(md.config());
         CheckpointWeights w = CheckpointWeights.open(md);
         try {
-            return new Transformer(config, w, ops);
+            return new Transformer(config, w, ops, progress);
         } catch (RuntimeException e) {
             w.close();
             throw e;

@@ -261,6 +261,26 @@ class ForwardTest {
         assertClose(logits(v3, PROMPT, CpuOps.best()), logits(sharded, PROMPT, CpuOps.best()), 0);
     }
 
+    /** A load says where it is after every layer, the lm_head and the MTP module, ending at its total. */
+    @Test
+    void loadingReportsEachStep() {
+        List<String> seen = new java.util.ArrayList<>();
+        int[] last = {0, -1};
+        try (Transformer m = Transformer.load(v3, CpuOps.best(), (done, total, what) -> {
+            seen.add(what);
+            org.junit.jupiter.api.Assertions.assertEquals(last[0] + 1, done, "steps count up by one");
+            last[0] = done;
+            last[1] = total;
+        })) {
+            int layers = m.config().numHiddenLayers();
+            int mtp = m.config().numNextnPredictLayers();
+            org.junit.jupiter.api.Assertions.assertEquals(layers + 1 + mtp, seen.size());
+            org.junit.jupiter.api.Assertions.assertEquals(last[1], last[0], "the last step is the total");
+            org.junit.jupiter.api.Assertions.assertEquals("layer 0", seen.get(0));
+            org.junit.jupiter.api.Assertions.assertTrue(seen.get(layers).startsWith("lm_head"), seen.toString());
+        }
+    }
+
     @Test
     void scalarAndVectorKernelsAgree() {
         float[][] scalar = logits(v3, PROMPT, CpuOps.create(false, 1, false));
