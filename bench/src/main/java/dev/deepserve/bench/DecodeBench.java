@@ -210,9 +210,10 @@ public final class DecodeBench {
             for (int i = 0; i < 5; i++) {
                 long t0 = System.nanoTime();
                 java.util.stream.IntStream.range(0, threads).parallel().forEach(t -> {
-                    long from = size / threads * t;
-                    long to = t == threads - 1 ? size : from + size / threads;
                     var species = jdk.incubator.vector.LongVector.SPECIES_PREFERRED;
+                    long share = size / threads / species.vectorByteSize() * species.vectorByteSize(); // whole vectors each
+                    long from = share * t;
+                    long to = from + share;
                     var acc = jdk.incubator.vector.LongVector.zero(species);
                     for (long o = from; o < to; o += species.vectorByteSize()) {
                         acc = acc.add(jdk.incubator.vector.LongVector.fromMemorySegment(species, a, o, java.nio.ByteOrder.LITTLE_ENDIAN));
@@ -223,7 +224,8 @@ public final class DecodeBench {
                 });
                 best = Math.min(best, System.nanoTime() - t0);
             }
-            return size / (best / 1e9);
+            long share = size / threads / jdk.incubator.vector.LongVector.SPECIES_PREFERRED.vectorByteSize() * jdk.incubator.vector.LongVector.SPECIES_PREFERRED.vectorByteSize();
+            return share * threads / (best / 1e9);
         }
     }
 

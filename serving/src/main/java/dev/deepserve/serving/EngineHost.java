@@ -225,6 +225,9 @@ public final class EngineHost {
                 } else {
                     gpuModel = deviceResident(maxContext);
                     ops = gpuModel == null ? new CudaOps(0, cpu) : cpu;
+                    if (gpuModel != null) {
+                        cpu.repack(false); // the device computes the logits: a host copy of the lm_head would be RAM for nothing
+                    }
                 }
             }
             long every = System.nanoTime();
@@ -234,7 +237,7 @@ public final class EngineHost {
                 long now = System.nanoTime();
                 if (now - lastLog[0] > 2_000_000_000L || done == total) { // a line every 2 s, and the last
                     lastLog[0] = now;
-                    LOG.log(System.Logger.Level.INFO, "{0}: loading the model on the CPU: {1}, {2} of {3} steps, {4} ms", name, what, done, total,
+                    LOG.log(System.Logger.Level.INFO, "{0}: loading the model: {1}, {2} of {3} steps, {4} ms", name, what, done, total,
                             (now - every) / 1_000_000);
                 }
             });

@@ -17,8 +17,8 @@ import java.util.zip.CRC32C;
 
 /**
  * The tokenizer's vocabulary, merges and settings in a binary file next to {@code tokenizer.json}
- * ({@value #FILE}), so a cold start reads arrays instead of parsing 8 MB of JSON into a tree (1.5 s → a few hundred
- * ms on a 2-core box; {@code bench/run coldstart}).
+ * ({@value #FILE}), so a cold start reads arrays instead of parsing 8 MB of JSON into a tree (1.43 s → 0.8 s on a
+ * 2-core box; {@code bench/results/2026-12-05-tokenizer-load-2core.txt}).
  *
  * <p>The file holds the lengths and checksums of the JSON files it was built from and a CRC-32C of its own body; it is used only
  * when both match, so an edited {@code tokenizer.json} or a torn, truncated or tampered file falls back to the JSON
@@ -31,41 +31,55 @@ final class PrebuiltVocabulary {
     static final String FILE = "tokenizer.deepserve.bin";
     private static final long MAGIC = 0x44535f544f4b454eL; // "DS_TOKEN"
     private static final int VERSION = 1;
-    private static final int DIGEST = 2 * 16;
+    private static final int DIGEST = 4 + 2 * 16;
+    /** The largest prebuilt file read: DeepSeek's is 4.3 MB; anything far larger is not one. */
+    private static final long MAX_BYTES = 256L << 20;
     private static final int HEADER = 8 + 4 + DIGEST + 4 + 8; // magic, version, source digest, body CRC, body length
     private static final System.Logger LOG = System.getLogger(PrebuiltVocabulary.class.getName());
 
     private PrebuiltVocabulary() {
     }
 
-    /** The vocabulary of the tokenizer in {@code modelDir}, from the prebuilt file when it is current. */
+    /**
+     * The vocabulary of the tokenizer in {@code modelDir}, from the prebuilt file when it is current. The JSON files
+     * are read once: their checksums and, when needed, the parse come from the same bytes, so a file swapped during a
+     * start can never be stored under the other one's checksum.
+     */
     static Vocabulary load(Path modelDir) {
-        Path json = modelDir.resolve("tokenizer.json");
-        if (!Files.isRegularFile(json)) {
-            throw new TokenizerFormatException(modelDir + " has no tokenizer.json");
-        }
-        byte[] digest = digest(modelDir);
+        Sources src = Sources.read(modelDir);
         Path file = modelDir.resolve(FILE);
-        Vocabulary v = read(file, digest);
+        Vocabulary v = read(file, src.digest());
         if (v != null) {
             return v;
         }
-        v = Tokenizer.parseJson(modelDir);
-        write(file, digest, v);
+        v = src.parse();
+        write(file, src.digest(), v);
         return v;
     }
 
-    /**
-     * What identifies the JSON files the prebuilt form was made from: each file's length, CRC-32C and CRC-32 (both
-     * hardware-accelerated, ~5 ms for DeepSeek's 8 MB where SHA-256 took ~90 ms of a cold start). It detects an edited
-     * or replaced file, not an adversary — whoever can write the cache can write tokenizer.json.
-     */
-    static byte[] digest(Path modelDir) {
-        ByteBuffer d = ByteBuffer.allocate(DIGEST);
-        for (String name : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
-            Path f = modelDir.resolve(name);
+    /** tokenizer.json and tokenizer_config.json (null when absent) as read once. */
+    record Sources(Path dir, byte[] tokenizer, byte[] config) {
+        static Sources read(Path modelDir) {
+            Path json = modelDir.resolve("tokenizer.json");
+            Path config = modelDir.resolve("tokenizer_config.json");
+            if (!Files.isRegularFile(json)) {
+                throw new TokenizerFormatException(modelDir + " has no tokenizer.json");
+            }
             try {
-                byte[] bytes = Files.isRegularFile(f) ? Files.readAllBytes(f) : null;
+                return new Sources(modelDir, Files.readAllBytes(json), Files.isRegularFile(config) ? Files.readAllBytes(config) : null);
+            } catch (IOException e) {
+                throw new TokenizerFormatException("cannot read the tokenizer files in " + modelDir + ": " + e.getMessage());
+            }
+        }
+
+        Vocabulary parse() {
+            return Tokenizer.parseJson(dir, tokenizer, config);
+        }
+
+        byte[] digest() {
+            ByteBuffer d = ByteBuffer.allocate(DIGEST);
+            d.putInt(Tokenizer.PARSER_VERSION);
+            for (byte[] bytes : new byte[][] {tokenizer, config}) {
                 CRC32C c = new CRC32C();
                 java.util.zip.CRC32 c2 = new java.util.zip.CRC32();
                 if (bytes != null) {
@@ -73,11 +87,19 @@ final class PrebuiltVocabulary {
                     c2.update(bytes);
                 }
                 d.putLong(bytes == null ? -1 : bytes.length).putInt((int) c.getValue()).putInt((int) c2.getValue());
-            } catch (IOException e) {
-                throw new TokenizerFormatException("cannot read " + f + ": " + e.getMessage());
             }
+            return d.array();
         }
-        return d.array();
+    }
+
+    /**
+     * What identifies the JSON files the prebuilt form was made from, and the parser that made it: the parser's version
+     * ({@link Tokenizer#PARSER_VERSION}), each file's length, CRC-32C and CRC-32 (both hardware-accelerated, ~5 ms for
+     * DeepSeek's 8 MB where SHA-256 took ~90 ms of a cold start). It detects an edited or replaced file, not an
+     * adversary — whoever can write the cache can write tokenizer.json.
+     */
+    static byte[] digest(Path modelDir) {
+        return Sources.read(modelDir).digest();
     }
 
     /** The vocabulary in {@code file} if it exists, is whole and was built from files with {@code digest}; else null. */
@@ -87,26 +109,34 @@ final class PrebuiltVocabulary {
         }
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             long size = ch.size();
-            if (size < HEADER || size > Integer.MAX_VALUE) {
+            if (size < HEADER || size > MAX_BYTES) {
                 return stale(file, "its size is " + size + " bytes");
             }
-            ByteBuffer buf = ByteBuffer.allocate((int) size);
+            ByteBuffer head = ByteBuffer.allocate(HEADER);
+            while (head.hasRemaining() && ch.read(head) >= 0) {
+                // the header first: nothing larger is allocated for a file that is not ours
+            }
+            head.flip();
+            if (head.remaining() != HEADER || head.getLong() != MAGIC || head.getInt() != VERSION) {
+                return stale(file, "it is not a version-" + VERSION + " prebuilt vocabulary");
+            }
+            byte[] source = new byte[DIGEST];
+            head.get(source);
+            if (!Arrays.equals(source, digest)) {
+                return stale(file, "tokenizer.json, tokenizer_config.json or the parser changed since it was built");
+            }
+            int crc = head.getInt();
+            long length = head.getLong();
+            if (length != size - HEADER) {
+                return stale(file, "its body is " + (size - HEADER) + " bytes, its header says " + length);
+            }
+            ByteBuffer buf = ByteBuffer.allocate((int) length);
             while (buf.hasRemaining() && ch.read(buf) >= 0) {
                 // read it whole
             }
             buf.flip();
-            if (buf.remaining() != size || buf.getLong() != MAGIC || buf.getInt() != VERSION) {
-                return stale(file, "it is not a version-" + VERSION + " prebuilt vocabulary");
-            }
-            byte[] source = new byte[DIGEST];
-            buf.get(source);
-            if (!Arrays.equals(source, digest)) {
-                return stale(file, "tokenizer.json or tokenizer_config.json changed since it was built");
-            }
-            int crc = buf.getInt();
-            long length = buf.getLong();
-            if (length != buf.remaining()) {
-                return stale(file, "its body is " + buf.remaining() + " bytes, its header says " + length);
+            if (buf.remaining() != length) {
+                return stale(file, "it was cut short while read");
             }
             CRC32C check = new CRC32C();
             check.update(buf.duplicate());
@@ -211,6 +241,9 @@ final class PrebuiltVocabulary {
 
     /** Writes the prebuilt file; a directory that cannot be written to only costs the next start the JSON parse. */
     static void write(Path file, byte[] digest, Vocabulary v) {
+        if (!Files.isWritable(file.getParent())) {
+            return; // e.g. a read-only image layer: parse the JSON each start, quietly
+        }
         Path tmp = null;
         try {
             ByteBuffer body = encode(v);
@@ -219,6 +252,12 @@ final class PrebuiltVocabulary {
             ByteBuffer head = ByteBuffer.allocate(HEADER);
             head.putLong(MAGIC).putInt(VERSION).put(digest).putInt((int) crc.getValue()).putLong(body.remaining()).flip();
             tmp = Files.createTempFile(file.getParent(), FILE, ".partial");
+            try {
+                // readable like tokenizer.json beside it: services running as other users share one prebuilt file
+                Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+            } catch (UnsupportedOperationException e) {
+                // not a POSIX file system: its default permissions apply
+            }
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE)) {
                 while (head.hasRemaining()) {
                     ch.write(head);

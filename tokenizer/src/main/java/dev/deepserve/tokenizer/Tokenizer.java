@@ -175,23 +175,41 @@ public final class Tokenizer {
 
     /** As {@link #load(Path)}; {@code fastSplit false} uses the regex pre-tokenizer path (the reference in tests). */
     public static Tokenizer load(Path modelDir, boolean fastSplit) {
-        return new Tokenizer(PrebuiltVocabulary.load(modelDir), fastSplit);
+        Vocabulary v = PrebuiltVocabulary.load(modelDir);
+        try {
+            return new Tokenizer(v, fastSplit);
+        } catch (RuntimeException e) {
+            // a prebuilt file this code cannot build from (it passed its checks): the JSON decides, and says why if bad
+            return new Tokenizer(PrebuiltVocabulary.Sources.read(modelDir).parse(), fastSplit);
+        }
     }
+
+    /**
+     * The version of what {@link #parse} produces; part of the prebuilt vocabulary's key, so a release that reads
+     * tokenizer.json differently never serves a file an earlier one wrote. Bump it with any change to {@link #parse}.
+     */
+    static final int PARSER_VERSION = 1;
 
     /** Reads the two JSON files, ignoring any prebuilt form (tests compare the two paths). */
     static Vocabulary parseJson(Path modelDir) {
-        Path tokenizerJson = modelDir.resolve("tokenizer.json");
-        Path configJson = modelDir.resolve("tokenizer_config.json");
-        if (!Files.isRegularFile(tokenizerJson)) {
-            throw new TokenizerFormatException(modelDir + " has no tokenizer.json");
+        return PrebuiltVocabulary.Sources.read(modelDir).parse();
+    }
+
+    /** Parses the bytes of tokenizer.json and of tokenizer_config.json (null when there is none). */
+    static Vocabulary parseJson(Path modelDir, byte[] tokenizer, byte[] config) {
+        JsonNode json;
+        String configText;
+        try {
+            json = JSON.readTree(tokenizer);
+        } catch (IOException e) {
+            throw new TokenizerFormatException(modelDir.resolve("tokenizer.json") + " is not valid JSON: " + e.getMessage());
         }
         try {
-            JsonNode json = JSON.readTree(tokenizerJson.toFile());
-            String config = Files.isRegularFile(configJson) ? JSON.readTree(configJson.toFile()).toString() : "{}";
-            return parse(json, config);
+            configText = config == null ? "{}" : JSON.readTree(config).toString();
         } catch (IOException e) {
-            throw new TokenizerFormatException(tokenizerJson + " is not valid JSON: " + e.getMessage());
+            throw new TokenizerFormatException(modelDir.resolve("tokenizer_config.json") + " is not valid JSON: " + e.getMessage());
         }
+        return parse(json, configText);
     }
 
     /** A tokenizer from its parsed parts. */

@@ -108,6 +108,38 @@ class PrebuiltVocabularyTest {
         assertTrue(PrebuiltVocabulary.read(bin, digest) != null, "rebuilt after each damage");
     }
 
+    /** A file far larger than any vocabulary is refused from its size, before anything is allocated for it. */
+    @Test
+    void aHugeStrayFileIsRefusedBeforeItIsRead() throws Exception {
+        Path dir = copy();
+        Path bin = dir.resolve(PrebuiltVocabulary.FILE);
+        try (var f = new java.io.RandomAccessFile(bin.toFile(), "rw")) {
+            f.setLength(3L << 30); // sparse: 3 GiB on paper
+        }
+        assertNull(PrebuiltVocabulary.read(bin, PrebuiltVocabulary.digest(dir)));
+        assertSameTokenizer(Tokenizer.of(Tokenizer.parseJson(dir), true), Tokenizer.load(dir));
+    }
+
+    /** A file that passes its checks but that this code cannot build a tokenizer from: the JSON decides. */
+    @Test
+    void aPrebuiltFileThatCannotBeBuiltFromFallsBackToTheJson() throws Exception {
+        Path dir = copy();
+        Vocabulary v = Tokenizer.parseJson(dir);
+        Vocabulary bad = new Vocabulary("NOT_A_FORM", v.preTokenizerJson(), v.vocab(), v.added(), v.merges(), v.ignoreMerges(), v.configJson());
+        Path bin = dir.resolve(PrebuiltVocabulary.FILE);
+        PrebuiltVocabulary.write(bin, PrebuiltVocabulary.digest(dir), bad);
+        assertTrue(PrebuiltVocabulary.read(bin, PrebuiltVocabulary.digest(dir)) != null, "the file itself is whole and current");
+        assertSameTokenizer(Tokenizer.of(v, true), Tokenizer.load(dir));
+    }
+
+    @Test
+    void theFileIsReadableByOtherUsersLikeTokenizerJson() throws Exception {
+        Path dir = copy();
+        Tokenizer.load(dir);
+        var perms = Files.getPosixFilePermissions(dir.resolve(PrebuiltVocabulary.FILE));
+        assertTrue(perms.contains(java.nio.file.attribute.PosixFilePermission.OTHERS_READ), perms.toString());
+    }
+
     @Test
     void aDirectoryItCannotBeWrittenToStillLoads() throws Exception {
         Path dir = copy();

@@ -41,6 +41,9 @@ public final class Mtp {
         this.block = new Block(w, c, layer, ops, rope);
         this.headNorm = Weights.vector(w, p + "shared_head.norm.weight", hidden);
         this.head = w.has(p + "shared_head.head.weight") ? Linear.load(w, c, p + "shared_head.head", c.vocabSize(), hidden) : mainHead;
+        if (head != mainHead) {
+            ops.prepare(head); // a checkpoint with the module's own copy of the head: drafts read it every step
+        }
     }
 
     Block block() {

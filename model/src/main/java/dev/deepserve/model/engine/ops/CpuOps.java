@@ -29,6 +29,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
     /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
     private final java.util.Map<Linear, Bf16Panels> panels = new java.util.concurrent.ConcurrentHashMap<>();
+    private volatile boolean repack = true;
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
 
     private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
@@ -67,9 +68,18 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         }
     }
 
+    /**
+     * Whether {@link #prepare} repacks weights (on by default). Off where another backend computes the logits, e.g. a
+     * device-resident model, so no host copy of the lm_head is kept for nothing; a weight already repacked stays so.
+     */
+    public void repack(boolean on) {
+        this.repack = on;
+    }
+
     /** Stops the worker threads (they are daemons, so this only matters for long-lived processes that swap backends). */
     @Override
     public void close() {
+        panels.clear(); // the repacked copies are freed once unreachable
         if (team != null) {
             team.close();
         }
@@ -87,7 +97,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
      */
     @Override
     public void prepare(Linear w) {
-        if (kernels instanceof VectorKernels && Bf16Panels.fits(w)) {
+        if (repack && kernels instanceof VectorKernels && Bf16Panels.fits(w)) {
             panels.computeIfAbsent(w, Bf16Panels::pack);
         }
     }
@@ -136,13 +146,13 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     /**
      * Output rows one parallel item computes: about {@link #ITEMS_PER_THREAD} items per thread, so uneven items still
-     * balance, in whole cache lines of output, so two threads never write the same line of {@code y}. Items of 16
+     * balance, in multiples of a cache line's 16 floats, so two threads meet at most at an item's edge. Items of 16
      * rows made the lm_head's 8,080 claims contend on the shared counter and its cache lines: the 2-thread matmul
      * took longer than one thread did alone.
      */
     private int rowsPerItem(int out) {
         int perItem = Math.ceilDiv(out, threads * ITEMS_PER_THREAD);
-        return Math.ceilDiv(perItem, ROWS_PER_LINE) * ROWS_PER_LINE;
+        return Math.max(ROWS_PER_LINE, Math.ceilDiv(perItem, ROWS_PER_LINE) * ROWS_PER_LINE);
     }
 
     /** The scalar kernels for FP8 weights holding NaN codes (the vector decoder assumes none), else the backend's. */

@@ -54,14 +54,17 @@ final class HugePageMemory {
     static MemorySegment allocate(long bytes) {
         if (MMAP != null && bytes >= PAGE) {
             long size = Math.ceilDiv(bytes, PAGE) * PAGE;
+            MemorySegment at = null;
             try {
-                MemorySegment at = (MemorySegment) MMAP.invokeExact(MemorySegment.NULL, size, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0L);
+                at = (MemorySegment) MMAP.invokeExact(MemorySegment.NULL, size, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0L);
                 if (at.address() != -1L) {
-                    int advised = (int) MADVISE.invokeExact(at, size, MADV_HUGEPAGE); // a refusal only loses the speed-up
+                    int ignored = (int) MADVISE.invokeExact(at, size, MADV_HUGEPAGE); // a refusal only loses the speed-up
                     return at.reinterpret(size, Arena.ofAuto(), HugePageMemory::unmap).asSlice(0, bytes);
                 }
             } catch (Throwable e) {
-                // fall through to an ordinary allocation
+                if (at != null && at.address() != -1L) {
+                    unmap(at.reinterpret(size)); // mapped but not handed out: give it back, then allocate ordinarily
+                }
             }
         }
         return Arena.ofAuto().allocate(bytes, 64);
