@@ -251,6 +251,7 @@ final class PrebuiltVocabulary {
             crc.update(body.duplicate());
             ByteBuffer head = ByteBuffer.allocate(HEADER);
             head.putLong(MAGIC).putInt(VERSION).put(digest).putInt((int) crc.getValue()).putLong(body.remaining()).flip();
+            removeAbandoned(file.getParent());
             tmp = Files.createTempFile(file.getParent(), FILE, ".partial");
             try {
                 // readable like tokenizer.json beside it: services running as other users share one prebuilt file
@@ -283,6 +284,27 @@ final class PrebuiltVocabulary {
                     // a leftover .partial file is never read
                 }
             }
+        }
+    }
+
+    /** How old a temporary file must be before it counts as left by a writer that was killed. */
+    private static final java.time.Duration ABANDONED = java.time.Duration.ofHours(1);
+
+    /** Deletes temporary files of this cache that a killed start left behind (a live writer's are minutes old at most). */
+    private static void removeAbandoned(Path dir) {
+        java.time.Instant before = java.time.Instant.now().minus(ABANDONED);
+        try (var files = Files.newDirectoryStream(dir, FILE + "*.partial")) {
+            for (Path f : files) {
+                try {
+                    if (Files.getLastModifiedTime(f).toInstant().isBefore(before)) {
+                        Files.deleteIfExists(f);
+                    }
+                } catch (IOException e) {
+                    // another start removed it, or it cannot be: it is never read either way
+                }
+            }
+        } catch (IOException e) {
+            // nothing to clean here
         }
     }
 

@@ -132,6 +132,18 @@ class PrebuiltVocabularyTest {
         assertSameTokenizer(Tokenizer.of(v, true), Tokenizer.load(dir));
     }
 
+    /** A temporary file a killed start left (hours old) goes at the next write; a fresh one, maybe a live writer's, stays. */
+    @Test
+    void temporaryFilesOfAKilledStartAreRemoved() throws Exception {
+        Path dir = copy();
+        Path old = Files.writeString(dir.resolve(PrebuiltVocabulary.FILE + "123.partial"), "half");
+        Files.setLastModifiedTime(old, java.nio.file.attribute.FileTime.from(java.time.Instant.now().minus(java.time.Duration.ofHours(2))));
+        Path fresh = Files.writeString(dir.resolve(PrebuiltVocabulary.FILE + "456.partial"), "being written");
+        Tokenizer.load(dir);
+        assertTrue(Files.notExists(old), "the abandoned one is gone");
+        assertTrue(Files.exists(fresh), "a recent one may belong to a start still writing");
+    }
+
     @Test
     void theFileIsReadableByOtherUsersLikeTokenizerJson() throws Exception {
         Path dir = copy();

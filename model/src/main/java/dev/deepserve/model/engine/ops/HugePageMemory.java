@@ -54,16 +54,28 @@ final class HugePageMemory {
     static MemorySegment allocate(long bytes) {
         if (MMAP != null && bytes >= PAGE) {
             long size = Math.ceilDiv(bytes, PAGE) * PAGE;
-            MemorySegment at = null;
+            MemorySegment mapped = null;
             try {
-                at = (MemorySegment) MMAP.invokeExact(MemorySegment.NULL, size, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0L);
-                if (at.address() != -1L) {
-                    int ignored = (int) MADVISE.invokeExact(at, size, MADV_HUGEPAGE); // a refusal only loses the speed-up
-                    return at.reinterpret(size, Arena.ofAuto(), HugePageMemory::unmap).asSlice(0, bytes);
+                // one huge page more than needed, then the unaligned head and the tail given back: the kept range
+                // starts on a 2 MiB boundary, so every page of it can be huge
+                mapped = (MemorySegment) MMAP.invokeExact(MemorySegment.NULL, size + PAGE, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0L);
+                if (mapped.address() != -1L) {
+                    long start = Math.ceilDiv(mapped.address(), PAGE) * PAGE;
+                    long head = start - mapped.address();
+                    MemorySegment at = MemorySegment.ofAddress(start);
+                    if (head > 0) {
+                        unmap(mapped.reinterpret(head));
+                    }
+                    if (PAGE - head > 0) {
+                        unmap(MemorySegment.ofAddress(start + size).reinterpret(PAGE - head));
+                    }
+                    mapped = at.reinterpret(size);
+                    int ignored = (int) MADVISE.invokeExact(mapped, size, MADV_HUGEPAGE); // a refusal only loses the speed-up
+                    return mapped.reinterpret(size, Arena.ofAuto(), HugePageMemory::unmap).asSlice(0, bytes);
                 }
             } catch (Throwable e) {
-                if (at != null && at.address() != -1L) {
-                    unmap(at.reinterpret(size)); // mapped but not handed out: give it back, then allocate ordinarily
+                if (mapped != null && mapped.address() != -1L && mapped.byteSize() == size) {
+                    unmap(mapped); // aligned and mapped but not handed out: give it back, then allocate ordinarily
                 }
             }
         }
