@@ -206,12 +206,12 @@ public final class DecodeBench {
         try (Arena arena = Arena.ofShared()) {
             MemorySegment a = arena.allocate(size, 64);
             a.fill((byte) 1);
+            var species = jdk.incubator.vector.LongVector.SPECIES_PREFERRED;
+            long share = size / threads / species.vectorByteSize() * species.vectorByteSize(); // whole vectors each
             long best = Long.MAX_VALUE;
             for (int i = 0; i < 5; i++) {
                 long t0 = System.nanoTime();
                 java.util.stream.IntStream.range(0, threads).parallel().forEach(t -> {
-                    var species = jdk.incubator.vector.LongVector.SPECIES_PREFERRED;
-                    long share = size / threads / species.vectorByteSize() * species.vectorByteSize(); // whole vectors each
                     long from = share * t;
                     long to = from + share;
                     var acc = jdk.incubator.vector.LongVector.zero(species);
@@ -224,7 +224,6 @@ public final class DecodeBench {
                 });
                 best = Math.min(best, System.nanoTime() - t0);
             }
-            long share = size / threads / jdk.incubator.vector.LongVector.SPECIES_PREFERRED.vectorByteSize() * jdk.incubator.vector.LongVector.SPECIES_PREFERRED.vectorByteSize();
             return share * threads / (best / 1e9);
         }
     }

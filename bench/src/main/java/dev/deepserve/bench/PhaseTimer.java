@@ -68,11 +68,6 @@ final class PhaseTimer implements TensorOps {
     }
 
     @Override
-    public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
-        inner.matvecRows(w, rowFrom, rows, x, xOff, y, yOff);
-    }
-
-    @Override
     public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
         inner.matvecRows(w, rowFrom, rows, x, count, y, yOffs);
     }
@@ -80,11 +75,6 @@ final class PhaseTimer implements TensorOps {
     @Override
     public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs) {
         inner.matvecRowsTransposed(w, rowFrom, rows, x, xOffs, y, yOffs);
-    }
-
-    @Override
-    public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
-        inner.matvecRowsTransposed(w, rowFrom, rows, x, xOff, y, yOff);
     }
 
     @Override

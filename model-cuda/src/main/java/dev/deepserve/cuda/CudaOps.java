@@ -87,11 +87,6 @@ public final class CudaOps implements TensorOps, AutoCloseable {
     }
 
     @Override
-    public void matvecRows(Linear w, int rowFrom, int rows, float[] xs, int xOff, float[] ys, int yOff) {
-        cpu.matvecRows(w, rowFrom, rows, xs, xOff, ys, yOff);
-    }
-
-    @Override
     public void matvecRows(Linear w, int rowFrom, int rows, float[] xs, int count, float[] ys, int[] yOffs) {
         cpu.matvecRows(w, rowFrom, rows, xs, count, ys, yOffs);
     }
@@ -99,11 +94,6 @@ public final class CudaOps implements TensorOps, AutoCloseable {
     @Override
     public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs) {
         cpu.matvecRowsTransposed(w, rowFrom, rows, x, xOffs, y, yOffs);
-    }
-
-    @Override
-    public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] xs, int xOff, float[] ys, int yOff) {
-        cpu.matvecRowsTransposed(w, rowFrom, rows, xs, xOff, ys, yOff);
     }
 
     @Override

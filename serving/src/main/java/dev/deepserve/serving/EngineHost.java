@@ -230,15 +230,15 @@ public final class EngineHost {
                     }
                 }
             }
-            long every = System.nanoTime();
-            long[] lastLog = {every};
+            long loadStart = System.nanoTime();
+            long[] lastLog = {loadStart};
             Transformer model = Transformer.load(options.modelDir(), ops, (done, total, what) -> {
                 loading = "loading the model: " + what + " (" + done + " of " + total + ")";
                 long now = System.nanoTime();
                 if (now - lastLog[0] > 2_000_000_000L || done == total) { // a line every 2 s, and the last
                     lastLog[0] = now;
                     LOG.log(System.Logger.Level.INFO, "{0}: loading the model: {1}, {2} of {3} steps, {4} ms", name, what, done, total,
-                            (now - every) / 1_000_000);
+                            (now - loadStart) / 1_000_000);
                 }
             });
             loading = "loading the tokenizer";

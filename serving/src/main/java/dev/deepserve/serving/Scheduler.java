@@ -305,7 +305,6 @@ final class Scheduler {
         admission.admitted(s);
     }
 
-
     /** Gives an admitted sequence its caches, filled from the prefix cache where it can be, and makes it active. */
     private void start(Sequence s) {
         s.cache = new KvCache(pool);

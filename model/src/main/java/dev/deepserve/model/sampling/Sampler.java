@@ -51,18 +51,10 @@ public final class Sampler {
     /** Chooses the next token from {@code logits[off, off + vocab)} and records it for the penalties. */
     public SampledToken sample(float[] logits, int off, int vocab) {
         Workspace ws = WORKSPACE.get();
-        int id;
-        SampledToken token;
-        if (!penalized()) {
-            id = params.greedy() ? Argmax.of(logits, off, vocab) : drawFrom(ws, logits, off, vocab);
-            token = report(logits, off, vocab, id, ws);
-        } else {
-            float[] l = penalize(ws, logits, off, vocab);
-            id = params.greedy() ? Argmax.of(l, 0, vocab) : drawFrom(ws, l, 0, vocab);
-            token = report(l, 0, vocab, id, ws);
-        }
+        Row l = row(ws, logits, off, vocab);
+        int id = params.greedy() ? Argmax.of(l.values(), l.off(), vocab) : drawFrom(ws, l, vocab);
         accept(id);
-        return token;
+        return report(l, vocab, id);
     }
 
     /**
@@ -72,18 +64,13 @@ public final class Sampler {
      */
     public float[] probabilities(float[] logits, int off, int vocab) {
         Workspace ws = WORKSPACE.get();
-        float[] l = logits;
-        int from = off;
-        if (penalized()) {
-            l = penalize(ws, logits, off, vocab);
-            from = 0;
-        }
+        Row l = row(ws, logits, off, vocab);
         float[] p = new float[vocab];
         if (params.greedy()) {
-            p[Argmax.of(l, from, vocab)] = 1;
+            p[Argmax.of(l.values(), l.off(), vocab)] = 1;
             return p;
         }
-        distribution(ws, l, from, vocab, p);
+        distribution(ws, l, vocab, p);
         return p;
     }
 
@@ -120,36 +107,40 @@ public final class Sampler {
 
     /** Report for a token chosen elsewhere (accepted speculative tokens), from the same logits. */
     public SampledToken report(float[] logits, int off, int vocab, int id) {
-        Workspace ws = WORKSPACE.get();
-        if (!penalized()) {
-            return report(logits, off, vocab, id, ws);
+        return report(row(WORKSPACE.get(), logits, off, vocab), vocab, id);
+    }
+
+    /** Scores to choose from: {@code values[off, off + vocab)}. */
+    private record Row(float[] values, int off) {
+    }
+
+    /**
+     * The caller's logits as they are, or — once penalties apply — a copy with this request's penalties subtracted,
+     * in the workspace (the caller's array is never touched).
+     */
+    private Row row(Workspace ws, float[] logits, int off, int vocab) {
+        if (generated.isEmpty() || params.frequencyPenalty() == 0 && params.presencePenalty() == 0) {
+            return new Row(logits, off);
         }
-        return report(penalize(ws, logits, off, vocab), 0, vocab, id, ws);
-    }
-
-    private boolean penalized() {
-        return !generated.isEmpty() && (params.frequencyPenalty() != 0 || params.presencePenalty() != 0);
-    }
-
-    /** The logits with this request's penalties subtracted, in the workspace (the caller's array is not touched). */
-    private float[] penalize(Workspace ws, float[] logits, int off, int vocab) {
         ws.ensure(vocab);
         float[] l = ws.logits;
         System.arraycopy(logits, off, l, 0, vocab);
         for (Map.Entry<Integer, Integer> e : generated.entrySet()) {
             l[e.getKey()] -= (float) (e.getValue() * params.frequencyPenalty() + params.presencePenalty());
         }
-        return l;
+        return new Row(l, 0);
     }
 
-    private int drawFrom(Workspace ws, float[] l, int off, int vocab) {
+    private int drawFrom(Workspace ws, Row l, int vocab) {
         ws.ensure(vocab);
-        distribution(ws, l, off, vocab, ws.p);
+        distribution(ws, l, vocab, ws.p);
         return draw(ws.p, vocab);
     }
 
     /** Softmax at the request's temperature into {@code p[0, n)}, then top-k / top-p truncation. */
-    private void distribution(Workspace ws, float[] l, int off, int n, float[] p) {
+    private void distribution(Workspace ws, Row row, int n, float[] p) {
+        float[] l = row.values();
+        int off = row.off();
         float max = Float.NEGATIVE_INFINITY;
         for (int i = 0; i < n; i++) {
             max = Math.max(max, l[off + i]);
@@ -230,7 +221,9 @@ public final class Sampler {
         return key[a] > key[b] || key[a] == key[b] && a < b;
     }
 
-    private SampledToken report(float[] l, int off, int n, int id, Workspace ws) {
+    private SampledToken report(Row row, int n, int id) {
+        float[] l = row.values();
+        int off = row.off();
         if (!params.logprobs()) {
             return new SampledToken(id, 0f, List.of());
         }

@@ -176,18 +176,6 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     }
 
     @Override
-    public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
-        int in = w.in();
-        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
-        Kernels kernels = kernelsFor(w);
-        float[] input = inLayout(w, x, xOff, 1);
-        for (int i = 0; i < rows; i++) {
-            int r = rowFrom + i;
-            y[yOff + i] = kernels.dotRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), input, 0);
-        }
-    }
-
-    @Override
     public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
         int in = w.in();
         weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
@@ -209,21 +197,6 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 y[yOffs[k] + i] = kernels.dotRow(w.weight(), rowStart, in, w.scaleInv(), scaleStart, w.blockCols(), input, k * in);
             }
         }
-    }
-
-    @Override
-    public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
-        int in = w.in();
-        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
-        Kernels kernels = kernelsFor(w);
-        float[] acc = new float[in];
-        float[] row = scratch(in);
-        for (int i = 0; i < rows; i++) {
-            int r = rowFrom + i;
-            kernels.decodeRow(w.weight(), (long) r * in, in, w.scaleInv(), (long) (r / w.blockRows()) * w.scaleColumns(), w.blockCols(), row, 0);
-            kernels.axpy(x[xOff + i], row, 0, acc, 0, in);
-        }
-        kernels.fromLayout(w.weight().dtype(), w.blockCols(), acc, 0, in, y, yOff);
     }
 
     @Override

@@ -25,28 +25,31 @@ public interface TensorOps {
     /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for {@code b < batch}: x is {@code [batch, in]}, y {@code [batch, out]}. */
     void matmul(Linear w, float[] x, float[] y, int batch);
 
-    /** Rows {@code [rowFrom, rowFrom + rows)} of W times one vector: {@code y[yOff + i] = Σ_c W[rowFrom + i, c] · x[xOff + c]}. */
-    void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff);
-
     /**
-     * {@link #matvecRows} for {@code count} vectors {@code x[k·in ..]}, results to {@code y[yOffs[k] + i]}: each weight
-     * element is dequantized once per four vectors, and every result is the sum {@link #matvecRows} gives. Runs on the
-     * calling thread (callers parallelize over bands).
+     * Rows {@code [rowFrom, rowFrom + rows)} of W times {@code count} vectors {@code x[k·in ..]}:
+     * {@code y[yOffs[k] + i] = Σ_c W[rowFrom + i, c] · x[k·in + c]}. Each weight element is dequantized once per four
+     * vectors, and a vector's results do not depend on the others. Runs on the calling thread (callers parallelize over
+     * bands).
      */
     void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs);
 
-    /**
-     * The transpose of a row band of W times one vector: {@code y[yOff + c] = Σ_i W[rowFrom + i, c] · x[xOff + i]},
-     * c over all {@code in} columns. MLA's weight absorption uses it to carry a query into the latent space.
-     */
-    void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff);
+    /** {@link #matvecRows} for one vector, {@code x[xOff ..]} to {@code y[yOff ..]}. */
+    default void matvecRows(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
+        matvecRows(w, rowFrom, rows, xOff == 0 ? x : java.util.Arrays.copyOfRange(x, xOff, xOff + w.in()), 1, y, new int[] {yOff});
+    }
 
     /**
-     * {@link #matvecRowsTransposed} for several vectors, {@code x[xOffs[k] ..]} to {@code y[yOffs[k] ..]}: each weight
-     * row is dequantized once for all of them, and every result is the sum {@link #matvecRowsTransposed} gives. Runs on
-     * the calling thread (callers parallelize over bands).
+     * The transpose of a row band of W times several vectors: {@code y[yOffs[k] + c] = Σ_i W[rowFrom + i, c] ·
+     * x[xOffs[k] + i]}, c over all {@code in} columns — MLA's weight absorption carrying queries into the latent space.
+     * Each weight row is dequantized once for all the vectors, and a vector's results do not depend on the others. Runs
+     * on the calling thread (callers parallelize over bands).
      */
     void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs);
+
+    /** {@link #matvecRowsTransposed} for one vector, {@code x[xOff ..]} to {@code y[yOff ..]}. */
+    default void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int xOff, float[] y, int yOff) {
+        matvecRowsTransposed(w, rowFrom, rows, x, new int[] {xOff}, y, new int[] {yOff});
+    }
 
     /** Row {@code row} of an embedding table, as floats. */
     void embedding(Tensor table, int row, float[] out, int outOff);

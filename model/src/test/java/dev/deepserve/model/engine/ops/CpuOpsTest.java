@@ -19,7 +19,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * vector kernels alike. FP8 activation quantization uses one scale per group of 128: every value becomes an E4M3 code
  * times its group's scale, the group's largest magnitude is kept, zero stays zero, and the relative RMS error stays
  * under 4%. The batched row-band products MLA's absorbed form uses give, vector by vector, exactly the sums of the
- * one-vector products.
+ * whole-matrix product (and of the definition, for the transpose), wherever the vectors sit.
  */
 class CpuOpsTest {
 
@@ -84,7 +84,7 @@ class CpuOpsTest {
     }
 
     @Test
-    void batchedRowBandProductsEqualOneVectorAtATime() {
+    void batchedRowBandProductsEqualTheWholeProductAndTheDefinition() {
         int rows = 150;
         int cols = 2 * 128 + 40;
         Linear w = fp8(rows, cols, 3);
@@ -105,10 +105,11 @@ class CpuOpsTest {
                 }
                 ops.matvecRows(w, from, band, java.util.Arrays.copyOf(x, count * cols), count, batched, outs);
                 for (int k = 0; k < count; k++) {
-                    float[] one = new float[band];
-                    ops.matvecRows(w, from, band, x, k * cols, one, 0);
-                    org.junit.jupiter.api.Assertions.assertArrayEquals(one, java.util.Arrays.copyOfRange(batched, outs[k], outs[k] + band),
-                            ops.describe() + ", " + count + " vectors, vector " + k);
+                    // the same rows of the whole-matrix product of this vector alone
+                    float[] whole = new float[rows];
+                    ops.matmul(w, java.util.Arrays.copyOfRange(x, k * cols, (k + 1) * cols), whole, 1);
+                    org.junit.jupiter.api.Assertions.assertArrayEquals(java.util.Arrays.copyOfRange(whole, from, from + band),
+                            java.util.Arrays.copyOfRange(batched, outs[k], outs[k] + band), ops.describe() + ", " + count + " vectors, vector " + k);
                 }
                 // the transpose: Σ_i W[from + i, c] · x_k[i] for a band of 40 rows
                 int tBand = 40;
@@ -122,9 +123,18 @@ class CpuOpsTest {
                 ops.matvecRowsTransposed(w, from, tBand, x, xOffs, tBatched, yOffs);
                 for (int k = 0; k < count; k++) {
                     float[] one = new float[cols];
-                    ops.matvecRowsTransposed(w, from, tBand, x, xOffs[k], one, 0);
+                    ops.matvecRowsTransposed(w, from, tBand, java.util.Arrays.copyOfRange(x, xOffs[k], xOffs[k] + tBand), new int[] {0}, one, new int[] {0});
                     org.junit.jupiter.api.Assertions.assertArrayEquals(one, java.util.Arrays.copyOfRange(tBatched, k * cols, (k + 1) * cols),
                             ops.describe() + ", transposed, " + count + " vectors, vector " + k);
+                    for (int c = 0; c < cols; c++) { // against the definition, in double precision
+                        double expected = 0;
+                        for (int i = 0; i < tBand; i++) {
+                            int row = from + i;
+                            expected += (double) Fp8E4M3.decode(w.weight().fp8((long) row * cols + c)) * w.scaleInv().get((long) (row / 128) * w.scaleColumns() + c / 128)
+                                    * x[xOffs[k] + i];
+                        }
+                        assertEquals(expected, one[c], 1e-4 * (1 + Math.abs(expected)), "transposed, column " + c);
+                    }
                 }
             }
         }
