@@ -37,6 +37,8 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     /** max_tokens of the last generation request the twin received. */
     public static volatile int lastMaxTokens;
     public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
+    /** The W3C traceparent header of the last call to each path ({@code /tokenize}, {@code /internal/generate}). */
+    public static final Map<String, String> traceparents = new ConcurrentHashMap<>();
     private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
 
     private Vertx vertx;
@@ -49,6 +51,13 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
         // like the real engines: nothing without the service credential, which the gateway must present
         router.route().order(dev.deepserve.internal.InternalGuard.ORDER).handler(new dev.deepserve.internal.InternalGuard(
                 java.util.Optional.of(dev.deepserve.internal.InternalToken.of(INTERNAL_TOKEN))));
+        router.route().handler(rc -> {
+            String traceparent = rc.request().getHeader("traceparent");
+            if (traceparent != null) {
+                traceparents.put(rc.request().path(), traceparent);
+            }
+            rc.next();
+        });
         router.route().handler(BodyHandler.create());
         router.post("/tokenize").handler(rc -> {
             JsonObject body = rc.body().asJsonObject();

@@ -96,6 +96,15 @@ class GatewayApiTest {
     }
 
     @Test
+    void tracingIsOffByDefaultAndNoTraceContextIsPassedOn() {
+        String key = account("1", null);
+        EngineTwin.traceparents.clear();
+        given().header("Authorization", "Bearer " + key).header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                .contentType(ContentType.JSON).body(HI + "}").post("/v1/chat/completions").then().statusCode(200);
+        assertEquals(java.util.Map.of(), EngineTwin.traceparents, "no span, no header: the services see no trace context");
+    }
+
+    @Test
     void missingInvalidAndRevokedKeysGet401WithoutEchoingTheKey() {
         given().contentType(ContentType.JSON).body(HI + "}").post("/chat/completions").then().statusCode(401)
                 .body("error.type", equalTo("authentication_error"));

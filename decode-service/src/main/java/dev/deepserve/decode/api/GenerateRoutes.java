@@ -13,6 +13,9 @@ import dev.deepserve.serving.TokenSink;
 import dev.deepserve.model.engine.KvStream;
 import dev.deepserve.serving.IntakeListener;
 import dev.deepserve.model.sampling.SampledToken;
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.StatusCode;
+import io.opentelemetry.api.trace.Tracer;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpServerRequest;
@@ -22,6 +25,8 @@ import io.vertx.ext.web.RoutingContext;
 import io.vertx.ext.web.handler.BodyHandler;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
+import dev.deepserve.internal.Tracers;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
 
 import java.nio.charset.StandardCharsets;
 
@@ -44,8 +49,11 @@ public class GenerateRoutes {
     private final DecodeEngine engine;
     private final ObjectMapper json;
     private final DecodeConfig config;
+    private final Tracer tracer;
 
-    GenerateRoutes(DecodeEngine engine, ObjectMapper json, DecodeConfig config) {
+    GenerateRoutes(DecodeEngine engine, ObjectMapper json, DecodeConfig config, Tracer tracer,
+                   @ConfigProperty(name = "quarkus.otel.sdk.disabled", defaultValue = "false") boolean tracingOff) {
+        this.tracer = Tracers.of(tracer, tracingOff);
         this.engine = engine;
         this.json = json;
         this.config = config;
@@ -108,6 +116,11 @@ public class GenerateRoutes {
         private boolean paused;
         private long lastData = System.nanoTime();
         private long timer = -1;
+        /** The request's trace (its server span, under the prefill instance's transfer span). */
+        private final io.opentelemetry.context.Context trace = io.opentelemetry.context.Context.current();
+        /** From the stream's first bytes to its END frame. */
+        private final Span receiving = tracer.spanBuilder("kv.receive").setParent(trace).startSpan();
+        private Sink sink;
 
         Incoming(RoutingContext rc, KvStream.Shape shape) {
             this.vertx = rc.vertx();
@@ -177,6 +190,7 @@ public class GenerateRoutes {
         private void cut(String why) {
             if (!over) {
                 over = true;
+                receiving.setStatus(StatusCode.ERROR, why).end();
                 vertx.cancelTimer(timer);
                 if (intake != null) {
                     intake.abort(why);
@@ -186,6 +200,7 @@ public class GenerateRoutes {
 
         private void refuse(int status, String message) {
             over = true;
+            receiving.setStatus(StatusCode.ERROR, "refused " + status).end();
             vertx.cancelTimer(timer);
             if (intake != null) {
                 intake.abort(message);
@@ -220,7 +235,10 @@ public class GenerateRoutes {
             } catch (java.io.IOException e) {
                 throw new IllegalArgumentException("KV transfer: the metadata is not JSON");
             }
-            intake = engine.receive(r, new Sink(response, context, r.prompt().length), layout);
+            receiving.setAttribute("deepserve.request_id", r.requestId());
+            receiving.setAttribute("deepserve.prompt_tokens", r.prompt().length);
+            sink = new Sink(response, context, trace);
+            intake = engine.receive(r, sink, layout);
             intake.taken().whenComplete((sequence, failure) -> context.runOnContext(v -> {
                 if (failure != null) {
                     Throwable cause = failure instanceof java.util.concurrent.CompletionException ? failure.getCause() : failure;
@@ -234,6 +252,8 @@ public class GenerateRoutes {
             super.end(trailer);
             // the whole prompt's KV is here: the answer opens now, whether or not the engine has taken it yet
             vertx.cancelTimer(timer);
+            receiving.end();
+            sink.begin();
             open(response);
             response.write("");
         }
@@ -249,11 +269,13 @@ public class GenerateRoutes {
         }
         HttpServerResponse response = rc.response();
         Context context = Vertx.currentContext();
-        Sink sink = new Sink(response, context, request.prompt().length);
+        Sink sink = new Sink(response, context, io.opentelemetry.context.Context.current());
+        sink.begin();
         Sequence sequence;
         try {
             sequence = engine.submit(request, sink);
         } catch (Refused e) {
+            sink.span.setStatus(StatusCode.ERROR, "refused " + e.status).end();
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }
@@ -291,14 +313,39 @@ public class GenerateRoutes {
         return GenerationRequest.fromJson(n);
     }
 
-    /** Writes engine events as NDJSON lines on the request's own event-loop context, in order. */
+    /**
+     * Writes engine events as NDJSON lines on the request's own event-loop context, in order. Its {@code decode} span
+     * runs from {@link #begin} (the request taken, or its KV all in) to the last event, with the counts that end it.
+     */
     private final class Sink implements TokenSink {
         private final HttpServerResponse response;
         private final Context context;
+        private final io.opentelemetry.context.Context trace;
+        private volatile Span span = Span.getInvalid();
+        private boolean first = true;
 
-        Sink(HttpServerResponse response, Context context, int promptTokens) {
+        Sink(HttpServerResponse response, Context context, io.opentelemetry.context.Context trace) {
             this.response = response;
             this.context = context;
+            this.trace = trace;
+        }
+
+        void begin() {
+            if (!span.getSpanContext().isValid()) {
+                span = tracer.spanBuilder("decode").setParent(trace).startSpan();
+            }
+        }
+
+        private void end(String reason, int promptTokens, int cachedTokens, int completionTokens) {
+            begin();
+            span.setAttribute("deepserve.finish_reason", reason);
+            span.setAttribute("deepserve.prompt_tokens", promptTokens);
+            span.setAttribute("deepserve.cached_tokens", cachedTokens);
+            span.setAttribute("deepserve.completion_tokens", completionTokens);
+            if ("error".equals(reason)) {
+                span.setStatus(StatusCode.ERROR);
+            }
+            span.end();
         }
 
         private void line(ObjectNode n, boolean last) {
@@ -318,6 +365,10 @@ public class GenerateRoutes {
 
         @Override
         public void token(int id, String text, SampledToken sampled) {
+            if (first) {
+                first = false;
+                span.addEvent("first token");
+            }
             ObjectNode n = json.createObjectNode();
             n.put("type", "token").put("id", id).put("text", text);
             if (!sampled.top().isEmpty() || sampled.logprob() != 0f) {
@@ -345,6 +396,7 @@ public class GenerateRoutes {
             ObjectNode n = json.createObjectNode();
             n.put("type", "done").put("finish_reason", finishReason).put("text", text).put("prompt_tokens", promptTokens)
                     .put("cached_tokens", cachedTokens).put("completion_tokens", completionTokens);
+            end(finishReason, promptTokens, cachedTokens, completionTokens);
             line(n, true);
         }
 
@@ -352,6 +404,7 @@ public class GenerateRoutes {
         public void failed(String message, int promptTokens, int completionTokens) {
             ObjectNode n = json.createObjectNode();
             n.put("type", "error").put("message", message).put("prompt_tokens", promptTokens).put("completion_tokens", completionTokens);
+            end("error", promptTokens, 0, completionTokens);
             line(n, true);
         }
 

@@ -11,7 +11,11 @@ import dev.deepserve.gateway.metering.Ledger;
 import dev.deepserve.gateway.metering.Metering;
 import dev.deepserve.gateway.metering.PriceStore;
 import dev.deepserve.gateway.upstream.UpstreamProxy;
+import dev.deepserve.gateway.trace.Spans;
 import dev.deepserve.accounting.Money;
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.StatusCode;
+import io.opentelemetry.context.Context;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.mutiny.Uni;
@@ -58,10 +62,12 @@ public class ChatRoutes {
     private final Counter requests;
     private final Counter aborted;
     private final LatencyMetrics latency;
+    private final Spans spans;
 
     ChatRoutes(GatewayConfig config, Metering metering, EngineLimits limits, Authentication authentication, PriceStore prices, Ledger ledger, EngineClient engine, UpstreamProxy upstreams, Vertx vertx,
-               MeterRegistry registry, LatencyMetrics latency) {
+               MeterRegistry registry, LatencyMetrics latency, Spans spans) {
         this.latency = latency;
+        this.spans = spans;
         this.config = config;
         this.metering = metering;
         this.limits = limits;
@@ -159,6 +165,8 @@ public class ChatRoutes {
         int sentUpTo;
         long waitingSince;
         long timeoutTimer = -1;
+        /** The span of the generation: from the first try to reach an engine to its last event. */
+        Span generation = Span.getInvalid();
 
         private CompletionResponses responses;
 
@@ -188,12 +196,13 @@ public class ChatRoutes {
     /** The key first: nothing of a body is parsed, tokenized or counted for a caller without one. */
     private void completion(RoutingContext rc, boolean chat) {
         Call call = new Call(chat);
+        call.trace(Context.current());
         authentication.authenticate(rc, key -> {
             // a body that is not a JSON object, or a bad model name, is answered 400 by authenticate's handler
             JsonObject body = Http.jsonBody(rc);
             ModelNames.check(body.getValue("model"));
             if (body.getValue("model") instanceof String model && upstreams.serves(model)) {
-                upstreams.complete(rc, key, body, chat);
+                upstreams.complete(rc, key, body, chat, call.trace());
             } else {
                 local(rc, call, key, body);
             }
@@ -219,10 +228,7 @@ public class ChatRoutes {
                         throw Metering.tooManyStreams(config.maxStreamsPerKey());
                     }
                 })
-                .chain(key -> engine.tokenize(call.request.tokenizeBody())
-                        // a tokenizer that is restarting is waited for (a few seconds), like an engine, not reported at once
-                        .onFailure(t -> t instanceof OpenAiError e && e.status == 503).retry()
-                        .withBackOff(Duration.ofMillis(250), Duration.ofSeconds(2)).expireIn(TOKENIZER_WAIT.toMillis()))
+                .chain(key -> tokenize(call))
                 .chain(tokens -> {
                     JsonArray ids = tokens.getJsonArray("ids");
                     call.promptIds = new int[ids.size()];
@@ -245,6 +251,21 @@ public class ChatRoutes {
                         call.open.decrementAndGet();
                     }
                     Http.fail(rc, t);
+                });
+    }
+
+    /** The chat template and the prompt's ids from the tokenizer service, under a {@code tokenize} span. */
+    private Uni<JsonObject> tokenize(Call call) {
+        Span span = spans.call("tokenize", call.trace());
+        return engine.tokenize(call.request.tokenizeBody(), call.trace().with(span))
+                // a tokenizer that is restarting is waited for (a few seconds), like an engine, not reported at once
+                .onFailure(t -> t instanceof OpenAiError e && e.status == 503).retry()
+                .withBackOff(Duration.ofMillis(250), Duration.ofSeconds(2)).expireIn(TOKENIZER_WAIT.toMillis())
+                .onItemOrFailure().invoke((tokens, failure) -> {
+                    if (tokens != null) {
+                        span.setAttribute("deepserve.prompt_tokens", tokens.getJsonArray("ids", new JsonArray()).size());
+                    }
+                    Spans.end(span, failure);
                 });
     }
 
@@ -295,6 +316,9 @@ public class ChatRoutes {
             gen.put("seed", req.seed());
         }
         call.waitingSince = System.nanoTime();
+        call.generation = spans.call("generate", call.trace());
+        call.generation.setAttribute("deepserve.request_id", call.id());
+        call.generation.setAttribute("deepserve.model", call.model());
         startGeneration(rc, call, gen, open, 0);
     }
 
@@ -305,7 +329,7 @@ public class ChatRoutes {
      * fails with 503.
      */
     private void startGeneration(RoutingContext rc, Call call, JsonObject gen, AtomicInteger open, int attempt) {
-        call.stream = engine.generate(gen, event -> onEvent(rc, call, event, open), t -> {
+        call.stream = engine.generate(gen, call.trace().with(call.generation), event -> onEvent(rc, call, event, open), t -> {
             boolean unavailable = t instanceof OpenAiError e ? e.status == 503 : true;
             long waited = System.nanoTime() - call.waitingSince;
             if (unavailable && call.tokensReceived == 0 && !call.clientGone() && waited < config.engineWait().toNanos()) {
@@ -313,9 +337,12 @@ public class ChatRoutes {
                     call.waiting = true;
                     latency.waiting(LatencyMetrics.ENGINE_POOL, call.model()).incrementAndGet();
                 }
+                call.generation.addEvent("engine unavailable, retrying");
                 vertx.setTimer(ENGINE_RETRY.millis(attempt), x -> startGeneration(rc, call, gen, open, attempt + 1));
                 return;
             }
+            call.generation.setAttribute("deepserve.completion_tokens", call.tokensReceived);
+            Spans.end(call.generation, t);
             open.decrementAndGet();
             stopTimers(call);
             answered(call);
@@ -368,6 +395,7 @@ public class ChatRoutes {
     private void onToken(HttpServerResponse response, Call call, JsonObject event) {
         if (call.firstTokenAt == 0) {
             call.firstTokenAt = System.nanoTime();
+            call.generation.addEvent("first token");
             latency.firstToken(call.model(), call.firstTokenAt - call.arrived);
         }
         if (call.keepAliveTimer >= 0) {
@@ -424,6 +452,12 @@ public class ChatRoutes {
         }
         final String finishReason = clientReason;
         int generated = event.getInteger("completion_tokens", 0);
+        call.generation.setAttribute("deepserve.finish_reason", reason == null ? "" : reason);
+        call.generation.setAttribute("deepserve.completion_tokens", generated);
+        if ("error".equals(reason)) {
+            call.generation.setStatus(StatusCode.ERROR, "engine error");
+        }
+        call.generation.end();
         // a streaming client that left (a page's AbortController, a closed tab) pays for what reached it, not
         // for what the engine made before the cancel caught up
         int completion = call.request.stream() && call.clientGone() ? Math.min(generated, call.tokensSent) : generated;

@@ -3,6 +3,8 @@ package dev.deepserve.gateway.engine;
 import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.internal.InternalGuard;
+import dev.deepserve.internal.TraceHeaders;
+import io.opentelemetry.context.Context;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
@@ -12,6 +14,7 @@ import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.RequestOptions;
 import io.vertx.core.json.JsonObject;
 import io.vertx.core.parsetools.RecordParser;
+import io.vertx.core.tracing.TracingPolicy;
 import jakarta.enterprise.context.ApplicationScoped;
 
 import java.net.URI;
@@ -33,11 +36,13 @@ public class EngineClient {
     EngineClient(GatewayConfig config, Vertx vertx) {
         this.config = config;
         this.router = new EngineRouter(config.engineUrls(), config.routingSlack());
-        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(512).setKeepAlive(true).setConnectTimeout(5000));
+        // the trace context goes on each call from the span that stands for it (TraceHeaders), not from the event loop
+        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(512).setKeepAlive(true).setConnectTimeout(5000)
+                .setTracingPolicy(TracingPolicy.IGNORE));
     }
 
-    private RequestOptions post(URI base, String path) {
-        return internal(HttpMethod.POST, base, path, config).putHeader("Content-Type", "application/json");
+    private RequestOptions post(URI base, String path, Context trace) {
+        return TraceHeaders.with(internal(HttpMethod.POST, base, path, config).putHeader("Content-Type", "application/json"), trace);
     }
 
     /** A call to an engine service's {@code path} under {@code base} (its path prefix kept), with the service credential. */
@@ -47,9 +52,9 @@ public class EngineClient {
                 .setURI(prefix + path), config.internalToken());
     }
 
-    /** Renders and tokenizes a conversation: {@code {"ids": [...], "count": n, "prompt": "..."}}. */
-    public Uni<JsonObject> tokenize(JsonObject body) {
-        return Uni.createFrom().completionStage(() -> http.request(post(config.tokenizerUrl(), "/tokenize"))
+    /** Renders and tokenizes a conversation: {@code {"ids": [...], "count": n, "prompt": "..."}}; {@code trace}: the call's span. */
+    public Uni<JsonObject> tokenize(JsonObject body, Context trace) {
+        return Uni.createFrom().completionStage(() -> http.request(post(config.tokenizerUrl(), "/tokenize", trace))
                 .compose(req -> req.send(body.toBuffer()))
                 .compose(resp -> resp.body().map(b -> {
                     JsonObject json = parse(b);
@@ -83,8 +88,9 @@ public class EngineClient {
     /**
      * Starts a generation; each NDJSON event goes to {@code onEvent} in order. {@code onFailure} hears of a refusal
      * (as an {@link OpenAiError}) or a broken stream; after a {@code done} or {@code error} event nothing else comes.
+     * {@code trace}: the span that stands for the generation.
      */
-    public Stream generate(JsonObject body, Consumer<JsonObject> onEvent, Consumer<Throwable> onFailure) {
+    public Stream generate(JsonObject body, Context trace, Consumer<JsonObject> onEvent, Consumer<Throwable> onFailure) {
         Stream stream = new Stream();
         String id = body.getString("request_id");
         io.vertx.core.json.JsonArray ids = body.getJsonArray("prompt");
@@ -104,7 +110,7 @@ public class EngineClient {
             }
             onEvent.accept(event);
         };
-        http.request(post(target.base(), "/internal/generate"))
+        http.request(post(target.base(), "/internal/generate", trace))
                 .compose(req -> req.send(body.toBuffer()))
                 .onFailure(e -> {
                     router.sitOut(target);
@@ -195,7 +201,7 @@ public class EngineClient {
         if (target == null) {
             return; // not in flight: it already ended
         }
-        http.request(post(target.base(), "/internal/generate/" + requestId + "/cancel"))
+        http.request(post(target.base(), "/internal/generate/" + requestId + "/cancel", Context.root()))
                 .compose(req -> req.send())
                 .onSuccess(resp -> resp.body());
     }

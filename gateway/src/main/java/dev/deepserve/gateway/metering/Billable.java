@@ -26,6 +26,8 @@ public abstract class Billable {
     String provisionalEvent;
     BigDecimal provisionalCost;
     io.vertx.core.Context context;
+    /** The trace this request's spans belong under (its HTTP server span's); the root when tracing is off. */
+    private io.opentelemetry.context.Context trace = io.opentelemetry.context.Context.root();
 
     protected Billable() {
     }
@@ -52,6 +54,15 @@ public abstract class Billable {
             throw new IllegalStateException("request " + id + " already has its key");
         }
         this.key = verified;
+    }
+
+    public final io.opentelemetry.context.Context trace() {
+        return trace;
+    }
+
+    /** Taken on the request's event loop when it arrives, where the server span is current. */
+    public final void trace(io.opentelemetry.context.Context current) {
+        trace = current;
     }
 
     /** The model name the client used (and the price catalog knows). */

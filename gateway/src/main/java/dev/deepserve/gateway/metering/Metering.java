@@ -4,11 +4,13 @@ import dev.deepserve.gateway.Backoff;
 import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.auth.ApiKey;
 import dev.deepserve.gateway.config.GatewayConfig;
+import dev.deepserve.gateway.trace.Spans;
 import dev.deepserve.gateway.usage.UsageEvents;
 import dev.deepserve.gateway.usage.UsageWriter;
 import dev.deepserve.accounting.Money;
 import dev.deepserve.accounting.Price;
 import dev.deepserve.accounting.PriceCatalog;
+import io.opentelemetry.api.trace.Span;
 import io.quarkus.scheduler.Scheduled;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;
@@ -44,9 +46,11 @@ public class Metering {
     private final Vertx vertx;
     private final java.util.Map<String, java.util.concurrent.atomic.AtomicInteger> openPerKey = new java.util.concurrent.ConcurrentHashMap<>();
     private final io.micrometer.core.instrument.Counter overruns;
+    private final Spans spans;
 
     Metering(GatewayConfig config, PriceStore prices, Ledger ledger, Leases leases, UsageWriter usage, RateLimiter limits, Vertx vertx,
-             io.micrometer.core.instrument.MeterRegistry meters) {
+             io.micrometer.core.instrument.MeterRegistry meters, Spans spans) {
+        this.spans = spans;
         this.config = config;
         this.prices = prices;
         this.ledger = ledger;
@@ -160,6 +164,11 @@ public class Metering {
      */
     public void settle(Billable call, String reason, int prompt, int completion, int cached, String error, JsonObject extra, Settled then) {
         Instant completedAt = Instant.now();
+        // the settlement's span lasts until the event is safe; its context goes with the event to Kafka
+        Span span = spans.start("settle", call.trace());
+        span.setAttribute("deepserve.finish_reason", reason);
+        span.setAttribute("deepserve.prompt_tokens", prompt);
+        span.setAttribute("deepserve.completion_tokens", completion);
         // the catalog fixed at admission: a PostgreSQL blip now cannot leave an answered request uncharged
         PriceCatalog fresh = call.catalog() != null ? call.catalog() : prices.cached();
         Uni<PriceCatalog> catalogs = fresh != null ? null : prices.catalog();
@@ -174,7 +183,10 @@ public class Metering {
                     .put("prompt_cache_miss_tokens", prompt - hit).put("completion_tokens_details", new JsonObject().put("reasoning_tokens", 0))
                     .put("cost", Money.plain(cost));
             BigDecimal charged = cost;
-            settleWithRetry(call, charged, eventId, event, 0, () -> {
+            span.setAttribute("deepserve.cached_tokens", hit);
+            span.setAttribute("deepserve.usage_event", eventId.toString());
+            settleWithRetry(call, charged, eventId, event, Spans.traceparent(span), 0, () -> {
+                span.end();
                 // the settlement is safe: the provisional record of what the request had streamed is superseded
                 letGo(call);
                 if (call.key().tpm() != null) {
@@ -193,6 +205,7 @@ public class Metering {
                 leases.release(call.reservation());
             }
             letGo(call);
+            Spans.end(span, t);
             then.then(new JsonObject(), t);
         });
     }
@@ -293,10 +306,10 @@ public class Metering {
 
     static final long RENEW_NANOS = java.util.concurrent.TimeUnit.SECONDS.toNanos(30);
 
-    private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, String event, int attempt, Runnable done) {
+    private void settleWithRetry(Billable call, BigDecimal cost, UUID eventId, String event, String traceparent, int attempt, Runnable done) {
         if (call.reservation().lease() != null) {
             io.vertx.core.Context context = io.vertx.core.Vertx.currentContext();
-            usage.submit(call.reservation(), cost, eventId, event).whenComplete((v, t) -> {
+            usage.submit(call.reservation(), cost, eventId, event, traceparent).whenComplete((v, t) -> {
                 if (context != null) {
                     context.runOnContext(x -> done.run());
                 } else {
@@ -313,7 +326,7 @@ public class Metering {
                 LOG.errorf("request %s: settlement failed %d times (%s); the event goes to the usage journal", call.id(), attempt + 1, t.getMessage());
                 // answered once the journal has it (or, should the journal refuse it, once PostgreSQL commits it)
                 io.vertx.core.Context context = io.vertx.core.Vertx.currentContext();
-                usage.submit(call.reservation(), cost, eventId, event).whenComplete((v, x) -> {
+                usage.submit(call.reservation(), cost, eventId, event, traceparent).whenComplete((v, x) -> {
                     if (context != null) {
                         context.runOnContext(y -> done.run());
                     } else {
@@ -324,7 +337,7 @@ public class Metering {
             }
             LOG.warnf("request %s: settlement failed (%s), retrying", call.id(), t.getMessage());
             long delay = SETTLE_BACKOFF.millis(attempt);
-            vertx.setTimer(delay, x -> settleWithRetry(call, cost, eventId, event, attempt + 1, done));
+            vertx.setTimer(delay, x -> settleWithRetry(call, cost, eventId, event, traceparent, attempt + 1, done));
         });
     }
 

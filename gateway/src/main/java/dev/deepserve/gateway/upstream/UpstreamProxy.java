@@ -150,12 +150,13 @@ public class UpstreamProxy {
         }
     }
 
-    /** Handles a completion for an upstream model; the key is already verified. */
-    public void complete(RoutingContext rc, ApiKey key, JsonObject body, boolean chat) {
+    /** Handles a completion for an upstream model; the key is already verified, {@code trace} is the request's trace context. */
+    public void complete(RoutingContext rc, ApiKey key, JsonObject body, boolean chat, io.opentelemetry.context.Context trace) {
         Call call;
         int wanted;
         try {
             call = new Call(rc, key, body, chat);
+            call.trace(trace);
             wanted = check(call, body);
         } catch (OpenAiError e) {
             Http.fail(rc, e);
@@ -618,10 +619,10 @@ public class UpstreamProxy {
             promptBody = new JsonObject().put("text", p instanceof String s ? s : String.valueOf(p));
         }
         String generated = text.toString();
-        Uni<Integer> prompt = engine.tokenize(promptBody).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
+        Uni<Integer> prompt = engine.tokenize(promptBody, call.trace()).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
                 .onFailure().recoverWithItem(() -> UpstreamResponses.guess(promptBody.encode()));
         Uni<Integer> completion = generated.isEmpty() ? Uni.createFrom().item(0)
-                : engine.tokenize(new JsonObject().put("text", generated)).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
+                : engine.tokenize(new JsonObject().put("text", generated), call.trace()).map(r -> r.getInteger("count", r.getJsonArray("ids", new JsonArray()).size()))
                         .onFailure().recoverWithItem(() -> UpstreamResponses.guess(generated));
         return Uni.combine().all().unis(prompt, completion).with((p, c) -> new int[] {p, c});
     }

@@ -15,9 +15,13 @@ import org.eclipse.microprofile.reactive.messaging.Metadata;
 import org.eclipse.microprofile.reactive.messaging.OnOverflow;
 import org.apache.kafka.clients.producer.Producer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.header.internals.RecordHeaders;
 
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 
@@ -28,6 +32,10 @@ import java.util.concurrent.CompletableFuture;
  * machine CPU per request, producer and broker together). A batch goes straight to the channel's Kafka producer (the
  * connector's idempotent, acks=all producer) on the connector's sending thread, one hand-over per batch; without a
  * Kafka producer (another connector, or before the channel is up) each record goes through the channel's emitter.
+ * <p>
+ * Trace context travels in the record's headers: {@value #TRACEPARENTS} holds each event's W3C traceparent, a line per
+ * event in the record's order (an empty line for an event without one), and a record of one traced event also carries
+ * the standard {@code traceparent}, so any Kafka tracing tool links it to the request that made it.
  */
 @ApplicationScoped
 public class UsagePublisher {
@@ -37,6 +45,8 @@ public class UsagePublisher {
      * for a request and a message.
      */
     static final int RECORD_CHARS = 256 * 1024;
+    /** The header with each event's traceparent, one per line in the record's order. */
+    public static final String TRACEPARENTS = "deepserve-traceparents";
 
     private final Emitter<String> usage;
     private final Instance<KafkaClientService> kafka;
@@ -56,13 +66,18 @@ public class UsagePublisher {
 
     /** Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be sent now. */
     public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
+        return send(ids, payloads, null);
+    }
+
+    /** As {@link #send(List, List)}, with each event's W3C traceparent ({@code traces} null, or null entries: none). */
+    public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads, List<String> traces) {
         List<CompletableFuture<Void>> acks = new ArrayList<>(ids.size());
         for (int i = 0; i < ids.size(); i++) {
             CompletableFuture<Void> ack = new CompletableFuture<>();
             ack.thenRun(published::increment);
             acks.add(ack);
         }
-        List<Chunk> chunks = chunks(ids, payloads);
+        List<Chunk> chunks = chunks(ids, payloads, traces);
         KafkaProducer<String, String> producer = producer();
         if (producer == null) {
             for (Chunk c : chunks) {
@@ -74,7 +89,9 @@ public class UsagePublisher {
         producer.runOnSendingThread((Producer<String, String> p) -> {
             for (Chunk c : chunks) {
                 try {
-                    p.send(new ProducerRecord<>(topic, c.key(), c.value()), (meta, e) -> c.complete(acks, e));
+                    ProducerRecord<String, String> record = new ProducerRecord<>(topic, c.key(), c.value());
+                    c.headers().forEach((name, value) -> record.headers().add(name, value.getBytes(StandardCharsets.UTF_8)));
+                    p.send(record, (meta, e) -> c.complete(acks, e));
                 } catch (RuntimeException e) {
                     c.complete(acks, e);
                 }
@@ -83,8 +100,8 @@ public class UsagePublisher {
         return acks;
     }
 
-    /** One record: the events {@code from} (inclusive) to {@code to} (exclusive), a line each. */
-    record Chunk(String key, String value, int from, int to) {
+    /** One record: the events {@code from} (inclusive) to {@code to} (exclusive), a line each, and its trace headers. */
+    record Chunk(String key, String value, int from, int to, Map<String, String> headers) {
         void complete(List<CompletableFuture<Void>> acks, Throwable e) {
             for (int i = from; i < to; i++) {
                 if (e == null) {
@@ -97,7 +114,7 @@ public class UsagePublisher {
     }
 
     /** The events cut into records of at most {@link #RECORD_CHARS} characters (one larger event gets a record of its own). */
-    static List<Chunk> chunks(List<UUID> ids, List<String> payloads) {
+    static List<Chunk> chunks(List<UUID> ids, List<String> payloads, List<String> traces) {
         List<Chunk> out = new ArrayList<>();
         int from = 0;
         while (from < ids.size()) {
@@ -107,10 +124,27 @@ public class UsagePublisher {
                 value.append('\n').append(payloads.get(to));
                 to++;
             }
-            out.add(new Chunk(ids.get(from).toString(), value.toString(), from, to));
+            out.add(new Chunk(ids.get(from).toString(), value.toString(), from, to, traceHeaders(traces, from, to)));
             from = to;
         }
         return out;
+    }
+
+    /** The trace headers of a record holding events {@code from} to {@code to} (none when none of them is traced). */
+    static Map<String, String> traceHeaders(List<String> traces, int from, int to) {
+        if (traces == null || traces.subList(from, to).stream().allMatch(java.util.Objects::isNull)) {
+            return Map.of();
+        }
+        Map<String, String> headers = new LinkedHashMap<>();
+        StringBuilder each = new StringBuilder();
+        for (int i = from; i < to; i++) {
+            each.append(i > from ? "\n" : "").append(traces.get(i) == null ? "" : traces.get(i));
+        }
+        headers.put(TRACEPARENTS, each.toString());
+        if (to - from == 1) {
+            headers.put("traceparent", traces.get(from));
+        }
+        return headers;
     }
 
     private KafkaProducer<String, String> producer() {
@@ -125,7 +159,9 @@ public class UsagePublisher {
     }
 
     private void viaEmitter(Chunk c, List<CompletableFuture<Void>> acks) {
-        Message<String> message = Message.of(c.value(), Metadata.of(OutgoingKafkaRecordMetadata.<String>builder().withKey(c.key()).build()))
+        RecordHeaders headers = new RecordHeaders();
+        c.headers().forEach((name, value) -> headers.add(name, value.getBytes(StandardCharsets.UTF_8)));
+        Message<String> message = Message.of(c.value(), Metadata.of(OutgoingKafkaRecordMetadata.<String>builder().withKey(c.key()).withHeaders(headers).build()))
                 .withAck(() -> {
                     c.complete(acks, null);
                     return CompletableFuture.completedFuture(null);

@@ -113,9 +113,10 @@ public class UsageWriter {
      * replayed from an earlier run's journal, whose lease this process never held.
      */
     private record Item(UUID eventId, String payload, UUID lease, String accountId, Ledger.Reservation reservation, BigDecimal cost,
-                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried, boolean published, boolean provisional) {
+                        UsageJournal.Segment segment, CompletableFuture<Void> done, boolean retried, boolean published, boolean provisional,
+                        String traceparent) {
         Item again(boolean sent) {
-            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true, sent, provisional);
+            return new Item(eventId, payload, lease, accountId, reservation, cost, segment, done, true, sent, provisional, traceparent);
         }
     }
 
@@ -151,7 +152,7 @@ public class UsageWriter {
                     }
                     LOG.warnf("usage event %s is older than the outbox retention and not in the ledger: replayed", e.eventId());
                 }
-                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false, e.provisional()));
+                queue.add(new Item(e.eventId(), e.payload(), e.lease(), e.accountId(), null, e.cost(), r.segment(), null, false, false, e.provisional(), null));
                 accepted++;
                 replayed++;
                 if (e.provisional()) {
@@ -214,12 +215,15 @@ public class UsageWriter {
     /** Writes the event and charges its cost to the reservation's lease; completes once it is safe (journaled or committed). */
     public Uni<Void> write(Ledger.Reservation r, BigDecimal cost, UUID eventId, String event) {
         Context context = Vertx.currentContext();
-        Uni<Void> written = Uni.createFrom().completionStage(submit(r, cost, eventId, event));
+        Uni<Void> written = Uni.createFrom().completionStage(submit(r, cost, eventId, event, null));
         return context == null ? written : written.emitOn(task -> context.runOnContext(v -> task.run()));
     }
 
-    /** As {@link #write}, completing on whichever thread sees the event safe. */
-    public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, String payload) {
+    /**
+     * As {@link #write}, completing on whichever thread sees the event safe; {@code traceparent} (W3C, or null) goes
+     * into the Kafka record's headers when this process sends the event itself (not kept in the journal or the outbox).
+     */
+    public CompletableFuture<Void> submit(Ledger.Reservation r, BigDecimal cost, UUID eventId, String payload, String traceparent) {
         leases.settling(r, cost);
         UsageJournal.Appended appended = null;
         try {
@@ -229,7 +233,7 @@ public class UsageWriter {
         }
         CompletableFuture<Void> committed = appended == null ? new CompletableFuture<>() : null;
         synchronized (this) {
-            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false, false, false));
+            queue.add(new Item(eventId, payload, r.lease(), r.accountId(), r, cost, appended == null ? null : appended.segment(), committed, false, false, false, traceparent));
             accepted++;
         }
         kick();
@@ -317,15 +321,17 @@ public class UsageWriter {
         // has nothing to read back or stamp; what Kafka does not take now goes in unstamped for the relay to send
         List<UUID> toSend = new ArrayList<>(unique.size());
         List<String> payloads = new ArrayList<>(unique.size());
+        List<String> traces = new ArrayList<>(unique.size());
         for (Item it : unique) {
             // a replayed provisional record goes only into the outbox, where it yields to a settlement committed
             // there before the crash (same event id); Kafka gets whichever the outbox holds, from the relay
             if (!it.published() && !it.provisional()) {
                 toSend.add(it.eventId());
                 payloads.add(it.payload());
+                traces.add(it.traceparent());
             }
         }
-        List<CompletableFuture<Void>> acks = toSend.isEmpty() ? List.of() : publisher.send(toSend, payloads);
+        List<CompletableFuture<Void>> acks = toSend.isEmpty() ? List.of() : publisher.send(toSend, payloads, traces);
         CompletableFuture.allOf(acks.toArray(CompletableFuture[]::new)).orTimeout(publishTimeout.toMillis(), TimeUnit.MILLISECONDS)
                 .whenComplete((v, t) -> {
                     Set<UUID> acked = new HashSet<>();

@@ -18,6 +18,13 @@ import dev.deepserve.serving.TokenSink;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
+import dev.deepserve.internal.TraceHeaders;
+import dev.deepserve.internal.Tracers;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.SpanKind;
+import io.opentelemetry.api.trace.StatusCode;
+import io.opentelemetry.api.trace.Tracer;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
@@ -29,6 +36,7 @@ import io.vertx.core.http.HttpClientOptions;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.core.http.RequestOptions;
+import io.vertx.core.tracing.TracingPolicy;
 import io.vertx.ext.web.Router;
 import io.vertx.ext.web.RoutingContext;
 import io.vertx.ext.web.handler.BodyHandler;
@@ -64,6 +72,7 @@ public class PrefillRoutes {
     private final Timer transferTime;
     private final Counter transferFailures;
     private final DecodePicker decodes;
+    private final Tracer tracer;
 
     /** One request's way back to its client. */
     private final class Relay implements TokenSink {
@@ -77,8 +86,13 @@ public class PrefillRoutes {
         volatile boolean clientGone;
         /** The KV stream, from the first prompt chunk on (engine thread writes it once). */
         volatile Upload upload;
+        /** The request's trace (its server span's) and the {@code prefill} span: from submission to the prompt done. */
+        final io.opentelemetry.context.Context trace;
+        final Span prefill;
 
-        Relay(String id, JsonNode request, HttpServerResponse response, Context context) {
+        Relay(String id, JsonNode request, HttpServerResponse response, Context context, io.opentelemetry.context.Context trace) {
+            this.trace = trace;
+            this.prefill = tracer.spanBuilder("prefill").setParent(trace).startSpan();
             this.id = id;
             this.request = request;
             this.response = response;
@@ -104,6 +118,10 @@ public class PrefillRoutes {
 
         void finish(int status, String body, String type) {
             relays.remove(id);
+            if (status != 200) {
+                prefill.setStatus(StatusCode.ERROR, "answered " + status);
+            }
+            prefill.end();
             context.runOnContext(v -> {
                 if (upload != null && !handedOn) {
                     upload.cut(); // finished here before its KV was all sent: the decode instance lets go
@@ -115,7 +133,9 @@ public class PrefillRoutes {
         }
     }
 
-    PrefillRoutes(PrefillEngine engine, PrefillConfig config, ObjectMapper json, Vertx vertx, MeterRegistry registry) {
+    PrefillRoutes(PrefillEngine engine, PrefillConfig config, ObjectMapper json, Vertx vertx, MeterRegistry registry, Tracer tracer,
+                  @ConfigProperty(name = "quarkus.otel.sdk.disabled", defaultValue = "false") boolean tracingOff) {
+        this.tracer = Tracers.of(tracer, tracingOff);
         this.transferBytes = Counter.builder("deepserve.kv.transfer.bytes").description("latent-KV bytes sent to decode instances").register(registry);
         this.transferTime = Timer.builder("deepserve.kv.transfer").description("from a sequence's first KV chunk on the wire until the decode instance answered (overlaps the prefill)").register(registry);
         this.transferFailures = Counter.builder("deepserve.kv.transfer.failures").description("KV transfers the decode instance refused or never answered").register(registry);
@@ -123,7 +143,9 @@ public class PrefillRoutes {
         this.config = config;
         this.json = json;
         this.vertx = vertx;
-        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(256).setKeepAlive(true).setConnectTimeout(5000));
+        // the KV stream carries its transfer span's trace context (TraceHeaders), not whatever the event loop holds
+        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(256).setKeepAlive(true).setConnectTimeout(5000)
+                .setTracingPolicy(TracingPolicy.IGNORE));
         this.decodes = new DecodePicker(config.decodeUrl(), vertx, http, config.internalToken());
         engine.handoff(new Handoff() {
             @Override
@@ -176,8 +198,11 @@ public class PrefillRoutes {
                     .end(error(e instanceof IllegalArgumentException ? e.getMessage() : "request body is not valid JSON"));
             return;
         }
-        Relay relay = new Relay(request.requestId(), body, rc.response(), Vertx.currentContext());
+        Relay relay = new Relay(request.requestId(), body, rc.response(), Vertx.currentContext(), io.opentelemetry.context.Context.current());
+        relay.prefill.setAttribute("deepserve.request_id", request.requestId());
+        relay.prefill.setAttribute("deepserve.prompt_tokens", request.prompt().length);
         if (relays.putIfAbsent(request.requestId(), relay) != null) {
+            relay.prefill.setStatus(StatusCode.ERROR, "already running").end();
             rc.response().setStatusCode(409).putHeader("Content-Type", "application/json").end(error("request " + request.requestId() + " is already running"));
             return;
         }
@@ -185,6 +210,7 @@ public class PrefillRoutes {
             engine.submit(request, relay);
         } catch (Refused e) {
             relays.remove(request.requestId());
+            relay.prefill.setStatus(StatusCode.ERROR, "refused " + e.status).end();
             rc.response().setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }
@@ -230,6 +256,8 @@ public class PrefillRoutes {
             return;
         }
         relay.handedOn = true;
+        relay.prefill.setAttribute("deepserve.cached_tokens", sequence.cachedTokens());
+        relay.prefill.end();
         relay.upload.send(relay.upload.sender.end(main, mtp, new Handover(firstToken, draft, sequence.cachedTokens()).json()), true);
     }
 
@@ -248,13 +276,17 @@ public class PrefillRoutes {
         /** When bytes last went onto the wire (or the stream opened): a stream whose bytes stop moving fails after the transfer timeout. */
         volatile long moved = System.nanoTime();
         long stallTimer = -1;
+        /** From the first chunk on the wire until the decode instance answers; the decode instance's request hangs under it. */
+        final Span transfer;
 
         Upload(Relay relay, Sequence sequence, KvStream.Sender sender) {
+            this.transfer = tracer.spanBuilder("kv.transfer").setSpanKind(SpanKind.CLIENT).setParent(relay.trace).startSpan();
             this.relay = relay;
             this.sequence = sequence;
             this.sender = sender;
             this.target = decodes.pick(sequence.request().prompt().length);
             relay.decode = target.base;
+            transfer.setAttribute("deepserve.decode_instance", target.base.toString());
         }
 
         /** Engine thread: queue {@code data} for the wire ({@code last}: and end the body). */
@@ -282,7 +314,7 @@ public class PrefillRoutes {
                         request.onSuccess(HttpClientRequest::reset);
                     }
                 });
-                request = http.request(post(target.base, "/internal/kv")).map(req -> {
+                request = http.request(TraceHeaders.with(post(target.base, "/internal/kv"), relay.trace.with(transfer))).map(req -> {
                     req.setChunked(true).putHeader("Content-Type", "application/octet-stream");
                     req.exceptionHandler(e -> { }); // a broken connection fails the response future: failed() handles it
                     req.response().onSuccess(this::answered).onFailure(this::failed);
@@ -312,6 +344,7 @@ public class PrefillRoutes {
         void cut() {
             if (!over) {
                 over = true;
+                transfer.setStatus(StatusCode.ERROR, "cut").end();
                 vertx.cancelTimer(stallTimer);
                 sequence.hold(false);
                 if (request != null) {
@@ -327,6 +360,7 @@ public class PrefillRoutes {
             over = true;
             vertx.cancelTimer(stallTimer);
             transferFailures.increment();
+            transfer.setStatus(StatusCode.ERROR, e.getClass().getSimpleName()).end();
             decodes.failed(target);
             LOG.warnf("request %s: decode instance %s unreachable: %s", relay.id, target.base, e.getMessage());
             relay.finish(503, error("the decode instance is unreachable"), "application/json");
@@ -338,6 +372,12 @@ public class PrefillRoutes {
 
         private void answered(HttpClientResponse resp) {
             transferTime.record(System.nanoTime() - opened, java.util.concurrent.TimeUnit.NANOSECONDS);
+            transfer.setAttribute("deepserve.kv_bytes", sender.bytes());
+            transfer.setAttribute("http.response.status_code", resp.statusCode());
+            if (resp.statusCode() != 200) {
+                transfer.setStatus(StatusCode.ERROR, "answered " + resp.statusCode());
+            }
+            transfer.end();
             if (resp.statusCode() != 200) {
                 over = true;
                 vertx.cancelTimer(stallTimer);

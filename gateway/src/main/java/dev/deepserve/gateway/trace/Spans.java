@@ -1,0 +1,65 @@
+package dev.deepserve.gateway.trace;
+
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.SpanKind;
+import io.opentelemetry.api.trace.StatusCode;
+import io.opentelemetry.api.trace.Tracer;
+import io.opentelemetry.context.Context;
+import io.opentelemetry.context.propagation.TextMapSetter;
+import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
+import dev.deepserve.internal.Tracers;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * The gateway's own OpenTelemetry spans on a completion's path, children of its HTTP server span (Quarkus' Vert.x
+ * instrumentation): {@code tokenize} and {@code generate} (the wait for an engine and the whole stream) stand for the
+ * calls to those services and carry their trace context ({@code TraceHeaders}); {@code settle} lasts until the usage
+ * event is safe, and its context travels with the event to Kafka. Tracing is off unless
+ * {@code QUARKUS_OTEL_SDK_DISABLED=false}: every span is then a no-op and nothing is exported.
+ */
+@ApplicationScoped
+public class Spans {
+
+    private static final TextMapSetter<Map<String, String>> INTO_MAP = (carrier, key, value) -> carrier.put(key, value);
+
+    private final Tracer tracer;
+
+    public Spans(Tracer tracer, @ConfigProperty(name = "quarkus.otel.sdk.disabled", defaultValue = "false") boolean disabled) {
+        this.tracer = Tracers.of(tracer, disabled);
+    }
+
+    /** A span of this service's own work under {@code parent}, started now. */
+    public Span start(String name, Context parent) {
+        return tracer.spanBuilder(name).setParent(parent).setSpanKind(SpanKind.INTERNAL).startSpan();
+    }
+
+    /**
+     * A span standing for a call to another service (retries included), started now: the called service's server
+     * span hangs under it ({@code TraceHeaders}).
+     */
+    public Span call(String name, Context parent) {
+        return tracer.spanBuilder(name).setParent(parent).setSpanKind(SpanKind.CLIENT).startSpan();
+    }
+
+    /** Ends {@code span}, marked as an error with a short reason when {@code failure} is given. */
+    public static void end(Span span, Throwable failure) {
+        if (failure != null) {
+            span.setStatus(StatusCode.ERROR, failure.getClass().getSimpleName());
+        }
+        span.end();
+    }
+
+    /** The W3C {@code traceparent} of {@code span}, or null when it is not recorded (tracing off, or not sampled). */
+    public static String traceparent(Span span) {
+        if (!span.getSpanContext().isValid() || !span.getSpanContext().isSampled()) {
+            return null;
+        }
+        Map<String, String> headers = new HashMap<>(2);
+        W3CTraceContextPropagator.getInstance().inject(Context.root().with(span), headers, INTO_MAP);
+        return headers.get("traceparent");
+    }
+}
