@@ -39,6 +39,9 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
     public static final Map<String, AtomicInteger> generated = new ConcurrentHashMap<>();
     /** The W3C traceparent header of the last call to each path ({@code /tokenize}, {@code /internal/generate}). */
     public static final Map<String, String> traceparents = new ConcurrentHashMap<>();
+    /** The same for the {@code tracestate} and {@code baggage} headers (which a caller's request must not pass on). */
+    public static final Map<String, String> tracestates = new ConcurrentHashMap<>();
+    public static final Map<String, String> baggage = new ConcurrentHashMap<>();
     private static final Map<String, Boolean> cancelled = new ConcurrentHashMap<>();
 
     private Vertx vertx;
@@ -55,6 +58,12 @@ public class EngineTwin implements QuarkusTestResourceLifecycleManager {
             String traceparent = rc.request().getHeader("traceparent");
             if (traceparent != null) {
                 traceparents.put(rc.request().path(), traceparent);
+            }
+            if (rc.request().getHeader("tracestate") != null) {
+                tracestates.put(rc.request().path(), rc.request().getHeader("tracestate"));
+            }
+            if (rc.request().getHeader("baggage") != null) {
+                baggage.put(rc.request().path(), rc.request().getHeader("baggage"));
             }
             rc.next();
         });

@@ -99,9 +99,12 @@ class GatewayApiTest {
     void tracingIsOffByDefaultAndNoTraceContextIsPassedOn() {
         String key = account("1", null);
         EngineTwin.traceparents.clear();
+        EngineTwin.tracestates.clear();
+        EngineTwin.baggage.clear();
         given().header("Authorization", "Bearer " + key).header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-                .contentType(ContentType.JSON).body(HI + "}").post("/v1/chat/completions").then().statusCode(200);
+                .header("tracestate", "evil=1").contentType(ContentType.JSON).body(HI + "}").post("/v1/chat/completions").then().statusCode(200);
         assertEquals(java.util.Map.of(), EngineTwin.traceparents, "no span, no header: the services see no trace context");
+        assertEquals(java.util.Map.of(), EngineTwin.tracestates);
     }
 
     @Test

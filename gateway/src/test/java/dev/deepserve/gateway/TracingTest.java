@@ -28,14 +28,15 @@ import static io.restassured.RestAssured.given;
 import static org.awaitility.Awaitility.await;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Tracing switched on (as {@code QUARKUS_OTEL_SDK_DISABLED=false} does), spans caught by an in-memory exporter: one
- * completion is one connected trace, from the caller's traceparent through the gateway's server span, its
- * {@code tokenize} and {@code generate} calls (whose trace context the services receive) and its {@code settle}, to the
- * usage record's Kafka headers.
+ * completion is one connected trace that starts at the gateway (a caller's trace context is not taken), through its
+ * server span, its {@code tokenize} and {@code generate} calls (whose trace context the services receive) and its
+ * {@code settle}, to the usage record's Kafka headers.
  */
 @QuarkusTest
 @TestProfile(TracingTest.TracingOn.class)
@@ -66,14 +67,18 @@ class TracingTest {
     Pool pool;
 
     @Test
-    void oneCompletionIsOneConnectedTraceFromTheCallerToItsUsageRecord() {
+    void oneCompletionIsOneConnectedTraceFromTheGatewayToItsUsageRecord() {
         String key = Accounts.create(pool, "1", null);
         InMemorySink<String> usage = kafka.sink("usage");
         usage.clear();
         exporter.reset();
         EngineTwin.traceparents.clear();
+        EngineTwin.tracestates.clear();
+        EngineTwin.baggage.clear();
 
-        String answer = given().header("Authorization", "Bearer " + key).header("traceparent", "00-" + CALLER_TRACE + "-" + CALLER_SPAN + "-01")
+        // a caller that asks not to be sampled, inside a trace of its choosing, with state and baggage for the services
+        String answer = given().header("Authorization", "Bearer " + key).header("traceparent", "00-" + CALLER_TRACE + "-" + CALLER_SPAN + "-00")
+                .header("tracestate", "evil=1").header("baggage", "user=someone-else")
                 .contentType(ContentType.JSON)
                 .body("{\"model\":\"deepseek-chat\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}")
                 .post("/v1/chat/completions").then().statusCode(200).extract().asString();
@@ -81,11 +86,12 @@ class TracingTest {
 
         await().atMost(Duration.ofSeconds(20)).until(() -> named("settle") != null && server() != null);
         SpanData server = server();
-        assertEquals(CALLER_TRACE, server.getTraceId(), "the gateway joins the caller's trace");
-        assertEquals(CALLER_SPAN, server.getParentSpanId());
+        String trace = server.getTraceId();
+        assertNotEquals(CALLER_TRACE, trace, "the caller does not choose the trace");
+        assertFalse(io.opentelemetry.api.trace.SpanId.isValid(server.getParentSpanId()), "the request's trace starts at the gateway");
         for (String name : List.of("tokenize", "generate", "settle")) {
             SpanData span = named(name);
-            assertEquals(CALLER_TRACE, span.getTraceId(), name);
+            assertEquals(trace, span.getTraceId(), name);
             assertEquals(server.getSpanId(), span.getParentSpanId(), name + " hangs under the request's server span");
         }
         SpanData generate = named("generate");
@@ -97,34 +103,22 @@ class TracingTest {
         assertEquals(generated, attribute(named("settle"), "deepserve.completion_tokens"), "what was billed");
 
         // each service was called with the trace context of the span that stands for the call
-        assertEquals("00-" + CALLER_TRACE + "-" + named("tokenize").getSpanId() + "-01", EngineTwin.traceparents.get("/tokenize"));
-        assertEquals("00-" + CALLER_TRACE + "-" + generate.getSpanId() + "-01", EngineTwin.traceparents.get("/internal/generate"));
+        assertEquals("00-" + trace + "-" + named("tokenize").getSpanId() + "-01", EngineTwin.traceparents.get("/tokenize"));
+        assertEquals("00-" + trace + "-" + generate.getSpanId() + "-01", EngineTwin.traceparents.get("/internal/generate"));
+        assertEquals(Map.of(), EngineTwin.tracestates, "the caller's trace state goes nowhere");
+        assertEquals(Map.of(), EngineTwin.baggage, "nor its baggage");
 
         // and the usage record names the settlement as its parent
         await().atMost(Duration.ofSeconds(20)).until(() -> record(usage, requestId) != null);
         Message<String> record = record(usage, requestId);
         var headers = record.getMetadata(OutgoingKafkaRecordMetadata.class).orElseThrow().getHeaders();
-        String expected = "00-" + CALLER_TRACE + "-" + named("settle").getSpanId() + "-01";
+        String expected = "00-" + trace + "-" + named("settle").getSpanId() + "-01";
         List<String> lines = List.of(record.getPayload().split("\n"));
         int line = lines.indexOf(lines.stream().filter(l -> l.contains(requestId)).findFirst().orElseThrow());
-        assertEquals(expected, text(headers.lastHeader(UsagePublisher.TRACEPARENTS)).split("\n", -1)[line], "aligned with its event's line");
-        if (lines.size() == 1) {
-            assertEquals(expected, text(headers.lastHeader("traceparent")));
-        }
-    }
-
-    @Test
-    void aCallWithoutTraceContextStartsATraceOfItsOwn() {
-        String key = Accounts.create(pool, "1", null);
-        exporter.reset();
-        given().header("Authorization", "Bearer " + key).contentType(ContentType.JSON)
-                .body("{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}")
-                .post("/v1/chat/completions").then().statusCode(200);
-        await().atMost(Duration.ofSeconds(20)).until(() -> named("settle") != null && server() != null);
-        SpanData server = server();
-        assertFalse(io.opentelemetry.api.trace.SpanId.isValid(server.getParentSpanId()), "a root span");
-        assertEquals(server.getTraceId(), named("settle").getTraceId());
-        assertEquals(server.getTraceId(), named("generate").getTraceId());
+        assertEquals(expected, text(headers.lastHeader(dev.deepserve.tracing.RecordTraces.TRACEPARENTS)).split("\n", -1)[line], "aligned with its event's line");
+        // one request alone: a record of one event, which also carries the standard header
+        assertEquals(1, lines.size(), record.getPayload());
+        assertEquals(expected, text(headers.lastHeader("traceparent")));
     }
 
     private SpanData server() {

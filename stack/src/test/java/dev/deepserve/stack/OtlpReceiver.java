@@ -68,7 +68,7 @@ final class OtlpReceiver implements AutoCloseable {
                 : kv.getValue().hasIntValue() ? Long.toString(kv.getValue().getIntValue()) : kv.getValue().toString().strip(), (a, b) -> b));
     }
 
-    /** Where the services send their spans ({@code QUARKUS_OTEL_EXPORTER_OTLP_TRACES_ENDPOINT}). */
+    /** Where the services send their spans ({@code QUARKUS_OTEL_EXPORTER_OTLP_ENDPOINT}; the exporter adds the path). */
     String endpoint() {
         return "http://127.0.0.1:" + server.getAddress().getPort();
     }

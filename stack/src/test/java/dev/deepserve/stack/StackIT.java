@@ -45,7 +45,6 @@ class StackIT {
     private static final Map<String, String> ENV = new HashMap<>();
     private static final Map<String, Integer> PORTS = new HashMap<>();
     private static String upOutput;
-    private static OtlpReceiver traces;
 
     @BeforeAll
     static void up() throws Exception {
@@ -58,14 +57,6 @@ class StackIT {
             PORTS.put(name, port);
             ENV.put("DEEPSERVE_" + name + "_PORT", Integer.toString(port));
         }
-        // the prefill instance hands each prompt's KV to the decode instance, as a disaggregated deployment does
-        ENV.put("DEEPSERVE_DISAGGREGATED", "true");
-        // tracing on (one variable), exported to the test's own OTLP receiver
-        traces = new OtlpReceiver();
-        ENV.put("QUARKUS_OTEL_SDK_DISABLED", "false");
-        ENV.put("QUARKUS_OTEL_EXPORTER_OTLP_ENDPOINT", traces.endpoint());
-        ENV.put("QUARKUS_OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
-        ENV.put("QUARKUS_OTEL_BSP_SCHEDULE_DELAY", "200ms");
         Result up = deepserve(Duration.ofMinutes(8), "up", "-d");
         upOutput = up.output;
         assertEquals(0, up.exit, "./deepserve up -d failed:\n" + up.output);
@@ -208,72 +199,6 @@ class StackIT {
             outputs.add(ids.toString());
         }
         assertEquals(outputs.get(1), outputs.get(0), "prefill→decode over the network must equal colocated decode");
-    }
-
-    /**
-     * Tracing on (one variable): one streamed completion is one connected trace across every process — the gateway's
-     * server span, its tokenize call and the tokenizer's server span, its generate call, the prefill instance's prefill
-     * and KV transfer, the decode instance's KV intake and decode, the settlement, and billing's receipt of the usage
-     * record (its Kafka headers carry the settlement's context). Runs after the exact-charge checks, whose balances
-     * its own request would change.
-     */
-    @Test
-    @Order(Integer.MAX_VALUE - 3)
-    void oneCompletionIsOneConnectedTraceAcrossEveryService() throws Exception {
-        String key = upOutput.lines().filter(l -> l.startsWith("api-key: ")).findFirst().orElseThrow().substring("api-key: ".length());
-        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get("GATEWAY") + "/v1/chat/completions"))
-                .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
-                .POST(HttpRequest.BodyPublishers.ofString("{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"Trace me\"}],"
-                        + "\"stream\":true,\"max_tokens\":6,\"temperature\":0}")).build(), HttpResponse.BodyHandlers.ofString());
-        assertEquals(200, r.statusCode(), r.body());
-        String requestId = new ObjectMapper().readTree(r.body().lines().filter(l -> l.startsWith("data: {")).findFirst().orElseThrow().substring(6)).path("id").asText();
-
-        List<String> expected = List.of("gateway/tokenize", "tokenizer-service/", "gateway/generate", "prefill-service/prefill", "prefill-service/kv.transfer",
-                "decode-service/kv.receive", "decode-service/decode", "gateway/settle", "billing/");
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        List<OtlpReceiver.Span> trace = List.of();
-        List<String> missing = expected;
-        while (!missing.isEmpty() && System.nanoTime() < deadline) {
-            Thread.sleep(250);
-            String traceId = traces.spans().stream().filter(s -> requestId.equals(s.attributes().get("deepserve.request_id")) && s.name().equals("generate"))
-                    .map(OtlpReceiver.Span::traceId).findFirst().orElse(null);
-            trace = traceId == null ? List.of() : traces.spans().stream().filter(s -> s.traceId().equals(traceId)).toList();
-            List<OtlpReceiver.Span> found = trace;
-            missing = expected.stream().filter(e -> found.stream().noneMatch(s -> (s.service() + "/" + s.name()).startsWith(e))).toList();
-        }
-        String shown = trace.stream().map(s -> s.service() + "/" + s.name() + " " + s.spanId() + " <- " + s.parentSpanId()).collect(java.util.stream.Collectors.joining("\n"));
-        assertEquals(List.of(), missing, "spans missing from the request's trace:\n" + shown);
-        java.util.Set<String> ids = trace.stream().map(OtlpReceiver.Span::spanId).collect(java.util.stream.Collectors.toSet());
-        List<OtlpReceiver.Span> roots = trace.stream().filter(s -> !ids.contains(s.parentSpanId())).toList();
-        assertEquals(1, roots.size(), "one root, every other span's parent in the same trace:\n" + shown);
-        assertEquals("gateway", roots.getFirst().service(), "the root is the gateway's server span:\n" + shown);
-        // the services hang under the spans that stand for the calls to them
-        assertEquals(span(trace, "gateway", "tokenize").spanId(), span(trace, "tokenizer-service", "POST /tokenize").parentSpanId(), shown);
-        assertEquals(span(trace, "gateway", "generate").spanId(), span(trace, "prefill-service", "POST /internal/generate").parentSpanId(), shown);
-        assertEquals(span(trace, "prefill-service", "kv.transfer").spanId(), span(trace, "decode-service", "POST /internal/kv").parentSpanId(), shown);
-        assertEquals(span(trace, "prefill-service", "POST /internal/generate").spanId(), span(trace, "prefill-service", "kv.transfer").parentSpanId(), shown);
-        assertEquals(span(trace, "gateway", "settle").spanId(), trace.stream().filter(s -> s.service().equals("billing")).findFirst().orElseThrow().parentSpanId(),
-                "billing's receipt hangs under the settlement:\n" + shown);
-        assertEquals("6", span(trace, "decode-service", "decode").attributes().get("deepserve.completion_tokens"), shown);
-        // billing applied it before the next test reads balances
-        String jdbc = "jdbc:postgresql://127.0.0.1:" + PORTS.get("PG") + "/deepserve";
-        try (Connection c = DriverManager.getConnection(jdbc, "deepserve", pgPassword());
-             PreparedStatement q = c.prepareStatement("SELECT count(*) FROM billing.usage_ledger WHERE request_id = ?")) {
-            q.setString(1, requestId);
-            boolean applied = false;
-            while (!applied && System.nanoTime() < deadline + TimeUnit.SECONDS.toNanos(30)) {
-                try (ResultSet rs = q.executeQuery()) {
-                    applied = rs.next() && rs.getInt(1) == 1;
-                }
-                Thread.sleep(200);
-            }
-            assertTrue(applied, "the traced request reached billing's ledger");
-        }
-    }
-
-    private static OtlpReceiver.Span span(List<OtlpReceiver.Span> trace, String service, String name) {
-        return trace.stream().filter(s -> s.service().equals(service) && s.name().equals(name)).findFirst()
-                .orElseThrow(() -> new AssertionError("no span " + service + "/" + name));
     }
 
     /** Records the processes of the running stack, so the teardown can prove down stopped each of them. */
@@ -523,7 +448,6 @@ class StackIT {
     @AfterAll
     static void nothingIsLeftRunning() throws Exception {
         Result down = deepserve(Duration.ofMinutes(2), "down");
-        traces.close();
         assertEquals(0, down.exit, down.output);
         for (long pid : afterDown) {
             assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false), "pid " + pid + " still running after down");
@@ -543,11 +467,16 @@ class StackIT {
     }
 
     static Result deepserve(Duration timeout, String... args) throws Exception {
+        return deepserve(ENV, timeout, args);
+    }
+
+    /** {@code ./deepserve args} with {@code env} added to this process's environment, its exit code and output. */
+    static Result deepserve(Map<String, String> env, Duration timeout, String... args) throws Exception {
         List<String> command = new ArrayList<>();
         command.add(PROJECT.resolve("deepserve").toString());
         command.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(command).directory(PROJECT.toFile()).redirectErrorStream(true);
-        pb.environment().putAll(ENV);
+        pb.environment().putAll(env);
         Path out = Files.createTempFile("deepserve-it", ".out");
         pb.redirectOutput(out.toFile());
         Process p = pb.start();

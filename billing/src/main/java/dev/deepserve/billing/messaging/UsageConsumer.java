@@ -14,6 +14,10 @@ import io.vertx.mutiny.sqlclient.Tuple;
 import io.vertx.sqlclient.data.Numeric;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.reactive.messaging.Incoming;
+import io.opentelemetry.api.trace.Span;
+import jakarta.inject.Inject;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.jboss.logging.Logger;
 
 import java.io.IOException;
@@ -50,6 +54,8 @@ public class UsageConsumer {
     private final Counter duplicates;
     private final Counter deadLettered;
     private final ConsumerState state;
+    @Inject
+    UsageTraces traces;
 
     UsageConsumer(Pool pool, ObjectMapper json, MeterRegistry registry, ConsumerState state) {
         this.pool = pool;
@@ -76,6 +82,22 @@ public class UsageConsumer {
      * that was done — and readiness says the consumer is stalled meanwhile.
      */
     @Incoming("usage")
+    public Uni<Void> receive(ConsumerRecords<String, String> batch) {
+        List<String> records = new ArrayList<>(batch.count());
+        List<Span> spans = new ArrayList<>();
+        for (ConsumerRecord<String, String> record : batch) {
+            if (record.value() == null) {
+                // a tombstone holds no usage event (nothing the gateway writes): nothing to apply or set aside
+                LOG.warnf("usage record without a value at %s-%d offset %d skipped", record.topic(), record.partition(), record.offset());
+                continue;
+            }
+            records.add(record.value());
+            spans.addAll(traces.received(record, value -> events(List.of(value)).size()));
+        }
+        return consume(records).invoke(() -> spans.forEach(Span::end));
+    }
+
+    /** {@link #receive}'s work on the records' values. */
     public Uni<Void> consume(List<String> records) {
         List<Received> events = new ArrayList<>();
         List<DeadLetter> dead = new ArrayList<>();

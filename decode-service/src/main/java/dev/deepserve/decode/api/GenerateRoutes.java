@@ -25,7 +25,7 @@ import io.vertx.ext.web.RoutingContext;
 import io.vertx.ext.web.handler.BodyHandler;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
-import dev.deepserve.internal.Tracers;
+import dev.deepserve.tracing.Tracers;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 
 import java.nio.charset.StandardCharsets;
@@ -201,6 +201,9 @@ public class GenerateRoutes {
         private void refuse(int status, String message) {
             over = true;
             receiving.setStatus(StatusCode.ERROR, "refused " + status).end();
+            if (sink != null) {
+                sink.abandon("refused " + status); // refused after END: the engine sends it no last event
+            }
             vertx.cancelTimer(timer);
             if (intake != null) {
                 intake.abort(message);
@@ -249,11 +252,12 @@ public class GenerateRoutes {
 
         @Override
         public void end(String trailer) {
+            // decoding starts once the END frame is in: its span first, before the engine thread can emit a token
+            sink.begin();
             super.end(trailer);
             // the whole prompt's KV is here: the answer opens now, whether or not the engine has taken it yet
             vertx.cancelTimer(timer);
             receiving.end();
-            sink.begin();
             open(response);
             response.write("");
         }
@@ -330,9 +334,17 @@ public class GenerateRoutes {
             this.trace = trace;
         }
 
-        void begin() {
+        /** Starts the {@code decode} span (once: the event loop and the engine thread may both get here first). */
+        synchronized void begin() {
             if (!span.getSpanContext().isValid()) {
                 span = tracer.spanBuilder("decode").setParent(trace).startSpan();
+            }
+        }
+
+        /** The request was refused after its KV came in: the engine sends it no last event, its span ends here. */
+        void abandon(String why) {
+            if (span.getSpanContext().isValid()) {
+                span.setStatus(StatusCode.ERROR, why).end();
             }
         }
 

@@ -14,7 +14,6 @@ import dev.deepserve.gateway.upstream.UpstreamProxy;
 import dev.deepserve.gateway.trace.Spans;
 import dev.deepserve.accounting.Money;
 import io.opentelemetry.api.trace.Span;
-import io.opentelemetry.api.trace.StatusCode;
 import io.opentelemetry.context.Context;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
@@ -454,10 +453,7 @@ public class ChatRoutes {
         int generated = event.getInteger("completion_tokens", 0);
         call.generation.setAttribute("deepserve.finish_reason", reason == null ? "" : reason);
         call.generation.setAttribute("deepserve.completion_tokens", generated);
-        if ("error".equals(reason)) {
-            call.generation.setStatus(StatusCode.ERROR, "engine error");
-        }
-        call.generation.end();
+        Spans.end(call.generation, "error".equals(reason) ? "engine error" : null);
         // a streaming client that left (a page's AbortController, a closed tab) pays for what reached it, not
         // for what the engine made before the cancel caught up
         int completion = call.request.stream() && call.clientGone() ? Math.min(generated, call.tokensSent) : generated;

@@ -3,7 +3,7 @@ package dev.deepserve.gateway.engine;
 import dev.deepserve.gateway.OpenAiError;
 import dev.deepserve.gateway.config.GatewayConfig;
 import dev.deepserve.internal.InternalGuard;
-import dev.deepserve.internal.TraceHeaders;
+import dev.deepserve.tracing.TraceHeaders;
 import io.opentelemetry.context.Context;
 import io.smallrye.mutiny.Uni;
 import io.vertx.core.Vertx;

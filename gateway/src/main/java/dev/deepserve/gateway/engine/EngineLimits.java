@@ -41,7 +41,9 @@ public class EngineLimits {
 
     EngineLimits(GatewayConfig config, Vertx vertx) {
         this.config = config;
-        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(4).setKeepAlive(true).setConnectTimeout(2000));
+        // a background poll, not part of whichever request happened to start it: not traced
+        this.http = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(4).setKeepAlive(true).setConnectTimeout(2000)
+                .setTracingPolicy(io.vertx.core.tracing.TracingPolicy.IGNORE));
     }
 
     /**

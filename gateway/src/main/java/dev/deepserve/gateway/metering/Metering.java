@@ -166,7 +166,8 @@ public class Metering {
         Instant completedAt = Instant.now();
         // the settlement's span lasts until the event is safe; its context goes with the event to Kafka
         Span span = spans.start("settle", call.trace());
-        span.setAttribute("deepserve.finish_reason", reason);
+        // an upstream's finish_reason is its own text: bounded and cleaned as the usage event stores it
+        span.setAttribute("deepserve.finish_reason", reason == null ? "" : dev.deepserve.accounting.StoredText.clean(reason, 64));
         span.setAttribute("deepserve.prompt_tokens", prompt);
         span.setAttribute("deepserve.completion_tokens", completion);
         // the catalog fixed at admission: a PostgreSQL blip now cannot leave an answered request uncharged
@@ -186,7 +187,7 @@ public class Metering {
             span.setAttribute("deepserve.cached_tokens", hit);
             span.setAttribute("deepserve.usage_event", eventId.toString());
             settleWithRetry(call, charged, eventId, event, Spans.traceparent(span), 0, () -> {
-                span.end();
+                Spans.end(span, (String) null);
                 // the settlement is safe: the provisional record of what the request had streamed is superseded
                 letGo(call);
                 if (call.key().tpm() != null) {

@@ -7,7 +7,7 @@ import io.opentelemetry.api.trace.Tracer;
 import io.opentelemetry.context.Context;
 import io.opentelemetry.context.propagation.TextMapSetter;
 import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
-import dev.deepserve.internal.Tracers;
+import dev.deepserve.tracing.Tracers;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 
@@ -24,6 +24,7 @@ import java.util.Map;
 @ApplicationScoped
 public class Spans {
 
+    private static final org.jboss.logging.Logger LOG = org.jboss.logging.Logger.getLogger(Spans.class);
     private static final TextMapSetter<Map<String, String>> INTO_MAP = (carrier, key, value) -> carrier.put(key, value);
 
     private final Tracer tracer;
@@ -45,12 +46,24 @@ public class Spans {
         return tracer.spanBuilder(name).setParent(parent).setSpanKind(SpanKind.CLIENT).startSpan();
     }
 
-    /** Ends {@code span}, marked as an error with a short reason when {@code failure} is given. */
+    /**
+     * Ends {@code span}, marked as an error with a short reason when {@code failure} is given. Never throws: spans are
+     * ended on the way to a settlement or an answer, which a span processor's failure must not stop.
+     */
     public static void end(Span span, Throwable failure) {
-        if (failure != null) {
-            span.setStatus(StatusCode.ERROR, failure.getClass().getSimpleName());
+        end(span, failure == null ? null : failure.getClass().getSimpleName());
+    }
+
+    /** As {@link #end(Span, Throwable)}, with the error (null: none) in words. */
+    public static void end(Span span, String error) {
+        try {
+            if (error != null) {
+                span.setStatus(StatusCode.ERROR, error);
+            }
+            span.end();
+        } catch (RuntimeException e) {
+            LOG.debugf("a span could not be ended: %s", e.getMessage());
         }
-        span.end();
     }
 
     /** The W3C {@code traceparent} of {@code span}, or null when it is not recorded (tracing off, or not sampled). */

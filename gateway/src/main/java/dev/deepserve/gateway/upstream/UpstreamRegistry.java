@@ -73,8 +73,10 @@ public class UpstreamRegistry {
             loops++;
         }
         int perLoopConnections = Math.max(1, (p.maxConnections() + loops - 1) / Math.max(1, loops));
+        // no trace context (or a client's baggage) leaves for a third party: these calls are not traced by Vert.x
         this.httpOptions = new HttpClientOptions().setMaxPoolSize(perLoopConnections).setKeepAlive(true)
-                .setConnectTimeout((int) p.connectTimeout().toMillis()).setTcpNoDelay(true).setTryUseCompression(false);
+                .setConnectTimeout((int) p.connectTimeout().toMillis()).setTcpNoDelay(true).setTryUseCompression(false)
+                .setTracingPolicy(io.vertx.core.tracing.TracingPolicy.IGNORE);
         this.http = vertx.createHttpClient(httpOptions);
         for (Map.Entry<String, URI> e : parse(config.upstreams().orElse("")).entrySet()) {
             upstreams.put(e.getKey(), create(e.getKey(), e.getValue(), env.apply(keyEnv(e.getKey())), "config"));

@@ -1,5 +1,6 @@
 package dev.deepserve.gateway.usage;
 
+import dev.deepserve.tracing.RecordTraces;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.smallrye.reactive.messaging.kafka.KafkaClientService;
@@ -19,7 +20,6 @@ import org.apache.kafka.common.header.internals.RecordHeaders;
 
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
@@ -33,9 +33,7 @@ import java.util.concurrent.CompletableFuture;
  * connector's idempotent, acks=all producer) on the connector's sending thread, one hand-over per batch; without a
  * Kafka producer (another connector, or before the channel is up) each record goes through the channel's emitter.
  * <p>
- * Trace context travels in the record's headers: {@value #TRACEPARENTS} holds each event's W3C traceparent, a line per
- * event in the record's order (an empty line for an event without one), and a record of one traced event also carries
- * the standard {@code traceparent}, so any Kafka tracing tool links it to the request that made it.
+ * Each event's trace context travels in its record's headers ({@link RecordTraces}).
  */
 @ApplicationScoped
 public class UsagePublisher {
@@ -45,8 +43,6 @@ public class UsagePublisher {
      * for a request and a message.
      */
     static final int RECORD_CHARS = 256 * 1024;
-    /** The header with each event's traceparent, one per line in the record's order. */
-    public static final String TRACEPARENTS = "deepserve-traceparents";
 
     private final Emitter<String> usage;
     private final Instance<KafkaClientService> kafka;
@@ -124,27 +120,10 @@ public class UsagePublisher {
                 value.append('\n').append(payloads.get(to));
                 to++;
             }
-            out.add(new Chunk(ids.get(from).toString(), value.toString(), from, to, traceHeaders(traces, from, to)));
+            out.add(new Chunk(ids.get(from).toString(), value.toString(), from, to, RecordTraces.headers(traces, from, to)));
             from = to;
         }
         return out;
-    }
-
-    /** The trace headers of a record holding events {@code from} to {@code to} (none when none of them is traced). */
-    static Map<String, String> traceHeaders(List<String> traces, int from, int to) {
-        if (traces == null || traces.subList(from, to).stream().allMatch(java.util.Objects::isNull)) {
-            return Map.of();
-        }
-        Map<String, String> headers = new LinkedHashMap<>();
-        StringBuilder each = new StringBuilder();
-        for (int i = from; i < to; i++) {
-            each.append(i > from ? "\n" : "").append(traces.get(i) == null ? "" : traces.get(i));
-        }
-        headers.put(TRACEPARENTS, each.toString());
-        if (to - from == 1) {
-            headers.put("traceparent", traces.get(from));
-        }
-        return headers;
     }
 
     private KafkaProducer<String, String> producer() {

@@ -67,7 +67,7 @@ class UsagePublisherChunksTest {
         List<String> payloads = List.of("{\"a\":1}", "{\"b\":2}", "{\"c\":3}", big);
         List<UsagePublisher.Chunk> chunks = UsagePublisher.chunks(ids, payloads, java.util.Arrays.asList(a, null, c, null));
         assertEquals(2, chunks.size());
-        assertEquals(a + "\n\n" + c, chunks.get(0).headers().get(UsagePublisher.TRACEPARENTS), "a line per event, empty where none");
+        assertEquals(a + "\n\n" + c, chunks.get(0).headers().get(dev.deepserve.tracing.RecordTraces.TRACEPARENTS), "a line per event, empty where none");
         assertFalse(chunks.get(0).headers().containsKey("traceparent"), "a record of three events names no single parent");
         assertEquals(java.util.Map.of(), chunks.get(1).headers(), "an untraced event's record has no trace headers");
 

@@ -18,8 +18,8 @@ import dev.deepserve.serving.TokenSink;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
-import dev.deepserve.internal.TraceHeaders;
-import dev.deepserve.internal.Tracers;
+import dev.deepserve.tracing.TraceHeaders;
+import dev.deepserve.tracing.Tracers;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import io.opentelemetry.api.trace.Span;
 import io.opentelemetry.api.trace.SpanKind;
@@ -118,10 +118,13 @@ public class PrefillRoutes {
 
         void finish(int status, String body, String type) {
             relays.remove(id);
-            if (status != 200) {
-                prefill.setStatus(StatusCode.ERROR, "answered " + status);
+            if (!handedOn) {
+                // (once handed on, the prefill span has ended: a later failure is the transfer's, on its span)
+                if (status != 200) {
+                    prefill.setStatus(StatusCode.ERROR, "answered " + status);
+                }
+                prefill.end();
             }
-            prefill.end();
             context.runOnContext(v -> {
                 if (upload != null && !handedOn) {
                     upload.cut(); // finished here before its KV was all sent: the decode instance lets go

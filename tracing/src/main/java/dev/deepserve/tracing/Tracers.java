@@ -1,4 +1,4 @@
-package dev.deepserve.internal;
+package dev.deepserve.tracing;
 
 import io.opentelemetry.api.trace.Tracer;
 import io.opentelemetry.api.trace.TracerProvider;
@@ -13,6 +13,7 @@ public final class Tracers {
     private Tracers() {
     }
 
+    /** {@code quarkus}, the injected tracer, while tracing is on; a no-op tracer while {@code sdkDisabled}. */
     public static Tracer of(Tracer quarkus, boolean sdkDisabled) {
         return sdkDisabled ? TracerProvider.noop().get("deepserve") : quarkus;
     }

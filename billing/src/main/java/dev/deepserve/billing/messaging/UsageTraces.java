@@ -1,0 +1,53 @@
+package dev.deepserve.billing.messaging;
+
+import dev.deepserve.tracing.RecordTraces;
+import dev.deepserve.tracing.Tracers;
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.SpanKind;
+import io.opentelemetry.api.trace.Tracer;
+import io.opentelemetry.context.Context;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.common.header.Header;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.ToIntFunction;
+
+/**
+ * Billing's part of a request's trace: a {@code usage.apply} span per received usage event, under the settlement that
+ * wrote it (its line of the record's {@link RecordTraces#TRACEPARENTS} header), from its arrival until its batch is
+ * committed. Nothing is made while tracing is off, or for records that carry no trace headers (the Kafka connector's
+ * own per-record tracing is off: a record may hold many requests' events).
+ */
+@ApplicationScoped
+public class UsageTraces {
+
+    private final Tracer tracer;
+    private final boolean on;
+
+    UsageTraces(Tracer tracer, @ConfigProperty(name = "quarkus.otel.sdk.disabled", defaultValue = "false") boolean off) {
+        this.tracer = Tracers.of(tracer, off);
+        this.on = !off;
+    }
+
+    /** The spans of {@code record}'s traced events, started now; {@code eventsIn} counts a record's events. */
+    List<Span> received(ConsumerRecord<String, String> record, ToIntFunction<String> eventsIn) {
+        Header header = on ? record.headers().lastHeader(RecordTraces.TRACEPARENTS) : null;
+        if (header == null || record.value() == null) {
+            return List.of();
+        }
+        List<Span> spans = new ArrayList<>();
+        for (Context parent : RecordTraces.parents(new String(header.value(), StandardCharsets.UTF_8), eventsIn.applyAsInt(record.value()))) {
+            if (Span.fromContext(parent).getSpanContext().isValid()) {
+                spans.add(tracer.spanBuilder("usage.apply").setSpanKind(SpanKind.CONSUMER).setParent(parent)
+                        .setAttribute("messaging.destination.name", record.topic())
+                        .setAttribute("messaging.destination.partition.id", Integer.toString(record.partition()))
+                        .setAttribute("messaging.kafka.offset", record.offset()).startSpan());
+            }
+        }
+        return spans;
+    }
+}
