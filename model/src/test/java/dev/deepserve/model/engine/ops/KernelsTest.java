@@ -116,6 +116,97 @@ class KernelsTest {
     }
 
     /**
+     * FP8 rows of whole vector chunks take their own loop ({@code dotFp8Whole}), which must give the very floats the
+     * general loop gives — and four rows at once the very floats of one at a time, so a row's logits do not depend on
+     * its batch.
+     */
+    @Test
+    void wholeFp8RowsSumBitForBitAsTheGeneralLoopAndAsFourAtOnce() {
+        Kernels k = vector();
+        SplittableRandom r = new SplittableRandom(17);
+        Arena arena = Arena.ofAuto();
+        for (int n : new int[] {64, 128, 192, 1024, 2048 + 64}) {
+            MemorySegment f8 = arena.allocate(n);
+            for (int i = 0; i < n; i++) {
+                f8.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian() * 100));
+            }
+            int blocks = (n + 127) / 128;
+            MemorySegment sc = arena.allocate(4L * blocks);
+            for (int b = 0; b < blocks; b++) {
+                sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.01f * (b + 1));
+            }
+            Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {1, n}, f8);
+            Tensor s = new Tensor("s", DType.F32, new long[] {1, blocks}, sc);
+            float[] four = new float[4 * n];
+            for (int i = 0; i < four.length; i++) {
+                four[i] = (float) r.nextGaussian();
+            }
+            float[] out = new float[4];
+            k.dotRow4(w, 0, n, s, 0, 128, four, 0, n, out, 0, 1);
+            for (int q = 0; q < 4; q++) {
+                float general = VectorKernels.dotFp8Blocks(w, 0, n, s, 0, 128, four, q * n);
+                assertEquals(Float.floatToRawIntBits(general), Float.floatToRawIntBits(k.dotRow(w, 0, n, s, 0, 128, four, q * n)), "n=" + n);
+                assertEquals(Float.floatToRawIntBits(general), Float.floatToRawIntBits(out[q]), "n=" + n + " row " + q + " of four");
+            }
+        }
+    }
+
+    /**
+     * A warm FP8 matmul allocates no vectors: when C2 cannot keep a vector in registers (a merge it cannot see
+     * through, a call it does not inline) it boxes it, and the kernel ran 4x slower allocating 2.4 KB per 2048-wide
+     * row (4.9 MB per call here with the earlier loop, which this test caught). Through {@code CpuOps.matmul}, the
+     * engine's path, on a shared arena as mapped weights are, at batch 1 and 4; measured after the JIT has had its
+     * chance (rounds until the allocation stops, 30 s at most). What remains is the input's copy into the layout.
+     */
+    @Test
+    void aWarmFp8MatmulAllocatesNoVectors() {
+        vector();
+        int rows = 2048;
+        int n = 2048;
+        Arena arena = Arena.ofShared();
+        MemorySegment f8 = arena.allocate((long) rows * n);
+        MemorySegment sc = arena.allocate(4L * (rows / 128) * (n / 128));
+        SplittableRandom r = new SplittableRandom(3);
+        for (long i = 0; i < (long) rows * n; i++) {
+            f8.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian()));
+        }
+        for (long b = 0; b < (rows / 128) * (n / 128); b++) {
+            sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.5f);
+        }
+        dev.deepserve.model.engine.Linear w = new dev.deepserve.model.engine.Linear("w", new Tensor("f", DType.F8_E4M3, new long[] {rows, n}, f8),
+                new Tensor("s", DType.F32, new long[] {rows / 128, n / 128}, sc), rows, n, 128, 128);
+        CpuOps ops = CpuOps.create(true, 1, false);
+        float[] x = new float[4 * n];
+        float[] y = new float[4 * rows];
+        try {
+            for (int batch : new int[] {1, 4}) {
+                // the input's copy into the layout and a few small objects; a boxed vector per block is 600x more
+                long allowed = (long) batch * n * 4 + 4096;
+                long perCall = allocatedPerCall(() -> ops.matmul(w, x, y, batch), allowed);
+                assertTrue(perCall <= allowed, "a warm FP8 matmul at batch " + batch + " allocated " + perCall + " bytes per call");
+            }
+        } finally {
+            ops.close();
+            arena.close();
+        }
+    }
+
+    /** Bytes this thread allocates per call of {@code work}, in rounds until it is at most {@code enough} (30 s at most). */
+    private static long allocatedPerCall(Runnable work, long enough) {
+        var threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        long perCall = Long.MAX_VALUE;
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (perCall > enough && System.nanoTime() < deadline) {
+            long before = threads.getCurrentThreadAllocatedBytes();
+            for (int i = 0; i < 50; i++) {
+                work.run();
+            }
+            perCall = (threads.getCurrentThreadAllocatedBytes() - before) / 50;
+        }
+        return perCall;
+    }
+
+    /**
      * The BF16 latent-KV products against their definition: a query put in the BF16 order and dotted with packed BF16
      * values at any element offset (odd ones take the scalar path), a weighted sum into an order-laid output and back;
      * lengths with and without a tail.
