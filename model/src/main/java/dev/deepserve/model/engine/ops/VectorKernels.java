@@ -198,59 +198,23 @@ final class VectorKernels implements Kernels {
 
     private static void dot4Fp8(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
                                 float[] out, int outOff, int outStride) {
-        MemorySegment seg = w.data();
         int c = 4 * L;
-        if (n % c == 0) {
-            dot4Fp8Whole(seg, rowStart, n, scales, scaleStart, blockCols / c, x, xOff, stride, out, outOff, outStride);
-            return;
-        }
         int full = n - n % c;
-        FloatVector t0 = FloatVector.zero(F);
-        FloatVector t1 = FloatVector.zero(F);
-        FloatVector t2 = FloatVector.zero(F);
-        FloatVector t3 = FloatVector.zero(F);
-        float[] tail = new float[4];
-        for (int c0 = 0, block = 0; c0 < n; c0 += blockCols, block++) {
-            int end = Math.min(n, c0 + blockCols);
-            int vectorEnd = Math.min(end, full);
-            FloatVector a0 = FloatVector.zero(F);
-            FloatVector a1 = FloatVector.zero(F);
-            FloatVector a2 = FloatVector.zero(F);
-            FloatVector a3 = FloatVector.zero(F);
-            for (int i = c0; i < vectorEnd; i += c) {
-                IntVector quad = IntVector.fromMemorySegment(I, seg, rowStart + i, LE);
-                for (int k = 0; k < 4; k++) {
-                    FloatVector f = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 24 - 8 * k));
-                    int xi = xOff + i + k * L;
-                    a0 = f.fma(FloatVector.fromArray(F, x, xi), a0);
-                    a1 = f.fma(FloatVector.fromArray(F, x, xi + stride), a1);
-                    a2 = f.fma(FloatVector.fromArray(F, x, xi + 2 * stride), a2);
-                    a3 = f.fma(FloatVector.fromArray(F, x, xi + 3 * stride), a3);
-                }
+        dot4Fp8Whole(w.data(), rowStart, full, scales, scaleStart, blockCols / c, x, xOff, stride, out, outOff, outStride);
+        float scale = full == n ? 0 : scale(scales, scaleStart + full / blockCols);
+        for (int k = 0; k < 4; k++) {
+            // the last block's scalar tail, times that block's scale (none: + 0f, the same float for -0 too)
+            float tail = 0;
+            for (int i = full; i < n; i++) {
+                tail += w.get(rowStart + i) * x[xOff + k * stride + i];
             }
-            float scale = scale(scales, scaleStart + block);
-            FloatVector s = FloatVector.broadcast(F, scale);
-            t0 = a0.fma(s, t0);
-            t1 = a1.fma(s, t1);
-            t2 = a2.fma(s, t2);
-            t3 = a3.fma(s, t3);
-            if (vectorEnd < end) {
-                for (int k = 0; k < 4; k++) {
-                    float t = 0;
-                    for (int i = Math.max(c0, vectorEnd); i < end; i++) {
-                        t += w.get(rowStart + i) * x[xOff + k * stride + i];
-                    }
-                    tail[k] += t * scale;
-                }
-            }
+            float tailTotal = 0;
+            tailTotal += full == n ? 0 : tail * scale;
+            out[outOff + k * outStride] += tailTotal;
         }
-        out[outOff] = sum(t0) + tail[0];
-        out[outOff + outStride] = sum(t1) + tail[1];
-        out[outOff + 2 * outStride] = sum(t2) + tail[2];
-        out[outOff + 3 * outStride] = sum(t3) + tail[3];
     }
 
-    /** {@link #dot4Fp8} over a row of whole vector chunks: each row summed exactly as {@link #dotFp8Whole} sums it. */
+    /** {@link #dot4Fp8} over whole vector chunks: each row summed exactly as {@link #dotFp8Whole} sums it. */
     private static void dot4Fp8Whole(MemorySegment seg, long rowStart, int n, Tensor scales, long scaleStart, int quadsPerBlock,
                                      float[] x, int xOff, int stride, float[] out, int outOff, int outStride) {
         int c = 4 * L;
@@ -282,18 +246,18 @@ final class VectorKernels implements Kernels {
             t2 = a2.fma(s, t2);
             t3 = a3.fma(s, t3);
         }
-        // + 0f as dot4Fp8 adds its (empty) tails
-        out[outOff] = sum(t0) + 0f;
-        out[outOff + outStride] = sum(t1) + 0f;
-        out[outOff + 2 * outStride] = sum(t2) + 0f;
-        out[outOff + 3 * outStride] = sum(t3) + 0f;
+        out[outOff] = sum(t0);
+        out[outOff + outStride] = sum(t1);
+        out[outOff + 2 * outStride] = sum(t2);
+        out[outOff + 3 * outStride] = sum(t3);
     }
 
     /**
-     * {@link #dotFp8} over a row of whole vector chunks ({@code quadsPerBlock} chunks of 4L per scale block): the same
-     * sums in the same order, with no branch that merges vectors. C2 boxes a vector that flows into a merge it cannot
-     * see through (the tail's branch, a loop over an array of shuffles): the general loop allocated 4.9 MB per
-     * 2048×2048 matvec and reached 4 GB/s on one core; this one allocates nothing and reaches 17 GB/s (KernelBench).
+     * Σ over {@code n} columns (whole vector chunks, {@code quadsPerBlock} chunks of 4L per scale block) of a row's FP8
+     * weights times x: per block, one FMA chain over its chunks, then times the block's scale into the running total;
+     * the lanes added at the end ({@link #sum}). No branch merges vectors here: C2 boxes a vector that flows through a
+     * merge it cannot see through, and the earlier loop with each block's scalar tail inside it allocated 4.9 MB per
+     * 2048×2048 matvec and reached 4 GB/s on one core; this one allocates nothing and reaches 10-17 GB/s (KernelBench).
      */
     private static float dotFp8Whole(MemorySegment seg, long rowStart, int n, Tensor scales, long scaleStart, int quadsPerBlock,
                                      float[] x, int xOff) {
@@ -313,8 +277,7 @@ final class VectorKernels implements Kernels {
             }
             total = acc.fma(FloatVector.broadcast(F, scale(scales, block)), total);
         }
-        // + 0f as dotFp8 adds its (empty) tail: the same float, -0 included
-        return sum(total) + 0f;
+        return sum(total);
     }
 
     private static float dotBf16(Tensor w, long rowStart, int n, float[] x, int xOff) {
@@ -351,44 +314,17 @@ final class VectorKernels implements Kernels {
     }
 
     private static float dotFp8(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff) {
-        MemorySegment seg = w.data();
-        int c = 4 * L;
-        if (n % c == 0) {
-            return dotFp8Whole(seg, rowStart, n, scales, scaleStart, blockCols / c, x, xOff);
-        }
-        return dotFp8Blocks(w, rowStart, n, scales, scaleStart, blockCols, x, xOff);
-    }
-
-    /** {@link #dotFp8} for any length: whole vector chunks, then each block's scalar tail (tests compare the two paths). */
-    static float dotFp8Blocks(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff) {
-        MemorySegment seg = w.data();
         int c = 4 * L;
         int full = n - n % c;
-        FloatVector total = FloatVector.zero(F);
-        float tailTotal = 0;
-        for (int c0 = 0, block = 0; c0 < n; c0 += blockCols, block++) {
-            int end = Math.min(n, c0 + blockCols);
-            int vectorEnd = Math.min(end, full);
-            FloatVector acc = FloatVector.zero(F);
-            for (int i = c0; i < vectorEnd; i += c) {
-                IntVector quad = IntVector.fromMemorySegment(I, seg, rowStart + i, LE);
-                int xi = xOff + i;
-                acc = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 24)).fma(FloatVector.fromArray(F, x, xi), acc);
-                acc = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 16)).fma(FloatVector.fromArray(F, x, xi + L), acc);
-                acc = fp8Lanes(quad.lanewise(VectorOperators.LSHL, 8)).fma(FloatVector.fromArray(F, x, xi + 2 * L), acc);
-                acc = fp8Lanes(quad).fma(FloatVector.fromArray(F, x, xi + 3 * L), acc);
-            }
-            float scale = scale(scales, scaleStart + block);
-            total = acc.fma(FloatVector.broadcast(F, scale), total);
-            if (vectorEnd < end) {
-                float tail = 0;
-                for (int i = Math.max(c0, vectorEnd); i < end; i++) {
-                    tail += w.get(rowStart + i) * x[xOff + i];
-                }
-                tailTotal += tail * scale;
-            }
+        float head = dotFp8Whole(w.data(), rowStart, full, scales, scaleStart, blockCols / c, x, xOff);
+        // the last block's scalar tail, times that block's scale (none: + 0f, the same float for -0 too)
+        float tail = 0;
+        for (int i = full; i < n; i++) {
+            tail += w.get(rowStart + i) * x[xOff + i];
         }
-        return sum(total) + tailTotal;
+        float tailTotal = 0;
+        tailTotal += full == n ? 0 : tail * scale(scales, scaleStart + full / blockCols);
+        return head + tailTotal;
     }
 
     @Override
