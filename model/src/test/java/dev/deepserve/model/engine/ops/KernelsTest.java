@@ -75,12 +75,7 @@ class KernelsTest {
                 bf.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2L * i, Bf16.encode((float) r.nextGaussian()));
                 f8.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian() * 100));
             }
-            int blocks = (n + 127) / 128;
-            MemorySegment sc = arena.allocate(4L * blocks);
-            for (int b = 0; b < blocks; b++) {
-                sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.01f * (b + 1));
-            }
-            Tensor s = new Tensor("s", DType.F32, new long[] {1, blocks}, sc);
+            Tensor s = blockScales(arena, n);
             for (Tensor w : new Tensor[] {new Tensor("b", DType.BF16, new long[] {1, n}, bf), new Tensor("f", DType.F8_E4M3, new long[] {1, n}, f8)}) {
                 Tensor scales = w.dtype() == DType.F8_E4M3 ? s : null;
                 float[] laid = new float[n];
@@ -115,6 +110,16 @@ class KernelsTest {
         }
     }
 
+    /** One row's per-128-column block scales, 0.01, 0.02, … */
+    private static Tensor blockScales(Arena arena, int n) {
+        int blocks = (n + 127) / 128;
+        MemorySegment sc = arena.allocate(4L * blocks);
+        for (int b = 0; b < blocks; b++) {
+            sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.01f * (b + 1));
+        }
+        return new Tensor("s", DType.F32, new long[] {1, blocks}, sc);
+    }
+
     /**
      * Four FP8 rows at once give the very floats of one at a time, with and without a scalar tail, so a row's logits
      * do not depend on its batch; both stay within rounding of the scalar definition.
@@ -130,13 +135,8 @@ class KernelsTest {
             for (int i = 0; i < n; i++) {
                 f8.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian() * 100));
             }
-            int blocks = (n + 127) / 128;
-            MemorySegment sc = arena.allocate(4L * blocks);
-            for (int b = 0; b < blocks; b++) {
-                sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.01f * (b + 1));
-            }
             Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {1, n}, f8);
-            Tensor s = new Tensor("s", DType.F32, new long[] {1, blocks}, sc);
+            Tensor s = blockScales(arena, n);
             float[] four = new float[4 * n];
             for (int i = 0; i < four.length; i++) {
                 four[i] = (float) r.nextGaussian();
