@@ -21,7 +21,7 @@ public final class RecordTraces {
     /** The header with each event's traceparent, one per line in the record's order. */
     public static final String TRACEPARENTS = "deepserve-traceparents";
     /** At most this many characters of the header are read (a traceparent is 55; a record holds at most a few thousand events). */
-    static final int MAX_CHARS = 1 << 20;
+    public static final int MAX_CHARS = 1 << 20;
 
     private static final TextMapGetter<String> TRACEPARENT = new TextMapGetter<>() {
         @Override
@@ -62,8 +62,9 @@ public final class RecordTraces {
      */
     public static List<Context> parents(String header, int events) {
         List<Context> out = new ArrayList<>(events);
-        String[] lines = header == null || header.length() > MAX_CHARS ? new String[0] : header.split("\n", -1);
-        boolean aligned = lines.length == events;
+        // the count first: a header that cannot be aligned is not split into (up to a million) strings
+        boolean aligned = header != null && header.length() <= MAX_CHARS && header.chars().filter(ch -> ch == '\n').count() + 1 == events;
+        String[] lines = aligned ? header.split("\n", -1) : new String[0];
         for (int i = 0; i < events; i++) {
             out.add(aligned && !lines[i].isEmpty()
                     ? W3CTraceContextPropagator.getInstance().extract(Context.root(), lines[i], TRACEPARENT) : Context.root());

@@ -204,6 +204,10 @@ public class UsageConsumer {
         } catch (Exception e) {
             return new DeadLetter(payload, null, null, "unreadable: " + Poison.reason(e));
         }
+        if (event == null) {
+            // the JSON literal null reads as no event at all: set aside, never a halt
+            return new DeadLetter(payload, null, null, "unreadable: not a JSON object");
+        }
         String invalid = UsageEventCheck.problem(event);
         return invalid == null ? new Received(event, payload) : new DeadLetter(payload, event.eventId(), event.accountId(), "invalid: " + invalid);
     }

@@ -25,6 +25,8 @@ import java.util.function.ToIntFunction;
 @ApplicationScoped
 public class UsageTraces {
 
+    private static final org.jboss.logging.Logger LOG = org.jboss.logging.Logger.getLogger(UsageTraces.class);
+
     private final Tracer tracer;
     private final boolean on;
 
@@ -33,20 +35,29 @@ public class UsageTraces {
         this.on = !off;
     }
 
-    /** The spans of {@code record}'s traced events, started now; {@code eventsIn} counts a record's events. */
+    /**
+     * The spans of {@code record}'s traced events, started now; {@code eventsIn} counts a record's events. Never
+     * throws: a damaged header (no value, too long, garbage) costs its record its trace, never billing its progress.
+     */
     List<Span> received(ConsumerRecord<String, String> record, ToIntFunction<String> eventsIn) {
         Header header = on ? record.headers().lastHeader(RecordTraces.TRACEPARENTS) : null;
-        if (header == null || record.value() == null) {
+        if (header == null || header.value() == null || header.value().length > RecordTraces.MAX_CHARS || record.value() == null) {
             return List.of();
         }
         List<Span> spans = new ArrayList<>();
-        for (Context parent : RecordTraces.parents(new String(header.value(), StandardCharsets.UTF_8), eventsIn.applyAsInt(record.value()))) {
-            if (Span.fromContext(parent).getSpanContext().isValid()) {
-                spans.add(tracer.spanBuilder("usage.apply").setSpanKind(SpanKind.CONSUMER).setParent(parent)
-                        .setAttribute("messaging.destination.name", record.topic())
-                        .setAttribute("messaging.destination.partition.id", Integer.toString(record.partition()))
-                        .setAttribute("messaging.kafka.offset", record.offset()).startSpan());
+        try {
+            for (Context parent : RecordTraces.parents(new String(header.value(), StandardCharsets.UTF_8), eventsIn.applyAsInt(record.value()))) {
+                if (Span.fromContext(parent).getSpanContext().isValid()) {
+                    spans.add(tracer.spanBuilder("usage.apply").setSpanKind(SpanKind.CONSUMER).setParent(parent)
+                            .setAttribute("messaging.destination.name", record.topic())
+                            .setAttribute("messaging.destination.partition.id", Integer.toString(record.partition()))
+                            .setAttribute("messaging.kafka.offset", record.offset()).startSpan());
+                }
             }
+        } catch (RuntimeException e) {
+            LOG.debugf("usage record at %s-%d offset %d: trace headers not read (%s)", record.topic(), record.partition(), record.offset(), e.getMessage());
+            spans.forEach(Span::end);
+            return List.of();
         }
         return spans;
     }

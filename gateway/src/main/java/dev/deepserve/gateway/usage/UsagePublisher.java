@@ -60,7 +60,10 @@ public class UsagePublisher {
         this.published = Counter.builder("deepserve.outbox.published").description("usage events published to Kafka").register(registry);
     }
 
-    /** Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be sent now. */
+    /**
+     * Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be
+     * sent now. (The same as the three-argument form without trace context: override that one, which the writer calls.)
+     */
     public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
         return send(ids, payloads, null);
     }

@@ -452,7 +452,7 @@ class LeasesTest {
         }
 
         @Override
-        public List<java.util.concurrent.CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
+        public List<java.util.concurrent.CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads, List<String> traces) {
             if (!up) {
                 return ids.stream().map(id -> java.util.concurrent.CompletableFuture.<Void>failedFuture(new IllegalStateException("broker unavailable"))).toList();
             }

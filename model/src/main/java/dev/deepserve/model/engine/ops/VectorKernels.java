@@ -42,7 +42,7 @@ final class VectorKernels implements Kernels {
     private final ScalarKernels scalar = new ScalarKernels();
 
     static boolean usable() {
-        return I.length() == L && L >= 4;
+        return I.length() == L && L >= 4 && L <= 64;
     }
 
     /** Elements per decoded chunk for this dtype, or 1 when rows of it are read in natural order. */
@@ -55,9 +55,11 @@ final class VectorKernels implements Kernels {
     }
 
     /**
-     * Rotations by 8, 4, 2 and 1 lanes for {@link #sum} (those below the vector's length), each its own constant: a
-     * loop over an array of them kept the vector in a loop phi, which C2 boxed (an allocation per call).
+     * Rotations by 32, 16, 8, 4, 2 and 1 lanes for {@link #sum} (those below the vector's length: up to 2048-bit
+     * vectors), each its own constant rather than a loop over an array of them.
      */
+    private static final VectorShuffle<Float> ROTATE_32 = L > 32 ? VectorShuffle.iota(F, 32, 1, true) : null;
+    private static final VectorShuffle<Float> ROTATE_16 = L > 16 ? VectorShuffle.iota(F, 16, 1, true) : null;
     private static final VectorShuffle<Float> ROTATE_8 = L > 8 ? VectorShuffle.iota(F, 8, 1, true) : null;
     private static final VectorShuffle<Float> ROTATE_4 = L > 4 ? VectorShuffle.iota(F, 4, 1, true) : null;
     private static final VectorShuffle<Float> ROTATE_2 = L > 2 ? VectorShuffle.iota(F, 2, 1, true) : null;
@@ -66,9 +68,16 @@ final class VectorKernels implements Kernels {
     /**
      * The lanes added as a fixed tree (rotate by half and add, repeatedly). {@code reduceLanes(ADD)} may add in a
      * different order when compiled than when interpreted, which would make the same forward pass give different last
-     * bits before and after JIT warm-up; lane-wise adds and rotations are exact in both. (Up to 16 lanes: 512 bits.)
+     * bits before and after JIT warm-up; lane-wise adds and rotations are exact in both. (Up to 64 lanes, see
+     * {@link #usable}.)
      */
     private static float sum(FloatVector v) {
+        if (L > 32) {
+            v = v.add(v.rearrange(ROTATE_32));
+        }
+        if (L > 16) {
+            v = v.add(v.rearrange(ROTATE_16));
+        }
         if (L > 8) {
             v = v.add(v.rearrange(ROTATE_8));
         }
@@ -119,16 +128,16 @@ final class VectorKernels implements Kernels {
         System.arraycopy(x, off + full, out, outOff + full, n - full);
     }
 
-    /**
-     * One FP8 code per int lane, in the lane's top byte: an arithmetic shift right by 4 copies the sign into bit 27
-     * and moves the 7 magnitude bits to bits 20–26; masking keeps bit 31 (sign) and bits 20–26, and ×2^120
-     * re-biases the exponent. Callers guarantee the tensor has no NaN codes ({@code Linear.nanCodes}).
-     */
     /** A block scale, read inline: a call the JIT does not inline would box the vectors live across it. */
     private static float scale(Tensor scales, long i) {
         return scales.dtype() == DType.F32 ? scales.f32(i) : scales.get(i);
     }
 
+    /**
+     * One FP8 code per int lane, in the lane's top byte: an arithmetic shift right by 4 copies the sign into bit 27
+     * and moves the 7 magnitude bits to bits 20–26; masking keeps bit 31 (sign) and bits 20–26, and ×2^120
+     * re-biases the exponent. Callers guarantee the tensor has no NaN codes ({@code Linear.nanCodes}).
+     */
     private static FloatVector fp8Lanes(IntVector topByte) {
         return topByte.lanewise(VectorOperators.ASHR, 4).and(SIGN_AND_MAGNITUDE).reinterpretAsFloats().mul(TWO_POW_120);
     }

@@ -166,6 +166,8 @@ class KernelsTest {
     @Test
     void aWarmFp8MatmulAllocatesNoVectors() {
         vector();
+        var counting = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        Assumptions.assumeTrue(counting.isThreadAllocatedMemorySupported() && counting.isThreadAllocatedMemoryEnabled(), "no allocation counting");
         int rows = 2048;
         int n = 2048;
         Arena arena = Arena.ofShared();
