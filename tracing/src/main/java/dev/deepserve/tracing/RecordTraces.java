@@ -1,5 +1,6 @@
 package dev.deepserve.tracing;
 
+import io.opentelemetry.api.trace.Span;
 import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
 import io.opentelemetry.context.Context;
 import io.opentelemetry.context.propagation.TextMapGetter;
@@ -36,6 +37,21 @@ public final class RecordTraces {
     };
 
     private RecordTraces() {
+    }
+
+    /** The W3C traceparent an event made under {@code span} carries, or null when the span is not recorded (tracing off, not sampled). */
+    public static String traceparent(Span span) {
+        if (!span.getSpanContext().isValid() || !span.getSpanContext().isSampled()) {
+            return null;
+        }
+        String[] out = new String[1];
+        W3CTraceContextPropagator.getInstance().inject(Context.root().with(span), out,
+                (carrier, key, value) -> {
+                    if ("traceparent".equals(key)) {
+                        carrier[0] = value;
+                    }
+                });
+        return out[0];
     }
 
     /** The trace headers of a record holding events {@code from} to {@code to} of {@code traces} (none when none is traced). */

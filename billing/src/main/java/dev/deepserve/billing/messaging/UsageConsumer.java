@@ -83,7 +83,7 @@ public class UsageConsumer {
      */
     @Incoming("usage")
     public Uni<Void> receive(ConsumerRecords<String, String> batch) {
-        List<String> records = new ArrayList<>(batch.count());
+        List<String> payloads = new ArrayList<>(batch.count());
         List<Span> spans = new ArrayList<>();
         for (ConsumerRecord<String, String> record : batch) {
             if (record.value() == null) {
@@ -91,18 +91,20 @@ public class UsageConsumer {
                 LOG.warnf("usage record without a value at %s-%d offset %d skipped", record.topic(), record.partition(), record.offset());
                 continue;
             }
-            records.add(record.value());
-            spans.addAll(traces.received(record, value -> events(List.of(value)).size()));
+            // each record split once: its events' count is what its trace header's lines are checked against
+            List<String> inRecord = events(List.of(record.value()));
+            payloads.addAll(inRecord);
+            spans.addAll(traces.received(record, inRecord.size()));
         }
-        return consume(records).invoke(() -> spans.forEach(Span::end));
+        return consume(payloads).invoke(() -> spans.forEach(Span::end));
     }
 
-    /** {@link #receive}'s work on the records' values. */
-    public Uni<Void> consume(List<String> records) {
+    /** {@link #receive}'s work on the records' events (each one's exact text): each applied once, or set aside. */
+    private Uni<Void> consume(List<String> payloads) {
         List<Received> events = new ArrayList<>();
         List<DeadLetter> dead = new ArrayList<>();
         Set<UUID> seen = new HashSet<>();
-        for (String payload : events(records)) {
+        for (String payload : payloads) {
             Object r = parse(payload);
             if (r instanceof DeadLetter d) {
                 dead.add(d);

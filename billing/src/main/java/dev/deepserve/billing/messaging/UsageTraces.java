@@ -14,7 +14,6 @@ import org.eclipse.microprofile.config.inject.ConfigProperty;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.function.ToIntFunction;
 
 /**
  * Billing's part of a request's trace: a {@code usage.apply} span per received usage event, under the settlement that
@@ -36,17 +35,17 @@ public class UsageTraces {
     }
 
     /**
-     * The spans of {@code record}'s traced events, started now; {@code eventsIn} counts a record's events. Never
+     * The spans of {@code record}'s {@code events} traced events, started now. Never
      * throws: a damaged header (no value, too long, garbage) costs its record its trace, never billing its progress.
      */
-    List<Span> received(ConsumerRecord<String, String> record, ToIntFunction<String> eventsIn) {
+    List<Span> received(ConsumerRecord<String, String> record, int events) {
         Header header = on ? record.headers().lastHeader(RecordTraces.TRACEPARENTS) : null;
         if (header == null || header.value() == null || header.value().length > RecordTraces.MAX_CHARS || record.value() == null) {
             return List.of();
         }
         List<Span> spans = new ArrayList<>();
         try {
-            for (Context parent : RecordTraces.parents(new String(header.value(), StandardCharsets.UTF_8), eventsIn.applyAsInt(record.value()))) {
+            for (Context parent : RecordTraces.parents(new String(header.value(), StandardCharsets.UTF_8), events)) {
                 if (Span.fromContext(parent).getSpanContext().isValid()) {
                     spans.add(tracer.spanBuilder("usage.apply").setSpanKind(SpanKind.CONSUMER).setParent(parent)
                             .setAttribute("messaging.destination.name", record.topic())

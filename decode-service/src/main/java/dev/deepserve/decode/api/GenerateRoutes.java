@@ -279,7 +279,7 @@ public class GenerateRoutes {
         try {
             sequence = engine.submit(request, sink);
         } catch (Refused e) {
-            sink.span.setStatus(StatusCode.ERROR, "refused " + e.status).end();
+            sink.abandon("refused " + e.status);
             response.setStatusCode(e.status).putHeader("Content-Type", "application/json").end(error(e.getMessage()));
             return;
         }
@@ -341,7 +341,7 @@ public class GenerateRoutes {
             }
         }
 
-        /** The request was refused after its KV came in: the engine sends it no last event, its span ends here. */
+        /** The request was refused (at submission, or after its KV came in): the engine sends it no last event, its span ends here. */
         void abandon(String why) {
             if (span.getSpanContext().isValid()) {
                 span.setStatus(StatusCode.ERROR, why).end();

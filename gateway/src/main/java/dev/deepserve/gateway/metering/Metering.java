@@ -186,7 +186,7 @@ public class Metering {
             BigDecimal charged = cost;
             span.setAttribute("deepserve.cached_tokens", hit);
             span.setAttribute("deepserve.usage_event", eventId.toString());
-            settleWithRetry(call, charged, eventId, event, Spans.traceparent(span), 0, () -> {
+            settleWithRetry(call, charged, eventId, event, dev.deepserve.tracing.RecordTraces.traceparent(span), 0, () -> {
                 Spans.end(span, (String) null);
                 // the settlement is safe: the provisional record of what the request had streamed is superseded
                 letGo(call);

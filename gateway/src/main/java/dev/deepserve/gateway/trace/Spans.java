@@ -5,14 +5,9 @@ import io.opentelemetry.api.trace.SpanKind;
 import io.opentelemetry.api.trace.StatusCode;
 import io.opentelemetry.api.trace.Tracer;
 import io.opentelemetry.context.Context;
-import io.opentelemetry.context.propagation.TextMapSetter;
-import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
 import dev.deepserve.tracing.Tracers;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
-
-import java.util.HashMap;
-import java.util.Map;
 
 /**
  * The gateway's own OpenTelemetry spans on a completion's path, children of its HTTP server span (Quarkus' Vert.x
@@ -25,7 +20,6 @@ import java.util.Map;
 public class Spans {
 
     private static final org.jboss.logging.Logger LOG = org.jboss.logging.Logger.getLogger(Spans.class);
-    private static final TextMapSetter<Map<String, String>> INTO_MAP = (carrier, key, value) -> carrier.put(key, value);
 
     private final Tracer tracer;
 
@@ -64,15 +58,5 @@ public class Spans {
         } catch (RuntimeException e) {
             LOG.debugf("a span could not be ended: %s", e.getMessage());
         }
-    }
-
-    /** The W3C {@code traceparent} of {@code span}, or null when it is not recorded (tracing off, or not sampled). */
-    public static String traceparent(Span span) {
-        if (!span.getSpanContext().isValid() || !span.getSpanContext().isSampled()) {
-            return null;
-        }
-        Map<String, String> headers = new HashMap<>(2);
-        W3CTraceContextPropagator.getInstance().inject(Context.root().with(span), headers, INTO_MAP);
-        return headers.get("traceparent");
     }
 }

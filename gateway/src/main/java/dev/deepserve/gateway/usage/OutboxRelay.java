@@ -132,7 +132,7 @@ public class OutboxRelay {
                         return Uni.createFrom().item(0);
                     }
                     // each event's own outcome: one Kafka refuses for good must not hold back the others
-                    List<CompletableFuture<Throwable>> outcomes = usage.send(ids, payloads).stream().map(ack -> ack.handle((v, e) -> e)).toList();
+                    List<CompletableFuture<Throwable>> outcomes = usage.send(ids, payloads, null).stream().map(ack -> ack.handle((v, e) -> e)).toList();
                     return Uni.createFrom().completionStage(CompletableFuture.allOf(outcomes.toArray(CompletableFuture[]::new)))
                             .ifNoItem().after(config.outbox().publishTimeout()).fail()
                             .onItem().transformToUni(ignored -> settle(tx, ids, outcomes))

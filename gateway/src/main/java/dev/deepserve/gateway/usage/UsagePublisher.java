@@ -62,13 +62,8 @@ public class UsagePublisher {
 
     /**
      * Each future completes when Kafka has acknowledged its event, exceptionally when it was refused or could not be
-     * sent now. (The same as the three-argument form without trace context: override that one, which the writer calls.)
+     * sent now; {@code traces}: each event's W3C traceparent (null, or null entries: none).
      */
-    public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads) {
-        return send(ids, payloads, null);
-    }
-
-    /** As {@link #send(List, List)}, with each event's W3C traceparent ({@code traces} null, or null entries: none). */
     public List<CompletableFuture<Void>> send(List<UUID> ids, List<String> payloads, List<String> traces) {
         List<CompletableFuture<Void>> acks = new ArrayList<>(ids.size());
         for (int i = 0; i < ids.size(); i++) {
@@ -88,9 +83,7 @@ public class UsagePublisher {
         producer.runOnSendingThread((Producer<String, String> p) -> {
             for (Chunk c : chunks) {
                 try {
-                    ProducerRecord<String, String> record = new ProducerRecord<>(topic, c.key(), c.value());
-                    c.headers().forEach((name, value) -> record.headers().add(name, value.getBytes(StandardCharsets.UTF_8)));
-                    p.send(record, (meta, e) -> c.complete(acks, e));
+                    p.send(new ProducerRecord<>(topic, null, c.key(), c.value(), c.kafkaHeaders()), (meta, e) -> c.complete(acks, e));
                 } catch (RuntimeException e) {
                     c.complete(acks, e);
                 }
@@ -101,6 +94,13 @@ public class UsagePublisher {
 
     /** One record: the events {@code from} (inclusive) to {@code to} (exclusive), a line each, and its trace headers. */
     record Chunk(String key, String value, int from, int to, Map<String, String> headers) {
+        /** The trace headers as Kafka carries them. */
+        RecordHeaders kafkaHeaders() {
+            RecordHeaders out = new RecordHeaders();
+            headers.forEach((name, value) -> out.add(name, value.getBytes(StandardCharsets.UTF_8)));
+            return out;
+        }
+
         void complete(List<CompletableFuture<Void>> acks, Throwable e) {
             for (int i = from; i < to; i++) {
                 if (e == null) {
@@ -141,9 +141,7 @@ public class UsagePublisher {
     }
 
     private void viaEmitter(Chunk c, List<CompletableFuture<Void>> acks) {
-        RecordHeaders headers = new RecordHeaders();
-        c.headers().forEach((name, value) -> headers.add(name, value.getBytes(StandardCharsets.UTF_8)));
-        Message<String> message = Message.of(c.value(), Metadata.of(OutgoingKafkaRecordMetadata.<String>builder().withKey(c.key()).withHeaders(headers).build()))
+        Message<String> message = Message.of(c.value(), Metadata.of(OutgoingKafkaRecordMetadata.<String>builder().withKey(c.key()).withHeaders(c.kafkaHeaders()).build()))
                 .withAck(() -> {
                     c.complete(acks, null);
                     return CompletableFuture.completedFuture(null);

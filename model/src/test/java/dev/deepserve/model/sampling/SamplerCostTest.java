@@ -1,9 +1,10 @@
 package dev.deepserve.model.sampling;
 
+import dev.deepserve.model.AllocationProbe;
 import dev.deepserve.model.engine.ops.Argmax;
 import org.junit.jupiter.api.Test;
 
-import java.lang.management.ManagementFactory;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.Comparator;
 import java.util.Set;
@@ -128,7 +129,6 @@ class SamplerCostTest {
 
     @Test
     void aWarmSamplerAllocatesNothingPerToken() {
-        var threads = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         float[] row = logits(3, VOCAB);
         SamplingParams[] kinds = {
                 SamplingParams.GREEDY,
@@ -138,16 +138,7 @@ class SamplerCostTest {
         for (SamplingParams params : kinds) {
             Sampler s = new Sampler(params);
             // until the JIT has compiled the vector code (interpreted, each vector is an object), up to 20 s
-            long perToken = Long.MAX_VALUE;
-            long deadline = System.nanoTime() + 20_000_000_000L;
-            while (perToken >= 1_024 && System.nanoTime() < deadline) {
-                long before = threads.getCurrentThreadAllocatedBytes();
-                int n = 50;
-                for (int i = 0; i < n; i++) {
-                    s.sample(row, 0, VOCAB);
-                }
-                perToken = (threads.getCurrentThreadAllocatedBytes() - before) / n;
-            }
+            long perToken = AllocationProbe.perCall(() -> s.sample(row, 0, VOCAB), 50, 1_023, Duration.ofSeconds(20));
             // a vocabulary-sized array would be 517,120 bytes; what remains is the returned token and map boxes
             assertTrue(perToken < 1_024, params + ": " + perToken + " bytes per token");
         }

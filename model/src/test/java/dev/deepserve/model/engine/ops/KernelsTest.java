@@ -1,5 +1,6 @@
 package dev.deepserve.model.engine.ops;
 
+import dev.deepserve.model.AllocationProbe;
 import dev.deepserve.model.weights.Bf16;
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Fp8E4M3;
@@ -10,6 +11,7 @@ import org.junit.jupiter.api.Test;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.time.Duration;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -166,8 +168,7 @@ class KernelsTest {
     @Test
     void aWarmFp8MatmulAllocatesNoVectors() {
         vector();
-        var counting = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
-        Assumptions.assumeTrue(counting.isThreadAllocatedMemorySupported() && counting.isThreadAllocatedMemoryEnabled(), "no allocation counting");
+        Assumptions.assumeTrue(AllocationProbe.available(), "no allocation counting");
         int rows = 2048;
         int n = 2048;
         Arena arena = Arena.ofShared();
@@ -189,28 +190,13 @@ class KernelsTest {
             for (int batch : new int[] {1, 4}) {
                 // the input's copy into the layout and a few small objects; a boxed vector per block is 600x more
                 long allowed = (long) batch * n * 4 + 4096;
-                long perCall = allocatedPerCall(() -> ops.matmul(w, x, y, batch), allowed);
+                long perCall = AllocationProbe.perCall(() -> ops.matmul(w, x, y, batch), 50, allowed, Duration.ofSeconds(30));
                 assertTrue(perCall <= allowed, "a warm FP8 matmul at batch " + batch + " allocated " + perCall + " bytes per call");
             }
         } finally {
             ops.close();
             arena.close();
         }
-    }
-
-    /** Bytes this thread allocates per call of {@code work}, in rounds until it is at most {@code enough} (30 s at most). */
-    private static long allocatedPerCall(Runnable work, long enough) {
-        var threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
-        long perCall = Long.MAX_VALUE;
-        long deadline = System.nanoTime() + 30_000_000_000L;
-        while (perCall > enough && System.nanoTime() < deadline) {
-            long before = threads.getCurrentThreadAllocatedBytes();
-            for (int i = 0; i < 50; i++) {
-                work.run();
-            }
-            perCall = (threads.getCurrentThreadAllocatedBytes() - before) / 50;
-        }
-        return perCall;
     }
 
     /**
