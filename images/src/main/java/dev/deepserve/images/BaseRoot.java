@@ -22,9 +22,12 @@ import java.util.stream.Stream;
  */
 final class BaseRoot {
 
-    /** The modules the services use: java.se for the platform APIs, plus JDK modules they reach at run time. */
+    /**
+     * The modules the services use: java.se for the platform APIs, plus JDK modules they reach at run time
+     * (jdk.security.auth: embedded PostgreSQL asks it for the uid, to start initdb under {@code unshare -U} as root).
+     */
     static final List<String> MODULES = List.of("java.se", "jdk.unsupported", "jdk.incubator.vector", "jdk.management", "jdk.jfr",
-            "jdk.net", "jdk.naming.dns", "jdk.zipfs", "jdk.crypto.cryptoki", "jdk.localedata", "jdk.charsets", "jdk.httpserver");
+            "jdk.net", "jdk.naming.dns", "jdk.zipfs", "jdk.crypto.cryptoki", "jdk.localedata", "jdk.charsets", "jdk.httpserver", "jdk.security.auth");
     static final String JAVA_HOME = "/opt/java";
     /** java.desktop's native parts that need X11 or ALSA: servers run headless, so they (and those libraries) stay out. */
     static final Set<String> DESKTOP_ONLY = Set.of("libawt_xawt.so", "libjawt.so", "libjsound.so", "libsplashscreen.so");

@@ -26,11 +26,12 @@ import java.util.stream.Stream;
 /**
  * Builds the OCI image of every service and of the CLI with Jib, from scratch: layers (1) C libraries and /etc,
  * (2) the jlinked Java runtime, (3) the application's dependencies, (4) the application itself — ordered from what
- * changes least, so a rebuild re-sends only the last layers. Files carry a fixed timestamp and the runtime is cached
- * per JDK, so the same inputs give the same image digest. Each image goes to {@code OUT/<name>.tar} (docker/podman load, skopeo copy) and, with
+ * changes least, so a rebuild re-sends only the last layers, and (5) each service's AOT cache, trained by running the
+ * stack on the image's own runtime ({@link AotTraining}) and named on the entrypoint. Files carry a fixed timestamp,
+ * the runtime is cached per JDK and the caches per input digest, so the same inputs give the same image digest. Each image goes to {@code OUT/<name>.tar} (docker/podman load, skopeo copy) and, with
  * {@code --push true}, to the registry (credentials from DEEPSERVE_REGISTRY_USERNAME / DEEPSERVE_REGISTRY_PASSWORD).
  *
- * <p>Usage: {@code Images --root DIR --out DIR [--tag T] [--registry R] [--push true|false] [--only all|a,b]}
+ * <p>Usage: {@code Images --root DIR --out DIR [--tag T] [--registry R] [--push true|false] [--only all|a,b] [--aot true|false]}
  */
 public final class Images {
 
@@ -40,6 +41,8 @@ public final class Images {
 
     static final Instant EPOCH_PLUS_ONE = Instant.ofEpochSecond(1);
     static final String APP = "/deployments";
+    /** Where a service image keeps its AOT cache. */
+    static final String AOT_CACHE = APP + "/app.aot";
 
     private Images() {
     }
@@ -90,11 +93,15 @@ public final class Images {
         if (specs.isEmpty()) {
             throw new IllegalArgumentException("no image named " + only + "; known: " + specs(root).stream().map(Spec::name).toList());
         }
-        build(specs, Path.of(System.getProperty("java.home")), out, registry, tag, push);
+        boolean aot = Boolean.parseBoolean(a.getOrDefault("aot", "true"));
+        build(specs, Path.of(System.getProperty("java.home")), out, registry, tag, push, aot ? root : null);
     }
 
-    /** Builds each image into {@code out}; returns the tarballs. */
-    static List<Path> build(List<Spec> specs, Path jdk, Path out, String registry, String tag, boolean push) throws Exception {
+    /**
+     * Builds each image into {@code out}; returns the tarballs. With a project {@code trainFrom}, the service images
+     * carry AOT caches trained on that project's stack; with null, none.
+     */
+    static List<Path> build(List<Spec> specs, Path jdk, Path out, String registry, String tag, boolean push, Path trainFrom) throws Exception {
         for (Spec s : specs) {
             if (!Files.isDirectory(s.appDir())) {
                 throw new IOException(s.name() + ": " + s.appDir() + " is missing; build the project first (./mvnw -B package -DskipTests)");
@@ -102,8 +109,9 @@ public final class Images {
         }
         Path work = Files.createDirectories(out.resolve("work"));
         long t0 = System.nanoTime();
-        String cache = System.getenv("DEEPSERVE_CACHE");
-        Path runtime = BaseRoot.runtime(jdk, cache != null ? Path.of(cache) : Path.of(System.getProperty("user.home"), ".cache", "deepserve"));
+        String cacheEnv = System.getenv("DEEPSERVE_CACHE");
+        Path cache = cacheEnv != null ? Path.of(cacheEnv) : Path.of(System.getProperty("user.home"), ".cache", "deepserve");
+        Path runtime = BaseRoot.runtime(jdk, cache);
         java.util.Set<String> hostProvided = new java.util.TreeSet<>();
         List<BaseRoot.Entry> libs = new ArrayList<>(BaseRoot.nativeLibraries(runtime));
         for (BaseRoot.Entry e : BaseRoot.jarNativeLibraries(specs.stream().map(Spec::appDir).toList(), work, hostProvided)) {
@@ -118,12 +126,13 @@ public final class Images {
         FileEntriesLayer jre = layer("jre", BaseRoot.runtimeEntries(runtime));
         System.out.printf("base: Java runtime (%s) and %d C libraries ready in %d ms%n", String.join(",", BaseRoot.MODULES),
                 os.getEntries().size(), (System.nanoTime() - t0) / 1_000_000);
+        Map<String, Path> aot = trainFrom == null ? Map.of() : AotTraining.caches(trainFrom, specs, runtime, cache, work);
         List<Path> tars = new ArrayList<>();
         int n = 0;
         for (Spec s : specs) {
             long t1 = System.nanoTime();
             String reference = registry + "/" + s.name() + ":" + tag;
-            JibContainerBuilder image = container(s, os, jre);
+            JibContainerBuilder image = container(s, os, jre, aot.get(s.name()));
             Path tar = out.resolve(s.name() + ".tar");
             JibContainer built = image.containerize(Containerizer.to(TarImage.at(tar).named(reference))
                     .setApplicationLayersCache(work.resolve("cache")).setBaseImageLayersCache(work.resolve("cache")).setToolName("deepserve-images"));
@@ -138,7 +147,7 @@ public final class Images {
                 if (user != null && password != null) {
                     target.addCredential(user, password);
                 }
-                JibContainer pushed = container(s, os, jre).containerize(Containerizer.to(target)
+                JibContainer pushed = container(s, os, jre, aot.get(s.name())).containerize(Containerizer.to(target)
                         .setApplicationLayersCache(work.resolve("cache")).setBaseImageLayersCache(work.resolve("cache"))
                         .setAllowInsecureRegistries(Boolean.getBoolean("deepserve.image.insecure")).setToolName("deepserve-images"));
                 System.out.printf("      pushed %s@%s%n", reference, pushed.getDigest());
@@ -147,8 +156,8 @@ public final class Images {
         return tars;
     }
 
-    /** The image of one spec on the shared base layers. */
-    static JibContainerBuilder container(Spec s, FileEntriesLayer os, FileEntriesLayer jre) throws IOException {
+    /** The image of one spec on the shared base layers, with its AOT cache when {@code aotCache} is not null. */
+    static JibContainerBuilder container(Spec s, FileEntriesLayer os, FileEntriesLayer jre, Path aotCache) throws IOException {
         List<BaseRoot.Entry> libs = new ArrayList<>();
         List<BaseRoot.Entry> app = new ArrayList<>();
         try (Stream<Path> files = Files.walk(s.appDir())) {
@@ -163,6 +172,9 @@ public final class Images {
         List<String> entrypoint = new ArrayList<>();
         entrypoint.add(BaseRoot.JAVA_HOME + "/bin/java");
         entrypoint.addAll(jvmOptions(s));
+        if (aotCache != null) {
+            entrypoint.add("-XX:AOTCache=" + AOT_CACHE); // a cache that does not fit is reported and skipped: the service still starts
+        }
         entrypoint.addAll(s.command());
         Map<String, String> env = new LinkedHashMap<>();
         env.put("JAVA_HOME", BaseRoot.JAVA_HOME);
@@ -194,6 +206,9 @@ public final class Images {
                 .setUser(BaseRoot.UID + ":" + BaseRoot.UID)
                 .setWorkingDirectory(AbsoluteUnixPath.get(APP))
                 .setCreationTime(EPOCH_PLUS_ONE);
+        if (aotCache != null) {
+            b.addFileEntriesLayer(layer("aot-cache", List.of(BaseRoot.Entry.file(aotCache, AOT_CACHE, false))));
+        }
         if (s.port() > 0) {
             b.addExposedPort(Port.tcp(s.port()));
         }

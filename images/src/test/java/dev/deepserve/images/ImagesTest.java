@@ -29,9 +29,10 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The tokenizer-service image, built the way {@code -Pimages} builds every image: a docker-save archive with the
- * right entrypoint, user, port and layers; reproducible (same inputs, same digests); and it really runs — its layers
- * unpacked into a root file system and the entrypoint started there as the image's user (chroot in a private mount
- * and PID namespace with /proc and /dev, as a container runtime would), answering health and tokenize requests.
+ * right entrypoint, user, port and layers, with an AOT cache trained by a run of the whole stack; reproducible (same
+ * inputs, same digests); and it really runs — its layers unpacked into a root file system and the entrypoint started
+ * there as the image's user (chroot in a private mount and PID namespace with /proc and /dev, as a container runtime
+ * would), answering health and tokenize requests, its own classes loaded from the AOT cache.
  * The run needs root (CI has it); elsewhere that one test is skipped saying so.
  */
 class ImagesTest {
@@ -50,13 +51,16 @@ class ImagesTest {
     @BeforeAll
     static void build() throws Exception {
         spec = Images.specs(ROOT).stream().filter(s -> s.name().equals("tokenizer-service")).findFirst().orElseThrow();
-        if (!Files.isRegularFile(spec.appDir().resolve("quarkus-run.jar"))) {
+        // the AOT cache's training runs the whole stack: every service and the stack launcher must be packaged
+        boolean packaged = Files.isRegularFile(ROOT.resolve("stack/target/deepserve-stack.jar"))
+                && Images.specs(ROOT).stream().allMatch(s -> Files.isDirectory(s.appDir()) && (s.name().equals("cli") || Files.isRegularFile(s.appDir().resolve("quarkus-run.jar"))));
+        if (!packaged) {
             if ("true".equals(System.getenv("CI"))) {
-                fail("tokenizer-service was not packaged before the images module");
+                fail("the services and the stack were not packaged before the images module");
             }
-            assumeTrue(false, "tokenizer-service is not packaged (./mvnw -B package -DskipTests -pl tokenizer-service)");
+            assumeTrue(false, "the services are not packaged (./mvnw -B package -DskipTests)");
         }
-        tar = Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("out"), "localhost/deepserve", "test", false).get(0);
+        tar = Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("out"), "localhost/deepserve", "test", false, ROOT).get(0);
         unpacked = Files.createDirectories(tmp.resolve("archive"));
         BaseRoot.run(List.of("tar", "-xf", tar.toString(), "-C", unpacked.toString()), "tar");
         manifest = JSON.readTree(unpacked.resolve("manifest.json").toFile()).get(0);
@@ -74,12 +78,13 @@ class ImagesTest {
     @Test
     void theArchiveCarriesTheServiceItsRuntimeAndHowToStartIt() throws Exception {
         assertEquals("localhost/deepserve/tokenizer-service:test", manifest.get("RepoTags").get(0).asText());
-        assertEquals(4, manifest.get("Layers").size(), "os, jre, dependencies, application");
+        assertEquals(5, manifest.get("Layers").size(), "os, jre, dependencies, application, AOT cache");
         List<String> entrypoint = new ArrayList<>();
         config.get("Entrypoint").forEach(e -> entrypoint.add(e.asText()));
         assertEquals("/opt/java/bin/java", entrypoint.get(0));
         assertEquals(List.of("-jar", "/deployments/quarkus-run.jar"), entrypoint.subList(entrypoint.size() - 2, entrypoint.size()));
         assertTrue(entrypoint.contains("-XX:MaxRAMPercentage=75"), "the heap follows the container's memory limit");
+        assertTrue(entrypoint.contains("-XX:AOTCache=/deployments/app.aot"), "the JVM starts from the image's AOT cache");
         assertEquals("185:185", config.get("User").asText(), "not root");
         assertTrue(config.get("ExposedPorts").has("8001/tcp"));
         assertEquals("/deployments", config.get("WorkingDir").asText());
@@ -88,6 +93,7 @@ class ImagesTest {
         assertTrue(Files.isExecutable(root.resolve("opt/java/bin/java")));
         assertTrue(Files.isExecutable(root.resolve("lib64/ld-linux-x86-64.so.2")), "the ELF interpreter is where binaries look for it");
         assertTrue(Files.isRegularFile(root.resolve("deployments/quarkus-run.jar")));
+        assertTrue(Files.size(root.resolve("deployments/app.aot")) > 10_000_000, "the trained AOT cache");
         try (Stream<Path> lib = Files.list(root.resolve("deployments/lib/main"))) {
             assertTrue(lib.count() > 50, "the dependencies layer holds the fast-jar's libraries");
         }
@@ -99,7 +105,7 @@ class ImagesTest {
 
     @Test
     void theSameInputsGiveTheSameImage() throws Exception {
-        Path again = Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("again"), "localhost/deepserve", "test", false).get(0);
+        Path again = Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("again"), "localhost/deepserve", "test", false, ROOT).get(0);
         Path dir = Files.createDirectories(tmp.resolve("again-archive"));
         BaseRoot.run(List.of("tar", "-xf", again.toString(), "-C", dir.toString()), "tar");
         JsonNode second = JSON.readTree(dir.resolve("manifest.json").toFile()).get(0);
@@ -141,7 +147,7 @@ class ImagesTest {
             assertEquals(200, status, "the registry did not start: " + Files.readString(tmp.resolve("registry.log")));
             System.setProperty("deepserve.image.insecure", "true");
             try {
-                Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("pushed"), "127.0.0.1:" + port + "/deepserve", "test", true);
+                Images.build(List.of(spec), Path.of(System.getProperty("java.home")), tmp.resolve("pushed"), "127.0.0.1:" + port + "/deepserve", "test", true, ROOT);
             } finally {
                 System.clearProperty("deepserve.image.insecure");
             }
@@ -149,7 +155,7 @@ class ImagesTest {
                     .header("Accept", "application/vnd.docker.distribution.manifest.v2+json").build(), HttpResponse.BodyHandlers.ofString());
             assertEquals(200, m.statusCode(), m.body());
             JsonNode pushed = JSON.readTree(m.body());
-            assertEquals(4, pushed.get("layers").size());
+            assertEquals(5, pushed.get("layers").size());
             String configDigest = "sha256:" + java.util.HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-256")
                     .digest(Files.readAllBytes(unpacked.resolve(manifest.get("Config").asText()))));
                         assertEquals(configDigest, pushed.get("config").get("digest").asText(), "the registry holds the image the tarball holds");
@@ -190,6 +196,7 @@ class ImagesTest {
         env.put("QUARKUS_HTTP_PORT", String.valueOf(port));
         String token = dev.deepserve.internal.InternalToken.generate().value();
         env.put(dev.deepserve.internal.InternalToken.ENV, token);
+        env.put("JAVA_TOOL_OPTIONS", "-Xlog:class+load=info:file=/tmp/class-load.log"); // where each class came from
         Process p = pb.start();
         try {
             HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(2)).build();
@@ -213,6 +220,9 @@ class ImagesTest {
                     .map(ProcessHandle::pid).orElse(-1L);
             assertTrue(pid > 0, "the JVM runs from the image's /opt/java");
             assertEquals("185", BaseRoot.run(List.of("stat", "-c", "%u", "/proc/" + pid), "stat").strip(), "it runs as the image's user, not root");
+            List<String> loaded = Files.readAllLines(fs.resolve("tmp/class-load.log"));
+            assertTrue(loaded.stream().anyMatch(l -> l.contains(" dev.deepserve.tokenize.") && l.contains("source: shared objects file")),
+                    "the service's own classes come from the image's AOT cache:\n" + String.join("\n", loaded.stream().filter(l -> l.contains("dev.deepserve")).limit(5).toList()));
         } finally {
             p.descendants().forEach(ProcessHandle::destroy);
             p.destroy();

@@ -184,7 +184,11 @@ final class Stack {
         boolean engine = service.equals("prefill-service") || service.equals("decode-service");
         options.add(engine ? "-Xmx4g" : "-Xmx512m");
         options.add("-XX:+UseSerialGC");
-        options.add("--add-modules=jdk.incubator.vector");
+        // the module options match the container images' (Images.jvmOptions): an AOT cache is refused whole when they
+        // differ, so a stack run can train the images' caches; only the engines use the Vector API
+        if (engine) {
+            options.add("--add-modules=jdk.incubator.vector");
+        }
         options.add("--enable-native-access=ALL-UNNAMED");
         String extra = System.getenv("DEEPSERVE_JAVA_OPTS");
         if (extra != null && !extra.isBlank()) {

@@ -1,0 +1,230 @@
+package dev.deepserve.images;
+
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+/**
+ * The training run behind each service image's AOT cache (JEP 483/514/515: classes loaded and linked, method
+ * profiles). The whole stack ({@code deepserve up -d}) runs on the images' own jlinked Java runtime, on free ports and
+ * a throwaway home; chat requests (plain and streamed) go through gateway → tokenizer → engine → Kafka → billing; on
+ * {@code deepserve down} every service JVM writes its cache ({@code -XX:AOTCacheOutput}, see the stack's AotCache).
+ *
+ * <p>A cache is only used with the Java runtime, the jars (their sizes and modification times) and the module options
+ * it was recorded with; where the runtime and the jars lie does not matter (measured on Temurin 25). So the runtime here
+ * is the image's own, the services run from a copy of their files carrying the image's timestamp, and the stack gives
+ * each service the images' module options ({@code --add-modules} for the engines only; heap and GC options do not
+ * matter). The caches are kept under the build cache by a digest of the runtime and every file of the services, so
+ * the same inputs give the same cache and the same image digest, and a rebuild with unchanged code trains nothing.
+ */
+final class AotTraining {
+
+    static final List<String> SERVICES = List.of("tokenizer-service", "prefill-service", "decode-service", "billing", "gateway");
+    /** What the training run sends through the gateway; enough for the request path's classes and profiles. */
+    static final int REQUESTS = 40;
+
+    private AotTraining() {
+    }
+
+    /**
+     * The AOT cache of each of {@code specs}' services (the CLI image has none), trained once per input digest under
+     * {@code cache}. Fails, saying why, when the training run does.
+     */
+    static Map<String, Path> caches(Path root, List<Images.Spec> specs, Path runtime, Path cache, Path work) throws Exception {
+        List<Images.Spec> services = specs.stream().filter(s -> !s.name().equals("cli")).toList();
+        Map<String, Path> out = new LinkedHashMap<>();
+        if (services.isEmpty()) {
+            return out;
+        }
+        String key = digest(root, runtime);
+        Path dir = cache.resolve("aot-" + key);
+        if (services.stream().allMatch(s -> Files.isRegularFile(dir.resolve(s.name() + ".aot")))) {
+            System.out.println("AOT caches: trained before for these inputs (" + dir + ")");
+        } else {
+            train(root, runtime, dir, work.resolve("aot-training"));
+        }
+        for (Images.Spec s : services) {
+            out.put(s.name(), dir.resolve(s.name() + ".aot"));
+        }
+        return out;
+    }
+
+    /** The stack on {@code runtime}, its training traffic, its stop; the caches it wrote are moved into {@code dir}. */
+    static void train(Path root, Path runtime, Path dir, Path work) throws Exception {
+        long t0 = System.nanoTime();
+        BaseRoot.deleteTree(work);
+        Path home = Files.createDirectories(work.resolve("home"));
+        Path stage = work.resolve("project");
+        for (String service : SERVICES) {
+            stage(root.resolve(service).resolve("target/quarkus-app"), stage.resolve(service).resolve("target/quarkus-app"));
+        }
+        Map<String, String> env = new LinkedHashMap<>();
+        env.put("DEEPSERVE_PROJECT_DIR", stage.toString()); // the services' files as the images hold them
+        env.put("DEEPSERVE_TOKENIZER_DIR", BaseRoot.run(List.of(root.resolve("scripts/fetch-tokenizer.sh").toString()), "fetching the tokenizer files").strip());
+        env.put("DEEPSERVE_HOME", home.toString());
+        env.put("DEEPSERVE_AOT", "true");
+        Map<String, Integer> ports = new LinkedHashMap<>();
+        for (String name : List.of("GATEWAY", "TOKENIZER", "PREFILL", "DECODE", "BILLING", "PG", "KAFKA", "KAFKA_CONTROLLER")) {
+            ports.put(name, freePort());
+            env.put("DEEPSERVE_" + name + "_PORT", Integer.toString(ports.get(name)));
+        }
+        Path log = work.resolve("training.log");
+        System.out.println("AOT caches: training run — the stack on the images' Java runtime, " + REQUESTS + " chat requests, then its stop (log: " + log + ")");
+        try {
+            stack(root, runtime, env, log, Duration.ofMinutes(10), "up", "-d");
+            String key = Files.readString(home.resolve("secrets/api-key")).strip();
+            drive("http://127.0.0.1:" + ports.get("GATEWAY"), key);
+        } catch (Exception e) {
+            try {
+                stack(root, runtime, env, log, Duration.ofMinutes(5), "down");
+            } catch (Exception alsoDown) {
+                e.addSuppressed(alsoDown);
+            }
+            throw e;
+        }
+        stack(root, runtime, env, log, Duration.ofMinutes(5), "down"); // the services write their caches as they stop
+        Files.createDirectories(dir);
+        List<String> missing = new ArrayList<>();
+        try (Stream<Path> files = Files.list(home.resolve("aot"))) {
+            for (Path f : files.filter(f -> f.toString().endsWith(".aot")).toList()) {
+                Files.move(f, dir.resolve(f.getFileName()), StandardCopyOption.REPLACE_EXISTING);
+            }
+        }
+        for (String service : SERVICES) {
+            if (!Files.isRegularFile(dir.resolve(service + ".aot"))) {
+                missing.add(service);
+            }
+        }
+        if (!missing.isEmpty()) {
+            throw new IOException("the training run wrote no AOT cache for " + missing + " (a service killed before it finished writing?); see " + log
+                    + " and " + home.resolve("logs") + "; -Ddeepserve.image.aot=false builds the images without caches");
+        }
+        BaseRoot.deleteTree(work);
+        System.out.printf("AOT caches: trained in %.0f s (%s)%n", (System.nanoTime() - t0) / 1e9, dir);
+    }
+
+    /** Plain and streamed chat completions of a few lengths, each required to succeed. */
+    static void drive(String gateway, String key) throws Exception {
+        HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+        for (int i = 0; i < REQUESTS; i++) {
+            boolean stream = i % 2 == 1;
+            String body = """
+                    {"model":"deepseek-chat","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Training request %d: say something about caches."}],
+                     "stream":%s,"stream_options":{"include_usage":true},"max_tokens":%d,"temperature":%s}"""
+                    .formatted(i, stream, 4 + i % 8, i % 3 == 0 ? "0" : "0.7");
+            if (!stream) {
+                body = body.replace(",\"stream_options\":{\"include_usage\":true}", "");
+            }
+            HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create(gateway + "/v1/chat/completions")).timeout(Duration.ofSeconds(60))
+                    .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                    .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+            if (r.statusCode() != 200) {
+                throw new IOException("training request " + i + " got " + r.statusCode() + ": " + r.body().lines().findFirst().orElse(""));
+            }
+        }
+        for (String path : List.of("/v1/models", "/user/balance")) {
+            http.send(HttpRequest.newBuilder(URI.create(gateway + path)).header("Authorization", "Bearer " + key).build(), HttpResponse.BodyHandlers.discarding());
+        }
+    }
+
+    /**
+     * A copy of a service's files with the timestamp the image gives every file (the AOT cache checks jars' times):
+     * copies, not links, so the build's own files keep theirs.
+     */
+    static void stage(Path from, Path to) throws IOException {
+        if (!Files.isRegularFile(from.resolve("quarkus-run.jar"))) {
+            throw new IOException(from + " is missing; build the project first (./mvnw -B package -DskipTests)");
+        }
+        java.nio.file.attribute.FileTime time = java.nio.file.attribute.FileTime.from(Images.EPOCH_PLUS_ONE);
+        try (Stream<Path> files = Files.walk(from)) {
+            for (Path f : files.filter(Files::isRegularFile).toList()) {
+                Path target = to.resolve(from.relativize(f).toString());
+                Files.createDirectories(target.getParent());
+                Files.copy(f, target, StandardCopyOption.REPLACE_EXISTING);
+                Files.setLastModifiedTime(target, time);
+            }
+        }
+    }
+
+    /**
+     * The stack launcher ({@code deepserve-stack.jar args}, what ./deepserve runs) on {@code runtime}, so that it starts
+     * the services on that runtime too; output appended to {@code log}; fails on a non-zero exit.
+     */
+    static void stack(Path root, Path runtime, Map<String, String> env, Path log, Duration timeout, String... args) throws Exception {
+        List<String> command = new ArrayList<>(List.of(runtime.resolve("bin/java").toString(), "-Xmx1g", "-XX:+UseSerialGC",
+                "-jar", root.resolve("stack/target/deepserve-stack.jar").toString()));
+        command.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(command).directory(root.toFile()).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
+        pb.environment().putAll(env);
+        Process p = pb.start();
+        if (!p.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+            p.destroyForcibly();
+            throw new IOException("deepserve " + String.join(" ", args) + " did not finish in " + timeout.toMinutes() + " min; see " + log);
+        }
+        if (p.exitValue() != 0) {
+            List<String> lines = Files.readAllLines(log);
+            throw new IOException("deepserve " + String.join(" ", args) + " failed (exit " + p.exitValue() + "): "
+                    + String.join(" | ", lines.subList(Math.max(0, lines.size() - 3), lines.size())) + "; see " + log);
+        }
+    }
+
+    /**
+     * What a cache depends on: the runtime's module image and every file of the services' applications (the training
+     * procedure's own version is part of it, so a change here retrains).
+     */
+    static String digest(Path root, Path runtime) throws IOException {
+        try {
+            MessageDigest d = MessageDigest.getInstance("SHA-256");
+            d.update(("training v2 " + REQUESTS).getBytes(StandardCharsets.UTF_8));
+            hashFile(d, runtime.resolve("lib/modules"));
+            hashFile(d, runtime.resolve("release"));
+            for (Images.Spec s : Images.specs(root)) {
+                if (s.name().equals("cli")) {
+                    continue;
+                }
+                d.update((s.name() + " " + Images.jvmOptions(s)).getBytes(StandardCharsets.UTF_8));
+                try (Stream<Path> files = Files.walk(s.appDir())) {
+                    for (Path f : files.filter(Files::isRegularFile).sorted().toList()) {
+                        d.update(s.appDir().relativize(f).toString().getBytes(StandardCharsets.UTF_8));
+                        hashFile(d, f);
+                    }
+                }
+            }
+            return HexFormat.of().formatHex(d.digest(), 0, 10);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static void hashFile(MessageDigest d, Path f) throws IOException {
+        try (var in = Files.newInputStream(f)) {
+            byte[] buf = new byte[1 << 16];
+            for (int n; (n = in.read(buf)) > 0; ) {
+                d.update(buf, 0, n);
+            }
+        }
+    }
+
+    private static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0)) {
+            return s.getLocalPort();
+        }
+    }
+}
