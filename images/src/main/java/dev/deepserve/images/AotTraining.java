@@ -68,8 +68,13 @@ final class AotTraining {
     /** The stack on {@code runtime}, its training traffic, its stop; the caches it wrote are moved into {@code dir}. */
     static void train(Path root, Path runtime, Path dir, Path work) throws Exception {
         long t0 = System.nanoTime();
+        Path home = work.resolve("home");
+        if (Files.exists(home.resolve("stack.pid"))) {
+            System.out.println("AOT caches: stopping the stack a cut-short training run left behind");
+            stack(root, runtime, Map.of("DEEPSERVE_HOME", home.toString()), work.resolve("previous-training.log"), Duration.ofMinutes(5), "down");
+        }
         BaseRoot.deleteTree(work);
-        Path home = Files.createDirectories(work.resolve("home"));
+        Files.createDirectories(home);
         Path stage = work.resolve("project");
         for (String service : SERVICES) {
             stage(root.resolve(service).resolve("target/quarkus-app"), stage.resolve(service).resolve("target/quarkus-app"));
@@ -86,6 +91,15 @@ final class AotTraining {
         }
         Path log = work.resolve("training.log");
         System.out.println("AOT caches: training run — the stack on the images' Java runtime, " + REQUESTS + " chat requests, then its stop (log: " + log + ")");
+        // a build stopped during the run (Ctrl-C) stops the stack it started, which runs detached
+        Thread stopOnExit = new Thread(() -> {
+            try {
+                stack(root, runtime, env, log, Duration.ofMinutes(2), "down");
+            } catch (Exception ignored) {
+                // the next training run stops what is left (above)
+            }
+        }, "aot-training-stop");
+        Runtime.getRuntime().addShutdownHook(stopOnExit);
         try {
             stack(root, runtime, env, log, Duration.ofMinutes(10), "up", "-d");
             String key = Files.readString(home.resolve("secrets/api-key")).strip();
@@ -96,9 +110,11 @@ final class AotTraining {
             } catch (Exception alsoDown) {
                 e.addSuppressed(alsoDown);
             }
+            Runtime.getRuntime().removeShutdownHook(stopOnExit);
             throw e;
         }
         stack(root, runtime, env, log, Duration.ofMinutes(5), "down"); // the services write their caches as they stop
+        Runtime.getRuntime().removeShutdownHook(stopOnExit);
         Files.createDirectories(dir);
         List<String> missing = new ArrayList<>();
         try (Stream<Path> files = Files.list(home.resolve("aot"))) {
@@ -186,8 +202,9 @@ final class AotTraining {
     }
 
     /**
-     * What a cache depends on: the runtime's module image and every file of the services' applications (the training
-     * procedure's own version is part of it, so a change here retrains).
+     * What a cache depends on: the runtime's module image, every file of the services' applications, and the stack
+     * launcher that trains them (it chooses their options); the training procedure's own version is part of it, so a
+     * change here retrains.
      */
     static String digest(Path root, Path runtime) throws IOException {
         try {
@@ -195,6 +212,7 @@ final class AotTraining {
             d.update(("training v2 " + REQUESTS).getBytes(StandardCharsets.UTF_8));
             hashFile(d, runtime.resolve("lib/modules"));
             hashFile(d, runtime.resolve("release"));
+            hashFile(d, root.resolve("stack/target/deepserve-stack.jar"));
             for (Images.Spec s : Images.specs(root)) {
                 if (s.name().equals("cli")) {
                     continue;
