@@ -26,18 +26,24 @@ import java.util.stream.Stream;
  * a throwaway home; chat requests (plain and streamed) go through gateway → tokenizer → engine → Kafka → billing; on
  * {@code deepserve down} every service JVM writes its cache ({@code -XX:AOTCacheOutput}, see the stack's AotCache).
  *
- * <p>A cache is only used with the Java runtime, the jars (their sizes and modification times) and the module options
- * it was recorded with; where the runtime and the jars lie does not matter (measured on Temurin 25). So the runtime here
- * is the image's own, the services run from a copy of their files carrying the image's timestamp, and the stack gives
- * each service the images' module options ({@code --add-modules} for the engines only; heap and GC options do not
- * matter). The caches are kept under the build cache by a digest of the runtime and every file of the services, so
- * the same inputs give the same cache and the same image digest, and a rebuild with unchanged code trains nothing.
+ * <p>A cache is only used with the Java runtime, the jars (their sizes and modification times), the module options
+ * and the compressed-oops mode it was recorded with; where the runtime and the jars lie does not matter, nor do the
+ * heap size (below 32 GB) and Serial vs G1 (measured on Temurin 25). So the runtime here is the image's own, the
+ * services run from a copy of their files carrying the image's timestamp, the stack gives each service the images'
+ * options that count ({@code --add-modules} and {@code -XX:-UseCompressedOops} for the engines only), and the run gets
+ * none of the build's own environment (no JAVA_TOOL_OPTIONS, model directory or upstream keys). Each cache is then
+ * opened once with {@code -XX:AOTMode=on} under the image's options (an engine's on a 64 GB machine), which fails on a
+ * cache the image could not use. The caches are kept under the build cache by a digest of the runtime, every file of the
+ * services and the stack launcher, so the same inputs give the same cache and the same image digest, and a rebuild
+ * whose jars are byte for byte the same trains nothing; the newest {@value #KEPT} are kept.
  */
 final class AotTraining {
 
     static final List<String> SERVICES = List.of("tokenizer-service", "prefill-service", "decode-service", "billing", "gateway");
     /** What the training run sends through the gateway; enough for the request path's classes and profiles. */
     static final int REQUESTS = 40;
+    /** Trained cache sets kept under the build cache (each a few hundred MB). */
+    static final int KEPT = 3;
 
     private AotTraining() {
     }
@@ -54,10 +60,20 @@ final class AotTraining {
         }
         String key = digest(root, runtime);
         Path dir = cache.resolve("aot-" + key);
-        if (services.stream().allMatch(s -> Files.isRegularFile(dir.resolve(s.name() + ".aot")))) {
+        if (Files.isDirectory(dir)) {
             System.out.println("AOT caches: trained before for these inputs (" + dir + ")");
         } else {
-            train(root, runtime, dir, work.resolve("aot-training"));
+            // trained beside, checked, then renamed into place: a directory that exists holds a complete, usable set
+            Path partial = cache.resolve("aot-" + key + ".partial-" + ProcessHandle.current().pid());
+            BaseRoot.deleteTree(partial);
+            train(root, runtime, partial, work.resolve("aot-training"));
+            try {
+                Files.move(partial, dir, StandardCopyOption.ATOMIC_MOVE);
+            } catch (java.nio.file.FileAlreadyExistsException | java.nio.file.DirectoryNotEmptyException concurrent) {
+                BaseRoot.deleteTree(partial); // another build trained the same inputs meanwhile
+            }
+            evict(cache, dir);
+            System.out.println("AOT caches: kept in " + dir);
         }
         for (Images.Spec s : services) {
             out.put(s.name(), dir.resolve(s.name() + ".aot"));
@@ -71,7 +87,7 @@ final class AotTraining {
         Path home = work.resolve("home");
         if (Files.exists(home.resolve("stack.pid"))) {
             System.out.println("AOT caches: stopping the stack a cut-short training run left behind");
-            stack(root, runtime, Map.of("DEEPSERVE_HOME", home.toString()), work.resolve("previous-training.log"), Duration.ofMinutes(5), "down");
+            stack(root, runtime, Map.of("DEEPSERVE_HOME", home.toString()), work.resolve("previous-training.log"), Duration.ofMinutes(16), "down");
         }
         BaseRoot.deleteTree(work);
         Files.createDirectories(home);
@@ -90,31 +106,33 @@ final class AotTraining {
             env.put("DEEPSERVE_" + name + "_PORT", Integer.toString(ports.get(name)));
         }
         Path log = work.resolve("training.log");
+        Files.createFile(log, java.nio.file.attribute.PosixFilePermissions.asFileAttribute(java.nio.file.attribute.PosixFilePermissions.fromString("rw-------")));
         System.out.println("AOT caches: training run — the stack on the images' Java runtime, " + REQUESTS + " chat requests, then its stop (log: " + log + ")");
         // a build stopped during the run (Ctrl-C) stops the stack it started, which runs detached
         Thread stopOnExit = new Thread(() -> {
             try {
-                stack(root, runtime, env, log, Duration.ofMinutes(2), "down");
+                stack(root, runtime, env, log, Duration.ofMinutes(16), "down");
             } catch (Exception ignored) {
                 // the next training run stops what is left (above)
             }
         }, "aot-training-stop");
         Runtime.getRuntime().addShutdownHook(stopOnExit);
+        Duration stop = Duration.ofMinutes(16); // the stack gives each recording service minutes to write its cache
         try {
             stack(root, runtime, env, log, Duration.ofMinutes(10), "up", "-d");
             String key = Files.readString(home.resolve("secrets/api-key")).strip();
             drive("http://127.0.0.1:" + ports.get("GATEWAY"), key);
         } catch (Exception e) {
             try {
-                stack(root, runtime, env, log, Duration.ofMinutes(5), "down");
+                stack(root, runtime, env, log, stop, "down");
             } catch (Exception alsoDown) {
                 e.addSuppressed(alsoDown);
             }
-            Runtime.getRuntime().removeShutdownHook(stopOnExit);
+            forget(stopOnExit);
             throw e;
         }
-        stack(root, runtime, env, log, Duration.ofMinutes(5), "down"); // the services write their caches as they stop
-        Runtime.getRuntime().removeShutdownHook(stopOnExit);
+        stack(root, runtime, env, log, stop, "down"); // the services write their caches as they stop
+        forget(stopOnExit);
         Files.createDirectories(dir);
         List<String> missing = new ArrayList<>();
         try (Stream<Path> files = Files.list(home.resolve("aot"))) {
@@ -131,8 +149,69 @@ final class AotTraining {
             throw new IOException("the training run wrote no AOT cache for " + missing + " (a service killed before it finished writing?); see " + log
                     + " and " + home.resolve("logs") + "; -Ddeepserve.image.aot=false builds the images without caches");
         }
+        for (Images.Spec spec : Images.specs(root)) {
+            if (SERVICES.contains(spec.name())) {
+                check(runtime, spec, dir.resolve(spec.name() + ".aot"), stage.resolve(spec.name()).resolve("target/quarkus-app/quarkus-run.jar"));
+            }
+        }
         BaseRoot.deleteTree(work);
-        System.out.printf("AOT caches: trained in %.0f s (%s)%n", (System.nanoTime() - t0) / 1e9, dir);
+        System.out.printf("AOT caches: trained and checked in %.0f s%n", (System.nanoTime() - t0) / 1e9);
+    }
+
+    private static void forget(Thread hook) {
+        try {
+            Runtime.getRuntime().removeShutdownHook(hook);
+        } catch (IllegalStateException shuttingDown) {
+            // the JVM is exiting: the hook runs, and its down finds the stack already stopped
+        }
+    }
+
+    /**
+     * Opens {@code cache} the way the image will (its options, its jar with the image's timestamps; an engine on a
+     * 64 GB machine, as k8s/ runs them) in {@code -XX:AOTMode=on}, which fails where the default mode would only warn
+     * and start without it; {@code -version} stops the JVM once the cache is mapped and its class path checked.
+     */
+    static void check(Path runtime, Images.Spec spec, Path cache, Path jar) throws IOException, InterruptedException {
+        List<String> command = new ArrayList<>(List.of(runtime.resolve("bin/java").toString()));
+        if (spec.engine()) {
+            command.add("-XX:MaxRAM=64g");
+        }
+        command.addAll(Images.jvmOptions(spec));
+        command.addAll(List.of("-XX:AOTCache=" + cache, "-XX:AOTMode=on", "-cp", jar.toString(), "-version"));
+        ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true);
+        pb.environment().keySet().removeIf(name -> name.contains("JAVA_OPTIONS") || name.equals("JDK_JAVA_OPTIONS")); // the image's options only
+        Process p = pb.start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        if (!p.waitFor(2, TimeUnit.MINUTES) || p.exitValue() != 0) {
+            throw new IOException("the AOT cache trained for " + spec.name() + " would not be used by its image: " + out.strip().lines().findFirst().orElse(""));
+        }
+    }
+
+    /** Deletes all but the newest {@value #KEPT} trained sets (and partial ones older than a day). */
+    static void evict(Path cache, Path keep) throws IOException {
+        List<Path> sets;
+        try (Stream<Path> dirs = Files.list(cache)) {
+            sets = dirs.filter(d -> d.getFileName().toString().startsWith("aot-") && Files.isDirectory(d)).toList();
+        }
+        List<Path> complete = new ArrayList<>(sets.stream().filter(d -> !d.getFileName().toString().contains(".partial-")).toList());
+        complete.sort(java.util.Comparator.comparing((Path d) -> {
+            try {
+                return Files.getLastModifiedTime(d).toMillis();
+            } catch (IOException e) {
+                return 0L;
+            }
+        }).reversed());
+        for (Path d : complete.subList(Math.min(KEPT, complete.size()), complete.size())) {
+            if (!d.equals(keep)) {
+                BaseRoot.deleteTree(d);
+            }
+        }
+        long dayAgo = System.currentTimeMillis() - TimeUnit.DAYS.toMillis(1);
+        for (Path d : sets) {
+            if (d.getFileName().toString().contains(".partial-") && Files.getLastModifiedTime(d).toMillis() < dayAgo) {
+                BaseRoot.deleteTree(d);
+            }
+        }
     }
 
     /** Plain and streamed chat completions of a few lengths, each required to succeed. */
@@ -188,14 +267,26 @@ final class AotTraining {
         command.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(command).directory(root.toFile()).redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
-        pb.environment().putAll(env);
+        // nothing of the build's own environment: JAVA_TOOL_OPTIONS or DEEPSERVE_JAVA_OPTS would change the options
+        // the caches are recorded with, DEEPSERVE_MODEL_DIR would load a real checkpoint, DEEPSERVE_BIND open the stack
+        Map<String, String> inherited = pb.environment();
+        Map<String, String> kept = new LinkedHashMap<>();
+        for (String name : List.of("PATH", "HOME", "LANG", "TMPDIR", "DEEPSERVE_CACHE")) {
+            if (inherited.containsKey(name)) {
+                kept.put(name, inherited.get(name));
+            }
+        }
+        inherited.clear();
+        inherited.putAll(kept);
+        inherited.putAll(env);
         Process p = pb.start();
         if (!p.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
             p.destroyForcibly();
             throw new IOException("deepserve " + String.join(" ", args) + " did not finish in " + timeout.toMinutes() + " min; see " + log);
         }
         if (p.exitValue() != 0) {
-            List<String> lines = Files.readAllLines(log);
+            // the last lines say why; the throwaway stack's keys stay in the owner-only log
+            List<String> lines = Files.readAllLines(log).stream().filter(l -> !l.matches("(?i)^\\s*[a-z-]*key:.*")).toList();
             throw new IOException("deepserve " + String.join(" ", args) + " failed (exit " + p.exitValue() + "): "
                     + String.join(" | ", lines.subList(Math.max(0, lines.size() - 3), lines.size())) + "; see " + log);
         }
@@ -209,7 +300,7 @@ final class AotTraining {
     static String digest(Path root, Path runtime) throws IOException {
         try {
             MessageDigest d = MessageDigest.getInstance("SHA-256");
-            d.update(("training v2 " + REQUESTS).getBytes(StandardCharsets.UTF_8));
+            d.update(("training v3 " + REQUESTS).getBytes(StandardCharsets.UTF_8));
             hashFile(d, runtime.resolve("lib/modules"));
             hashFile(d, runtime.resolve("release"));
             hashFile(d, root.resolve("stack/target/deepserve-stack.jar"));

@@ -43,7 +43,8 @@ final class BaseRoot {
     private BaseRoot() {
     }
 
-    static final List<String> JLINK_OPTIONS = List.of("--strip-debug", "--no-man-pages", "--no-header-files", "--compress=zip-6");
+    /** With the JDK's default CDS archive, as a JDK has it: what the CLI and a service without its AOT cache start from. */
+    static final List<String> JLINK_OPTIONS = List.of("--strip-debug", "--no-man-pages", "--no-header-files", "--compress=zip-6", "--generate-cds-archive");
 
     /**
      * The runtime cut from {@code jdk}, cached under {@code cache} by the JDK's release and the jlink inputs. jlink's

@@ -70,6 +70,9 @@ public final class Images {
                 "--enable-native-access=ALL-UNNAMED", "-Djava.io.tmpdir=/tmp", "-Djava.awt.headless=true"));
         if (spec.engine()) {
             o.add("--add-modules=jdk.incubator.vector");
+            // an AOT cache is refused whole when compressed oops differ from its training run, and the JVM turns them
+            // off by itself above a 32 GB heap (85 % of the engines' 64 Gi): off always, here and in the stack that trains
+            o.add("-XX:-UseCompressedOops");
         }
         return o;
     }

@@ -134,16 +134,19 @@ public final class Cli {
             return 0;
         }
         ProcessHandle handle = ProcessHandle.of(pid.get()).orElseThrow();
-        if (recordingAotCaches(settings)) {
-            out.println("stack: stopping; the services write their start-up caches on this first stop (up to a minute), later starts are faster");
+        boolean recording = recordingAotCaches(settings);
+        if (recording) {
+            out.println("stack: stopping; the services write their start-up caches on this first stop (a minute or more), later starts are faster");
         }
+        // each recording service may take minutes to write its cache as it exits; a stop is otherwise seconds
+        int limit = recording ? 900 : 90;
         handle.destroy();
         try {
-            handle.onExit().get(90, java.util.concurrent.TimeUnit.SECONDS);
+            handle.onExit().get(limit, java.util.concurrent.TimeUnit.SECONDS);
         } catch (Exception e) {
             handle.destroyForcibly();
             killLeftovers(settings);
-            out.println("stack: did not stop within 90s; killed it");
+            out.println("stack: did not stop within " + limit + "s; killed it");
             return 1;
         }
         killLeftovers(settings);

@@ -14,7 +14,7 @@ import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 /**
- * One service JVM of the stack: started from its Quarkus fast-jar (or, for the Kafka broker, a main class of the
+ * One service JVM of the stack: started from its Quarkus jar (or, for the Kafka broker, a main class of the
  * stack's own jar), output to its own log file, and started again with the same command when it exits on its own
  * (the supervisor decides when).
  */
@@ -136,6 +136,11 @@ final class ServiceProcess {
             Thread.currentThread().interrupt();
             return new Readiness(-1, "interrupted");
         }
+    }
+
+    /** Whether this JVM records its AOT cache, which it writes as it exits. */
+    boolean recordsAotCache() {
+        return jvmOptions != null && jvmOptions.stream().anyMatch(o -> o.startsWith("-XX:AOTCacheOutput="));
     }
 
     /** SIGTERM, then SIGKILL if it has not exited after {@code grace}. */

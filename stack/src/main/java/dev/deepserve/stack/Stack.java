@@ -43,6 +43,8 @@ final class Stack {
 
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final Duration STOP_GRACE = Duration.ofSeconds(20);
+    /** A service recording its AOT cache writes it as it exits: tens of seconds on a busy small machine. */
+    private static final Duration RECORDING_STOP_GRACE = Duration.ofMinutes(3);
 
     private final StackSettings settings;
     private final PrintStream out;
@@ -136,15 +138,21 @@ final class Stack {
                 List<String> options = new ArrayList<>(jvmOptions(name));
                 options.addAll(aot.options(name, settings.serviceJar(name), options));
                 if (!recordingSaid && options.stream().anyMatch(o -> o.startsWith("-XX:AOTCacheOutput="))) {
-                    // measured (bench/run coldstart): recording makes this start ~1.8x slower, later starts ~0.6x
-                    out.println("aot: this start records each service's start-up cache (slower this once; later starts take about half the time)");
+                    // measured (bench/run coldstart): recording made up -d 1.8x slower, later starts 0.64x
+                    out.println("aot: this start records each service's start-up cache (slower this once, faster later)");
                     recordingSaid = true;
                 }
-                service.start(settings.serviceJar(name), options, serviceEnv);
+                // a stop that came while starting stopped what had started: start nothing more
+                synchronized (this) {
+                    if (stopping) {
+                        throw new CliException("stopped while starting");
+                    }
+                    service.start(settings.serviceJar(name), options, serviceEnv);
+                    services.add(service);
+                }
             } catch (IOException e) {
                 throw new CliException("could not start " + name + ": " + oneLine(e));
             }
-            services.add(service);
         }
         awaitReady(startTimeout);
         Secrets.ensureUserKey(settings, adminKey, out);
@@ -190,10 +198,12 @@ final class Stack {
         boolean engine = service.equals("prefill-service") || service.equals("decode-service");
         options.add(engine ? "-Xmx4g" : "-Xmx512m");
         options.add("-XX:+UseSerialGC");
-        // the module options match the container images' (Images.jvmOptions): an AOT cache is refused whole when they
-        // differ, so a stack run can train the images' caches; only the engines use the Vector API
+        // the module options and compressed oops match the container images' (Images.jvmOptions): an AOT cache is
+        // refused whole when they differ, so a stack run can train the images' caches; only the engines use the Vector
+        // API, and their heaps may pass 32 GB in a container, where the JVM turns compressed oops off by itself
         if (engine) {
             options.add("--add-modules=jdk.incubator.vector");
+            options.add("-XX:-UseCompressedOops");
         }
         options.add("--enable-native-access=ALL-UNNAMED");
         String extra = System.getenv("DEEPSERVE_JAVA_OPTS");
@@ -338,7 +348,7 @@ final class Stack {
         }
         stopping = true;
         for (int i = services.size() - 1; i >= 0; i--) {
-            services.get(i).stop(STOP_GRACE);
+            services.get(i).stop(services.get(i).recordsAotCache() ? RECORDING_STOP_GRACE : STOP_GRACE);
         }
         if (postgres != null) {
             try {
@@ -467,7 +477,10 @@ final class Stack {
     static Optional<Long> runningSupervisor(StackSettings settings) {
         try {
             long pid = Long.parseLong(Files.readString(settings.pidFile()).trim());
-            return ProcessHandle.of(pid).filter(ProcessHandle::isAlive).map(ProcessHandle::pid);
+            // a pid file older than a reboot may name some other process now: only a stack launcher counts
+            return ProcessHandle.of(pid).filter(ProcessHandle::isAlive)
+                    .filter(h -> h.info().commandLine().map(c -> c.contains("deepserve-stack") || c.contains(Cli.class.getName())).orElse(true))
+                    .map(ProcessHandle::pid);
         } catch (IOException | NumberFormatException e) {
             return Optional.empty();
         }

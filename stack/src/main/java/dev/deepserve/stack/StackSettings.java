@@ -66,7 +66,7 @@ public record StackSettings(Path projectDir, Path home, Path modelDir, int pgPor
         return "http://" + host + ":" + servicePorts.get(service);
     }
 
-    /** The Quarkus fast-jar a service module builds. */
+    /** The Quarkus jar a service module builds (its quarkus-app directory holds the rest). */
     public Path serviceJar(String service) {
         return projectDir.resolve(service).resolve("target/quarkus-app/quarkus-run.jar");
     }
