@@ -108,16 +108,16 @@ final class AotTraining {
         Path log = work.resolve("training.log");
         Files.createFile(log, java.nio.file.attribute.PosixFilePermissions.asFileAttribute(java.nio.file.attribute.PosixFilePermissions.fromString("rw-------")));
         System.out.println("AOT caches: training run — the stack on the images' Java runtime, " + REQUESTS + " chat requests, then its stop (log: " + log + ")");
+        Duration stop = Duration.ofMinutes(16); // the stack gives each recording service minutes to write its cache
         // a build stopped during the run (Ctrl-C) stops the stack it started, which runs detached
         Thread stopOnExit = new Thread(() -> {
             try {
-                stack(root, runtime, env, log, Duration.ofMinutes(16), "down");
+                stack(root, runtime, env, log, stop, "down");
             } catch (Exception ignored) {
                 // the next training run stops what is left (above)
             }
         }, "aot-training-stop");
         Runtime.getRuntime().addShutdownHook(stopOnExit);
-        Duration stop = Duration.ofMinutes(16); // the stack gives each recording service minutes to write its cache
         try {
             stack(root, runtime, env, log, Duration.ofMinutes(10), "up", "-d");
             String key = Files.readString(home.resolve("secrets/api-key")).strip();

@@ -23,6 +23,11 @@ final class AotCache {
         this.enabled = enabled;
     }
 
+    /** Whether a JVM started with {@code jvmOptions} records its cache (which it writes as it exits). */
+    static boolean records(List<String> jvmOptions) {
+        return jvmOptions.stream().anyMatch(o -> o.startsWith("-XX:AOTCacheOutput="));
+    }
+
     /** The options that make {@code service}'s JVM record or use its cache (none when off or the directory is unusable). */
     List<String> options(String service, Path jar, List<String> jvmOptions) {
         if (!enabled) {

@@ -140,7 +140,7 @@ final class ServiceProcess {
 
     /** Whether this JVM records its AOT cache, which it writes as it exits. */
     boolean recordsAotCache() {
-        return jvmOptions != null && jvmOptions.stream().anyMatch(o -> o.startsWith("-XX:AOTCacheOutput="));
+        return jvmOptions != null && AotCache.records(jvmOptions);
     }
 
     /** SIGTERM, then SIGKILL if it has not exited after {@code grace}. */

@@ -137,7 +137,7 @@ final class Stack {
             try {
                 List<String> options = new ArrayList<>(jvmOptions(name));
                 options.addAll(aot.options(name, settings.serviceJar(name), options));
-                if (!recordingSaid && options.stream().anyMatch(o -> o.startsWith("-XX:AOTCacheOutput="))) {
+                if (!recordingSaid && AotCache.records(options)) {
                     // measured (bench/run coldstart): recording made up -d 1.8x slower, later starts 0.64x
                     out.println("aot: this start records each service's start-up cache (slower this once, faster later)");
                     recordingSaid = true;
