@@ -29,8 +29,9 @@ import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 
 /**
- * One 2048×2048 matrix-vector product, single-threaded, FP8 with 128×128 block scales and BF16: the Vector API
- * kernels against the scalar reference kernels. Prints the speedup ratio per dtype after JMH's table.
+ * One 2048×2048 weight times 1 and 8 vectors, single-threaded, FP8 with 128×128 block scales and BF16: the Vector API
+ * kernels against the scalar reference kernels. Prints GB/s of weights and the speedup ratio per dtype and batch after
+ * JMH's table.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -45,9 +46,12 @@ public class KernelBench {
     @Param({"F8_E4M3", "BF16"})
     public String dtype;
 
+    @Param({"1", "8"})
+    public int batch;
+
     Linear weight;
-    float[] x = new float[N];
-    float[] y = new float[N];
+    float[] x;
+    float[] y;
     CpuOps vector;
     CpuOps scalar;
 
@@ -58,7 +62,9 @@ public class KernelBench {
         for (int i = 0; i < w.length; i++) {
             w[i] = (float) r.nextGaussian() * 0.02f;
         }
-        for (int i = 0; i < N; i++) {
+        x = new float[batch * N];
+        y = new float[batch * N];
+        for (int i = 0; i < x.length; i++) {
             x[i] = (float) r.nextGaussian();
         }
         Arena arena = Arena.ofShared();
@@ -83,13 +89,13 @@ public class KernelBench {
 
     @Benchmark
     public float[] vectorKernels() {
-        vector.matmul(weight, x, y, 1);
+        vector.matmul(weight, x, y, batch);
         return y;
     }
 
     @Benchmark
     public float[] scalarKernels() {
-        scalar.matmul(weight, x, y, 1);
+        scalar.matmul(weight, x, y, batch);
         return y;
     }
 
@@ -98,19 +104,22 @@ public class KernelBench {
         Collection<RunResult> results = new Runner(new OptionsBuilder().parent(cli).include(KernelBench.class.getSimpleName()).build()).run();
         System.out.println();
         for (String d : new String[] {"F8_E4M3", "BF16"}) {
-            double v = score(results, "vectorKernels", d);
-            double s = score(results, "scalarKernels", d);
-            if (v > 0 && s > 0) {
-                double bytes = (double) N * N * (d.equals("BF16") ? 2 : 1);
-                System.out.printf("%-8s 2048x2048 matvec: vector %.1f us (%.1f GB/s), scalar %.1f us — vector is %.1fx the scalar baseline%n",
-                        d, v, bytes / v / 1e3, s, s / v);
+            for (String b : new String[] {"1", "8"}) {
+                double v = score(results, "vectorKernels", d, b);
+                double s = score(results, "scalarKernels", d, b);
+                if (v > 0 && s > 0) {
+                    double bytes = (double) N * N * (d.equals("BF16") ? 2 : 1);
+                    System.out.printf("%-8s 2048x2048 x %s vector(s): vector %.1f us (%.1f GB/s of weights), scalar %.1f us — vector is %.1fx the scalar baseline%n",
+                            d, b, v, bytes / v / 1e3, s, s / v);
+                }
             }
         }
     }
 
-    static double score(Collection<RunResult> results, String method, String dtype) {
+    static double score(Collection<RunResult> results, String method, String dtype, String batch) {
         for (RunResult r : results) {
-            if (r.getParams().getBenchmark().endsWith(method) && dtype.equals(r.getParams().getParam("dtype"))) {
+            if (r.getParams().getBenchmark().endsWith(method) && dtype.equals(r.getParams().getParam("dtype"))
+                    && batch.equals(r.getParams().getParam("batch"))) {
                 return r.getPrimaryResult().getScore();
             }
         }

@@ -16,13 +16,19 @@ import java.util.function.IntConsumer;
  */
 final class PhaseTimer implements TensorOps {
 
+    /** Routed and shared experts run in one parallel loop, one expert per thread, so they are timed as one. */
+    static final String EXPERTS = "MoE experts, routed + shared (one per thread)";
+
     private final TensorOps inner;
     private final Map<String, long[]> nanos = new LinkedHashMap<>();
+    /** The phase of the matmuls run inside the parallel loop now running, from whichever thread ran them. */
+    private volatile String loopPhase;
+    private volatile boolean inLoop;
 
     PhaseTimer(TensorOps inner) {
         this.inner = inner;
         for (String p : new String[] {"lm_head", "attention projections", "attention over the latent cache (per head)", "MoE router matmul",
-                "routed experts", "shared experts + dense MLP"}) {
+                EXPERTS, "dense MLP"}) {
             nanos.put(p, new long[1]);
         }
     }
@@ -49,10 +55,10 @@ final class PhaseTimer implements TensorOps {
         if (n.endsWith("mlp.gate")) {
             return "MoE router matmul";
         }
-        if (n.contains(".experts.")) {
-            return "routed experts";
+        if (n.contains(".experts.") || n.contains(".shared_experts.")) {
+            return EXPERTS;
         }
-        return "shared experts + dense MLP";
+        return "dense MLP";
     }
 
     @Override
@@ -62,6 +68,11 @@ final class PhaseTimer implements TensorOps {
 
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
+        if (inLoop) { // the loop is timed whole, under its matmuls' phase
+            loopPhase = phase(w);
+            inner.matmul(w, x, y, batch);
+            return;
+        }
         long t = System.nanoTime();
         inner.matmul(w, x, y, batch);
         nanos.get(phase(w))[0] += System.nanoTime() - t;
@@ -137,11 +148,21 @@ final class PhaseTimer implements TensorOps {
         inner.rope(x, off, cos, sin, tableOff, pairs);
     }
 
-    /** The model's only parallel loop outside a matmul is MLA's per-head attention (absorbed form). */
+    /**
+     * The model's parallel loops outside a matmul: MLA's per-head attention (absorbed form, no matmul inside) and the
+     * MoE layer's experts (their matmuls name the phase).
+     */
     @Override
     public void parallelFor(int n, long costPerItem, IntConsumer body) {
         long t = System.nanoTime();
-        inner.parallelFor(n, costPerItem, body);
-        nanos.get("attention over the latent cache (per head)")[0] += System.nanoTime() - t;
+        loopPhase = null;
+        inLoop = true;
+        try {
+            inner.parallelFor(n, costPerItem, body);
+        } finally {
+            inLoop = false;
+        }
+        String phase = loopPhase == null ? "attention over the latent cache (per head)" : loopPhase;
+        nanos.get(phase)[0] += System.nanoTime() - t;
     }
 }

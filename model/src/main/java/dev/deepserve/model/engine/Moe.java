@@ -122,6 +122,11 @@ final class Moe {
     }
 
     /** Bytes of weights one token reads: gate, its top-k experts and the shared experts. */
+    /** Weight bytes of one routed expert (what running it over a row reads). */
+    long expertWeightBytes() {
+        return experts[0].weightBytes();
+    }
+
     long weightBytesPerToken(int topK) {
         return gateWeight.bytes() + topK * experts[0].weightBytes() + (shared == null ? 0 : shared.weightBytes());
     }

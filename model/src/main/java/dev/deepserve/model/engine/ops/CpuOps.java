@@ -124,24 +124,46 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         parallelFor(chunks, (long) chunk * in * batch, ci -> {
             int r0 = ci * chunk;
             int r1 = Math.min(out, r0 + chunk);
-            if (batch == 1) {
-                for (int r = r0; r < r1; r++) {
-                    y[r] = kernels.dotRow(w.weight(), (long) r * in, in, scales, (long) (r / w.blockRows()) * scaleCols, w.blockCols(), input, 0);
-                }
-                return;
-            }
-            for (int r = r0; r < r1; r++) {
+            int quads = batch - batch % 4;
+            int blockRows = w.blockRows();
+            for (int r = r0; r < r1; ) {
                 long rowStart = (long) r * in;
-                long scaleStart = (long) (r / w.blockRows()) * scaleCols;
-                int b = 0;
-                for (; b + 4 <= batch; b += 4) {
-                    kernels.dotRow4(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in, in, y, b * out + r, out);
+                long scaleStart = (long) (r / blockRows) * scaleCols;
+                // two rows at a time where they share block scales: eight sums in flight instead of four
+                boolean pair = r + 1 < r1 && (scales == null || r / blockRows == (r + 1) / blockRows);
+                for (int b = 0; b < quads; b += 4) {
+                    if (pair) {
+                        kernels.dot2Rows4(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in, in, y, b * out + r, out);
+                    } else {
+                        kernels.dotRow4(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in, in, y, b * out + r, out);
+                    }
                 }
-                for (; b < batch; b++) {
-                    y[b * out + r] = kernels.dotRow(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in);
-                }
+                r += pair ? 2 : 1;
+            }
+            for (int b = quads; b < batch; b++) {
+                rowsAgainstOne(kernels, w, r0, r1, input, b * in, y, b * out);
             }
         });
+    }
+
+    /**
+     * Rows [r0, r1) of w times one vector, four rows at a time where they share a row of block scales: the four
+     * sums' chains then overlap (one row's chain of FMAs leaves the core waiting on each one's latency).
+     */
+    private static void rowsAgainstOne(Kernels kernels, Linear w, int r0, int r1, float[] x, int xOff, float[] y, int yOff) {
+        int in = w.in();
+        int blockRows = w.blockRows();
+        int r = r0;
+        while (r < r1) {
+            long scaleStart = (long) (r / blockRows) * w.scaleColumns();
+            if (r + 4 <= r1 && (w.scaleInv() == null || r / blockRows == (r + 3) / blockRows)) {
+                kernels.dotRows4(w.weight(), (long) r * in, in, w.scaleInv(), scaleStart, w.blockCols(), x, xOff, y, yOff + r);
+                r += 4;
+            } else {
+                y[yOff + r] = kernels.dotRow(w.weight(), (long) r * in, in, w.scaleInv(), scaleStart, w.blockCols(), x, xOff);
+                r++;
+            }
+        }
     }
 
     /**

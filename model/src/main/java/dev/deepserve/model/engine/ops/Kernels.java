@@ -37,6 +37,30 @@ interface Kernels {
     void dotRow4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
                  float[] out, int outOff, int outStride);
 
+    /**
+     * {@link #dotRow} for the four consecutive weight rows starting at element {@code rowStart} ({@code rowStart + k·n},
+     * k < 4), which share the block scales from {@code scaleStart}, against one vector: results to
+     * {@code out[outOff + k]}. Each row is summed exactly as {@link #dotRow} sums it (the same floats); four independent
+     * sums let the core overlap what one row's chain of FMAs would leave waiting.
+     */
+    default void dotRows4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff,
+                          float[] out, int outOff) {
+        for (int k = 0; k < 4; k++) {
+            out[outOff + k] = dotRow(w, rowStart + (long) k * n, n, scales, scaleStart, blockCols, x, xOff);
+        }
+    }
+
+    /**
+     * {@link #dotRow4} for the two consecutive weight rows starting at element {@code rowStart}, which share the block
+     * scales from {@code scaleStart}: row j's result against vector k to {@code out[outOff + j + k·outStride]}, each the
+     * very float {@link #dotRow4} gives.
+     */
+    default void dot2Rows4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
+                           float[] out, int outOff, int outStride) {
+        dotRow4(w, rowStart, n, scales, scaleStart, blockCols, x, xOff, stride, out, outOff, outStride);
+        dotRow4(w, rowStart + n, n, scales, scaleStart, blockCols, x, xOff, stride, out, outOff + 1, outStride);
+    }
+
     /** Writes W[row, 0..n) dequantized (times its block scales when given), in the layout, into {@code out[outOff..]}. */
     void decodeRow(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] out, int outOff);
 

@@ -168,6 +168,98 @@ final class VectorKernels implements Kernels {
         }
     }
 
+    @Override
+    public void dotRows4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff,
+                         float[] out, int outOff) {
+        if (w.dtype() != DType.F8_E4M3 || chunk(DType.F8_E4M3, blockCols) == 1) {
+            Kernels.super.dotRows4(w, rowStart, n, scales, scaleStart, blockCols, x, xOff, out, outOff);
+            return;
+        }
+        int c = 4 * L;
+        int full = n - n % c;
+        rows4Fp8Whole(w.data(), rowStart, n, full, scales, scaleStart, blockCols / c, x, xOff, out, outOff);
+        float scale = full == n ? 0 : scale(scales, scaleStart + full / blockCols);
+        for (int k = 0; k < 4; k++) {
+            // as dotFp8: the row's scalar tail times its last block's scale, added to the head (+ 0f when none)
+            long row = rowStart + (long) k * n;
+            float tail = 0;
+            for (int i = full; i < n; i++) {
+                tail += w.get(row + i) * x[xOff + i];
+            }
+            float tailTotal = 0;
+            tailTotal += full == n ? 0 : tail * scale;
+            out[outOff + k] = out[outOff + k] + tailTotal;
+        }
+    }
+
+    /**
+     * {@link #dotFp8Whole} for four rows {@code n} elements apart, over their first {@code full} columns, heads to
+     * {@code out[outOff + k]}: each row's chain of FMAs is the one {@link #dotFp8Whole} builds, and the x chunks are
+     * loaded once for the four.
+     */
+    private static void rows4Fp8Whole(MemorySegment seg, long rowStart, int n, int full, Tensor scales, long scaleStart, int quadsPerBlock,
+                                      float[] x, int xOff, float[] out, int outOff) {
+        int c = 4 * L;
+        long r0 = rowStart;
+        long r1 = rowStart + n;
+        long r2 = rowStart + 2L * n;
+        long r3 = rowStart + 3L * n;
+        FloatVector t0 = FloatVector.zero(F);
+        FloatVector t1 = FloatVector.zero(F);
+        FloatVector t2 = FloatVector.zero(F);
+        FloatVector t3 = FloatVector.zero(F);
+        long block = scaleStart;
+        for (int i = 0; i < full; block++) {
+            int blockEnd = Math.min(full, i + quadsPerBlock * c);
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            FloatVector a2 = FloatVector.zero(F);
+            FloatVector a3 = FloatVector.zero(F);
+            for (; i < blockEnd; i += c) {
+                int xi = xOff + i;
+                IntVector q0 = IntVector.fromMemorySegment(I, seg, r0 + i, LE);
+                IntVector q1 = IntVector.fromMemorySegment(I, seg, r1 + i, LE);
+                IntVector q2 = IntVector.fromMemorySegment(I, seg, r2 + i, LE);
+                IntVector q3 = IntVector.fromMemorySegment(I, seg, r3 + i, LE);
+                for (int k = 0; k < 4; k++) {
+                    FloatVector xk = FloatVector.fromArray(F, x, xi + k * L);
+                    int shift = 24 - 8 * k;
+                    a0 = fp8Lanes(q0.lanewise(VectorOperators.LSHL, shift)).fma(xk, a0);
+                    a1 = fp8Lanes(q1.lanewise(VectorOperators.LSHL, shift)).fma(xk, a1);
+                    a2 = fp8Lanes(q2.lanewise(VectorOperators.LSHL, shift)).fma(xk, a2);
+                    a3 = fp8Lanes(q3.lanewise(VectorOperators.LSHL, shift)).fma(xk, a3);
+                }
+            }
+            FloatVector s = FloatVector.broadcast(F, scale(scales, block));
+            t0 = a0.fma(s, t0);
+            t1 = a1.fma(s, t1);
+            t2 = a2.fma(s, t2);
+            t3 = a3.fma(s, t3);
+        }
+        // four sum() calls would not be inlined into a method this large, and a vector passed to a call is boxed
+        float[] lanes = LANES.get();
+        t0.intoArray(lanes, 0);
+        t1.intoArray(lanes, L);
+        t2.intoArray(lanes, 2 * L);
+        t3.intoArray(lanes, 3 * L);
+        for (int k = 0; k < 4; k++) {
+            out[outOff + k] = sumLanes(lanes, k * L);
+        }
+    }
+
+    /** Each thread's room for eight vectors' lanes. */
+    private static final ThreadLocal<float[]> LANES = ThreadLocal.withInitial(() -> new float[8 * L]);
+
+    /** {@link #sum} of a vector whose lanes are stored at {@code lanes[off..off+L)}: the same tree of adds, in scalar code. */
+    private static float sumLanes(float[] lanes, int off) {
+        for (int half = L / 2; half >= 1; half /= 2) {
+            for (int i = 0; i < half; i++) {
+                lanes[off + i] += lanes[off + i + half];
+            }
+        }
+        return lanes[off];
+    }
+
     private static void dot4Bf16(Tensor w, long rowStart, int n, float[] x, int xOff, int stride, float[] out, int outOff, int outStride) {
         // The same accumulation as dotBf16 for each of the four vectors, so a row gives bit-identical results
         // whether it is computed alone or in a batch.
@@ -210,6 +302,12 @@ final class VectorKernels implements Kernels {
         int c = 4 * L;
         int full = n - n % c;
         dot4Fp8Whole(w.data(), rowStart, full, scales, scaleStart, blockCols / c, x, xOff, stride, out, outOff, outStride);
+        addFp8Tails(w, rowStart, n, full, scales, scaleStart, blockCols, x, xOff, stride, out, outOff, outStride);
+    }
+
+    /** To each of four heads {@code out[outOff + k·outStride]}: the row's scalar tail against vector k, times its block's scale. */
+    private static void addFp8Tails(Tensor w, long rowStart, int n, int full, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff,
+                                    int stride, float[] out, int outOff, int outStride) {
         float scale = full == n ? 0 : scale(scales, scaleStart + full / blockCols);
         for (int k = 0; k < 4; k++) {
             // the last block's scalar tail, times that block's scale (none: + 0f, the same float for -0 too)
@@ -220,6 +318,93 @@ final class VectorKernels implements Kernels {
             float tailTotal = 0;
             tailTotal += full == n ? 0 : tail * scale;
             out[outOff + k * outStride] += tailTotal;
+        }
+    }
+
+    @Override
+    public void dot2Rows4(Tensor w, long rowStart, int n, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff, int stride,
+                          float[] out, int outOff, int outStride) {
+        if (w.dtype() != DType.F8_E4M3 || chunk(DType.F8_E4M3, blockCols) == 1) {
+            Kernels.super.dot2Rows4(w, rowStart, n, scales, scaleStart, blockCols, x, xOff, stride, out, outOff, outStride);
+            return;
+        }
+        int c = 4 * L;
+        int full = n - n % c;
+        rows2x4Fp8Whole(w.data(), rowStart, n, full, scales, scaleStart, blockCols / c, x, xOff, stride, out, outOff, outStride);
+        addFp8Tails(w, rowStart, n, full, scales, scaleStart, blockCols, x, xOff, stride, out, outOff, outStride);
+        addFp8Tails(w, rowStart + n, n, full, scales, scaleStart, blockCols, x, xOff, stride, out, outOff + 1, outStride);
+    }
+
+    /**
+     * {@link #dot4Fp8Whole} for two rows {@code n} elements apart, heads to {@code out[outOff + row + k·outStride]}: eight
+     * independent chains, each built as {@link #dot4Fp8Whole} builds it, where one row's four leave the FMA units waiting.
+     */
+    private static void rows2x4Fp8Whole(MemorySegment seg, long rowStart, int n, int full, Tensor scales, long scaleStart, int quadsPerBlock,
+                                        float[] x, int xOff, int stride, float[] out, int outOff, int outStride) {
+        int c = 4 * L;
+        long r1 = rowStart + n;
+        FloatVector t0 = FloatVector.zero(F);
+        FloatVector t1 = FloatVector.zero(F);
+        FloatVector t2 = FloatVector.zero(F);
+        FloatVector t3 = FloatVector.zero(F);
+        FloatVector u0 = FloatVector.zero(F);
+        FloatVector u1 = FloatVector.zero(F);
+        FloatVector u2 = FloatVector.zero(F);
+        FloatVector u3 = FloatVector.zero(F);
+        long block = scaleStart;
+        for (int i = 0; i < full; block++) {
+            int blockEnd = Math.min(full, i + quadsPerBlock * c);
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            FloatVector a2 = FloatVector.zero(F);
+            FloatVector a3 = FloatVector.zero(F);
+            FloatVector b0 = FloatVector.zero(F);
+            FloatVector b1 = FloatVector.zero(F);
+            FloatVector b2 = FloatVector.zero(F);
+            FloatVector b3 = FloatVector.zero(F);
+            for (; i < blockEnd; i += c) {
+                IntVector p = IntVector.fromMemorySegment(I, seg, rowStart + i, LE);
+                IntVector q = IntVector.fromMemorySegment(I, seg, r1 + i, LE);
+                for (int k = 0; k < 4; k++) {
+                    FloatVector f = fp8Lanes(p.lanewise(VectorOperators.LSHL, 24 - 8 * k));
+                    FloatVector g = fp8Lanes(q.lanewise(VectorOperators.LSHL, 24 - 8 * k));
+                    int xi = xOff + i + k * L;
+                    FloatVector x0 = FloatVector.fromArray(F, x, xi);
+                    a0 = f.fma(x0, a0);
+                    b0 = g.fma(x0, b0);
+                    FloatVector x1 = FloatVector.fromArray(F, x, xi + stride);
+                    a1 = f.fma(x1, a1);
+                    b1 = g.fma(x1, b1);
+                    FloatVector x2 = FloatVector.fromArray(F, x, xi + 2 * stride);
+                    a2 = f.fma(x2, a2);
+                    b2 = g.fma(x2, b2);
+                    FloatVector x3 = FloatVector.fromArray(F, x, xi + 3 * stride);
+                    a3 = f.fma(x3, a3);
+                    b3 = g.fma(x3, b3);
+                }
+            }
+            FloatVector s = FloatVector.broadcast(F, scale(scales, block));
+            t0 = a0.fma(s, t0);
+            t1 = a1.fma(s, t1);
+            t2 = a2.fma(s, t2);
+            t3 = a3.fma(s, t3);
+            u0 = b0.fma(s, u0);
+            u1 = b1.fma(s, u1);
+            u2 = b2.fma(s, u2);
+            u3 = b3.fma(s, u3);
+        }
+        float[] lanes = LANES.get();
+        t0.intoArray(lanes, 0);
+        t1.intoArray(lanes, L);
+        t2.intoArray(lanes, 2 * L);
+        t3.intoArray(lanes, 3 * L);
+        u0.intoArray(lanes, 4 * L);
+        u1.intoArray(lanes, 5 * L);
+        u2.intoArray(lanes, 6 * L);
+        u3.intoArray(lanes, 7 * L);
+        for (int k = 0; k < 4; k++) {
+            out[outOff + k * outStride] = sumLanes(lanes, k * L);
+            out[outOff + 1 + k * outStride] = sumLanes(lanes, (4 + k) * L);
         }
     }
 

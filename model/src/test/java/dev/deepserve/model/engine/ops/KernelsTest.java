@@ -159,6 +159,73 @@ class KernelsTest {
     }
 
     /**
+     * Four consecutive FP8 weight rows against one vector give each row's floats of {@code dotRow} (the batch-1 matmul
+     * takes rows four at a time, so a row's logits must not depend on that), with and without a scalar tail; rows
+     * whose codes include negative zero, subnormals and ±448.
+     */
+    @Test
+    void fourFp8RowsAgainstOneVectorSumBitForBitAsEachRowAlone() {
+        Kernels k = vector();
+        SplittableRandom r = new SplittableRandom(23);
+        Arena arena = Arena.ofAuto();
+        for (int n : new int[] {37, 64, 128, 192, 1000, 1024, 2048 + 64, 2048 + 37}) {
+            MemorySegment f8 = arena.allocate(4L * n);
+            for (int i = 0; i < 4 * n; i++) {
+                f8.set(ValueLayout.JAVA_BYTE, i, i % 5 == 0 ? code(i) : Fp8E4M3.encode((float) r.nextGaussian() * 100));
+            }
+            Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {4, n}, f8);
+            Tensor s = blockScales(arena, n);
+            float[] x = new float[n];
+            for (int i = 0; i < n; i++) {
+                x[i] = (float) r.nextGaussian();
+            }
+            float[] out = new float[6];
+            k.dotRows4(w, 0, n, s, 0, 128, x, 0, out, 1);
+            for (int row = 0; row < 4; row++) {
+                float one = k.dotRow(w, (long) row * n, n, s, 0, 128, x, 0);
+                assertEquals(Float.floatToRawIntBits(one), Float.floatToRawIntBits(out[1 + row]), "n=" + n + " row " + row + " of four");
+            }
+            assertEquals(0f, out[0]);
+            assertEquals(0f, out[5]);
+        }
+    }
+
+    /**
+     * Two consecutive FP8 weight rows against four vectors give each row's floats of {@code dotRow4} (batches of four
+     * and more take rows two at a time), with and without a scalar tail.
+     */
+    @Test
+    void twoFp8RowsAgainstFourVectorsSumBitForBitAsEachRowAlone() {
+        Kernels k = vector();
+        SplittableRandom r = new SplittableRandom(29);
+        Arena arena = Arena.ofAuto();
+        for (int n : new int[] {37, 64, 128, 192, 1000, 1024, 2048 + 64, 2048 + 37}) {
+            MemorySegment f8 = arena.allocate(2L * n);
+            for (int i = 0; i < 2 * n; i++) {
+                f8.set(ValueLayout.JAVA_BYTE, i, i % 5 == 0 ? code(i) : Fp8E4M3.encode((float) r.nextGaussian() * 100));
+            }
+            Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {2, n}, f8);
+            Tensor s = blockScales(arena, n);
+            float[] four = new float[4 * n];
+            for (int i = 0; i < four.length; i++) {
+                four[i] = (float) r.nextGaussian();
+            }
+            float[] both = new float[4 * 3]; // out[row + 3k]: one unused slot per vector
+            k.dot2Rows4(w, 0, n, s, 0, 128, four, 0, n, both, 0, 3);
+            for (int row = 0; row < 2; row++) {
+                float[] alone = new float[4];
+                k.dotRow4(w, (long) row * n, n, s, 0, 128, four, 0, n, alone, 0, 1);
+                for (int q = 0; q < 4; q++) {
+                    assertEquals(Float.floatToRawIntBits(alone[q]), Float.floatToRawIntBits(both[row + 3 * q]), "n=" + n + " row " + row + " vector " + q);
+                }
+            }
+            for (int q = 0; q < 4; q++) {
+                assertEquals(0f, both[2 + 3 * q]);
+            }
+        }
+    }
+
+    /**
      * A warm FP8 matmul allocates no vectors: when C2 cannot keep a vector in registers (a merge it cannot see
      * through, a call it does not inline) it boxes it, and the kernel ran 4x slower allocating 2.4 KB per 2048-wide
      * row (4.9 MB per call here with the earlier loop, which this test caught). Through {@code CpuOps.matmul}, the
