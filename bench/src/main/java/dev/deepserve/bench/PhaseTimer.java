@@ -67,6 +67,11 @@ final class PhaseTimer implements TensorOps {
     }
 
     @Override
+    public Linear place(Linear w) {
+        return inner.place(w);
+    }
+
+    @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         if (inLoop) { // the loop is timed whole, under its matmuls' phase
             loopPhase = phase(w);

@@ -1,6 +1,7 @@
 package dev.deepserve.model.engine;
 
 import dev.deepserve.model.config.ModelConfig;
+import dev.deepserve.model.engine.ops.TensorOps;
 import dev.deepserve.model.weights.CheckpointWeights;
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.SafetensorsFormatException;
@@ -34,6 +35,11 @@ public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int i
     /** Bytes read from the checkpoint for one pass over this weight. */
     public long bytes() {
         return weight.numel() * weight.dtype().bytes() + (scaleInv == null ? 0 : scaleInv.numel() * 4);
+    }
+
+    /** {@link #load(CheckpointWeights, ModelConfig, String, int, int)}, kept where {@code ops} reads it fastest ({@link TensorOps#place}). */
+    public static Linear load(CheckpointWeights w, ModelConfig config, String prefix, int out, int in, TensorOps ops) {
+        return ops.place(load(w, config, prefix, out, in));
     }
 
     /** Loads {@code <prefix>.weight} (and its scales when FP8) with the shape the config implies. */

@@ -19,9 +19,9 @@ final class Mlp {
     Mlp(CheckpointWeights w, ModelConfig c, String prefix, int intermediate, TensorOps ops) {
         this.ops = ops;
         this.inter = intermediate;
-        this.gate = Linear.load(w, c, prefix + "gate_proj", intermediate, c.hiddenSize());
-        this.up = Linear.load(w, c, prefix + "up_proj", intermediate, c.hiddenSize());
-        this.down = Linear.load(w, c, prefix + "down_proj", c.hiddenSize(), intermediate);
+        this.gate = Linear.load(w, c, prefix + "gate_proj", intermediate, c.hiddenSize(), ops);
+        this.up = Linear.load(w, c, prefix + "up_proj", intermediate, c.hiddenSize(), ops);
+        this.down = Linear.load(w, c, prefix + "down_proj", c.hiddenSize(), intermediate, ops);
     }
 
     /** {@code out[rows, hidden] = mlp(x[rows, hidden])}. */

@@ -23,7 +23,7 @@ final class Moe {
         this.ops = ops;
         this.hidden = c.hiddenSize();
         this.nExperts = c.nRoutedExperts();
-        this.gateWeight = Linear.load(w, c, prefix + "gate", nExperts, hidden);
+        this.gateWeight = Linear.load(w, c, prefix + "gate", nExperts, hidden, ops);
         float[] bias = c.isV3() ? Weights.vector(w, prefix + "gate.e_score_correction_bias", nExperts) : null;
         this.gate = new Gate(c, bias);
         this.experts = new Mlp[nExperts];

@@ -5,6 +5,7 @@ import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Fp8E4M3;
 import dev.deepserve.model.weights.Tensor;
 
+import java.lang.foreign.MemorySegment;
 import java.util.function.IntConsumer;
 
 /**
@@ -30,6 +31,9 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
     private final java.util.Map<Linear, Bf16Panels> panels = new java.util.concurrent.ConcurrentHashMap<>();
     private volatile boolean repack = true;
+    /** Weight bytes {@link #place} may still copy onto huge pages. */
+    private final java.util.concurrent.atomic.AtomicLong placeBudget = new java.util.concurrent.atomic.AtomicLong(defaultPlaceBudget());
+    private final HugePageMemory.Slab slab = new HugePageMemory.Slab();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
 
     private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
@@ -69,8 +73,8 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     }
 
     /**
-     * Whether {@link #prepare} repacks weights (on by default). Off where another backend computes the logits, e.g. a
-     * device-resident model, so no host copy of the lm_head is kept for nothing; a weight already repacked stays so.
+     * Whether {@link #prepare} repacks weights and {@link #place} copies them (on by default). Off where another backend
+     * computes, e.g. a device-resident model, so no host copies are kept for nothing; a weight already repacked stays so.
      */
     public void repack(boolean on) {
         this.repack = on;
@@ -100,6 +104,56 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         if (repack && kernels instanceof VectorKernels && Bf16Panels.fits(w)) {
             panels.computeIfAbsent(w, Bf16Panels::pack);
         }
+    }
+
+    /**
+     * Copies a weight onto huge pages (a {@link HugePageMemory.Slab}), where {@link #repack} is on, the kernel gives
+     * huge pages, and the copies so far stay within the budget ({@value #PLACE_PROPERTY}: {@code auto}, a quarter of
+     * the memory this machine or container has but never the room the heap may take; {@code off}; or a number of MiB). The checkpoint is memory-mapped in
+     * 4 KiB pages: in this microVM a decode step's sweep over them missed the TLB enough that the experts and dense
+     * MLPs ran 10-30 % slower than from the same bytes on huge pages (bench/results, #29). The mapping's pages, no
+     * longer read, are page cache the kernel reclaims first.
+     */
+    @Override
+    public Linear place(Linear w) {
+        long bytes = w.weight().data().byteSize();
+        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES) {
+            return w;
+        }
+        if (placeBudget.addAndGet(-bytes) < 0) {
+            placeBudget.addAndGet(bytes);
+            return w;
+        }
+        MemorySegment copy;
+        synchronized (slab) {
+            copy = slab.allocate(bytes);
+        }
+        copy.copyFrom(w.weight().data());
+        Tensor t = w.weight();
+        return new Linear(w.name(), new Tensor(t.name(), t.dtype(), t.shape(), copy), w.scaleInv(), w.out(), w.in(), w.blockRows(), w.blockCols(),
+                w.nanCodes());
+    }
+
+    /** The system property that sizes {@link #place}'s copies. */
+    public static final String PLACE_PROPERTY = "deepserve.cpu.hugepage-weights";
+    private static final boolean HUGE_PAGES = HugePageMemory.available();
+
+    private static long defaultPlaceBudget() {
+        String v = System.getProperty(PLACE_PROPERTY, "auto").trim();
+        if (v.equals("off")) {
+            return 0;
+        }
+        if (!v.equals("auto")) {
+            try {
+                return Math.max(0, Long.parseLong(v)) << 20;
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException(PLACE_PROPERTY + " must be auto, off or a number of MiB, not " + v);
+            }
+        }
+        var os = java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+        long total = os instanceof com.sun.management.OperatingSystemMXBean m ? m.getTotalMemorySize() : 0;
+        // never into the room the heap may grow to (an image's engine heap is 85 % of its container), a tenth spare
+        return Math.max(0, Math.min(total / 4, total - Runtime.getRuntime().maxMemory() - total / 10));
     }
 
     @Override

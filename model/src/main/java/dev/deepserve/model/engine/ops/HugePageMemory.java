@@ -82,6 +82,46 @@ final class HugePageMemory {
         return Arena.ofAuto().allocate(bytes, 64);
     }
 
+    /**
+     * Whether this kernel hands out transparent huge pages to {@code madvise}d memory (its mode is {@code always} or
+     * {@code madvise}); elsewhere a copy would cost memory and gain nothing.
+     */
+    static boolean available() {
+        if (MMAP == null) {
+            return false;
+        }
+        try {
+            String mode = java.nio.file.Files.readString(java.nio.file.Path.of("/sys/kernel/mm/transparent_hugepage/enabled"));
+            return mode.contains("[always]") || mode.contains("[madvise]");
+        } catch (java.io.IOException | RuntimeException e) {
+            return false;
+        }
+    }
+
+    /**
+     * Room for many weights on shared huge pages: each copy is a 64-byte-aligned slice of a chunk of at least
+     * {@link #SLAB_CHUNK}, so weights smaller than a huge page (an expert's 1 MiB matrices) still sit on one. A chunk is
+     * freed once no slice of it is reachable. Not thread-safe: the model loads on one thread.
+     */
+    static final class Slab {
+
+        private static final long SLAB_CHUNK = 64L << 20;
+
+        private MemorySegment chunk = MemorySegment.NULL;
+        private long used;
+
+        /** {@code bytes} of zeroed memory, 64-byte aligned. */
+        MemorySegment allocate(long bytes) {
+            long at = Math.ceilDiv(used, 64) * 64;
+            if (at + bytes > chunk.byteSize()) {
+                chunk = HugePageMemory.allocate(Math.max(SLAB_CHUNK, Math.ceilDiv(bytes, PAGE) * PAGE));
+                at = 0;
+            }
+            used = at + bytes;
+            return chunk.asSlice(at, bytes);
+        }
+    }
+
     private static void unmap(MemorySegment at) {
         try {
             int ignored = (int) MUNMAP.invokeExact(at, at.byteSize());

@@ -22,6 +22,15 @@ public interface TensorOps {
     default void prepare(Linear w) {
     }
 
+    /**
+     * The weight to keep for {@code w}: {@code w} itself, or the same values in memory this backend reads faster (the
+     * CPU backend copies weights onto huge pages: see {@code CpuOps}). Called once per weight, at load; the floats
+     * every operation gives are the same either way.
+     */
+    default Linear place(Linear w) {
+        return w;
+    }
+
     /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for {@code b < batch}: x is {@code [batch, in]}, y {@code [batch, out]}. */
     void matmul(Linear w, float[] x, float[] y, int batch);
 

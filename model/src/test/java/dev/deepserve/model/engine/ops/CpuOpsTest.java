@@ -49,6 +49,60 @@ class CpuOpsTest {
         assertTrue(!linear(finite, 2, 128).nanCodes());
     }
 
+    /**
+     * {@code place} copies a weight onto huge pages within its budget and the copy multiplies to the very floats of the
+     * checkpoint's bytes; over the budget, below 64 KiB, with {@code off}, or with repacking turned off it keeps the
+     * weight as it is.
+     */
+    @Test
+    void placedWeightsAreCopiesWithinTheBudgetThatGiveTheSameFloats() {
+        Linear big = fp8(512, 2048, 5); // 1 MiB
+        Linear small = fp8(128, 256, 6); // 32 KiB
+        float[] x = new float[3 * 2048];
+        SplittableRandom r = new SplittableRandom(7);
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) r.nextGaussian();
+        }
+        String before = System.getProperty(CpuOps.PLACE_PROPERTY);
+        try {
+            System.setProperty(CpuOps.PLACE_PROPERTY, "1"); // MiB: room for one 1 MiB weight
+            try (CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), 2, false)) {
+                Linear placed = ops.place(big);
+                org.junit.jupiter.api.Assumptions.assumeTrue(placed != big, "no transparent huge pages on this kernel");
+                assertTrue(placed.weight().data().address() != big.weight().data().address());
+                assertEquals(-1L, placed.weight().data().mismatch(big.weight().data()));
+                assertEquals(big.name(), placed.name());
+                for (int batch : new int[] {1, 3}) {
+                    float[] a = new float[batch * 512];
+                    float[] b = new float[batch * 512];
+                    ops.matmul(big, x, a, batch);
+                    ops.matmul(placed, x, b, batch);
+                    for (int i = 0; i < a.length; i++) {
+                        assertEquals(Float.floatToRawIntBits(a[i]), Float.floatToRawIntBits(b[i]), "batch " + batch + " output " + i);
+                    }
+                }
+                Linear over = fp8(512, 2048, 9);
+                assertTrue(ops.place(over) == over, "over the budget");
+                assertTrue(ops.place(small) == small, "below 64 KiB");
+            }
+            System.setProperty(CpuOps.PLACE_PROPERTY, "off");
+            try (CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), 1, false)) {
+                assertTrue(ops.place(big) == big, "off");
+            }
+            System.setProperty(CpuOps.PLACE_PROPERTY, "auto");
+            try (CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), 1, false)) {
+                ops.repack(false);
+                assertTrue(ops.place(big) == big, "repacking off (a device computes)");
+            }
+        } finally {
+            if (before == null) {
+                System.clearProperty(CpuOps.PLACE_PROPERTY);
+            } else {
+                System.setProperty(CpuOps.PLACE_PROPERTY, before);
+            }
+        }
+    }
+
     static float[] filled(int n, float v) {
         float[] x = new float[n];
         java.util.Arrays.fill(x, v);
