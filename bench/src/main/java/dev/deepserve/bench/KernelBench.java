@@ -31,7 +31,7 @@ import java.util.concurrent.TimeUnit;
 /**
  * One 2048×2048 weight times 1 and 8 vectors, single-threaded, FP8 with 128×128 block scales and BF16: the Vector API
  * kernels against the scalar reference kernels. Prints GB/s of weights and the speedup ratio per dtype and batch after
- * JMH's table.
+ * JMH's table; and the repacked lm_head (BF16 panels) at batch 1 and 8, in GFMA/s.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -101,7 +101,12 @@ public class KernelBench {
 
     public static void main(String[] args) throws Exception {
         var cli = new CommandLineOptions(args);
-        Collection<RunResult> results = new Runner(new OptionsBuilder().parent(cli).include(KernelBench.class.getSimpleName()).build()).run();
+        OptionsBuilder options = new OptionsBuilder();
+        options.parent(cli);
+        if (cli.getIncludes().isEmpty()) { // by default both classes; a pattern given picks among them
+            options.include(KernelBench.class.getSimpleName()).include(LmHeadBench.class.getSimpleName());
+        }
+        Collection<RunResult> results = new Runner(options.build()).run();
         System.out.println();
         for (String d : new String[] {"F8_E4M3", "BF16"}) {
             for (String b : new String[] {"1", "8"}) {
@@ -114,6 +119,22 @@ public class KernelBench {
                 }
             }
         }
+        for (String b : new String[] {"1", "8"}) {
+            double us = score(results, "lmHeadPanels", b);
+            if (us > 0) {
+                double fma = (double) LmHeadBench.OUT * LmHeadBench.IN * Integer.parseInt(b);
+                System.out.printf("lm_head 129280x256 BF16 panels x %s vector(s): %.1f us, %.1f GFMA/s (one thread)%n", b, us, fma / us / 1e3);
+            }
+        }
+    }
+
+    static double score(Collection<RunResult> results, String method, String batch) {
+        for (RunResult r : results) {
+            if (r.getParams().getBenchmark().endsWith(method) && batch.equals(r.getParams().getParam("batch"))) {
+                return r.getPrimaryResult().getScore();
+            }
+        }
+        return -1;
     }
 
     static double score(Collection<RunResult> results, String method, String dtype, String batch) {

@@ -158,12 +158,33 @@ final class Bf16Panels {
             s = FloatVector.broadcast(F, x[c + 3 * in + 1]);
             a3 = w0.fma(s, a3); b3 = w1.fma(s, b3); c3 = w2.fma(s, c3); d3 = w3.fma(s, d3);
         }
+        // Stored inline: sixteen calls to store() are more than C2 inlines into this method, and each vector passed to
+        // a call it does not inline is boxed (1.5 KB per call, 3-6 MB per lm_head product at batch 4-8).
         int r = p * L;
-        store(a0, y, b, r); store(b0, y, b, r + L); store(c0, y, b, r + 2 * L); store(d0, y, b, r + 3 * L);
-        store(a1, y, b + 1, r); store(b1, y, b + 1, r + L); store(c1, y, b + 1, r + 2 * L); store(d1, y, b + 1, r + 3 * L);
-        store(a2, y, b + 2, r); store(b2, y, b + 2, r + L); store(c2, y, b + 2, r + 2 * L); store(d2, y, b + 2, r + 3 * L);
-        store(a3, y, b + 3, r); store(b3, y, b + 3, r + L); store(c3, y, b + 3, r + 2 * L); store(d3, y, b + 3, r + 3 * L);
+        float[] to = y;
+        int o = b * out + r;
+        if (r + 4 * L > out) { // the last panels' padding rows: through a buffer, only the real rows copied out
+            to = LANES.get();
+            o = 0;
+        }
+        int rowStride = to == y ? out : 4 * L;
+        a0.intoArray(to, o); b0.intoArray(to, o + L); c0.intoArray(to, o + 2 * L); d0.intoArray(to, o + 3 * L);
+        o += rowStride;
+        a1.intoArray(to, o); b1.intoArray(to, o + L); c1.intoArray(to, o + 2 * L); d1.intoArray(to, o + 3 * L);
+        o += rowStride;
+        a2.intoArray(to, o); b2.intoArray(to, o + L); c2.intoArray(to, o + 2 * L); d2.intoArray(to, o + 3 * L);
+        o += rowStride;
+        a3.intoArray(to, o); b3.intoArray(to, o + L); c3.intoArray(to, o + 2 * L); d3.intoArray(to, o + 3 * L);
+        if (to != y) {
+            int real = out - r;
+            for (int k = 0; k < 4; k++) {
+                System.arraycopy(to, k * 4 * L, y, (b + k) * out + r, real);
+            }
+        }
     }
+
+    /** Each thread's room for four batch rows of four panels' outputs. */
+    private static final ThreadLocal<float[]> LANES = ThreadLocal.withInitial(() -> new float[16 * L]);
 
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
     private void fourByOne(int p, float[] x, int b, float[] y) {
@@ -183,7 +204,16 @@ final class Bf16Panels {
             a0 = odd(v0).fma(s, a0); a1 = odd(v1).fma(s, a1); a2 = odd(v2).fma(s, a2); a3 = odd(v3).fma(s, a3);
         }
         int r = p * L;
-        store(a0, y, b, r); store(a1, y, b, r + L); store(a2, y, b, r + 2 * L); store(a3, y, b, r + 3 * L);
+        float[] to = y; // stored inline, as in fourByFour
+        int o = b * out + r;
+        if (r + 4 * L > out) {
+            to = LANES.get();
+            o = 0;
+        }
+        a0.intoArray(to, o); a1.intoArray(to, o + L); a2.intoArray(to, o + 2 * L); a3.intoArray(to, o + 3 * L);
+        if (to != y) {
+            System.arraycopy(to, 0, y, b * out + r, out - r);
+        }
     }
 
     private void oneByOne(int p, float[] x, int b, float[] y) {

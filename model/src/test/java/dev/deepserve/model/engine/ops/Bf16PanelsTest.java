@@ -21,7 +21,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The repacked BF16 lm_head ({@link Bf16Panels}) against the scalar kernels: the same products within float
  * rounding, on shapes whose last panel is partly padding and whose panel count is not a multiple of four; and every
- * batch row bitwise the same whatever the batch size, its position in the batch, or the number of threads.
+ * batch row bitwise the same whatever the batch size, its position in the batch, or the number of threads; and a warm
+ * product allocates nothing at any batch size.
  */
 class Bf16PanelsTest {
 
@@ -125,5 +126,28 @@ class Bf16PanelsTest {
         assertTrue(Bf16Panels.fits(bf16(64, 32, 1)));
         assertFalse(Bf16Panels.fits(bf16(64, 33, 1)), "an odd column count would read past a row's last pair");
         assertFalse(Bf16Panels.fits(bf16(Bf16Panels.panelRows() - 1, 32, 1)), "less than one panel is not worth packing");
+    }
+
+    /**
+     * A warm product allocates no vectors at batch 1, 4 and 8: four panels by four batch rows were stored through sixteen
+     * calls C2 did not inline into the kernel, which boxed every accumulator (1.5 KB per call of the kernel, 6 MB per
+     * product of DeepSeek's lm_head at batch 8, which this test caught). Measured after the JIT has had its chance.
+     */
+    @Test
+    void aWarmProductAllocatesNoVectors() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Assumptions.assumeTrue(dev.deepserve.model.AllocationProbe.available(), "no allocation counting");
+        int out = 256 * Bf16Panels.panelRows() + 5; // the last group of panels partly padding
+        int in = 256;
+        Linear w = bf16(out, in, 11);
+        try (CpuOps ops = CpuOps.create(true, 1, false)) {
+            ops.prepare(w);
+            for (int batch : new int[] {1, 4, 8}) {
+                float[] x = input(batch, in, batch);
+                float[] y = new float[batch * out];
+                long perCall = dev.deepserve.model.AllocationProbe.perCall(() -> ops.matmul(w, x, y, batch), 50, 1024, java.time.Duration.ofSeconds(30));
+                assertTrue(perCall <= 1024, "a warm lm_head product at batch " + batch + " allocated " + perCall + " bytes per call");
+            }
+        }
     }
 }
