@@ -72,6 +72,11 @@ final class PhaseTimer implements TensorOps {
     }
 
     @Override
+    public int parallelism() {
+        return inner.parallelism();
+    }
+
+    @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         if (inLoop) { // the loop is timed whole, under its matmuls' phase
             loopPhase = phase(w);

@@ -226,7 +226,7 @@ public final class EngineHost {
                     gpuModel = deviceResident(maxContext);
                     ops = gpuModel == null ? new CudaOps(0, cpu) : cpu;
                     if (gpuModel != null) {
-                        cpu.repack(false); // the device computes the logits: a host copy of the lm_head would be RAM for nothing
+                        cpu.repack(false); // the device computes: host copies (the lm_head's panels, weights on huge pages) would be RAM for nothing
                     }
                 }
             }

@@ -121,12 +121,12 @@ final class Moe {
         return shared != null;
     }
 
-    /** Bytes of weights one token reads: gate, its top-k experts and the shared experts. */
-    /** Weight bytes of one routed expert (what running it over a row reads). */
-    long expertWeightBytes() {
-        return experts[0].weightBytes();
+    /** Weight bytes expert {@code id} reads per pass ({@link #experts()} = the shared experts). */
+    long expertWeightBytes(int id) {
+        return id == nExperts && shared != null ? shared.weightBytes() : experts[0].weightBytes();
     }
 
+    /** Bytes of weights one token reads: gate, its top-k experts and the shared experts. */
     long weightBytesPerToken(int topK) {
         return gateWeight.bytes() + topK * experts[0].weightBytes() + (shared == null ? 0 : shared.weightBytes());
     }

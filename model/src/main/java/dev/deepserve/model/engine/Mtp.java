@@ -40,10 +40,12 @@ public final class Mtp {
         this.ehProj = Linear.load(w, c, p + "eh_proj", hidden, 2 * hidden, ops);
         this.block = new Block(w, c, layer, ops, rope);
         this.headNorm = Weights.vector(w, p + "shared_head.norm.weight", hidden);
-        this.head = w.has(p + "shared_head.head.weight") ? Linear.load(w, c, p + "shared_head.head", c.vocabSize(), hidden) : mainHead;
-        if (head != mainHead) {
-            ops.prepare(head); // a checkpoint with the module's own copy of the head: drafts read it every step
+        Linear own = w.has(p + "shared_head.head.weight") ? Linear.load(w, c, p + "shared_head.head", c.vocabSize(), hidden) : null;
+        if (own != null) {
+            ops.prepare(own); // a checkpoint with the module's own copy of the head: drafts read it every step
+            own = ops.place(own);
         }
+        this.head = own != null ? own : mainHead;
     }
 
     Block block() {

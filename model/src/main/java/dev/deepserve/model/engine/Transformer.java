@@ -58,8 +58,9 @@ public final class Transformer implements AutoCloseable {
             progress.step(l + 1, steps, "layer " + l);
         }
         this.norm = Weights.vector(w, "model.norm.weight", hidden);
-        this.lmHead = Linear.load(w, config, "lm_head", config.vocabSize(), hidden);
-        ops.prepare(lmHead);
+        Linear head = Linear.load(w, config, "lm_head", config.vocabSize(), hidden);
+        ops.prepare(head);
+        this.lmHead = ops.place(head); // where prepare did not repack it (an FP8 head), onto huge pages
         progress.step(blocks.length + 1, steps, "lm_head (" + (lmHead.bytes() >> 20) + " MiB)");
         this.mtp = new Mtp[config.numNextnPredictLayers()];
         for (int m = 0; m < mtp.length; m++) {
@@ -166,11 +167,32 @@ public final class Transformer implements AutoCloseable {
             throw new IllegalArgumentException("layer " + layer + " has no experts");
         }
         float[][] out = new float[ids.length][];
-        // One expert per thread at a time: a decode step's experts are a few small matrices each, and splitting every
-        // one of their matmuls across the threads paid a hand-off per matmul. The last group (the shared experts, the
-        // largest) is claimed first. Each output is computed as it would be alone, so the split changes no float.
-        int last = ids.length - 1;
-        ops.parallelFor(ids.length, m.expertWeightBytes(), i -> out[last - i] = m.runExpert(ids[last - i], inputs[last - i], rows[last - i]));
+        // A decode step's experts are a few small matrices each, and splitting every one of their matmuls across the
+        // threads paid a hand-off per matmul: there each thread runs whole experts, the heaviest claimed first. Where one
+        // group outweighs a thread's share (a prefill chunk's shared experts hold every row) the groups run one after
+        // another, each matmul on all threads. Each output is computed as it would be alone: no float changes.
+        Integer[] order = new Integer[ids.length];
+        long[] work = new long[ids.length];
+        long total = 0;
+        long heaviest = 0;
+        for (int g = 0; g < ids.length; g++) {
+            order[g] = g;
+            work[g] = rows[g] * m.expertWeightBytes(ids[g]);
+            total += work[g];
+            heaviest = Math.max(heaviest, work[g]);
+        }
+        int threads = ops.parallelism(); // 1 for a device backend, whose calls must stay on the step thread
+        if (threads <= 1 || heaviest * threads > total) {
+            for (int g = 0; g < ids.length; g++) {
+                out[g] = m.runExpert(ids[g], inputs[g], rows[g]);
+            }
+            return out;
+        }
+        java.util.Arrays.sort(order, (a, b) -> Long.compare(work[b], work[a]));
+        ops.parallelFor(ids.length, total / ids.length, i -> {
+            int g = order[i];
+            out[g] = m.runExpert(ids[g], inputs[g], rows[g]);
+        });
         return out;
     }
 

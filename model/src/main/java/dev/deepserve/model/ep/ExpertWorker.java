@@ -352,7 +352,8 @@ public final class ExpertWorker implements AutoCloseable {
     public static Spawned spawn(Path model, int threads, long heapMb, InternalToken token) throws IOException {
         String javaBin = ProcessHandle.current().info().command().orElse("java");
         ProcessBuilder builder = new ProcessBuilder(javaBin, "--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx" + heapMb + "m",
-                "-XX:+UseSerialGC", "-cp", classPath(), ExpertWorker.class.getName(),
+                // local workers share the checkpoint's page cache with their leader rather than each copying it
+                "-XX:+UseSerialGC", "-D" + dev.deepserve.model.engine.ops.CpuOps.PLACE_PROPERTY + "=off", "-cp", classPath(), ExpertWorker.class.getName(),
                 "--model", model.toString(), "--port", "0", "--bind", "127.0.0.1", "--threads", String.valueOf(threads),
                 "--parent", String.valueOf(ProcessHandle.current().pid()))
                 .redirectErrorStream(true);

@@ -6,7 +6,8 @@ import java.nio.ByteOrder;
 import java.util.Arrays;
 
 /**
- * A tensor as stored in a checkpoint: a view of the memory-mapped file, never copied onto the heap. Values are
+ * A tensor as stored in a checkpoint: a view of the memory-mapped file (or of an off-heap copy of it a backend made,
+ * e.g. on huge pages), never copied onto the heap. Values are
  * decoded on access, so FP8 weights stay FP8 in memory.
  */
 public record Tensor(String name, DType dtype, long[] shape, MemorySegment data) {

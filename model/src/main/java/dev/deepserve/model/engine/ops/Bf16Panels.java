@@ -127,6 +127,7 @@ final class Bf16Panels {
 
     /** Four panels times four batch rows: 16 accumulators, each broadcast input element feeding four panels. */
     private void fourByFour(int p, float[] x, int b, float[] y) {
+        float[] pad = p * L + 4 * L > out ? LANES.get() : null; // before any vector is live: a call could box them
         MemorySegment seg = panels;
         int in = this.in;
         int pairs = this.pairs;
@@ -163,8 +164,8 @@ final class Bf16Panels {
         int r = p * L;
         float[] to = y;
         int o = b * out + r;
-        if (r + 4 * L > out) { // the last panels' padding rows: through a buffer, only the real rows copied out
-            to = LANES.get();
+        if (pad != null) { // the last panels' padding rows: through a buffer, only the real rows copied out
+            to = pad;
             o = 0;
         }
         int rowStride = to == y ? out : 4 * L;
@@ -188,6 +189,7 @@ final class Bf16Panels {
 
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
     private void fourByOne(int p, float[] x, int b, float[] y) {
+        float[] pad = p * L + 4 * L > out ? LANES.get() : null; // as in fourByFour
         MemorySegment seg = panels;
         int pairs = this.pairs;
         long step = panelBytes;
@@ -206,8 +208,8 @@ final class Bf16Panels {
         int r = p * L;
         float[] to = y; // stored inline, as in fourByFour
         int o = b * out + r;
-        if (r + 4 * L > out) {
-            to = LANES.get();
+        if (pad != null) {
+            to = pad;
             o = 0;
         }
         a0.intoArray(to, o); a1.intoArray(to, o + L); a2.intoArray(to, o + 2 * L); a3.intoArray(to, o + 3 * L);

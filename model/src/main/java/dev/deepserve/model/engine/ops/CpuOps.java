@@ -31,9 +31,14 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
     private final java.util.Map<Linear, Bf16Panels> panels = new java.util.concurrent.ConcurrentHashMap<>();
     private volatile boolean repack = true;
-    /** Weight bytes {@link #place} may still copy onto huge pages. */
-    private final java.util.concurrent.atomic.AtomicLong placeBudget = new java.util.concurrent.atomic.AtomicLong(defaultPlaceBudget());
+    /** Weight bytes {@link #place} may have copied onto huge pages in this process, all backends together. */
+    private final long placeLimit = placeLimit();
     private final HugePageMemory.Slab slab = new HugePageMemory.Slab();
+    /** Weight bytes this backend copied. */
+    private final java.util.concurrent.atomic.AtomicLong placedBytes = new java.util.concurrent.atomic.AtomicLong();
+    /** Weight bytes copied by every backend in this process and still reachable. */
+    private static final java.util.concurrent.atomic.AtomicLong PLACED_IN_PROCESS = new java.util.concurrent.atomic.AtomicLong();
+    private static final java.lang.ref.Cleaner RELEASE = java.lang.ref.Cleaner.create();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
 
     private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
@@ -91,8 +96,9 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     @Override
     public String describe() {
+        long placed = placedBytes.get();
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
-                + (activationQuant ? ", fp8 activations" : "");
+                + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + (placed >> 20) + " MiB of weights on huge pages" : "");
     }
 
     /**
@@ -108,8 +114,10 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     /**
      * Copies a weight onto huge pages (a {@link HugePageMemory.Slab}), where {@link #repack} is on, the kernel gives
-     * huge pages, and the copies so far stay within the budget ({@value #PLACE_PROPERTY}: {@code auto}, a quarter of
-     * the memory this machine or container has but never the room the heap may take; {@code off}; or a number of MiB). The checkpoint is memory-mapped in
+     * huge pages, {@link #prepare} did not already repack it, and this process's copies stay within the limit
+     * ({@value #PLACE_PROPERTY}: {@code auto}, a quarter of the memory this machine or container has but never the room
+     * the heap may take; {@code off}; or a number of MiB). Local expert workers run with {@code off}: they keep sharing
+     * the checkpoint's page cache. The checkpoint is memory-mapped in
      * 4 KiB pages: in this microVM a decode step's sweep over them missed the TLB enough that the experts and dense
      * MLPs ran 10-30 % slower than from the same bytes on huge pages (bench/results, #29). The mapping's pages, no
      * longer read, are page cache the kernel reclaims first.
@@ -117,35 +125,54 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public Linear place(Linear w) {
         long bytes = w.weight().data().byteSize();
-        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES) {
+        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || panels.containsKey(w)) {
             return w;
         }
-        if (placeBudget.addAndGet(-bytes) < 0) {
-            placeBudget.addAndGet(bytes);
-            return w;
-        }
+        long before;
+        do { // reserve within the process's limit
+            before = PLACED_IN_PROCESS.get();
+            if (before + bytes > placeLimit) {
+                return w;
+            }
+        } while (!PLACED_IN_PROCESS.compareAndSet(before, before + bytes));
         MemorySegment copy;
         synchronized (slab) {
             copy = slab.allocate(bytes);
         }
+        if (copy == null) { // no huge pages to be had: the mapping stays as good as an ordinary copy would be
+            PLACED_IN_PROCESS.addAndGet(-bytes);
+            return w;
+        }
         copy.copyFrom(w.weight().data());
+        placedBytes.addAndGet(bytes);
         Tensor t = w.weight();
-        return new Linear(w.name(), new Tensor(t.name(), t.dtype(), t.shape(), copy), w.scaleInv(), w.out(), w.in(), w.blockRows(), w.blockCols(),
-                w.nanCodes());
+        Tensor placed = new Tensor(t.name(), t.dtype(), t.shape(), copy);
+        RELEASE.register(placed, () -> PLACED_IN_PROCESS.addAndGet(-bytes)); // freed with its chunk once unreachable
+        return new Linear(w.name(), placed, w.scaleInv(), w.out(), w.in(), w.blockRows(), w.blockCols(), w.nanCodes());
+    }
+
+    /** Weight bytes {@link #place} copied in this process and still reachable (all backends). */
+    public static long placedInProcess() {
+        return PLACED_IN_PROCESS.get();
+    }
+
+    @Override
+    public int parallelism() {
+        return threads;
     }
 
     /** The system property that sizes {@link #place}'s copies. */
     public static final String PLACE_PROPERTY = "deepserve.cpu.hugepage-weights";
     private static final boolean HUGE_PAGES = HugePageMemory.available();
 
-    private static long defaultPlaceBudget() {
-        String v = System.getProperty(PLACE_PROPERTY, "auto").trim();
+    private static long placeLimit() {
+        String v = System.getProperty(PLACE_PROPERTY, "auto").trim().toLowerCase(java.util.Locale.ROOT);
         if (v.equals("off")) {
             return 0;
         }
         if (!v.equals("auto")) {
             try {
-                return Math.max(0, Long.parseLong(v)) << 20;
+                return Math.min(Math.max(0, Long.parseLong(v)), Long.MAX_VALUE >> 20) << 20;
             } catch (NumberFormatException e) {
                 throw new IllegalArgumentException(PLACE_PROPERTY + " must be auto, off or a number of MiB, not " + v);
             }

@@ -52,7 +52,13 @@ final class HugePageMemory {
 
     /** {@code bytes} of zeroed memory, 64-byte aligned at least. */
     static MemorySegment allocate(long bytes) {
-        if (MMAP != null && bytes >= PAGE) {
+        MemorySegment huge = bytes >= PAGE ? mapHuge(bytes) : null;
+        return huge != null ? huge : Arena.ofAuto().allocate(bytes, 64);
+    }
+
+    /** {@code bytes} (at least a huge page) of zeroed memory on 2 MiB boundaries, advised huge; null where mmap fails. */
+    private static MemorySegment mapHuge(long bytes) {
+        if (MMAP != null) {
             long size = Math.ceilDiv(bytes, PAGE) * PAGE;
             MemorySegment mapped = null;
             try {
@@ -79,7 +85,7 @@ final class HugePageMemory {
                 }
             }
         }
-        return Arena.ofAuto().allocate(bytes, 64);
+        return null;
     }
 
     /**
@@ -110,11 +116,15 @@ final class HugePageMemory {
         private MemorySegment chunk = MemorySegment.NULL;
         private long used;
 
-        /** {@code bytes} of zeroed memory, 64-byte aligned. */
+        /** {@code bytes} of zeroed memory on huge pages, 64-byte aligned; null where none can be mapped. */
         MemorySegment allocate(long bytes) {
             long at = Math.ceilDiv(used, 64) * 64;
             if (at + bytes > chunk.byteSize()) {
-                chunk = HugePageMemory.allocate(Math.max(SLAB_CHUNK, Math.ceilDiv(bytes, PAGE) * PAGE));
+                MemorySegment next = mapHuge(Math.max(SLAB_CHUNK, Math.ceilDiv(bytes, PAGE) * PAGE));
+                if (next == null) {
+                    return null;
+                }
+                chunk = next;
                 at = 0;
             }
             used = at + bytes;

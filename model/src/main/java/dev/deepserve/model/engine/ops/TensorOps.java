@@ -31,6 +31,14 @@ public interface TensorOps {
         return w;
     }
 
+    /**
+     * Threads that may run this backend's operations at once: {@link #parallelFor}'s bodies may call them only where this
+     * is above 1 (a device backend answers 1: its calls stay on the thread that owns the device's context).
+     */
+    default int parallelism() {
+        return 1;
+    }
+
     /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for {@code b < batch}: x is {@code [batch, in]}, y {@code [batch, out]}. */
     void matmul(Linear w, float[] x, float[] y, int batch);
 

@@ -199,6 +199,7 @@ final class VectorKernels implements Kernels {
      */
     private static void rows4Fp8Whole(MemorySegment seg, long rowStart, int n, int full, Tensor scales, long scaleStart, int quadsPerBlock,
                                       float[] x, int xOff, float[] out, int outOff) {
+        float[] lanes = LANES.get(); // before any vector is live: a call C2 does not inline would box them
         int c = 4 * L;
         long r0 = rowStart;
         long r1 = rowStart + n;
@@ -237,7 +238,6 @@ final class VectorKernels implements Kernels {
             t3 = a3.fma(s, t3);
         }
         // four sum() calls would not be inlined into a method this large, and a vector passed to a call is boxed
-        float[] lanes = LANES.get();
         t0.intoArray(lanes, 0);
         t1.intoArray(lanes, L);
         t2.intoArray(lanes, 2 * L);
@@ -341,6 +341,7 @@ final class VectorKernels implements Kernels {
      */
     private static void rows2x4Fp8Whole(MemorySegment seg, long rowStart, int n, int full, Tensor scales, long scaleStart, int quadsPerBlock,
                                         float[] x, int xOff, int stride, float[] out, int outOff, int outStride) {
+        float[] lanes = LANES.get(); // before any vector is live (see rows4Fp8Whole)
         int c = 4 * L;
         long r1 = rowStart + n;
         FloatVector t0 = FloatVector.zero(F);
@@ -393,7 +394,6 @@ final class VectorKernels implements Kernels {
             u2 = b2.fma(s, u2);
             u3 = b3.fma(s, u3);
         }
-        float[] lanes = LANES.get();
         t0.intoArray(lanes, 0);
         t1.intoArray(lanes, L);
         t2.intoArray(lanes, 2 * L);

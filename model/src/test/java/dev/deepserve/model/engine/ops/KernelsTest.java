@@ -188,6 +188,29 @@ class KernelsTest {
             assertEquals(0f, out[0]);
             assertEquals(0f, out[5]);
         }
+        // rows further in, their own row of block scales, and the vector further in its array
+        int n = 2048 + 37;
+        int blocks = Math.ceilDiv(n, 128);
+        MemorySegment f8 = arena.allocate(8L * n);
+        for (int i = 0; i < 8 * n; i++) {
+            f8.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian() * 100));
+        }
+        Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {8, n}, f8);
+        MemorySegment sc = arena.allocate(4L * 2 * blocks);
+        for (int b = 0; b < 2 * blocks; b++) {
+            sc.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * b, 0.003f * (b + 1));
+        }
+        Tensor s = new Tensor("s", DType.F32, new long[] {2, blocks}, sc);
+        float[] x = new float[n + 5];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) r.nextGaussian();
+        }
+        float[] out = new float[4];
+        k.dotRows4(w, 4L * n, n, s, blocks, 128, x, 5, out, 0);
+        for (int row = 0; row < 4; row++) {
+            float one = k.dotRow(w, (4L + row) * n, n, s, blocks, 128, x, 5);
+            assertEquals(Float.floatToRawIntBits(one), Float.floatToRawIntBits(out[row]), "rows 4-7, row " + row);
+        }
     }
 
     /**
