@@ -158,6 +158,15 @@ class KernelsTest {
         }
     }
 
+    /** {@code rows} FP8 rows of n codes: every fifth from the all-codes pattern ({@link #code}), the rest random. */
+    static Tensor mixedFp8Rows(Arena arena, int rows, int n, SplittableRandom r) {
+        MemorySegment f8 = arena.allocate((long) rows * n);
+        for (int i = 0; i < rows * n; i++) {
+            f8.set(ValueLayout.JAVA_BYTE, i, i % 5 == 0 ? code(i) : Fp8E4M3.encode((float) r.nextGaussian() * 100));
+        }
+        return new Tensor("f", DType.F8_E4M3, new long[] {rows, n}, f8);
+    }
+
     /**
      * Four consecutive FP8 weight rows against one vector give each row's floats of {@code dotRow} (the batch-1 matmul
      * takes rows four at a time, so a row's logits must not depend on that), with and without a scalar tail; rows
@@ -169,11 +178,7 @@ class KernelsTest {
         SplittableRandom r = new SplittableRandom(23);
         Arena arena = Arena.ofAuto();
         for (int n : new int[] {37, 64, 128, 192, 1000, 1024, 2048 + 64, 2048 + 37}) {
-            MemorySegment f8 = arena.allocate(4L * n);
-            for (int i = 0; i < 4 * n; i++) {
-                f8.set(ValueLayout.JAVA_BYTE, i, i % 5 == 0 ? code(i) : Fp8E4M3.encode((float) r.nextGaussian() * 100));
-            }
-            Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {4, n}, f8);
+            Tensor w = mixedFp8Rows(arena, 4, n, r);
             Tensor s = blockScales(arena, n);
             float[] x = new float[n];
             for (int i = 0; i < n; i++) {
@@ -223,11 +228,7 @@ class KernelsTest {
         SplittableRandom r = new SplittableRandom(29);
         Arena arena = Arena.ofAuto();
         for (int n : new int[] {37, 64, 128, 192, 1000, 1024, 2048 + 64, 2048 + 37}) {
-            MemorySegment f8 = arena.allocate(2L * n);
-            for (int i = 0; i < 2 * n; i++) {
-                f8.set(ValueLayout.JAVA_BYTE, i, i % 5 == 0 ? code(i) : Fp8E4M3.encode((float) r.nextGaussian() * 100));
-            }
-            Tensor w = new Tensor("f", DType.F8_E4M3, new long[] {2, n}, f8);
+            Tensor w = mixedFp8Rows(arena, 2, n, r);
             Tensor s = blockScales(arena, n);
             float[] four = new float[4 * n];
             for (int i = 0; i < four.length; i++) {
