@@ -112,7 +112,9 @@ public final class Cli {
         }
         out.println("starting the stack in the background (log: " + log + ")");
         long deadline = System.nanoTime() + startTimeout(env).plusSeconds(120).toNanos();
+        ProgressRelay progress = new ProgressRelay(log, out);
         while (!Files.exists(settings.stateFile())) {
+            progress.relay();
             if (!supervisor.isAlive()) {
                 throw new CliException("the stack did not start:" + System.lineSeparator() + ServiceProcess.tail(log, 20));
             }
@@ -122,8 +124,61 @@ public final class Cli {
             }
             Stack.sleep(Duration.ofMillis(300));
         }
+        progress.relay();
         Stack.printConnectionLines(out, settings, true);
         return 0;
+    }
+
+    /**
+     * The supervisor's progress lines, relayed from its log while {@code up -d} waits: what a foreground start shows
+     * (each service ready, what the others still wait for, a start that records AOT caches, restarts), not its
+     * connection lines, which {@code up -d} prints itself once the stack is up.
+     */
+    static final class ProgressRelay {
+
+        private static final List<String> SHOWN = List.of("aot:", "starting services", "  ready:", "  waiting", "deepserve:");
+
+        private final Path log;
+        private final PrintStream out;
+        private long position;
+        private final java.io.ByteArrayOutputStream partial = new java.io.ByteArrayOutputStream();
+
+        ProgressRelay(Path log, PrintStream out) {
+            this.log = log;
+            this.out = out;
+        }
+
+        /** Prints the progress lines the log gained since the last call (whole lines only). */
+        void relay() {
+            try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(log, java.nio.file.StandardOpenOption.READ)) {
+                java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocate(8192);
+                int n;
+                while ((n = ch.read(buf, position)) > 0) {
+                    position += n;
+                    for (int i = 0; i < n; i++) {
+                        byte b = buf.get(i);
+                        if (b == '\n') {
+                            line(partial.toString(java.nio.charset.StandardCharsets.UTF_8));
+                            partial.reset();
+                        } else if (partial.size() < 4096) { // a runaway line is cut, not buffered without end
+                            partial.write(b);
+                        }
+                    }
+                    buf.clear();
+                }
+            } catch (IOException e) {
+                // no log yet, or unreadable: the start goes on, and its outcome is reported either way
+            }
+        }
+
+        private void line(String line) {
+            for (String prefix : SHOWN) {
+                if (line.startsWith(prefix)) {
+                    out.println(line);
+                    return;
+                }
+            }
+        }
     }
 
     private static int down(StackSettings settings, PrintStream out) {
