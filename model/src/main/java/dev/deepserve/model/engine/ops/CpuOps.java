@@ -98,7 +98,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     public String describe() {
         long placed = placedBytes.get();
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
-                + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + (placed >> 20) + " MiB of weights on huge pages" : "");
+                + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + (placed >= 1 << 20 ? (placed >> 20) + " MiB" : Math.ceilDiv(placed, 1024) + " KiB") + " of weights on huge pages" : "");
     }
 
     /**
