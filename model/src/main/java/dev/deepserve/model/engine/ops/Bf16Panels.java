@@ -176,11 +176,8 @@ final class Bf16Panels {
         a2.intoArray(to, o); b2.intoArray(to, o + L); c2.intoArray(to, o + 2 * L); d2.intoArray(to, o + 3 * L);
         o += rowStride;
         a3.intoArray(to, o); b3.intoArray(to, o + L); c3.intoArray(to, o + 2 * L); d3.intoArray(to, o + 3 * L);
-        if (to != y) {
-            int real = out - r;
-            for (int k = 0; k < 4; k++) {
-                System.arraycopy(to, k * 4 * L, y, (b + k) * out + r, real);
-            }
+        if (pad != null) {
+            unpad(pad, 4, y, b, r);
         }
     }
 
@@ -213,8 +210,18 @@ final class Bf16Panels {
             o = 0;
         }
         a0.intoArray(to, o); a1.intoArray(to, o + L); a2.intoArray(to, o + 2 * L); a3.intoArray(to, o + 3 * L);
-        if (to != y) {
-            System.arraycopy(to, 0, y, b * out + r, out - r);
+        if (pad != null) {
+            unpad(pad, 1, y, b, r);
+        }
+    }
+
+    /**
+     * Copies the real rows (weight rows r .. out) of four panels' outputs, stored for {@code batchRows} batch rows from b
+     * at 4L floats apart in {@code pad}, into y; the padding rows stay behind.
+     */
+    private void unpad(float[] pad, int batchRows, float[] y, int b, int r) {
+        for (int k = 0; k < batchRows; k++) {
+            System.arraycopy(pad, k * 4 * L, y, (b + k) * out + r, out - r);
         }
     }
 

@@ -206,12 +206,11 @@ public final class CpuOps implements TensorOps, AutoCloseable {
             int r0 = ci * chunk;
             int r1 = Math.min(out, r0 + chunk);
             int quads = batch - batch % 4;
-            int blockRows = w.blockRows();
             for (int r = r0; r < r1; ) {
                 long rowStart = (long) r * in;
-                long scaleStart = (long) (r / blockRows) * scaleCols;
+                long scaleStart = (long) (r / w.blockRows()) * scaleCols;
                 // two rows at a time where they share block scales: eight sums in flight instead of four
-                boolean pair = r + 1 < r1 && (scales == null || r / blockRows == (r + 1) / blockRows);
+                boolean pair = r + 1 < r1 && sharesBlockScales(w, r, 2);
                 for (int b = 0; b < quads; b += 4) {
                     if (pair) {
                         kernels.dot2Rows4(w.weight(), rowStart, in, scales, scaleStart, w.blockCols(), input, b * in, in, y, b * out + r, out);
@@ -237,7 +236,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         int r = r0;
         while (r < r1) {
             long scaleStart = (long) (r / blockRows) * w.scaleColumns();
-            if (r + 4 <= r1 && (w.scaleInv() == null || r / blockRows == (r + 3) / blockRows)) {
+            if (r + 4 <= r1 && sharesBlockScales(w, r, 4)) {
                 kernels.dotRows4(w.weight(), (long) r * in, in, w.scaleInv(), scaleStart, w.blockCols(), x, xOff, y, yOff + r);
                 r += 4;
             } else {
@@ -245,6 +244,11 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 r++;
             }
         }
+    }
+
+    /** Whether w's rows [r, r + rows) read the same row of block scales (always, for a weight without scales). */
+    private static boolean sharesBlockScales(Linear w, int r, int rows) {
+        return w.scaleInv() == null || r / w.blockRows() == (r + rows - 1) / w.blockRows();
     }
 
     /**

@@ -107,7 +107,7 @@ final class HugePageMemory {
     /**
      * Room for many weights on shared huge pages: each copy is a 64-byte-aligned slice of a chunk of at least
      * {@link #SLAB_CHUNK}, so weights smaller than a huge page (an expert's 1 MiB matrices) still sit on one. A chunk is
-     * freed once no slice of it is reachable. Not thread-safe: the model loads on one thread.
+     * freed once no slice of it is reachable. Not thread-safe: callers serialize their calls.
      */
     static final class Slab {
 

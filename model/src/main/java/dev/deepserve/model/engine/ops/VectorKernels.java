@@ -178,18 +178,29 @@ final class VectorKernels implements Kernels {
         int c = 4 * L;
         int full = n - n % c;
         rows4Fp8Whole(w.data(), rowStart, n, full, scales, scaleStart, blockCols / c, x, xOff, out, outOff);
-        float scale = full == n ? 0 : scale(scales, scaleStart + full / blockCols);
+        float scale = tailScale(scales, scaleStart, n, full, blockCols);
         for (int k = 0; k < 4; k++) {
-            // as dotFp8: the row's scalar tail times its last block's scale, added to the head (+ 0f when none)
-            long row = rowStart + (long) k * n;
-            float tail = 0;
-            for (int i = full; i < n; i++) {
-                tail += w.get(row + i) * x[xOff + i];
-            }
-            float tailTotal = 0;
-            tailTotal += full == n ? 0 : tail * scale;
-            out[outOff + k] = out[outOff + k] + tailTotal;
+            out[outOff + k] = out[outOff + k] + fp8Tail(w, rowStart + (long) k * n, n, full, scale, x, xOff);
         }
+    }
+
+    /** The scale of the block holding a row's scalar tail (columns [full, n)), or 0 when the row has none. */
+    private static float tailScale(Tensor scales, long scaleStart, int n, int full, int blockCols) {
+        return full == n ? 0 : scale(scales, scaleStart + full / blockCols);
+    }
+
+    /**
+     * What a row's scalar tail adds to its head: Σ w·x over columns [full, n), times the tail block's scale; + 0f when
+     * the row has none (so a head of -0 comes out as it always has). Every FP8 kernel adds its tails through this.
+     */
+    private static float fp8Tail(Tensor w, long row, int n, int full, float scale, float[] x, int xOff) {
+        float tail = 0;
+        for (int i = full; i < n; i++) {
+            tail += w.get(row + i) * x[xOff + i];
+        }
+        float total = 0;
+        total += full == n ? 0 : tail * scale;
+        return total;
     }
 
     /**
@@ -308,16 +319,9 @@ final class VectorKernels implements Kernels {
     /** To each of four heads {@code out[outOff + k·outStride]}: the row's scalar tail against vector k, times its block's scale. */
     private static void addFp8Tails(Tensor w, long rowStart, int n, int full, Tensor scales, long scaleStart, int blockCols, float[] x, int xOff,
                                     int stride, float[] out, int outOff, int outStride) {
-        float scale = full == n ? 0 : scale(scales, scaleStart + full / blockCols);
+        float scale = tailScale(scales, scaleStart, n, full, blockCols);
         for (int k = 0; k < 4; k++) {
-            // the last block's scalar tail, times that block's scale (none: + 0f, the same float for -0 too)
-            float tail = 0;
-            for (int i = full; i < n; i++) {
-                tail += w.get(rowStart + i) * x[xOff + k * stride + i];
-            }
-            float tailTotal = 0;
-            tailTotal += full == n ? 0 : tail * scale;
-            out[outOff + k * outStride] += tailTotal;
+            out[outOff + k * outStride] += fp8Tail(w, rowStart, n, full, scale, x, xOff + k * stride);
         }
     }
 
@@ -511,14 +515,7 @@ final class VectorKernels implements Kernels {
         int c = 4 * L;
         int full = n - n % c;
         float head = dotFp8Whole(w.data(), rowStart, full, scales, scaleStart, blockCols / c, x, xOff);
-        // the last block's scalar tail, times that block's scale (none: + 0f, the same float for -0 too)
-        float tail = 0;
-        for (int i = full; i < n; i++) {
-            tail += w.get(rowStart + i) * x[xOff + i];
-        }
-        float tailTotal = 0;
-        tailTotal += full == n ? 0 : tail * scale(scales, scaleStart + full / blockCols);
-        return head + tailTotal;
+        return head + fp8Tail(w, rowStart, n, full, tailScale(scales, scaleStart, n, full, blockCols), x, xOff);
     }
 
     @Override
