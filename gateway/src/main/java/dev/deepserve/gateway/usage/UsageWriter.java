@@ -31,6 +31,9 @@ import java.util.List;
 import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -59,28 +62,36 @@ public class UsageWriter {
     private final UsagePublisher publisher;
     private final Duration publishTimeout;
     private final Leases leases;
-    private final Vertx vertx;
     private final UsageJournal journal;
     private final long groupWaitMs;
     private final Duration retention;
     private final ArrayDeque<Item> queue = new ArrayDeque<>();
     private final List<Waiter> drains = new ArrayList<>();
     private volatile long publishPausedUntil;
+    /**
+     * Where group waits and retries are timed: a thread of the writer's own, not a Vert.x timer, because a timer set
+     * from a request's context belongs to the HTTP server's deployment and a stopping Quarkus undeploys that first,
+     * cancelling it, so the last group before a stop would never be sent.
+     */
+    private final ScheduledExecutorService timer = Executors.newSingleThreadScheduledExecutor(Thread.ofPlatform().daemon().name("usage-writer").factory());
+    /** The next group's wait, while one is timed (under this). */
+    private ScheduledFuture<?> waiting;
+    /** Stopping: groups go at once, without their wait (under this). */
+    private boolean closing;
     private boolean sending;
     private long accepted;
     private long finished;
 
     @Inject
-    UsageWriter(Pool pool, Leases leases, Vertx vertx, UsagePublisher publisher, GatewayConfig config) {
-        this(pool, leases, vertx, publisher, config.usage(), config.outbox());
+    UsageWriter(Pool pool, Leases leases, UsagePublisher publisher, GatewayConfig config) {
+        this(pool, leases, publisher, config.usage(), config.outbox());
     }
 
-    public UsageWriter(Pool pool, Leases leases, Vertx vertx, UsagePublisher publisher, GatewayConfig.Usage usage, GatewayConfig.Outbox outbox) {
+    public UsageWriter(Pool pool, Leases leases, UsagePublisher publisher, GatewayConfig.Usage usage, GatewayConfig.Outbox outbox) {
         this.pool = pool;
         this.publisher = publisher;
         this.publishTimeout = outbox.publishTimeout();
         this.leases = leases;
-        this.vertx = vertx;
         this.groupWaitMs = usage.groupWait().toMillis();
         this.retention = outbox.retention();
         if (!usage.journal().enabled()) {
@@ -277,21 +288,29 @@ public class UsageWriter {
         return done;
     }
 
-    /** Starts a group unless one is on its way, after {@code group-wait} (at once when that is zero or the queue is long). */
+    /**
+     * Starts a group unless one is on its way, after {@code group-wait} (at once when that is zero, the queue is long
+     * or the writer is stopping).
+     */
     private void kick() {
-        boolean now;
         synchronized (this) {
             if (sending || queue.isEmpty()) {
                 return;
             }
             sending = true;
-            now = groupWaitMs <= 0 || queue.size() >= MAX_GROUP;
+            if (!closing && groupWaitMs > 0 && queue.size() < MAX_GROUP) {
+                waiting = timer.schedule(this::waited, groupWaitMs, TimeUnit.MILLISECONDS);
+                return;
+            }
         }
-        if (now) {
-            send(0);
-        } else {
-            vertx.setTimer(groupWaitMs, t -> send(0));
+        send(0);
+    }
+
+    private void waited() {
+        synchronized (this) {
+            waiting = null;
         }
+        send(0);
     }
 
     private void send(int attempt) {
@@ -449,7 +468,7 @@ public class UsageWriter {
                 queue.addFirst(retry.get(i));
             }
         }
-        vertx.setTimer(RETRY.millis(attempt), t -> send(attempt + 1));
+        timer.schedule(() -> send(attempt + 1), RETRY.millis(attempt), TimeUnit.MILLISECONDS);
     }
 
     /** Ends a journal segment whose events are all in PostgreSQL, so an idle replica's journal holds nothing. */
@@ -463,8 +482,22 @@ public class UsageWriter {
         close(Duration.ofSeconds(5));
     }
 
-    /** Waits up to {@code wait} for what is queued to reach PostgreSQL, then closes the journal (which keeps the rest). */
+    /**
+     * Sends what waits for its group at once, waits up to {@code wait} for everything accepted to reach PostgreSQL,
+     * then closes the journal (which keeps the rest).
+     */
     public void close(Duration wait) {
+        boolean now = false;
+        synchronized (this) {
+            closing = true;
+            if (waiting != null && waiting.cancel(false)) {
+                waiting = null;
+                now = true;
+            }
+        }
+        if (now) {
+            send(0);
+        }
         try {
             drain().get(wait.toMillis(), TimeUnit.MILLISECONDS);
         } catch (Exception e) {
@@ -474,6 +507,7 @@ public class UsageWriter {
             }
             LOG.warnf("%d usage event(s) not written to PostgreSQL at shutdown; the journal %s keeps them for the next start", left, journal.dir());
         }
+        timer.shutdownNow();
         try {
             journal.close();
         } catch (IOException e) {

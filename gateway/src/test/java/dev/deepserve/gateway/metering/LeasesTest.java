@@ -155,11 +155,15 @@ class LeasesTest {
     }
 
     UsageWriter writerOver(Pool on, Leases with, Path journal, UsagePublisher kafka) {
-        return new UsageWriter(on, with, vertx, kafka, usage(journal, true), config.outbox());
+        return new UsageWriter(on, with, kafka, usage(journal, true), config.outbox());
     }
 
     /** The usage settings of a test writer: its journal (on or off) and a short group wait. */
     static GatewayConfig.Usage usage(Path journal, boolean enabled) {
+        return usage(journal, enabled, Duration.ofMillis(5));
+    }
+
+    static GatewayConfig.Usage usage(Path journal, boolean enabled, Duration groupWait) {
         GatewayConfig.Usage.Journal j = new GatewayConfig.Usage.Journal() {
             public boolean enabled() {
                 return enabled;
@@ -179,7 +183,7 @@ class LeasesTest {
             }
 
             public Duration groupWait() {
-                return Duration.ofMillis(5);
+                return groupWait;
             }
         };
     }
@@ -323,7 +327,7 @@ class LeasesTest {
     @Test
     void aGatewayWithoutItsUsageJournalDoesNotStart(@TempDir Path journal) {
         IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
-                () -> new UsageWriter(pool, leases, vertx, null, usage(journal, false), config.outbox()));
+                () -> new UsageWriter(pool, leases, null, usage(journal, false), config.outbox()));
         assertTrue(e.getMessage().contains("DEEPSERVE_USAGE_JOURNAL_ENABLED=false is not supported"), e.getMessage());
     }
 
@@ -468,6 +472,36 @@ class LeasesTest {
                 .await().indefinitely();
         w.drain().get(10, TimeUnit.SECONDS);
         return id;
+    }
+
+    /**
+     * A request answered just before the gateway stops: its event waits out the group wait on a timer, set from the
+     * HTTP server's context, and a stopping Quarkus undeploys the HTTP server (cancelling that context's timers)
+     * before the writer's stop runs. The stop must still write the event to PostgreSQL: in Kubernetes the journal is
+     * an emptyDir that goes with the pod, so an event left in it is an answer never billed.
+     */
+    @Test
+    void anEventAnsweredJustBeforeTheStopIsWrittenByTheStop(@TempDir Path journal) throws Exception {
+        String account = account("1");
+        UsageWriter w = new UsageWriter(pool, leases, null, usage(journal, true, Duration.ofMillis(300)), config.outbox());
+        io.vertx.core.Context[] http = new io.vertx.core.Context[1];
+        String deployment = vertx.deployVerticle(new io.vertx.core.AbstractVerticle() {
+            @Override
+            public void start() {
+                http[0] = context;
+            }
+        }).toCompletionStage().toCompletableFuture().get(5, TimeUnit.SECONDS);
+        Ledger.Reservation r = reserveOne(leases, account).await().indefinitely().orElseThrow();
+        UUID id = UUID.randomUUID();
+        java.util.concurrent.CompletableFuture<Void> journaled = new java.util.concurrent.CompletableFuture<>();
+        http[0].runOnContext(x -> w.submit(r, EACH, id, event(id, account, "0.00000768"), null).whenComplete((v, t) -> journaled.complete(null)));
+        journaled.get(5, TimeUnit.SECONDS);
+        vertx.undeploy(deployment).toCompletionStage().toCompletableFuture().get(5, TimeUnit.SECONDS);
+        w.close(Duration.ofSeconds(5));
+        assertEquals(1L, row("SELECT count(*) FROM gateway.usage_outbox WHERE event_id = $1", id).getLong(0), "written at the stop, not left in the journal");
+        try (var files = Files.list(journal)) {
+            assertEquals(List.of(), files.filter(f -> f.toString().endsWith(".journal")).toList(), "nothing left in the journal");
+        }
     }
 
     @Test
