@@ -25,7 +25,9 @@ import java.util.regex.Pattern;
  * For each: every service's time from process start to ready (all five start together on this machine's cores), the
  * first chat request's latency, then the latency of the first 1,000 requests against 1,000 more after warm-up. The
  * requests go through the whole path (gateway → tokenizer → prefill/decode engine → billing), one at a time, asking
- * for one token, so what changes between rows is warm-up, not load.
+ * for one token, so what changes between rows is warm-up, not load. In the two restarts, the tokenizer, billing and
+ * the gateway are then each started again alone beside the warm stack ({@link AloneStart}): process start to ready
+ * and their first request, with and without the AOT cache — a replica scaled up next to running ones.
  *
  * <p>Run: {@code bench/run coldstart [--requests 1000] [--warmup 20]}.
  */
@@ -34,7 +36,7 @@ public final class ColdStartBench {
     private static final Pattern READY = Pattern.compile("ready: (\\S+)\\s+([0-9.]+)s");
     private static final String[] SERVICES = {"tokenizer-service", "prefill-service", "decode-service", "billing", "gateway"};
 
-    record Run(String name, Map<String, Double> ready, double upSeconds, double firstMs, double[] cold, double[] warm) {
+    record Run(String name, Map<String, Double> ready, double upSeconds, double firstMs, double[] cold, double[] warm, Map<String, AloneStart.Result> alone) {
     }
 
     public static void main(String[] args) throws Exception {
@@ -53,11 +55,11 @@ public final class ColdStartBench {
         Map<String, String> env = new LinkedHashMap<>();
         env.put("DEEPSERVE_HOME", root.resolve("home").toString());
         env.put("DEEPSERVE_MODEL_DIR", root.resolve("model").toString());
-        Run first = run("first start (empty home; records the AOT caches)", env, requests, warmSeconds);
+        Run first = run("first start (empty home; records the AOT caches)", env, requests, warmSeconds, false);
         Map<String, String> noAot = new LinkedHashMap<>(env);
         noAot.put("DEEPSERVE_AOT", "false");
-        Run plain = run("restart, no AOT cache", noAot, requests, warmSeconds);
-        Run aot = run("restart, AOT cache", env, requests, warmSeconds);
+        Run plain = run("restart, no AOT cache", noAot, requests, warmSeconds, true);
+        Run aot = run("restart, AOT cache", env, requests, warmSeconds, true);
 
         System.out.printf("%n%-22s %12s %12s %12s%n", "ready after (s)", "first start", "no AOT", "AOT cache");
         for (String s : SERVICES) {
@@ -72,9 +74,17 @@ public final class ColdStartBench {
             System.out.printf("%-34s first %d: p50 %.2f p99 %.2f | after %d s warm-up: p50 %.2f p99 %.2f | cold/warm p50 %.2fx p99 %.2fx%n",
                     r.name, requests, r.cold[0], r.cold[1], warmSeconds, r.warm[0], r.warm[1], r.cold[0] / r.warm[0], r.cold[1] / r.warm[1]);
         }
+        System.out.printf("%n%-22s %26s %26s %26s%n", "started alone (ms)", "ready: no AOT / AOT", "first request: no / AOT", "second request: no / AOT");
+        for (String s : AloneStart.SERVICES) {
+            AloneStart.Result n = plain.alone.get(s);
+            AloneStart.Result a = aot.alone.get(s);
+            System.out.printf("%-22s %11.0f / %5.0f %5.2fx %11.1f / %5.1f %5.2fx %11.1f / %5.1f%n", s, n.readyMs(), a.readyMs(), a.readyMs() / n.readyMs(),
+                    n.firstMs(), a.firstMs(), a.firstMs() / n.firstMs(), n.secondMs(), a.secondMs());
+        }
     }
 
-    static Run run(String name, Map<String, String> env, int requests, int warmSeconds) throws Exception {
+    /** One start of the stack; {@code alone}: then each of {@link AloneStart#SERVICES} started again beside it. */
+    static Run run(String name, Map<String, String> env, int requests, int warmSeconds, boolean alone) throws Exception {
         System.out.println("== " + name);
         Path home = Path.of(env.get("DEEPSERVE_HOME"));
         Path log = home.resolve("logs/stack.log");
@@ -106,7 +116,15 @@ public final class ColdStartBench {
             }
             double[] warm = percentiles(http, key, requests);
             System.out.printf("   up %.1f s, ready %s, first request %.1f ms%n", up, ready, first);
-            return new Run(name, ready, up, first, cold, warm);
+            Map<String, AloneStart.Result> alones = new LinkedHashMap<>();
+            if (alone) {
+                for (String s : AloneStart.SERVICES) {
+                    AloneStart.Result r = AloneStart.run(home, s);
+                    alones.put(s, r);
+                    System.out.printf("   %s started alone beside the stack: ready %.0f ms, first request %.1f ms, second %.1f ms%n", s, r.readyMs(), r.firstMs(), r.secondMs());
+                }
+            }
+            return new Run(name, ready, up, first, cold, warm, alones);
         } finally {
             long d = System.nanoTime();
             deepserve(env, "down");

@@ -198,6 +198,11 @@ final class Stack {
         boolean engine = service.equals("prefill-service") || service.equals("decode-service");
         options.add(engine ? "-Xmx4g" : "-Xmx512m");
         options.add("-XX:+UseSerialGC");
+        if (transparentHugePages()) {
+            // the heap in 2 MiB pages: a start touches a few hundred MB of new heap, and where a page fault costs
+            // ~15 us (this project's 2-core microVMs) a gateway's start took 13,000 fewer faults, 0.1-0.25 s
+            options.add("-XX:+UseTransparentHugePages");
+        }
         // the module options and compressed oops match the container images' (Images.jvmOptions): an AOT cache is
         // refused whole when they differ, so a stack run can train the images' caches; only the engines use the Vector
         // API, and their heaps may pass 32 GB in a container, where the JVM turns compressed oops off by itself
@@ -211,6 +216,16 @@ final class Stack {
             options.addAll(List.of(extra.trim().split("\\s+")));
         }
         return options;
+    }
+
+    /** Whether the kernel gives transparent huge pages to a process that asks (madvise) or to all (always). */
+    static boolean transparentHugePages() {
+        try {
+            String mode = Files.readString(Path.of("/sys/kernel/mm/transparent_hugepage/enabled"));
+            return mode.contains("[madvise]") || mode.contains("[always]");
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
     }
 
     private void awaitReady(Duration timeout) {

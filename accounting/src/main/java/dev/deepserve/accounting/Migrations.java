@@ -1,0 +1,147 @@
+package dev.deepserve.accounting;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.JarURLConnection;
+import java.net.URISyntaxException;
+import java.net.URL;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Collections;
+import java.util.List;
+import java.util.jar.JarEntry;
+import java.util.jar.JarFile;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * The Flyway migrations a service carries ({@code V<version>__<name>.sql} under a classpath location), and whether a
+ * schema's history already reaches the newest of them: a start whose schema is current skips Flyway, which costs a
+ * gateway or billing replica 0.3–0.6 s of its start on a 2-core machine even when there is nothing to migrate.
+ * Shared by the gateway and billing, each of which migrates its own schema.
+ */
+public final class Migrations {
+
+    /** A versioned migration's file name; Flyway reads {@code _} in a version as {@code .}. */
+    private static final Pattern VERSIONED = Pattern.compile("V([0-9]+(?:[._][0-9]+)*)__[^/]*\\.sql");
+
+    private Migrations() {
+    }
+
+    /** The newest version among the versioned migrations at {@code location} (e.g. {@code db/gateway}), or null when there are none. */
+    public static String newest(ClassLoader loader, String location) {
+        String newest = null;
+        for (String name : fileNames(loader, location)) {
+            Matcher m = VERSIONED.matcher(name);
+            if (m.matches()) {
+                String version = m.group(1).replace('_', '.');
+                if (newest == null || compare(version, newest) > 0) {
+                    newest = version;
+                }
+            }
+        }
+        return newest;
+    }
+
+    /**
+     * Whether a schema whose history holds {@code applied} (the versions of its versioned migrations, all of which
+     * succeeded) has every migration up to {@code newest}; a history with a failed migration is never current.
+     */
+    public static boolean current(Collection<String> applied, boolean allSucceeded, String newest) {
+        if (!allSucceeded) {
+            return false;
+        }
+        if (newest == null) {
+            return true;
+        }
+        for (String v : applied) {
+            if (v != null && isVersion(v) && compare(v, newest) >= 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** What a schema's Flyway history says: the versions of its versioned migrations, and whether all succeeded. */
+    public record History(List<String> versions, boolean allSucceeded) {
+    }
+
+    /** The query that reads {@code schema}'s {@link History}: one row, whether all succeeded and the versions as text[]. */
+    public static String historyQuery(String schema) {
+        if (!schema.matches("[a-z_][a-z0-9_]*")) {
+            throw new IllegalArgumentException("not a schema name: " + schema);
+        }
+        return "SELECT coalesce(bool_and(success), true), coalesce(array_agg(version), '{}') FROM " + schema
+                + ".flyway_schema_history WHERE version IS NOT NULL";
+    }
+
+    /**
+     * Runs {@code migrate} unless {@code history} (null when it could not be read: a new database, or none reachable)
+     * already reaches the newest migration at {@code location}; says which it did, for the start's log.
+     */
+    public static String migrateUnlessCurrent(ClassLoader loader, String location, History history, Runnable migrate) {
+        String newest = newest(loader, location);
+        if (history != null && current(history.versions(), history.allSucceeded(), newest)) {
+            return "has every migration this build carries (up to " + newest + "): Flyway skipped";
+        }
+        migrate.run();
+        return "migrated by Flyway to " + newest;
+    }
+
+    /** Orders dotted versions numerically, part by part ({@code 1.10} after {@code 1.9}; {@code 2} equals {@code 2.0}). */
+    static int compare(String a, String b) {
+        String[] x = a.split("\\.");
+        String[] y = b.split("\\.");
+        for (int i = 0; i < Math.max(x.length, y.length); i++) {
+            java.math.BigInteger p = i < x.length ? new java.math.BigInteger(x[i]) : java.math.BigInteger.ZERO;
+            java.math.BigInteger q = i < y.length ? new java.math.BigInteger(y[i]) : java.math.BigInteger.ZERO;
+            int c = p.compareTo(q);
+            if (c != 0) {
+                return c;
+            }
+        }
+        return 0;
+    }
+
+    private static boolean isVersion(String v) {
+        return v.matches("[0-9]+(\\.[0-9]+)*");
+    }
+
+    /** The file names directly under {@code location}, from every directory or jar on the class path that has it. */
+    private static List<String> fileNames(ClassLoader loader, String location) {
+        List<String> names = new ArrayList<>();
+        try {
+            for (URL url : Collections.list(loader.getResources(location))) {
+                switch (url.getProtocol()) {
+                    case "file" -> {
+                        try (Stream<Path> files = Files.list(Path.of(url.toURI()))) {
+                            files.forEach(f -> names.add(f.getFileName().toString()));
+                        }
+                    }
+                    case "jar" -> {
+                        JarURLConnection connection = (JarURLConnection) url.openConnection();
+                        connection.setUseCaches(false);
+                        String prefix = location.endsWith("/") ? location : location + "/";
+                        try (JarFile jar = connection.getJarFile()) {
+                            for (JarEntry e : Collections.list(jar.entries())) {
+                                String n = e.getName();
+                                if (n.startsWith(prefix) && n.length() > prefix.length() && n.indexOf('/', prefix.length()) < 0) {
+                                    names.add(n.substring(prefix.length()));
+                                }
+                            }
+                        }
+                    }
+                    default -> throw new IllegalStateException("cannot list the migrations at " + url);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot list the migrations under " + location + ": " + e.getMessage(), e);
+        } catch (URISyntaxException e) {
+            throw new IllegalStateException("cannot list the migrations under " + location + ": " + e.getMessage(), e);
+        }
+        return names;
+    }
+}

@@ -1,0 +1,41 @@
+package dev.deepserve.gateway;
+
+import dev.deepserve.accounting.Migrations;
+import io.quarkus.runtime.StartupEvent;
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Row;
+import jakarta.annotation.Priority;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import jakarta.enterprise.inject.Instance;
+import org.flywaydb.core.Flyway;
+import org.jboss.logging.Logger;
+
+import java.time.Duration;
+import java.util.Arrays;
+
+/**
+ * Brings the gateway's schema to this build's migrations before anything else at start uses it: Flyway runs only when
+ * the schema lacks one (a new database, an upgrade), since running it on a current schema costs each replica's start
+ * 0.3–0.6 s on a 2-core machine. Replicas that start together on a new database are serialized by Flyway's lock.
+ */
+@ApplicationScoped
+class SchemaAtStart {
+
+    private static final Logger LOG = Logger.getLogger(SchemaAtStart.class);
+    static final String SCHEMA = "gateway";
+    static final String LOCATION = "db/gateway";
+
+    void migrate(@Observes @Priority(1) StartupEvent ev, Pool pool, Instance<Flyway> flyway) {
+        Migrations.History history;
+        try {
+            Row row = pool.query(Migrations.historyQuery(SCHEMA)).execute().await().atMost(Duration.ofSeconds(30)).iterator().next();
+            history = new Migrations.History(Arrays.asList(row.getArrayOfStrings(1)), row.getBoolean(0));
+        } catch (RuntimeException e) {
+            // no history table yet (a new database) or PostgreSQL not reachable: Flyway decides, and says why it cannot
+            LOG.debugf("the %s schema's migration history cannot be read (%s)", SCHEMA, e.getMessage());
+            history = null;
+        }
+        LOG.infof("schema %s %s", SCHEMA, Migrations.migrateUnlessCurrent(SchemaAtStart.class.getClassLoader(), LOCATION, history, () -> flyway.get().migrate()));
+    }
+}
