@@ -124,6 +124,8 @@ final class Stack {
         env.put(InternalToken.ENV, internalToken);
         env.put("DEEPSERVE_USAGE_JOURNAL_DIR", settings.home().resolve("usage-journal").toString());
         env.put("DEEPSERVE_ENGINE_PREFIX_CACHE_DIR", settings.home().resolve("kv-cache").toString()); // the prefix cache's disk tier
+        // a stopping gateway lets the requests it serves finish for this long, then writes their usage: within STOP_GRACE
+        env.put("DEEPSERVE_SHUTDOWN_GRACE", "10s");
 
         boolean recordingSaid = false;
         for (String name : StackSettings.SERVICES) {
