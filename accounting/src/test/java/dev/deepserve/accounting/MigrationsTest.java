@@ -14,15 +14,15 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class MigrationsTest {
 
     @Test
-    void theNewestBillingMigrationIsFoundOnTheClassPath() throws Exception {
-        String newest = Migrations.newest(getClass().getClassLoader(), "db/billing");
-        int highest;
-        try (var files = java.nio.file.Files.list(java.nio.file.Path.of("src/main/resources/db/billing"))) {
-            highest = files.map(f -> f.getFileName().toString()).filter(n -> n.matches("V[0-9]+__.*\\.sql"))
-                    .mapToInt(n -> Integer.parseInt(n.substring(1, n.indexOf("__")))).max().orElseThrow();
+    void theBillingMigrationsAreFoundOnTheClassPath() throws Exception {
+        List<String> carried = Migrations.carried(getClass().getClassLoader(), "db/billing");
+        List<String> files;
+        try (var listed = java.nio.file.Files.list(java.nio.file.Path.of("src/main/resources/db/billing"))) {
+            files = listed.map(f -> f.getFileName().toString()).filter(n -> n.matches("V[0-9]+__.*\\.sql"))
+                    .map(n -> Integer.parseInt(n.substring(1, n.indexOf("__")))).sorted().map(String::valueOf).toList();
         }
-        assertEquals(Integer.toString(highest), newest);
-        assertEquals(null, Migrations.newest(getClass().getClassLoader(), "db/none-here"));
+        assertEquals(files, carried);
+        assertEquals(List.of(), Migrations.carried(getClass().getClassLoader(), "db/none-here"));
     }
 
     @Test
@@ -35,33 +35,33 @@ class MigrationsTest {
             }
         }
         try (var loader = new java.net.URLClassLoader(new java.net.URL[] {jar.toUri().toURL()}, null)) {
-            assertEquals("10", Migrations.newest(loader, "db/x"), "numeric order, only the location's own files");
+            assertEquals(List.of("2", "9.1", "10"), Migrations.carried(loader, "db/x"), "numeric order, only the location's own versioned files");
         }
     }
 
     @Test
-    void aHistoryIsCurrentOnlyWhenItReachesTheNewestAndNothingFailed() {
-        assertTrue(Migrations.current(List.of("1", "2", "10"), true, "10"));
-        assertTrue(Migrations.current(List.of("1", "11"), true, "10"), "a newer replica migrated further");
-        assertFalse(Migrations.current(List.of("1", "9"), true, "10"), "9 < 10 numerically");
-        assertFalse(Migrations.current(List.of("1", "10"), false, "10"), "a failed migration: Flyway must say so");
-        assertFalse(Migrations.current(List.of(), true, "1"), "a new schema");
-        assertTrue(Migrations.current(List.of("1.10"), true, "1.9"));
-        assertTrue(Migrations.current(List.of("2"), true, "2.0"));
-        assertFalse(Migrations.current(List.of("not-a-version"), true, "1"));
+    void aHistoryIsCurrentOnlyWhenItHoldsEveryCarriedMigrationAndNothingFailed() {
+        assertTrue(Migrations.current(List.of("1", "2", "10"), true, List.of("1", "2", "10")));
+        assertTrue(Migrations.current(List.of("1", "2", "11"), true, List.of("1", "2")), "a newer replica migrated further");
+        assertFalse(Migrations.current(List.of("1", "10"), true, List.of("1", "9", "10")), "9 was added between applied ones: Flyway must say so");
+        assertFalse(Migrations.current(List.of("1", "10"), false, List.of("1", "10")), "a failed migration: Flyway must say so");
+        assertFalse(Migrations.current(List.of(), true, List.of("1")), "a new schema");
+        assertFalse(Migrations.current(List.of("1"), true, List.of()), "no migrations found in the build: Flyway decides");
+        assertTrue(Migrations.current(List.of("2"), true, List.of("2.0")));
+        assertFalse(Migrations.current(List.of("not-a-version"), true, List.of("1")));
     }
 
     @Test
     void flywayRunsExactlyWhenTheSchemaLacksAMigration() {
         AtomicInteger runs = new AtomicInteger();
         ClassLoader loader = getClass().getClassLoader();
-        String newest = Migrations.newest(loader, "db/billing");
-        Migrations.migrateUnlessCurrent(loader, "db/billing", new Migrations.History(List.of(newest), true), runs::incrementAndGet);
+        List<String> all = Migrations.carried(loader, "db/billing");
+        Migrations.migrateUnlessCurrent(loader, "db/billing", new Migrations.History(all, true), runs::incrementAndGet);
         assertEquals(0, runs.get());
         Migrations.migrateUnlessCurrent(loader, "db/billing", null, runs::incrementAndGet);
         assertEquals(1, runs.get(), "no history could be read");
-        Migrations.migrateUnlessCurrent(loader, "db/billing", new Migrations.History(List.of("1"), true), runs::incrementAndGet);
-        assertEquals(2, runs.get());
+        Migrations.migrateUnlessCurrent(loader, "db/billing", new Migrations.History(all.subList(0, all.size() - 1), true), runs::incrementAndGet);
+        assertEquals(2, runs.get(), "an upgrade");
     }
 
     @Test

@@ -36,7 +36,9 @@ final class AloneStart {
 
     static Result run(Path home, String service) throws Exception {
         long pid = pidOf(home, service);
-        List<String> command = split(Files.readAllBytes(Path.of("/proc", Long.toString(pid), "cmdline")));
+        // a recording option would have two JVMs write one cache
+        List<String> command = split(Files.readAllBytes(Path.of("/proc", Long.toString(pid), "cmdline"))).stream()
+                .filter(o -> !o.startsWith("-XX:AOTCacheOutput=")).toList();
         Map<String, String> env = new LinkedHashMap<>();
         for (String kv : split(Files.readAllBytes(Path.of("/proc", Long.toString(pid), "environ")))) {
             int eq = kv.indexOf('=');
@@ -55,6 +57,10 @@ final class AloneStart {
         HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(5)).build();
         long t0 = System.nanoTime();
         Process p = pb.start();
+        // an interrupted bench does not leave the clone running (billing's would stay in the usage consumer group)
+        Thread reaper = new Thread(p::destroyForcibly);
+        Runtime.getRuntime().addShutdownHook(reaper);
+        boolean stopped = false;
         try {
             long deadline = t0 + TimeUnit.SECONDS.toNanos(120);
             while (!ready(http, port)) {
@@ -69,10 +75,17 @@ final class AloneStart {
             return new Result(readyMs, first, second);
         } finally {
             p.destroy();
-            if (!p.waitFor(30, TimeUnit.SECONDS)) {
+            stopped = p.waitFor(30, TimeUnit.SECONDS);
+            if (!stopped) {
                 p.destroyForcibly().waitFor();
             }
-            DecodeBench.deleteTree(journal);
+            Runtime.getRuntime().removeShutdownHook(reaper);
+            if (stopped) {
+                DecodeBench.deleteTree(journal);
+            } else {
+                // killed: what its journal holds was not written; kept for a look (the usage is the bench's own)
+                System.out.println("   " + service + " alone did not stop in 30 s and was killed; its usage journal is kept in " + journal);
+            }
         }
     }
 

@@ -42,7 +42,8 @@ import java.util.concurrent.TimeUnit;
 final class Stack {
 
     private static final ObjectMapper JSON = new ObjectMapper();
-    private static final Duration STOP_GRACE = Duration.ofSeconds(20);
+    /** A service's time to stop before it is killed: the gateway's shutdown grace (10 s) and its usage writes (< 15 s). */
+    private static final Duration STOP_GRACE = Duration.ofSeconds(30);
     /** A service recording its AOT cache writes it as it exits: tens of seconds on a busy small machine. */
     private static final Duration RECORDING_STOP_GRACE = Duration.ofMinutes(3);
 
@@ -125,7 +126,9 @@ final class Stack {
         env.put("DEEPSERVE_USAGE_JOURNAL_DIR", settings.home().resolve("usage-journal").toString());
         env.put("DEEPSERVE_ENGINE_PREFIX_CACHE_DIR", settings.home().resolve("kv-cache").toString()); // the prefix cache's disk tier
         // a stopping gateway lets the requests it serves finish for this long, then writes their usage: within STOP_GRACE
-        env.put("DEEPSERVE_SHUTDOWN_GRACE", "10s");
+        if (System.getenv("DEEPSERVE_SHUTDOWN_GRACE") == null) {
+            env.put("DEEPSERVE_SHUTDOWN_GRACE", "10s");
+        }
 
         boolean recordingSaid = false;
         for (String name : StackSettings.SERVICES) {

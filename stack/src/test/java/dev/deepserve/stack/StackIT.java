@@ -448,36 +448,19 @@ class StackIT {
     /**
      * Then {@code down} while a stream is running: the gateway turns unready, lets the stream finish (a client of a
      * replica being scaled down gets its whole answer), writes its usage into PostgreSQL, and leaves nothing in its
-     * journal (in Kubernetes an emptyDir that goes with the pod). Afterwards nothing of the stack is left running.
+     * journal (in Kubernetes an emptyDir that goes with the pod). Afterwards nothing of the stack is left running —
+     * checked even when the stream part fails, so a failure never leaves the stack up.
      */
     @AfterAll
     static void nothingIsLeftRunning() throws Exception {
-        String key = upOutput.lines().filter(l -> l.startsWith("api-key: ")).findFirst().orElseThrow().substring("api-key: ".length());
-        HttpClient http = HttpClient.newHttpClient();
-        java.util.concurrent.CompletableFuture<Void> streaming = new java.util.concurrent.CompletableFuture<>();
-        java.util.concurrent.CompletableFuture<HttpResponse<java.util.stream.Stream<String>>> stream = http.sendAsync(
-                HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get("GATEWAY") + "/chat/completions"))
-                        .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
-                        .POST(HttpRequest.BodyPublishers.ofString("""
-                                {"model":"deepseek-chat","messages":[{"role":"user","content":"Tell me a long story"}],
-                                 "stream":true,"stream_options":{"include_usage":true},"max_tokens":600,"temperature":0}""")).build(),
-                HttpResponse.BodyHandlers.ofLines());
-        java.util.concurrent.CompletableFuture<List<String>> events = stream.thenApply(r -> r.body()
-                .peek(l -> {
-                    if (l.contains("\"content\"")) {
-                        streaming.complete(null);
-                    }
-                })
-                .filter(l -> l.startsWith("data: ")).map(l -> l.substring(6)).toList());
-        streaming.get(60, TimeUnit.SECONDS);
-        Result down = deepserve(Duration.ofMinutes(2), "down");
-        assertEquals(0, down.exit, down.output);
-        List<String> got = events.get(10, TimeUnit.SECONDS);
-        assertEquals("[DONE]", got.getLast(), "the stream running at down was cut: " + got.size() + " events");
-        assertEquals(600, new ObjectMapper().readTree(got.get(got.size() - 2)).path("usage").path("completion_tokens").asInt());
-        try (var journal = Files.list(Path.of(ENV.get("DEEPSERVE_HOME"), "usage-journal"))) {
-            assertEquals(List.of(), journal.filter(f -> f.toString().endsWith(".journal")).toList(), "usage left in the journal at down");
+        java.util.concurrent.CompletableFuture<List<String>> events = null;
+        Result down;
+        try {
+            events = streamRunning();
+        } finally {
+            down = deepserve(Duration.ofMinutes(2), "down");
         }
+        assertEquals(0, down.exit, down.output);
         for (long pid : afterDown) {
             assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false), "pid " + pid + " still running after down");
         }
@@ -490,6 +473,42 @@ class StackIT {
         }
         Result status = deepserve(Duration.ofMinutes(1), "status");
         assertEquals(3, status.exit, status.output);
+        List<String> got = events.get(10, TimeUnit.SECONDS);
+        assertEquals("[DONE]", got.getLast(), "the stream running at down was cut: " + got.size() + " events");
+        JsonNode usage = new ObjectMapper().readTree(got.get(got.size() - 2)).path("usage");
+        assertTrue(usage.path("completion_tokens").asInt() > 0, got.get(got.size() - 2));
+        Path home = Path.of(ENV.get("DEEPSERVE_HOME"));
+        try (var journal = Files.list(home.resolve("usage-journal"))) {
+            assertEquals(List.of(), journal.filter(f -> f.toString().endsWith(".journal")).toList(), "usage left in the journal at down");
+        }
+        String gatewayLog = Files.readString(home.resolve("logs/gateway.log"));
+        assertFalse(gatewayLog.contains("not written to PostgreSQL at shutdown"), "the gateway stopped with usage unwritten");
+    }
+
+    /** A streamed completion of 200 tokens through the gateway, returned once its first content has arrived. */
+    static java.util.concurrent.CompletableFuture<List<String>> streamRunning() throws Exception {
+        String key = upOutput.lines().filter(l -> l.startsWith("api-key: ")).findFirst().orElseThrow().substring("api-key: ".length());
+        java.util.concurrent.CompletableFuture<Void> streaming = new java.util.concurrent.CompletableFuture<>();
+        java.util.concurrent.CompletableFuture<List<String>> events = HttpClient.newHttpClient().sendAsync(
+                HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORTS.get("GATEWAY") + "/chat/completions"))
+                        .header("Authorization", "Bearer " + key).header("Content-Type", "application/json")
+                        .POST(HttpRequest.BodyPublishers.ofString("""
+                                {"model":"deepseek-chat","messages":[{"role":"user","content":"Tell me a long story"}],
+                                 "stream":true,"stream_options":{"include_usage":true},"max_tokens":200,"temperature":0}""")).build(),
+                HttpResponse.BodyHandlers.ofLines())
+                .thenApply(r -> {
+                    if (r.statusCode() != 200) {
+                        streaming.completeExceptionally(new AssertionError("the stream answered " + r.statusCode()));
+                    }
+                    return r.body().peek(l -> {
+                        if (l.contains("\"content\"")) {
+                            streaming.complete(null);
+                        }
+                    }).filter(l -> l.startsWith("data: ")).map(l -> l.substring(6)).toList();
+                });
+        events.whenComplete((v, t) -> streaming.complete(null));
+        streaming.get(60, TimeUnit.SECONDS);
+        return events;
     }
 
     record Result(int exit, String output) {

@@ -299,11 +299,26 @@ public class UsageWriter {
             }
             sending = true;
             if (!closing && groupWaitMs > 0 && queue.size() < MAX_GROUP) {
-                waiting = timer.schedule(this::waited, groupWaitMs, TimeUnit.MILLISECONDS);
+                waiting = timer.schedule(() -> guarded(this::waited), groupWaitMs, TimeUnit.MILLISECONDS);
                 return;
             }
         }
         send(0);
+    }
+
+    /**
+     * Runs a timed send; should it fail on its own (not PostgreSQL refusing, which {@link #failed} handles), the writer
+     * says so and goes on with the next group: the events of the group stay in the journal for the next start.
+     */
+    private void guarded(Runnable task) {
+        try {
+            task.run();
+        } catch (RuntimeException e) {
+            LOG.errorf(e, "sending a group of usage events failed; its events stay in the journal %s for the next start", journal.dir());
+            synchronized (this) {
+                sending = false;
+            }
+        }
     }
 
     private void waited() {
@@ -468,7 +483,14 @@ public class UsageWriter {
                 queue.addFirst(retry.get(i));
             }
         }
-        timer.schedule(() -> send(attempt + 1), RETRY.millis(attempt), TimeUnit.MILLISECONDS);
+        try {
+            timer.schedule(() -> guarded(() -> send(attempt + 1)), RETRY.millis(attempt), TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.RejectedExecutionException stopped) {
+            // the writer has stopped: the group waits in the journal for the next start
+            synchronized (this) {
+                sending = false;
+            }
+        }
     }
 
     /** Ends a journal segment whose events are all in PostgreSQL, so an idle replica's journal holds nothing. */
