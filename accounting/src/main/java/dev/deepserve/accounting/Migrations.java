@@ -67,6 +67,20 @@ public final class Migrations {
     public record History(List<String> versions, boolean allSucceeded) {
     }
 
+    /**
+     * {@code schema}'s {@link History}, read over {@code pool} (blocking, up to 30 s), or null when it cannot be read: no
+     * history table yet (a new database) or PostgreSQL not reachable, where Flyway decides and says why it cannot.
+     */
+    public static History history(io.vertx.mutiny.sqlclient.Pool pool, String schema) {
+        try {
+            io.vertx.mutiny.sqlclient.Row row = pool.query(historyQuery(schema)).execute().await().atMost(java.time.Duration.ofSeconds(30)).iterator().next();
+            return new History(java.util.Arrays.asList(row.getArrayOfStrings(1)), row.getBoolean(0));
+        } catch (RuntimeException e) {
+            System.getLogger(Migrations.class.getName()).log(System.Logger.Level.DEBUG, "the " + schema + " schema's migration history cannot be read: " + e.getMessage());
+            return null;
+        }
+    }
+
     /** The query that reads {@code schema}'s {@link History}: one row, whether all succeeded and the versions as text[]. */
     public static String historyQuery(String schema) {
         if (!schema.matches("[a-z_][a-z0-9_]*")) {

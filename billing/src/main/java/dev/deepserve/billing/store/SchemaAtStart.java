@@ -3,16 +3,12 @@ package dev.deepserve.billing.store;
 import dev.deepserve.accounting.Migrations;
 import io.quarkus.runtime.StartupEvent;
 import io.vertx.mutiny.sqlclient.Pool;
-import io.vertx.mutiny.sqlclient.Row;
 import jakarta.annotation.Priority;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 import jakarta.enterprise.inject.Instance;
 import org.flywaydb.core.Flyway;
 import org.jboss.logging.Logger;
-
-import java.time.Duration;
-import java.util.Arrays;
 
 /**
  * Brings billing's schema to this build's migrations before anything else at start uses it: Flyway runs only when
@@ -27,15 +23,7 @@ class SchemaAtStart {
     static final String LOCATION = "db/billing";
 
     void migrate(@Observes @Priority(1) StartupEvent ev, Pool pool, Instance<Flyway> flyway) {
-        Migrations.History history;
-        try {
-            Row row = pool.query(Migrations.historyQuery(SCHEMA)).execute().await().atMost(Duration.ofSeconds(30)).iterator().next();
-            history = new Migrations.History(Arrays.asList(row.getArrayOfStrings(1)), row.getBoolean(0));
-        } catch (RuntimeException e) {
-            // no history table yet (a new database) or PostgreSQL not reachable: Flyway decides, and says why it cannot
-            LOG.debugf("the %s schema's migration history cannot be read (%s)", SCHEMA, e.getMessage());
-            history = null;
-        }
+        Migrations.History history = Migrations.history(pool, SCHEMA);
         LOG.infof("schema %s %s", SCHEMA, Migrations.migrateUnlessCurrent(SchemaAtStart.class.getClassLoader(), LOCATION, history, () -> flyway.get().migrate()));
     }
 }
