@@ -7,6 +7,7 @@ import dev.deepserve.embedded.EmbeddedKafkaBroker;
 import dev.deepserve.embedded.EmbeddedPostgresServer;
 import dev.deepserve.internal.InternalToken;
 import dev.deepserve.internal.OwnerOnly;
+import dev.deepserve.model.engine.ops.TransparentHugePages;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.common.errors.TopicExistsException;
@@ -203,7 +204,7 @@ final class Stack {
         boolean engine = service.equals("prefill-service") || service.equals("decode-service");
         options.add(engine ? "-Xmx4g" : "-Xmx512m");
         options.add("-XX:+UseSerialGC");
-        if (transparentHugePages()) {
+        if (TransparentHugePages.offered()) {
             // the heap in 2 MiB pages: a start touches a few hundred MB of new heap, and where a page fault costs
             // ~15 us (this project's 2-core microVMs) a gateway's start took 13,000 fewer faults, 0.1-0.25 s
             options.add("-XX:+UseTransparentHugePages");
@@ -221,16 +222,6 @@ final class Stack {
             options.addAll(List.of(extra.trim().split("\\s+")));
         }
         return options;
-    }
-
-    /** Whether the kernel gives transparent huge pages to a process that asks (madvise) or to all (always). */
-    static boolean transparentHugePages() {
-        try {
-            String mode = Files.readString(Path.of("/sys/kernel/mm/transparent_hugepage/enabled"));
-            return mode.contains("[madvise]") || mode.contains("[always]");
-        } catch (IOException | RuntimeException e) {
-            return false;
-        }
     }
 
     private void awaitReady(Duration timeout) {

@@ -93,15 +93,7 @@ final class HugePageMemory {
      * {@code madvise}); elsewhere a copy would cost memory and gain nothing.
      */
     static boolean available() {
-        if (MMAP == null) {
-            return false;
-        }
-        try {
-            String mode = java.nio.file.Files.readString(java.nio.file.Path.of("/sys/kernel/mm/transparent_hugepage/enabled"));
-            return mode.contains("[always]") || mode.contains("[madvise]");
-        } catch (java.io.IOException | RuntimeException e) {
-            return false;
-        }
+        return MMAP != null && TransparentHugePages.offered();
     }
 
     /**
