@@ -1,5 +1,8 @@
 package dev.deepserve.accounting;
 
+import io.vertx.mutiny.sqlclient.Pool;
+import io.vertx.mutiny.sqlclient.Row;
+
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.JarURLConnection;
@@ -7,7 +10,9 @@ import java.net.URISyntaxException;
 import java.net.URL;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collection;
 import java.util.Collections;
 import java.util.List;
@@ -33,10 +38,17 @@ public final class Migrations {
     private Migrations() {
     }
 
-    /** The versions of the versioned migrations at {@code location} (e.g. {@code db/gateway}), oldest first. */
+    /**
+     * The versions of the versioned migrations at {@code location} (Flyway's setting: {@code db/gateway} or
+     * {@code classpath:db/gateway}), oldest first; none for a location elsewhere or several (then Flyway decides).
+     */
     public static List<String> carried(ClassLoader loader, String location) {
         List<String> versions = new ArrayList<>();
-        for (String name : fileNames(loader, location)) {
+        String path = location.startsWith("classpath:") ? location.substring("classpath:".length()) : location;
+        if (path.contains(",") || path.contains(":")) {
+            return versions;
+        }
+        for (String name : fileNames(loader, path)) {
             Matcher m = VERSIONED.matcher(name);
             if (m.matches()) {
                 versions.add(m.group(1).replace('_', '.'));
@@ -71,10 +83,10 @@ public final class Migrations {
      * {@code schema}'s {@link History}, read over {@code pool} (blocking, up to 30 s), or null when it cannot be read: no
      * history table yet (a new database) or PostgreSQL not reachable, where Flyway decides and says why it cannot.
      */
-    public static History history(io.vertx.mutiny.sqlclient.Pool pool, String schema) {
+    public static History history(Pool pool, String schema) {
         try {
-            io.vertx.mutiny.sqlclient.Row row = pool.query(historyQuery(schema)).execute().await().atMost(java.time.Duration.ofSeconds(30)).iterator().next();
-            return new History(java.util.Arrays.asList(row.getArrayOfStrings(1)), row.getBoolean(0));
+            Row row = pool.query(historyQuery(schema)).execute().await().atMost(Duration.ofSeconds(30)).iterator().next();
+            return new History(Arrays.asList(row.getArrayOfStrings(1)), row.getBoolean(0));
         } catch (RuntimeException e) {
             System.getLogger(Migrations.class.getName()).log(System.Logger.Level.DEBUG, "the " + schema + " schema's migration history cannot be read: " + e.getMessage());
             return null;

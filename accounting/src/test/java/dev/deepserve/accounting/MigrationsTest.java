@@ -22,7 +22,10 @@ class MigrationsTest {
                     .map(n -> Integer.parseInt(n.substring(1, n.indexOf("__")))).sorted().map(String::valueOf).toList();
         }
         assertEquals(files, carried);
+        assertEquals(carried, Migrations.carried(getClass().getClassLoader(), "classpath:db/billing"), "Flyway's own spelling");
         assertEquals(List.of(), Migrations.carried(getClass().getClassLoader(), "db/none-here"));
+        assertEquals(List.of(), Migrations.carried(getClass().getClassLoader(), "filesystem:/srv/db"), "not on the class path: Flyway decides");
+        assertEquals(List.of(), Migrations.carried(getClass().getClassLoader(), "db/billing,db/other"), "several: Flyway decides");
     }
 
     @Test

@@ -7,6 +7,7 @@ import jakarta.annotation.Priority;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 import jakarta.enterprise.inject.Instance;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.flywaydb.core.Flyway;
 import org.jboss.logging.Logger;
 
@@ -19,11 +20,14 @@ import org.jboss.logging.Logger;
 class SchemaAtStart {
 
     private static final Logger LOG = Logger.getLogger(SchemaAtStart.class);
-    static final String SCHEMA = "billing";
-    static final String LOCATION = "db/billing";
+    /** Flyway's own settings: the schema it migrates and where its files lie (one, on the class path). */
+    @ConfigProperty(name = "quarkus.flyway.schemas")
+    String schema;
+    @ConfigProperty(name = "quarkus.flyway.locations")
+    String location;
 
     void migrate(@Observes @Priority(1) StartupEvent ev, Pool pool, Instance<Flyway> flyway) {
-        Migrations.History history = Migrations.history(pool, SCHEMA);
-        LOG.infof("schema %s %s", SCHEMA, Migrations.migrateUnlessCurrent(SchemaAtStart.class.getClassLoader(), LOCATION, history, () -> flyway.get().migrate()));
+        Migrations.History history = Migrations.history(pool, schema);
+        LOG.infof("schema %s %s", schema, Migrations.migrateUnlessCurrent(SchemaAtStart.class.getClassLoader(), location, history, () -> flyway.get().migrate()));
     }
 }
