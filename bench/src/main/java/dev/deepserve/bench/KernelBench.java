@@ -6,16 +6,8 @@ import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Fp8BlockQuantizer;
 import dev.deepserve.model.weights.Tensor;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
-import org.openjdk.jmh.annotations.Warmup;
 import org.openjdk.jmh.results.RunResult;
 import org.openjdk.jmh.runner.Runner;
 import org.openjdk.jmh.runner.options.CommandLineOptions;
@@ -26,20 +18,13 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Collection;
 import java.util.SplittableRandom;
-import java.util.concurrent.TimeUnit;
 
 /**
  * One 2048×2048 weight times 1 and 8 vectors, single-threaded, FP8 with 128×128 block scales and BF16: the Vector API
  * kernels against the scalar reference kernels. Prints GB/s of weights and the speedup ratio per dtype and batch after
  * JMH's table; and the repacked lm_head (BF16 panels) at batch 1 and 8, in GFMA/s.
  */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MICROSECONDS)
-@Warmup(iterations = 3, time = 1)
-@Measurement(iterations = 5, time = 1)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-public class KernelBench {
+public class KernelBench extends OneThreadKernelBench {
 
     static final int N = 2048;
 

@@ -6,34 +6,19 @@ import dev.deepserve.model.weights.Bf16;
 import dev.deepserve.model.weights.DType;
 import dev.deepserve.model.weights.Tensor;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
-import org.openjdk.jmh.annotations.Warmup;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
-import java.util.concurrent.TimeUnit;
 
 /**
  * DeepSeek-V3's lm_head shape at tiny-v3's width (129,280 × 256 BF16), repacked into panels as the engine does, times 1
  * and 8 vectors on one thread: run by {@code bench/run kernels} with {@link KernelBench}, which prints GFMA/s.
  */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MICROSECONDS)
-@Warmup(iterations = 3, time = 1)
-@Measurement(iterations = 5, time = 1)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-public class LmHeadBench {
+public class LmHeadBench extends OneThreadKernelBench {
 
     static final int OUT = 129_280;
     static final int IN = 256;
