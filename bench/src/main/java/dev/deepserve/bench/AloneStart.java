@@ -50,8 +50,8 @@ final class AloneStart {
         env.put("QUARKUS_HTTP_PORT", Integer.toString(port));
         Path journal = Files.createTempDirectory(home, "alone-journal-");
         env.put("DEEPSERVE_USAGE_JOURNAL_DIR", journal.toString());
-        ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true)
-                .redirectOutput(home.resolve("logs/" + service + "-alone.log").toFile());
+        Path log = home.resolve("logs/" + service + "-alone.log");
+        ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
         pb.environment().clear();
         pb.environment().putAll(env);
         HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(5)).build();
@@ -62,13 +62,7 @@ final class AloneStart {
         Runtime.getRuntime().addShutdownHook(reaper);
         boolean stopped = false;
         try {
-            long deadline = t0 + TimeUnit.SECONDS.toNanos(120);
-            while (!ready(http, port)) {
-                if (!p.isAlive() || System.nanoTime() > deadline) {
-                    throw new IllegalStateException(service + " alone did not become ready; see " + home.resolve("logs/" + service + "-alone.log"));
-                }
-                Thread.sleep(10);
-            }
+            BenchInfra.awaitHealth(p, service + " alone", port, "/q/health/ready", 10, log);
             double readyMs = (System.nanoTime() - t0) / 1e6;
             double first = request(http, home, service, port);
             double second = request(http, home, service, port);
@@ -86,18 +80,6 @@ final class AloneStart {
                 // killed: what its journal holds was not written; kept for a look (the usage is the bench's own)
                 System.out.println("   " + service + " alone did not stop in 30 s and was killed; its usage journal is kept in " + journal);
             }
-        }
-    }
-
-    private static boolean ready(HttpClient http, int port) {
-        try {
-            HttpRequest req = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/q/health/ready")).timeout(Duration.ofSeconds(5)).build();
-            return http.send(req, HttpResponse.BodyHandlers.discarding()).statusCode() == 200;
-        } catch (java.io.IOException e) {
-            return false;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
         }
     }
 

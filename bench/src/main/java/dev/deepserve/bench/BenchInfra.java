@@ -101,24 +101,33 @@ final class BenchInfra implements AutoCloseable {
         pb.environment().put("DEEPSERVE_USAGE_JOURNAL_DIR", work.resolve(module + "-usage-journal").toString());
         pb.environment().putAll(env);
         Process p = pb.start();
+        awaitHealth(p, module, port, healthPath, 300, log);
+        return p;
+    }
+
+    /**
+     * Waits, polling every {@code pollMs}, until the process on {@code port} answers {@code healthPath} with 200; fails
+     * (the process destroyed) when it exits first or is not up in 120 s.
+     */
+    static void awaitHealth(Process p, String name, int port, String healthPath, long pollMs, Path log) throws InterruptedException {
         HttpClient http = HttpClient.newHttpClient();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
         while (System.nanoTime() < deadline) {
             if (!p.isAlive()) {
-                throw new IllegalStateException(module + " exited; see " + log);
+                throw new IllegalStateException(name + " exited; see " + log);
             }
             try {
                 if (http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + healthPath)).build(), HttpResponse.BodyHandlers.ofString())
                         .statusCode() == 200) {
-                    return p;
+                    return;
                 }
             } catch (IOException e) {
                 // not listening yet
             }
-            Thread.sleep(300);
+            Thread.sleep(pollMs);
         }
         p.destroy();
-        throw new IllegalStateException(module + " not up in 120 s; see " + log);
+        throw new IllegalStateException(name + " not up in 120 s; see " + log);
     }
 
     static void stop(Process p) throws InterruptedException {
