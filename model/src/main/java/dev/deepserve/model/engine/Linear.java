@@ -42,6 +42,16 @@ public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int i
         return ops.place(load(w, config, prefix, out, in));
     }
 
+    /**
+     * {@link #load(CheckpointWeights, ModelConfig, String, int, int, TensorOps)} for a weight read only through
+     * {@link TensorOps#matmul} (projections, dense MLPs), which {@code ops} may first repack ({@link TensorOps#prepare}).
+     */
+    public static Linear loadForMatmul(CheckpointWeights w, ModelConfig config, String prefix, int out, int in, TensorOps ops) {
+        Linear l = load(w, config, prefix, out, in);
+        ops.prepare(l);
+        return ops.place(l);
+    }
+
     /** Loads {@code <prefix>.weight} (and its scales when FP8) with the shape the config implies. */
     public static Linear load(CheckpointWeights w, ModelConfig config, String prefix, int out, int in) {
         String name = prefix + ".weight";

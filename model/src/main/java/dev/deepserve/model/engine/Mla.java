@@ -52,20 +52,20 @@ public final class Mla {
         this.scale = (float) rope.softmaxScale();
         int hidden = c.hiddenSize();
         if (c.qLoraRank() == null) {
-            this.qProj = Linear.load(w, c, prefix + "q_proj", heads * qkHead, hidden, ops);
+            this.qProj = Linear.loadForMatmul(w, c, prefix + "q_proj", heads * qkHead, hidden, ops);
             this.qA = null;
             this.qANorm = null;
             this.qB = null;
         } else {
             this.qProj = null;
-            this.qA = Linear.load(w, c, prefix + "q_a_proj", c.qLoraRank(), hidden, ops);
+            this.qA = Linear.loadForMatmul(w, c, prefix + "q_a_proj", c.qLoraRank(), hidden, ops);
             this.qANorm = Weights.vector(w, prefix + "q_a_layernorm.weight", c.qLoraRank());
-            this.qB = Linear.load(w, c, prefix + "q_b_proj", heads * qkHead, c.qLoraRank(), ops);
+            this.qB = Linear.loadForMatmul(w, c, prefix + "q_b_proj", heads * qkHead, c.qLoraRank(), ops);
         }
-        this.kvA = Linear.load(w, c, prefix + "kv_a_proj_with_mqa", kvLora + ropeDim, hidden, ops);
+        this.kvA = Linear.loadForMatmul(w, c, prefix + "kv_a_proj_with_mqa", kvLora + ropeDim, hidden, ops);
         this.kvANorm = Weights.vector(w, prefix + "kv_a_layernorm.weight", kvLora);
         this.kvB = Linear.load(w, c, prefix + "kv_b_proj", heads * (nope + vDim), kvLora, ops);
-        this.oProj = Linear.load(w, c, prefix + "o_proj", hidden, heads * vDim, ops);
+        this.oProj = Linear.loadForMatmul(w, c, prefix + "o_proj", hidden, heads * vDim, ops);
     }
 
     /**

@@ -16,12 +16,20 @@ final class Mlp {
     private final Linear down;
     private final int inter;
 
-    Mlp(CheckpointWeights w, ModelConfig c, String prefix, int intermediate, TensorOps ops) {
+    /**
+     * @param dense a dense layer's MLP, whose weights {@code ops} may repack for its matmuls ({@link TensorOps#prepare});
+     *              an expert's stay as loaded, since an expert worker in another process must compute the same floats
+     */
+    Mlp(CheckpointWeights w, ModelConfig c, String prefix, int intermediate, boolean dense, TensorOps ops) {
         this.ops = ops;
         this.inter = intermediate;
-        this.gate = Linear.load(w, c, prefix + "gate_proj", intermediate, c.hiddenSize(), ops);
-        this.up = Linear.load(w, c, prefix + "up_proj", intermediate, c.hiddenSize(), ops);
-        this.down = Linear.load(w, c, prefix + "down_proj", c.hiddenSize(), intermediate, ops);
+        this.gate = load(w, c, prefix + "gate_proj", intermediate, c.hiddenSize(), dense, ops);
+        this.up = load(w, c, prefix + "up_proj", intermediate, c.hiddenSize(), dense, ops);
+        this.down = load(w, c, prefix + "down_proj", c.hiddenSize(), intermediate, dense, ops);
+    }
+
+    private static Linear load(CheckpointWeights w, ModelConfig c, String name, int out, int in, boolean dense, TensorOps ops) {
+        return dense ? Linear.loadForMatmul(w, c, name, out, in, ops) : Linear.load(w, c, name, out, in, ops);
     }
 
     /** {@code out[rows, hidden] = mlp(x[rows, hidden])}. */

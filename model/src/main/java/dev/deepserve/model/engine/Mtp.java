@@ -37,7 +37,7 @@ public final class Mtp {
         this.embed = w.has(p + "embed_tokens.weight") ? w.tensor(p + "embed_tokens.weight", c.vocabSize(), hidden) : mainEmbed;
         this.enorm = Weights.vector(w, p + "enorm.weight", hidden);
         this.hnorm = Weights.vector(w, p + "hnorm.weight", hidden);
-        this.ehProj = Linear.load(w, c, p + "eh_proj", hidden, 2 * hidden, ops);
+        this.ehProj = Linear.loadForMatmul(w, c, p + "eh_proj", hidden, 2 * hidden, ops);
         this.block = new Block(w, c, layer, ops, rope);
         this.headNorm = Weights.vector(w, p + "shared_head.norm.weight", hidden);
         Linear own = w.has(p + "shared_head.head.weight") ? Linear.load(w, c, p + "shared_head.head", c.vocabSize(), hidden) : null;

@@ -330,4 +330,18 @@ class ForwardTest {
                     () -> m.forward(List.of(new Transformer.Step(new int[] {1}, shared), new Transformer.Step(new int[] {2}, shared))));
         }
     }
+
+    /**
+     * The CPU backend repacks a model's FP8 attention projections and dense MLPs into FP8 panels, never
+     * its experts (an expert worker computes those with the row kernels and must give the same floats).
+     */
+    @Test
+    void projectionsAndDenseLayersArePackedAndExpertsAreNot() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        try (CpuOps ops = CpuOps.create(true, 1, false); Transformer m = Transformer.load(v3, ops)) {
+            // 3 layers + MTP's: q_a, q_b, kv_a, o each (16); layer 0's dense gate, up, down (3); MTP's eh_proj is BF16,
+            // as in DeepSeek's checkpoints, and goes into BF16 panels like the lm_head
+            assertTrue(ops.describe().contains(", 19 FP8 weights in panels ("), ops.describe());
+        }
+    }
 }

@@ -26,7 +26,7 @@ import java.nio.ByteOrder;
  * <p>The packed copy lives off the heap on huge pages ({@link HugePageMemory}), as large as the weight (the
  * checkpoint's mapped pages are not read again and the kernel may evict them).
  */
-final class Bf16Panels {
+final class Bf16Panels implements PackedWeight {
 
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
@@ -90,12 +90,13 @@ final class Bf16Panels {
         return L;
     }
 
-    int panels() {
+    @Override
+    public int panels() {
         return panelsFor(out);
     }
 
-    /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for rows of panels {@code [from, to)} and all {@code batch} rows of x. */
-    void multiply(float[] x, int batch, float[] y, int from, int to) {
+    @Override
+    public void multiply(float[] x, int batch, float[] y, int from, int to) {
         int p = from;
         for (; p + 4 <= to; p += 4) {
             int b = 0;

@@ -29,7 +29,10 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final boolean activationQuant;
     private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
     /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
-    private final java.util.Map<Linear, Bf16Panels> panels = new java.util.concurrent.ConcurrentHashMap<>();
+    private final java.util.Map<Linear, PackedWeight> panels = new java.util.concurrent.ConcurrentHashMap<>();
+    /** Bytes of FP8 weights this backend repacked into {@link Fp8Panels}. */
+    private final java.util.concurrent.atomic.AtomicLong packedBytes = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicInteger packedFp8 = new java.util.concurrent.atomic.AtomicInteger();
     private volatile boolean repack = true;
     /** Weight bytes {@link #place} may have copied onto huge pages in this process, all backends together. */
     private final long placeLimit = placeLimit();
@@ -98,18 +101,52 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     public String describe() {
         long placed = placedBytes.get();
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
-                + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + (placed >= 1 << 20 ? (placed >> 20) + " MiB" : Math.ceilDiv(placed, 1024) + " KiB") + " of weights on huge pages" : "");
+                + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + size(placed) + " of weights on huge pages" : "")
+                + (packedBytes.get() > 0 ? ", " + packedFp8.get() + " FP8 weights in panels (" + size(packedBytes.get()) + ")" : "");
+    }
+
+    private static String size(long bytes) {
+        return bytes >= 1 << 20 ? (bytes >> 20) + " MiB" : Math.ceilDiv(bytes, 1024) + " KiB";
     }
 
     /**
-     * Repacks a BF16 weight every step multiplies by all its rows (the lm_head) into {@link Bf16Panels}, when the Vector
-     * API kernels run: its products then reach the FMA units' speed at batch > 1, for a copy as large as the weight.
+     * Repacks a weight every step multiplies by all its rows, when the Vector API kernels run: the BF16 lm_head into
+     * {@link Bf16Panels}, an FP8 projection or dense MLP into {@link Fp8Panels}. Their products then serve a whole batch
+     * per pass over the weight (the row kernels re-read each batch row's input for every weight row), for a copy as
+     * large as the weight that replaces its huge-page copy ({@link #place}). Every weight a caller prepares is packed,
+     * whatever memory is left, so a weight's floats never depend on what else the process loaded (expert workers and
+     * the leader, prefill and decode, must agree bit for bit); FP8 copies count against {@link #place}'s limit, so the
+     * experts copied after them leave the heap its room. Callers prepare only weights read through {@link #matmul}
+     * alone, not the experts: a remote worker computes those with the row kernels.
      */
     @Override
     public void prepare(Linear w) {
-        if (repack && kernels instanceof VectorKernels && Bf16Panels.fits(w)) {
-            panels.computeIfAbsent(w, Bf16Panels::pack);
+        if (!repack || !(kernels instanceof VectorKernels)) {
+            return;
         }
+        if (Bf16Panels.fits(w)) {
+            panels.computeIfAbsent(w, Bf16Panels::pack);
+        } else if (Fp8Panels.fits(w)) {
+            panels.computeIfAbsent(w, this::packFp8);
+        }
+    }
+
+    private Fp8Panels packFp8(Linear w) {
+        long bytes = Fp8Panels.bytes(w);
+        Fp8Panels packed = Fp8Panels.pack(w, n -> {
+            MemorySegment copy = null;
+            if (HUGE_PAGES) {
+                synchronized (slab) {
+                    copy = slab.allocate(n);
+                }
+            }
+            return copy != null ? copy : java.lang.foreign.Arena.ofAuto().allocate(n, 64);
+        });
+        PLACED_IN_PROCESS.addAndGet(bytes);
+        RELEASE.register(packed, () -> PLACED_IN_PROCESS.addAndGet(-bytes));
+        packedBytes.addAndGet(bytes);
+        packedFp8.incrementAndGet();
+        return packed;
     }
 
     /**
@@ -186,18 +223,19 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         weightBytesRead.add(w.bytes());
-        Bf16Panels packed = panels.isEmpty() ? null : panels.get(w);
+        PackedWeight packed = panels.isEmpty() ? null : panels.get(w);
+        float[] values = activationQuant && w.fp8() ? quantizeActivations(x, batch, w.in(), w.blockCols()) : x;
         if (packed != null) {
             int perItem = Math.ceilDiv(Math.ceilDiv(packed.panels(), threads * ITEMS_PER_THREAD), 4) * 4;
             int items = Math.ceilDiv(packed.panels(), perItem);
             parallelFor(items, (long) perItem * Bf16Panels.panelRows() * w.in() * batch,
-                    i -> packed.multiply(x, batch, y, i * perItem, Math.min(packed.panels(), (i + 1) * perItem)));
+                    i -> packed.multiply(values, batch, y, i * perItem, Math.min(packed.panels(), (i + 1) * perItem)));
             return;
         }
         Kernels kernels = kernelsFor(w);
         int in = w.in();
         int out = w.out();
-        float[] input = inLayout(w, activationQuant && w.fp8() ? quantizeActivations(x, batch, in, w.blockCols()) : x, 0, batch);
+        float[] input = inLayout(w, values, 0, batch);
         Tensor scales = w.scaleInv();
         int scaleCols = w.scaleColumns();
         int chunk = rowsPerItem(out);

@@ -1,0 +1,180 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.weights.DType;
+import dev.deepserve.model.weights.Fp8E4M3;
+import dev.deepserve.model.weights.Tensor;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The repacked FP8 projections ({@link Fp8Panels}): every output bit for bit the sum {@link Fp8Panels#reference}
+ * states (per block, in column order, by FMAs) and within rounding of the row kernels, on shapes with padding rows, a
+ * short last column block and panel counts that are not multiples of four; every batch row bitwise the same whatever
+ * the batch, its place in it and the threads; and no allocation when warm
+ * ({@code ForwardTest} checks which weights of a loaded model are packed).
+ */
+class Fp8PanelsTest {
+
+    /** FP8 codes of Gaussian values with {@code blockRows × blockCols} block scales, one scale per block. */
+    static Linear fp8(int out, int in, int blockRows, int blockCols, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        MemorySegment data = Arena.ofAuto().allocate((long) out * in);
+        for (long i = 0; i < (long) out * in; i++) {
+            data.set(ValueLayout.JAVA_BYTE, i, Fp8E4M3.encode((float) r.nextGaussian() * 40));
+        }
+        int sr = Math.ceilDiv(out, blockRows);
+        int sc = Math.ceilDiv(in, blockCols);
+        MemorySegment scales = Arena.ofAuto().allocate(4L * sr * sc);
+        for (int i = 0; i < sr * sc; i++) {
+            scales.set(ValueLayout.JAVA_FLOAT_UNALIGNED, 4L * i, 0.002f + 0.0007f * i);
+        }
+        Tensor w = new Tensor("w", DType.F8_E4M3, new long[] {out, in}, data);
+        return new Linear("w", w, new Tensor("s", DType.F32, new long[] {sr, sc}, scales), out, in, blockRows, blockCols, Linear.hasNanCodes(w));
+    }
+
+    static float[] input(int batch, int in, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        float[] x = new float[batch * in];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) r.nextGaussian() * (i % 7 == 0 ? 30 : 1);
+        }
+        return x;
+    }
+
+    @Test
+    void everyOutputIsTheStatedSumAndCloseToTheRowKernels() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int lanes = Bf16Panels.panelRows();
+        // {out, in, blockRows, blockCols}: padding rows, a short last block, 4k+1..3 panels, blocks of several panels
+        for (int[] shape : new int[][] {{lanes, 4, 128, 128}, {7 * lanes + 5, 200, 128, 128}, {5 * lanes - 1, 388, 32, 64}, {9 * lanes + 3, 128, 128, 128}}) {
+            int out = shape[0];
+            int in = shape[1];
+            Linear w = fp8(out, in, shape[2], shape[3], out + in);
+            assertTrue(Fp8Panels.fits(w), Arrays.toString(shape));
+            for (int batch : new int[] {1, 3, 4, 9}) {
+                float[] x = input(batch, in, batch);
+                float[] rowKernels = new float[batch * out];
+                CpuOps.create(false, 1, false).matmul(w, x, rowKernels, batch);
+                try (CpuOps ops = CpuOps.create(true, 2, false)) {
+                    ops.prepare(w);
+                    float[] got = new float[batch * out];
+                    ops.matmul(w, x, got, batch);
+                    for (int b = 0; b < batch; b++) {
+                        for (int r = 0; r < out; r++) {
+                            int i = b * out + r;
+                            String at = Arrays.toString(shape) + " batch " + batch + " row " + b + " output " + r;
+                            assertEquals(Fp8Panels.reference(w, r, x, b * in), got[i], 0f, at);
+                            // another summation order: float rounding relative to the terms' magnitude, not the result's
+                            assertEquals(rowKernels[i], got[i], 1e-6 * (1 + magnitude(w, r, x, b * in)), at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /** Σ |code · x · scale| over a row: what float rounding in any summation order is relative to. */
+    static double magnitude(Linear w, int r, float[] x, int xOff) {
+        double sum = 0;
+        for (int c = 0; c < w.in(); c++) {
+            sum += Math.abs((double) w.weight().get((long) r * w.in() + c) * x[xOff + c]
+                    * w.scaleInv().f32((long) (r / w.blockRows()) * w.scaleColumns() + c / w.blockCols()));
+        }
+        return sum;
+    }
+
+    @Test
+    void aRowsOutputsAreBitwiseTheSameInAnyBatchAndOnAnyThreads() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int out = 22 * Bf16Panels.panelRows() + 7; // 23 panels: groups of four, then three one at a time
+        int in = 160;
+        Linear w = fp8(out, in, 128, 128, 5);
+        float[] mine = input(1, in, 77);
+        float[] alone = new float[out];
+        try (CpuOps one = CpuOps.create(true, 1, false)) {
+            one.prepare(w);
+            one.matmul(w, mine, alone, 1);
+        }
+        for (int batch = 1; batch <= 9; batch++) {
+            for (int at = 0; at < batch; at++) {
+                float[] x = input(batch, in, 100 + batch);
+                System.arraycopy(mine, 0, x, at * in, in);
+                for (int threads : new int[] {1, 2, 3}) {
+                    try (CpuOps ops = CpuOps.create(true, threads, false)) {
+                        ops.prepare(w);
+                        float[] y = new float[batch * out];
+                        ops.matmul(w, x, y, batch);
+                        assertArrayEquals(alone, Arrays.copyOfRange(y, at * out, (at + 1) * out),
+                                "batch " + batch + ", row " + at + ", " + threads + " threads");
+                    }
+                }
+            }
+        }
+    }
+
+    /** The panel kernels (four panels at once, one at a time; four batch rows at once, one) agree bit for bit. */
+    @Test
+    void everyKernelSumsInTheSameOrder() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int out = 13 * Bf16Panels.panelRows() + 2;
+        int in = 260;
+        Fp8Panels packed = Fp8Panels.pack(fp8(out, in, 128, 128, 8), n -> Arena.ofAuto().allocate(n, 64));
+        for (int batch : new int[] {1, 4, 5}) {
+            float[] x = input(batch, in, 3);
+            float[] whole = new float[batch * out];
+            packed.multiply(x, batch, whole, 0, packed.panels());
+            for (int from = 1; from < 5; from++) { // shifts which panels go four at a time
+                float[] part = new float[batch * out];
+                packed.multiply(x, batch, part, from, packed.panels());
+                for (int b = 0; b < batch; b++) {
+                    int r0 = from * Bf16Panels.panelRows();
+                    assertArrayEquals(Arrays.copyOfRange(whole, b * out + r0, (b + 1) * out), Arrays.copyOfRange(part, b * out + r0, (b + 1) * out),
+                            "batch " + batch + ", from panel " + from);
+                }
+            }
+        }
+    }
+
+    @Test
+    void onlyShapesThePanelsCoverArePacked() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        int lanes = Bf16Panels.panelRows();
+        assertTrue(Fp8Panels.fits(fp8(64, 32, 128, 128, 1)));
+        assertFalse(Fp8Panels.fits(fp8(64, 34, 128, 128, 1)), "a column count not in fours would read past a row's last group");
+        assertFalse(Fp8Panels.fits(fp8(64, 32, 128, 126, 1)), "a block width not in fours would split a group between two scales");
+        assertFalse(Fp8Panels.fits(fp8(64, 32, lanes / 2, 128, 1)), "a panel would straddle two rows of block scales");
+        assertFalse(Fp8Panels.fits(fp8(lanes - 1, 32, 128, 128, 1)), "less than one panel is not worth packing");
+        byte[] nan = new byte[64 * 32];
+        nan[5] = 0x7F;
+        assertFalse(Fp8Panels.fits(CpuOpsTest.linear(nan, 64, 32)), "NaN codes take the scalar kernels");
+    }
+
+    /** A warm product allocates nothing at batch 1, 4 and 8 (a vector boxed in the kernel would cost ~100 B per FMA group). */
+    @Test
+    void aWarmProductAllocatesNoVectors() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Assumptions.assumeTrue(dev.deepserve.model.AllocationProbe.available(), "no allocation counting");
+        Linear w = fp8(63 * Bf16Panels.panelRows() + 5, 512, 128, 128, 11);
+        try (CpuOps ops = CpuOps.create(true, 1, false)) {
+            ops.prepare(w);
+            for (int batch : new int[] {1, 4, 8}) {
+                float[] x = input(batch, w.in(), batch);
+                float[] y = new float[batch * w.out()];
+                long perCall = dev.deepserve.model.AllocationProbe.perCall(() -> ops.matmul(w, x, y, batch), 50, 1024, java.time.Duration.ofSeconds(30));
+                assertTrue(perCall <= 1024, "a warm FP8 panel product at batch " + batch + " allocated " + perCall + " bytes per call");
+            }
+        }
+    }
+}
