@@ -33,7 +33,7 @@ final class Block {
             this.moe = new Moe(w, c, p + "mlp.", ops);
             this.dense = null;
         } else {
-            this.dense = new Mlp(w, c, p + "mlp.", c.intermediateSize(), true, ops);
+            this.dense = new Mlp(w, c, p + "mlp.", c.intermediateSize(), false, ops);
             this.moe = null;
         }
     }

@@ -52,6 +52,13 @@ public record Linear(String name, Tensor weight, Tensor scaleInv, int out, int i
         return ops.place(l);
     }
 
+    /** {@link #loadForMatmul} for an expert's weight, repacked at its first product ({@link TensorOps#prepareOnFirstUse}). */
+    public static Linear loadExpert(CheckpointWeights w, ModelConfig config, String prefix, int out, int in, TensorOps ops) {
+        Linear l = load(w, config, prefix, out, in);
+        ops.prepareOnFirstUse(l);
+        return ops.place(l);
+    }
+
     /** Loads {@code <prefix>.weight} (and its scales when FP8) with the shape the config implies. */
     public static Linear load(CheckpointWeights w, ModelConfig config, String prefix, int out, int in) {
         String name = prefix + ".weight";

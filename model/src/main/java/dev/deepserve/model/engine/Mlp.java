@@ -17,19 +17,19 @@ final class Mlp {
     private final int inter;
 
     /**
-     * @param dense a dense layer's MLP, whose weights {@code ops} may repack for its matmuls ({@link TensorOps#prepare});
-     *              an expert's stay as loaded, since an expert worker in another process must compute the same floats
+     * @param expert an expert's MLP (routed or shared), whose weights {@code ops} repacks at their first product: a
+     *               process computes only the experts it holds. A dense layer's are repacked at load.
      */
-    Mlp(CheckpointWeights w, ModelConfig c, String prefix, int intermediate, boolean dense, TensorOps ops) {
+    Mlp(CheckpointWeights w, ModelConfig c, String prefix, int intermediate, boolean expert, TensorOps ops) {
         this.ops = ops;
         this.inter = intermediate;
-        this.gate = load(w, c, prefix + "gate_proj", intermediate, c.hiddenSize(), dense, ops);
-        this.up = load(w, c, prefix + "up_proj", intermediate, c.hiddenSize(), dense, ops);
-        this.down = load(w, c, prefix + "down_proj", c.hiddenSize(), intermediate, dense, ops);
+        this.gate = load(w, c, prefix + "gate_proj", intermediate, c.hiddenSize(), expert, ops);
+        this.up = load(w, c, prefix + "up_proj", intermediate, c.hiddenSize(), expert, ops);
+        this.down = load(w, c, prefix + "down_proj", c.hiddenSize(), intermediate, expert, ops);
     }
 
-    private static Linear load(CheckpointWeights w, ModelConfig c, String name, int out, int in, boolean dense, TensorOps ops) {
-        return dense ? Linear.loadForMatmul(w, c, name, out, in, ops) : Linear.load(w, c, name, out, in, ops);
+    private static Linear load(CheckpointWeights w, ModelConfig c, String name, int out, int in, boolean expert, TensorOps ops) {
+        return expert ? Linear.loadExpert(w, c, name, out, in, ops) : Linear.loadForMatmul(w, c, name, out, in, ops);
     }
 
     /** {@code out[rows, hidden] = mlp(x[rows, hidden])}. */

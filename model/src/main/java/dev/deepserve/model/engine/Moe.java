@@ -28,10 +28,10 @@ final class Moe {
         this.gate = new Gate(c, bias);
         this.experts = new Mlp[nExperts];
         for (int e = 0; e < nExperts; e++) {
-            experts[e] = new Mlp(w, c, prefix + "experts." + e + ".", c.moeIntermediateSize(), false, ops);
+            experts[e] = new Mlp(w, c, prefix + "experts." + e + ".", c.moeIntermediateSize(), true, ops);
         }
         this.shared = c.nSharedExperts() > 0
-                ? new Mlp(w, c, prefix + "shared_experts.", c.moeIntermediateSize() * c.nSharedExperts(), false, ops) : null;
+                ? new Mlp(w, c, prefix + "shared_experts.", c.moeIntermediateSize() * c.nSharedExperts(), true, ops) : null;
     }
 
     /**

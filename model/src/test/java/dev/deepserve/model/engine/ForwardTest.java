@@ -332,16 +332,19 @@ class ForwardTest {
     }
 
     /**
-     * The CPU backend repacks a model's FP8 attention projections and dense MLPs into FP8 panels, never
-     * its experts (an expert worker computes those with the row kernels and must give the same floats).
+     * The CPU backend repacks a model's FP8 attention projections and dense MLPs into FP8 panels at load, and an
+     * expert's weights at the expert's first product only (a process packs the experts it computes).
      */
     @Test
-    void projectionsAndDenseLayersArePackedAndExpertsAreNot() {
+    void projectionsAndDenseLayersArePackedAtLoadAndExpertsWhenFirstUsed() {
         org.junit.jupiter.api.Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
         try (CpuOps ops = CpuOps.create(true, 1, false); Transformer m = Transformer.load(v3, ops)) {
             // 3 layers + MTP's: q_a, q_b, kv_a, o each (16); layer 0's dense gate, up, down (3); MTP's eh_proj is BF16,
             // as in DeepSeek's checkpoints, and goes into BF16 panels like the lm_head
             assertTrue(ops.describe().contains(", 19 FP8 weights in panels ("), ops.describe());
+            m.forward(new int[] {PROMPT[0]}, m.newCache(4));
+            // one token: the shared expert and 3 routed experts of each of 2 MoE layers, 3 weights each
+            assertTrue(ops.describe().contains(", " + (19 + 2 * (1 + 3) * 3) + " FP8 weights in panels ("), ops.describe());
         }
     }
 }

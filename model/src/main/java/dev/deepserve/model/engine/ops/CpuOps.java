@@ -30,6 +30,8 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
     /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
     private final java.util.Map<Linear, PackedWeight> panels = new java.util.concurrent.ConcurrentHashMap<>();
+    /** Weights {@link #prepareOnFirstUse} registered: packed by their first {@link #matmul}. */
+    private final java.util.Set<Linear> packOnFirstUse = java.util.concurrent.ConcurrentHashMap.newKeySet();
     /** Bytes of FP8 weights this backend repacked into {@link Fp8Panels}. */
     private final java.util.concurrent.atomic.AtomicLong packedBytes = new java.util.concurrent.atomic.AtomicLong();
     private final java.util.concurrent.atomic.AtomicInteger packedFp8 = new java.util.concurrent.atomic.AtomicInteger();
@@ -92,6 +94,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void close() {
         panels.clear(); // the repacked copies are freed once unreachable
+        packOnFirstUse.clear();
         if (team != null) {
             team.close();
         }
@@ -102,7 +105,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         long placed = placedBytes.get();
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
                 + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + size(placed) + " of weights on huge pages" : "")
-                + (packedBytes.get() > 0 ? ", " + packedFp8.get() + " FP8 weights in panels (" + size(packedBytes.get()) + ")" : "");
+                + (packedBytes.get() > 0 ? ", " + packedFp8.get() + " FP8 weight" + (packedFp8.get() == 1 ? "" : "s") + " in panels (" + size(packedBytes.get()) + ")" : "");
     }
 
     private static String size(long bytes) {
@@ -116,19 +119,34 @@ public final class CpuOps implements TensorOps, AutoCloseable {
      * large as the weight that replaces its huge-page copy ({@link #place}). Every weight a caller prepares is packed,
      * whatever memory is left, so a weight's floats never depend on what else the process loaded (expert workers and
      * the leader, prefill and decode, must agree bit for bit); FP8 copies count against {@link #place}'s limit, so the
-     * experts copied after them leave the heap its room. Callers prepare only weights read through {@link #matmul}
-     * alone, not the experts: a remote worker computes those with the row kernels.
+     * weights copied after them leave the heap its room. Callers prepare only weights read through {@link #matmul}
+     * alone (not kv_b_proj, whose rows MLA's absorbed attention reads one by one).
      */
     @Override
     public void prepare(Linear w) {
-        if (!repack || !(kernels instanceof VectorKernels)) {
-            return;
+        if (packable(w)) {
+            panels.computeIfAbsent(w, this::pack);
         }
-        if (Bf16Panels.fits(w)) {
-            panels.computeIfAbsent(w, Bf16Panels::pack);
-        } else if (Fp8Panels.fits(w)) {
-            panels.computeIfAbsent(w, this::packFp8);
+    }
+
+    /**
+     * {@link #prepare} at the weight's first {@link #matmul} (the experts): a process packs only the experts it
+     * computes (an expert worker its own, a leader those it holds), and every product of the weight, the first
+     * included, goes through the panels, so a worker and the leader give the same floats for an expert.
+     */
+    @Override
+    public void prepareOnFirstUse(Linear w) {
+        if (packable(w)) {
+            packOnFirstUse.add(w);
         }
+    }
+
+    private boolean packable(Linear w) {
+        return repack && kernels instanceof VectorKernels && (Bf16Panels.fits(w) || Fp8Panels.fits(w));
+    }
+
+    private PackedWeight pack(Linear w) {
+        return Bf16Panels.fits(w) ? Bf16Panels.pack(w) : packFp8(w);
     }
 
     private Fp8Panels packFp8(Linear w) {
@@ -162,7 +180,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public Linear place(Linear w) {
         long bytes = w.weight().data().byteSize();
-        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || panels.containsKey(w)) {
+        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || panels.containsKey(w) || packOnFirstUse.contains(w)) {
             return w;
         }
         long before;
@@ -223,7 +241,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         weightBytesRead.add(w.bytes());
-        PackedWeight packed = panels.isEmpty() ? null : panels.get(w);
+        PackedWeight packed = packed(w);
         float[] values = activationQuant && w.fp8() ? quantizeActivations(x, batch, w.in(), w.blockCols()) : x;
         if (packed != null) {
             int perItem = Math.ceilDiv(Math.ceilDiv(packed.panels(), threads * ITEMS_PER_THREAD), 4) * 4;
@@ -262,6 +280,15 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 rowsAgainstOne(kernels, w, r0, r1, input, b * in, y, b * out);
             }
         });
+    }
+
+    /** w's panels, packed now if this is the first product of a weight registered by {@link #prepareOnFirstUse}; else null. */
+    private PackedWeight packed(Linear w) {
+        PackedWeight packed = panels.isEmpty() ? null : panels.get(w);
+        if (packed == null && !packOnFirstUse.isEmpty() && packOnFirstUse.contains(w)) {
+            packed = panels.computeIfAbsent(w, this::pack);
+        }
+        return packed;
     }
 
     /**

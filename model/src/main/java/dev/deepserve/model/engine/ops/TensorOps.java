@@ -23,6 +23,14 @@ public interface TensorOps {
     }
 
     /**
+     * {@link #prepare} deferred to the weight's first {@link #matmul}, for weights a process may never multiply (an
+     * expert another process computes): a backend that repacks then spends memory only on the weights it uses. The
+     * results are those of a prepared weight from the first product on.
+     */
+    default void prepareOnFirstUse(Linear w) {
+    }
+
+    /**
      * The weight to keep for {@code w}: {@code w} itself, or the same values in memory this backend reads faster (the
      * CPU backend copies weights onto huge pages: see {@code CpuOps}). Called once per weight, at load; the floats
      * every operation gives are the same either way.

@@ -147,6 +147,28 @@ class Fp8PanelsTest {
         }
     }
 
+    /** An expert's weight: not packed (nor copied) at load, packed by its first product, whose floats are a prepared weight's. */
+    @Test
+    void aWeightPreparedForFirstUseIsPackedByItsFirstProduct() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Linear w = fp8(20 * Bf16Panels.panelRows() + 3, 256, 128, 128, 21); // 81 KB: above place()'s 64 KiB floor
+        float[] x = input(3, w.in(), 4);
+        float[] prepared = new float[3 * w.out()];
+        try (CpuOps ops = CpuOps.create(true, 1, false)) {
+            ops.prepare(w);
+            ops.matmul(w, x, prepared, 3);
+        }
+        try (CpuOps ops = CpuOps.create(true, 2, false)) {
+            ops.prepareOnFirstUse(w);
+            org.junit.jupiter.api.Assertions.assertSame(w, ops.place(w), "no huge-page copy: the panels will replace it");
+            assertFalse(ops.describe().contains("in panels"), ops.describe());
+            float[] first = new float[3 * w.out()];
+            ops.matmul(w, x, first, 3);
+            assertArrayEquals(prepared, first);
+            assertTrue(ops.describe().contains(", 1 FP8 weight in panels ("), ops.describe());
+        }
+    }
+
     @Test
     void onlyShapesThePanelsCoverArePacked() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
