@@ -437,7 +437,9 @@ public final class ExpertWorker implements AutoCloseable {
             System.err.println("expert worker: set " + InternalToken.ENV + " (the service credential leaders present)");
             System.exit(2);
         }
-        Transformer t = Transformer.load(model, CpuOps.create(CpuOps.vectorAvailable(), threads, false));
+        CpuOps ops = CpuOps.create(CpuOps.vectorAvailable(), threads, false);
+        ops.deferPacking(); // a worker computes only its experts: the lm_head and projections it never multiplies stay unpacked
+        Transformer t = Transformer.load(model, ops);
         try (ExpertWorker w = new ExpertWorker(t.localExperts(), new ServerSocket(port, 16, InetAddress.getByName(bind)), token,
                 t.config().hiddenSize())) {
             if (healthPort >= 0) {

@@ -36,6 +36,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final java.util.concurrent.atomic.AtomicLong packedBytes = new java.util.concurrent.atomic.AtomicLong();
     private final java.util.concurrent.atomic.AtomicInteger packedFp8 = new java.util.concurrent.atomic.AtomicInteger();
     private volatile boolean repack = true;
+    private volatile boolean deferPacking;
     /** Weight bytes {@link #place} may have copied onto huge pages in this process, all backends together. */
     private final long placeLimit = placeLimit();
     private final HugePageMemory.Slab slab = new HugePageMemory.Slab();
@@ -124,9 +125,20 @@ public final class CpuOps implements TensorOps, AutoCloseable {
      */
     @Override
     public void prepare(Linear w) {
-        if (packable(w)) {
+        if (deferPacking) {
+            prepareOnFirstUse(w);
+        } else if (packable(w)) {
             panels.computeIfAbsent(w, this::pack);
         }
+    }
+
+    /**
+     * Makes {@link #prepare} defer every repack to the weight's first product, as {@link #prepareOnFirstUse} does: for
+     * a process that loads a whole model and computes only part of it (an expert worker never multiplies the lm_head
+     * or an attention projection). The floats are the same; only when the memory is spent changes.
+     */
+    public void deferPacking() {
+        this.deferPacking = true;
     }
 
     /**

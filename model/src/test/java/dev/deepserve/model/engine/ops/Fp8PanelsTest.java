@@ -169,6 +169,28 @@ class Fp8PanelsTest {
         }
     }
 
+    /** An expert worker's backend: prepare() packs nothing at load, and a weight's first product packs it, same floats. */
+    @Test
+    void aBackendThatDefersPackingPacksAPreparedWeightAtItsFirstProduct() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Linear w = fp8(6 * Bf16Panels.panelRows() + 1, 128, 128, 128, 22);
+        float[] x = input(2, w.in(), 5);
+        float[] atLoad = new float[2 * w.out()];
+        try (CpuOps ops = CpuOps.create(true, 1, false)) {
+            ops.prepare(w);
+            ops.matmul(w, x, atLoad, 2);
+        }
+        try (CpuOps ops = CpuOps.create(true, 1, false)) {
+            ops.deferPacking();
+            ops.prepare(w);
+            assertFalse(ops.describe().contains("in panels"), ops.describe());
+            float[] deferred = new float[2 * w.out()];
+            ops.matmul(w, x, deferred, 2);
+            assertArrayEquals(atLoad, deferred);
+            assertTrue(ops.describe().contains(", 1 FP8 weight in panels ("), ops.describe());
+        }
+    }
+
     @Test
     void onlyShapesThePanelsCoverArePacked() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
