@@ -22,7 +22,8 @@ import java.util.SplittableRandom;
 /**
  * One 2048×2048 weight times 1 and 8 vectors, single-threaded, FP8 with 128×128 block scales and BF16: the Vector API
  * kernels against the scalar reference kernels. Prints GB/s of weights and the speedup ratio per dtype and batch after
- * JMH's table; and the repacked lm_head (BF16 panels) at batch 1 and 8, in GFMA/s.
+ * JMH's table; the same weight repacked as the engine repacks it (FP8 or BF16 panels) against the row kernels; and the
+ * repacked lm_head (BF16 panels) at batch 1 and 8, in GFMA/s.
  */
 public class KernelBench extends OneThreadKernelBench {
 
@@ -69,7 +70,18 @@ public class KernelBench extends OneThreadKernelBench {
             weight = new Linear("w", new Tensor("w", DType.BF16, new long[] {N, N}, data), null, N, N, 1, 1);
         }
         vector = CpuOps.create(true, 1, false);
+        vector.repack(false); // the row kernels, as an unprepared weight (an expert before its first product) takes them
         scalar = CpuOps.create(false, 1, false);
+        panels = CpuOps.create(true, 1, false);
+        panels.prepare(weight); // Fp8Panels or Bf16Panels, as the engine packs its projections and lm_head
+    }
+
+    CpuOps panels;
+
+    @Benchmark
+    public float[] vectorPanels() {
+        panels.matmul(weight, x, y, batch);
+        return y;
     }
 
     @Benchmark
@@ -97,10 +109,16 @@ public class KernelBench extends OneThreadKernelBench {
             for (String b : new String[] {"1", "8"}) {
                 double v = score(results, "vectorKernels", d, b);
                 double s = score(results, "scalarKernels", d, b);
+                double p = score(results, "vectorPanels", d, b);
                 if (v > 0 && s > 0) {
                     double bytes = (double) N * N * (d.equals("BF16") ? 2 : 1);
                     System.out.printf("%-8s 2048x2048 x %s vector(s): vector %.1f us (%.1f GB/s of weights), scalar %.1f us — vector is %.1fx the scalar baseline%n",
                             d, b, v, bytes / v / 1e3, s, s / v);
+                }
+                if (v > 0 && p > 0) {
+                    double fma = (double) N * N * Integer.parseInt(b);
+                    System.out.printf("%-8s 2048x2048 x %s vector(s): panels %.1f us (%.1f GFMA/s), row kernels %.1f us (%.1f GFMA/s) — panels are %.2fx the row kernels%n",
+                            d, b, p, fma / p / 1e3, v, fma / v / 1e3, v / p);
                 }
             }
         }
