@@ -70,7 +70,7 @@ public class KernelBench extends OneThreadKernelBench {
             weight = new Linear("w", new Tensor("w", DType.BF16, new long[] {N, N}, data), null, N, N, 1, 1);
         }
         vector = CpuOps.create(true, 1, false);
-        vector.repack(false); // the row kernels, as an unprepared weight (an expert before its first product) takes them
+        vector.repack(false); // the row kernels: what a weight no backend prepared (kv_b_proj, the router) takes
         scalar = CpuOps.create(false, 1, false);
         panels = CpuOps.create(true, 1, false);
         panels.prepare(weight); // Fp8Panels or Bf16Panels, as the engine packs its projections and lm_head

@@ -67,6 +67,16 @@ final class PhaseTimer implements TensorOps {
     }
 
     @Override
+    public void prepareOnFirstUse(Linear w) {
+        inner.prepareOnFirstUse(w);
+    }
+
+    @Override
+    public void release(Linear w) {
+        inner.release(w);
+    }
+
+    @Override
     public Linear place(Linear w) {
         return inner.place(w);
     }

@@ -14,4 +14,11 @@ public interface ExpertBackend {
      * row depends only on its input row.
      */
     float[][] run(int layer, int[] experts, float[][] inputs, int[] rows);
+
+    /**
+     * This process no longer computes expert {@code expert} of {@code layer} (a new placement moved it): whatever it
+     * kept for it (the expert's repacked weights) may go. Running it again later is still correct.
+     */
+    default void release(int layer, int expert) {
+    }
 }

@@ -42,6 +42,13 @@ final class Mlp {
         ops.matmul(down, g, out, rows);
     }
 
+    /** Frees what the backend packed for these weights (an expert this process no longer computes). */
+    void release() {
+        ops.release(gate);
+        ops.release(up);
+        ops.release(down);
+    }
+
     long weightBytes() {
         return gate.bytes() + up.bytes() + down.bytes();
     }

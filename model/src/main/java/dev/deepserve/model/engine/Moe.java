@@ -112,6 +112,14 @@ final class Moe {
         return y;
     }
 
+    /** Frees what the backend packed for expert {@code id} ({@link #experts()} = the shared experts), if it exists. */
+    void releaseExpert(int id) {
+        Mlp mlp = id == nExperts ? shared : id >= 0 && id < nExperts ? experts[id] : null;
+        if (mlp != null) {
+            mlp.release();
+        }
+    }
+
     /** Routed experts in this layer; {@link #runExpert} also takes this id for the shared experts. */
     int experts() {
         return nExperts;

@@ -34,7 +34,20 @@ public final class Transformer implements AutoCloseable {
     private final Mtp[] mtp;
     private final int hidden;
     private Mla.Form form = Mla.Form.AUTO;
-    private final ExpertBackend local = this::runLocal;
+    private final ExpertBackend local = new ExpertBackend() {
+        @Override
+        public float[][] run(int layer, int[] experts, float[][] inputs, int[] rows) {
+            return runLocal(layer, experts, inputs, rows);
+        }
+
+        @Override
+        public void release(int layer, int expert) {
+            Moe m = moe(layer);
+            if (m != null) {
+                m.releaseExpert(expert);
+            }
+        }
+    };
     private volatile ExpertBackend experts = local;
 
     /** Where a load is: called on the loading thread after each step ({@code done} of {@code total}, named). */

@@ -163,12 +163,26 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
         hold(now, next);       // hold both: nothing in between can miss its expert
         placement = next;
         hold(next, next);      // then let go of what the new placement moved away
+        releaseMovedAway(now, next);
         for (long[] l : load.values()) {
             for (int x = 0; x < l.length; x++) {
                 l[x] /= 2;
             }
         }
         rebalances++;
+    }
+
+    /** Lets this process's own experts (worker 0) that {@code next} moved elsewhere free what they kept. */
+    private void releaseMovedAway(Placement now, Placement next) {
+        java.util.Set<Long> kept = new java.util.HashSet<>();
+        for (int[] e : next.heldBy(0)) {
+            kept.add(((long) e[0] << 32) | (e[1] & 0xffffffffL));
+        }
+        for (int[] e : now.heldBy(0)) {
+            if (!kept.contains(((long) e[0] << 32) | (e[1] & 0xffffffffL))) {
+                local.release(e[0], e[1]);
+            }
+        }
     }
 
     private void hold(Placement a, Placement b) {

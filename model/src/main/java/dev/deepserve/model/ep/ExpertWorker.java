@@ -254,15 +254,21 @@ public final class ExpertWorker implements AutoCloseable {
         }
         boolean mine;
         Peer replaced = null;
+        Set<Long> dropped = new HashSet<>();
         synchronized (held) {
             mine = leader == null || leader == s || epoch > leaderEpoch;
             if (mine) {
                 replaced = leader != null && leader != s ? leader : null;
                 leader = s;
                 leaderEpoch = epoch;
+                dropped.addAll(held);
+                dropped.removeAll(next);
                 held.clear();
                 held.addAll(next);
             }
+        }
+        for (long k : dropped) { // what this worker kept for experts it no longer holds (their repacked weights) may go
+            experts.release((int) (k >> 32), (int) k);
         }
         if (replaced != null) {
             LOG.log(System.Logger.Level.WARNING, "a leader that started later took over this worker");
@@ -353,7 +359,9 @@ public final class ExpertWorker implements AutoCloseable {
         String javaBin = ProcessHandle.current().info().command().orElse("java");
         ProcessBuilder builder = new ProcessBuilder(javaBin, "--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx" + heapMb + "m",
                 // local workers share the checkpoint's page cache with their leader rather than each copying it
-                "-XX:+UseSerialGC", "-D" + dev.deepserve.model.engine.ops.CpuOps.PLACE_PROPERTY + "=off", "-cp", classPath(), ExpertWorker.class.getName(),
+                "-XX:+UseSerialGC", "-D" + CpuOps.PLACE_PROPERTY + "=off",
+                // the leader's choice of kernels: an expert's floats must be the same on both sides
+                "-D" + CpuOps.REPACK_PROPERTY + "=" + System.getProperty(CpuOps.REPACK_PROPERTY, "on"), "-cp", classPath(), ExpertWorker.class.getName(),
                 "--model", model.toString(), "--port", "0", "--bind", "127.0.0.1", "--threads", String.valueOf(threads),
                 "--parent", String.valueOf(ProcessHandle.current().pid()))
                 .redirectErrorStream(true);

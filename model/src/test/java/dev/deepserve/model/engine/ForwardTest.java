@@ -339,12 +339,16 @@ class ForwardTest {
     void projectionsAndDenseLayersArePackedAtLoadAndExpertsWhenFirstUsed() {
         org.junit.jupiter.api.Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
         try (CpuOps ops = CpuOps.create(true, 1, false); Transformer m = Transformer.load(v3, ops)) {
-            // 3 layers + MTP's: q_a, q_b, kv_a, o each (16); layer 0's dense gate, up, down (3); MTP's eh_proj is BF16,
-            // as in DeepSeek's checkpoints, and goes into BF16 panels like the lm_head
-            assertTrue(ops.describe().contains(", 19 FP8 weights in panels ("), ops.describe());
+            // 3 layers + MTP's: q_a, q_b, kv_a, o each (16); layer 0's dense gate, up, down (3); the BF16 lm_head, MTP's
+            // own head and its eh_proj (BF16, as in DeepSeek's checkpoints) (3)
+            assertTrue(ops.describe().contains(", 22 weights in panels ("), ops.describe());
             m.forward(new int[] {PROMPT[0]}, m.newCache(4));
             // one token: the shared expert and 3 routed experts of each of 2 MoE layers, 3 weights each
-            assertTrue(ops.describe().contains(", " + (19 + 2 * (1 + 3) * 3) + " FP8 weights in panels ("), ops.describe());
+            assertTrue(ops.describe().contains(", " + (22 + 2 * (1 + 3) * 3) + " weights in panels ("), ops.describe());
+        }
+        try (CpuOps ops = CpuOps.create(true, 1, false); Transformer m = Transformer.load(v2, ops)) {
+            // a BF16 model: 2 layers' q_proj, kv_a, o (6); layer 0's dense MLP (3); the lm_head (1)
+            assertTrue(ops.describe().contains(", 10 weights in panels ("), ops.describe());
         }
     }
 }

@@ -1,121 +1,44 @@
 package dev.deepserve.model.engine.ops;
 
 import dev.deepserve.model.engine.Linear;
+import dev.deepserve.model.weights.DType;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
-import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
+import java.util.function.LongFunction;
 
 /**
- * A BF16 weight {@code [out, in]} (the lm_head) repacked so that one pass over it serves every row of a batch at the
- * speed of the FMA units, where the row-major dot products were bound by their loads and horizontal sums.
+ * A BF16 weight {@code [out, in]} without scales (the lm_head, MTP's eh_proj, a BF16 model's projections and experts)
+ * in {@link Panels}: for each column pair m, L ints, lane j holding row {@code L·p + j}'s elements {@code 2m} (low
+ * half) and {@code 2m+1} (high half). One int-vector load gives two columns of L rows, widened with a shift and a
+ * mask, and each is multiplied by a broadcast input element; four panels share each broadcast.
  *
- * <p>Layout: panels of {@code L} consecutive weight rows (L = the float vector length). Within a panel, for each column
- * pair m, L ints: lane j holds row {@code L·p + j}'s elements {@code 2m} (low half) and {@code 2m+1} (high half). One
- * int-vector load gives two columns of L rows, widened with a shift and a mask, and each is multiplied by a broadcast
- * input element: L outputs build up lane-wise, with no horizontal sums, and four panels share each broadcast.
- *
- * <p>Every output is the sum over its columns in column order, one FMA at a time, whichever kernel computes it and
- * whatever rows share the pass — so a sequence's logits are bitwise the same alone or in a batch.
- *
- * <p>The packed copy lives off the heap on huge pages ({@link HugePageMemory}), as large as the weight (the
- * checkpoint's mapped pages are not read again and the kernel may evict them).
+ * <p>Every output is the sum over its columns in column order, one FMA at a time, in every kernel.
  */
-final class Bf16Panels implements PackedWeight {
+final class Bf16Panels extends Panels {
 
-    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
-    private static final int L = F.length();
-    private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
     private static final int HIGH = 0xFFFF0000;
 
-    private final MemorySegment panels;
-    private final int out;
-    private final int in;
     private final int pairs;
-    /** Bytes from one panel to the next. */
-    private final long panelBytes;
 
     private Bf16Panels(MemorySegment panels, int out, int in) {
-        this.panels = panels;
-        this.out = out;
-        this.in = in;
+        super(panels, out, in);
         this.pairs = in / 2;
-        this.panelBytes = 4L * pairs * L;
     }
 
-    /** Whether {@code w} can be packed: BF16 without block scales, an even number of columns, at least one panel. */
+    /** Whether {@code w} can be packed: BF16 without block scales and an even number of columns. */
     static boolean fits(Linear w) {
-        return w.weight().dtype() == dev.deepserve.model.weights.DType.BF16 && w.scaleInv() == null && w.in() % 2 == 0 && w.out() >= L
-                && I.length() == L;
+        return w.weight().dtype() == DType.BF16 && w.scaleInv() == null && w.in() % 2 == 0 && I.length() == L;
     }
 
-    private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE);
-
-    /** Copies the weight into panels, one panel's rows at a time (read in bulk, interleaved on the heap, written in bulk). */
-    static Bf16Panels pack(Linear w) {
-        int out = w.out();
-        int in = w.in();
-        int pairs = in / 2;
-        MemorySegment src = w.weight().data();
-        MemorySegment dst = HugePageMemory.allocate((long) panelsFor(out) * pairs * L * 4);
-        int[] rows = new int[L * pairs];
-        int[] panel = new int[L * pairs];
-        for (int p = 0; p < panelsFor(out); p++) {
-            int r0 = p * L;
-            int n = Math.min(L, out - r0);
-            MemorySegment.copy(src, INT, (long) r0 * in * 2, rows, 0, n * pairs);
-            java.util.Arrays.fill(rows, n * pairs, rows.length, 0); // the last panel's padding rows are zeros
-            for (int j = 0; j < L; j++) {
-                for (int m = 0; m < pairs; m++) {
-                    panel[m * L + j] = rows[j * pairs + m];
-                }
-            }
-            MemorySegment.copy(panel, 0, dst, INT, (long) p * pairs * L * 4, panel.length);
-        }
-        return new Bf16Panels(dst, out, in);
-    }
-
-    static int panelsFor(int rows) {
-        return Math.ceilDiv(rows, L);
-    }
-
-    /** Output rows per panel. */
-    static int panelRows() {
-        return L;
-    }
-
-    @Override
-    public int panels() {
-        return panelsFor(out);
-    }
-
-    @Override
-    public void multiply(float[] x, int batch, float[] y, int from, int to) {
-        int p = from;
-        for (; p + 4 <= to; p += 4) {
-            int b = 0;
-            for (; b + 4 <= batch; b += 4) {
-                fourByFour(p, x, b, y);
-            }
-            for (; b < batch; b++) {
-                fourByOne(p, x, b, y);
-            }
-        }
-        for (; p < to; p++) {
-            for (int b = 0; b < batch; b++) {
-                oneByOne(p, x, b, y);
-            }
-        }
-    }
-
-    private static IntVector load(MemorySegment seg, long off) {
-        return IntVector.fromMemorySegment(I, seg, off, LE);
+    /** Copies the weight into panels in memory from {@code allocate}. */
+    static Bf16Panels pack(Linear w, LongFunction<MemorySegment> allocate) {
+        MemorySegment dst = allocate.apply(bytes(w));
+        interleave(w.weight().data(), w.out(), w.in() / 2, dst);
+        return new Bf16Panels(dst, w.out(), w.in());
     }
 
     private static FloatVector even(IntVector pair) {
@@ -127,8 +50,9 @@ final class Bf16Panels implements PackedWeight {
     }
 
     /** Four panels times four batch rows: 16 accumulators, each broadcast input element feeding four panels. */
-    private void fourByFour(int p, float[] x, int b, float[] y) {
-        float[] pad = p * L + 4 * L > out ? LANES.get() : null; // before any vector is live: a call could box them
+    @Override
+    void fourByFour(int p, float[] x, int b, float[] y) {
+        float[] pad = p * L + 4 * L > out ? BUFFER.get() : null; // before any vector is live
         MemorySegment seg = panels;
         int in = this.in;
         int pairs = this.pairs;
@@ -178,16 +102,14 @@ final class Bf16Panels implements PackedWeight {
         o += rowStride;
         a3.intoArray(to, o); b3.intoArray(to, o + L); c3.intoArray(to, o + 2 * L); d3.intoArray(to, o + 3 * L);
         if (pad != null) {
-            unpad(pad, 4, y, b, r);
+            copyOut(pad, 4 * L, 4, 4, y, b, p);
         }
     }
 
-    /** Each thread's room for four batch rows of four panels' outputs. */
-    private static final ThreadLocal<float[]> LANES = ThreadLocal.withInitial(() -> new float[16 * L]);
-
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
-    private void fourByOne(int p, float[] x, int b, float[] y) {
-        float[] pad = p * L + 4 * L > out ? LANES.get() : null; // as in fourByFour
+    @Override
+    void fourByOne(int p, float[] x, int b, float[] y) {
+        float[] pad = p * L + 4 * L > out ? BUFFER.get() : null; // as in fourByFour
         MemorySegment seg = panels;
         int pairs = this.pairs;
         long step = panelBytes;
@@ -212,21 +134,12 @@ final class Bf16Panels implements PackedWeight {
         }
         a0.intoArray(to, o); a1.intoArray(to, o + L); a2.intoArray(to, o + 2 * L); a3.intoArray(to, o + 3 * L);
         if (pad != null) {
-            unpad(pad, 1, y, b, r);
+            copyOut(pad, 4 * L, 1, 4, y, b, p);
         }
     }
 
-    /**
-     * Copies the real rows (weight rows r .. out) of four panels' outputs, stored for {@code batchRows} batch rows from b
-     * at 4L floats apart in {@code pad}, into y; the padding rows stay behind.
-     */
-    private void unpad(float[] pad, int batchRows, float[] y, int b, int r) {
-        for (int k = 0; k < batchRows; k++) {
-            System.arraycopy(pad, k * 4 * L, y, (b + k) * out + r, out - r);
-        }
-    }
-
-    private void oneByOne(int p, float[] x, int b, float[] y) {
+    @Override
+    void oneByOne(int p, float[] x, int b, float[] y) {
         MemorySegment seg = panels;
         int pairs = this.pairs;
         FloatVector a = FloatVector.zero(F);

@@ -28,15 +28,9 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final int threads;
     private final boolean activationQuant;
     private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
-    /** Weights repacked by {@link #prepare}, by their {@link Linear}. */
-    private final java.util.Map<Linear, PackedWeight> panels = new java.util.concurrent.ConcurrentHashMap<>();
-    /** Weights {@link #prepareOnFirstUse} registered: packed by their first {@link #matmul}. */
-    private final java.util.Set<Linear> packOnFirstUse = java.util.concurrent.ConcurrentHashMap.newKeySet();
-    /** Bytes of FP8 weights this backend repacked into {@link Fp8Panels}. */
-    private final java.util.concurrent.atomic.AtomicLong packedBytes = new java.util.concurrent.atomic.AtomicLong();
-    private final java.util.concurrent.atomic.AtomicInteger packedFp8 = new java.util.concurrent.atomic.AtomicInteger();
-    private volatile boolean repack = true;
+    private volatile boolean repack = repackByDefault();
     private volatile boolean deferPacking;
+    private volatile boolean closed;
     /** Weight bytes {@link #place} may have copied onto huge pages in this process, all backends together. */
     private final long placeLimit = placeLimit();
     private final HugePageMemory.Slab slab = new HugePageMemory.Slab();
@@ -46,6 +40,8 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private static final java.util.concurrent.atomic.AtomicLong PLACED_IN_PROCESS = new java.util.concurrent.atomic.AtomicLong();
     private static final java.lang.ref.Cleaner RELEASE = java.lang.ref.Cleaner.create();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
+    /** Weights {@link #prepare} and {@link #prepareOnFirstUse} registered, and their panels. */
+    private final PackedWeights packed = new PackedWeights(this::allocatePanels, PLACED_IN_PROCESS, RELEASE);
 
     private CpuOps(Kernels kernels, int threads, boolean activationQuant) {
         this.kernels = kernels;
@@ -91,11 +87,14 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         this.repack = on;
     }
 
-    /** Stops the worker threads (they are daemons, so this only matters for long-lived processes that swap backends). */
+    /**
+     * Stops the worker threads (they are daemons, so this only matters for long-lived processes that swap backends)
+     * and lets the repacked copies go; a product after this fails rather than computing other floats.
+     */
     @Override
     public void close() {
-        panels.clear(); // the repacked copies are freed once unreachable
-        packOnFirstUse.clear();
+        closed = true;
+        packed.clear();
         if (team != null) {
             team.close();
         }
@@ -106,7 +105,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         long placed = placedBytes.get();
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
                 + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + size(placed) + " of weights on huge pages" : "")
-                + (packedBytes.get() > 0 ? ", " + packedFp8.get() + " FP8 weight" + (packedFp8.get() == 1 ? "" : "s") + " in panels (" + size(packedBytes.get()) + ")" : "");
+                + (packed.count() > 0 ? ", " + packed.count() + " weight" + (packed.count() == 1 ? "" : "s") + " in panels (" + size(packed.bytes()) + ")" : "");
     }
 
     private static String size(long bytes) {
@@ -114,21 +113,22 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     }
 
     /**
-     * Repacks a weight every step multiplies by all its rows, when the Vector API kernels run: the BF16 lm_head into
-     * {@link Bf16Panels}, an FP8 projection or dense MLP into {@link Fp8Panels}. Their products then serve a whole batch
-     * per pass over the weight (the row kernels re-read each batch row's input for every weight row), for a copy as
-     * large as the weight that replaces its huge-page copy ({@link #place}). Every weight a caller prepares is packed,
-     * whatever memory is left, so a weight's floats never depend on what else the process loaded (expert workers and
-     * the leader, prefill and decode, must agree bit for bit); FP8 copies count against {@link #place}'s limit, so the
-     * weights copied after them leave the heap its room. Callers prepare only weights read through {@link #matmul}
-     * alone (not kv_b_proj, whose rows MLA's absorbed attention reads one by one).
+     * Repacks a weight every step multiplies by all its rows into {@link Panels}, when the Vector API kernels run: the
+     * BF16 lm_head into {@link Bf16Panels}, an FP8 projection or dense MLP into {@link Fp8Panels}. Their products then
+     * serve a whole batch per pass over the weight (the row kernels re-read each batch row's input for every weight
+     * row), for a copy as large as the weight that replaces its huge-page copy ({@link #place}). Every weight a caller
+     * prepares is packed, whatever memory is left, so a weight's floats never depend on what else the process loaded
+     * (expert workers and the leader, prefill and decode, must agree bit for bit); the copies count against
+     * {@link #place}'s limit, so the weights copied after them leave the heap its room. Callers prepare only weights
+     * read through {@link #matmul} alone (not kv_b_proj, whose rows MLA's absorbed attention reads one by one).
+     * {@value #REPACK_PROPERTY}{@code =off} turns repacking off for a process and the expert workers it starts.
      */
     @Override
     public void prepare(Linear w) {
         if (deferPacking) {
             prepareOnFirstUse(w);
         } else if (packable(w)) {
-            panels.computeIfAbsent(w, this::pack);
+            packed.packNow(w);
         }
     }
 
@@ -149,34 +149,41 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void prepareOnFirstUse(Linear w) {
         if (packable(w)) {
-            packOnFirstUse.add(w);
+            packed.packLater(w);
         }
     }
 
+    /** Frees w's panels, if any: for an expert this process no longer computes. Its next product packs it again. */
+    @Override
+    public void release(Linear w) {
+        packed.release(w);
+    }
+
     private boolean packable(Linear w) {
-        return repack && kernels instanceof VectorKernels && (Bf16Panels.fits(w) || Fp8Panels.fits(w));
+        return repack && kernels instanceof VectorKernels && Panels.fits(w);
     }
 
-    private PackedWeight pack(Linear w) {
-        return Bf16Panels.fits(w) ? Bf16Panels.pack(w) : packFp8(w);
-    }
-
-    private Fp8Panels packFp8(Linear w) {
-        long bytes = Fp8Panels.bytes(w);
-        Fp8Panels packed = Fp8Panels.pack(w, n -> {
-            MemorySegment copy = null;
-            if (HUGE_PAGES) {
-                synchronized (slab) {
-                    copy = slab.allocate(n);
-                }
+    /** Room for panels: a slice of the huge-page slab where the kernel gives huge pages, else ordinary memory. */
+    private MemorySegment allocatePanels(long bytes) {
+        MemorySegment copy = null;
+        if (HUGE_PAGES) {
+            synchronized (slab) {
+                copy = slab.allocate(bytes);
             }
-            return copy != null ? copy : java.lang.foreign.Arena.ofAuto().allocate(n, 64);
-        });
-        PLACED_IN_PROCESS.addAndGet(bytes);
-        RELEASE.register(packed, () -> PLACED_IN_PROCESS.addAndGet(-bytes));
-        packedBytes.addAndGet(bytes);
-        packedFp8.incrementAndGet();
-        return packed;
+        }
+        return copy != null ? copy : java.lang.foreign.Arena.ofAuto().allocate(bytes, 64);
+    }
+
+    /** The system property that turns repacking ({@link #prepare}) and huge-page copies ({@link #place}) off: {@code on} or {@code off}. */
+    public static final String REPACK_PROPERTY = "deepserve.cpu.repack";
+
+    private static boolean repackByDefault() {
+        String v = System.getProperty(REPACK_PROPERTY, "on").trim().toLowerCase(java.util.Locale.ROOT);
+        return switch (v) {
+            case "on" -> true;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException(REPACK_PROPERTY + " must be on or off, not " + v);
+        };
     }
 
     /**
@@ -192,7 +199,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public Linear place(Linear w) {
         long bytes = w.weight().data().byteSize();
-        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || panels.containsKey(w) || packOnFirstUse.contains(w)) {
+        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || packed.registered(w)) {
             return w;
         }
         long before;
@@ -253,13 +260,16 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         weightBytesRead.add(w.bytes());
-        PackedWeight packed = packed(w);
+        if (closed) {
+            throw new IllegalStateException("this CPU backend is closed");
+        }
+        Panels panels = packed.panels(w);
         float[] values = activationQuant && w.fp8() ? quantizeActivations(x, batch, w.in(), w.blockCols()) : x;
-        if (packed != null) {
-            int perItem = Math.ceilDiv(Math.ceilDiv(packed.panels(), threads * ITEMS_PER_THREAD), 4) * 4;
-            int items = Math.ceilDiv(packed.panels(), perItem);
-            parallelFor(items, (long) perItem * Bf16Panels.panelRows() * w.in() * batch,
-                    i -> packed.multiply(values, batch, y, i * perItem, Math.min(packed.panels(), (i + 1) * perItem)));
+        if (panels != null) {
+            int perItem = Math.ceilDiv(Math.ceilDiv(panels.panels(), threads * ITEMS_PER_THREAD), 4) * 4;
+            int items = Math.ceilDiv(panels.panels(), perItem);
+            parallelFor(items, (long) perItem * Panels.panelRows() * w.in() * batch,
+                    i -> panels.multiply(values, batch, y, i * perItem, Math.min(panels.panels(), (i + 1) * perItem)));
             return;
         }
         Kernels kernels = kernelsFor(w);
@@ -292,15 +302,6 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 rowsAgainstOne(kernels, w, r0, r1, input, b * in, y, b * out);
             }
         });
-    }
-
-    /** w's panels, packed now if this is the first product of a weight registered by {@link #prepareOnFirstUse}; else null. */
-    private PackedWeight packed(Linear w) {
-        PackedWeight packed = panels.isEmpty() ? null : panels.get(w);
-        if (packed == null && !packOnFirstUse.isEmpty() && packOnFirstUse.contains(w)) {
-            packed = panels.computeIfAbsent(w, this::pack);
-        }
-        return packed;
     }
 
     /**

@@ -5,142 +5,70 @@ import dev.deepserve.model.weights.DType;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
-import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.function.LongFunction;
 
 /**
- * An FP8 E4M3 weight {@code [out, in]} with block scales (an attention projection, a dense MLP) repacked so that one
- * pass over it serves every row of a batch: the row-major dot products re-read each batch row's input for every
- * weight row (at batch 8 a 2048×2048 product ran at ~26 GFMA/s on one core, its inputs evicted from L1 between rows).
+ * An FP8 E4M3 weight {@code [out, in]} with block scales (an attention projection, a dense MLP, an expert) in
+ * {@link Panels}: for each group of four columns m, L ints, lane j holding row {@code L·p + j}'s codes
+ * {@code 4m .. 4m+3}, one per byte. One int-vector load gives four columns of L rows, each decoded by shifts and a
+ * mask as {@link VectorKernels} decodes rows and multiplied by a broadcast input element: four panels share each
+ * broadcast and four batch rows each decoded column. The row kernels re-read every batch row's input for each weight
+ * row (at batch 8 a 2048×2048 product ran at ~27 GFMA/s on one core, its inputs evicted from L1 between rows).
  *
- * <p>Layout: panels of {@code L} consecutive weight rows (L = the float vector length). Within a panel, for each
- * group of four columns m, L ints: lane j holds row {@code L·p + j}'s codes {@code 4m .. 4m+3}, one per byte. One
- * int-vector load gives four columns of L rows, each decoded by shifts and a mask as {@link VectorKernels} decodes
- * rows, and multiplied by a broadcast input element: L outputs build up lane-wise, with no horizontal sums, and four
- * panels share each broadcast while four batch rows share each decoded column.
- *
- * <p>Every output {@code y[b, r]} is computed in one order, whichever kernel computes it and whatever rows share the
- * pass: for each block of {@code blockCols} columns in turn, the sum over its columns in column order, one FMA at a
- * time, then {@code total = fma(blockSum, scale, total)}. So a sequence's activations are bitwise the same alone or
- * in a batch, and {@link #reference} states the sum in scalar code.
- *
- * <p>The packed copy replaces the weight's huge-page copy ({@link CpuOps#place}): same size, and the checkpoint's
- * mapped pages are not read again.
+ * <p>Every output {@code y[b, r]} is computed in one order in every kernel: for each block of {@code blockCols}
+ * columns in turn, the sum over its columns in column order, one FMA at a time, then
+ * {@code total = fma(blockSum, scale, total)} ({@code Fp8PanelsTest} states it in scalar code).
  */
-final class Fp8Panels implements PackedWeight {
+final class Fp8Panels extends Panels {
 
-    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
-    private static final int L = F.length();
-    private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
-    private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE);
     private static final float TWO_POW_120 = 0x1p120f;
     private static final int SIGN_AND_MAGNITUDE = 0x87F00000;
 
-    private final MemorySegment panels;
-    private final int out;
-    private final int in;
     private final int quads;
     private final int blockCols;
     private final int blocks;
     /** Panel p's scale for column block cb at {@code scales[p · blocks + cb]} (all L rows of a panel share one). */
     private final float[] scales;
-    /** Bytes from one panel to the next. */
-    private final long panelBytes;
 
     private Fp8Panels(MemorySegment panels, int out, int in, int blockCols, float[] scales) {
-        this.panels = panels;
-        this.out = out;
-        this.in = in;
+        super(panels, out, in);
         this.quads = in / 4;
         this.blockCols = blockCols;
         this.blocks = Math.ceilDiv(in, blockCols);
         this.scales = scales;
-        this.panelBytes = 4L * quads * L;
     }
 
     /**
      * Whether {@code w} can be packed: FP8 with F32 block scales and no NaN codes, a column count and a block width of
-     * whole groups of four, blocks of whole panels of rows, at least one panel.
+     * whole groups of four, blocks of whole panels of rows.
      */
     static boolean fits(Linear w) {
         return w.weight().dtype() == DType.F8_E4M3 && w.scaleInv() != null && w.scaleInv().dtype() == DType.F32 && !w.nanCodes()
-                && w.in() % 4 == 0 && w.blockCols() % 4 == 0 && w.blockRows() % L == 0 && w.out() >= L && I.length() == L;
+                && w.in() % 4 == 0 && w.blockCols() % 4 == 0 && w.blockRows() % L == 0 && I.length() == L;
     }
 
-    /** Bytes the packed copy of {@code w} takes. */
-    static long bytes(Linear w) {
-        return (long) Bf16Panels.panelsFor(w.out()) * L * w.in();
-    }
-
-    /** Copies the weight into panels in memory from {@code allocate}, one panel's rows at a time. */
+    /** Copies the weight into panels in memory from {@code allocate}, and each panel's row of block scales. */
     static Fp8Panels pack(Linear w, LongFunction<MemorySegment> allocate) {
-        int out = w.out();
-        int in = w.in();
-        int quads = in / 4;
-        int panelCount = Bf16Panels.panelsFor(out);
-        int blocks = w.scaleColumns();
-        MemorySegment src = w.weight().data();
         MemorySegment dst = allocate.apply(bytes(w));
-        int[] rows = new int[L * quads];
-        int[] panel = new int[L * quads];
-        float[] scales = new float[panelCount * blocks];
-        for (int p = 0; p < panelCount; p++) {
-            int r0 = p * L;
-            int n = Math.min(L, out - r0);
-            MemorySegment.copy(src, INT, (long) r0 * in, rows, 0, n * quads);
-            Arrays.fill(rows, n * quads, rows.length, 0); // the last panel's padding rows are zero codes
-            for (int j = 0; j < L; j++) {
-                for (int m = 0; m < quads; m++) {
-                    panel[m * L + j] = rows[j * quads + m];
-                }
-            }
-            MemorySegment.copy(panel, 0, dst, INT, (long) p * quads * L * 4, panel.length);
-            long scaleRow = (long) (r0 / w.blockRows()) * blocks;
+        interleave(w.weight().data(), w.out(), w.in() / 4, dst);
+        int blocks = w.scaleColumns();
+        float[] scales = new float[panelsFor(w.out()) * blocks];
+        for (int p = 0; p < panelsFor(w.out()); p++) {
+            long scaleRow = (long) (p * L / w.blockRows()) * blocks;
             for (int cb = 0; cb < blocks; cb++) {
                 scales[p * blocks + cb] = w.scaleInv().f32(scaleRow + cb);
             }
         }
-        return new Fp8Panels(dst, out, in, w.blockCols(), scales);
-    }
-
-    @Override
-    public int panels() {
-        return Bf16Panels.panelsFor(out);
-    }
-
-    @Override
-    public void multiply(float[] x, int batch, float[] y, int from, int to) {
-        int p = from;
-        for (; p + 4 <= to; p += 4) {
-            int b = 0;
-            for (; b + 4 <= batch; b += 4) {
-                fourByFour(p, x, b, y);
-            }
-            for (; b < batch; b++) {
-                fourByOne(p, x, b, y);
-            }
-        }
-        for (; p < to; p++) {
-            for (int b = 0; b < batch; b++) {
-                oneByOne(p, x, b, y);
-            }
-        }
+        return new Fp8Panels(dst, w.out(), w.in(), w.blockCols(), scales);
     }
 
     /** The codes of column {@code 4m + k} for L rows: byte k of every lane moved to the top, then decoded. */
     private static FloatVector column(IntVector quad, int k) {
         return quad.lanewise(VectorOperators.LSHL, 24 - 8 * k)
                 .lanewise(VectorOperators.ASHR, 4).and(SIGN_AND_MAGNITUDE).reinterpretAsFloats().mul(TWO_POW_120);
-    }
-
-    private static IntVector load(MemorySegment seg, long off) {
-        return IntVector.fromMemorySegment(I, seg, off, LE);
     }
 
     /** Columns of block cb: {@code [first, end)} in groups of four. */
@@ -152,15 +80,13 @@ final class Fp8Panels implements PackedWeight {
         return Math.min(quads, (cb + 1) * blockCols / 4);
     }
 
-    /** Each thread's running totals: up to four batch rows of four panels. */
-    private static final ThreadLocal<float[]> TOTALS = ThreadLocal.withInitial(() -> new float[16 * L]);
-
     /**
      * Four panels times four batch rows: sixteen block sums in registers, each decoded column feeding four batch rows
      * and each broadcast input four panels; the totals wait in a per-thread buffer between blocks.
      */
-    private void fourByFour(int p, float[] x, int b, float[] y) {
-        float[] t = TOTALS.get(); // before any vector is live: a call C2 does not inline would box them
+    @Override
+    void fourByFour(int p, float[] x, int b, float[] y) {
+        float[] t = BUFFER.get(); // before any vector is live: a call C2 does not inline would box them
         Arrays.fill(t, 0f);
         MemorySegment seg = panels;
         int in = this.in;
@@ -212,12 +138,13 @@ final class Fp8Panels implements PackedWeight {
             c3.fma(s2, FloatVector.fromArray(F, t, 14 * L)).intoArray(t, 14 * L);
             d3.fma(s3, FloatVector.fromArray(F, t, 15 * L)).intoArray(t, 15 * L);
         }
-        copyOut(t, 4, 4, y, b, p);
+        copyOut(t, 4 * L, 4, 4, y, b, p);
     }
 
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
-    private void fourByOne(int p, float[] x, int b, float[] y) {
-        float[] t = TOTALS.get(); // as in fourByFour
+    @Override
+    void fourByOne(int p, float[] x, int b, float[] y) {
+        float[] t = BUFFER.get(); // as in fourByFour
         Arrays.fill(t, 0, 4 * L, 0f);
         MemorySegment seg = panels;
         long step = panelBytes;
@@ -244,11 +171,12 @@ final class Fp8Panels implements PackedWeight {
             a2.fma(FloatVector.broadcast(F, scales[sc + 2 * blocks]), FloatVector.fromArray(F, t, 2 * L)).intoArray(t, 2 * L);
             a3.fma(FloatVector.broadcast(F, scales[sc + 3 * blocks]), FloatVector.fromArray(F, t, 3 * L)).intoArray(t, 3 * L);
         }
-        copyOut(t, 1, 4, y, b, p);
+        copyOut(t, 4 * L, 1, 4, y, b, p);
     }
 
-    private void oneByOne(int p, float[] x, int b, float[] y) {
-        float[] t = TOTALS.get();
+    @Override
+    void oneByOne(int p, float[] x, int b, float[] y) {
+        float[] t = BUFFER.get();
         Arrays.fill(t, 0, L, 0f);
         MemorySegment seg = panels;
         long p0 = p * panelBytes;
@@ -264,35 +192,6 @@ final class Fp8Panels implements PackedWeight {
             }
             a.fma(FloatVector.broadcast(F, scales[p * blocks + cb]), FloatVector.fromArray(F, t, 0)).intoArray(t, 0);
         }
-        copyOut(t, 1, 1, y, b, p);
-    }
-
-    /**
-     * Copies the totals of {@code batchRows} batch rows from b by {@code panelCount} panels from p (batch row k's
-     * panels at {@code t[k·4L ..]}) into y, leaving the last panel's padding rows behind.
-     */
-    private void copyOut(float[] t, int batchRows, int panelCount, float[] y, int b, int p) {
-        int r = p * L;
-        int n = Math.min(panelCount * L, out - r);
-        for (int k = 0; k < batchRows; k++) {
-            System.arraycopy(t, k * 4 * L, y, (b + k) * out + r, n);
-        }
-    }
-
-    /**
-     * What every kernel computes for {@code y[b, r]}, in scalar code: per block of columns, the sum of code × input in
-     * column order by FMAs, then {@code total = fma(blockSum, scale, total)}.
-     */
-    static float reference(Linear w, int r, float[] x, int xOff) {
-        float total = 0;
-        long scaleRow = (long) (r / w.blockRows()) * w.scaleColumns();
-        for (int cb = 0; cb < w.scaleColumns(); cb++) {
-            float sum = 0;
-            for (int c = cb * w.blockCols(); c < Math.min(w.in(), (cb + 1) * w.blockCols()); c++) {
-                sum = Math.fma(w.weight().get((long) r * w.in() + c), x[xOff + c], sum);
-            }
-            total = Math.fma(sum, w.scaleInv().f32(scaleRow + cb), total);
-        }
-        return total;
+        copyOut(t, 4 * L, 1, 1, y, b, p);
     }
 }

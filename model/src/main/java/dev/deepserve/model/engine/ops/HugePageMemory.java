@@ -110,6 +110,9 @@ final class HugePageMemory {
 
         /** {@code bytes} of zeroed memory on huge pages, 64-byte aligned; null where none can be mapped. */
         MemorySegment allocate(long bytes) {
+            if (bytes > SLAB_CHUNK / 2) { // a mapping of its own: the current chunk keeps its room for the small ones
+                return mapHuge(bytes);
+            }
             long at = Math.ceilDiv(used, 64) * 64;
             if (at + bytes > chunk.byteSize()) {
                 MemorySegment next = mapHuge(Math.max(SLAB_CHUNK, Math.ceilDiv(bytes, PAGE) * PAGE));

@@ -31,6 +31,13 @@ public interface TensorOps {
     }
 
     /**
+     * Frees what {@link #prepareOnFirstUse} packed for {@code w}, when this process stops computing it (an expert moved
+     * to another worker); a later product packs it again, to the same floats.
+     */
+    default void release(Linear w) {
+    }
+
+    /**
      * The weight to keep for {@code w}: {@code w} itself, or the same values in memory this backend reads faster (the
      * CPU backend copies weights onto huge pages: see {@code CpuOps}). Called once per weight, at load; the floats
      * every operation gives are the same either way.

@@ -19,8 +19,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The repacked FP8 projections ({@link Fp8Panels}): every output bit for bit the sum {@link Fp8Panels#reference}
- * states (per block, in column order, by FMAs) and within rounding of the row kernels, on shapes with padding rows, a
+ * The repacked FP8 weights ({@link Fp8Panels}): every output bit for bit the sum {@link #reference} states (per block, in column order, by FMAs) and within rounding of the row kernels, on shapes with padding rows, a
  * short last column block and panel counts that are not multiples of four; every batch row bitwise the same whatever
  * the batch, its place in it and the threads; and no allocation when warm
  * ({@code ForwardTest} checks which weights of a loaded model are packed).
@@ -58,7 +57,7 @@ class Fp8PanelsTest {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
         int lanes = Bf16Panels.panelRows();
         // {out, in, blockRows, blockCols}: padding rows, a short last block, 4k+1..3 panels, blocks of several panels
-        for (int[] shape : new int[][] {{lanes, 4, 128, 128}, {7 * lanes + 5, 200, 128, 128}, {5 * lanes - 1, 388, 32, 64}, {9 * lanes + 3, 128, 128, 128}}) {
+        for (int[] shape : new int[][] {{5, 32, 128, 128}, {lanes, 4, 128, 128}, {7 * lanes + 5, 200, 128, 128}, {5 * lanes - 1, 388, 32, 64}, {9 * lanes + 3, 128, 128, 128}}) {
             int out = shape[0];
             int in = shape[1];
             Linear w = fp8(out, in, shape[2], shape[3], out + in);
@@ -75,11 +74,48 @@ class Fp8PanelsTest {
                         for (int r = 0; r < out; r++) {
                             int i = b * out + r;
                             String at = Arrays.toString(shape) + " batch " + batch + " row " + b + " output " + r;
-                            assertEquals(Fp8Panels.reference(w, r, x, b * in), got[i], 0f, at);
+                            assertEquals(reference(w, r, x, b * in), got[i], 0f, at);
                             // another summation order: float rounding relative to the terms' magnitude, not the result's
                             assertEquals(rowKernels[i], got[i], 1e-6 * (1 + magnitude(w, r, x, b * in)), at);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /**
+     * What every kernel computes for {@code y[b, r]}, in scalar code: per block of columns, the sum of code × input in
+     * column order by FMAs, then {@code total = fma(blockSum, scale, total)}.
+     */
+    static float reference(Linear w, int r, float[] x, int xOff) {
+        float total = 0;
+        long scaleRow = (long) (r / w.blockRows()) * w.scaleColumns();
+        for (int cb = 0; cb < w.scaleColumns(); cb++) {
+            float sum = 0;
+            for (int c = cb * w.blockCols(); c < Math.min(w.in(), (cb + 1) * w.blockCols()); c++) {
+                sum = Math.fma(w.weight().get((long) r * w.in() + c), x[xOff + c], sum);
+            }
+            total = Math.fma(sum, w.scaleInv().f32(scaleRow + cb), total);
+        }
+        return total;
+    }
+
+    /** With FP8 activations (DeepSeek-V3 §3.3): the panels take the quantized inputs, as the row kernels do. */
+    @Test
+    void withFp8ActivationsThePanelsSumTheQuantizedInputs() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Linear w = fp8(4 * Bf16Panels.panelRows() + 9, 256, 128, 128, 31);
+        int batch = 5;
+        float[] x = input(batch, w.in(), 6);
+        float[] q = CpuOps.quantizeActivations(x, batch, w.in(), w.blockCols());
+        try (CpuOps ops = CpuOps.create(true, 2, true)) {
+            ops.prepare(w);
+            float[] y = new float[batch * w.out()];
+            ops.matmul(w, x, y, batch);
+            for (int b = 0; b < batch; b++) {
+                for (int r = 0; r < w.out(); r++) {
+                    assertEquals(reference(w, r, q, b * w.in()), y[b * w.out() + r], 0f, "batch row " + b + " output " + r);
                 }
             }
         }
@@ -161,11 +197,19 @@ class Fp8PanelsTest {
         try (CpuOps ops = CpuOps.create(true, 2, false)) {
             ops.prepareOnFirstUse(w);
             org.junit.jupiter.api.Assertions.assertSame(w, ops.place(w), "no huge-page copy: the panels will replace it");
+            if (HugePageMemory.available()) { // the control: the same weight not registered is copied
+                org.junit.jupiter.api.Assertions.assertNotSame(w, ops.place(fp8(w.out(), w.in(), 128, 128, 21)));
+            }
             assertFalse(ops.describe().contains("in panels"), ops.describe());
             float[] first = new float[3 * w.out()];
             ops.matmul(w, x, first, 3);
             assertArrayEquals(prepared, first);
-            assertTrue(ops.describe().contains(", 1 FP8 weight in panels ("), ops.describe());
+            assertTrue(ops.describe().contains(", 1 weight in panels ("), ops.describe());
+            ops.release(w); // the expert moved to another worker
+            assertFalse(ops.describe().contains("in panels"), ops.describe());
+            float[] again = new float[3 * w.out()];
+            ops.matmul(w, x, again, 3);
+            assertArrayEquals(prepared, again, "packed again at its next product, to the same floats");
         }
     }
 
@@ -187,7 +231,7 @@ class Fp8PanelsTest {
             float[] deferred = new float[2 * w.out()];
             ops.matmul(w, x, deferred, 2);
             assertArrayEquals(atLoad, deferred);
-            assertTrue(ops.describe().contains(", 1 FP8 weight in panels ("), ops.describe());
+            assertTrue(ops.describe().contains(", 1 weight in panels ("), ops.describe());
         }
     }
 
@@ -199,7 +243,7 @@ class Fp8PanelsTest {
         assertFalse(Fp8Panels.fits(fp8(64, 34, 128, 128, 1)), "a column count not in fours would read past a row's last group");
         assertFalse(Fp8Panels.fits(fp8(64, 32, 128, 126, 1)), "a block width not in fours would split a group between two scales");
         assertFalse(Fp8Panels.fits(fp8(64, 32, lanes / 2, 128, 1)), "a panel would straddle two rows of block scales");
-        assertFalse(Fp8Panels.fits(fp8(lanes - 1, 32, 128, 128, 1)), "less than one panel is not worth packing");
+        assertTrue(Fp8Panels.fits(fp8(3, 32, 128, 128, 1)), "fewer rows than a panel: padded, and packed like any other");
         byte[] nan = new byte[64 * 32];
         nan[5] = 0x7F;
         assertFalse(Fp8Panels.fits(CpuOpsTest.linear(nan, 64, 32)), "NaN codes take the scalar kernels");
