@@ -10,10 +10,8 @@ import org.junit.jupiter.api.Test;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.Arrays;
 import java.util.SplittableRandom;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -71,53 +69,14 @@ class Bf16PanelsTest {
     @Test
     void aRowsLogitsAreBitwiseTheSameInAnyBatchAndOnAnyThreads() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
-        int out = 22 * Bf16Panels.panelRows() + 7; // 23 panels: groups of four, then three one at a time
-        int in = 96;
-        Linear w = bf16(out, in, 5);
-        float[] mine = input(1, in, 77);
-        float[] alone = new float[out];
-        try (CpuOps one = CpuOps.create(true, 1, false)) {
-            one.prepare(w);
-            one.matmul(w, mine, alone, 1);
-        }
-        for (int batch = 1; batch <= 9; batch++) {
-            for (int at = 0; at < batch; at++) {
-                float[] x = input(batch, in, 100 + batch);
-                System.arraycopy(mine, 0, x, at * in, in);
-                for (int threads : new int[] {1, 2, 3}) {
-                    try (CpuOps ops = CpuOps.create(true, threads, false)) {
-                        ops.prepare(w);
-                        float[] y = new float[batch * out];
-                        ops.matmul(w, x, y, batch);
-                        assertArrayEquals(alone, Arrays.copyOfRange(y, at * out, (at + 1) * out),
-                                "batch " + batch + ", row " + at + ", " + threads + " threads");
-                    }
-                }
-            }
-        }
+        // 23 panels: groups of four, then three one at a time
+        PanelsChecks.aRowIsBitwiseTheSameInAnyBatchAndOnAnyThreads(bf16(22 * Bf16Panels.panelRows() + 7, 96, 5), Bf16PanelsTest::input);
     }
 
-    /** The panel kernels (four panels at once, one at a time; four batch rows at once, one) agree bit for bit. */
     @Test
     void everyKernelSumsInTheSameOrder() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
-        int out = 13 * Bf16Panels.panelRows() + 2;
-        int in = 130;
-        Bf16Panels packed = Bf16Panels.pack(bf16(out, in, 8), n -> Arena.ofAuto().allocate(n, 64));
-        for (int batch : new int[] {1, 4, 5}) {
-            float[] x = input(batch, in, 3);
-            float[] whole = new float[batch * out];
-            packed.multiply(x, batch, whole, 0, packed.panels());
-            for (int from = 1; from < 5; from++) { // shifts which panels go four at a time
-                float[] part = new float[batch * out];
-                packed.multiply(x, batch, part, from, packed.panels());
-                for (int b = 0; b < batch; b++) {
-                    int r0 = from * Bf16Panels.panelRows();
-                    assertArrayEquals(Arrays.copyOfRange(whole, b * out + r0, (b + 1) * out), Arrays.copyOfRange(part, b * out + r0, (b + 1) * out),
-                            "batch " + batch + ", from panel " + from);
-                }
-            }
-        }
+        PanelsChecks.everyKernelSumsInTheSameOrder(bf16(13 * Bf16Panels.panelRows() + 2, 130, 8), Bf16PanelsTest::input);
     }
 
     @Test

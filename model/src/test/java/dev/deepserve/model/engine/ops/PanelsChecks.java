@@ -1,0 +1,70 @@
+package dev.deepserve.model.engine.ops;
+
+import dev.deepserve.model.engine.Linear;
+
+import java.lang.foreign.Arena;
+import java.util.Arrays;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+
+/** The checks every kind of {@link Panels} passes, shared by {@code Bf16PanelsTest} and {@code Fp8PanelsTest}. */
+final class PanelsChecks {
+
+    /** Batch rows of inputs: {@code batch × in} floats from a seed. */
+    interface Inputs {
+        float[] make(int batch, int in, long seed);
+    }
+
+    private PanelsChecks() {
+    }
+
+    /** One input row's outputs are bitwise the same alone and at any place of any batch of 1 to 9, on 1 to 3 threads. */
+    static void aRowIsBitwiseTheSameInAnyBatchAndOnAnyThreads(Linear w, Inputs inputs) {
+        int out = w.out();
+        int in = w.in();
+        float[] mine = inputs.make(1, in, 77);
+        float[] alone = new float[out];
+        try (CpuOps one = CpuOps.create(true, 1, false)) {
+            one.prepare(w);
+            one.matmul(w, mine, alone, 1);
+        }
+        for (int batch = 1; batch <= 9; batch++) {
+            for (int at = 0; at < batch; at++) {
+                float[] x = inputs.make(batch, in, 100 + batch);
+                System.arraycopy(mine, 0, x, at * in, in);
+                for (int threads : new int[] {1, 2, 3}) {
+                    try (CpuOps ops = CpuOps.create(true, threads, false)) {
+                        ops.prepare(w);
+                        float[] y = new float[batch * out];
+                        ops.matmul(w, x, y, batch);
+                        assertArrayEquals(alone, Arrays.copyOfRange(y, at * out, (at + 1) * out),
+                                "batch " + batch + ", row " + at + ", " + threads + " threads");
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * The kernels (four panels at once, one at a time; four batch rows at once, one) agree bit for bit: starting the
+     * product at panel 1 to 4 shifts which panels go four at a time.
+     */
+    static void everyKernelSumsInTheSameOrder(Linear w, Inputs inputs) {
+        Panels packed = Panels.pack(w, n -> Arena.ofAuto().allocate(n, 64));
+        int out = w.out();
+        for (int batch : new int[] {1, 4, 5}) {
+            float[] x = inputs.make(batch, w.in(), 3);
+            float[] whole = new float[batch * out];
+            packed.multiply(x, batch, whole, 0, packed.panels());
+            for (int from = 1; from < 5; from++) {
+                float[] part = new float[batch * out];
+                packed.multiply(x, batch, part, from, packed.panels());
+                for (int b = 0; b < batch; b++) {
+                    int r0 = from * Panels.panelRows();
+                    assertArrayEquals(Arrays.copyOfRange(whole, b * out + r0, (b + 1) * out), Arrays.copyOfRange(part, b * out + r0, (b + 1) * out),
+                            "batch " + batch + ", from panel " + from);
+                }
+            }
+        }
+    }
+}
