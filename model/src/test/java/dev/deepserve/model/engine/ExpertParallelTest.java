@@ -123,6 +123,55 @@ class ExpertParallelTest {
         }
     }
 
+    /** Weights a backend holds in panels now, from its description ("…, 12 weights in panels (3 MiB)"). */
+    static int inPanels(CpuOps ops) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile(", (\\d+) weights? in panels").matcher(ops.describe());
+        return m.find() ? Integer.parseInt(m.group(1)) : 0;
+    }
+
+    /**
+     * A worker packs nothing at load and then only the experts it computes, and a placement that moves experts away
+     * frees their panels, on the worker and on the leader for its own share; the logits stay the one-process logits.
+     */
+    @Test
+    void aWorkerPacksOnlyItsExpertsAndPlacementsFreeThoseMovedAway() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        List<float[]> alone;
+        try (Transformer m = Transformer.load(dir, CpuOps.best())) {
+            alone = run(m);
+        }
+        CpuOps workerOps = CpuOps.create(true, 1, false);
+        workerOps.deferPacking();
+        CpuOps leaderOps = CpuOps.create(true, 1, false);
+        try (Transformer wm = Transformer.load(dir, workerOps);
+             ExpertWorker worker = new ExpertWorker(wm.localExperts(), new java.net.ServerSocket(0, 16, java.net.InetAddress.getLoopbackAddress()), TOKEN,
+                     wm.config().hiddenSize());
+             Transformer m = Transformer.load(dir, leaderOps)) {
+            Thread serving = new Thread(worker::serve, "in-process expert worker");
+            serving.setDaemon(true);
+            serving.start();
+            assertEquals(0, inPanels(workerOps), "a worker packs nothing at load: " + workerOps.describe());
+            int atLoad = inPanels(leaderOps); // the leader's lm_head, projections and dense MLP
+            try (ExpertParallel ep = new ExpertParallel(m.localExperts(), List.of(new InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), worker.port())),
+                    m.moeLayers(), new ExpertParallel.Options(2, 2), TOKEN)) {
+                m.expertBackend(ep);
+                List<float[]> spread = run(m);
+                for (int i = 0; i < alone.size(); i++) {
+                    assertArrayEquals(alone.get(i), spread.get(i), "forward " + i + " differs with packed experts on an in-process worker");
+                }
+                assertTrue(ep.rebalances() >= 3, "placements were re-planned mid-run: " + ep.rebalances());
+                int workerHeld = ep.placement().heldBy(1).size();
+                int leaderHeld = ep.placement().heldBy(0).size();
+                assertTrue(inPanels(workerOps) > 0, "the worker computed experts through panels: " + workerOps.describe());
+                assertTrue(inPanels(workerOps) <= 3 * workerHeld, "no panels for experts moved away: " + workerOps.describe() + ", holds " + workerHeld);
+                assertTrue(inPanels(leaderOps) - atLoad <= 3 * leaderHeld, "the leader's own share likewise: " + leaderOps.describe() + ", holds " + leaderHeld);
+            }
+        } finally {
+            workerOps.close();
+            leaderOps.close();
+        }
+    }
+
     /** Opens a connection to a worker and presents {@code token}; answers the worker's status (0 = accepted). */
     static int hello(DataOutputStream out, DataInputStream in, String token) throws Exception {
         return hello(out, in, token, 1);
