@@ -103,7 +103,7 @@ final class Moe {
 
     /** Runs expert {@code id} ({@link #experts()} = the shared experts) here over {@code rows} rows of {@code x}. */
     float[] runExpert(int id, float[] x, int rows) {
-        Mlp mlp = id == nExperts ? shared : id >= 0 && id < nExperts ? experts[id] : null;
+        Mlp mlp = expert(id);
         if (mlp == null) {
             throw new IllegalArgumentException("expert " + id + " does not exist in this layer");
         }
@@ -114,10 +114,15 @@ final class Moe {
 
     /** Frees what the backend packed for expert {@code id} ({@link #experts()} = the shared experts), if it exists. */
     void releaseExpert(int id) {
-        Mlp mlp = id == nExperts ? shared : id >= 0 && id < nExperts ? experts[id] : null;
+        Mlp mlp = expert(id);
         if (mlp != null) {
             mlp.release();
         }
+    }
+
+    /** Expert {@code id} ({@link #experts()} = the shared experts), or null where this layer has none. */
+    private Mlp expert(int id) {
+        return id == nExperts ? shared : id >= 0 && id < nExperts ? experts[id] : null;
     }
 
     /** Routed experts in this layer; {@link #runExpert} also takes this id for the shared experts. */

@@ -174,12 +174,8 @@ public final class ExpertParallel implements ExpertBackend, AutoCloseable {
 
     /** Lets this process's own experts (worker 0) that {@code next} moved elsewhere free what they kept. */
     private void releaseMovedAway(Placement now, Placement next) {
-        java.util.Set<Long> kept = new java.util.HashSet<>();
-        for (int[] e : next.heldBy(0)) {
-            kept.add(((long) e[0] << 32) | (e[1] & 0xffffffffL));
-        }
         for (int[] e : now.heldBy(0)) {
-            if (!kept.contains(((long) e[0] << 32) | (e[1] & 0xffffffffL))) {
+            if (java.util.Arrays.stream(next.replicas(e[0], e[1])).noneMatch(worker -> worker == 0)) {
                 local.release(e[0], e[1]);
             }
         }

@@ -165,13 +165,15 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     /** Room for panels: a slice of the huge-page slab where the kernel gives huge pages, else ordinary memory. */
     private MemorySegment allocatePanels(long bytes) {
-        MemorySegment copy = null;
-        if (HUGE_PAGES) {
-            synchronized (slab) {
-                copy = slab.allocate(bytes);
-            }
-        }
+        MemorySegment copy = HUGE_PAGES ? slabSlice(bytes) : null;
         return copy != null ? copy : java.lang.foreign.Arena.ofAuto().allocate(bytes, 64);
+    }
+
+    /** {@code bytes} of the shared huge-page slab (callers on any thread), or null where none can be mapped. */
+    private MemorySegment slabSlice(long bytes) {
+        synchronized (slab) {
+            return slab.allocate(bytes);
+        }
     }
 
     /** The system property that turns repacking ({@link #prepare}) and huge-page copies ({@link #place}) off: {@code on} or {@code off}. */
@@ -209,10 +211,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
                 return w;
             }
         } while (!PLACED_IN_PROCESS.compareAndSet(before, before + bytes));
-        MemorySegment copy;
-        synchronized (slab) {
-            copy = slab.allocate(bytes);
-        }
+        MemorySegment copy = slabSlice(bytes);
         if (copy == null) { // no huge pages to be had: the mapping stays as good as an ordinary copy would be
             PLACED_IN_PROCESS.addAndGet(-bytes);
             return w;
