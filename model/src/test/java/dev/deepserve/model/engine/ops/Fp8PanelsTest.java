@@ -195,6 +195,32 @@ class Fp8PanelsTest {
         }
     }
 
+    /** {@code -Ddeepserve.cpu.repack=off} leaves every weight in rows; a value other than on or off is refused with its name. */
+    @Test
+    void theRepackPropertyTurnsPanelsOffAndRefusesNonsense() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Linear w = fp8(4 * Bf16Panels.panelRows(), 128, 128, 128, 23);
+        String before = System.getProperty(CpuOps.REPACK_PROPERTY);
+        try {
+            System.setProperty(CpuOps.REPACK_PROPERTY, " OFF ");
+            try (CpuOps ops = CpuOps.create(true, 1, false)) {
+                ops.prepare(w);
+                ops.prepareOnFirstUse(w);
+                ops.matmul(w, input(1, w.in(), 1), new float[w.out()], 1);
+                assertFalse(ops.describe().contains("in panels"), ops.describe());
+            }
+            System.setProperty(CpuOps.REPACK_PROPERTY, "yes\u0000please");
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> CpuOps.create(true, 1, false));
+            assertTrue(e.getMessage().startsWith(CpuOps.REPACK_PROPERTY + " must be on or off"), e.getMessage());
+        } finally {
+            if (before == null) {
+                System.clearProperty(CpuOps.REPACK_PROPERTY);
+            } else {
+                System.setProperty(CpuOps.REPACK_PROPERTY, before);
+            }
+        }
+    }
+
     @Test
     void onlyShapesThePanelsCoverArePacked() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
