@@ -51,13 +51,13 @@ final class Bf16Panels extends Panels {
 
     /** Four panels times four batch rows: 16 accumulators, each broadcast input element feeding four panels. */
     @Override
-    void fourByFour(int p, float[] x, int b, float[] y) {
-        float[] pad = p * L + 4 * L > out ? BUFFER.get() : null; // before any vector is live
+    void fourByFour(int g, float[] x, int b, float[] y) {
+        float[] pad = padded(g) ? BUFFER.get() : null; // before any vector is live
         MemorySegment seg = panels;
         int in = this.in;
         int pairs = this.pairs;
-        long step = panelBytes;
-        long p0 = p * step;
+        long step = groupStep;
+        long p0 = g * panelBytes;
         FloatVector z = FloatVector.zero(F);
         FloatVector a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
         FloatVector c0 = z, c1 = z, c2 = z, c3 = z, d0 = z, d1 = z, d2 = z, d3 = z;
@@ -86,34 +86,36 @@ final class Bf16Panels extends Panels {
         }
         // Stored inline: sixteen calls to store() are more than C2 inlines into this method, and each vector passed to
         // a call it does not inline is boxed (1.5 KB per call, 3-6 MB per lm_head product at batch 4-8).
-        int r = p * L;
         float[] to = y;
-        int o = b * out + r;
-        if (pad != null) { // the last panels' padding rows: through a buffer, only the real rows copied out
+        int o = b * out + g * L;
+        int q = quarter * L; // from one panel's outputs to the next's
+        int rowStride = out;
+        if (pad != null) { // the last panel's padding rows: through a buffer, only the real rows copied out
             to = pad;
             o = 0;
+            q = L;
+            rowStride = 4 * L;
         }
-        int rowStride = to == y ? out : 4 * L;
-        a0.intoArray(to, o); b0.intoArray(to, o + L); c0.intoArray(to, o + 2 * L); d0.intoArray(to, o + 3 * L);
+        a0.intoArray(to, o); b0.intoArray(to, o + q); c0.intoArray(to, o + 2 * q); d0.intoArray(to, o + 3 * q);
         o += rowStride;
-        a1.intoArray(to, o); b1.intoArray(to, o + L); c1.intoArray(to, o + 2 * L); d1.intoArray(to, o + 3 * L);
+        a1.intoArray(to, o); b1.intoArray(to, o + q); c1.intoArray(to, o + 2 * q); d1.intoArray(to, o + 3 * q);
         o += rowStride;
-        a2.intoArray(to, o); b2.intoArray(to, o + L); c2.intoArray(to, o + 2 * L); d2.intoArray(to, o + 3 * L);
+        a2.intoArray(to, o); b2.intoArray(to, o + q); c2.intoArray(to, o + 2 * q); d2.intoArray(to, o + 3 * q);
         o += rowStride;
-        a3.intoArray(to, o); b3.intoArray(to, o + L); c3.intoArray(to, o + 2 * L); d3.intoArray(to, o + 3 * L);
+        a3.intoArray(to, o); b3.intoArray(to, o + q); c3.intoArray(to, o + 2 * q); d3.intoArray(to, o + 3 * q);
         if (pad != null) {
-            copyOut(pad, 4 * L, 4, 4, y, b, p);
+            copyOut(pad, 4 * L, 4, 4, quarter, y, b, g);
         }
     }
 
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
     @Override
-    void fourByOne(int p, float[] x, int b, float[] y) {
-        float[] pad = p * L + 4 * L > out ? BUFFER.get() : null; // as in fourByFour
+    void fourByOne(int g, float[] x, int b, float[] y) {
+        float[] pad = padded(g) ? BUFFER.get() : null; // as in fourByFour
         MemorySegment seg = panels;
         int pairs = this.pairs;
-        long step = panelBytes;
-        long p0 = p * step;
+        long step = groupStep;
+        long p0 = g * panelBytes;
         FloatVector z = FloatVector.zero(F);
         FloatVector a0 = z, a1 = z, a2 = z, a3 = z;
         int x0 = b * in;
@@ -125,16 +127,17 @@ final class Bf16Panels extends Panels {
             s = FloatVector.broadcast(F, x[x0 + 2 * m + 1]);
             a0 = odd(v0).fma(s, a0); a1 = odd(v1).fma(s, a1); a2 = odd(v2).fma(s, a2); a3 = odd(v3).fma(s, a3);
         }
-        int r = p * L;
         float[] to = y; // stored inline, as in fourByFour
-        int o = b * out + r;
+        int o = b * out + g * L;
+        int q = quarter * L;
         if (pad != null) {
             to = pad;
             o = 0;
+            q = L;
         }
-        a0.intoArray(to, o); a1.intoArray(to, o + L); a2.intoArray(to, o + 2 * L); a3.intoArray(to, o + 3 * L);
+        a0.intoArray(to, o); a1.intoArray(to, o + q); a2.intoArray(to, o + 2 * q); a3.intoArray(to, o + 3 * q);
         if (pad != null) {
-            copyOut(pad, 4 * L, 1, 4, y, b, p);
+            copyOut(pad, 4 * L, 1, 4, quarter, y, b, g);
         }
     }
 

@@ -28,6 +28,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private final int threads;
     private final boolean activationQuant;
     private final java.util.concurrent.atomic.LongAdder weightBytesRead = new java.util.concurrent.atomic.LongAdder();
+    private final java.util.concurrent.atomic.LongAdder multiplyAdds = new java.util.concurrent.atomic.LongAdder();
     private volatile boolean repack = repackByDefault();
     private volatile boolean deferPacking;
     private volatile boolean closed;
@@ -259,16 +260,18 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
         weightBytesRead.add(w.bytes());
+        multiplyAdds.add((long) w.out() * w.in() * batch);
         if (closed) {
             throw new IllegalStateException("this CPU backend is closed");
         }
         Panels panels = packed.panels(w);
         float[] values = activationQuant && w.fp8() ? quantizeActivations(x, batch, w.in(), w.blockCols()) : x;
         if (panels != null) {
-            int perItem = Math.ceilDiv(Math.ceilDiv(panels.panels(), threads * ITEMS_PER_THREAD), 4) * 4;
-            int items = Math.ceilDiv(panels.panels(), perItem);
-            parallelFor(items, (long) perItem * Panels.panelRows() * w.in() * batch,
-                    i -> panels.multiply(values, batch, y, i * perItem, Math.min(panels.panels(), (i + 1) * perItem)));
+            int slots = panels.slots();
+            int perItem = Math.ceilDiv(slots, threads * ITEMS_PER_THREAD);
+            int items = Math.ceilDiv(slots, perItem);
+            parallelFor(items, (long) perItem * 4 * Panels.panelRows() * w.in() * batch,
+                    i -> panels.multiply(values, batch, y, i * perItem, Math.min(slots, (i + 1) * perItem)));
             return;
         }
         Kernels kernels = kernelsFor(w);
@@ -363,6 +366,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
         int in = w.in();
         weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
+        multiplyAdds.add((long) rows * in * count);
         Kernels kernels = kernelsFor(w);
         float[] input = inLayout(w, x, 0, count);
         float[] four = new float[4];
@@ -388,6 +392,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         int in = w.in();
         int count = xOffs.length;
         weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
+        multiplyAdds.add((long) rows * in * count);
         Kernels kernels = kernelsFor(w);
         float[] acc = new float[count * in];
         float[] row = scratch(in);
@@ -415,6 +420,14 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     /** Weight bytes the operations have read from the checkpoint so far (for bandwidth reports). */
     public long weightBytesRead() {
         return weightBytesRead.sum();
+    }
+
+    /**
+     * Multiply-adds the weight products have done so far, one per weight element per input row (for compute reports;
+     * attention over the KV cache is not counted).
+     */
+    public long multiplyAdds() {
+        return multiplyAdds.sum();
     }
 
     @Override

@@ -85,13 +85,13 @@ final class Fp8Panels extends Panels {
      * and each broadcast input four panels; the totals wait in a per-thread buffer between blocks.
      */
     @Override
-    void fourByFour(int p, float[] x, int b, float[] y) {
+    void fourByFour(int g, float[] x, int b, float[] y) {
         float[] t = BUFFER.get(); // before any vector is live: a call C2 does not inline would box them
         Arrays.fill(t, 0f);
         MemorySegment seg = panels;
         int in = this.in;
-        long step = panelBytes;
-        long p0 = p * step;
+        long step = groupStep;
+        long p0 = g * panelBytes;
         int x0 = b * in;
         for (int cb = 0; cb < blocks; cb++) {
             FloatVector z = FloatVector.zero(F);
@@ -115,11 +115,12 @@ final class Fp8Panels extends Panels {
                 }
             }
             // Folded inline: a helper C2 does not inline would box every vector passed to it (see Bf16Panels).
-            int sc = p * blocks + cb;
+            int sc = g * blocks + cb;
+            int qs = quarter * blocks; // from one panel's scales to the next's
             FloatVector s0 = FloatVector.broadcast(F, scales[sc]);
-            FloatVector s1 = FloatVector.broadcast(F, scales[sc + blocks]);
-            FloatVector s2 = FloatVector.broadcast(F, scales[sc + 2 * blocks]);
-            FloatVector s3 = FloatVector.broadcast(F, scales[sc + 3 * blocks]);
+            FloatVector s1 = FloatVector.broadcast(F, scales[sc + qs]);
+            FloatVector s2 = FloatVector.broadcast(F, scales[sc + 2 * qs]);
+            FloatVector s3 = FloatVector.broadcast(F, scales[sc + 3 * qs]);
             // t holds batch row k's four panels at [4k·L, 4k·L + 4L)
             a0.fma(s0, FloatVector.fromArray(F, t, 0)).intoArray(t, 0);
             b0.fma(s1, FloatVector.fromArray(F, t, L)).intoArray(t, L);
@@ -138,17 +139,17 @@ final class Fp8Panels extends Panels {
             c3.fma(s2, FloatVector.fromArray(F, t, 14 * L)).intoArray(t, 14 * L);
             d3.fma(s3, FloatVector.fromArray(F, t, 15 * L)).intoArray(t, 15 * L);
         }
-        copyOut(t, 4 * L, 4, 4, y, b, p);
+        copyOut(t, 4 * L, 4, 4, quarter, y, b, g);
     }
 
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
     @Override
-    void fourByOne(int p, float[] x, int b, float[] y) {
+    void fourByOne(int g, float[] x, int b, float[] y) {
         float[] t = BUFFER.get(); // as in fourByFour
         Arrays.fill(t, 0, 4 * L, 0f);
         MemorySegment seg = panels;
-        long step = panelBytes;
-        long p0 = p * step;
+        long step = groupStep;
+        long p0 = g * panelBytes;
         int x0 = b * in;
         for (int cb = 0; cb < blocks; cb++) {
             FloatVector z = FloatVector.zero(F);
@@ -165,13 +166,14 @@ final class Fp8Panels extends Panels {
                     a3 = column(v3, k).fma(s, a3);
                 }
             }
-            int sc = p * blocks + cb;
+            int sc = g * blocks + cb;
+            int qs = quarter * blocks;
             a0.fma(FloatVector.broadcast(F, scales[sc]), FloatVector.fromArray(F, t, 0)).intoArray(t, 0);
-            a1.fma(FloatVector.broadcast(F, scales[sc + blocks]), FloatVector.fromArray(F, t, L)).intoArray(t, L);
-            a2.fma(FloatVector.broadcast(F, scales[sc + 2 * blocks]), FloatVector.fromArray(F, t, 2 * L)).intoArray(t, 2 * L);
-            a3.fma(FloatVector.broadcast(F, scales[sc + 3 * blocks]), FloatVector.fromArray(F, t, 3 * L)).intoArray(t, 3 * L);
+            a1.fma(FloatVector.broadcast(F, scales[sc + qs]), FloatVector.fromArray(F, t, L)).intoArray(t, L);
+            a2.fma(FloatVector.broadcast(F, scales[sc + 2 * qs]), FloatVector.fromArray(F, t, 2 * L)).intoArray(t, 2 * L);
+            a3.fma(FloatVector.broadcast(F, scales[sc + 3 * qs]), FloatVector.fromArray(F, t, 3 * L)).intoArray(t, 3 * L);
         }
-        copyOut(t, 4 * L, 1, 4, y, b, p);
+        copyOut(t, 4 * L, 1, 4, quarter, y, b, g);
     }
 
     @Override
@@ -192,6 +194,6 @@ final class Fp8Panels extends Panels {
             }
             a.fma(FloatVector.broadcast(F, scales[p * blocks + cb]), FloatVector.fromArray(F, t, 0)).intoArray(t, 0);
         }
-        copyOut(t, 4 * L, 1, 1, y, b, p);
+        copyOut(t, 4 * L, 1, 1, 1, y, b, p);
     }
 }

@@ -18,6 +18,11 @@ import java.util.function.LongFunction;
  * holds row {@code L·p + j}: one int-vector load gives a few adjacent columns of L rows, and each column times a
  * broadcast input builds L outputs lane-wise, with no horizontal sums.
  *
+ * <p>The four-panel kernels take one panel from each quarter of the weight: group g is panels g, g+Q, g+2Q and g+3Q
+ * (Q = panels / 4), so a pass reads four streams megabytes apart. Four adjacent panels (streams a panel apart) streamed
+ * 1.4× slower at batch 1 and 1.2-1.5× slower at batch 8 on tiny-v3's lm_head, and one stream of the four panels
+ * side by side was as slow at batch 8 and 1.3× slower at hidden 2048 (bench/results, session 22).
+ *
  * <p>Every output is summed in one order whichever kernel computes it (four panels × four batch rows, four × one,
  * one × one), whatever rows share the pass, however the panels are split over threads and whatever L is: results
  * are bitwise batch-invariant.
@@ -35,12 +40,18 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
     final int in;
     /** Bytes from one panel to the next. */
     final long panelBytes;
+    /** Q: the panels in each quarter; group g holds panels g + k·Q for k = 0..3. */
+    final int quarter;
+    /** Bytes from one panel of a group to the next: Q panels. */
+    final long groupStep;
 
     Panels(MemorySegment panels, int out, int in) {
         this.panels = panels;
         this.out = out;
         this.in = in;
         this.panelBytes = panels.byteSize() / panelsFor(out);
+        this.quarter = panelsFor(out) / 4;
+        this.groupStep = quarter * panelBytes;
     }
 
     /** Whether {@code w} can be packed ({@link Bf16Panels#fits} or {@link Fp8Panels#fits}). */
@@ -71,6 +82,11 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
         return panelsFor(out);
     }
 
+    /** Units of work {@link #multiply} splits over: the Q groups, then each panel after the four quarters. */
+    int slots() {
+        return quarter + panels() - 4 * quarter;
+    }
+
     long bytes() {
         return panels.byteSize();
     }
@@ -95,30 +111,34 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
         }
     }
 
-    /** {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for the rows of panels {@code [from, to)} and all {@code batch} rows of x. */
+    /**
+     * {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for the rows of {@link #slots} {@code [from, to)} and all {@code batch}
+     * rows of x: a group by the four-panel kernels, a panel after the quarters by the one-panel kernel.
+     */
     final void multiply(float[] x, int batch, float[] y, int from, int to) {
-        int p = from;
-        for (; p + 4 <= to; p += 4) {
-            int b = 0;
-            for (; b + 4 <= batch; b += 4) {
-                fourByFour(p, x, b, y);
-            }
-            for (; b < batch; b++) {
-                fourByOne(p, x, b, y);
-            }
-        }
-        for (; p < to; p++) {
-            for (int b = 0; b < batch; b++) {
-                oneByOne(p, x, b, y);
+        for (int s = from; s < to; s++) {
+            if (s < quarter) {
+                int b = 0;
+                for (; b + 4 <= batch; b += 4) {
+                    fourByFour(s, x, b, y);
+                }
+                for (; b < batch; b++) {
+                    fourByOne(s, x, b, y);
+                }
+            } else {
+                int p = 3 * quarter + s;
+                for (int b = 0; b < batch; b++) {
+                    oneByOne(p, x, b, y);
+                }
             }
         }
     }
 
-    /** Panels p .. p+3 times batch rows b .. b+3. */
-    abstract void fourByFour(int p, float[] x, int b, float[] y);
+    /** Group g's four panels times batch rows b .. b+3. */
+    abstract void fourByFour(int g, float[] x, int b, float[] y);
 
-    /** Panels p .. p+3 times batch row b. */
-    abstract void fourByOne(int p, float[] x, int b, float[] y);
+    /** Group g's four panels times batch row b. */
+    abstract void fourByOne(int g, float[] x, int b, float[] y);
 
     /** Panel p times batch row b. */
     abstract void oneByOne(int p, float[] x, int b, float[] y);
@@ -133,15 +153,23 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
      */
     static final ThreadLocal<float[]> BUFFER = ThreadLocal.withInitial(() -> new float[16 * L]);
 
+    /** Whether group g holds the last panel and it has padding rows. */
+    final boolean padded(int g) {
+        return (g + 3 * quarter + 1) * L > out;
+    }
+
     /**
-     * Copies the outputs of {@code batchRows} batch rows from b by {@code panelCount} panels from p, stored batch row k
-     * at {@code from[k·stride ..]}, into y, leaving the last panel's padding rows behind.
+     * Copies the outputs of {@code batchRows} batch rows from b by {@code panelCount} panels, panel p and each
+     * {@code panelStep} on, stored batch row k at {@code from[k·stride ..]} L per panel, into y, leaving the last
+     * panel's padding rows behind.
      */
-    final void copyOut(float[] from, int stride, int batchRows, int panelCount, float[] y, int b, int p) {
-        int r = p * L;
-        int n = Math.min(panelCount * L, out - r);
-        for (int k = 0; k < batchRows; k++) {
-            System.arraycopy(from, k * stride, y, (b + k) * out + r, n);
+    final void copyOut(float[] from, int stride, int batchRows, int panelCount, int panelStep, float[] y, int b, int p) {
+        for (int j = 0; j < panelCount; j++) {
+            int r = (p + j * panelStep) * L;
+            int n = Math.min(L, out - r);
+            for (int k = 0; k < batchRows; k++) {
+                System.arraycopy(from, k * stride + j * L, y, (b + k) * out + r, n);
+            }
         }
     }
 }
