@@ -21,7 +21,8 @@ import java.util.List;
 /**
  * Decode throughput of the CPU backend: tokens/s at batch 1 and 8 for tiny-v3 and a wider generated config, and the
  * achieved memory bandwidth (weight + latent-KV bytes read per step ÷ step time) as a ratio of this machine's copy
- * bandwidth measured in the same run. Also reports resident memory against the Java heap: weights are memory-mapped,
+ * bandwidth measured in the same run. Batch 8's tokens/s over batch 1's is printed beside the most this machine allows
+ * (a roofline from the read sweep and a vector FMA loop measured in the same run). Also reports resident memory against the Java heap: weights are memory-mapped,
  * so they show up in RSS as file-backed pages, not on the heap.
  *
  * <p>Run: {@code bench/run decode [--configs tiny-v3,wide] [--steps 40] [--batches 1,8] [--warmup 5] [--phases]}: each
@@ -71,9 +72,12 @@ public final class DecodeBench {
         }
         double copy = copyBandwidth();
         double read = readBandwidth();
+        double fma = fmaPeak();
         System.out.printf("machine copy bandwidth (STREAM convention, read+write bytes): %.1f GB/s; read-only sweep on all cores: %.1f GB/s; %d cores%n"
-                        + "(a decode step only reads weights, so it can pass 100%% of copy; the read sweep is the tighter ceiling)%n%n",
-                copy / 1e9, read / 1e9, Runtime.getRuntime().availableProcessors());
+                        + "(a decode step only reads weights, so it can pass 100%% of copy; the read sweep is the tighter ceiling)%n"
+                        + "vector FMA peak on all cores: %.0f GFMA/s, %.2f multiply-adds per byte of the read sweep%n%n",
+                copy / 1e9, read / 1e9, Runtime.getRuntime().availableProcessors(), fma / 1e9, fma / read);
+        List<String> ceilings = new ArrayList<>();
         System.out.printf("%-8s %5s %6s %10s %9s %11s %9s %9s %9s%n", "config", "batch", "JIT", "tokens/s", "ms/step", "MB/step", "GB/s", "vs copy", "vs read");
         for (String name : configs) {
             Path dir = ensureModel(models, name);
@@ -81,10 +85,22 @@ public final class DecodeBench {
             try (Transformer model = Transformer.load(dir, ops)) {
                 model.attentionForm(Mla.Form.ABSORBED); // as the serving engine runs it
                 run(model, ops, name, batches[0], steps, 0, copy, read); // a just-loaded model: what a fresh replica serves first
+                Step one = null;
+                Step eight = null;
                 for (int batch : batches) {
-                    run(model, ops, name, batch, steps, warmSeconds, copy, read);
+                    Step step = run(model, ops, name, batch, steps, warmSeconds, copy, read);
+                    one = batch == 1 ? step : one;
+                    eight = batch == 8 ? step : eight;
+                }
+                if (one != null && eight != null) {
+                    ceilings.add(ceiling(name, one, eight, read, fma));
                 }
             }
+        }
+        if (!ceilings.isEmpty()) {
+            System.out.printf("%nbatch 8 vs batch 1 (tokens/s), against the roofline: batch 1 can take no less than its bytes at the read sweep,%n"
+                    + "batch 8 no less than the larger of its bytes at the read sweep and its multiply-adds at the FMA peak%n");
+            ceilings.forEach(System.out::println);
         }
         System.gc();
         ProcessHandle self = ProcessHandle.current();
@@ -94,7 +110,21 @@ public final class DecodeBench {
                 rss() >> 20, (rt.totalMemory() - rt.freeMemory()) >> 20, self.pid());
     }
 
-    static void run(Transformer model, CpuOps ops, String name, int batch, int steps, double warmSeconds, double copy, double read) {
+    /** A measured step: seconds, and weight + KV bytes and weight multiply-adds per step. */
+    record Step(double seconds, double bytes, double multiplyAdds) {
+    }
+
+    /** Batch 8 / batch 1 tokens/s as measured, and at most on this machine: against its batch-1 floor and as measured. */
+    static String ceiling(String name, Step one, Step eight, double read, double fma) {
+        double oneFloor = one.bytes / read;
+        double eightFloor = Math.max(eight.bytes / read, eight.multiplyAdds / fma);
+        return String.format("  %-8s measured %.2fx; at most %.2fx with batch 1 at its floor (%.2f ms), %.2fx against batch 1 as measured"
+                        + " (batch 8 floor %.2f ms: %.0f MB, %.2f G multiply-adds)",
+                name, 8 * one.seconds / eight.seconds, 8 * oneFloor / eightFloor, oneFloor * 1e3, 8 * one.seconds / eightFloor,
+                eightFloor * 1e3, eight.bytes / 1e6, eight.multiplyAdds / 1e9);
+    }
+
+    static Step run(Transformer model, CpuOps ops, String name, int batch, int steps, double warmSeconds, double copy, double read) {
         // warm-up on caches of their own (re-made every 256 steps so their context stays short), then a fresh batch
         long warmUntil = System.nanoTime() + (long) (warmSeconds * 1e9);
         while (System.nanoTime() < warmUntil) {
@@ -105,9 +135,10 @@ public final class DecodeBench {
         }
         Batch b = prefill(model, batch, steps);
         if (ops == null) {
-            return; // a warm-up only
+            return null; // a warm-up only
         }
         long bytes0 = ops.weightBytesRead();
+        long fmas0 = ops.multiplyAdds();
         long kvBytes = 0;
         long t0 = System.nanoTime();
         for (int s = 0; s < steps; s++) {
@@ -118,11 +149,13 @@ public final class DecodeBench {
         }
         long nanos = System.nanoTime() - t0;
         long weightBytes = ops.weightBytesRead() - bytes0;
+        long fmas = ops.multiplyAdds() - fmas0;
         double perStep = nanos / 1e9 / steps;
         double bytesPerStep = (double) (weightBytes + kvBytes) / steps;
         double bw = bytesPerStep / perStep;
         System.out.printf("%-8s %5d %6s %10.1f %9.2f %11.1f %9.2f %8.0f%% %8.0f%%%n", name, batch, warmSeconds == 0 ? "cold" : "warm",
                 batch / perStep, perStep * 1e3, bytesPerStep / 1e6, bw / 1e9, 100 * bw / copy, 100 * bw / read);
+        return new Step(perStep, bytesPerStep, (double) fmas / steps);
     }
 
     /** {@code batch} sequences of a 16-token prompt each, prefilled, with room for {@code steps} more tokens. */
@@ -199,33 +232,115 @@ public final class DecodeBench {
         }
     }
 
-    /** Best of 5 reads of a 512 MiB off-heap buffer, split across all cores, summed with vector loads. */
+    /**
+     * Best of 5 reads of a 512 MiB off-heap buffer, split across all cores, summed with vector loads by a method
+     * compiled before the clock starts (a loop left to on-stack replacement read at a fifth of the kernels' rate).
+     */
     static double readBandwidth() {
         long size = 512L << 20;
         int threads = Runtime.getRuntime().availableProcessors();
         try (Arena arena = Arena.ofShared()) {
             MemorySegment a = arena.allocate(size, 64);
             a.fill((byte) 1);
-            var species = jdk.incubator.vector.LongVector.SPECIES_PREFERRED;
-            long share = size / threads / species.vectorByteSize() * species.vectorByteSize(); // whole vectors each
+            long share = size / threads / 1024 * 1024; // four quarters of whole vectors each
+            long sink = 0;
+            for (int i = 0; i < 2_000; i++) {
+                sink += sweep(a, 0, 1 << 16);
+            }
             long best = Long.MAX_VALUE;
             for (int i = 0; i < 5; i++) {
-                long t0 = System.nanoTime();
-                java.util.stream.IntStream.range(0, threads).parallel().forEach(t -> {
-                    long from = share * t;
-                    long to = from + share;
-                    var acc = jdk.incubator.vector.LongVector.zero(species);
-                    for (long o = from; o < to; o += species.vectorByteSize()) {
-                        acc = acc.add(jdk.incubator.vector.LongVector.fromMemorySegment(species, a, o, java.nio.ByteOrder.LITTLE_ENDIAN));
-                    }
-                    if (acc.reduceLanes(jdk.incubator.vector.VectorOperators.ADD) == 42) {
-                        System.out.print("");
-                    }
-                });
-                best = Math.min(best, System.nanoTime() - t0);
+                best = Math.min(best, onAllCores(threads, t -> sweep(a, share * t, share * (t + 1))));
             }
-            return share * threads / (best / 1e9);
+            return sink == 42 ? 0 : share * threads / (best / 1e9);
         }
+    }
+
+    /**
+     * The sum of the longs in {@code [from, to)} (its whole vectors in four equal quarters), one vector from each
+     * quarter at a time: four streams apart, as the kernels read panels. One stream per core read 25-35 % slower here.
+     */
+    static long sweep(MemorySegment a, long from, long to) {
+        var species = jdk.incubator.vector.LongVector.SPECIES_PREFERRED;
+        long width = species.vectorByteSize();
+        long quarter = (to - from) / 4 / width * width;
+        var s0 = jdk.incubator.vector.LongVector.zero(species);
+        var s1 = s0;
+        var s2 = s0;
+        var s3 = s0;
+        java.nio.ByteOrder le = java.nio.ByteOrder.LITTLE_ENDIAN;
+        for (long o = from; o < from + quarter; o += width) {
+            s0 = s0.add(jdk.incubator.vector.LongVector.fromMemorySegment(species, a, o, le));
+            s1 = s1.add(jdk.incubator.vector.LongVector.fromMemorySegment(species, a, o + quarter, le));
+            s2 = s2.add(jdk.incubator.vector.LongVector.fromMemorySegment(species, a, o + 2 * quarter, le));
+            s3 = s3.add(jdk.incubator.vector.LongVector.fromMemorySegment(species, a, o + 3 * quarter, le));
+        }
+        return s0.add(s1).add(s2).add(s3).reduceLanes(jdk.incubator.vector.VectorOperators.ADD);
+    }
+
+    /** Nanoseconds {@code work} takes run once on each of {@code threads} platform threads at the same time. */
+    static long onAllCores(int threads, java.util.function.IntToLongFunction work) {
+        long[] sinks = new long[threads];
+        java.util.concurrent.CountDownLatch start = new java.util.concurrent.CountDownLatch(1);
+        List<Thread> team = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            int id = t;
+            team.add(Thread.ofPlatform().start(() -> {
+                try {
+                    start.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                sinks[id] = work.applyAsLong(id);
+            }));
+        }
+        long t0 = System.nanoTime();
+        start.countDown();
+        for (Thread t : team) {
+            try {
+                t.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException(e);
+            }
+        }
+        return System.nanoTime() - t0;
+    }
+
+    /**
+     * Best of 5 runs of twelve independent vector FMA chains on every core (compiled before the clock starts): the most
+     * multiply-adds per second this machine's kernels could do if they did nothing else.
+     */
+    static double fmaPeak() {
+        int threads = Runtime.getRuntime().availableProcessors();
+        long iterations = 20_000_000;
+        float sink = 0;
+        for (int i = 0; i < 2_000; i++) {
+            sink += fmaChains(i, 1_000);
+        }
+        long best = Long.MAX_VALUE;
+        for (int i = 0; i < 5; i++) {
+            best = Math.min(best, onAllCores(threads, t -> (long) fmaChains(t, iterations)));
+        }
+        return sink == 42 ? 0 : 12.0 * jdk.incubator.vector.FloatVector.SPECIES_PREFERRED.length() * iterations * threads / (best / 1e9);
+    }
+
+    /**
+     * Twelve vector FMA chains of {@code iterations} steps each, accumulating as the kernels do; returns their sum so
+     * none is dead code.
+     */
+    static float fmaChains(int seed, long iterations) {
+        var f = jdk.incubator.vector.FloatVector.SPECIES_PREFERRED;
+        var m = jdk.incubator.vector.FloatVector.broadcast(f, 0.999999f);
+        var c = jdk.incubator.vector.FloatVector.broadcast(f, 1e-7f);
+        var a0 = jdk.incubator.vector.FloatVector.broadcast(f, seed);
+        var a1 = a0.add(1f); var a2 = a0.add(2f); var a3 = a0.add(3f); var a4 = a0.add(4f); var a5 = a0.add(5f);
+        var a6 = a0.add(6f); var a7 = a0.add(7f); var a8 = a0.add(8f); var a9 = a0.add(9f); var a10 = a0.add(10f); var a11 = a0.add(11f);
+        for (long n = 0; n < iterations; n++) {
+            a0 = m.fma(c, a0); a1 = m.fma(c, a1); a2 = m.fma(c, a2); a3 = m.fma(c, a3); a4 = m.fma(c, a4); a5 = m.fma(c, a5);
+            a6 = m.fma(c, a6); a7 = m.fma(c, a7); a8 = m.fma(c, a8); a9 = m.fma(c, a9); a10 = m.fma(c, a10); a11 = m.fma(c, a11);
+        }
+        return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9).add(a10).add(a11)
+                .reduceLanes(jdk.incubator.vector.VectorOperators.ADD);
     }
 
     /** Best of 5 copies of a 512 MiB off-heap buffer, counting bytes read plus bytes written. */
