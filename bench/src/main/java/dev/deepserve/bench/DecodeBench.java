@@ -325,13 +325,20 @@ public final class DecodeBench {
     }
 
     /**
+     * The FMA loop's operands, in fields C2 cannot fold: with constants it re-broadcast both from memory before every
+     * FMA and measured half the peak.
+     */
+    static float fmaMul = 0.999999f;
+    static float fmaAdd = 1e-7f;
+
+    /**
      * Twelve vector FMA chains of {@code iterations} steps each, accumulating as the kernels do; returns their sum so
      * none is dead code.
      */
     static float fmaChains(int seed, long iterations) {
         var f = jdk.incubator.vector.FloatVector.SPECIES_PREFERRED;
-        var m = jdk.incubator.vector.FloatVector.broadcast(f, 0.999999f);
-        var c = jdk.incubator.vector.FloatVector.broadcast(f, 1e-7f);
+        var m = jdk.incubator.vector.FloatVector.broadcast(f, fmaMul);
+        var c = jdk.incubator.vector.FloatVector.broadcast(f, fmaAdd);
         var a0 = jdk.incubator.vector.FloatVector.broadcast(f, seed);
         var a1 = a0.add(1f); var a2 = a0.add(2f); var a3 = a0.add(3f); var a4 = a0.add(4f); var a5 = a0.add(5f);
         var a6 = a0.add(6f); var a7 = a0.add(7f); var a8 = a0.add(8f); var a9 = a0.add(9f); var a10 = a0.add(10f); var a11 = a0.add(11f);
