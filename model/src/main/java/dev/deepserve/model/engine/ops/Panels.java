@@ -19,9 +19,9 @@ import java.util.function.LongFunction;
  * broadcast input builds L outputs lane-wise, with no horizontal sums.
  *
  * <p>The four-panel kernels take one panel from each quarter of the weight: group g is panels g, g+Q, g+2Q and g+3Q
- * (Q = panels / 4), so a pass reads four streams megabytes apart. Four adjacent panels (streams a panel apart) streamed
- * 1.4× slower at batch 1 and 1.2-1.5× slower at batch 8 on tiny-v3's lm_head, and one stream of the four panels
- * side by side was as slow at batch 8 and 1.3× slower at hidden 2048 (bench/results, session 22).
+ * (Q = panels / 4), so a pass reads four streams a quarter of the weight apart. Four adjacent panels (streams one
+ * panel apart) took 1.3-1.6× as long at batch 1 on tiny-v3's lm_head, and the four interleaved into one stream
+ * 1.4-1.6× as long at hidden 2048 ({@code bench/results/2026-12-06-decode-roofline-2core.txt}).
  *
  * <p>Every output is summed in one order whichever kernel computes it (four panels × four batch rows, four × one,
  * one × one), whatever rows share the pass, however the panels are split over threads and whatever L is: results
@@ -163,7 +163,8 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
      * {@code panelStep} on, stored batch row k at {@code from[k·stride ..]} L per panel, into y, leaving the last
      * panel's padding rows behind.
      */
-    final void copyOut(float[] from, int stride, int batchRows, int panelCount, int panelStep, float[] y, int b, int p) {
+    final void copyOut(float[] from, int stride, int batchRows, int panelCount, int panelStep, float[] y, int b,
+            int p) {
         for (int j = 0; j < panelCount; j++) {
             int r = (p + j * panelStep) * L;
             int n = Math.min(L, out - r);
