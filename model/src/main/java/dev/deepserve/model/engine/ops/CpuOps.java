@@ -270,7 +270,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
             int slots = panels.slots();
             int perItem = Math.ceilDiv(slots, threads * ITEMS_PER_THREAD);
             int items = Math.ceilDiv(slots, perItem);
-            parallelFor(items, (long) perItem * 4 * Panels.panelRows() * w.in() * batch,
+            parallelFor(items, (long) Math.ceilDiv(panels.panels(), items) * Panels.panelRows() * w.in() * batch,
                     i -> panels.multiply(values, batch, y, i * perItem, Math.min(slots, (i + 1) * perItem)));
             return;
         }

@@ -56,8 +56,11 @@ class Fp8PanelsTest {
     void everyOutputIsTheStatedSumAndCloseToTheRowKernels() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
         int lanes = Bf16Panels.panelRows();
-        // {out, in, blockRows, blockCols}: padding rows, a short last block, 4k+1..3 panels, blocks of several panels
-        for (int[] shape : new int[][] {{5, 32, 128, 128}, {lanes, 4, 128, 128}, {7 * lanes + 5, 200, 128, 128}, {5 * lanes - 1, 388, 32, 64}, {9 * lanes + 3, 128, 128, 128}}) {
+        // {out, in, blockRows, blockCols}: padding rows, a short last block, 4k+1..3 panels, blocks of several panels,
+        // a scale row per panel (a group's four panels each with scales of their own; the padded panel in a group or
+        // after the quarters)
+        for (int[] shape : new int[][] {{5, 32, 128, 128}, {lanes, 4, 128, 128}, {7 * lanes + 5, 200, 128, 128}, {5 * lanes - 1, 388, 32, 64},
+                {9 * lanes + 3, 128, 128, 128}, {9 * lanes + 3, 128, lanes, 128}, {7 * lanes + 5, 200, lanes, 64}}) {
             int out = shape[0];
             int in = shape[1];
             Linear w = fp8(out, in, shape[2], shape[3], out + in);
@@ -134,14 +137,16 @@ class Fp8PanelsTest {
     @Test
     void aRowsOutputsAreBitwiseTheSameInAnyBatchAndOnAnyThreads() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
-        // 23 panels: groups of four, then three one at a time
-        PanelsChecks.aRowIsBitwiseTheSameInAnyBatchAndOnAnyThreads(fp8(22 * Bf16Panels.panelRows() + 7, 160, 128, 128, 5), Fp8PanelsTest::input);
+        // 70 panels, each with scales of its own: 17 groups, then two one at a time; on one thread, items of 3 slots
+        int lanes = Bf16Panels.panelRows();
+        PanelsChecks.aRowIsBitwiseTheSameInAnyBatchAndOnAnyThreads(fp8(69 * lanes + 7, 160, lanes, 128, 5), Fp8PanelsTest::input);
     }
 
     @Test
     void everyKernelSumsInTheSameOrder() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
-        PanelsChecks.everyKernelSumsInTheSameOrder(fp8(13 * Bf16Panels.panelRows() + 2, 260, 128, 128, 8), Fp8PanelsTest::input);
+        int lanes = Bf16Panels.panelRows();
+        PanelsChecks.everyKernelSumsInTheSameOrder(fp8(13 * lanes + 2, 260, lanes, 128, 8), Fp8PanelsTest::input);
     }
 
     @Test
