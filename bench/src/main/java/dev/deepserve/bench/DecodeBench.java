@@ -21,9 +21,9 @@ import java.util.List;
 /**
  * Decode throughput of the CPU backend: tokens/s at batch 1 and 8 for tiny-v3 and a wider generated config, and the
  * achieved memory bandwidth (weight + latent-KV bytes read per step ÷ step time) as a ratio of this machine's copy
- * bandwidth measured in the same run. Batch 8's tokens/s over batch 1's is printed beside the most this machine allows
- * (a roofline from the read sweep and a vector FMA loop measured in the same run). Also reports resident memory against the Java heap: weights are memory-mapped,
- * so they show up in RSS as file-backed pages, not on the heap.
+ * bandwidth measured in the same run. Batch 8's tokens/s over batch 1's is printed beside a roofline estimate (the read
+ * sweep and a vector FMA loop, measured in the same run). Also reports resident memory against the Java heap: weights
+ * are memory-mapped, so they show up in RSS as file-backed pages, not on the heap.
  *
  * <p>Run: {@code bench/run decode [--configs tiny-v3,wide] [--steps 40] [--batches 1,8] [--warmup 5] [--phases]}: each
  * config's first row is its cold start (no warm-up: the JIT compiles while it runs), the others run after

@@ -259,8 +259,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     @Override
     public void matmul(Linear w, float[] x, float[] y, int batch) {
-        weightBytesRead.add(w.bytes());
-        multiplyAdds.add((long) w.out() * w.in() * batch);
+        countProduct(w.bytes(), (long) w.out() * w.in() * batch);
         if (closed) {
             throw new IllegalStateException("this CPU backend is closed");
         }
@@ -365,8 +364,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
         int in = w.in();
-        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
-        multiplyAdds.add((long) rows * in * count);
+        countProduct((long) rows * in * w.weight().dtype().bytes(), (long) rows * in * count);
         Kernels kernels = kernelsFor(w);
         float[] input = inLayout(w, x, 0, count);
         float[] four = new float[4];
@@ -391,8 +389,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     public void matvecRowsTransposed(Linear w, int rowFrom, int rows, float[] x, int[] xOffs, float[] y, int[] yOffs) {
         int in = w.in();
         int count = xOffs.length;
-        weightBytesRead.add((long) rows * in * w.weight().dtype().bytes());
-        multiplyAdds.add((long) rows * in * count);
+        countProduct((long) rows * in * w.weight().dtype().bytes(), (long) rows * in * count);
         Kernels kernels = kernelsFor(w);
         float[] acc = new float[count * in];
         float[] row = scratch(in);
@@ -420,6 +417,12 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     /** Weight bytes the operations have read from the checkpoint so far (for bandwidth reports). */
     public long weightBytesRead() {
         return weightBytesRead.sum();
+    }
+
+    /** Counts one weight product for {@link #weightBytesRead} and {@link #multiplyAdds}. */
+    private void countProduct(long bytes, long multiplyAddCount) {
+        weightBytesRead.add(bytes);
+        multiplyAdds.add(multiplyAddCount);
     }
 
     /**
