@@ -51,7 +51,7 @@ final class Bf16Panels extends Panels {
 
     /** Four panels times four batch rows: 16 accumulators, each broadcast input element feeding four panels. */
     @Override
-    void fourByFour(int g, float[] x, int b, float[] y) {
+    void fourByFour(int g, float[] x, boolean scaled, int b, float[] y) {
         float[] pad = padded(g) ? BUFFER.get() : null; // before any vector is live
         MemorySegment seg = panels;
         int in = this.in;
@@ -108,9 +108,53 @@ final class Bf16Panels extends Panels {
         }
     }
 
+    /** Four panels times two batch rows: eight accumulators, each widened column feeding both rows. */
+    @Override
+    void fourByTwo(int g, float[] x, boolean scaled, int b, float[] y) {
+        float[] pad = padded(g) ? BUFFER.get() : null; // as in fourByFour
+        MemorySegment seg = panels;
+        int in = this.in;
+        int pairs = this.pairs;
+        long step = groupStep;
+        long p0 = g * panelBytes;
+        FloatVector z = FloatVector.zero(F);
+        FloatVector a0 = z, a1 = z, b0 = z, b1 = z, c0 = z, c1 = z, d0 = z, d1 = z;
+        for (int m = 0; m < pairs; m++) {
+            long o = p0 + (long) m * L * 4;
+            IntVector v0 = load(seg, o), v1 = load(seg, o + step), v2 = load(seg, o + 2 * step), v3 = load(seg, o + 3 * step);
+            FloatVector w0 = even(v0), w1 = even(v1), w2 = even(v2), w3 = even(v3);
+            int c = b * in + 2 * m;
+            FloatVector s = FloatVector.broadcast(F, x[c]);
+            a0 = w0.fma(s, a0); b0 = w1.fma(s, b0); c0 = w2.fma(s, c0); d0 = w3.fma(s, d0);
+            s = FloatVector.broadcast(F, x[c + in]);
+            a1 = w0.fma(s, a1); b1 = w1.fma(s, b1); c1 = w2.fma(s, c1); d1 = w3.fma(s, d1);
+            w0 = odd(v0); w1 = odd(v1); w2 = odd(v2); w3 = odd(v3);
+            s = FloatVector.broadcast(F, x[c + 1]);
+            a0 = w0.fma(s, a0); b0 = w1.fma(s, b0); c0 = w2.fma(s, c0); d0 = w3.fma(s, d0);
+            s = FloatVector.broadcast(F, x[c + in + 1]);
+            a1 = w0.fma(s, a1); b1 = w1.fma(s, b1); c1 = w2.fma(s, c1); d1 = w3.fma(s, d1);
+        }
+        float[] to = y; // stored inline, as in fourByFour
+        int o = b * out + g * L;
+        int q = quarter * L;
+        int rowStride = out;
+        if (pad != null) {
+            to = pad;
+            o = 0;
+            q = L;
+            rowStride = 4 * L;
+        }
+        a0.intoArray(to, o); b0.intoArray(to, o + q); c0.intoArray(to, o + 2 * q); d0.intoArray(to, o + 3 * q);
+        o += rowStride;
+        a1.intoArray(to, o); b1.intoArray(to, o + q); c1.intoArray(to, o + 2 * q); d1.intoArray(to, o + 3 * q);
+        if (pad != null) {
+            copyOut(pad, 4 * L, 2, 4, quarter, y, b, g);
+        }
+    }
+
     /** Four panels times one batch row: four independent sums keep the FMA units busy while the weights stream in. */
     @Override
-    void fourByOne(int g, float[] x, int b, float[] y) {
+    void fourByOne(int g, float[] x, boolean scaled, int b, float[] y) {
         float[] pad = padded(g) ? BUFFER.get() : null; // as in fourByFour
         MemorySegment seg = panels;
         int pairs = this.pairs;
@@ -142,7 +186,7 @@ final class Bf16Panels extends Panels {
     }
 
     @Override
-    void oneByOne(int p, float[] x, int b, float[] y) {
+    void oneByOne(int p, float[] x, boolean scaled, int b, float[] y) {
         MemorySegment seg = panels;
         int pairs = this.pairs;
         FloatVector a = FloatVector.zero(F);

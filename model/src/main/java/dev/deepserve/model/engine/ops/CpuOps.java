@@ -269,8 +269,10 @@ public final class CpuOps implements TensorOps, AutoCloseable {
             int slots = panels.slots();
             int perItem = Math.ceilDiv(slots, threads * ITEMS_PER_THREAD);
             int items = Math.ceilDiv(slots, perItem);
+            float[] scaled = panels.scaledInput(values, batch * w.in());
+            float[] input = scaled != null ? scaled : values;
             parallelFor(items, (long) Math.ceilDiv(panels.panels(), items) * Panels.panelRows() * w.in() * batch,
-                    i -> panels.multiply(values, batch, y, i * perItem, Math.min(slots, (i + 1) * perItem)));
+                    i -> panels.multiply(input, scaled != null, batch, y, i * perItem, Math.min(slots, (i + 1) * perItem)));
             return;
         }
         Kernels kernels = kernelsFor(w);

@@ -23,8 +23,8 @@ import java.util.function.LongFunction;
  * panel apart) took 1.3-1.6× as long at batch 1 on tiny-v3's lm_head, and the four interleaved into one stream
  * 1.4-1.6× as long at hidden 2048 ({@code bench/results/2026-12-06-decode-roofline-2core.txt}).
  *
- * <p>Every output is summed in one order whichever kernel computes it (four panels × four batch rows, four × one,
- * one × one), whatever rows share the pass, however the panels are split over threads and whatever L is: results
+ * <p>Every output is summed in one order whichever kernel computes it (four panels × four batch rows, four × two, four ×
+ * one, one × one), whatever rows share the pass, however the panels are split over threads and whatever L is: results
  * are bitwise batch-invariant.
  */
 abstract sealed class Panels permits Bf16Panels, Fp8Panels {
@@ -112,36 +112,55 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
     }
 
     /**
-     * {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for the rows of {@link #slots} {@code [from, to)} and all {@code batch}
-     * rows of x: a group by the four-panel kernels, a panel after the quarters by the one-panel kernel.
+     * The input the kernels may take instead of x's first n values, already times a factor every decoded weight would
+     * otherwise be multiplied by, or null if there is none or x does not allow it (only {@link Fp8Panels} has one).
+     * The products are bitwise the same either way. The array is the calling thread's, valid until its next call.
      */
-    final void multiply(float[] x, int batch, float[] y, int from, int to) {
+    float[] scaledInput(float[] x, int n) {
+        return null;
+    }
+
+    /**
+     * {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for the rows of {@link #slots} {@code [from, to)} and all {@code batch}
+     * rows of x ({@code scaled}: x is what {@link #scaledInput} returned): a group by the four-panel kernels (batch rows four, then two, then one at a time), a panel after the quarters by the one-panel kernel.
+     */
+    final void multiply(float[] x, boolean scaled, int batch, float[] y, int from, int to) {
         for (int s = from; s < to; s++) {
             if (s < quarter) {
                 int b = 0;
                 for (; b + 4 <= batch; b += 4) {
-                    fourByFour(s, x, b, y);
+                    fourByFour(s, x, scaled, b, y);
                 }
-                for (; b < batch; b++) {
-                    fourByOne(s, x, b, y);
+                if (b + 2 <= batch) {
+                    fourByTwo(s, x, scaled, b, y);
+                    b += 2;
+                }
+                if (b < batch) {
+                    fourByOne(s, x, scaled, b, y);
                 }
             } else {
                 int p = 3 * quarter + s;
                 for (int b = 0; b < batch; b++) {
-                    oneByOne(p, x, b, y);
+                    oneByOne(p, x, scaled, b, y);
                 }
             }
         }
     }
 
     /** Group g's four panels times batch rows b .. b+3. */
-    abstract void fourByFour(int g, float[] x, int b, float[] y);
+    abstract void fourByFour(int g, float[] x, boolean scaled, int b, float[] y);
+
+    /**
+     * Group g's four panels times batch rows b and b+1: one decode of each column for both (at batch 8 most experts
+     * get one to three rows).
+     */
+    abstract void fourByTwo(int g, float[] x, boolean scaled, int b, float[] y);
 
     /** Group g's four panels times batch row b. */
-    abstract void fourByOne(int g, float[] x, int b, float[] y);
+    abstract void fourByOne(int g, float[] x, boolean scaled, int b, float[] y);
 
     /** Panel p times batch row b. */
-    abstract void oneByOne(int p, float[] x, int b, float[] y);
+    abstract void oneByOne(int p, float[] x, boolean scaled, int b, float[] y);
 
     static IntVector load(MemorySegment seg, long off) {
         return IntVector.fromMemorySegment(I, seg, off, LE);

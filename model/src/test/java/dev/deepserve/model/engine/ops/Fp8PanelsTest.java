@@ -124,6 +124,56 @@ class Fp8PanelsTest {
         }
     }
 
+    /**
+     * The kernels skip the decode's ×2^120 when the inputs carry it ({@link Fp8Panels#scaledInput}), which they can only
+     * while every |x| < 2^8. A batch with one row at or past that bound goes the other way: each row still gives the
+     * stated sum bit for bit, the same as when it is alone, with subnormal, zero, infinite and NaN inputs too.
+     */
+    @Test
+    void inputsTooLargeToCarryTheDecodeFactorGiveTheSameBits() {
+        Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
+        Linear w = fp8(9 * Bf16Panels.panelRows() + 3, 260, 128, 128, 41); // 260: a row alone ends past the last full vector
+        int in = w.in();
+        float[] small = input(1, in, 42);
+        small[0] = Float.MIN_VALUE;
+        small[1] = -1e-40f;
+        small[2] = 0f;
+        small[3] = Math.nextDown(256f);
+        small[4] = -Math.nextDown(256f);
+        float[] atBound = input(1, in, 43);
+        atBound[in - 1] = -256f;
+        float[] large = input(1, in, 44);
+        large[5] = 300f;
+        large[6] = Float.NEGATIVE_INFINITY;
+        large[in - 1] = 1e30f;
+        float[] special = input(1, in, 45);
+        special[9] = Float.NaN;
+        float[][] rows = {small, atBound, large, special};
+        Panels packed = Panels.pack(w, n -> Arena.ofAuto().allocate(n, 64));
+        for (float[] row : rows) { // NaN·2^120 is NaN: a NaN input may be carried
+            assertEquals(row == small || row == special, packed.scaledInput(row, in) != null);
+        }
+        float[] batch = new float[rows.length * in];
+        for (int b = 0; b < rows.length; b++) {
+            System.arraycopy(rows[b], 0, batch, b * in, in);
+        }
+        try (CpuOps ops = CpuOps.create(true, 2, false)) {
+            ops.prepare(w);
+            float[] together = new float[rows.length * w.out()];
+            ops.matmul(w, batch, together, rows.length);
+            for (int b = 0; b < rows.length; b++) {
+                float[] alone = new float[w.out()];
+                ops.matmul(w, rows[b], alone, 1);
+                for (int r = 0; r < w.out(); r++) {
+                    String at = "row " + b + " output " + r;
+                    assertEquals(Float.floatToIntBits(alone[r]), Float.floatToIntBits(together[b * w.out() + r]), at);
+                    float stated = reference(w, r, rows[b], 0);
+                    assertTrue(Float.compare(stated, alone[r]) == 0 || (Float.isNaN(stated) && Float.isNaN(alone[r])), at + ": " + stated + " vs " + alone[r]);
+                }
+            }
+        }
+    }
+
     /** Σ |code · x · scale| over a row: what float rounding in any summation order is relative to. */
     static double magnitude(Linear w, int r, float[] x, int xOff) {
         double sum = 0;

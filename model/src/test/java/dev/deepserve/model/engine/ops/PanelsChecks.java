@@ -46,23 +46,36 @@ final class PanelsChecks {
     }
 
     /**
-     * The kernels (four panels at once, one at a time; four batch rows at once, one) agree bit for bit: every panel
+     * The kernels (four panels at once, one at a time; four batch rows at once, two, one) agree bit for bit: every panel
      * computed alone by the one-panel kernel gives what the product gives through the groups of four.
      */
     static void everyKernelSumsInTheSameOrder(Linear w, Inputs inputs) {
         Panels packed = Panels.pack(w, n -> Arena.ofAuto().allocate(n, 64));
         int out = w.out();
-        for (int batch : new int[] {1, 4, 5}) {
+        for (int batch : new int[] {1, 2, 3, 4, 5, 7}) {
             float[] x = inputs.make(batch, w.in(), 3);
             float[] whole = new float[batch * out];
-            packed.multiply(x, batch, whole, 0, packed.slots());
+            packed.multiply(x, false, batch, whole, 0, packed.slots());
             float[] alone = new float[batch * out];
             for (int p = 0; p < packed.panels(); p++) {
                 for (int b = 0; b < batch; b++) {
-                    packed.oneByOne(p, x, b, alone);
+                    packed.oneByOne(p, x, false, b, alone);
                 }
             }
             assertArrayEquals(alone, whole, "batch " + batch);
+            float[] scaled = packed.scaledInput(x, batch * w.in());
+            if (scaled != null) { // the kernels on inputs carrying the decode's factor: the same bits
+                float[] wholeScaled = new float[batch * out];
+                packed.multiply(scaled, true, batch, wholeScaled, 0, packed.slots());
+                assertArrayEquals(whole, wholeScaled, "batch " + batch + ", scaled inputs");
+                float[] aloneScaled = new float[batch * out];
+                for (int p = 0; p < packed.panels(); p++) {
+                    for (int b = 0; b < batch; b++) {
+                        packed.oneByOne(p, scaled, true, b, aloneScaled);
+                    }
+                }
+                assertArrayEquals(whole, aloneScaled, "batch " + batch + ", scaled inputs, one panel at a time");
+            }
         }
     }
 }
