@@ -72,6 +72,11 @@ final class PhaseTimer implements TensorOps {
     }
 
     @Override
+    public void prepareBand(Linear w, int rowFrom, int rows, boolean transposed) {
+        inner.prepareBand(w, rowFrom, rows, transposed);
+    }
+
+    @Override
     public void release(Linear w) {
         inner.release(w);
     }

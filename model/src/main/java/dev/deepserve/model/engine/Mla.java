@@ -64,7 +64,12 @@ public final class Mla {
         }
         this.kvA = Linear.loadForMatmul(w, c, prefix + "kv_a_proj_with_mqa", kvLora + ropeDim, hidden, ops);
         this.kvANorm = Weights.vector(w, prefix + "kv_a_layernorm.weight", kvLora);
-        this.kvB = Linear.load(w, c, prefix + "kv_b_proj", heads * (nope + vDim), kvLora, ops);
+        Linear kvB = Linear.load(w, c, prefix + "kv_b_proj", heads * (nope + vDim), kvLora);
+        for (int h = 0; h < heads; h++) { // the absorbed form's bands: W_UK read transposed, W_UV as rows
+            ops.prepareBand(kvB, h * (nope + vDim), nope, true);
+            ops.prepareBand(kvB, h * (nope + vDim) + nope, vDim, false);
+        }
+        this.kvB = ops.place(kvB);
         this.oProj = Linear.loadForMatmul(w, c, prefix + "o_proj", hidden, heads * vDim, ops);
     }
 

@@ -123,9 +123,9 @@ class ExpertParallelTest {
         }
     }
 
-    /** Weights a backend holds in panels now, from its description ("…, 12 weights in panels (3 MiB)"). */
+    /** Weights a backend holds in panels now, from its description ("…, 12 weights and 8 bands in panels (3 MiB)"). */
     static int inPanels(CpuOps ops) {
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile(", (\\d+) weights? in panels").matcher(ops.describe());
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile(", (\\d+) weights?( and \\d+ bands?)? in panels").matcher(ops.describe());
         return m.find() ? Integer.parseInt(m.group(1)) : 0;
     }
 

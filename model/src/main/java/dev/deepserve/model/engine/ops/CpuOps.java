@@ -41,6 +41,8 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private static final java.util.concurrent.atomic.AtomicLong PLACED_IN_PROCESS = new java.util.concurrent.atomic.AtomicLong();
     private static final java.lang.ref.Cleaner RELEASE = java.lang.ref.Cleaner.create();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
+    /** Weights with a band in panels ({@link #prepareBand}): {@link #place} leaves them where they are. */
+    private final java.util.Set<Linear> banded = java.util.concurrent.ConcurrentHashMap.newKeySet();
     /** Weights {@link #prepare} and {@link #prepareOnFirstUse} registered, and their panels. */
     private final PackedWeights packed = new PackedWeights(this::allocatePanels, PLACED_IN_PROCESS, RELEASE);
 
@@ -106,7 +108,16 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         long placed = placedBytes.get();
         return "cpu-" + (kernels instanceof VectorKernels ? "vector" : "scalar") + ", " + threads + " thread" + (threads == 1 ? "" : "s")
                 + (activationQuant ? ", fp8 activations" : "") + (placed > 0 ? ", " + size(placed) + " of weights on huge pages" : "")
-                + (packed.count() > 0 ? ", " + packed.count() + " weight" + (packed.count() == 1 ? "" : "s") + " in panels (" + size(packed.bytes()) + ")" : "");
+                + (packed.count() + packed.bands() > 0 ? ", " + inPanels() : "");
+    }
+
+    /** "26 weights and 8 bands in panels (66 MiB)". */
+    private String inPanels() {
+        int weights = packed.count();
+        int bands = packed.bands();
+        String w = weights > 0 ? weights + " weight" + (weights == 1 ? "" : "s") : "";
+        String b = bands > 0 ? bands + " band" + (bands == 1 ? "" : "s") : "";
+        return w + (weights > 0 && bands > 0 ? " and " : "") + b + " in panels (" + size(packed.bytes()) + ")";
     }
 
     private static String size(long bytes) {
@@ -151,6 +162,21 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     public void prepareOnFirstUse(Linear w) {
         if (packable(w)) {
             packed.packLater(w);
+        }
+    }
+
+    /**
+     * Repacks a band of w's rows into {@link Panels} ({@link Band}) where it fits them: MLA's {@code kv_b_proj} head
+     * bands, {@code W_UK} transposed and {@code W_UV} as rows, which every decode step reads for all its tokens. The
+     * row kernels decoded each weight row into a buffer and added it to every token's sums (~11 GFMA/s); the panels
+     * serve all the tokens per pass as the projections' do. Not under {@link #deferPacking} (an expert worker runs no
+     * attention); a weight with a band packed gets no huge-page copy ({@link #place}).
+     */
+    @Override
+    public void prepareBand(Linear w, int rowFrom, int rows, boolean transposed) {
+        if (repack && !deferPacking && kernels instanceof VectorKernels && Band.fits(w, rowFrom, rows, transposed)) {
+            packed.packNow(new Band(w, rowFrom, rows, transposed));
+            banded.add(w);
         }
     }
 
@@ -202,7 +228,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public Linear place(Linear w) {
         long bytes = w.weight().data().byteSize();
-        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || packed.registered(w)) {
+        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || packed.registered(w) || banded.contains(w)) {
             return w;
         }
         long before;
@@ -367,6 +393,15 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     public void matvecRows(Linear w, int rowFrom, int rows, float[] x, int count, float[] y, int[] yOffs) {
         int in = w.in();
         countProduct((long) rows * in * w.weight().dtype().bytes(), (long) rows * in * count);
+        Panels band = packed.panels(new Band(w, rowFrom, rows, false));
+        if (band != null) {
+            float[] out = new float[count * rows];
+            bandTimes(band, x, count, out);
+            for (int k = 0; k < count; k++) {
+                System.arraycopy(out, k * rows, y, yOffs[k], rows);
+            }
+            return;
+        }
         Kernels kernels = kernelsFor(w);
         float[] input = inLayout(w, x, 0, count);
         float[] four = new float[4];
@@ -392,6 +427,19 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         int in = w.in();
         int count = xOffs.length;
         countProduct((long) rows * in * w.weight().dtype().bytes(), (long) rows * in * count);
+        Panels band = packed.panels(new Band(w, rowFrom, rows, true));
+        if (band != null) {
+            float[] xs = new float[count * rows];
+            for (int k = 0; k < count; k++) {
+                System.arraycopy(x, xOffs[k], xs, k * rows, rows);
+            }
+            float[] out = new float[count * in];
+            bandTimes(band, xs, count, out);
+            for (int k = 0; k < count; k++) {
+                System.arraycopy(out, k * in, y, yOffs[k], in);
+            }
+            return;
+        }
         Kernels kernels = kernelsFor(w);
         float[] acc = new float[count * in];
         float[] row = scratch(in);
@@ -405,6 +453,12 @@ public final class CpuOps implements TensorOps, AutoCloseable {
         for (int k = 0; k < count; k++) {
             kernels.fromLayout(w.weight().dtype(), w.blockCols(), acc, k * in, in, y, yOffs[k]);
         }
+    }
+
+    /** A band's panels times {@code count} vectors {@code x[k·in ..]}, on the calling thread (callers split over bands). */
+    private static void bandTimes(Panels band, float[] x, int count, float[] y) {
+        float[] scaled = band.scaledInput(x, count * band.in);
+        band.multiply(scaled != null ? scaled : x, scaled != null, count, y, 0, band.slots());
     }
 
     @Override

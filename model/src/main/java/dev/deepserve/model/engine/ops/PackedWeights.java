@@ -9,6 +9,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.LongFunction;
+import java.util.function.Supplier;
 
 /**
  * The weights a CPU backend repacks into {@link Panels}, by weight: packed at load ({@link #packNow}) or at their first
@@ -19,13 +20,15 @@ import java.util.function.LongFunction;
  */
 final class PackedWeights {
 
-    private final Map<Linear, Packing> packings = new ConcurrentHashMap<>();
+    /** By weight, or by {@link Band} for a band of one. */
+    private final Map<Object, Packing> packings = new ConcurrentHashMap<>();
     private final LongFunction<MemorySegment> allocate;
     /** Bytes copied by every backend of the process and still reachable (shared with {@code CpuOps.place}'s limit). */
     private final AtomicLong processBytes;
     private final Cleaner cleaner;
     private final AtomicLong bytes = new AtomicLong();
     private final AtomicInteger count = new AtomicInteger();
+    private final AtomicInteger bands = new AtomicInteger();
 
     PackedWeights(LongFunction<MemorySegment> allocate, AtomicLong processBytes, Cleaner cleaner) {
         this.allocate = allocate;
@@ -34,19 +37,24 @@ final class PackedWeights {
     }
 
     void packNow(Linear w) {
-        packings.computeIfAbsent(w, Packing::new).get();
+        packings.computeIfAbsent(w, k -> new Packing(w)).get();
     }
 
     void packLater(Linear w) {
-        packings.computeIfAbsent(w, Packing::new);
+        packings.computeIfAbsent(w, k -> new Packing(w));
+    }
+
+    /** Packs a band of a weight now, from the weight {@link Band#linear} builds (not kept: a transposed band's copy). */
+    void packNow(Band band) {
+        packings.computeIfAbsent(band, k -> new Packing(band::linear, bands)).get();
     }
 
     boolean registered(Linear w) {
         return !packings.isEmpty() && packings.containsKey(w);
     }
 
-    /** w's panels, packed now if this is its first product; null for a weight never registered. */
-    Panels panels(Linear w) {
+    /** The panels of w (or of a {@link Band}), packed now if this is its first product; null if never registered. */
+    Panels panels(Object w) {
         Packing k = packings.isEmpty() ? null : packings.get(w);
         return k == null ? null : k.get();
     }
@@ -63,9 +71,14 @@ final class PackedWeights {
         packings.clear();
     }
 
-    /** Weights in panels now. */
+    /** Weights in panels now, bands not counted. */
     int count() {
         return count.get();
+    }
+
+    /** Bands of weights in panels now ({@link #packNow(Band)}). */
+    int bands() {
+        return bands.get();
     }
 
     /** Bytes of panels now. */
@@ -76,11 +89,17 @@ final class PackedWeights {
     /** One weight's panels, packed by the first thread that needs them; the map's bins are never held meanwhile. */
     private final class Packing {
 
-        private final Linear w;
+        private final Supplier<Linear> source;
+        private final AtomicInteger counter;
         private volatile Panels panels;
 
         Packing(Linear w) {
-            this.w = w;
+            this(() -> w, count);
+        }
+
+        Packing(Supplier<Linear> source, AtomicInteger counter) {
+            this.source = source;
+            this.counter = counter;
         }
 
         Panels get() {
@@ -98,19 +117,19 @@ final class PackedWeights {
         }
 
         private Panels pack() {
-            Panels p = Panels.pack(w, allocate);
+            Panels p = Panels.pack(source.get(), allocate);
             long n = p.bytes();
             processBytes.addAndGet(n);
             cleaner.register(p, () -> processBytes.addAndGet(-n)); // the memory goes with the last reference
             bytes.addAndGet(n);
-            count.incrementAndGet();
+            counter.incrementAndGet();
             return p;
         }
 
         synchronized void release() {
             if (panels != null) {
                 bytes.addAndGet(-panels.bytes());
-                count.decrementAndGet();
+                counter.decrementAndGet();
                 panels = null;
             }
         }
