@@ -187,7 +187,10 @@ public final class DecodeBench {
     /** Nanoseconds the last {@link #step} spent picking tokens (the sampler over the whole vocabulary). */
     static long samplingNanos;
 
-    /** One decode step as the engine runs it: forward, lm_head over each sequence's row, a greedy sampler per sequence. */
+    /**
+     * One decode step as the engine runs it: forward, lm_head over each sequence's row, the greedy picks on all the
+     * backend's threads ({@code CpuStepRunner}, when every sequence samples plain greedy; one row alone by its sampler).
+     */
     static void step(Transformer model, List<KvCache> caches, int[] next) {
         List<Transformer.Step> steps = new ArrayList<>();
         for (int b = 0; b < caches.size(); b++) {
@@ -197,8 +200,10 @@ public final class DecodeBench {
         float[] logits = model.logits(h, 0, caches.size());
         int vocab = model.config().vocabSize();
         long t = System.nanoTime();
-        for (int b = 0; b < caches.size(); b++) {
-            next[b] = SAMPLER.sample(logits, b * vocab, vocab).id();
+        if (caches.size() == 1) {
+            next[0] = SAMPLER.sample(logits, 0, vocab).id();
+        } else {
+            model.ops().parallelFor(caches.size(), vocab, b -> next[b] = Sampler.argmax(logits, b * vocab, vocab));
         }
         samplingNanos = System.nanoTime() - t;
     }

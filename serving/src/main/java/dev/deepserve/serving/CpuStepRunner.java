@@ -6,6 +6,7 @@ import dev.deepserve.model.engine.KvPrecision;
 import dev.deepserve.model.engine.Mla;
 import dev.deepserve.model.engine.Mtp;
 import dev.deepserve.model.engine.Transformer;
+import dev.deepserve.model.sampling.Sampler;
 
 import java.util.List;
 
@@ -71,14 +72,29 @@ public final class CpuStepRunner implements StepRunner {
     public StepScores forward(List<Transformer.Step> steps, int[] logitRows, boolean picksSuffice) {
         lastHidden = model.forward(steps);
         float[] logits = logitRows.length == 0 ? new float[0] : model.logits(gather(lastHidden, logitRows), 0, logitRows.length);
-        return StepScores.ofLogits(logits, logitRows.length, vocab, unusable);
+        return scores(logits, logitRows.length, picksSuffice);
     }
 
     @Override
     public StepScores forwardDraft(List<Transformer.Step> steps, int[] mainRows, int[] draftRows, boolean picksSuffice) {
         float[] states = mtp.forward(gather(lastHidden, mainRows), steps, model);
         float[] logits = draftRows.length == 0 ? new float[0] : mtp.logits(gather(states, draftRows), 0, draftRows.length, model);
-        return StepScores.ofLogits(logits, draftRows.length, vocab, unusable);
+        return scores(logits, draftRows.length, picksSuffice);
+    }
+
+    /**
+     * The rows' logits with the unusable ids masked, or, when every row samples plain greedy, their argmaxes picked
+     * on all the backend's threads (the same ids the samplers would pick, one row after another, on the step thread:
+     * 8 rows of a 129K vocabulary took 0.3 ms of a 3.7 ms tiny-v3 step).
+     */
+    private StepScores scores(float[] logits, int rows, boolean picksSuffice) {
+        StepScores masked = StepScores.ofLogits(logits, rows, vocab, unusable);
+        if (!picksSuffice || rows < 2) {
+            return masked;
+        }
+        int[] picks = new int[rows];
+        model.ops().parallelFor(rows, vocab, r -> picks[r] = Sampler.argmax(logits, r * vocab, vocab));
+        return StepScores.ofPicks(picks, vocab);
     }
 
     @Override
