@@ -7,6 +7,7 @@ import dev.deepserve.model.engine.KvCache;
 import dev.deepserve.model.engine.Mla;
 import dev.deepserve.model.engine.Transformer;
 import dev.deepserve.model.engine.ops.CpuOps;
+import dev.deepserve.model.engine.ops.TensorOps;
 import dev.deepserve.model.sampling.Sampler;
 import dev.deepserve.model.tiny.TinyCheckpoint;
 
@@ -203,7 +204,8 @@ public final class DecodeBench {
         if (caches.size() == 1) {
             next[0] = SAMPLER.sample(logits, 0, vocab).id();
         } else {
-            model.ops().parallelFor(caches.size(), vocab, b -> next[b] = Sampler.argmax(logits, b * vocab, vocab));
+            TensorOps threads = model.ops() instanceof PhaseTimer timer ? timer.inner() : model.ops(); // not a phase's loop
+            threads.parallelFor(caches.size(), vocab, b -> next[b] = Sampler.argmax(logits, b * vocab, vocab));
         }
         samplingNanos = System.nanoTime() - t;
     }

@@ -70,7 +70,7 @@ public class KernelBench extends OneThreadKernelBench {
             weight = new Linear("w", new Tensor("w", DType.BF16, new long[] {N, N}, data), null, N, N, 1, 1);
         }
         vector = CpuOps.create(true, 1, false);
-        vector.repack(false); // the row kernels: what a weight no backend prepared (kv_b_proj, the router) takes
+        vector.repack(false); // the row kernels: what a weight no backend prepared (the router, a band panels cannot hold) takes
         scalar = CpuOps.create(false, 1, false);
         panels = CpuOps.create(true, 1, false);
         panels.prepare(weight); // Fp8Panels or Bf16Panels, as the engine packs its projections and lm_head

@@ -61,6 +61,11 @@ final class PhaseTimer implements TensorOps {
         return "dense MLP";
     }
 
+    /** The backend this times: for work outside the model's phases (the bench's greedy picks). */
+    TensorOps inner() {
+        return inner;
+    }
+
     @Override
     public void prepare(Linear w) {
         inner.prepare(w);

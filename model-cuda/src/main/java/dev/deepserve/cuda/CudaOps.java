@@ -86,6 +86,12 @@ public final class CudaOps implements TensorOps, AutoCloseable {
         return gpu.alloc(bytes);
     }
 
+    /** The bands' products run on the CPU backend, which may repack them. */
+    @Override
+    public void prepareBand(Linear w, int rowFrom, int rows, boolean transposed) {
+        cpu.prepareBand(w, rowFrom, rows, transposed);
+    }
+
     @Override
     public void matvecRows(Linear w, int rowFrom, int rows, float[] xs, int count, float[] ys, int[] yOffs) {
         cpu.matvecRows(w, rowFrom, rows, xs, count, ys, yOffs);

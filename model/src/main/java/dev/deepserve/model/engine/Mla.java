@@ -64,12 +64,13 @@ public final class Mla {
         }
         this.kvA = Linear.loadForMatmul(w, c, prefix + "kv_a_proj_with_mqa", kvLora + ropeDim, hidden, ops);
         this.kvANorm = Weights.vector(w, prefix + "kv_a_layernorm.weight", kvLora);
-        Linear kvB = Linear.load(w, c, prefix + "kv_b_proj", heads * (nope + vDim), kvLora);
-        for (int h = 0; h < heads; h++) { // the absorbed form's bands: W_UK read transposed, W_UV as rows
+        // placed as a whole (the naive form multiplies by all of it), then the absorbed form's bands: W_UK transposed,
+        // W_UV as rows
+        this.kvB = Linear.load(w, c, prefix + "kv_b_proj", heads * (nope + vDim), kvLora, ops);
+        for (int h = 0; h < heads; h++) {
             ops.prepareBand(kvB, h * (nope + vDim), nope, true);
             ops.prepareBand(kvB, h * (nope + vDim) + nope, vDim, false);
         }
-        this.kvB = ops.place(kvB);
         this.oProj = Linear.loadForMatmul(w, c, prefix + "o_proj", hidden, heads * vDim, ops);
     }
 
@@ -163,8 +164,9 @@ public final class Mla {
     /**
      * The absorbed form: {@code q_nope·k_nope = q_nope·(W_UK c) = (W_UKᵀ q_nope)·c} and {@code Σ p·(W_UV c) = W_UV (Σ p·c)},
      * so scores and the weighted sum run over the cached latents. All absorbed segments of a step go together, in groups
-     * of tokens per head: a head's {@code W_UK} band is dequantized once per group, its {@code W_UV} band once per four
-     * tokens (a batch of 8 decoding sequences used to dequantize both 8 times). The sums are the same as token by token.
+     * of tokens per head: each of a head's {@code W_UK} and {@code W_UV} bands is read once per group (in panels where
+     * the backend packed them, {@link TensorOps#prepareBand}; on the row kernels {@code W_UV} once per four tokens). A
+     * token's sums are the same whatever group it is in.
      */
     private void absorbed(float[] q, java.util.List<Segment> segments, int layer, float[] attended) {
         int stride = kvLora + ropeDim;
@@ -195,7 +197,7 @@ public final class Mla {
 
     /**
      * Tokens per parallel item of the absorbed form: a decode batch is one item per head (each band of {@code kv_b_proj}
-     * dequantized once for all its sequences), a prompt chunk is split so that both threads share each group's keys.
+     * read once for all its sequences), a prompt chunk is split so that both threads share each group's keys.
      */
     private static final int TOKENS_PER_ITEM = 16;
 
@@ -212,7 +214,7 @@ public final class Mla {
             outOffs[k] = (r * heads + h) * vDim;
             latentOffs[k] = k * kvLora;
         }
-        // W_UK carries the queries into the latent space, each weight row dequantized once for all n tokens
+        // W_UK carries the queries into the latent space, read once for all n tokens
         float[] qLatents = new float[n * kvLora];
         ops.matvecRowsTransposed(kvB, h * rowsPerHead, nope, q, qOffs, qLatents, latentOffs);
         float[] outputs = new float[n * kvLora];
@@ -231,7 +233,7 @@ public final class Mla {
             }
             System.arraycopy(latents.result(oLatent), 0, outputs, k * kvLora, kvLora);
         }
-        // W_UV over the latent outputs, its weights dequantized once per four tokens
+        // W_UV over the latent outputs
         ops.matvecRows(kvB, h * rowsPerHead + nope, vDim, outputs, n, attended, outOffs);
     }
 

@@ -22,7 +22,7 @@ record Band(Linear w, int rowFrom, int rows, boolean transposed) {
 
     /**
      * Whether the band can go into panels with its block scales intact: BF16 without scales, or FP8 whose panels of
-     * {@link Panels#panelRows} rows each lie in one row of blocks. Transposed, the band's rows become columns, whose
+     * {@link Panels#panelRows} rows each lie in one row of blocks (the band starting at a panel's edge). Transposed, the band's rows become columns, whose
      * blocks must be whole: the band lies within one row of blocks, or starts at one's edge.
      */
     static boolean fits(Linear w, int rowFrom, int rows, boolean transposed) {
@@ -36,13 +36,24 @@ record Band(Linear w, int rowFrom, int rows, boolean transposed) {
         if (w.weight().dtype() != DType.F8_E4M3 || w.scaleInv().dtype() != DType.F32) {
             return false;
         }
-        if (!transposed) {
+        if (!transposed) { // every panel's rows in one row of blocks
             return rowFrom % lanes == 0 && w.blockRows() % lanes == 0 && w.in() % 4 == 0 && w.blockCols() % 4 == 0;
         }
         boolean oneBlockRow = rowFrom / w.blockRows() == (rowFrom + rows - 1) / w.blockRows();
         int columnBlock = oneBlockRow ? rows : w.blockRows();
         return (oneBlockRow || rowFrom % w.blockRows() == 0) && rows % 4 == 0 && columnBlock % 4 == 0
                 && w.blockCols() % lanes == 0;
+    }
+
+    /** Keys compare w by identity: a product looks its band up every step, and a weight's record hash walks its tensors. */
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof Band b && b.w == w && b.rowFrom == rowFrom && b.rows == rows && b.transposed == transposed;
+    }
+
+    @Override
+    public int hashCode() {
+        return ((System.identityHashCode(w) * 31 + rowFrom) * 31 + rows) * 2 + (transposed ? 1 : 0);
     }
 
     /** The band as a weight: a view of w's rows with a scale row per panel, or the transpose, copied. */

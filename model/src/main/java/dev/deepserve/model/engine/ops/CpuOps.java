@@ -41,8 +41,6 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     private static final java.util.concurrent.atomic.AtomicLong PLACED_IN_PROCESS = new java.util.concurrent.atomic.AtomicLong();
     private static final java.lang.ref.Cleaner RELEASE = java.lang.ref.Cleaner.create();
     private final ThreadLocal<float[]> scratch = ThreadLocal.withInitial(() -> new float[0]);
-    /** Weights with a band in panels ({@link #prepareBand}): {@link #place} leaves them where they are. */
-    private final java.util.Set<Linear> banded = java.util.concurrent.ConcurrentHashMap.newKeySet();
     /** Weights {@link #prepare} and {@link #prepareOnFirstUse} registered, and their panels. */
     private final PackedWeights packed = new PackedWeights(this::allocatePanels, PLACED_IN_PROCESS, RELEASE);
 
@@ -170,13 +168,13 @@ public final class CpuOps implements TensorOps, AutoCloseable {
      * bands, {@code W_UK} transposed and {@code W_UV} as rows, which every decode step reads for all its tokens. The
      * row kernels decoded each weight row into a buffer and added it to every token's sums (~11 GFMA/s); the panels
      * serve all the tokens per pass as the projections' do. Not under {@link #deferPacking} (an expert worker runs no
-     * attention); a weight with a band packed gets no huge-page copy ({@link #place}).
+     * attention). The weight keeps its own copy (MLA's naive form multiplies by all of it): the bands' panels are
+     * memory on top, as large as the bands.
      */
     @Override
     public void prepareBand(Linear w, int rowFrom, int rows, boolean transposed) {
         if (repack && !deferPacking && kernels instanceof VectorKernels && Band.fits(w, rowFrom, rows, transposed)) {
             packed.packNow(new Band(w, rowFrom, rows, transposed));
-            banded.add(w);
         }
     }
 
@@ -228,7 +226,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
     @Override
     public Linear place(Linear w) {
         long bytes = w.weight().data().byteSize();
-        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || packed.registered(w) || banded.contains(w)) {
+        if (!repack || bytes < 64 * 1024 || !HUGE_PAGES || packed.registered(w)) {
             return w;
         }
         long before;

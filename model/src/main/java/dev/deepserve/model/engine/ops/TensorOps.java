@@ -33,8 +33,8 @@ public interface TensorOps {
     /**
      * Readies rows {@code [rowFrom, rowFrom + rows)} of a weight that {@link #matvecRows} ({@code transposed} false) or
      * {@link #matvecRowsTransposed} (true) will read with those bounds on every step: MLA's {@code kv_b_proj} head
-     * bands. A backend may repack the band. Called at load, before {@link #place}; results may differ from an
-     * unprepared band's in the last bits, never between counts of vectors.
+     * bands. A backend may repack the band. Called at load, on the weight {@link #place} returned; results may differ
+     * from an unprepared band's in the last bits, never between counts of vectors.
      */
     default void prepareBand(Linear w, int rowFrom, int rows, boolean transposed) {
     }

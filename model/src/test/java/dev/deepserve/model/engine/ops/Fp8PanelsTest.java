@@ -290,7 +290,10 @@ class Fp8PanelsTest {
         assertFalse(Fp8Panels.fits(CpuOpsTest.linear(nan, 64, 32)), "NaN codes take the scalar kernels");
     }
 
-    /** A warm product allocates nothing at batch 1, 4 and 8 (a vector boxed in the kernel would cost ~100 B per FMA group). */
+    /**
+     * A warm product allocates nothing at batch 1, 3, 4 and 8, its inputs scaled or not (a vector boxed in a kernel
+     * would cost ~100 B per FMA group).
+     */
     @Test
     void aWarmProductAllocatesNoVectors() {
         Assumptions.assumeTrue(CpuOps.vectorAvailable(), "Vector API module not present");
@@ -298,11 +301,14 @@ class Fp8PanelsTest {
         Linear w = fp8(63 * Bf16Panels.panelRows() + 5, 512, 128, 128, 11);
         try (CpuOps ops = CpuOps.create(true, 1, false)) {
             ops.prepare(w);
-            for (int batch : new int[] {1, 4, 8}) {
-                float[] x = input(batch, w.in(), batch);
-                float[] y = new float[batch * w.out()];
-                long perCall = dev.deepserve.model.AllocationProbe.perCall(() -> ops.matmul(w, x, y, batch), 50, 1024, java.time.Duration.ofSeconds(30));
-                assertTrue(perCall <= 1024, "a warm FP8 panel product at batch " + batch + " allocated " + perCall + " bytes per call");
+            for (int batch : new int[] {1, 3, 4, 8}) {
+                for (boolean large : new boolean[] {false, true}) {
+                    float[] x = input(batch, w.in(), batch);
+                    x[x.length - 1] = large ? 300f : x[x.length - 1]; // 300: the inputs cannot carry the decode's 2^120
+                    float[] y = new float[batch * w.out()];
+                    long perCall = dev.deepserve.model.AllocationProbe.perCall(() -> ops.matmul(w, x, y, batch), 50, 1024, java.time.Duration.ofSeconds(30));
+                    assertTrue(perCall <= 1024, "a warm FP8 panel product at batch " + batch + (large ? " (unscaled)" : "") + " allocated " + perCall + " bytes per call");
+                }
             }
         }
     }
