@@ -39,10 +39,19 @@ record Band(Linear w, int rowFrom, int rows, boolean transposed) {
         if (!transposed) { // every panel's rows in one row of blocks
             return rowFrom % lanes == 0 && w.blockRows() % lanes == 0 && w.in() % 4 == 0 && w.blockCols() % 4 == 0;
         }
-        boolean oneBlockRow = rowFrom / w.blockRows() == (rowFrom + rows - 1) / w.blockRows();
-        int columnBlock = oneBlockRow ? rows : w.blockRows();
-        return (oneBlockRow || rowFrom % w.blockRows() == 0) && rows % 4 == 0 && columnBlock % 4 == 0
-                && w.blockCols() % lanes == 0;
+        int columnBlock = transposedColumnBlock(w, rowFrom, rows);
+        return columnBlock > 0 && rows % 4 == 0 && columnBlock % 4 == 0 && w.blockCols() % lanes == 0;
+    }
+
+    /**
+     * The width of the transpose's column blocks (w's rows of blocks seen from the band): the band's rows when it lies
+     * inside one row of blocks, w's block height when it starts at one's edge, else 0 (no whole blocks).
+     */
+    private static int transposedColumnBlock(Linear w, int rowFrom, int rows) {
+        if (rowFrom / w.blockRows() == (rowFrom + rows - 1) / w.blockRows()) {
+            return rows;
+        }
+        return rowFrom % w.blockRows() == 0 ? w.blockRows() : 0;
     }
 
     /** Keys compare w by identity: a product looks its band up every step, and a weight's record hash walks its tensors. */
@@ -88,12 +97,11 @@ record Band(Linear w, int rowFrom, int rows, boolean transposed) {
         int elem = w.weight().dtype().bytes();
         MemorySegment src = w.weight().data();
         byte[] t = new byte[in * rows * elem];
-        for (int i = 0; i < rows; i++) {
-            long row = (long) (rowFrom + i) * in * elem;
+        byte[] row = new byte[in * elem];
+        for (int i = 0; i < rows; i++) { // each source row read in one copy, its elements spread down column i
+            MemorySegment.copy(src, ValueLayout.JAVA_BYTE, (long) (rowFrom + i) * in * elem, row, 0, row.length);
             for (int c = 0; c < in; c++) {
-                for (int e = 0; e < elem; e++) {
-                    t[(c * rows + i) * elem + e] = src.get(ValueLayout.JAVA_BYTE, row + (long) c * elem + e);
-                }
+                System.arraycopy(row, c * elem, t, (c * rows + i) * elem, elem);
             }
         }
         Tensor weight = new Tensor(w.weight().name() + "[" + rowFrom + "+" + rows + "]ᵀ", w.weight().dtype(), new long[] {in, rows},
@@ -103,8 +111,7 @@ record Band(Linear w, int rowFrom, int rows, boolean transposed) {
         }
         // w's block (row block rb, column block cb) becomes the transpose's (cb, rb - first)
         int first = rowFrom / w.blockRows();
-        boolean oneBlockRow = first == (rowFrom + rows - 1) / w.blockRows();
-        int columnBlock = oneBlockRow ? rows : w.blockRows();
+        int columnBlock = transposedColumnBlock(w, rowFrom, rows);
         int blockRowsT = w.scaleColumns();
         int blockColsT = Math.ceilDiv(rows, columnBlock);
         float[] scales = new float[blockRowsT * blockColsT];

@@ -293,10 +293,9 @@ public final class CpuOps implements TensorOps, AutoCloseable {
             int slots = panels.slots();
             int perItem = Math.ceilDiv(slots, threads * ITEMS_PER_THREAD);
             int items = Math.ceilDiv(slots, perItem);
-            float[] scaled = panels.scaledInput(values, batch * w.in());
-            float[] input = scaled != null ? scaled : values;
+            Panels.Input input = panels.input(values, batch * w.in());
             parallelFor(items, (long) Math.ceilDiv(panels.panels(), items) * Panels.panelRows() * w.in() * batch,
-                    i -> panels.multiply(input, scaled != null, batch, y, i * perItem, Math.min(slots, (i + 1) * perItem)));
+                    i -> panels.multiply(input, batch, y, i * perItem, Math.min(slots, (i + 1) * perItem)));
             return;
         }
         Kernels kernels = kernelsFor(w);
@@ -455,8 +454,7 @@ public final class CpuOps implements TensorOps, AutoCloseable {
 
     /** A band's panels times {@code count} vectors {@code x[k·in ..]}, on the calling thread (callers split over bands). */
     private static void bandTimes(Panels band, float[] x, int count, float[] y) {
-        float[] scaled = band.scaledInput(x, count * band.in);
-        band.multiply(scaled != null ? scaled : x, scaled != null, count, y, 0, band.slots());
+        band.multiply(band.input(x, count * band.in), count, y, 0, band.slots());
     }
 
     @Override

@@ -74,7 +74,7 @@ final class Fp8Panels extends Panels {
     /**
      * The codes of column {@code 4m + k} for L rows: byte k of every lane moved to the top, its sign, exponent and
      * mantissa bits put where a float has them (the value times 2^-120, exact for every code, subnormals included),
-     * then times 2^120 unless the input already carries that factor ({@link #scaledInput}).
+     * then times 2^120 unless the input already carries that factor ({@link #input}).
      */
     private static FloatVector column(IntVector quad, int k, boolean scaled) {
         FloatVector raw = quad.lanewise(VectorOperators.LSHL, 24 - 8 * k)
@@ -83,14 +83,14 @@ final class Fp8Panels extends Panels {
     }
 
     /**
-     * x times 2^120 into the calling thread's buffer, when every |x| is below 2^8 (so every x·2^120 is finite), else
-     * null. Then {@code fma(raw, x·2^120, sum)} rounds the very product {@code fma(raw·2^120, x, sum)} rounds: both
+     * x times 2^120 in the calling thread's buffer (valid until its next product), when every |x| is below 2^8 (so
+     * every x·2^120 is finite), else x as it is. Then {@code fma(raw, x·2^120, sum)} rounds the very product {@code fma(raw·2^120, x, sum)} rounds: both
      * scalings by 2^120 are exact, so the products are equal as real numbers and every output is bitwise the same,
      * while the kernels skip a multiply per decoded column per panel on the FMA units (1.35-1.4× at batch 2-8).
      * NaN inputs pass: NaN·2^120 is NaN, as NaN times any weight is.
      */
     @Override
-    float[] scaledInput(float[] x, int n) {
+    Input input(float[] x, int n) {
         float[] buffer = SCALED.get();
         if (buffer.length < n) { // a decode batch's inputs are kept for the next product; a prompt chunk's are not
             buffer = new float[n];
@@ -110,7 +110,7 @@ final class Fp8Panels extends Panels {
             fits &= !(Math.abs(x[i]) >= SCALABLE);
             buffer[i] = x[i] * TWO_POW_120;
         }
-        return fits ? buffer : null;
+        return fits ? new Input(buffer, true) : new Input(x, false);
     }
 
     /** Columns of block cb: {@code [first, end)} in groups of four. */

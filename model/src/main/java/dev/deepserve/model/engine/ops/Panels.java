@@ -112,19 +112,26 @@ abstract sealed class Panels permits Bf16Panels, Fp8Panels {
     }
 
     /**
-     * The input the kernels may take instead of x's first n values, already times a factor every decoded weight would
-     * otherwise be multiplied by, or null if there is none or x does not allow it (only {@link Fp8Panels} has one).
-     * The products are bitwise the same either way. The array is the calling thread's, valid until its next call.
+     * A product's input as the kernels take it: x's values, or ({@code scaled}) those values already times a factor
+     * every decoded weight would otherwise be multiplied by (only {@link Fp8Panels} has one). The products are bitwise
+     * the same either way.
      */
-    float[] scaledInput(float[] x, int n) {
-        return null;
+    record Input(float[] values, boolean scaled) {
+    }
+
+    /** x's first n values as this weight's kernels take them ({@link Input}), made once per product. */
+    Input input(float[] x, int n) {
+        return new Input(x, false);
     }
 
     /**
      * {@code y[b, r] = Σ_c W[r, c] · x[b, c]} for the rows of {@link #slots} {@code [from, to)} and all {@code batch}
-     * rows of x ({@code scaled}: x is what {@link #scaledInput} returned): a group by the four-panel kernels (batch rows four, then two, then one at a time), a panel after the quarters by the one-panel kernel.
+     * rows of the input: a group by the four-panel kernels (batch rows four, then two, then one at a time), a panel
+     * after the quarters by the one-panel kernel.
      */
-    final void multiply(float[] x, boolean scaled, int batch, float[] y, int from, int to) {
+    final void multiply(Input input, int batch, float[] y, int from, int to) {
+        float[] x = input.values();
+        boolean scaled = input.scaled();
         for (int s = from; s < to; s++) {
             if (s < quarter) {
                 int b = 0;

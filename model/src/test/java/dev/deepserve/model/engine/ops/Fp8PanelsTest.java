@@ -125,7 +125,7 @@ class Fp8PanelsTest {
     }
 
     /**
-     * The kernels skip the decode's ×2^120 when the inputs carry it ({@link Fp8Panels#scaledInput}), which they can only
+     * The kernels skip the decode's ×2^120 when the inputs carry it ({@link Fp8Panels#input}), which they can only
      * while every |x| < 2^8. A batch with one row at or past that bound goes the other way: each row still gives the
      * stated sum bit for bit, the same as when it is alone, with subnormal, zero, infinite and NaN inputs too.
      */
@@ -151,7 +151,7 @@ class Fp8PanelsTest {
         float[][] rows = {small, atBound, large, special};
         Panels packed = Panels.pack(w, n -> Arena.ofAuto().allocate(n, 64));
         for (float[] row : rows) { // NaN·2^120 is NaN: a NaN input may be carried
-            assertEquals(row == small || row == special, packed.scaledInput(row, in) != null);
+            assertEquals(row == small || row == special, packed.input(row, in).scaled());
         }
         float[] batch = new float[rows.length * in];
         for (int b = 0; b < rows.length; b++) {

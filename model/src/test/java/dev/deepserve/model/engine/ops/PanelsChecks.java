@@ -55,7 +55,7 @@ final class PanelsChecks {
         for (int batch : new int[] {1, 2, 3, 4, 5, 7}) {
             float[] x = inputs.make(batch, w.in(), 3);
             float[] whole = new float[batch * out];
-            packed.multiply(x, false, batch, whole, 0, packed.slots());
+            packed.multiply(new Panels.Input(x, false), batch, whole, 0, packed.slots());
             float[] alone = new float[batch * out];
             for (int p = 0; p < packed.panels(); p++) {
                 for (int b = 0; b < batch; b++) {
@@ -63,15 +63,15 @@ final class PanelsChecks {
                 }
             }
             assertArrayEquals(alone, whole, "batch " + batch);
-            float[] scaled = packed.scaledInput(x, batch * w.in());
-            if (scaled != null) { // the kernels on inputs carrying the decode's factor: the same bits
+            Panels.Input scaled = packed.input(x, batch * w.in());
+            if (scaled.scaled()) { // the kernels on inputs carrying the decode's factor: the same bits
                 float[] wholeScaled = new float[batch * out];
-                packed.multiply(scaled, true, batch, wholeScaled, 0, packed.slots());
+                packed.multiply(scaled, batch, wholeScaled, 0, packed.slots());
                 assertArrayEquals(whole, wholeScaled, "batch " + batch + ", scaled inputs");
                 float[] aloneScaled = new float[batch * out];
                 for (int p = 0; p < packed.panels(); p++) {
                     for (int b = 0; b < batch; b++) {
-                        packed.oneByOne(p, scaled, true, b, aloneScaled);
+                        packed.oneByOne(p, scaled.values(), true, b, aloneScaled);
                     }
                 }
                 assertArrayEquals(whole, aloneScaled, "batch " + batch + ", scaled inputs, one panel at a time");
